@@ -1,0 +1,141 @@
+"""Volumes and DICOM series in and out: every format becomes one ``Volume`` and goes back.
+
+``read_volume`` picks the reader from the path (folder = DICOM series, else extension,
+else content); ``write_volume`` writes in the format of the volume's *source*, through
+``atomic_path`` so that a failure never leaves a partial output, with every header field
+that did not change kept as it was.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from DeFacerLib.errors import InputError, OutputError
+from DeFacerLib.io import formats
+from DeFacerLib.io.atomic import atomic_path, check_output_path
+from DeFacerLib.io.dicom_enhanced import read_dicom_enhanced, write_dicom_enhanced
+from DeFacerLib.io.dicom_series import SeriesSummary, list_dicom_series, read_dicom_series, write_dicom_series
+from DeFacerLib.io.itk_formats import read_itk, write_itk
+from DeFacerLib.io.modality import guess_modality
+from DeFacerLib.io.nifti import read_mgz, read_nifti, write_mgz, write_nifti
+from DeFacerLib.volume import SourceInfo, Volume
+
+__all__ = [
+    "read_volume",
+    "write_volume",
+    "with_format",
+    "list_dicom_series",
+    "SeriesSummary",
+    "guess_modality",
+    "describe",
+]
+
+DicomHook = Callable[[Dataset, int], None]
+
+
+def read_volume(path: str | Path, *, series_uid: str | None = None) -> Volume:
+    """Read a NIfTI/MGZ/NRRD/MetaImage file, an enhanced DICOM file or a DICOM series folder."""
+    path = Path(path)
+    fmt = formats.detect_format(path)
+    if fmt == formats.NIFTI:
+        volume = read_nifti(path)
+    elif fmt == formats.MGZ:
+        volume = read_mgz(path)
+    elif fmt in (formats.NRRD, formats.METAIMAGE):
+        volume = read_itk(path, fmt)
+    elif fmt == formats.DICOM_SERIES:
+        volume = read_dicom_series(path, series_uid=series_uid)
+    else:  # a single DICOM file: enhanced multi-frame, or a 2D slice (refused)
+        volume = read_dicom_enhanced(path)
+    try:
+        volume.modality = guess_modality(volume)
+    except MemoryError:
+        raise InputError(f"{path} is too large to inspect in memory") from None
+    return volume
+
+
+def write_volume(
+    volume: Volume,
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    description: str | None = None,
+    dicom_hook: DicomHook | None = None,
+) -> Path:
+    """Write ``volume`` to ``path`` in its source's format; returns the written path.
+
+    ``description`` goes where the format keeps a free note (NIfTI ``descrip``, 80 bytes;
+    NRRD/MetaImage key ``DeFacer``; ignored for MGZ and DICOM). ``dicom_hook(dataset, index)``
+    is called on each DICOM dataset just before it is saved (index = file position in the
+    series' sorted file names; 0 for an enhanced file).
+    """
+    if volume.source is None:  # a new volume (phantom, label map): the output's extension decides
+        fmt = formats.format_from_extension(Path(path).name)
+        if fmt is None or fmt not in formats.WRITE_EXTENSIONS or fmt == formats.DICOM_ENHANCED:
+            raise OutputError(f"cannot choose a format for {path}; name it .nii.gz, .nii, .mgz, .nrrd or .mha")
+        volume = with_format(volume, fmt)
+    fmt = volume.source.format
+    target = Path(path)
+    formats.check_output_format(fmt, target)
+    target = check_output_path(volume.source.path, target, overwrite)
+    is_folder = fmt == formats.DICOM_SERIES
+    if fmt in (formats.DICOM_SERIES, formats.DICOM_ENHANCED) and not volume.source.header:
+        raise OutputError(f"cannot write DICOM {target} without a DICOM source to take the tags from; write NIfTI instead")
+    with atomic_path(target, directory=is_folder) as temp:
+        if fmt == formats.NIFTI:
+            write_nifti(volume, temp, description)
+        elif fmt == formats.MGZ:
+            write_mgz(volume, temp, description)
+        elif fmt in (formats.NRRD, formats.METAIMAGE):
+            write_itk(volume, temp, fmt, description)
+        elif fmt == formats.DICOM_SERIES:
+            write_dicom_series(volume, temp, dicom_hook)
+        elif fmt == formats.DICOM_ENHANCED:
+            write_dicom_enhanced(volume, temp, dicom_hook)
+        else:
+            raise OutputError(f"cannot write format {fmt!r}")
+    return target
+
+
+def with_format(volume: Volume, fmt: str, path: str | Path = "") -> Volume:
+    """The same voxels and geometry, to be written as a fresh file of another format.
+
+    The new source has no header, so the writer builds a plain one (NIfTI: sform and qform
+    code 1, mm units). ``path`` (default: the old source path) is only what
+    ``check_output_path`` compares the output with.
+    """
+    if fmt not in formats.WRITE_EXTENSIONS or fmt == formats.DICOM_ENHANCED:
+        raise OutputError(f"cannot convert to {fmt!r}; choose one of nifti, mgz, nrrd, metaimage")
+    old_path = volume.source.path if volume.source else ""
+    source = SourceInfo(format=fmt, path=str(path or old_path), header=None, extra={"converted_from": volume.source.format if volume.source else None})
+    return dataclasses.replace(volume, source=source)
+
+
+def describe(volume: Volume) -> dict:
+    """What ``defacer info`` prints: format, grid, geometry, modality, scaling, value range."""
+    physical = volume.physical()
+    source = volume.source
+    info = {
+        "format": source.format if source else None,
+        "path": source.path if source else None,
+        "shape": tuple(int(n) for n in volume.array.shape),
+        "dtype": str(volume.array.dtype),
+        "spacing_mm": tuple(round(float(s), 6) for s in volume.spacing_mm),
+        "orientation": volume.describe_orientation(),
+        "origin_mm": tuple(round(float(o), 4) for o in volume.origin_mm),
+        "modality": volume.modality,
+        "slope": float(volume.slope),
+        "intercept": float(volume.intercept),
+        "value_range": (float(np.min(physical)), float(np.max(physical))),
+        "stored_range": (float(np.min(volume.array)), float(np.max(volume.array))),
+    }
+    if source is not None:
+        for key in ("series_uid", "series_description", "dicom_modality", "file_count", "frame_count",
+                    "skipped_files", "per_slice_rescale", "decompressed_from"):
+            if key in source.extra:
+                info[key] = source.extra[key]
+    return info

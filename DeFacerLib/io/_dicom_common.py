@@ -1,0 +1,167 @@
+"""Pieces shared by the classic-series and the enhanced multi-frame DICOM readers/writers.
+
+Rescale representation: when every slice (file or frame) has the same RescaleSlope and
+RescaleIntercept, the Volume keeps the stored integers with that slope/intercept. When they
+differ, the Volume holds the *physical* values as float64 (slope 1, intercept 0): exact,
+since float64 represents stored*slope+intercept of 16-bit data without loss, and the writer
+maps each slice back through its own file's slope/intercept (rint), which restores the
+original stored integers of an unchanged slice exactly.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
+from DeFacerLib.errors import InputError, OutputError
+
+DECODER_HINT = "install a decoder (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pylibjpeg-rle) or decompress it first (e.g. gdcmconv --raw)"
+MODALITY_OF_DICOM = {"MR": "MR", "CT": "CT", "PT": "PT"}
+
+
+def transfer_syntax(ds: Dataset) -> UID | None:
+    meta = getattr(ds, "file_meta", None)
+    return getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+
+
+def decompress_in_place(ds: Dataset, path: Path) -> str | None:
+    """Decode compressed pixel data in ``ds`` (keeping its UIDs); returns the old syntax name."""
+    syntax = transfer_syntax(ds)
+    if syntax is None or not syntax.is_compressed:
+        return None
+    try:
+        ds.decompress(generate_instance_uid=False)
+    except Exception as error:  # missing plugin (RuntimeError) or broken stream
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{path} is compressed ({syntax.name}) and cannot be decoded ({reason}); {DECODER_HINT}") from None
+    return syntax.name
+
+
+def check_scalar(ds: Dataset, path: Path) -> None:
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if samples != 1:
+        raise InputError(f"{path} is a colour image ({samples} samples per pixel); DeFacer needs a greyscale 3D volume")
+
+
+def pixel_frames(ds: Dataset, path: Path) -> np.ndarray:
+    """Stored pixel values as (frames, rows, columns), in native byte order."""
+    try:
+        pixels = ds.pixel_array
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{path} has unreadable pixel data ({reason}); the file is corrupt or truncated") from None
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+    return pixels
+
+
+def rescale_of(item: Dataset | None) -> tuple[float, float]:
+    """(slope, intercept) of a dataset or functional-group item; identity when absent."""
+    if item is None:
+        return 1.0, 0.0
+    slope = item.get("RescaleSlope", None)
+    intercept = item.get("RescaleIntercept", None)
+    slope = float(slope) if slope not in (None, "") else 1.0
+    intercept = float(intercept) if intercept not in (None, "") else 0.0
+    return (slope or 1.0), intercept
+
+
+def combine_rescale(stored: np.ndarray, rescale: list[tuple[float, float]]) -> tuple[np.ndarray, float, float, bool]:
+    """Volume array, slope, intercept and whether slices carry their own rescale.
+
+    ``stored`` is (i, j, k) in slice order and ``rescale`` one (slope, intercept) per slice.
+    """
+    if len(set(rescale)) <= 1:
+        slope, intercept = rescale[0] if rescale else (1.0, 0.0)
+        return stored, slope, intercept, False
+    slopes = np.array([s for s, _ in rescale], dtype=np.float64)
+    intercepts = np.array([b for _, b in rescale], dtype=np.float64)
+    physical = stored.astype(np.float64) * slopes[None, None, :] + intercepts[None, None, :]
+    return physical, 1.0, 0.0, True
+
+
+def to_stored(values: np.ndarray, volume_rescale: tuple[float, float], slice_rescale: tuple[float, float],
+              ds: Dataset, dtype: np.dtype) -> np.ndarray:
+    """Map one slice of Volume values to the stored integers of its own file/frame."""
+    if volume_rescale != slice_rescale or values.dtype != dtype:
+        physical = values.astype(np.float64) * volume_rescale[0] + volume_rescale[1]
+        raw = np.rint((physical - slice_rescale[1]) / slice_rescale[0])
+        bits = int(ds.get("BitsStored", dtype.itemsize * 8))
+        if np.issubdtype(dtype, np.signedinteger) or int(ds.get("PixelRepresentation", 0)) == 1:
+            low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        else:
+            low, high = 0, 2**bits - 1
+        values = np.clip(raw, low, high)
+    return np.ascontiguousarray(values.astype(dtype, copy=False))
+
+
+def check_same_geometry(volume, affine_lps: np.ndarray, path: str) -> None:
+    if volume.array.ndim != 3:
+        raise OutputError(f"DICOM write-back needs a 3D volume, got shape {volume.array.shape}")
+    if not np.allclose(volume.affine_lps, affine_lps, rtol=0, atol=1e-4):
+        raise OutputError(
+            f"the volume's geometry no longer matches its DICOM source {path}; DICOM write-back keeps the source "
+            "geometry, write NIfTI or NRRD instead"
+        )
+
+
+def save_dataset(ds: Dataset, target: Path) -> None:
+    try:
+        ds.save_as(target, enforce_file_format=False)
+    except OSError as error:
+        raise OutputError(f"cannot write {target}: {error.strerror or error}") from None
+
+
+def dicom_modality(ds: Dataset) -> str | None:
+    value = str(ds.get("Modality", "") or "").upper()
+    return value or None
+
+
+def read_dataset(path: Path, stop_before_pixels: bool = False) -> Dataset | None:
+    """A DICOM dataset, or None when the file is not DICOM (no 'DICM' marker)."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except pydicom.errors.InvalidDicomError:
+        return None
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{path} is a damaged DICOM file ({reason}); re-export or remove it") from None
+
+
+def stack_geometry(positions: np.ndarray, orientation: np.ndarray, pixel_spacing: np.ndarray, where: str):
+    """Sort slices along their normal and derive (order, spacing, origin, direction) in LPS.
+
+    DICOM's ImageOrientationPatient gives the row direction (increasing column index,
+    array axis i) then the column direction (increasing row index, axis j); PixelSpacing
+    is (between rows, between columns), i.e. (spacing_j, spacing_i).
+    """
+    row = orientation[:3] / np.linalg.norm(orientation[:3])
+    col = orientation[3:] / np.linalg.norm(orientation[3:])
+    normal = np.cross(row, col)
+    normal /= np.linalg.norm(normal)
+    distance = positions @ normal
+    order = np.argsort(distance, kind="stable")
+    if len(order) < 2:
+        raise InputError(f"{where} is 2D (one slice), DeFacer needs a 3D head volume")
+    steps = np.diff(distance[order])
+    if np.any(steps < 1e-4):
+        raise InputError(
+            f"{where} has several slices at the same position (echoes, phases or repeated acquisitions); "
+            "split them into separate series first"
+        )
+    spacing_k = float(distance[order[-1]] - distance[order[0]]) / (len(order) - 1)
+    tolerance_mm = max(0.01, 0.01 * spacing_k)
+    origin = positions[order[0]]
+    expected = origin[None, :] + np.arange(len(order))[:, None] * spacing_k * normal[None, :]
+    deviation_mm = float(np.max(np.linalg.norm(positions[order] - expected, axis=1)))
+    if deviation_mm > tolerance_mm:
+        raise InputError(
+            f"{where} has unevenly spaced or tilted slices (off a regular stack by {deviation_mm:.3f} mm, "
+            f"steps {steps.min():.3f}-{steps.max():.3f} mm); DeFacer needs a regular 3D stack (missing files?)"
+        )
+    spacing = np.array([float(pixel_spacing[1]), float(pixel_spacing[0]), spacing_k])
+    direction = np.column_stack([row, col, normal])
+    return order, spacing, origin.astype(float), direction

@@ -1,0 +1,66 @@
+"""Guess a volume's modality (MR, CT, PT or OT) when the caller does not say.
+
+Evidence in order of trust: the DICOM Modality tag; a BIDS-style filename suffix or
+entity (``_ct``, ``_pet``, ``_T1w``...); then the values themselves (CT is the only head
+modality with a sizeable fraction of voxels at or below -500 in physical units, the air
+at -1000 HU). With no evidence the answer is MR, by far the commonest head volume.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from DeFacerLib.volume import Volume
+
+CT_AIR_THRESHOLD = -500.0
+CT_AIR_FRACTION = 0.10
+_DICOM_MODALITIES = {"MR": "MR", "CT": "CT", "PT": "PT", "NM": "PT"}
+_NAME_HINTS = (
+    ("CT", ("ct", "cect", "cta")),
+    ("PT", ("pet", "pt", "fdg", "suv")),
+    ("MR", ("t1w", "t2w", "t1", "t2", "flair", "pd", "pdw", "t2star", "mprage", "bold", "dwi", "mri", "mr", "swi", "angio")),
+)
+_KNOWN_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+
+
+def modality_from_name(path: str | Path | None) -> str | None:
+    """The modality a BIDS-like filename states, e.g. 'sub-01_ct.nii.gz' -> 'CT'."""
+    if path is None:
+        return None
+    name = Path(path).name.lower()
+    for suffix in _KNOWN_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    tokens = [token for token in re.split(r"[_\-.\s]+", name) if token]
+    for token in reversed(tokens):  # the BIDS suffix comes last and is the most specific
+        for modality, hints in _NAME_HINTS:
+            if token in hints:
+                return modality
+    return None
+
+
+def modality_from_values(values: np.ndarray) -> str | None:
+    """'CT' when a sizeable fraction of (physical, possibly subsampled) voxels sit at air HU."""
+    sample = np.asarray(values)
+    if sample.size == 0:
+        return None
+    fraction = float(np.count_nonzero(sample <= CT_AIR_THRESHOLD)) / sample.size
+    return "CT" if fraction >= CT_AIR_FRACTION else None
+
+
+def guess_modality(volume_or_array: Volume | np.ndarray, path: str | Path | None = None) -> str:
+    """MR/CT/PT/OT from the DICOM tag, then the filename, then the intensities."""
+    if isinstance(volume_or_array, Volume):
+        volume = volume_or_array
+        tag = (volume.source.extra.get("dicom_modality") if volume.source else None) or ""
+        if tag.upper() in _DICOM_MODALITIES:
+            return _DICOM_MODALITIES[tag.upper()]
+        if path is None and volume.source is not None:
+            path = volume.source.path
+        sample = volume.array[::2, ::2, ::2, ...].astype(np.float32) * np.float32(volume.slope) + np.float32(volume.intercept)
+    else:
+        sample = np.asarray(volume_or_array)[::2, ::2, ::2, ...].astype(np.float32)
+    return modality_from_name(path) or modality_from_values(sample) or "MR"

@@ -1,0 +1,263 @@
+"""NIfTI (.nii, .nii.gz; NIfTI-1 and -2, 3D and 4D) and FreeSurfer MGH/MGZ, through nibabel.
+
+Write-back is byte-exact: the reader keeps the file's raw header bytes (NIfTI: everything
+before the voxel data, extensions included; MGH: the 284-byte header and the footer with
+TR/flip/TE/TI/FoV and tags) and the writer emits them unchanged, patching only the fields
+whose value really changed (shape, dtype, scaling, geometry, ``descrip``). nibabel's own
+writer is not used for write-back because it resets ``scl_slope``/``vox_offset`` and may
+rescale integer data.
+"""
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.freesurfer import mghformat
+
+from DeFacerLib.errors import InputError, OutputError
+from DeFacerLib.io.formats import MGZ, NIFTI
+from DeFacerLib.volume import LPS_FROM_RAS, SourceInfo, Volume
+
+GZIP_LEVEL = 1  # nibabel's default: fast, and the output is not meant to be smaller than the input
+MGH_HEADER_BYTES = 284
+MGH_DTYPES = {0: np.dtype(">u1"), 1: np.dtype(">i4"), 3: np.dtype(">f4"), 4: np.dtype(">i2")}
+DESCRIP_BYTES = 80
+
+
+# ---- shared helpers ---------------------------------------------------------------------
+def read_file_bytes(path: Path) -> bytes:
+    """The file's content, gunzipped when its name says so; InputError when unreadable."""
+    try:
+        raw = path.read_bytes()
+        if path.name.lower().endswith((".gz", ".mgz")):
+            raw = gzip.decompress(raw)
+    except EOFError:
+        raise InputError(f"{path} is truncated (the compressed stream ends early); re-export or re-copy it") from None
+    except (OSError, zlib.error) as error:
+        raise InputError(f"{path} is corrupt or not gzip-compressed ({error}); re-export or re-copy it") from None
+    return raw
+
+
+def write_file_bytes(target: Path, chunks: list[bytes], compress: bool) -> None:
+    """Write chunks, gzipped when asked; the gzip header carries no name and no time."""
+    with open(target, "wb") as handle:
+        if compress:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=handle, compresslevel=GZIP_LEVEL, mtime=0) as gz:
+                for chunk in chunks:
+                    gz.write(chunk)
+        else:
+            for chunk in chunks:
+                handle.write(chunk)
+
+
+def geometry_from_ras_affine(affine_ras: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(spacing_mm, origin_mm, direction) in LPS from a nibabel RAS affine."""
+    affine_lps = LPS_FROM_RAS @ np.asarray(affine_ras, dtype=float)
+    linear = affine_lps[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    if not np.all(np.isfinite(affine_lps)) or np.any(spacing <= 0):
+        raise InputError(f"{path} has an invalid voxel-to-world matrix (zero or non-finite voxel size)")
+    return spacing, affine_lps[:3, 3].copy(), linear / spacing[None, :]
+
+
+def check_3d(shape: tuple[int, ...], path: Path) -> None:
+    if len(shape) < 3 or any(int(n) <= 1 for n in shape[:3]):
+        raise InputError(f"{path} is 2D (shape {tuple(int(n) for n in shape)}), DeFacer needs a 3D head volume")
+    if len(shape) > 4:
+        raise InputError(f"{path} has {len(shape)} dimensions {tuple(shape)}; DeFacer reads 3D or 4D volumes")
+
+
+def native(array: np.ndarray) -> np.ndarray:
+    """An owned, native-byte-order copy (memory maps and big-endian proxies let go)."""
+    return np.array(array, dtype=array.dtype.newbyteorder("="), copy=True)
+
+
+# ---- NIfTI ------------------------------------------------------------------------------
+def _nifti_class(raw: bytes, path: Path):
+    if len(raw) < 348:
+        raise InputError(f"{path} is too short to be a NIfTI file ({len(raw)} bytes); it is truncated or not NIfTI")
+    for endian in "<>":
+        size = struct.unpack(endian + "i", raw[:4])[0]
+        if size == 348:
+            return nib.Nifti1Image
+        if size == 540:
+            return nib.Nifti2Image
+    raise InputError(f"{path} is not a NIfTI file (header size field is not 348 or 540)")
+
+
+def read_nifti(path: Path) -> Volume:
+    raw = read_file_bytes(path)
+    klass = _nifti_class(raw, path)
+    try:
+        img = klass.from_bytes(raw)
+        shape = img.shape
+        check_3d(shape, path)
+        data = img.dataobj.get_unscaled()
+    except InputError:
+        raise
+    except Exception as error:  # nibabel raises many types for bad headers and short data
+        raise InputError(f"{path} cannot be read as NIfTI ({_first_line(error)}); the file is corrupt or truncated") from None
+    if data.dtype.fields is not None or np.iscomplexobj(data):
+        raise InputError(f"{path} holds {data.dtype} voxels (colour or complex); DeFacer needs scalar values")
+    offset = int(img.dataobj.offset)
+    header = klass.header_class(raw[: klass.header_class.sizeof_hdr], check=False)
+    spacing, origin, direction = geometry_from_ras_affine(img.affine, path)
+    qform_code, sform_code = int(header["qform_code"]), int(header["sform_code"])
+    source = SourceInfo(
+        format=NIFTI,
+        path=str(path),
+        header={"prefix": raw[:offset], "nifti_class": klass.__name__, "affine_ras": np.array(img.affine)},
+        extra={
+            "nifti_version": 2 if klass is nib.Nifti2Image else 1,
+            "qform_code": qform_code,
+            "sform_code": sform_code,
+            "descrip": header["descrip"].item().decode("latin-1").rstrip("\x00"),
+            "xyzt_units": tuple(str(u) for u in header.get_xyzt_units()),
+            "intent_code": int(header["intent_code"]),
+            "extensions": len(img.header.extensions),
+            "disk_dtype": str(header.get_data_dtype()),
+        },
+    )
+    return Volume(
+        array=native(data),
+        spacing_mm=spacing,
+        origin_mm=origin,
+        direction=direction,
+        slope=float(img.dataobj.slope),
+        intercept=float(img.dataobj.inter),
+        source=source,
+    )
+
+
+def _header_scaling(header) -> tuple[float, float]:
+    slope, inter = float(header["scl_slope"]), float(header["scl_inter"])
+    if slope == 0 or not math.isfinite(slope):
+        return 1.0, 0.0
+    return slope, (inter if math.isfinite(inter) else 0.0)
+
+
+def _truncated_description(description: str) -> bytes:
+    encoded = description.encode("utf-8")[:DESCRIP_BYTES]
+    return encoded.decode("utf-8", errors="ignore").encode("utf-8")
+
+
+def write_nifti(volume: Volume, target: Path, description: str | None = None) -> None:
+    """Write ``volume`` to ``target`` (.nii or .nii.gz), reusing the source's header bytes."""
+    info = volume.source.header if volume.source and volume.source.format == NIFTI else None
+    array = np.asarray(volume.array)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    if info:
+        klass = getattr(nib, info["nifti_class"])
+        prefix = info["prefix"]
+        header = klass.header_class(prefix[: klass.header_class.sizeof_hdr], check=False)
+        best_affine = header.get_best_affine()
+    else:
+        klass, prefix = nib.Nifti1Image, None
+        header = nib.Nifti1Header()
+        header.set_xyzt_units("mm", "sec")
+        best_affine = None
+
+    disk_dtype = header.get_data_dtype()
+    if array.dtype != disk_dtype.newbyteorder("="):
+        try:
+            header.set_data_dtype(array.dtype)
+        except Exception:
+            raise OutputError(f"cannot write {array.dtype} voxels to NIfTI {target.name}") from None
+        disk_dtype = header.get_data_dtype()
+    if tuple(header.get_data_shape()) != array.shape:
+        header.set_data_shape(array.shape)
+    if not np.allclose(_header_scaling(header), (volume.slope, volume.intercept), rtol=1e-7, atol=0):
+        header["scl_slope"], header["scl_inter"] = volume.slope, volume.intercept
+    affine = volume.affine_ras
+    if best_affine is None or not np.allclose(affine, best_affine, rtol=0, atol=1e-6):
+        header.set_sform(affine, code=int(header["sform_code"]) or 1)
+        header.set_qform(affine, code=int(header["qform_code"]) or 1)
+    if description is not None:
+        header["descrip"] = _truncated_description(description)
+
+    block = header.binaryblock
+    if prefix is None:
+        header.set_data_offset(len(block) + 4)
+        block = header.binaryblock
+        prefix = block + b"\x00" * 4  # no extensions
+    else:
+        prefix = block + prefix[len(block):]
+    data = np.asarray(array, dtype=disk_dtype).tobytes(order="F")
+    write_file_bytes(target, [prefix, data], compress=target.name.lower().endswith(".gz"))
+
+
+# ---- MGH / MGZ --------------------------------------------------------------------------
+def read_mgz(path: Path) -> Volume:
+    raw = read_file_bytes(path)
+    if len(raw) < MGH_HEADER_BYTES:
+        raise InputError(f"{path} is too short to be an MGH/MGZ file ({len(raw)} bytes)")
+    try:
+        img = nib.MGHImage.from_bytes(raw)
+        check_3d(img.shape, path)
+        data = np.asarray(img.dataobj)
+    except InputError:
+        raise
+    except Exception as error:
+        raise InputError(f"{path} cannot be read as MGH/MGZ ({_first_line(error)}); the file is corrupt or truncated") from None
+    spacing, origin, direction = geometry_from_ras_affine(img.affine, path)
+    hdr = img.header
+    source = SourceInfo(
+        format=MGZ,
+        path=str(path),
+        header={
+            "prefix": raw[:MGH_HEADER_BYTES],
+            "footer": raw[MGH_HEADER_BYTES + data.nbytes:],
+            "affine_ras": np.array(img.affine),
+        },
+        extra={name: float(hdr[name]) for name in ("tr", "flip_angle", "te", "ti", "fov")},
+    )
+    return Volume(array=native(data), spacing_mm=spacing, origin_mm=origin, direction=direction, source=source)
+
+
+def write_mgz(volume: Volume, target: Path, description: str | None = None) -> None:
+    """Write ``volume`` as .mgz/.mgh; MGH has no free-text field, so ``description`` is ignored."""
+    del description
+    info = volume.source.header if volume.source and volume.source.format == MGZ else None
+    array = np.asarray(volume.physical() if (volume.slope, volume.intercept) != (1.0, 0.0) else volume.array)
+    array = _mgh_array(array, target)
+    if not info:
+        raw = nib.MGHImage(array, volume.affine_ras).to_bytes()
+        write_file_bytes(target, [raw], compress=target.name.lower().endswith(".mgz"))
+        return
+    fields = np.frombuffer(info["prefix"], dtype=mghformat.header_dtype, count=1).copy()
+    type_code = {v.newbyteorder("="): k for k, v in MGH_DTYPES.items()}[array.dtype]
+    fields["type"] = type_code
+    dims = list(array.shape) + [1] * (4 - array.ndim)
+    fields["dims"] = dims
+    affine = volume.affine_ras
+    if not np.allclose(affine, info["affine_ras"], rtol=0, atol=1e-6):
+        voxel_mm = np.linalg.norm(affine[:3, :3], axis=0)
+        fields["delta"] = voxel_mm
+        fields["Mdc"] = (affine[:3, :3] / voxel_mm).T
+        fields["Pxyz_c"] = affine.dot(np.hstack((np.array(dims[:3]) / 2.0, [1])))[:3]
+    prefix = fields.tobytes() + info["prefix"][fields.nbytes:]
+    data = array.astype(MGH_DTYPES[type_code], copy=False).tobytes(order="F")
+    write_file_bytes(target, [prefix, data, info["footer"]], compress=target.name.lower().endswith(".mgz"))
+
+
+def _mgh_array(array: np.ndarray, target: Path) -> np.ndarray:
+    """Values in one of MGH's four voxel types, without loss; OutputError otherwise."""
+    supported = [v.newbyteorder("=") for v in MGH_DTYPES.values()]
+    if array.dtype in supported:
+        return array
+    for candidate in (np.uint8, np.int16, np.int32, np.float32):
+        converted = array.astype(candidate)
+        if np.array_equal(converted, array):
+            return converted
+    raise OutputError(f"cannot store {array.dtype} voxels in MGH/MGZ {target.name} without loss; write NIfTI instead")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -1,0 +1,115 @@
+"""The one volume type that every reader makes and every writer takes.
+
+World coordinates are **LPS** millimetres (DICOM/ITK convention: +x to the patient's left,
++y posterior, +z superior), stated here once. Array axes are the voxel index axes in the
+order (i, j, k[, t]) as in nibabel, not SimpleITK's reversed (k, j, i) order.
+
+``array`` holds the *stored* values exactly as in the file (e.g. uint8 with a slope), so
+that writing back an unchanged volume reproduces the file's voxel bytes. ``physical()``
+gives the real-world values (HU for CT) through ``slope`` and ``intercept``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+MODALITIES = ("MR", "CT", "PT", "OT")
+
+# nibabel speaks RAS, DICOM/ITK speak LPS: the two differ by flipping x and y.
+LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass
+class SourceInfo:
+    """Where a volume came from, and what its writer needs to write it back unchanged."""
+
+    format: str  # "nifti", "mgz", "nrrd", "metaimage", "dicom-series", "dicom-enhanced"
+    path: str
+    header: Any = None  # format-specific object kept verbatim for write-back
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Volume:
+    array: np.ndarray
+    spacing_mm: np.ndarray
+    origin_mm: np.ndarray
+    direction: np.ndarray  # 3x3; column c is the unit LPS direction of array axis c
+    modality: str = "MR"
+    slope: float = 1.0
+    intercept: float = 0.0
+    source: SourceInfo | None = None
+
+    def __post_init__(self) -> None:
+        self.spacing_mm = np.asarray(self.spacing_mm, dtype=float).reshape(3)
+        self.origin_mm = np.asarray(self.origin_mm, dtype=float).reshape(3)
+        self.direction = np.asarray(self.direction, dtype=float).reshape(3, 3)
+        if self.array.ndim not in (3, 4):
+            raise ValueError(f"a Volume needs a 3D or 4D array, got {self.array.ndim}D")
+        if self.modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+
+    # ---- geometry -------------------------------------------------------------------
+    @property
+    def shape3(self) -> tuple[int, int, int]:
+        return tuple(int(n) for n in self.array.shape[:3])
+
+    @property
+    def affine_lps(self) -> np.ndarray:
+        """4x4 matrix mapping voxel index (i, j, k, 1) to LPS millimetres."""
+        affine = np.eye(4)
+        affine[:3, :3] = self.direction * self.spacing_mm[None, :]
+        affine[:3, 3] = self.origin_mm
+        return affine
+
+    @property
+    def affine_ras(self) -> np.ndarray:
+        """The same mapping into RAS millimetres (nibabel, Slicer's RAS)."""
+        return LPS_FROM_RAS @ self.affine_lps
+
+    def index_to_world(self, ijk: np.ndarray) -> np.ndarray:
+        ijk = np.asarray(ijk, dtype=float)
+        return ijk @ (self.direction * self.spacing_mm[None, :]).T + self.origin_mm
+
+    def world_to_index(self, xyz: np.ndarray) -> np.ndarray:
+        xyz = np.asarray(xyz, dtype=float)
+        linear = self.direction * self.spacing_mm[None, :]
+        return (xyz - self.origin_mm) @ np.linalg.inv(linear).T
+
+    # ---- values ---------------------------------------------------------------------
+    def physical(self) -> np.ndarray:
+        """Real-world values (float32), through slope and intercept; a view-free copy."""
+        values = self.array.astype(np.float32)
+        if self.slope != 1.0 or self.intercept != 0.0:
+            values = values * np.float32(self.slope) + np.float32(self.intercept)
+        return values
+
+    def stored_value(self, physical_value: float) -> np.generic:
+        """The stored value (in ``array``'s dtype) that best represents a physical value."""
+        raw = (float(physical_value) - self.intercept) / (self.slope or 1.0)
+        dtype = self.array.dtype
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            raw = float(np.clip(np.rint(raw), info.min, info.max))
+        return dtype.type(raw)
+
+    def with_array(self, array: np.ndarray) -> "Volume":
+        """A volume with the same geometry, scaling and source but another array."""
+        if array.shape[:3] != self.array.shape[:3]:
+            raise ValueError(f"shape {array.shape} does not match {self.array.shape}")
+        return dataclasses.replace(self, array=array)
+
+    def label_map(self, array: np.ndarray) -> "Volume":
+        """A label or mask volume on this grid: no scaling, no source header, modality OT."""
+        if array.shape[:3] != self.array.shape[:3]:
+            raise ValueError(f"shape {array.shape} does not match {self.array.shape}")
+        return Volume(array, self.spacing_mm, self.origin_mm, self.direction, modality="OT")
+
+    def describe_orientation(self) -> str:
+        """Three-letter LPS-style code of where each array axis points, e.g. 'LPS' or 'PSR'."""
+        from DeFacerLib.orientation import axis_codes
+
+        return "".join(axis_codes(self.direction))

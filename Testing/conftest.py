@@ -1,0 +1,37 @@
+"""Shared fixtures. Real data comes from $DEFACER_TEST_DATA (default ../shared/data).
+
+The suite refuses to run without that folder rather than skipping: a green run that
+never touched a real head would prove nothing.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("DEFACER_TEST_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
+
+
+def pytest_sessionstart(session):
+    if not (DATA_DIR / "heads" / "ixi" / "t1").is_dir():
+        raise pytest.UsageError(
+            f"test data not found at {DATA_DIR}; set DEFACER_TEST_DATA to the shared data folder"
+        )
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def ixi_pairs(data_dir) -> list[tuple[Path, Path]]:
+    """(T1 head, reference brain labels) for every IXI subject, sorted by subject."""
+    pairs = []
+    for t1 in sorted((data_dir / "heads" / "ixi" / "t1").glob("IXI*_T1.nii.gz")):
+        labels = data_dir / "heads" / "ixi" / "brain_labels" / t1.name.replace("_T1.nii.gz", "_T1_DLMUSE.nii.gz")
+        pairs.append((t1, labels))
+    assert len(pairs) == 27, f"expected 27 IXI subjects, found {len(pairs)}"
+    return pairs

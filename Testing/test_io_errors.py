@@ -1,0 +1,261 @@
+"""Bad inputs and bad outputs: each is one InputError/OutputError line, never a traceback or a partial file."""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import shutil
+import struct
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from pydicom.pixels import get_decoder
+from pydicom.uid import JPEGLSLossless, RLELossless
+
+from DeFacerLib.errors import InputError, OutputError
+from DeFacerLib.io import read_volume, write_volume
+from DeFacerLib.volume import SourceInfo
+
+
+def input_error(path, match: str, **kwargs) -> str:
+    with pytest.raises(InputError, match=match) as caught:
+        read_volume(path, **kwargs)
+    message = str(caught.value)
+    assert "\n" not in message, "errors must be one line"
+    assert Path(path).name in message, "the message names the file"
+    return message
+
+
+@pytest.fixture(scope="module")
+def ixi_path(data_dir) -> Path:
+    return data_dir / "heads" / "ixi" / "t1" / "IXI132-HH-1415_T1.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def trio_dir(data_dir) -> Path:
+    return data_dir / "dicom" / "siemens_trio_mprage_1mm"
+
+
+def copy_trio(trio_dir: Path, target: Path, names: list[str]) -> Path:
+    target.mkdir()
+    for name in names:
+        shutil.copy(trio_dir / name, target / name)
+    return target
+
+
+def no_temp_files(folder: Path) -> bool:
+    return not any(".partial" in p.name for p in folder.iterdir())
+
+
+# ---- inputs ---------------------------------------------------------------------------------
+def test_nonexistent_path(tmp_path):
+    input_error(tmp_path / "missing.nii.gz", "does not exist")
+
+
+def test_unknown_extension(tmp_path):
+    path = tmp_path / "scan.xyz"
+    path.write_bytes(b"\x00" * 1000)
+    message = input_error(path, "unknown file type")
+    assert ".nii" in message and "DICOM" in message
+
+
+def test_truncated_nifti_gz(ixi_path, tmp_path):
+    raw = ixi_path.read_bytes()
+    path = tmp_path / "truncated.nii.gz"
+    path.write_bytes(raw[: len(raw) // 2])
+    input_error(path, "truncated")
+
+
+def test_truncated_uncompressed_nifti(ixi_path, tmp_path):
+    raw = gzip.decompress(ixi_path.read_bytes())
+    path = tmp_path / "short.nii"
+    path.write_bytes(raw[:200])
+    input_error(path, "too short")
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_nifti_header_larger_than_data(ixi_path, tmp_path, suffix):
+    raw = bytearray(gzip.decompress(ixi_path.read_bytes()))
+    struct.pack_into("<h", raw, 40 + 2 * 3, 200)  # dim[3]: 90 slices claimed as 200
+    path = tmp_path / f"lying{suffix}"
+    path.write_bytes(gzip.compress(bytes(raw)) if suffix.endswith(".gz") else bytes(raw))
+    input_error(path, "corrupt or truncated")
+
+
+def test_nifti_with_one_slice_is_2d(ixi_path, tmp_path):
+    img = nib.load(ixi_path)
+    path = tmp_path / "one_slice.nii.gz"
+    nib.Nifti1Image(np.asanyarray(img.dataobj)[:, :, 40:41], img.affine).to_filename(path)
+    input_error(path, "is 2D.*DeFacer needs a 3D head volume")
+
+
+def test_single_dicom_slice_is_2d(data_dir):
+    input_error(data_dir / "dicom" / "deid_samples" / "image1.dcm", "is 2D.*DeFacer needs a 3D head volume")
+
+
+def test_folder_with_one_dicom_slice_is_2d(trio_dir, tmp_path):
+    folder = copy_trio(trio_dir, tmp_path / "one", ["00050.dcm"])
+    input_error(folder, "is 2D")
+
+
+def test_empty_folder(tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    input_error(folder, "empty folder")
+
+
+def test_folder_without_dicom(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("not an image\n")
+    (folder / "sub").mkdir()
+    message = input_error(folder, "holds no DICOM")
+    assert "subfolders sub" in message
+
+
+def test_mixed_series_folder(trio_dir, data_dir, tmp_path):
+    names = [f"{i:05d}.dcm" for i in range(60, 66)]
+    folder = copy_trio(trio_dir, tmp_path / "mixed", names)
+    shutil.copy(data_dir / "dicom" / "siemens_xa30_enhanced_multiframe_t1" / "0001.dcm", folder / "other.dcm")
+    message = input_error(folder, "mixes 2 series")
+    assert "--series UID" in message
+    assert "1.3.12.2.1107.5.2.32.35389.2010072308581490237297697.0.0.0 (t1_MPRAGEcr_noGRAPPA, MR, 6 files)" in message
+    assert "anat-T1w_acq-tfl, MR, 1 files" in message
+    chosen = read_volume(folder, series_uid="1.3.12.2.1107.5.2.32.35389.2010072308581490237297697.0.0.0")
+    assert chosen.array.shape == (256, 256, 6) and chosen.source.extra["skipped_files"] == ["other.dcm"]
+    enhanced = read_volume(folder, series_uid="1.3.12.2.1107.5.2.43.67093.2022071112080803357602701.0.0.0")
+    assert enhanced.array.shape == (128, 128, 96) and len(enhanced.source.extra["skipped_files"]) == 6
+    input_error(folder, "has no series 1.2.3", series_uid="1.2.3")
+
+
+def test_series_with_a_missing_slice(trio_dir, tmp_path):
+    names = [f"{i:05d}.dcm" for i in range(60, 70) if i != 64]
+    input_error(copy_trio(trio_dir, tmp_path / "gap", names), "unevenly spaced")
+
+
+def test_series_with_duplicate_slices(trio_dir, tmp_path):
+    folder = copy_trio(trio_dir, tmp_path / "dup", ["00060.dcm", "00061.dcm", "00062.dcm"])
+    shutil.copy(folder / "00061.dcm", folder / "00061_copy.dcm")
+    input_error(folder, "same position")
+
+
+@pytest.mark.parametrize("name", ["notes.nii.gz", "notes.nii", "notes.mgz", "notes.nrrd", "notes.mha", "notes.dcm"])
+def test_file_that_is_not_an_image(tmp_path, name):
+    path = tmp_path / name
+    path.write_text("This is a text file, not an image. " * 40)
+    input_error(path, "cannot be read|not a NIfTI|not gzip|not a DICOM|corrupt|too short")
+
+
+def test_colour_dicom_is_refused(data_dir, tmp_path):
+    folder = tmp_path / "ct"
+    shutil.copytree(data_dir / "dicom" / "fake_phi_ct", folder)
+    input_error(folder, "colour image")
+
+
+@pytest.mark.skipif(get_decoder(JPEGLSLossless).is_available, reason="a JPEG-LS decoder is installed")
+def test_compressed_without_decoder(trio_dir, tmp_path):
+    folder = tmp_path / "jpegls"
+    folder.mkdir()
+    for name in ("00060.dcm", "00061.dcm", "00062.dcm"):
+        ds = pydicom.dcmread(trio_dir / name)
+        ds.compress(RLELossless, generate_instance_uid=False)
+        ds.file_meta.TransferSyntaxUID = JPEGLSLossless  # encapsulated, but no decoder for it
+        ds.save_as(folder / name)
+    message = input_error(folder, "is compressed .JPEG-LS Lossless")
+    assert "pip install" in message
+
+
+# ---- outputs ---------------------------------------------------------------------------------
+@pytest.fixture()
+def ixi_copy(ixi_path, tmp_path) -> Path:
+    return Path(shutil.copy(ixi_path, tmp_path / "input.nii.gz"))
+
+
+def test_existing_output_needs_overwrite(ixi_copy, tmp_path):
+    volume = read_volume(ixi_copy)
+    out = tmp_path / "out.nii.gz"
+    out.write_bytes(b"old")
+    with pytest.raises(OutputError, match="exists; pass --overwrite"):
+        write_volume(volume, out)
+    assert out.read_bytes() == b"old"
+    write_volume(volume, out, overwrite=True)
+    assert np.array_equal(read_volume(out).array, volume.array)
+    assert no_temp_files(tmp_path)
+
+
+def test_output_is_input(ixi_copy):
+    before = ixi_copy.read_bytes()
+    with pytest.raises(OutputError, match="is the input"):
+        write_volume(read_volume(ixi_copy), ixi_copy, overwrite=True)
+    assert ixi_copy.read_bytes() == before
+
+
+def test_output_inside_input_folder(trio_dir, tmp_path):
+    folder = copy_trio(trio_dir, tmp_path / "series", [f"{i:05d}.dcm" for i in range(60, 64)])
+    with pytest.raises(OutputError, match="inside the input folder"):
+        write_volume(read_volume(folder), folder / "defaced")
+
+
+def test_read_only_or_missing_output_folder(ixi_copy, tmp_path):
+    volume = read_volume(ixi_copy)
+    with pytest.raises(OutputError, match="does not exist"):
+        write_volume(volume, tmp_path / "no_such_folder" / "out.nii.gz")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):  # root bypasses permission bits: nothing to refuse here
+            pytest.skip("running as root: a read-only folder is still writable; covered by the missing-folder case")
+        with pytest.raises(OutputError, match="not writable"):
+            write_volume(volume, locked / "out.nii.gz")
+    finally:
+        locked.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    "source,output,match",
+    [
+        ("nifti", "out.nrrd", r"\.nii\.gz or \.nii"),
+        ("dicom-series", "out.nii.gz", "written as a folder"),
+        ("dicom-enhanced", "out.nii", r"\.dcm"),
+    ],
+)
+def test_output_must_fit_the_format(ixi_copy, trio_dir, data_dir, tmp_path, source, output, match):
+    paths = {
+        "nifti": ixi_copy,
+        "dicom-series": copy_trio(trio_dir, tmp_path / "s", ["00060.dcm", "00061.dcm"]) if source == "dicom-series" else None,
+        "dicom-enhanced": data_dir / "dicom" / "siemens_xa30_enhanced_multiframe_t1" / "0001.dcm",
+    }
+    with pytest.raises(OutputError, match=match):
+        write_volume(read_volume(paths[source]), tmp_path / output)
+    assert not (tmp_path / output).exists()
+
+
+def test_failed_writes_leave_nothing_behind(ixi_copy, trio_dir, tmp_path):
+    volume = read_volume(ixi_copy)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(OutputError, match="cannot write"):
+        write_volume(volume.with_array(volume.array.astype(object)), out_dir / "bad.nii.gz")
+    assert list(out_dir.iterdir()) == []
+
+    series = read_volume(copy_trio(trio_dir, tmp_path / "series", [f"{i:05d}.dcm" for i in range(60, 66)]))
+
+    def failing_hook(ds, index):
+        if index == 3:
+            raise RuntimeError("hook failed half-way")
+
+    with pytest.raises(RuntimeError, match="half-way"):
+        write_volume(series, out_dir / "defaced", dicom_hook=failing_hook)
+    assert list(out_dir.iterdir()) == []
+
+    moved = series.with_array(series.array)
+    moved.origin_mm = moved.origin_mm + 5.0
+    with pytest.raises(OutputError, match="geometry no longer matches"):
+        write_volume(moved, out_dir / "moved")
+    with pytest.raises(OutputError, match="without a DICOM source"):
+        write_volume(dataclasses.replace(series, source=SourceInfo("dicom-series", "elsewhere", None)), out_dir / "x")
+    assert list(out_dir.iterdir()) == []
