@@ -55,6 +55,7 @@ def atomic_path(target: str | os.PathLike, directory: bool = False) -> Iterator[
         raise OutputError(f"cannot write in {parent}: {error.strerror or error}") from None
     try:
         yield temp
+        _apply_default_permissions(temp)
         if directory and target.is_dir():
             shutil.rmtree(target)
         os.replace(temp, target)
@@ -65,3 +66,13 @@ def atomic_path(target: str | os.PathLike, directory: bool = False) -> Iterator[
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
         raise
+
+
+def _apply_default_permissions(path: Path) -> None:
+    """mkstemp/mkdtemp create private (0600/0700) entries; outputs get the user's usual umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    entries = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for entry in entries:
+        mode = 0o777 if entry.is_dir() else 0o666
+        os.chmod(entry, mode & ~umask)

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from DeFacerLib.intensity import looks_like_hu
 from DeFacerLib.volume import Volume
 
-CT_AIR_THRESHOLD = -500.0
-CT_AIR_FRACTION = 0.10
 _DICOM_MODALITIES = {"MR": "MR", "CT": "CT", "PT": "PT", "NM": "PT"}
 _NAME_HINTS = (
     ("CT", ("ct", "cect", "cta")),
@@ -47,8 +46,7 @@ def modality_from_values(values: np.ndarray) -> str | None:
     sample = np.asarray(values)
     if sample.size == 0:
         return None
-    fraction = float(np.count_nonzero(sample <= CT_AIR_THRESHOLD)) / sample.size
-    return "CT" if fraction >= CT_AIR_FRACTION else None
+    return "CT" if looks_like_hu(sample) else None
 
 
 def guess_modality(volume_or_array: Volume | np.ndarray, path: str | Path | None = None) -> str:

@@ -1,0 +1,86 @@
+"""Remove the chosen facial features from a head volume, keeping its format, geometry and header.
+
+Only voxels inside each feature's bounding box (plus a margin), within a maximum depth of
+the skin, and outside the protected brain region are changed; a JSON provenance sidecar
+is written beside the output.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+NAME = "deface"
+HELP = "remove eyes, nose, mouth and/or ears from a head volume"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("input", help="head volume file or DICOM series folder")
+    parser.add_argument("output", help="output path, in the input's format (a folder for a DICOM series)")
+    parser.add_argument("--features", default="all", help="comma-separated subset of eyes,nose,mouth,ears (default: all)")
+    parser.add_argument(
+        "--features-from",
+        metavar="LABELS",
+        help="label map on the head's grid: 1 eyes, 2 nose, 3 mouth, 4 ears, 5 brain (brain is protected)",
+    )
+    parser.add_argument("--protect-from", metavar="MASK", help="extra mask (non-zero = protected) on the head's grid")
+    parser.add_argument("--margin-mm", type=float, help="margin added around each feature's bounding box")
+    parser.add_argument("--max-depth-mm", type=float, help="deepest tissue below the skin that may be removed")
+    parser.add_argument("--protect-margin-mm", type=float, help="safety distance kept from the protected region")
+    parser.add_argument("--qa", metavar="DIR", help="also write a before/after skin render to this folder")
+    parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read when a folder holds several")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def run(args) -> dict:
+    from DeFacerLib.cli.progress import progress_callback
+    from DeFacerLib.deface.workflow import deface_file
+    from DeFacerLib.deface.pipeline import DefaceParameters
+    from DeFacerLib.errors import UsageError
+    from DeFacerLib.features import parse_features
+
+    try:
+        features = parse_features(args.features)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    parameters = DefaceParameters(
+        features=features,
+        margin_mm=args.margin_mm,
+        max_depth_mm=args.max_depth_mm,
+        protect_margin_mm=args.protect_margin_mm,
+    )
+    with progress_callback(f"defacing {Path(args.input).name}", args.quiet) as progress:
+        outcome = deface_file(
+            args.input,
+            args.output,
+            parameters=parameters,
+            labels_path=args.features_from,
+            protect_path=args.protect_from,
+            series_uid=args.series,
+            qa_dir=args.qa,
+            overwrite=args.overwrite,
+            progress=progress,
+        )
+    if not args.quiet and not args.json:
+        _print_summary(outcome)
+    return outcome
+
+
+def _print_summary(outcome: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    report = outcome["report"]
+    table = Table(title=f"{outcome['output']}")
+    for column in ("feature", "status", "voxels removed", "box (LPS mm)"):
+        table.add_column(column)
+    for name, entry in report["features"].items():
+        if entry["present"]:
+            low, high = entry["box_world_mm"]
+            box = " to ".join("(" + ", ".join(f"{v:.0f}" for v in corner) + ")" for corner in (low, high))
+            table.add_row(name, "removed", f"{entry['voxels_removed']:,}", box)
+        else:
+            table.add_row(name, "not found: skipped", "0", "")
+    console = Console()
+    console.print(table)
+    console.print(f"protected voxels changed: {report['protected_voxels_changed']}  sidecar: {outcome['sidecar']}")
+    if outcome.get("qa_figure"):
+        console.print(f"QA picture: {outcome['qa_figure']}")

@@ -1,0 +1,26 @@
+"""Print what a volume is: format, size, spacing, orientation and a modality guess."""
+from __future__ import annotations
+
+NAME = "info"
+HELP = "describe a volume (format, size, spacing, orientation, modality)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("input", help="volume file (.nii, .nii.gz, .mgz, .nrrd, .mha, .dcm) or DICOM folder")
+    parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read when a folder holds several")
+
+
+def run(args) -> dict:
+    from rich.console import Console
+    from rich.table import Table
+
+    from DeFacerLib.io import describe, read_volume
+
+    volume = read_volume(args.input, series_uid=args.series)
+    description = describe(volume)
+    if not args.quiet and not args.json:
+        table = Table(title=str(args.input), show_header=False)
+        for key, value in description.items():
+            table.add_row(key, str(value))
+        Console().print(table)
+    return description

@@ -1,0 +1,98 @@
+"""The `defacer` command line: argument parsing, progress, one-line errors, exit codes.
+
+All work is done by library functions; this module only wires them to the terminal.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from DeFacerLib import __version__
+from DeFacerLib.errors import EXIT_CODES, DeFacerError
+
+EPILOG = "exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage mistakes on one line (exit 2)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    common.add_argument("--json", action="store_true", help="print the result as JSON on standard output")
+    common.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from DeFacerLib.cli import deface_command, demo_command, info_command
+
+    parser = _Parser(
+        prog="defacer",
+        description="Remove what identifies a patient's face from head volumes, and prove it.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"defacer {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    common = _common_options()
+    for module in (info_command, deface_command, demo_command):
+        sub = commands.add_parser(
+            module.NAME,
+            help=module.HELP,
+            description=module.__doc__,
+            parents=[common],
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    started = time.perf_counter()
+    try:
+        result = args.run(args)
+    except DeFacerError as error:
+        _print_error(str(error))
+        return error.exit_code
+    except KeyboardInterrupt:
+        _print_error("interrupted; no output was written")
+        return 130
+    except Exception as error:  # a bug: keep the promise of one line, unless debugging
+        if args.debug:
+            raise
+        _print_error(f"internal error ({type(error).__name__}: {error}); rerun with --debug and report it")
+        return 1
+    if args.json and result is not None:
+        result = dict(result, seconds=round(time.perf_counter() - started, 3))
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return 0
+
+
+def _print_error(message: str) -> None:
+    one_line = " ".join(str(message).split())
+    sys.stderr.write(f"defacer: error: {one_line}\n")
+
+
+def input_path(text: str) -> Path:
+    """argparse type for inputs: the file or folder must exist."""
+    return Path(text)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

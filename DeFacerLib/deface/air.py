@@ -1,0 +1,55 @@
+"""The value removed voxels get: what the scanner shows for air in this image.
+
+Filling with the image's own air keeps the output looking like a scan (no bright or black
+slab to draw the eye, no new edges beyond the removal's own) and adds nothing that was not
+there before.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from DeFacerLib.intensity import AIR_HU, looks_like_hu
+from DeFacerLib.volume import Volume
+
+BACKGROUND_GAP_MM = 10.0  # skip the partial-volume rim and the near-face ghosts
+
+
+def air_value(volume: Volume, head: np.ndarray | None = None) -> float:
+    """Physical fill value for removed voxels.
+
+    CT in HU -> -1000 (the writer clips it to the stored type through ``stored_value``).
+    CT not in HU (rescaled) and MR -> the median of the physical values
+    more than 10 mm outside the head (the typical background, noise floor included).
+    PT -> 0 (no activity in air) when 0 lies within the data's range, else the background.
+    """
+    values = volume.array[..., 0] if volume.array.ndim == 4 else volume.array
+    minimum = float(values.min()) * volume.slope + volume.intercept
+    maximum = float(values.max()) * volume.slope + volume.intercept
+    low = min(minimum, maximum)
+    if volume.modality == "CT" and looks_like_hu(values[::2, ::2, ::2] * volume.slope + volume.intercept):
+        return AIR_HU
+    if volume.modality == "PT" and low <= 0.0 <= max(minimum, maximum):
+        return 0.0
+    if head is None:
+        from DeFacerLib.deface.head_mask import head_mask
+
+        head = head_mask(volume)
+    return _background_median(volume, values, head)
+
+
+def _background_median(volume: Volume, values: np.ndarray, head: np.ndarray) -> float:
+    # Subsample to ~2 mm-ish voxels: a median of the background needs no fine grid.
+    step = tuple(int(max(1, round(2.0 / s))) for s in volume.spacing_mm)
+    sub = tuple(slice(None, None, k) for k in step)
+    small_head = np.asarray(head, dtype=bool)[sub]
+    spacing = volume.spacing_mm * np.asarray(step)
+    if small_head.any():
+        far = ndi.distance_transform_edt(~small_head, sampling=spacing) > BACKGROUND_GAP_MM
+    else:
+        far = np.ones(small_head.shape, dtype=bool)
+    if not far.any():
+        far = ~small_head
+    stored = values[sub][far] if far.any() else values.ravel()
+    physical = stored.astype(np.float64) * volume.slope + volume.intercept
+    return float(np.median(physical)) if physical.size else float(values.min() * volume.slope + volume.intercept)

@@ -1,0 +1,110 @@
+"""One way through for defacing a Volume, shared by the CLI, the batch runner and Slicer.
+
+read -> head mask -> feature masks -> guarded removal -> Volume + report. Reading and
+writing stay with the caller so that Slicer can hand over its own nodes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from DeFacerLib.errors import InputError
+from DeFacerLib.features import BRAIN, FEATURES, LABEL_VALUES
+from DeFacerLib.volume import Volume
+
+Progress = Callable[[str, float], None]
+
+
+def _no_progress(message: str, fraction: float) -> None:
+    return None
+
+
+@dataclass
+class DefaceParameters:
+    """What the user chose. ``None`` means the removal engine's documented default."""
+
+    features: tuple[str, ...] = FEATURES
+    margin_mm: float | None = None
+    max_depth_mm: float | None = None
+    protect_margin_mm: float | None = None
+
+    def engine_kwargs(self) -> dict:
+        chosen = {
+            "margin_mm": self.margin_mm,
+            "max_depth_mm": self.max_depth_mm,
+            "protect_margin_mm": self.protect_margin_mm,
+        }
+        return {name: value for name, value in chosen.items() if value is not None}
+
+
+@dataclass
+class DefaceResult:
+    volume: Volume
+    report: dict
+    features_removed: list[str] = field(default_factory=list)
+    features_missing: list[str] = field(default_factory=list)
+
+
+def same_grid(a: Volume, b: Volume, tolerance_mm: float = 1e-3) -> bool:
+    return a.shape3 == b.shape3 and np.allclose(a.affine_lps, b.affine_lps, atol=tolerance_mm)
+
+
+def masks_from_labels(labels: Volume, volume: Volume, label_name: str = "labels") -> dict[str, np.ndarray]:
+    """Split a label map (values from features.LABEL_VALUES) into one boolean mask per class."""
+    if not same_grid(labels, volume):  # a label map must address the same voxels as the head
+        raise InputError(
+            f"{label_name} is on another grid than the head (shape {labels.shape3} vs {volume.shape3} or "
+            "different voxel-to-world matrix); resample it onto the head first"
+        )
+    values = _first_frame(labels)
+    return {name: values == code for name, code in LABEL_VALUES.items()}
+
+
+def nonzero_mask(mask: Volume, volume: Volume, label_name: str = "mask") -> np.ndarray:
+    """A protection mask file (non-zero = protected) as a boolean array on the head's grid."""
+    if not same_grid(mask, volume):
+        raise InputError(f"{label_name} is on another grid than the head; resample it onto the head first")
+    return _first_frame(mask) != 0
+
+
+def _first_frame(volume: Volume) -> np.ndarray:
+    return np.asarray(volume.array[..., 0] if volume.array.ndim == 4 else volume.array)
+
+
+def deface_volume(
+    volume: Volume,
+    feature_masks: dict[str, np.ndarray],
+    *,
+    parameters: DefaceParameters = DefaceParameters(),
+    protected: np.ndarray | None = None,
+    progress: Progress = _no_progress,
+) -> DefaceResult:
+    """Remove the chosen features from ``volume``; never touch ``protected`` (and the brain mask, if given).
+
+    ``feature_masks`` may hold any of FEATURES and BRAIN; the brain mask is always protected.
+    """
+    from DeFacerLib.deface import head_mask, remove_features
+
+    progress("finding the head", 0.1)
+    head = head_mask(volume)
+
+    guard = np.zeros(volume.shape3, dtype=bool)
+    if protected is not None:
+        guard |= protected
+    if feature_masks.get(BRAIN) is not None:
+        guard |= feature_masks[BRAIN]
+
+    selected = {name: feature_masks[name] for name in parameters.features if name in feature_masks}
+    for name in parameters.features:
+        selected.setdefault(name, np.zeros(volume.shape3, dtype=bool))
+
+    progress("removing features", 0.4)
+    defaced, report = remove_features(volume, selected, guard, head=head, **parameters.engine_kwargs())
+    progress("done", 1.0)
+    report_dict = report.to_dict()
+    report_dict["protected_voxels"] = int(guard.sum())
+    removed = [name for name in parameters.features if report_dict["features"][name]["present"]]
+    missing = [name for name in parameters.features if not report_dict["features"][name]["present"]]
+    return DefaceResult(defaced, report_dict, removed, missing)

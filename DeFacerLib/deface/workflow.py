@@ -1,0 +1,142 @@
+"""Deface one input path into one output path: read, deface, write, provenance, QA.
+
+The CLI, the demo and the batch runner call this; it checks every output path before any
+heavy work so that a refused output costs nothing, and it never leaves a partial output.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from DeFacerLib.deface.pipeline import (
+    DefaceParameters,
+    Progress,
+    _no_progress,
+    deface_volume,
+    masks_from_labels,
+    nonzero_mask,
+)
+from DeFacerLib.errors import DeFacerError, InputError, UsageError
+
+
+def deface_file(
+    input_path,
+    output_path,
+    *,
+    parameters: DefaceParameters = DefaceParameters(),
+    labels_path=None,
+    protect_path=None,
+    series_uid: str | None = None,
+    qa_dir=None,
+    overwrite: bool = False,
+    progress: Progress = _no_progress,
+) -> dict:
+    from DeFacerLib import provenance
+    from DeFacerLib.io import read_volume, write_volume
+    from DeFacerLib.io.atomic import check_output_path
+
+    if not Path(input_path).exists():
+        raise InputError(f"{input_path} does not exist")
+    check_output_path(input_path, output_path, overwrite)
+    sidecar = provenance.sidecar_path(output_path)
+    if sidecar.exists() and not overwrite:
+        from DeFacerLib.errors import OutputError
+
+        raise OutputError(f"provenance file {sidecar} exists; pass --overwrite to replace it")
+    if qa_dir is not None:
+        _check_qa_available()
+    if labels_path is None:
+        raise UsageError(
+            "no feature source: automatic feature detection is not available in this version; "
+            "pass --features-from LABELS (a label map on the head's grid)"
+        )
+
+    progress("reading", 0.02)
+    volume = read_volume(input_path, series_uid=series_uid)
+    labels = read_volume(labels_path)
+    masks = masks_from_labels(labels, volume, label_name=str(labels_path))
+    protected = None
+    if protect_path is not None:
+        protected = nonzero_mask(read_volume(protect_path), volume, label_name=str(protect_path))
+
+    result = deface_volume(
+        volume,
+        masks,
+        parameters=parameters,
+        protected=protected,
+        progress=lambda message, fraction: progress(message, 0.1 + 0.7 * fraction),
+    )
+
+    progress("writing", 0.85)
+    written = write_volume(
+        result.volume,
+        output_path,
+        overwrite=overwrite,
+        description=provenance.short_description(result.features_removed),
+    )
+    record = provenance.build_record(
+        input_path=input_path,
+        output_path=written,
+        parameters={
+            "features": list(parameters.features),
+            "margin_mm": result.report.get("parameters", {}).get("margin_mm", parameters.margin_mm),
+            "max_depth_mm": result.report.get("parameters", {}).get("max_depth_mm", parameters.max_depth_mm),
+            "protect_margin_mm": result.report.get("parameters", {}).get(
+                "protect_margin_mm", parameters.protect_margin_mm
+            ),
+            "features_from": str(labels_path),
+            "protect_from": None if protect_path is None else str(protect_path),
+        },
+        report=result.report,
+    )
+    try:
+        sidecar = provenance.write_sidecar(record, written, overwrite=overwrite)
+    except BaseException:
+        _remove(written)
+        raise
+
+    outcome = {
+        "input": str(input_path),
+        "output": str(written),
+        "sidecar": str(sidecar),
+        "features_removed": result.features_removed,
+        "features_missing": result.features_missing,
+        "report": result.report,
+    }
+    if qa_dir is not None:
+        progress("rendering QA pictures", 0.9)
+        outcome["qa_figure"] = str(write_qa_figure(volume, result.volume, qa_dir, Path(written).name))
+    progress("done", 1.0)
+    return outcome
+
+
+def write_qa_figure(original, defaced, qa_dir, name: str) -> Path:
+    """Before/after skin renders of the same head, one PNG in ``qa_dir``."""
+    from DeFacerLib.qa import before_after_figure, render_views
+
+    qa_dir = Path(qa_dir)
+    qa_dir.mkdir(parents=True, exist_ok=True)
+    stem = name.split(".")[0]
+    figure = qa_dir / f"{stem}_before_after.png"
+    before = render_views(original)
+    after = render_views(defaced)
+    before_after_figure(before, after, figure, title=f"{stem}: before (top) and after (bottom)")
+    return figure
+
+
+def _check_qa_available() -> None:
+    try:
+        import vtk  # noqa: F401
+    except ImportError:
+        raise DeFacerError("--qa needs the rendering extra: pip install 'defacer[qa]'") from None
+
+
+def _remove(path) -> None:
+    import shutil
+
+    path = Path(path)
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()

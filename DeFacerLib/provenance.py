@@ -1,0 +1,69 @@
+"""Provenance: every output says what made it, with what parameters, and what was removed.
+
+The sidecar is a JSON file beside the output (``out.nii.gz`` -> ``out.defacer.json``,
+``out_dir/`` -> ``out_dir.defacer.json``) so that a DICOM series keeps its file count and
+a NIfTI keeps its bytes apart from the short ``descrip`` note.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from DeFacerLib import __version__
+from DeFacerLib.io.atomic import atomic_path
+
+_VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+
+
+def sidecar_path(output_path: str | os.PathLike) -> Path:
+    output = Path(output_path)
+    name = output.name
+    for suffix in _VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return output.with_name(name + ".defacer.json")
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Checksum of a file, or of a folder's files in name order (a DICOM series)."""
+    digest = hashlib.sha256()
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def short_description(features_removed: list[str]) -> str:
+    """The note written into formats that carry one (NIfTI descrip holds 80 bytes)."""
+    removed = ",".join(features_removed) if features_removed else "nothing"
+    return f"DeFacer {__version__} removed: {removed}"[:80]
+
+
+def build_record(*, input_path, output_path, parameters: dict, report: dict) -> dict:
+    return {
+        "tool": "DeFacer",
+        "version": __version__,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "input": {"path": str(input_path), "sha256": sha256_of(input_path)},
+        "output": {"path": str(output_path)},
+        "parameters": parameters,
+        "report": report,
+    }
+
+
+def write_sidecar(record: dict, output_path: str | os.PathLike, overwrite: bool = False) -> Path:
+    path = sidecar_path(output_path)
+    record = dict(record)
+    record["output"] = dict(record["output"], sha256=sha256_of(output_path))
+    with atomic_path(path) as temp:
+        temp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return path

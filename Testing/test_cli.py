@@ -1,0 +1,250 @@
+"""The `defacer` command end to end, in a real subprocess: outputs, provenance, errors, exit codes."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from DeFacerLib.features import LABEL_VALUES
+from DeFacerLib.io import read_volume, write_volume
+from DeFacerLib.phantom import make_phantom
+
+
+def defacer(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "DeFacerLib", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
+
+
+def digest(path: Path) -> str:
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    sha = hashlib.sha256()
+    for file in files:
+        sha.update(file.read_bytes())
+    return sha.hexdigest()
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, exit_code: int, *words: str) -> None:
+    assert result.returncode == exit_code, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("defacer: error:"), lines[0]
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def phantom_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("phantom")
+    head, labels = make_phantom(modality="MR", orientation="RAS")
+    head_path = write_volume(head, folder / "head.nii.gz")
+    labels_path = write_volume(head.label_map(labels), folder / "labels.nii.gz")
+    return head_path, labels_path, labels
+
+
+def test_help_documents_commands_and_exit_codes():
+    result = defacer("--help")
+    assert result.returncode == 0
+    for word in ("deface", "info", "demo", "exit codes", "input cannot be read"):
+        assert word in result.stdout
+
+
+def test_info_reports_real_geometry(data_dir):
+    head = data_dir / "heads/ixi/t1/IXI132-HH-1415_T1.nii.gz"
+    result = defacer("info", head, "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert list(info["shape"]) == [120, 120, 90]
+    assert np.allclose(info["spacing_mm"], [2, 2, 2])
+    assert info["orientation"] == "PSR"
+    assert info["modality"] == "MR"
+
+
+def test_deface_phantom_removes_features_and_writes_provenance(phantom_files, tmp_path):
+    head_path, labels_path, labels = phantom_files
+    before = digest(head_path)
+    out = tmp_path / "defaced.nii.gz"
+    result = defacer("deface", head_path, out, "--features-from", labels_path, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)["report"]
+    assert report["protected_voxels_changed"] == 0
+    for name in ("eyes", "nose", "mouth", "ears"):
+        assert report["features"][name]["present"]
+        assert report["features"][name]["voxels_removed"] > 100, (name, report["features"][name])
+    assert digest(head_path) == before, "the input file changed"
+
+    original = read_volume(head_path)
+    defaced = read_volume(out)
+    changed = original.array != defaced.array
+    assert not changed[labels == LABEL_VALUES["brain"]].any()
+    reported = sum(entry["voxels_removed"] for entry in report["features"].values())
+    # voxels that already held the air value count as removed but do not change
+    assert 0.5 * reported < changed.sum() <= reported, (changed.sum(), reported)
+    assert np.allclose(original.affine_lps, defaced.affine_lps)
+    assert b"DeFacer" in nib.load(out).header["descrip"].tobytes()
+
+    sidecar = json.loads((tmp_path / "defaced.defacer.json").read_text())
+    assert sidecar["input"]["sha256"] == hashlib.sha256(head_path.read_bytes()).hexdigest()
+    assert sidecar["report"]["protected_voxels_changed"] == 0
+    assert sidecar["parameters"]["features"] == ["eyes", "nose", "mouth", "ears"]
+
+
+def test_feature_subset_leaves_other_features_alone(phantom_files, tmp_path):
+    head_path, labels_path, labels = phantom_files
+    out = tmp_path / "nose_only.nii.gz"
+    result = defacer("deface", head_path, out, "--features-from", labels_path, "--features", "nose", "--json", "-q")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)["report"]
+    assert list(report["features"]) == ["nose"]
+    changed = read_volume(head_path).array != read_volume(out).array
+    assert changed[labels == LABEL_VALUES["nose"]].mean() > 0.9
+    assert not changed[labels == LABEL_VALUES["ears"]].any()
+
+
+def test_real_head_through_cli_never_touches_reference_brain(ixi_pairs, tmp_path):
+    """An IXI head whose label map marks the whole scalp as 'nose': boxes span the head, brain stays."""
+    t1_path, brain_path = ixi_pairs[0]
+    head = read_volume(t1_path)
+    brain = np.asarray(nib.load(brain_path).dataobj) > 0
+    labels = np.zeros(head.shape3, np.uint8)
+    labels[head.physical() > np.percentile(head.physical(), 60)] = LABEL_VALUES["nose"]
+    labels[brain] = LABEL_VALUES["brain"]
+    labels_path = write_volume(head.label_map(labels), tmp_path / "labels.nii.gz")
+    out = tmp_path / "out.nii.gz"
+    result = defacer("deface", t1_path, out, "--features-from", labels_path, "--features", "nose", "--json")
+    assert result.returncode == 0, result.stderr
+    defaced = read_volume(out)
+    assert (defaced.array[brain] == head.array[brain]).all()
+    removed = int((defaced.array != head.array).sum())
+    assert removed > 1000, removed
+
+
+def test_dicom_series_in_gives_dicom_series_out(data_dir, tmp_path):
+    series = data_dir / "dicom/siemens_trio_mprage_1mm"
+    head = read_volume(series)
+    labels = np.zeros(head.shape3, np.uint8)
+    # A block of the anterior-inferior head, found in world space (LPS: anterior is -y, inferior is -z).
+    ijk = np.indices(head.shape3).reshape(3, -1).T
+    world = head.index_to_world(ijk)
+    block = (world[:, 1] < np.percentile(world[:, 1], 25)) & (world[:, 2] < np.percentile(world[:, 2], 50))
+    labels.reshape(-1)[block] = LABEL_VALUES["nose"]
+    labels_path = write_volume(head.label_map(labels), tmp_path / "labels.nii.gz")
+    out = tmp_path / "defaced_series"
+    result = defacer("deface", series, out, "--features-from", labels_path, "--features", "nose", "--margin-mm", "0",
+                     "--json")
+    assert result.returncode == 0, result.stderr
+    inputs = sorted(p.name for p in series.glob("*.dcm"))
+    outputs = sorted(p.name for p in out.iterdir())
+    assert outputs == inputs
+    defaced = read_volume(out)
+    assert np.allclose(defaced.affine_lps, head.affine_lps)
+    changed = defaced.array != head.array
+    assert changed.sum() > 1000
+    # with no margin, nothing changes outside the block's bounding box in index space
+    low, high = ijk[block].min(axis=0), ijk[block].max(axis=0) + 1
+    inside_box = np.zeros(head.shape3, bool)
+    inside_box[low[0]:high[0], low[1]:high[1], low[2]:high[2]] = True
+    assert not changed[~inside_box].any()
+    first_in = pydicom.dcmread(series / inputs[0])
+    first_out = pydicom.dcmread(out / inputs[0])
+    differing = {e.keyword for e in first_in if e.keyword != "PixelData" and first_out.get(e.tag) != e}
+    assert differing == set(), differing
+
+
+# ---- bad input: one line, right exit code, no partial output, input untouched --------------
+
+def test_truncated_gzip(data_dir, tmp_path, phantom_files):
+    broken = tmp_path / "broken.nii.gz"
+    raw = (data_dir / "heads/ixi/t1/IXI132-HH-1415_T1.nii.gz").read_bytes()
+    broken.write_bytes(raw[: len(raw) // 2])
+    result = defacer("deface", broken, tmp_path / "out.nii.gz", "--features-from", phantom_files[1])
+    assert_one_line_error(result, 3, "broken.nii.gz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.nii.gz"]
+
+
+def test_two_dimensional_dicom(data_dir, tmp_path, phantom_files):
+    result = defacer("deface", data_dir / "dicom/deid_samples/image1.dcm", tmp_path / "o.dcm",
+                     "--features-from", phantom_files[1])
+    assert_one_line_error(result, 3, "2D")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_empty_folder_and_missing_path(tmp_path, phantom_files):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line_error(defacer("info", empty), 3)
+    assert_one_line_error(defacer("info", tmp_path / "nothing.nii.gz"), 3, "nothing.nii.gz")
+
+
+def test_not_an_image(tmp_path):
+    text = tmp_path / "notes.nii"
+    text.write_text("this is not a NIfTI file\n" * 20)
+    assert_one_line_error(defacer("info", text), 3, "notes.nii")
+
+
+def test_output_equal_to_input_is_refused(phantom_files):
+    head_path, labels_path, _ = phantom_files
+    before = digest(head_path)
+    result = defacer("deface", head_path, head_path, "--features-from", labels_path)
+    assert_one_line_error(result, 4, "input")
+    assert digest(head_path) == before
+
+
+def test_existing_output_needs_overwrite(phantom_files, tmp_path):
+    head_path, labels_path, _ = phantom_files
+    out = tmp_path / "exists.nii.gz"
+    out.write_bytes(b"keep me")
+    result = defacer("deface", head_path, out, "--features-from", labels_path)
+    assert_one_line_error(result, 4, "--overwrite")
+    assert out.read_bytes() == b"keep me"
+    result = defacer("deface", head_path, out, "--features-from", labels_path, "--overwrite", "-q")
+    assert result.returncode == 0, result.stderr
+    assert read_volume(out).shape3 == read_volume(head_path).shape3
+
+
+def test_usage_errors(phantom_files, tmp_path):
+    head_path, labels_path, _ = phantom_files
+    result = defacer("deface", head_path, tmp_path / "o.nii.gz", "--features-from", labels_path, "--features", "lips")
+    assert_one_line_error(result, 2, "lips")
+    result = defacer("deface", head_path, tmp_path / "o.nii.gz")
+    assert_one_line_error(result, 2, "--features-from")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_labels_on_another_grid_are_refused(phantom_files, data_dir, tmp_path):
+    head = data_dir / "heads/ixi/t1/IXI132-HH-1415_T1.nii.gz"
+    result = defacer("deface", head, tmp_path / "o.nii.gz", "--features-from", phantom_files[1])
+    assert_one_line_error(result, 3, "grid")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mixed_series_folder_lists_series(data_dir, tmp_path):
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for file in sorted((data_dir / "dicom/siemens_trio_mprage_1mm").glob("*.dcm"))[:5]:
+        shutil.copy(file, mixed / file.name)
+    for file in (data_dir / "dicom/fake_phi_ct").glob("*.dcm"):
+        shutil.copy(file, mixed / file.name)
+    result = defacer("info", mixed)
+    assert_one_line_error(result, 3, "--series")
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    result = defacer("demo", "--out", tmp_path / "demo", "--json")
+    assert result.returncode == 0, result.stderr
+    outputs = json.loads(result.stdout)["outputs"]
+    assert len(outputs) == 2
+    for outcome in outputs:
+        assert outcome["report"]["protected_voxels_changed"] == 0
+        assert set(outcome["features_removed"]) == {"eyes", "nose", "mouth", "ears"}
+        assert Path(outcome["qa_figure"]).stat().st_size > 10_000

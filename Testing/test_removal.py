@@ -1,0 +1,177 @@
+"""The guarded removal engine on the phantom (every orientation) and the 27 IXI heads."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from _nifti_for_tests import read_labels, read_volume
+from DeFacerLib.deface import (
+    DEFAULT_MAX_DEPTH_MM,
+    head_mask,
+    remove_features,
+    skin_depth_mm,
+    verify_protected_unchanged,
+)
+from DeFacerLib.errors import GuaranteeError, InputError
+from DeFacerLib.features import FEATURES, LABEL_VALUES
+from DeFacerLib.phantom import make_phantom
+from test_phantom import ALL_CODES
+
+
+def _feature_masks(labels):
+    return {name: labels == LABEL_VALUES[name] for name in FEATURES}
+
+
+def _boxes_union(report, shape):
+    union = np.zeros(shape, bool)
+    for item in report.features.values():
+        for lo, hi in item.component_boxes:
+            union[tuple(slice(a, b + 1) for a, b in zip(lo, hi))] = True
+    return union
+
+
+def _check_phantom(modality, code, oblique):
+    volume, labels = make_phantom(modality=modality, orientation=code, oblique_deg=oblique, seed=len(code))
+    before = volume.array.copy()
+    brain = labels == LABEL_VALUES["brain"]
+    defaced, report = remove_features(volume, _feature_masks(labels), brain)
+
+    assert np.array_equal(volume.array, before), "the input array was modified"
+    changed = defaced.array != volume.array
+    assert not changed[brain].any() and report.protected_voxels_changed == 0
+    assert not changed[~_boxes_union(report, volume.shape3)].any(), "changed outside the feature boxes"
+    air_stored = volume.stored_value(report.fill_value_physical)
+    assert (defaced.array[changed] == air_stored).all()
+    if modality == "CT":
+        assert (defaced.physical()[changed] == -1000.0).all()
+    depth = skin_depth_mm(head_mask(volume), volume.spacing_mm)
+    removed = {}
+    for name in FEATURES:
+        assert report.features[name].present, name
+        target = (labels == LABEL_VALUES[name]) & (depth <= DEFAULT_MAX_DEPTH_MM)
+        # "removed" = set to air (a voxel already at the air value counts as removed).
+        fraction = float((defaced.array[target] == air_stored).mean())
+        removed[name] = round(fraction, 4)
+    assert min(removed.values()) >= 0.95, f"{modality} {code} oblique {oblique}: removed fractions {removed}"
+    assert report.total_removed >= int(changed.sum())
+    json.dumps(report.to_dict())
+    return removed
+
+
+@settings(max_examples=4, deadline=None)
+@given(code=st.sampled_from(ALL_CODES), oblique=st.sampled_from([0.0, 7.5]))
+def test_phantom_mr_any_orientation(code, oblique):
+    _check_phantom("MR", code, oblique)
+
+
+@settings(max_examples=3, deadline=None)
+@given(code=st.sampled_from(ALL_CODES), oblique=st.sampled_from([0.0, 11.0]))
+def test_phantom_ct_any_orientation(code, oblique):
+    _check_phantom("CT", code, oblique)
+
+
+def test_phantom_fixed_cases_report_figures():
+    # Measured: eyes 0.995-1.0, nose/mouth/ears 1.0 of the labelled voxels within 25 mm.
+    for modality, code, oblique in (("MR", "LPS", 0.0), ("CT", "RAS", 10.0), ("MR", "PSR", 5.0)):
+        removed = _check_phantom(modality, code, oblique)
+        assert removed["nose"] == 1.0 and removed["mouth"] == 1.0 and removed["ears"] == 1.0, removed
+
+
+def test_report_boxes_are_in_index_and_world_space():
+    volume, labels = make_phantom(modality="MR", orientation="RAS")
+    _, report = remove_features(volume, {"nose": labels == LABEL_VALUES["nose"]}, labels == LABEL_VALUES["brain"])
+    nose = report.features["nose"]
+    lo, hi = np.array(nose.box_index_min), np.array(nose.box_index_max)
+    (wmin, wmax) = np.array(nose.box_world_mm[0]), np.array(nose.box_world_mm[1])
+    nose_world = volume.index_to_world(np.argwhere(labels == LABEL_VALUES["nose"]))
+    assert (nose_world >= wmin - 1e-6).all() and (nose_world <= wmax + 1e-6).all()
+    margin = (wmin - nose_world.min(axis=0), nose_world.max(axis=0) - wmax)
+    assert all(np.allclose(m, -10.0, atol=1.0) for m in margin), margin  # 10 mm margin (5 voxels of 2 mm)
+    assert report.missing == [] and report.total_removed == nose.voxels_removed > 0
+    d = report.to_dict()
+    assert list(d["features"]) == ["nose"] and d["parameters"]["margin_mm"] == 10.0
+
+
+def test_missing_and_empty_features_are_skipped_not_fatal():
+    volume, labels = make_phantom(shape=(64, 80, 64), spacing_mm=(3, 3, 3))
+    empty = np.zeros(volume.shape3, bool)
+    defaced, report = remove_features(volume, {"eyes": empty, "ears": None}, labels == LABEL_VALUES["brain"])
+    assert report.missing == ["eyes", "ears"] and report.total_removed == 0
+    assert np.array_equal(defaced.array, volume.array)
+
+
+def test_bad_masks_are_input_errors():
+    volume, labels = make_phantom(shape=(64, 80, 64), spacing_mm=(3, 3, 3))
+    brain = labels == LABEL_VALUES["brain"]
+    with pytest.raises(InputError, match="shape"):
+        remove_features(volume, {"nose": np.ones((3, 3, 3), bool)}, brain)
+    with pytest.raises(InputError, match="unknown feature"):
+        remove_features(volume, {"chin": brain}, brain)
+
+
+def test_4d_volume_gets_the_same_removal_in_every_frame():
+    volume, labels = make_phantom(shape=(64, 80, 64), spacing_mm=(3, 3, 3), modality="CT")
+    frames = volume.with_array(np.stack([volume.array, volume.array + 7], axis=-1))
+    brain = labels == LABEL_VALUES["brain"]
+    defaced, report = remove_features(frames, _feature_masks(labels), brain)
+    air = frames.stored_value(report.fill_value_physical)
+    changed = (defaced.array != frames.array).any(axis=-1)
+    removed = (defaced.array[..., 0] == air) & (defaced.array[..., 1] == air)  # frames differ by 7: never both air before
+    assert changed.any() and not (changed & ~removed).any()
+    assert not changed[brain].any() and report.total_removed == int(removed.sum())
+
+
+def test_verification_raises_when_a_protected_voxel_differs():
+    volume, labels = make_phantom(shape=(64, 80, 64), spacing_mm=(3, 3, 3))
+    brain = labels == LABEL_VALUES["brain"]
+    result = volume.array.copy()
+    verify_protected_unchanged(volume.array, result, brain)  # identical: silent
+    index = tuple(np.argwhere(brain)[100])
+    result[index] += 1
+    with pytest.raises(GuaranteeError, match="1 protected"):
+        verify_protected_unchanged(volume.array, result, brain, "phantom")
+    # Byte-identical means bytes: -0.0 and +0.0 compare equal as floats but are a change.
+    floats = np.zeros((4, 4, 4), np.float32)
+    flipped = floats.copy()
+    flipped[1, 1, 1] = -0.0
+    with pytest.raises(GuaranteeError):
+        verify_protected_unchanged(floats, flipped, np.ones((4, 4, 4), bool))
+
+
+def test_a_feature_touching_the_brain_leaves_the_brain_alone():
+    volume, labels = make_phantom(modality="MR")
+    brain = labels == LABEL_VALUES["brain"]
+    eyes_into_brain = (labels == LABEL_VALUES["eyes"]) | brain  # adversarial: the feature is the brain too
+    defaced, report = remove_features(volume, {"eyes": eyes_into_brain}, brain, protect_margin_mm=0.0)
+    changed = defaced.array != volume.array
+    assert changed.any() and not changed[brain].any()
+
+
+@pytest.mark.slow
+def test_ixi_adversarial_features_never_touch_the_brain(ixi_pairs):
+    """Every feature mask = the whole head: every box spans the head, only the brain stops it."""
+    figures = []
+    start = time.perf_counter()
+    for t1, label_path in ixi_pairs:
+        volume = read_volume(t1)
+        brain = read_labels(label_path) > 0
+        before = volume.array.copy()
+        head = head_mask(volume)
+        coverage = float(head[brain].mean())
+        defaced, report = remove_features(volume, {name: head for name in FEATURES}, brain, head=head)
+        changed = defaced.array != volume.array
+        brain_changed = int(changed[brain].sum())
+        figures.append(f"{t1.name[:6]}: head {head.sum() * 8e-6:.2f} L, brain in head {100 * coverage:.2f} %, "
+                       f"removed {report.total_removed}, brain changed {brain_changed}")
+        assert np.array_equal(volume.array, before), figures[-1]
+        assert brain_changed == 0, figures[-1]
+        assert coverage >= 0.995, figures[-1]
+        # Everything but the brain and its 5 mm guard within 25 mm of the skin, plus the air in
+        # the box: hundreds of thousands of voxels of the 1.3 million.
+        assert 200_000 < report.total_removed < 1_200_000, figures[-1]
+    print("\n".join(figures), f"\n{time.perf_counter() - start:.1f} s")
