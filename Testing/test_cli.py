@@ -240,11 +240,12 @@ def test_mixed_series_folder_lists_series(data_dir, tmp_path):
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    result = defacer("demo", "--out", tmp_path / "demo", "--json")
+    # as `make demo` runs it: a relative output folder below the current directory
+    result = defacer("demo", "--out", "demo", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     outputs = json.loads(result.stdout)["outputs"]
     assert len(outputs) == 2
     for outcome in outputs:
         assert outcome["report"]["protected_voxels_changed"] == 0
         assert set(outcome["features_removed"]) == {"eyes", "nose", "mouth", "ears"}
-        assert Path(outcome["qa_figure"]).stat().st_size > 10_000
+        assert (tmp_path / outcome["qa_figure"]).stat().st_size > 10_000

@@ -15,14 +15,18 @@ from typing import Iterator
 from DeFacerLib.errors import OutputError
 
 
-def check_output_path(input_path: str | os.PathLike, output_path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse outputs that would overwrite the input, exist already, or cannot be written."""
-    source = Path(input_path).resolve()
+def check_output_path(input_path: str | os.PathLike | None, output_path: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse outputs that would overwrite the input, exist already, or cannot be written.
+
+    ``input_path`` is None (or empty) for volumes made in memory, which have no input to protect.
+    """
     target = Path(output_path).resolve()
-    if source == target:
-        raise OutputError(f"output {output_path} is the input; choose another path (inputs are never modified)")
-    if source.is_dir() and source in target.parents:
-        raise OutputError(f"output {output_path} is inside the input folder {input_path}; choose another path")
+    if input_path:
+        source = Path(input_path).resolve()
+        if source == target:
+            raise OutputError(f"output {output_path} is the input; choose another path (inputs are never modified)")
+        if source.is_dir() and source in target.parents:
+            raise OutputError(f"output {output_path} is inside the input folder {input_path}; choose another path")
     if target.exists() and not overwrite:
         raise OutputError(f"output {output_path} exists; pass --overwrite to replace it")
     parent = target.parent
