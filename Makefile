@@ -10,6 +10,7 @@ PYTEST_ARGS ?=
 .PHONY: demo test clean
 
 $(BIN)/.installed: pyproject.toml
+	sh scripts/install_system_deps.sh || echo "warning: Tesseract OCR is missing; DICOM --clean-pixel-data will not work"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[qa,test]"

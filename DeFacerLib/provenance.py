@@ -53,15 +53,17 @@ def build_record(*, input_path, output_path, parameters: dict, report: dict) -> 
         "tool": "DeFacer",
         "version": __version__,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "input": {"path": str(input_path), "sha256": sha256_of(input_path)},
+        "input": {"name": Path(input_path).name, "sha256": sha256_of(input_path)},
         "output": {"path": str(output_path)},
         "parameters": parameters,
         "report": report,
     }
 
 
-def write_sidecar(record: dict, output_path: str | os.PathLike, overwrite: bool = False) -> Path:
-    path = sidecar_path(output_path)
+def write_sidecar(record: dict, output_path: str | os.PathLike, overwrite: bool = False, path=None) -> Path:
+    """Write the record beside the output, or at ``path`` (DICOM: inside the private audit folder)."""
+    path = Path(path) if path else sidecar_path(output_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     record = dict(record)
     record["output"] = dict(record["output"], sha256=sha256_of(output_path))
     with atomic_path(path) as temp:

@@ -140,8 +140,9 @@ def test_dicom_series_in_gives_dicom_series_out(data_dir, tmp_path):
     labels.reshape(-1)[block] = LABEL_VALUES["nose"]
     labels_path = write_volume(head.label_map(labels), tmp_path / "labels.nii.gz")
     out = tmp_path / "defaced_series"
+    key_file = tmp_path / "project.key"
     result = defacer("deface", series, out, "--features-from", labels_path, "--features", "nose", "--margin-mm", "0",
-                     "--json")
+                     "--key-file", key_file, "--json")
     assert result.returncode == 0, result.stderr
     inputs = sorted(p.name for p in series.glob("*.dcm"))
     outputs = sorted(p.name for p in out.iterdir())
@@ -155,10 +156,23 @@ def test_dicom_series_in_gives_dicom_series_out(data_dir, tmp_path):
     inside_box = np.zeros(head.shape3, bool)
     inside_box[low[0]:high[0], low[1]:high[1], low[2]:high[2]] = True
     assert not changed[~inside_box].any()
+    # a new, de-identified series: geometry tags kept, identity gone, markers say what was done
     first_in = pydicom.dcmread(series / inputs[0])
     first_out = pydicom.dcmread(out / inputs[0])
-    differing = {e.keyword for e in first_in if e.keyword != "PixelData" and first_out.get(e.tag) != e}
-    assert differing == set(), differing
+    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns",
+                    "BitsAllocated", "PixelRepresentation", "Modality"):
+        assert first_out.get(keyword) == first_in.get(keyword), keyword
+    assert first_out.SeriesInstanceUID != first_in.SeriesInstanceUID
+    assert first_out.SOPInstanceUID.startswith("2.25.")
+    assert first_out.PatientIdentityRemoved == "YES"
+    codes = {item.CodeValue for item in first_out.DeidentificationMethodCodeSequence}
+    assert {"113100", "113102"} <= codes
+    assert str(first_in.PatientName) not in str(first_out.PatientName)
+    assert len({pydicom.dcmread(out / name, stop_before_pixels=True).SeriesInstanceUID for name in outputs}) == 1
+    audit = tmp_path / "defaced_series.audit"
+    assert (audit / "uid_mapping.csv").is_file() and (audit / "defacer.json").is_file()
+    record = json.loads((audit / "defacer.json").read_text())
+    assert record["report"]["protected_voxels_changed"] == 0
 
 
 # ---- bad input: one line, right exit code, no partial output, input untouched --------------

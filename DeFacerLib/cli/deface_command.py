@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from DeFacerLib.cli.scrub_command import add_profile_arguments, options_from_args
+
 NAME = "deface"
 HELP = "remove eyes, nose, mouth and/or ears from a head volume"
 
@@ -28,6 +30,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--qa", metavar="DIR", help="also write a before/after skin render to this folder")
     parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read when a folder holds several")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    dicom = parser.add_argument_group(
+        "DICOM output",
+        "a DICOM input gives a new, de-identified DICOM series (PS3.15 Basic profile plus these options); "
+        "mappings, action log and provenance go to OUTPUT.audit/",
+    )
+    add_profile_arguments(dicom)
 
 
 def run(args) -> dict:
@@ -57,6 +65,8 @@ def run(args) -> dict:
             series_uid=args.series,
             qa_dir=args.qa,
             overwrite=args.overwrite,
+            dicom_options=options_from_args(args),
+            key_file=args.key_file,
             progress=progress,
         )
     if not args.quiet and not args.json:

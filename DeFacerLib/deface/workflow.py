@@ -16,7 +16,7 @@ from DeFacerLib.deface.pipeline import (
     masks_from_labels,
     nonzero_mask,
 )
-from DeFacerLib.errors import DeFacerError, InputError, UsageError
+from DeFacerLib.errors import DeFacerError, InputError, OutputError, UsageError
 
 
 def deface_file(
@@ -29,8 +29,17 @@ def deface_file(
     series_uid: str | None = None,
     qa_dir=None,
     overwrite: bool = False,
+    dicom_options=None,
+    key_file=None,
     progress: Progress = _no_progress,
 ) -> dict:
+    """Deface ``input_path`` into ``output_path`` (same format) and write the provenance record.
+
+    A DICOM output is always a NEW, de-identified series: PS3.15 Basic profile unless
+    ``dicom_options`` (a ``dicom.ProfileOptions``) says more, keyed UIDs from ``key_file``,
+    and 113102 Clean Recognizable Visual Features recorded. Its provenance record and the
+    audit trail go to ``OUTPUT.audit/`` (they name the input, which may carry PHI).
+    """
     from DeFacerLib import provenance
     from DeFacerLib.io import read_volume, write_volume
     from DeFacerLib.io.atomic import check_output_path
@@ -38,10 +47,9 @@ def deface_file(
     if not Path(input_path).exists():
         raise InputError(f"{input_path} does not exist")
     check_output_path(input_path, output_path, overwrite)
+    audit_dir = _audit_dir(input_path, output_path, overwrite)
     sidecar = provenance.sidecar_path(output_path)
-    if sidecar.exists() and not overwrite:
-        from DeFacerLib.errors import OutputError
-
+    if audit_dir is None and sidecar.exists() and not overwrite:
         raise OutputError(f"provenance file {sidecar} exists; pass --overwrite to replace it")
     if qa_dir is not None:
         _check_qa_available()
@@ -68,11 +76,13 @@ def deface_file(
     )
 
     progress("writing", 0.85)
+    hook = _dicom_hook(volume, dicom_options, key_file)
     written = write_volume(
         result.volume,
         output_path,
         overwrite=overwrite,
         description=provenance.short_description(result.features_removed),
+        dicom_hook=hook,
     )
     record = provenance.build_record(
         input_path=input_path,
@@ -90,7 +100,9 @@ def deface_file(
         report=result.report,
     )
     try:
-        sidecar = provenance.write_sidecar(record, written, overwrite=overwrite)
+        if hook is not None:
+            record["dicom"] = {"key_file": str(hook.key_path), "audit": hook.write_audit(audit_dir)}
+        sidecar = provenance.write_sidecar(record, written, overwrite=overwrite, path=audit_dir and audit_dir / "defacer.json")
     except BaseException:
         _remove(written)
         raise
@@ -108,6 +120,34 @@ def deface_file(
         outcome["qa_figure"] = str(write_qa_figure(volume, result.volume, qa_dir, Path(written).name))
     progress("done", 1.0)
     return outcome
+
+
+def _audit_dir(input_path, output_path, overwrite: bool) -> Path | None:
+    """OUTPUT.audit/ for DICOM outputs (checked before any work), None for other formats."""
+    from DeFacerLib.io.formats import DICOM_FORMATS, detect_format
+
+    if detect_format(input_path) not in DICOM_FORMATS:
+        return None
+    from DeFacerLib.dicom.tree import default_audit_dir
+
+    audit = default_audit_dir(Path(output_path))
+    if audit.exists() and not overwrite:
+        raise OutputError(f"audit folder {audit} exists; pass --overwrite to replace it")
+    return audit
+
+
+def _dicom_hook(volume, dicom_options, key_file):
+    """The de-identification applied to every DICOM file written, or None for other formats."""
+    from DeFacerLib.io.formats import DICOM_FORMATS
+
+    if volume.source is None or volume.source.format not in DICOM_FORMATS:
+        return None
+    from DeFacerLib.dicom import ProfileOptions, deidentify_dataset_hook, load_or_create_key
+
+    key, key_path, _created = load_or_create_key(key_file)
+    hook = deidentify_dataset_hook(dicom_options or ProfileOptions(), key, defaced=True)
+    hook.key_path = key_path
+    return hook
 
 
 def write_qa_figure(original, defaced, qa_dir, name: str) -> Path:

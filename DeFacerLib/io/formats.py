@@ -17,6 +17,7 @@ METAIMAGE = "metaimage"
 DICOM_SERIES = "dicom-series"
 DICOM_ENHANCED = "dicom-enhanced"
 DICOM_FILE = "dicom-file"  # a single DICOM file, not yet told apart (enhanced or one 2D slice)
+DICOM_FORMATS = (DICOM_SERIES, DICOM_ENHANCED, DICOM_FILE)
 
 FORMATS = (NIFTI, MGZ, NRRD, METAIMAGE, DICOM_SERIES, DICOM_ENHANCED)
 

@@ -1,0 +1,102 @@
+"""De-identify DICOM headers (PS3.15 Annex E Basic profile + chosen options) over a whole folder tree.
+
+The output mirrors the input tree; every input file is written, skipped (not DICOM) or
+failed, with its reason, in the audit summary. UIDs become keyed 2.25.<int> UIDs and the
+patient a keyed pseudonym, identical across runs with the same key file, so studies
+scrubbed in separate batches still link. The audit trail (UID and patient-ID mappings,
+per-file action log) holds the original identifiers and is written to OUT.audit/, never
+into the de-identified output. If any input PHI string survives in any output value the
+run fails and nothing is published.
+"""
+from __future__ import annotations
+
+NAME = "scrub"
+HELP = "de-identify DICOM headers (PS3.15 Annex E) of a file or a folder tree"
+
+FLAGS = (
+    ("--retain-safe-private", "retain_safe_private", "keep the safe private attributes (diffusion b-values, directions)"),
+    ("--retain-uids", "retain_uids", "keep the original UIDs"),
+    ("--retain-device-identity", "retain_device_identity", "keep device serial numbers, station names"),
+    ("--retain-institution-identity", "retain_institution_identity", "keep institution names and addresses"),
+    ("--retain-patient-characteristics", "retain_patient_characteristics", "keep age, sex, size, weight"),
+    ("--clean-descriptors", "clean_descriptors", "keep descriptions (series, study, protocol) with PHI removed"),
+    ("--clean-structured-content", "clean_structured_content", "keep SR content with PHI removed"),
+    ("--clean-graphics", "clean_graphics", "keep graphics and overlays, cleaned"),
+    ("--clean-pixel-data", "clean_pixel_data", "black out text burned into the pixels (Tesseract OCR)"),
+)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("input", help="DICOM file or folder tree")
+    parser.add_argument("output", help="output file or folder (the tree is mirrored)")
+    add_profile_arguments(parser)
+    parser.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
+    parser.add_argument("--audit-dir", metavar="DIR", help="where the mappings and the action log go (default OUTPUT.audit)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def add_profile_arguments(parser) -> None:
+    """The key and PS3.15 option flags (shared with ``deface`` for its DICOM outputs)."""
+    parser.add_argument("--key-file", metavar="PATH", help="secret key for UIDs, pseudonyms and date shifts "
+                        "(created with a fresh random key if missing; default $DEFACER_KEY_FILE or ~/.config/defacer/deid.key)")
+    parser.add_argument("--dates", choices=("remove", "full", "modified"), default="remove",
+                        help="dates: remove (Basic profile), keep full dates, or shift them by a keyed per-patient offset")
+    for flag, _, text in FLAGS:
+        parser.add_argument(flag, action="store_true", help=text)
+    parser.add_argument("--pseudonym-format", default="DEFACER-{hash8}", help="patient name/ID pseudonym (default DEFACER-{hash8})")
+
+
+def options_from_args(args):
+    from DeFacerLib.dicom import ProfileOptions
+    from DeFacerLib.errors import UsageError
+
+    values = {field: bool(getattr(args, field)) for _, field, _ in FLAGS}
+    try:
+        return ProfileOptions(
+            retain_long_full_dates=args.dates == "full",
+            retain_long_modified_dates=args.dates == "modified",
+            pseudonym_format=args.pseudonym_format,
+            **values,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def run(args) -> dict:
+    from DeFacerLib.dicom import load_or_create_key, scrub_tree
+    from DeFacerLib.errors import InputError, UsageError
+
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    options = options_from_args(args)
+    key, key_path, created = load_or_create_key(args.key_file)
+    summary = scrub_tree(args.input, args.output, options, key, workers=args.workers,
+                         overwrite=args.overwrite, audit_dir=args.audit_dir)
+    summary["key_file"] = str(key_path)
+    summary["key_created"] = created
+    if not args.quiet and not args.json:
+        _print_summary(summary)
+    if summary["failed"]:
+        first = summary["failed_files"][0]
+        raise InputError(
+            f"{summary['failed']} of {summary['files']} file(s) could not be scrubbed (first: {first['file']}: {first['reason']}); "
+            f"the {summary['written']} others are in {summary['output']}, see {summary['audit']['summary']}"
+        )
+    return summary
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.console import Console
+
+    console = Console(stderr=False)
+    console.print(f"[bold]{summary['written']}[/] written, {summary['skipped']} skipped, {summary['failed']} failed "
+                  f"of {summary['files']} files in {summary['seconds']} s -> {summary['output']}")
+    for entry in summary["skipped_files"][:10]:
+        console.print(f"  skipped {entry['file']}: {entry['reason']}")
+    for entry in summary["duplicate_sop_instance_uids"][:10]:
+        console.print(f"  warning: {entry['file']} has the same SOP Instance UID as {entry['same_sop_instance_uid_as']}")
+    if summary.get("key_created"):
+        console.print(f"  new key stored in {summary['key_file']} (keep it secret; reuse it to keep UIDs consistent)")
+    else:
+        console.print(f"  key: {summary['key_file']}")
+    console.print(f"  audit trail (holds original IDs, keep private): {summary['audit']['summary'].rsplit('/', 1)[0]}")

@@ -1,0 +1,45 @@
+"""The audit trail of a scrub run, kept OUTSIDE the de-identified output (it holds old IDs).
+
+``uid_mapping.csv`` and ``patid_mapping.csv`` (columns id_old,id_new) let the key holder
+re-link results; ``actions.jsonl`` has one JSON line per input file: its status and every
+attribute action (path, keyword, action code), never an attribute's value.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+
+def write_mapping(path: Path, mapping: dict[str, str]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id_old", "id_new"])
+        for old, new in sorted(mapping.items()):
+            writer.writerow([old, new])
+    os.chmod(path, 0o600)
+
+
+def write_log(path: Path, records: list[dict]) -> None:
+    with open(path, "w") as handle:
+        for record in records:
+            handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+    os.chmod(path, 0o600)
+
+
+def write_audit(folder: Path, uid_map: dict, patient_map: dict, records: list[dict], summary: dict) -> dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    paths = {
+        "uid_mapping": folder / "uid_mapping.csv",
+        "patid_mapping": folder / "patid_mapping.csv",
+        "actions_log": folder / "actions.jsonl",
+        "summary": folder / "summary.json",
+    }
+    write_mapping(paths["uid_mapping"], uid_map)
+    write_mapping(paths["patid_mapping"], patient_map)
+    write_log(paths["actions_log"], records)
+    paths["summary"].write_text(json.dumps(summary, indent=1) + "\n")
+    os.chmod(paths["summary"], 0o600)
+    return {name: str(p) for name, p in paths.items()}

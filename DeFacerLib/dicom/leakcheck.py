@@ -1,0 +1,319 @@
+"""Collect the input's PHI strings and prove none of them is left anywhere in the output.
+
+The PHI set is taken from the attributes the profile does NOT keep: person names (whole
+and each name component), dates, UIDs that are replaced, and identifiers, addresses and
+institution names by keyword. The check scans every output value: nested sequences at any
+depth, private tags, the file meta, string VRs as text and OB/UN bytes as latin-1/UTF-8
+text (pixel data excepted: burned-in text is the OCR's job).
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from dataclasses import dataclass, field
+
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
+
+from DeFacerLib.dicom.actions import DUMMY_BY_VR, DUMMY_TEXT
+
+IDENTIFYING_KEYWORDS = {
+    "PatientID", "OtherPatientIDs", "IssuerOfPatientID", "AccessionNumber", "StudyID", "InstitutionName",
+    "InstitutionAddress", "InstitutionalDepartmentName", "PatientAddress", "PatientTelephoneNumbers",
+    "StationName", "DeviceSerialNumber", "MedicalRecordLocator", "AdmissionID", "RequestedProcedureID",
+    "PerformedProcedureStepID", "ScheduledProcedureStepID", "FillerOrderNumberImagingServiceRequest",
+    "PlacerOrderNumberImagingServiceRequest", "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers",
+    "PersonAddress", "PersonTelephoneNumbers", "RegionOfResidence", "MilitaryRank", "BranchOfService",
+    "PatientInsurancePlanCodeSequence", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName",
+    "DetectorID", "SourceSerialNumber", "ServiceEpisodeID", "VisitComments", "PatientComments",
+    "CurrentPatientLocation", "PatientInstitutionResidence", "ResponsibleOrganization", "ResponsiblePerson",
+    "PerformedLocation", "ScheduledProcedureStepLocation", "ClinicalTrialSiteName", "ClinicalTrialSiteID",
+    "ClinicalTrialSubjectID", "ClinicalTrialSubjectReadingID", "PatientSpeciesDescription",
+}
+PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
+MIN_LENGTH = 3
+IGNORED = {DUMMY_TEXT, *DUMMY_BY_VR.values(), "ANONYMOUS", "NONE", "UNKNOWN", "YES", "NO"}
+
+
+@dataclass
+class PhiSet:
+    """Strings of the input that must not appear in the output, and where each came from.
+
+    UIDs are kept apart and found by plain substring search (each file has its own SOP
+    Instance UID, and compiling a regex per file would cost more than the whole scrub);
+    the other strings are usually the same for every file of a series, so their compiled
+    patterns are cached.
+    """
+
+    sources: dict[str, str] = field(default_factory=dict)  # value -> attribute it came from
+    uids: dict[str, str] = field(default_factory=dict)
+    allowed: set[str] = field(default_factory=set)  # values an option keeps elsewhere in the file
+
+    def allow(self, value: str) -> None:
+        """A value a retained attribute keeps on purpose (e.g. the institution's name under
+        Retain Institution Identity) is not a leak when another, removed attribute held it too."""
+        self.allowed.add(value.strip().strip("\x00").strip().upper())
+
+    def _active(self) -> frozenset:
+        if not self.allowed:
+            return frozenset(self.sources)
+        return frozenset(v for v in self.sources if not any(v.upper() in kept for kept in self.allowed))
+
+    def add(self, value: str, where: str) -> None:
+        value = value.strip().strip("\x00").strip()
+        if len(value) < MIN_LENGTH or value.upper() in IGNORED or value.replace(".", "").replace("0", "") == "":
+            return
+        self.sources.setdefault(value, where)
+
+    def add_uid(self, value: str, where: str) -> None:
+        value = value.strip().strip("\x00").strip()
+        if len(value) >= 8:
+            self.uids.setdefault(value, where)
+
+    def add_name(self, name: str, where: str) -> None:
+        self.add(name, where)
+        for group in name.split("="):
+            self.add(group, where)
+            for component in group.split("^"):
+                self.add(component, where)
+
+    def clean_pattern(self) -> re.Pattern | None:
+        """Every PHI string, for cleaning text (the allowed ones too: cleaning may over-remove)."""
+        return _patterns(frozenset(self.sources))[0] if self.sources else None
+
+    def text_pattern(self) -> re.Pattern | None:
+        active = self._active()
+        return _patterns(active)[0] if active else None
+
+    def bytes_pattern(self) -> re.Pattern | None:
+        active = self._active()
+        return _patterns(active)[1] if active else None
+
+    def source_of(self, found: str) -> str:
+        for value, where in list(self.sources.items()) + list(self.uids.items()):
+            if value.lower() == found.lower():
+                return where
+        return "input"
+
+
+@lru_cache(maxsize=256)
+def _patterns(values: frozenset) -> tuple[re.Pattern, re.Pattern]:
+    ordered = sorted(values, key=len, reverse=True)
+    text = re.compile("|".join(_alternative(re.escape(v)) for v in ordered), re.IGNORECASE)
+    variants = []
+    for value in ordered:
+        for encoding in ("utf-8", "latin-1"):
+            try:
+                variants.append(_alternative(re.escape(value.encode(encoding)).decode("latin-1")))
+            except UnicodeEncodeError:
+                pass
+    raw = re.compile("|".join(dict.fromkeys(variants)).encode("latin-1"), re.IGNORECASE)
+    return text, raw
+
+
+def _alternative(escaped: str) -> str:
+    """Short strings only match between non-letters (a name 'LEE' must not flag 'SLEEP',
+    but 'HOMER1' still holds 'HOMER')."""
+    if len(escaped) >= 6:
+        return escaped
+    return rf"(?<![A-Za-z]){escaped}(?![A-Za-z])"
+
+
+@dataclass
+class Leak:
+    path: str
+    keyword: str
+    found: str
+    source: str
+
+    def line(self) -> str:
+        return f"{self.path} ({self.keyword or 'private'}) still holds '{self.found}' from {self.source}"
+
+
+IDENTIFYING_TAGS = frozenset(t for t in (tag_for_keyword(k) for k in IDENTIFYING_KEYWORDS) if t is not None)
+
+
+def collect_strings(phi: PhiSet, vr: str, values: list[str], action: str, where: str) -> None:
+    """Add an element's values to the PHI set (the caller knows the profile does not keep it)."""
+    if vr == "PN":
+        for v in values:
+            phi.add_name(v, where)
+    elif vr == "DA":
+        for v in values:
+            if len(v.strip()) >= 8:
+                phi.add(v, where)
+    elif vr == "DT":
+        for v in values:
+            if len(v.strip()) >= 8:
+                phi.add(v.strip()[:8], where)
+    elif vr == "UI":
+        if action in ("U", "D", "U*"):
+            for v in values:
+                phi.add_uid(v, where)
+    else:
+        for v in values:
+            phi.add(v, where)
+
+
+def find_leaks(ds: Dataset, phi: PhiSet, limit: int = 20, skip_uids: bool = False) -> list[Leak]:
+    """Every output value (file meta included) that still holds one of ``phi``'s strings.
+
+    ``skip_uids`` (Retain UIDs): UIDs the user chose to keep are not scanned; vendors embed
+    device serial numbers and dates in them, which that option knowingly keeps.
+    """
+    text, raw = phi.text_pattern(), phi.bytes_pattern()
+    if text is None and not phi.uids:
+        return []
+    text = text or _NEVER
+    raw = raw or _NEVER_BYTES
+    leaks: list[Leak] = []
+    meta = getattr(ds, "file_meta", None)
+    if not skip_uids:
+        # A UID is digits and dots: PHI in it is a whole component (a serial number, a date),
+        # never a digit run that a new keyed 2.25.<39 digits> UID contains by chance.
+        for dataset, prefix in ((meta, "meta."), (ds, "")):
+            if dataset is not None:
+                _scan_uids(dataset, prefix, phi, leaks, limit)
+    skip_uids = True  # UIDs are checked above, component by component
+    if not _any_match(ds, meta, text, raw, phi.uids, skip_uids):  # one search over everything; locate only on a hit
+        return leaks
+    if phi.uids:
+        uid_text = "|".join(re.escape(u) for u in sorted(phi.uids, key=len, reverse=True))
+        text = re.compile(f"{text.pattern}|{uid_text}", re.IGNORECASE)
+        raw = re.compile(raw.pattern + b"|" + uid_text.encode("ascii", "replace"), re.IGNORECASE)
+    if meta is not None:
+        _scan(meta, "meta.", text, raw, phi, leaks, limit, skip_uids)
+    _scan(ds, "", text, raw, phi, leaks, limit, skip_uids)
+    return leaks
+
+
+_NEVER = re.compile(r"(?!x)x")
+_NEVER_BYTES = re.compile(rb"(?!x)x")
+
+
+def _any_match(ds: Dataset, meta, text, raw, uids, skip_uids: bool) -> bool:
+    blobs: list[bytes] = []
+    strings: list[str] = []
+    for dataset in (meta, ds):
+        if dataset is not None:
+            _gather(dataset, blobs, strings, skip_uids)
+    blob, joined = b"\x01".join(blobs), "\x01".join(strings)
+    if raw.search(blob) or text.search(joined):
+        return True
+    return any(uid in joined or uid.encode("ascii", "replace") in blob for uid in uids)
+
+
+def _gather(ds: Dataset, blobs: list, strings: list, skip_uids: bool) -> None:
+    for tag in list(ds.keys()):
+        if int(tag) in PIXEL_TAGS:
+            continue
+        elem = ds.get_item(tag)
+        if skip_uids and _is_uid(elem, tag):
+            continue
+        if isinstance(elem, RawDataElement):
+            if elem.VR == "SQ" or elem.VR == "UN" or (elem.VR is None and _is_sequence_tag(tag)):
+                elem = ds[tag]
+            else:
+                if elem.value:
+                    blobs.append(elem.value)
+                continue
+        value = elem.value
+        if elem.VR == "SQ":
+            for item in value or []:
+                _gather(item, blobs, strings, skip_uids)
+        elif isinstance(value, (bytes, bytearray)):
+            blobs.append(bytes(value))
+        elif value is not None:
+            strings.append(str(value) if isinstance(value, str) else "\\".join(map(str, value)) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else str(value))
+
+
+def _scan(ds: Dataset, prefix: str, text, raw, phi: PhiSet, leaks: list, limit: int, skip_uids: bool = False) -> None:
+    for tag in list(ds.keys()):
+        if len(leaks) >= limit:
+            return
+        if int(tag) in PIXEL_TAGS:
+            continue
+        elem = ds.get_item(tag)
+        if skip_uids and _is_uid(elem, tag):
+            continue
+        where = f"{prefix}{_tag_text(tag)}"
+        if isinstance(elem, RawDataElement):
+            value = elem.value
+            if elem.VR == "SQ" or (elem.VR is None and _is_sequence_tag(tag)) or elem.VR == "UN":
+                elem = ds[tag]  # convert to scan items (and UN that is really text)
+            elif value:
+                match = raw.search(value)
+                if match:
+                    _add(leaks, where, tag, match.group(0).decode("latin-1", "replace"), phi)
+                continue
+            else:
+                continue
+        if elem.VR == "SQ":
+            for index, item in enumerate(elem.value or []):
+                _scan(item, f"{where}[{index}].", text, raw, phi, leaks, limit, skip_uids)
+            continue
+        value = elem.value
+        if value is None:
+            continue
+        if isinstance(value, (bytes, bytearray)):
+            match = raw.search(bytes(value))
+            found = match.group(0).decode("latin-1", "replace") if match else None
+        else:
+            match = text.search(str(value) if not isinstance(value, (list, tuple)) else "\\".join(map(str, value)))
+            if match is None and type(value).__name__ == "MultiValue":
+                match = text.search("\\".join(map(str, value)))
+            found = match.group(0) if match else None
+        if found:
+            _add(leaks, where, tag, found, phi)
+
+
+def _scan_uids(ds: Dataset, prefix: str, phi: PhiSet, leaks: list, limit: int) -> None:
+    """Old UIDs, and UID components equal to a PHI string, in every UI value at any depth."""
+    active = phi._active()
+    for tag in list(ds.keys()):
+        if len(leaks) >= limit or int(tag) in PIXEL_TAGS:
+            continue
+        elem = ds.get_item(tag)
+        where = f"{prefix}{_tag_text(tag)}"
+        if elem.VR == "SQ" or (elem.VR in (None, "UN") and _is_sequence_tag(tag)):
+            for index, item in enumerate(ds[tag].value or []):
+                _scan_uids(item, f"{where}[{index}].", phi, leaks, limit)
+            continue
+        if not _is_uid(elem, tag):
+            continue
+        value = ds[tag].value
+        for uid in value if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]:
+            uid = str(uid or "").strip("\x00 ")
+            hits = [uid] if uid in phi.uids else [c for c in uid.split(".") if c in active]
+            if hits:
+                _add(leaks, where, tag, hits[0], phi)
+
+
+def _add(leaks: list, where: str, tag, found: str, phi: PhiSet) -> None:
+    source = phi.source_of(found)
+    leaks.append(Leak(path=where, keyword=keyword_for_tag(tag), found=found, source=source))
+
+
+def _is_uid(elem, tag) -> bool:
+    if elem.VR is not None and elem.VR != "UN":
+        return elem.VR == "UI"
+    from pydicom.datadict import dictionary_VR
+
+    try:
+        return dictionary_VR(tag) == "UI"
+    except KeyError:
+        return False
+
+
+def _is_sequence_tag(tag) -> bool:
+    from pydicom.datadict import dictionary_VR
+
+    try:
+        return dictionary_VR(tag) == "SQ"
+    except KeyError:
+        return False
+
+
+def _tag_text(tag) -> str:
+    return f"({int(tag) >> 16:04X},{int(tag) & 0xFFFF:04X})"

@@ -1,0 +1,129 @@
+"""Clean Pixel Data: find text burned into the pixels with Tesseract OCR and black it out.
+
+Text is searched on one 8-bit greyscale view of the image (the maximum over frames, so
+static annotations of a cine loop are found once) and every word box, padded, is set to
+the darkest stored value in every frame and sample. Compressed pixel data is decoded with
+pydicom's handlers first and written back uncompressed (never re-encoded lossily); when it
+cannot be decoded the file is refused rather than written with corrupt pixels.
+"""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
+
+from DeFacerLib.errors import InputError
+
+MIN_CONFIDENCE = 30
+PAD_PX = 3
+MAX_PASSES = 2
+
+
+def tesseract_available() -> bool:
+    if shutil.which("tesseract") is None:
+        return False
+    try:
+        import pytesseract  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def require_tesseract() -> None:
+    if shutil.which("tesseract") is None:
+        raise InputError("Clean Pixel Data needs Tesseract OCR, which is not installed; run scripts/install_system_deps.sh (apt-get install tesseract-ocr)")
+    try:
+        import pytesseract  # noqa: F401
+    except ImportError:
+        raise InputError("Clean Pixel Data needs the pytesseract package; pip install pytesseract") from None
+
+
+def ocr_words(image_u8: np.ndarray) -> list[dict]:
+    """Words Tesseract reads in an 8-bit image: text, confidence and box (x, y, w, h)."""
+    import pytesseract
+    from PIL import Image
+
+    data = pytesseract.image_to_data(Image.fromarray(image_u8), output_type=pytesseract.Output.DICT, config="--psm 11")
+    words = []
+    for i, text in enumerate(data["text"]):
+        text = text.strip()
+        if text and any(ch.isalnum() for ch in text) and float(data["conf"][i]) >= MIN_CONFIDENCE:
+            words.append({"text": text, "conf": float(data["conf"][i]),
+                          "box": (int(data["left"][i]), int(data["top"][i]), int(data["width"][i]), int(data["height"][i]))})
+    return words
+
+
+def view_for_ocr(pixels: np.ndarray, samples: int) -> np.ndarray:
+    """(frames, rows, cols[, samples]) -> one 8-bit greyscale image (max over frames)."""
+    image = pixels.astype(np.float32)
+    if samples > 1:
+        image = image.mean(axis=-1)
+    image = image.max(axis=0)
+    low, high = float(image.min()), float(image.max())
+    return ((image - low) / max(high - low, 1e-6) * 255).astype(np.uint8)
+
+
+def read_text(ds: Dataset) -> list[dict]:
+    """Words OCR finds in a dataset's pixels (for tests and reports)."""
+    pixels, samples = _frames(ds, "dataset")
+    return ocr_words(view_for_ocr(pixels, samples))
+
+
+def clean_burned_in_text(ds: Dataset, where: str) -> dict:
+    """Black out every word OCR finds; returns {'words': [...], 'boxes': n, 'decompressed_from': ...}."""
+    require_tesseract()
+    if "PixelData" not in ds:
+        return {"words": [], "boxes": 0, "decompressed_from": None}
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    decompressed = None
+    if syntax is not None and syntax.is_compressed:
+        try:
+            ds.decompress(generate_instance_uid=False)
+        except Exception as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise InputError(f"{where} has {syntax.name} pixel data that cannot be decoded ({reason}); Clean Pixel Data refuses to write it, install pylibjpeg or decompress it first") from None
+        decompressed = syntax.name
+    pixels, samples = _frames(ds, where)
+    found, boxes = [], 0
+    for _ in range(MAX_PASSES):
+        words = ocr_words(view_for_ocr(pixels, samples))
+        if not words:
+            break
+        fill = pixels.min()
+        rows, cols = pixels.shape[1], pixels.shape[2]
+        for word in words:
+            x, y, w, h = word["box"]
+            y0, y1 = max(0, y - PAD_PX), min(rows, y + h + PAD_PX)
+            x0, x1 = max(0, x - PAD_PX), min(cols, x + w + PAD_PX)
+            pixels[:, y0:y1, x0:x1, ...] = fill
+            boxes += 1
+        found += [w["text"] for w in words]
+    _store(ds, pixels, samples)
+    return {"words": found, "boxes": boxes, "decompressed_from": decompressed}
+
+
+def _frames(ds: Dataset, where: str) -> tuple[np.ndarray, int]:
+    try:
+        pixels = np.array(ds.pixel_array, copy=True)
+    except Exception as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise InputError(f"{where} has unreadable pixel data ({reason}); Clean Pixel Data cannot check it") from None
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames == 1:
+        pixels = pixels[None]
+    return pixels, samples
+
+
+def _store(ds: Dataset, pixels: np.ndarray, samples: int) -> None:
+    if int(ds.get("NumberOfFrames", 1) or 1) == 1:
+        pixels = pixels[0]
+    if samples > 1:
+        ds.PlanarConfiguration = 0  # pixel_array is (…, rows, cols, samples): colour-by-pixel
+    ds.PixelData = np.ascontiguousarray(pixels).astype(pixels.dtype.newbyteorder("<"), copy=False).tobytes()
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    if "PixelData" in ds and ds["PixelData"].VR == "OB" and ds.BitsAllocated > 8:
+        ds["PixelData"].VR = "OW"

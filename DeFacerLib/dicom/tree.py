@@ -1,0 +1,215 @@
+"""Scrub a whole folder tree (or one file): mirror the tree, account for every file.
+
+Each input file ends as exactly one of: written, skipped (not DICOM) or failed (truncated,
+no transfer syntax, undecodable pixels for Clean Pixel Data, PHI left after scrubbing),
+with its reason. The output tree appears atomically (temp folder + rename); if the leak
+check finds any input PHI left in any file, nothing is published. The audit trail (UID and
+patient mappings, per-file action log, summary) goes to a separate folder, since it holds
+the original identifiers.
+"""
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from DeFacerLib.dicom.profile import ProfileOptions
+from DeFacerLib.errors import DeFacerError, GuaranteeError, InputError, OutputError
+from DeFacerLib.io.atomic import atomic_path, check_output_path
+
+_SCRUBBERS: dict = {}
+
+
+def default_audit_dir(output: Path) -> Path:
+    return output.with_name(output.name + ".audit")
+
+
+def list_inputs(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    files = []
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        files += [Path(folder) / n for n in sorted(names)]
+    return files
+
+
+def _scrubber(options: ProfileOptions, key: bytes):
+    from DeFacerLib.dicom.scrub import Scrubber
+
+    cache_key = (options, key)
+    if cache_key not in _SCRUBBERS:
+        _SCRUBBERS[cache_key] = Scrubber(options, key)
+    return _SCRUBBERS[cache_key]
+
+
+def _expected_pixel_bytes(ds) -> int | None:
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits = int(ds.BitsAllocated)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    total_bits = rows * cols * frames * samples * bits
+    return (total_bits + 7) // 8
+
+
+def _read(path: Path):
+    """(dataset, None) or (None, ('skipped'|'failed', reason))."""
+    try:
+        ds = pydicom.dcmread(path)
+    except InvalidDicomError:
+        try:
+            ds = pydicom.dcmread(path, force=True)
+        except Exception:
+            return None, ("skipped", "not a DICOM file")
+        if "SOPClassUID" not in ds and "SOPInstanceUID" not in ds:
+            return None, ("skipped", "not a DICOM file")
+        return None, ("failed", "DICOM dataset without Part 10 file meta (no transfer syntax); re-export it as a DICOM file")
+    except Exception as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return None, ("failed", f"damaged or truncated DICOM file ({reason})")
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or "TransferSyntaxUID" not in meta:
+        return None, ("failed", "missing transfer syntax in the file meta; re-export it as a DICOM Part 10 file")
+    if 0x7FE00010 in ds and not meta.TransferSyntaxUID.is_compressed:
+        expected = _expected_pixel_bytes(ds)
+        pixels = ds.get_item(0x7FE00010)  # raw: its length without converting the value
+        actual = len(pixels.value or b"")
+        if expected is not None and actual < expected:
+            return None, ("failed", f"truncated: pixel data has {actual} of {expected} bytes")
+    return ds, None
+
+
+def scrub_file(task: tuple) -> dict:
+    """Scrub one file into ``out_path`` (worker entry point); returns its audit record."""
+    in_path, rel, out_path, options, key = task
+    started = time.perf_counter()
+    record = {"file": rel, "status": "written", "reason": ""}
+    ds, problem = _read(Path(in_path))
+    if problem is not None:
+        record["status"], record["reason"] = problem
+        return record
+    record["sop_instance_uid_old"] = str(ds.get("SOPInstanceUID", ""))
+    try:
+        result = _scrubber(options, key).scrub(ds, where=rel)
+    except DeFacerError as error:
+        record["status"], record["reason"] = "failed", str(error)
+        return record
+    record["actions"] = result.action_rows()
+    record["kept_untouched"] = result.kept
+    record["uid_map"] = result.uid_map
+    record["patient"] = list(result.patient) if result.patient else None
+    if result.pixels_cleaned is not None:
+        record["pixels_cleaned"] = {"boxes": result.pixels_cleaned["boxes"], "words": len(result.pixels_cleaned["words"]),
+                                    "decompressed_from": result.pixels_cleaned["decompressed_from"]}
+    if result.leaks:
+        record["status"] = "failed"
+        record["reason"] = "leak check: " + "; ".join(leak.line() for leak in result.leaks[:5])
+        record["leaks"] = [leak.line() for leak in result.leaks]
+        return record
+    target = Path(out_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        ds.save_as(target, enforce_file_format=False)
+    except Exception as error:
+        record["status"], record["reason"] = "failed", f"cannot write ({type(error).__name__}: {error})"
+    record["seconds"] = round(time.perf_counter() - started, 4)
+    return record
+
+
+def scrub_tree(input_path: str | Path, output_path: str | Path, options: ProfileOptions, key: bytes, *,
+               workers: int = 1, overwrite: bool = False, audit_dir: str | Path | None = None,
+               progress=None) -> dict:
+    """Scrub every file under ``input_path`` into a mirrored tree at ``output_path``."""
+    source, target = Path(input_path), Path(output_path)
+    if not source.exists():
+        raise InputError(f"{source} does not exist; give a DICOM file or a folder of DICOM files")
+    target = check_output_path(source, target, overwrite)
+    audit = Path(audit_dir) if audit_dir else default_audit_dir(target)
+    if audit.resolve() == target or source.resolve() in audit.resolve().parents:
+        raise OutputError(f"audit folder {audit} must be outside the input and the output")
+    if options.clean_pixel_data:
+        from DeFacerLib.dicom.pixels_ocr import require_tesseract
+
+        require_tesseract()
+    inputs = list_inputs(source)
+    started = time.perf_counter()
+    records: list[dict] = []
+    with atomic_path(target, directory=source.is_dir()) as temp:
+        tasks = []
+        for path in inputs:
+            rel = path.name if source.is_file() else str(path.relative_to(source))
+            out = temp if source.is_file() else temp / rel
+            tasks.append((str(path), rel, str(out), options, key))
+        if workers > 1 and len(tasks) > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for record in pool.map(scrub_file, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers)))):
+                    records.append(record)
+                    if progress:
+                        progress(len(records), len(tasks))
+        else:
+            for task in tasks:
+                records.append(scrub_file(task))
+                if progress:
+                    progress(len(records), len(tasks))
+        summary, uid_map, patient_map = _summarize(records, source, target, audit, options, time.perf_counter() - started)
+        leaked = [r for r in records if r.get("leaks")]
+        audit_files = _write_audit(audit, uid_map, patient_map, records, summary)
+        summary["audit"] = audit_files
+        if leaked:
+            raise GuaranteeError(
+                f"PHI left after scrubbing in {len(leaked)} file(s), nothing was written to {target}: "
+                f"{leaked[0]['file']}: {leaked[0]['leaks'][0]} (details in {audit_files['summary']})"
+            )
+        if source.is_file() and summary["written"] == 0:
+            raise InputError(f"{source} was not scrubbed: {records[0]['reason']}")
+    return summary
+
+
+def _write_audit(audit: Path, uid_map, patient_map, records, summary) -> dict:
+    from DeFacerLib.dicom.audit import write_audit
+
+    log = [{k: v for k, v in r.items() if k not in ("uid_map", "patient", "sop_instance_uid_old")} for r in records]
+    try:
+        return write_audit(audit, uid_map, patient_map, log, summary)
+    except OSError as error:
+        raise OutputError(f"cannot write the audit trail to {audit}: {error.strerror or error}") from None
+
+
+def _summarize(records, source, target, audit, options, seconds):
+    uid_map, patient_map, first_of_sop, duplicates = {}, {}, {}, []
+    for r in records:
+        uid_map.update(r.get("uid_map") or {})
+        if r.get("patient"):
+            patient_map[r["patient"][0]] = r["patient"][1]
+        sop = r.get("sop_instance_uid_old")
+        if sop:
+            if sop in first_of_sop:
+                duplicates.append({"file": r["file"], "same_sop_instance_uid_as": first_of_sop[sop]})
+            else:
+                first_of_sop[sop] = r["file"]
+    by_status = {s: [r for r in records if r["status"] == s] for s in ("written", "skipped", "failed")}
+    summary = {
+        "input": str(source),
+        "output": str(target),
+        "files": len(records),
+        "written": len(by_status["written"]),
+        "skipped": len(by_status["skipped"]),
+        "failed": len(by_status["failed"]),
+        "skipped_files": [{"file": r["file"], "reason": r["reason"]} for r in by_status["skipped"]],
+        "failed_files": [{"file": r["file"], "reason": r["reason"]} for r in by_status["failed"]],
+        "duplicate_sop_instance_uids": duplicates,
+        "patients": len(patient_map),
+        "uids_replaced": len(uid_map),
+        "pixels_cleaned": sum(1 for r in records if "pixels_cleaned" in r),
+        "options": {k: v for k, v in vars(options).items()},
+        "seconds": round(seconds, 3),
+        "files_per_second": round(len(by_status["written"]) / seconds, 2) if seconds > 0 else None,
+    }
+    return summary, uid_map, patient_map

@@ -1,0 +1,71 @@
+"""Keyed, deterministic replacements: UIDs, patient pseudonyms and per-patient date offsets.
+
+Everything is HMAC-SHA256 with one secret project key, so the same key gives the same
+output on every file, series, run and machine (referential integrity across batches),
+and nobody without the key can link an output back to its input.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from DeFacerLib.errors import InputError, OutputError
+
+KEY_BYTES = 32
+DATE_OFFSET_RANGE_DAYS = (-3650, -365)
+
+
+def default_key_path() -> Path:
+    env = os.environ.get("DEFACER_KEY_FILE")
+    return Path(env) if env else Path.home() / ".config" / "defacer" / "deid.key"
+
+
+def load_or_create_key(path: str | Path | None = None) -> tuple[bytes, Path, bool]:
+    """(key, where it is stored, created now?). A missing key file is created (mode 0600)."""
+    path = Path(path) if path else default_key_path()
+    if path.is_file():
+        text = path.read_text().strip()
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            raise InputError(f"key file {path} does not hold a hex key; restore it or point --key-file elsewhere") from None
+        if len(key) < 16:
+            raise InputError(f"key file {path} holds a key shorter than 16 bytes; use a longer key")
+        return key, path, False
+    key = secrets.token_bytes(KEY_BYTES)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key.hex() + "\n")
+    except OSError as error:
+        raise OutputError(f"cannot create the key file {path}: {error.strerror or error}") from None
+    return key, path, True
+
+
+def _digest(key: bytes, namespace: str, value: str) -> bytes:
+    return hmac.new(key, f"{namespace}\0{value}".encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
+
+
+def keyed_uid(key: bytes, uid: str, namespace: str = "uid") -> str:
+    """``2.25.<int>`` from the first 128 bits of the HMAC: at most 44 characters (<= 64)."""
+    return "2.25." + str(int.from_bytes(_digest(key, namespace, uid.strip())[:16], "big"))
+
+
+def pseudonym(key: bytes, patient: str, fmt: str) -> str:
+    digest = _digest(key, "patient", patient.strip()).hex().upper()
+    return fmt.format(hash8=digest[:8], hash16=digest[:16])
+
+
+def date_offset_days(key: bytes, patient: str) -> int:
+    """A keyed per-patient shift in [-3650, -365] days: intervals within a patient are kept."""
+    low, high = DATE_OFFSET_RANGE_DAYS
+    value = int.from_bytes(_digest(key, "date-offset", patient.strip())[:8], "big")
+    return low + value % (high - low + 1)
+
+
+def short_token(key: bytes, value: str, namespace: str, length: int = 8) -> str:
+    return _digest(key, namespace, value.strip()).hex().upper()[:length]

@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""Benchmark DICOM header de-identification: files per second, same files, same machine, one run.
+
+Compares ``defacer scrub`` (Basic profile, 1 process and ``--workers 2``) with the practical
+limit (plain pydicom read + write of the same files) and with two other de-identifiers,
+dicognito and pydicom's ``deid``, installed in the benchmark's OWN virtual environment
+(created under /tmp on first use, so they never enter DeFacer's environment).
+
+    python scripts/benchmark_scrub.py [FOLDER] [--bench-venv /tmp/defacer_bench_venv] [--output docs/benchmarks_dicom.md]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "dicom" / "siemens_trio_mprage_1mm"
+
+PLAIN = r"""
+import sys, time, pydicom
+from pathlib import Path
+files, out = [Path(p) for p in sys.argv[2:]], Path(sys.argv[1])
+start = time.perf_counter()
+for i, f in enumerate(files):
+    ds = pydicom.dcmread(f)
+    ds.save_as(out / f"{i}.dcm", enforce_file_format=False)
+print(time.perf_counter() - start)
+"""
+DICOGNITO = r"""
+import sys, time, pydicom
+from pathlib import Path
+from dicognito.anonymizer import Anonymizer
+files, out = [Path(p) for p in sys.argv[2:]], Path(sys.argv[1])
+anonymizer = Anonymizer()
+start = time.perf_counter()
+for i, f in enumerate(files):
+    ds = pydicom.dcmread(f)
+    anonymizer.anonymize(ds)
+    ds.save_as(out / f"{i}.dcm")
+print(time.perf_counter() - start)
+"""
+DEID = r"""
+import sys, time, logging
+logging.disable(logging.CRITICAL)
+from pathlib import Path
+from deid.dicom import get_identifiers, replace_identifiers
+files, out = [str(p) for p in sys.argv[2:]], sys.argv[1]
+start = time.perf_counter()
+items = get_identifiers(files)
+replace_identifiers(dicom_files=files, ids=items, save=True, output_folder=out, overwrite=True, remove_private=True)
+print(time.perf_counter() - start)
+"""
+VERSIONS = r"""
+import importlib.metadata as m, json
+out = {}
+for name in ("pydicom", "dicognito", "deid"):
+    try:
+        out[name] = m.version(name)
+    except m.PackageNotFoundError:
+        out[name] = None
+print(json.dumps(out))
+"""
+
+
+def ensure_bench_venv(path: Path) -> Path:
+    python = path / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    probe = subprocess.run([str(python), "-c", "import dicognito, deid"], capture_output=True)
+    if probe.returncode != 0:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "dicognito", "deid"], check=True)
+    return python
+
+
+def timed_script(python: str, code: str, files: list[Path], workdir: Path) -> float:
+    out = Path(tempfile.mkdtemp(dir=workdir))
+    result = subprocess.run([python, "-c", code, str(out), *map(str, files)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed")
+    shutil.rmtree(out, ignore_errors=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def timed_defacer(source: Path, workers: int, workdir: Path) -> float:
+    out = workdir / f"defacer_{workers}"
+    code = (
+        "import sys, time; from DeFacerLib.dicom import ProfileOptions, scrub_tree;"
+        "start = time.perf_counter();"
+        f"s = scrub_tree(sys.argv[1], sys.argv[2], ProfileOptions(), bytes(range(32)), workers={workers}, audit_dir=sys.argv[2] + '.audit');"
+        "print(time.perf_counter() - start); print(s['written'])"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(source), str(out)], capture_output=True, text=True, check=True)
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(str(out) + ".audit", ignore_errors=True)
+    return float(result.stdout.strip().splitlines()[0])
+
+
+LOAD_BEFORE = os.getloadavg()
+NOTES = """Where the time goes (1 process, per MPRAGE file, measured with perf_counter on this machine):
+pydicom read ~0.9 ms and write ~1.6 ms (the limit, ~2.5 ms); DeFacer adds ~1.4 ms of scrubbing
+(one walk over every element, nested sequences parsed and walked, keyed UIDs, markers, and the
+leak check's pass over every output value) and ~0.3 ms more on the write (sequences that were
+parsed are re-encoded instead of copied as raw bytes), plus ~0.2 ms building the action log.
+Untouched elements stay raw (never converted) and replaced ones are written back as raw bytes,
+which took the scrub from 27 % to ~55-60 % of the limit; 80 % would need a scrub under ~0.6 ms
+per file, i.e. no per-element Python at all (skipping the nested-sequence walk or the leak check
+would buy it, and both are guarantees). `--workers 2` is slower here because the 2 cores are
+already shared with other jobs (load average above); it helps on an idle multi-core machine."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", nargs="?", default=str(DEFAULT_DATA), help="folder of DICOM files (flat)")
+    parser.add_argument("--bench-venv", default="/tmp/defacer_bench_venv")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per method; the best is kept")
+    parser.add_argument("--output", default=str(REPO / "docs" / "benchmarks_dicom.md"))
+    args = parser.parse_args(argv)
+    source = Path(args.folder)
+    import pydicom
+
+    files = []
+    for path in sorted(p for p in source.iterdir() if p.is_file()):
+        try:
+            pydicom.dcmread(path, stop_before_pixels=True)
+            files.append(path)
+        except Exception:
+            continue
+    bench_python = str(ensure_bench_venv(Path(args.bench_venv)))
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        staged = work / "input"  # only the DICOM files, so every method sees the same set
+        staged.mkdir()
+        for path in files:
+            os.symlink(path, staged / path.name)
+        methods = {
+            "pydicom read+write (limit)": lambda: timed_script(sys.executable, PLAIN, files, work),
+            "defacer scrub, 1 process": lambda: timed_defacer(staged, 1, work),
+            "defacer scrub, --workers 2": lambda: timed_defacer(staged, 2, work),
+            "dicognito, 1 process": lambda: timed_script(bench_python, DICOGNITO, files, work),
+            "deid (pydicom/deid), 1 process": lambda: timed_script(bench_python, DEID, files, work),
+        }
+        for name, run in methods.items():
+            best = None
+            for _ in range(args.repeat):
+                try:
+                    seconds = run()
+                except Exception as error:  # report, do not hide
+                    print(f"{name}: failed ({error})")
+                    seconds = None
+                    break
+                best = seconds if best is None else min(best, seconds)
+            if best is not None:
+                results[name] = best
+                print(f"{name}: {len(files) / best:.1f} files/s ({best:.2f} s)")
+    versions = json.loads(subprocess.run([bench_python, "-c", VERSIONS], capture_output=True, text=True).stdout)
+    own = json.loads(subprocess.run([sys.executable, "-c", VERSIONS], capture_output=True, text=True).stdout)
+    write_report(Path(args.output), source, len(files), results, versions, own, args.repeat)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def write_report(path: Path, source: Path, count: int, results: dict, versions: dict, own: dict, repeat: int) -> None:
+    rate = {name: count / seconds for name, seconds in results.items()}
+    limit = rate.get("pydicom read+write (limit)")
+    single = rate.get("defacer scrub, 1 process")
+    dicognito = rate.get("dicognito, 1 process")
+    lines = [
+        "# DICOM header de-identification benchmark",
+        "",
+        f"- Date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; machine: {os.cpu_count()} cores "
+        f"({platform.processor() or platform.machine()}), {platform.system()} {platform.release()}, Python {platform.python_version()}",
+        f"- Files: {count} DICOM files of `{source.name}` (the same files for every method), best of {repeat} run(s) per method; "
+        "outputs written to a local temporary folder",
+        f"- Versions: pydicom {own.get('pydicom')} (DeFacer), benchmark venv: pydicom {versions.get('pydicom')}, "
+        f"dicognito {versions.get('dicognito')}, deid {versions.get('deid')}",
+        "- DeFacer: Basic Application Confidentiality Profile, leak check on, audit trail written",
+        f"- Load average before the run (1/5/15 min): {' / '.join(f'{v:.2f}' for v in LOAD_BEFORE)}; other jobs share the 2 cores, "
+        "so figures move by +-30 % between runs; the ratios within one run are what this page compares",
+        "",
+        "| method | seconds | files/s | vs read+write |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, seconds in results.items():
+        ratio = f"{rate[name] / limit:.0%}" if limit else "n/a"
+        lines.append(f"| {name} | {seconds:.2f} | {rate[name]:.1f} | {ratio} |")
+    lines.append("")
+    if single and limit:
+        verdict = "met" if single >= 0.8 * limit else "MISSED"
+        lines.append(f"- Target >= 80 % of plain read+write (1 process): {single / limit:.0%}, {verdict}.")
+    if single and dicognito:
+        verdict = "met" if single >= 2 * dicognito else "MISSED"
+        lines.append(f"- Target >= 2x dicognito (1 process): {single / dicognito:.2f}x, {verdict}.")
+    lines += ["", NOTES]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
