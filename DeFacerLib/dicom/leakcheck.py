@@ -169,14 +169,16 @@ def find_leaks(ds: Dataset, phi: PhiSet, limit: int = 20, skip_uids: bool = Fals
     raw = raw or _NEVER_BYTES
     leaks: list[Leak] = []
     meta = getattr(ds, "file_meta", None)
-    if not skip_uids:
-        # A UID is digits and dots: PHI in it is a whole component (a serial number, a date),
-        # never a digit run that a new keyed 2.25.<39 digits> UID contains by chance.
+    # One pass gathers every value; the slower locating scans run only on a hit. A UID is
+    # digits and dots: PHI in it is a whole component (a serial number, a date), never a
+    # digit run that a new keyed 2.25.<39 digits> UID contains by chance.
+    text_hit, uid_values = _any_match(ds, meta, text, raw, phi.uids, skip_uids)
+    active = phi._active()
+    if uid_values and any(_uid_hits(uid, phi, active) for uid in uid_values):
         for dataset, prefix in ((meta, "meta."), (ds, "")):
             if dataset is not None:
-                _scan_uids(dataset, prefix, phi, leaks, limit)
-    skip_uids = True  # UIDs are checked above, component by component
-    if not _any_match(ds, meta, text, raw, phi.uids, skip_uids):  # one search over everything; locate only on a hit
+                _scan_uids(dataset, prefix, phi, leaks, limit, active)
+    if not text_hit:
         return leaks
     if phi.uids:
         uid_text = "|".join(re.escape(u) for u in sorted(phi.uids, key=len, reverse=True))
@@ -184,7 +186,7 @@ def find_leaks(ds: Dataset, phi: PhiSet, limit: int = 20, skip_uids: bool = Fals
         raw = re.compile(raw.pattern + b"|" + uid_text.encode("ascii", "replace"), re.IGNORECASE)
     if meta is not None:
         _scan(meta, "meta.", text, raw, phi, leaks, limit, skip_uids)
-    _scan(ds, "", text, raw, phi, leaks, limit, skip_uids)
+    _scan(ds, "", text, raw, phi, leaks, limit, skip_uids=True)
     return leaks
 
 
@@ -192,24 +194,36 @@ _NEVER = re.compile(r"(?!x)x")
 _NEVER_BYTES = re.compile(rb"(?!x)x")
 
 
-def _any_match(ds: Dataset, meta, text, raw, uids, skip_uids: bool) -> bool:
+def _any_match(ds: Dataset, meta, text, raw, uids, skip_uids: bool) -> tuple[bool, list[str]]:
+    """(does any non-UID value hold PHI or an old UID?, every UID value, unless skip_uids)."""
     blobs: list[bytes] = []
     strings: list[str] = []
+    uid_values: list[str] = []
     for dataset in (meta, ds):
         if dataset is not None:
-            _gather(dataset, blobs, strings, skip_uids)
+            _gather(dataset, blobs, strings, uid_values, skip_uids)
     blob, joined = b"\x01".join(blobs), "\x01".join(strings)
     if raw.search(blob) or text.search(joined):
-        return True
-    return any(uid in joined or uid.encode("ascii", "replace") in blob for uid in uids)
+        return True, uid_values
+    return any(uid in joined or uid.encode("ascii", "replace") in blob for uid in uids), uid_values
 
 
-def _gather(ds: Dataset, blobs: list, strings: list, skip_uids: bool) -> None:
+def _uid_hits(uid: str, phi: PhiSet, active: frozenset) -> bool:
+    return uid in phi.uids or any(component in active for component in uid.split("."))
+
+
+def _gather(ds: Dataset, blobs: list, strings: list, uid_values: list, skip_uids: bool) -> None:
     for tag in list(ds.keys()):
         if int(tag) in PIXEL_TAGS:
             continue
         elem = ds.get_item(tag)
-        if skip_uids and _is_uid(elem, tag):
+        if _is_uid(elem, tag):
+            if not skip_uids:
+                value = elem.value
+                if isinstance(value, (bytes, bytearray)):
+                    value = value.decode("ascii", "replace")
+                for uid in (value.split("\\") if isinstance(value, str) else list(value or [])):
+                    uid_values.append(str(uid).strip("\x00 "))
             continue
         if isinstance(elem, RawDataElement):
             if elem.VR == "SQ" or elem.VR == "UN" or (elem.VR is None and _is_sequence_tag(tag)):
@@ -221,7 +235,7 @@ def _gather(ds: Dataset, blobs: list, strings: list, skip_uids: bool) -> None:
         value = elem.value
         if elem.VR == "SQ":
             for item in value or []:
-                _gather(item, blobs, strings, skip_uids)
+                _gather(item, blobs, strings, uid_values, skip_uids)
         elif isinstance(value, (bytes, bytearray)):
             blobs.append(bytes(value))
         elif value is not None:
@@ -268,9 +282,8 @@ def _scan(ds: Dataset, prefix: str, text, raw, phi: PhiSet, leaks: list, limit: 
             _add(leaks, where, tag, found, phi)
 
 
-def _scan_uids(ds: Dataset, prefix: str, phi: PhiSet, leaks: list, limit: int) -> None:
+def _scan_uids(ds: Dataset, prefix: str, phi: PhiSet, leaks: list, limit: int, active: frozenset) -> None:
     """Old UIDs, and UID components equal to a PHI string, in every UI value at any depth."""
-    active = phi._active()
     for tag in list(ds.keys()):
         if len(leaks) >= limit or int(tag) in PIXEL_TAGS:
             continue
@@ -278,16 +291,16 @@ def _scan_uids(ds: Dataset, prefix: str, phi: PhiSet, leaks: list, limit: int) -
         where = f"{prefix}{_tag_text(tag)}"
         if elem.VR == "SQ" or (elem.VR in (None, "UN") and _is_sequence_tag(tag)):
             for index, item in enumerate(ds[tag].value or []):
-                _scan_uids(item, f"{where}[{index}].", phi, leaks, limit)
+                _scan_uids(item, f"{where}[{index}].", phi, leaks, limit, active)
             continue
         if not _is_uid(elem, tag):
             continue
         value = ds[tag].value
         for uid in value if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]:
             uid = str(uid or "").strip("\x00 ")
-            hits = [uid] if uid in phi.uids else [c for c in uid.split(".") if c in active]
-            if hits:
-                _add(leaks, where, tag, hits[0], phi)
+            if _uid_hits(uid, phi, active):
+                found = uid if uid in phi.uids else next(c for c in uid.split(".") if c in active)
+                _add(leaks, where, tag, found, phi)
 
 
 def _add(leaks: list, where: str, tag, found: str, phi: PhiSet) -> None:
