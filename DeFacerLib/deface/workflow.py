@@ -145,7 +145,9 @@ def _dicom_hook(volume, dicom_options, key_file):
     from DeFacerLib.dicom import ProfileOptions, deidentify_dataset_hook, load_or_create_key
 
     key, key_path, _created = load_or_create_key(key_file)
-    hook = deidentify_dataset_hook(dicom_options or ProfileOptions(), key, defaced=True)
+    header = volume.source.header or {}
+    datasets = header.get("datasets") or ([header["dataset"]] if header.get("dataset") is not None else [])
+    hook = deidentify_dataset_hook(dicom_options or ProfileOptions(), key, defaced=True, series_datasets=datasets)
     hook.key_path = key_path
     return hook
 

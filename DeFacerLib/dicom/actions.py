@@ -98,11 +98,11 @@ def replace_uids(elem: DataElement, key: bytes, namespace: str = "uid", mapping:
     _set_values(elem, new)
 
 
-def map_uid(key: bytes, old: str, mapping: dict | None) -> str:
+def map_uid(key: bytes, old: str, mapping: dict | None, namespace: str = "uid") -> str:
     old = old.strip().strip("\x00")
     if not old:
         return old
-    new = keyed_uid(key, old)
+    new = keyed_uid(key, old, namespace)
     if mapping is not None:
         mapping[old] = new
     return new

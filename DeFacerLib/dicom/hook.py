@@ -25,12 +25,13 @@ class DeidentifyHook:
     options: ProfileOptions
     key: bytes
     defaced: bool = True
+    renamed_uids: frozenset = frozenset()
     uid_map: dict[str, str] = field(default_factory=dict)
     patient_map: dict[str, str] = field(default_factory=dict)
     records: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
-        self.scrubber = Scrubber(self.options, self.key)
+        self.scrubber = Scrubber(self.options, self.key, renamed_uids=self.renamed_uids if self.defaced else frozenset())
 
     def __call__(self, ds: Dataset, index: int) -> None:
         result = self.scrubber.scrub(ds, defaced=self.defaced, where=f"DICOM file {index}")
@@ -50,6 +51,17 @@ class DeidentifyHook:
                            {"files": len(self.records), "defaced": self.defaced, "options": vars(self.options)})
 
 
-def deidentify_dataset_hook(options: ProfileOptions, key: bytes, *, defaced: bool) -> DeidentifyHook:
-    """A ``dicom_hook`` for ``write_volume`` that de-identifies every dataset written."""
-    return DeidentifyHook(options=options, key=key, defaced=defaced)
+def deidentify_dataset_hook(options: ProfileOptions, key: bytes, *, defaced: bool,
+                            series_datasets=()) -> DeidentifyHook:
+    """A ``dicom_hook`` for ``write_volume`` that de-identifies every dataset written.
+
+    With ``defaced``, pass the series' source datasets: their SOP Instance and Series UIDs
+    move to the new series everywhere they occur, references between its instances included.
+    """
+    renamed = set()
+    for ds in series_datasets:
+        for keyword in ("SOPInstanceUID", "SeriesInstanceUID"):
+            value = str(ds.get(keyword, "") or "").strip()
+            if value:
+                renamed.add(value)
+    return DeidentifyHook(options=options, key=key, defaced=defaced, renamed_uids=frozenset(renamed))

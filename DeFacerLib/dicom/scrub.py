@@ -58,6 +58,9 @@ class Scrubber:
     key: bytes
     version: str = ""
     table: ActionTable = None
+    # UIDs that become part of the NEW (defaced) series wherever they appear, references
+    # included, so that instances of a defaced series keep pointing at each other.
+    renamed_uids: frozenset = frozenset()
 
     def __post_init__(self):
         self.table = compile_actions(self.options)
@@ -231,7 +234,12 @@ class _Walk:
                 self._put(ds, tag, raw, vr, [])
             elif vr == "UI" and action in (DUMMY, UID, UID_SEQUENCE, CLEAN):
                 values = _strings(ds, tag, raw, encoding)
-                self._put(ds, tag, raw, vr, [actions.map_uid(self.key, v, self.r.uid_map) for v in values])
+                renamed = self.s.renamed_uids
+                self._put(ds, tag, raw, vr, [
+                    actions.map_uid(self.key, v, self.r.uid_map,
+                                    NEW_SERIES_NAMESPACE if v.strip().strip("\x00") in renamed else "uid")
+                    for v in values
+                ])
                 action = UID
             elif action == CLEAN:
                 self.pending.append((ds[tag], prefix))
