@@ -435,6 +435,39 @@ def view_directions(face: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+@dataclass(frozen=True)
+class ViewCamera:
+    """The parallel camera of one view: where it looks, and how world mm map to pixels."""
+
+    centre: np.ndarray
+    toward_camera: np.ndarray
+    right: np.ndarray  # screen right, seen from the camera
+    up: np.ndarray
+    depth_mm: float
+    half_height_mm: float  # world mm shown between the image centre and its top edge
+
+    def project(self, points_mm: np.ndarray, width_px: int, height_px: int) -> np.ndarray:
+        """Pixel (x, y) of world points in an image of this view (row 0 at the top)."""
+        offset = np.asarray(points_mm, dtype=float) - self.centre
+        scale = (height_px / 2) / self.half_height_mm
+        x = width_px / 2 + (offset @ self.right) * scale
+        y = height_px / 2 - (offset @ self.up) * scale
+        return np.stack([x, y], axis=-1)
+
+
+def view_camera(points: np.ndarray, toward_camera: np.ndarray, front: np.ndarray,
+                width_px: int, height_px: int) -> ViewCamera:
+    """Frame the surface points from ``toward_camera``: superior up (face up from the top)."""
+    up = SUPERIOR if abs(toward_camera @ SUPERIOR) < 0.9 else front
+    right = np.cross(up, toward_camera)
+    right /= np.linalg.norm(right)
+    up = np.cross(toward_camera, right)
+    u, v, w = points @ right, points @ up, points @ toward_camera
+    centre = right * 0.5 * (u.min() + u.max()) + up * 0.5 * (v.min() + v.max()) + toward_camera * 0.5 * (w.min() + w.max())
+    half_height = max(v.max() - v.min(), (u.max() - u.min()) * height_px / width_px) / 2
+    return ViewCamera(centre, toward_camera, right, up, float(w.max() - w.min()), float(half_height / FILL_FRACTION))
+
+
 def render_views(
     volume: Volume,
     views=DEFAULT_VIEWS,
@@ -508,23 +541,11 @@ def render_views(
         camera.ParallelProjectionOn()
         images: dict[str, np.ndarray] = {}
         for name in views:
-            toward_camera = directions[name]
-            up = SUPERIOR if abs(toward_camera @ SUPERIOR) < 0.9 else directions["front"]  # top: face up
-            right = np.cross(up, toward_camera)  # screen right, seen from the camera
-            right /= np.linalg.norm(right)
-            up = np.cross(toward_camera, right)
-            u, v, w = points @ right, points @ up, points @ toward_camera
-            centre = (
-                right * 0.5 * (u.min() + u.max())
-                + up * 0.5 * (v.min() + v.max())
-                + toward_camera * 0.5 * (w.min() + w.max())
-            )
-            depth = float(w.max() - w.min())
-            half_height = max(v.max() - v.min(), (u.max() - u.min()) * height_px / width_px) / 2
-            camera.SetFocalPoint(*centre)
-            camera.SetPosition(*(centre + toward_camera * (depth + 100.0)))
-            camera.SetViewUp(*up)
-            camera.SetParallelScale(float(half_height / FILL_FRACTION))
+            view = view_camera(points, directions[name], directions["front"], width_px, height_px)
+            camera.SetFocalPoint(*view.centre)
+            camera.SetPosition(*(view.centre + view.toward_camera * (view.depth_mm + 100.0)))
+            camera.SetViewUp(*view.up)
+            camera.SetParallelScale(view.half_height_mm)
             renderer.ResetCameraClippingRange()
             window.Render()
             grab.Modified()

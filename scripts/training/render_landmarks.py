@@ -23,7 +23,7 @@ from scipy import ndimage as ndi
 
 from DeFacerLib.io import read_volume
 from DeFacerLib.qa import face_direction, render_views, skin_surface, surface_points_mm, view_directions
-from DeFacerLib.qa.render import FILL_FRACTION, SUPERIOR
+from DeFacerLib.qa.render import view_camera
 
 NAMES = ("eye_left", "eye_right", "nose_tip", "mouth", "ear_left", "ear_right")
 COLOURS = {
@@ -36,19 +36,6 @@ SLICE_PX = 150
 HALF_MM = 40.0
 
 
-def project(points_mm: np.ndarray, surface_points: np.ndarray, toward_camera: np.ndarray, size: int):
-    """Pixel (x, y) of world points, with render_views' camera (parallel, square image)."""
-    up = SUPERIOR if abs(toward_camera @ SUPERIOR) < 0.9 else None
-    right = np.cross(up, toward_camera)
-    right /= np.linalg.norm(right)
-    up = np.cross(toward_camera, right)
-    u, v = surface_points @ right, surface_points @ up
-    cu, cv = 0.5 * (u.min() + u.max()), 0.5 * (v.min() + v.max())
-    half_height = max(v.max() - v.min(), u.max() - u.min()) / 2
-    scale = half_height / FILL_FRACTION  # world mm for half the image height
-    px = size / 2 + (points_mm @ right - cu) / scale * (size / 2)
-    py = size / 2 - (points_mm @ up - cv) / scale * (size / 2)
-    return np.stack([px, py], axis=-1)
 
 
 def slice_image(values: np.ndarray, volume, point: np.ndarray, plane: str, lo: float, hi: float) -> Image.Image:
@@ -84,7 +71,7 @@ def review(volume, landmarks: dict, missing: list, title: str, out: Path) -> Pat
         tile = Image.fromarray(images[view])
         d = ImageDraw.Draw(tile)
         if len(pts):
-            xy = project(pts, spts, directions[view], RENDER_PX)
+            xy = view_camera(spts, directions[view], directions["front"], RENDER_PX, RENDER_PX).project(pts, RENDER_PX, RENDER_PX)
             for name, (x, y) in zip(names, xy):
                 d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=COLOURS[name], outline=(0, 0, 0))
                 d.text((x + 5, y - 6), SHORT[name], fill=COLOURS[name])
