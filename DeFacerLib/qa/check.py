@@ -1,0 +1,147 @@
+"""Is the face still recognisable? Render an original and its defaced copy, and let face
+detection and two face recognisers try.
+
+For every view: is a face detected (YuNet, dlib HOG) on the defaced render, and does the
+defaced face's identity descriptor still match the original's? A stricter, adaptive attacker
+is tried too: the defaced render is cut and aligned where the ORIGINAL's face was, even when
+no detector finds a face there.
+
+"Match" uses thresholds calibrated on skin renders (scripts/reid_study.py, shipped in
+Resources/QA/render_match_thresholds.json): the published photo thresholds call different
+people's renders a match. A defaced face matches when it is closer to its original than 99 %
+of different-person pairs of original renders are. The verdict is PASS only when no facial
+view (front and the two obliques) yields a match for either attacker and either model; the
+pure side views, where an unchanged skull outline always resembles itself, are reported only.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+import json
+from functools import lru_cache
+
+from DeFacerLib.qa.recognize import (
+    DLIB_MATCH_DISTANCE,
+    MODELS,
+    SFACE_MATCH_COSINE,
+    best_face,
+    box_of,
+    describe,
+    detect_faces_dlib,
+    similarity,
+)
+from DeFacerLib.resources import resource_path
+from DeFacerLib.qa.render import DEFAULT_VIEWS, face_direction, render_views
+from DeFacerLib.volume import Volume
+
+CHECK_VIEWS = ("front", "front_left", "front_right", "left", "right")
+VERDICT_VIEWS = ("front", "front_left", "front_right")
+
+
+@lru_cache(maxsize=1)
+def render_thresholds() -> dict[str, float]:
+    """Match thresholds for renders: the shipped calibration, else the published photo ones."""
+    try:
+        calibration = json.loads(resource_path("QA", "render_match_thresholds.json").read_text())
+        return {model: float(calibration["models"][model]["threshold"]) for model in MODELS}
+    except FileNotFoundError:
+        return {"sface": SFACE_MATCH_COSINE, "dlib": DLIB_MATCH_DISTANCE}
+
+
+def is_match(model: str, value: float) -> bool:
+    threshold = render_thresholds()[model]
+    return value >= threshold if model == "sface" else value <= threshold
+
+
+@dataclass
+class ViewCheck:
+    view: str
+    original_face_score: float  # best YuNet score, 0 when none
+    defaced_face_score: float
+    original_dlib_faces: int
+    defaced_dlib_faces: int
+    landmarks_found: int  # YuNet landmarks on the defaced render (5 when a face is found, else 0)
+    similarity: dict[str, float | None] = field(default_factory=dict)  # detected defaced face vs original
+    similarity_forced: dict[str, float | None] = field(default_factory=dict)  # aligned where the original face was
+    match: bool = False
+
+    @property
+    def defaced_face_detected(self) -> bool:
+        return self.defaced_face_score > 0 or self.defaced_dlib_faces > 0
+
+
+@dataclass
+class RiskCheck:
+    views: list[ViewCheck]
+    verdict: str  # "PASS" or "FAIL"
+    reasons: list[str]
+    thresholds: dict[str, str]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for view, entry in zip(self.views, data["views"]):
+            entry["defaced_face_detected"] = view.defaced_face_detected
+        return data
+
+
+def check_pair(original: Volume, defaced: Volume, views=CHECK_VIEWS, size=(400, 400)):
+    """(RiskCheck, original renders, defaced renders). Both heads are seen from the same,
+    original face direction, so a removed face cannot hide by turning the camera."""
+    face = face_direction(original)
+    before = render_views(original, views=views, size=size, face=face)
+    after = render_views(defaced, views=views, size=size, face=face)
+    checks = [_check_view(name, before[name], after[name]) for name in views]
+    reasons = [f"{c.view}: the defaced face still matches the original ({_matched_models(c)})"
+               for c in checks if c.match and c.view in VERDICT_VIEWS]
+    if not any(c.original_face_score > 0 for c in checks):
+        reasons.append("no face was detected on the ORIGINAL renders either: the check cannot judge this head")
+    verdict = "FAIL" if reasons else "PASS"
+    limits = render_thresholds()
+    thresholds = {"sface": f"cosine similarity >= {limits['sface']} is a match",
+                  "dlib": f"distance <= {limits['dlib']} is a match",
+                  "yunet": "score >= 0.75 counts as a face", "verdict_views": ", ".join(VERDICT_VIEWS)}
+    return RiskCheck(checks, verdict, reasons, thresholds), before, after
+
+
+def _check_view(name: str, before: np.ndarray, after: np.ndarray) -> ViewCheck:
+    original_face = best_face(before)
+    defaced_face = best_face(after)
+    check = ViewCheck(
+        view=name,
+        original_face_score=round(original_face.score, 4) if original_face else 0.0,
+        defaced_face_score=round(defaced_face.score, 4) if defaced_face else 0.0,
+        original_dlib_faces=len(detect_faces_dlib(before)),
+        defaced_dlib_faces=len(detect_faces_dlib(after)),
+        landmarks_found=5 if defaced_face else 0,
+    )
+    check.similarity = {model: None for model in MODELS}
+    check.similarity_forced = {model: None for model in MODELS}
+    if original_face is None:
+        return check
+    reference = describe(before, original_face)
+    if defaced_face is not None:
+        found = describe(after, defaced_face)
+        check.similarity = {m: round(similarity(reference[m], found[m]), 4) for m in MODELS}
+    forced = describe(after, original_face)  # the adaptive attacker: cut where the face was
+    check.similarity_forced = {m: round(similarity(reference[m], forced[m]), 4) for m in MODELS}
+    check.match = any(
+        value is not None and is_match(model, value)
+        for values in (check.similarity, check.similarity_forced)
+        for model, value in values.items()
+    )
+    return check
+
+
+def _matched_models(check: ViewCheck) -> str:
+    parts = []
+    for label, values in (("detected face", check.similarity), ("cut at the original face", check.similarity_forced)):
+        names = [f"{model} {value}" for model, value in values.items() if value is not None and is_match(model, value)]
+        if names:
+            parts.append(f"{label}: {', '.join(names)}")
+    return "; ".join(parts)
+
+
+__all__ = ["CHECK_VIEWS", "DEFAULT_VIEWS", "VERDICT_VIEWS", "RiskCheck", "ViewCheck", "box_of", "check_pair",
+           "render_thresholds"]

@@ -1,0 +1,75 @@
+"""The QA report of one original/defaced pair: a self-contained HTML page, JSON and PNGs."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from DeFacerLib.io.atomic import atomic_path
+from DeFacerLib.qa.check import VERDICT_VIEWS, RiskCheck
+from DeFacerLib.qa.figure import before_after_figure
+
+
+def _png_data_uri(image: np.ndarray) -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _cell(value) -> str:
+    return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else html.escape(str(value))
+
+
+def write_report(check: RiskCheck, before: dict, after: dict, out_dir, name: str = "qa") -> dict[str, str]:
+    """Write NAME_report.html (images embedded), NAME_report.json and NAME_before_after.png."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figure = out_dir / f"{name}_before_after.png"
+    before_after_figure(before, after, figure, title=f"{name}: original (top) and defaced (bottom)")
+    data = check.to_dict()
+    json_path = out_dir / f"{name}_report.json"
+    with atomic_path(json_path) as temp:
+        temp.write_text(json.dumps(data, indent=1) + "\n")
+
+    colour = "#1a7f37" if check.verdict == "PASS" else "#b42318"
+    rows = []
+    for view in check.views:
+        rows.append(
+            "<tr>" + "".join(f"<td>{cell}</td>" for cell in (
+                html.escape(view.view) + ("" if view.view in VERDICT_VIEWS else " (reported only)"),
+                _cell(view.original_face_score), _cell(view.defaced_face_score),
+                f"{view.original_dlib_faces} / {view.defaced_dlib_faces}", view.landmarks_found,
+                _cell(view.similarity.get("sface")), _cell(view.similarity.get("dlib")),
+                _cell(view.similarity_forced.get("sface")), _cell(view.similarity_forced.get("dlib")),
+                "<b>match</b>" if view.match else "no match",
+            )) + "</tr>"
+        )
+    images = "".join(
+        f"<figure><img src='{_png_data_uri(before[v])}' width=200><img src='{_png_data_uri(after[v])}' width=200>"
+        f"<figcaption>{html.escape(v)}: original | defaced</figcaption></figure>"
+        for v in before
+    )
+    reasons = "".join(f"<li>{html.escape(r)}</li>" for r in check.reasons) or "<li>no facial view matches</li>"
+    thresholds = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in check.thresholds.items())
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>DeFacer QA: {html.escape(name)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}figure{{display:inline-block;margin:6px}}
+.verdict{{font-size:2em;color:{colour};font-weight:bold}}</style></head><body>
+<h1>Re-identification check: {html.escape(name)}</h1>
+<p class="verdict">{check.verdict}</p><ul>{reasons}</ul>
+<table><tr><th>view</th><th>YuNet score original</th><th>YuNet score defaced</th><th>dlib faces orig / defaced</th>
+<th>landmarks (defaced)</th><th>SFace similarity</th><th>dlib distance</th><th>SFace, cut at original face</th>
+<th>dlib, cut at original face</th><th>result</th></tr>{''.join(rows)}</table>
+<h2>Thresholds</h2><ul>{thresholds}</ul><h2>Renders</h2>{images}
+<p>Made by DeFacer. Similarities compare each defaced render with the original render of the same view.</p>
+</body></html>"""
+    html_path = out_dir / f"{name}_report.html"
+    with atomic_path(html_path) as temp:
+        temp.write_text(page, encoding="utf-8")
+    return {"html": str(html_path), "json": str(json_path), "figure": str(figure)}
