@@ -6,7 +6,7 @@ limit (plain pydicom read + write of the same files) and with two other de-ident
 dicognito and pydicom's ``deid``, installed in the benchmark's OWN virtual environment
 (created under /tmp on first use, so they never enter DeFacer's environment).
 
-    python scripts/benchmark_scrub.py [FOLDER] [--bench-venv /tmp/defacer_bench_venv] [--output docs/benchmarks_dicom.md]
+    python scripts/benchmark_scrub.py [FOLDER] [--output build/benchmarks/scrub.md]
 """
 from __future__ import annotations
 
@@ -21,7 +21,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import peer_venv  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
+PEER_REQUIREMENTS = ["dicognito==0.19.0", "deid==0.4.13"]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "dicom" / "siemens_trio_mprage_1mm"
 
 PLAIN = r"""
@@ -70,16 +74,6 @@ print(json.dumps(out))
 """
 
 
-def ensure_bench_venv(path: Path) -> Path:
-    python = path / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
-    probe = subprocess.run([str(python), "-c", "import dicognito, deid"], capture_output=True)
-    if probe.returncode != 0:
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "dicognito", "deid"], check=True)
-    return python
-
-
 def timed_script(python: str, code: str, files: list[Path], workdir: Path) -> float:
     out = Path(tempfile.mkdtemp(dir=workdir))
     result = subprocess.run([python, "-c", code, str(out), *map(str, files)], capture_output=True, text=True)
@@ -119,9 +113,9 @@ already shared with other jobs (load average above); it helps on an idle multi-c
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", nargs="?", default=str(DEFAULT_DATA), help="folder of DICOM files (flat)")
-    parser.add_argument("--bench-venv", default="/tmp/defacer_bench_venv")
     parser.add_argument("--repeat", type=int, default=1, help="runs per method; the best is kept")
-    parser.add_argument("--output", default=str(REPO / "docs" / "benchmarks_dicom.md"))
+    parser.add_argument("--output", default=str(REPO / "build" / "benchmarks" / "scrub.md"),
+                        help="Markdown section to paste into docs/benchmarks.md")
     args = parser.parse_args(argv)
     source = Path(args.folder)
     import pydicom
@@ -133,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             files.append(path)
         except Exception:
             continue
-    bench_python = str(ensure_bench_venv(Path(args.bench_venv)))
+    bench_python = str(peer_venv("dicom_peers", PEER_REQUIREMENTS) / "python")
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
