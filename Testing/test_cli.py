@@ -230,8 +230,8 @@ def test_usage_errors(phantom_files, tmp_path):
     head_path, labels_path, _ = phantom_files
     result = defacer("deface", head_path, tmp_path / "o.nii.gz", "--features-from", labels_path, "--features", "lips")
     assert_one_line_error(result, 2, "lips")
-    result = defacer("deface", head_path, tmp_path / "o.nii.gz")
-    assert_one_line_error(result, 2, "--features-from")
+    result = defacer("deface", head_path, tmp_path / "o.nii.gz", "--features-from", labels_path, "--margin-mm", "x")
+    assert_one_line_error(result, 2, "--margin-mm")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -263,3 +263,15 @@ def test_demo_runs_end_to_end(tmp_path):
         assert outcome["report"]["protected_voxels_changed"] == 0
         assert set(outcome["features_removed"]) == {"eyes", "nose", "mouth", "ears"}
         assert (tmp_path / outcome["qa_figure"]).stat().st_size > 10_000
+
+
+def test_no_feature_found_is_an_error_not_a_silent_copy(phantom_files, tmp_path):
+    """A label map without the requested feature (as for an already defaced head): exit 3, nothing written."""
+    head_path, _, labels = phantom_files
+    head = read_volume(head_path)
+    without_nose = np.where(labels == LABEL_VALUES["nose"], 0, labels).astype(np.uint8)
+    labels_path = write_volume(head.label_map(without_nose), tmp_path / "no_nose.nii.gz")
+    out = tmp_path / "out.nii.gz"
+    result = defacer("deface", head_path, out, "--features-from", labels_path, "--features", "nose")
+    assert_one_line_error(result, 3, "already defaced")
+    assert not out.exists() and not (tmp_path / "out.defacer.json").exists()

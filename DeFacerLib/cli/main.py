@@ -20,7 +20,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports usage mistakes on one line (exit 2)."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"defacer: error: {message} (see {self.prog} --help)\n")
 
 
 def _common_options() -> argparse.ArgumentParser:

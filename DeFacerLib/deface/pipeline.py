@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from DeFacerLib.errors import InputError
+from DeFacerLib.errors import InputError, UsageError
 from DeFacerLib.features import BRAIN, FEATURES, LABEL_VALUES
 from DeFacerLib.volume import Volume
 
@@ -73,12 +73,51 @@ def _first_frame(volume: Volume) -> np.ndarray:
     return np.asarray(volume.array[..., 0] if volume.array.ndim == 4 else volume.array)
 
 
+@dataclass
+class FoundFeatures:
+    """What the U-Net found: masks (FEATURES + BRAIN) on the volume's grid, and how sure it is."""
+
+    masks: dict[str, np.ndarray]
+    present: dict[str, bool]
+    confidence: dict[str, float]
+    guard: np.ndarray  # geometric frontal-lobe guard, protected together with the predicted brain
+
+
+def find_features(volume: Volume, *, head: np.ndarray | None = None, backend: str = "onnx",
+                  progress: Progress = _no_progress) -> FoundFeatures:
+    """Find eyes, nose, mouth, ears and the brain with the shipped 3D U-Net.
+
+    A feature the scan does not show (cut field of view) comes back absent, never as a guess.
+    The predicted brain is protected together with a conservative geometric guard (guard.py).
+    """
+    from DeFacerLib.deface import head_mask
+    from DeFacerLib.deface.guard import frontal_guard
+    from DeFacerLib.face import segment_features
+
+    if head is None:
+        progress("finding the head", 0.05)
+        head = head_mask(volume)
+    progress("finding the facial features", 0.2)
+    try:
+        result = segment_features(volume, backend=backend, head=head)
+    except FileNotFoundError as error:
+        raise UsageError(f"the face model is missing from this installation ({error}); "
+                         "reinstall DeFacer or pass --features-from LABELS") from None
+    empty = np.zeros(volume.shape3, dtype=bool)
+    masks = {name: (result.masks[name] if result.present[name] else empty) for name in FEATURES}
+    masks[BRAIN] = result.masks[BRAIN]
+    guard = frontal_guard(volume, head, masks["eyes"] if result.present["eyes"] else None,
+                          masks["nose"] if result.present["nose"] else None)
+    return FoundFeatures(masks, dict(result.present), dict(result.confidence), guard)
+
+
 def deface_volume(
     volume: Volume,
     feature_masks: dict[str, np.ndarray],
     *,
     parameters: DefaceParameters = DefaceParameters(),
     protected: np.ndarray | None = None,
+    head: np.ndarray | None = None,
     progress: Progress = _no_progress,
 ) -> DefaceResult:
     """Remove the chosen features from ``volume``; never touch ``protected`` (and the brain mask, if given).
@@ -87,8 +126,9 @@ def deface_volume(
     """
     from DeFacerLib.deface import head_mask, remove_features
 
-    progress("finding the head", 0.1)
-    head = head_mask(volume)
+    if head is None:
+        progress("finding the head", 0.1)
+        head = head_mask(volume)
 
     guard = np.zeros(volume.shape3, dtype=bool)
     if protected is not None:

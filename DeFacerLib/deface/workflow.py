@@ -13,10 +13,13 @@ from DeFacerLib.deface.pipeline import (
     Progress,
     _no_progress,
     deface_volume,
+    find_features,
     masks_from_labels,
     nonzero_mask,
 )
-from DeFacerLib.errors import DeFacerError, InputError, OutputError, UsageError
+from DeFacerLib.errors import DeFacerError, InputError, OutputError
+
+CENTRAL_FEATURES = ("eyes", "nose")  # without both of these found, no output is written
 
 
 def deface_file(
@@ -53,27 +56,48 @@ def deface_file(
         raise OutputError(f"provenance file {sidecar} exists; pass --overwrite to replace it")
     if qa_dir is not None:
         _check_qa_available()
-    if labels_path is None:
-        raise UsageError(
-            "no feature source: automatic feature detection is not available in this version; "
-            "pass --features-from LABELS (a label map on the head's grid)"
-        )
-
     progress("reading", 0.02)
     volume = read_volume(input_path, series_uid=series_uid)
-    labels = read_volume(labels_path)
-    masks = masks_from_labels(labels, volume, label_name=str(labels_path))
     protected = None
     if protect_path is not None:
         protected = nonzero_mask(read_volume(protect_path), volume, label_name=str(protect_path))
+    found = None
+    head = None
+    if labels_path is not None:
+        masks = masks_from_labels(read_volume(labels_path), volume, label_name=str(labels_path))
+    else:
+        from DeFacerLib.deface import head_mask
+
+        progress("finding the head", 0.05)
+        head = head_mask(volume)
+        found = find_features(volume, head=head,
+                              progress=lambda message, fraction: progress(message, 0.05 + 0.3 * fraction))
+        masks = found.masks
+        protected = found.guard if protected is None else (protected | found.guard)
 
     result = deface_volume(
         volume,
         masks,
         parameters=parameters,
         protected=protected,
-        progress=lambda message, fraction: progress(message, 0.1 + 0.7 * fraction),
+        head=head,
+        progress=lambda message, fraction: progress(message, 0.35 + 0.5 * fraction),
     )
+    central = [name for name in CENTRAL_FEATURES if name in parameters.features]
+    face_missing = bool(central) and all(name in result.features_missing for name in central)
+    if not result.features_removed or face_missing:
+        # Never hand back a "defaced" head with its face: without the eyes and the nose the
+        # input is most likely defaced already, or not a head. A mouth or ears merely out of
+        # view are skipped and reported instead.
+        missing = ", ".join(result.features_missing)
+        raise InputError(
+            f"{Path(input_path).name}: the face was not found (missing: {missing}); is it already defaced, "
+            "or not a head? nothing written"
+        )
+    if found is not None:
+        result.report["segmentation"] = {"model": "face_unet.onnx", "present": found.present,
+                                         "confidence": {k: round(v, 4) for k, v in found.confidence.items()},
+                                         "guard_voxels": int(found.guard.sum())}
 
     progress("writing", 0.85)
     hook = _dicom_hook(volume, dicom_options, key_file)
@@ -94,8 +118,8 @@ def deface_file(
             "protect_margin_mm": result.report.get("parameters", {}).get(
                 "protect_margin_mm", parameters.protect_margin_mm
             ),
-            "features_from": str(labels_path),
-            "protect_from": None if protect_path is None else str(protect_path),
+            "features_from": "face model" if labels_path is None else Path(labels_path).name,
+            "protect_from": None if protect_path is None else Path(protect_path).name,
         },
         report=result.report,
     )
