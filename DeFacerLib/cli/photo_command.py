@@ -1,0 +1,69 @@
+"""Anonymize faces in clinical photographs, DICOM photos, folders, videos or a live camera.
+
+Faces are found with YuNet (or dlib HOG/MMOD) and hidden with the chosen method. Measured against
+SFace and dlib face recognition (docs/photo.md), only the default, a grey fill over the whole
+head (hair and ears included), is DE-IDENTIFYING. blur, pixelate, a face-only region and the eye
+bar are COSMETIC: a recogniser still identifies people behind them. ksame (k-Same surrogate faces)
+needs a folder holding at least k faces; it passed only with --landmarks 68 (dlib's 68-point
+model: NON-COMMERCIAL licence). Outputs carry pixels only (no EXIF/XMP/IPTC); video keeps its audio.
+
+examples:
+  defacer photo visit.jpg -o visit_anon.jpg
+  defacer photo photos/ -o photos_anon/ --method ksame --k 3 --landmarks 68
+  defacer photo consult.mp4 -o consult_anon.mp4
+  defacer photo --camera 0 --max-frames 300
+"""
+from __future__ import annotations
+
+NAME = "photo"
+HELP = "anonymize faces in photos, DICOM photos, folders, video or a camera stream"
+
+
+def add_arguments(parser) -> None:
+    from DeFacerLib.photo.anonymize import ROTATIONS
+    from DeFacerLib.photo.detect import DETECTORS
+    from DeFacerLib.photo.obscure import DEFAULT_METHOD, METHODS
+    from DeFacerLib.photo.regions import REGIONS
+
+    parser.add_argument("input", nargs="?", help="photo (.jpg .png .tif), DICOM photo, folder of photos, or video")
+    parser.add_argument("-o", "--output", help="output file (or folder for a folder input)")
+    parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help=f"how to hide faces (default {DEFAULT_METHOD})")
+    parser.add_argument("--region", choices=REGIONS, help="part of the face to hide (default: head, hair included; bar always covers eyes)")
+    parser.add_argument("--detector", choices=DETECTORS, default="yunet", help="face detector (default yunet)")
+    parser.add_argument("--landmarks", choices=("5", "68", "auto"), default="5",
+                        help="5: YuNet points (permissive); 68: dlib predictor (NON-COMMERCIAL licence)")
+    parser.add_argument("--k", type=int, default=3, help="k for --method ksame (default 3)")
+    parser.add_argument("--rotations", choices=tuple(ROTATIONS), default="none",
+                        help="also search rotated copies: upright (+-30 deg) or all (90, 180 too)")
+    parser.add_argument("--score", type=float, help="detector score threshold (default: the recall-first value)")
+    parser.add_argument("--camera", metavar="SOURCE", help="anonymize a live stream: camera index (0), URL or file")
+    parser.add_argument("--max-frames", type=int, help="stop the camera after this many frames")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def run(args) -> dict:
+    from DeFacerLib.errors import UsageError
+    from DeFacerLib.photo.anonymize import PhotoOptions, anonymize_camera, anonymize_path
+
+    options = PhotoOptions(method=args.method, region=args.region, detector=args.detector, landmarks=args.landmarks,
+                           k=args.k, rotations=args.rotations, score_threshold=args.score)
+    if args.camera is not None:
+        source = int(args.camera) if args.camera.isdigit() else args.camera
+        stats, _ = anonymize_camera(source, options, max_frames=args.max_frames, destination=args.output,
+                                    overwrite=args.overwrite)
+        result = {"camera": str(args.camera), "frames": stats.frames, "fps": stats.fps, "faces": stats.faces,
+                  "size": f"{stats.width}x{stats.height}", "output": args.output}
+        if not args.quiet and not args.json:
+            print(f"{stats.frames} frames at {stats.fps} fps ({stats.width}x{stats.height}), {stats.faces} faces hidden")
+        return result
+    if not args.input or not args.output:
+        raise UsageError("give an INPUT and -o OUTPUT (or --camera SOURCE)")
+    reports = anonymize_path(args.input, args.output, options, overwrite=args.overwrite)
+    if not args.quiet and not args.json:
+        for report in reports:
+            extra = f", {report.frames} frames, audio {'kept' if report.audio else 'none'}" if report.kind == "video" else ""
+            label = "" if report.de_identifying else " (cosmetic: not de-identifying)"
+            print(f"{report.input} -> {report.output}: {report.faces} face(s), {report.method}{label}{extra}"
+                  + (f"; {report.note}" if report.note else ""))
+    return {"outputs": [report.as_dict() for report in reports],
+            "faces": sum(report.faces for report in reports)}

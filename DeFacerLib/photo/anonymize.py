@@ -1,0 +1,266 @@
+"""Anonymize photographs, folders, DICOM photos and videos: detect, obscure, write pixels only.
+
+One options object drives every input kind. A photo without faces is written back with
+identical pixels (and without its metadata) and reported as such. k-Same works on the set of
+faces of all images given together (a folder), never on one face alone.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from DeFacerLib.errors import InputError, OutputError
+from DeFacerLib.photo.camera import FaceMemory, run_stream
+from DeFacerLib.photo.detect import DEFAULT_DETECTOR, MIN_FACE_PX, Face, detect_faces
+from DeFacerLib.photo.ksame import DEFAULT_K, k_same
+from DeFacerLib.photo.landmarks import add_landmarks
+from DeFacerLib.photo.media import (
+    IMAGE_SUFFIXES,
+    VideoWriter,
+    kind_of,
+    open_video,
+    probe,
+    read_dicom_image,
+    read_image,
+    write_dicom_image,
+    write_image,
+    write_unchanged,
+)
+from DeFacerLib.photo.obscure import DEFAULT_METHOD, METHODS, obscure_faces
+
+ROTATIONS = {"none": (0.0,), "upright": (0.0, -30.0, 30.0), "all": (0.0, 90.0, -90.0, 180.0, -30.0, 30.0)}
+# (method, region, landmarks) that passed the recognition test (scripts/evaluate_photo.py,
+# docs/benchmarks_photo.md): rank-1 <= 2/N (k-Same: <= 1/k) for naive and adaptive attackers,
+# SFace and dlib. Every other choice is cosmetic and reported as such.
+DE_IDENTIFYING = {("fill", "head", "5"), ("fill", "head", "68"), ("ksame", "head", "68")}
+DETECT_SIDE_VIDEO_PX = 640  # video frames are searched at most this size
+# camera frames (640x480) are searched at 480x360: 21 ms of CPU a frame instead of 32, so the loop
+# keeps real time on 2 busy cores; faces from about 27 px of the 640x480 frame (a patient at a webcam is 150+)
+DETECT_SIDE_CAMERA_PX = 480
+
+
+def is_de_identifying(method: str, region: str | None, landmarks: str = "5") -> bool:
+    from DeFacerLib.photo.models import dlib_available
+    from DeFacerLib.photo.obscure import METHOD_REGION
+    from DeFacerLib.photo.regions import DEFAULT_REGION
+
+    if method == "ksame":
+        region = "head"
+    if landmarks == "auto":
+        landmarks = "68" if dlib_available() else "5"
+    return (method, METHOD_REGION.get(method, region or DEFAULT_REGION), landmarks) in DE_IDENTIFYING
+
+
+@dataclass
+class PhotoOptions:
+    method: str = DEFAULT_METHOD
+    region: str | None = None  # None: the method's own region (face for most, eyes for bar)
+    detector: str = DEFAULT_DETECTOR
+    landmarks: str = "5"  # "5" (YuNet, permissive) or "68"/"auto" (dlib, NON-COMMERCIAL model)
+    k: int = DEFAULT_K
+    rotations: str = "none"
+    score_threshold: float | None = None
+    min_face_px: float = MIN_FACE_PX
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise InputError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.rotations not in ROTATIONS:
+            raise InputError(f"unknown rotations {self.rotations!r}; choose from {', '.join(ROTATIONS)}")
+
+
+@dataclass
+class PhotoReport:
+    input: str
+    output: str
+    kind: str
+    faces: int
+    method: str
+    de_identifying: bool
+    frames: int | None = None
+    fps: float | None = None
+    audio: bool | None = None
+    note: str = ""
+    boxes: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def find_faces(rgb: np.ndarray, options: PhotoOptions, max_side_px: int | None = None) -> list[Face]:
+    """Detected faces with landmarks, as the options ask (huge images are searched downscaled)."""
+    kwargs = {} if max_side_px is None else {"max_side_px": max_side_px}
+    faces = detect_faces(rgb, options.detector, options.score_threshold, options.min_face_px,
+                         ROTATIONS[options.rotations], **kwargs)
+    return add_landmarks(rgb, faces, options.landmarks)
+
+
+def anonymize_array(rgb: np.ndarray, options: PhotoOptions, faces: list[Face] | None = None):
+    """(anonymized copy, faces) of one uint8 RGB image (not k-Same: that needs a set)."""
+    if options.method == "ksame":
+        raise InputError("k-Same needs a set of faces: give a folder of photos (see docs/photo.md)")
+    if faces is None:
+        faces = find_faces(rgb, options)
+    return obscure_faces(rgb, faces, options.method, options.region), faces
+
+
+# ---- files and folders ----------------------------------------------------------------------------
+def _inputs(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                       and (p.suffix.lower() in IMAGE_SUFFIXES or p.suffix.lower() in (".dcm", ".dicom")))
+        if not files:
+            raise InputError(f"{path}: no photos (.jpg .png .tif .dcm) in this folder")
+        return files
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    return [path]
+
+
+def _read_still(path: Path):
+    if kind_of(path) == "dicom":
+        dataset, rgb = read_dicom_image(path)
+        return "dicom", dataset, rgb
+    return "image", None, read_image(path)
+
+
+def _write_still(source: Path, path: Path, kind: str, dataset, rgb: np.ndarray, obscured: bool) -> None:
+    if kind == "dicom" and not obscured:  # nothing to hide in the pixels: the file as it was
+        from DeFacerLib.io.atomic import atomic_path
+
+        try:
+            with atomic_path(path) as temporary:
+                temporary.write_bytes(source.read_bytes())
+        except OSError as error:
+            raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
+    elif kind == "dicom":
+        write_dicom_image(path, dataset, rgb, obscured)
+    elif obscured:
+        write_image(path, rgb)
+    else:
+        write_unchanged(source, path, rgb)
+
+
+def anonymize_path(source, destination, options: PhotoOptions, overwrite: bool = False) -> list[PhotoReport]:
+    """Anonymize a photo, a DICOM photo, a video, or a folder of photos into ``destination``."""
+    source, destination = Path(source), Path(destination)
+    if source.is_file() and kind_of(source) == "video":
+        return [anonymize_video(source, destination, options, overwrite=overwrite)]
+    files = _inputs(source)
+    if source.is_dir():
+        if destination.exists() and not destination.is_dir():
+            raise OutputError(f"{destination}: the input is a folder, so the output must be a folder")
+        destination.mkdir(parents=True, exist_ok=True)
+        targets = [destination / f.name for f in files]
+    else:
+        targets = [destination]
+    for file, target in zip(files, targets):
+        if target.resolve() == file.resolve():
+            raise OutputError(f"{target}: would overwrite the input; choose another output")
+        if target.exists() and not overwrite:
+            raise OutputError(f"{target} exists; pass --overwrite or choose another output")
+
+    read = [_read_still(f) for f in files]  # read everything first: a bad file stops before any write
+    faces = [find_faces(rgb, options) for _, _, rgb in read]
+    if options.method == "ksame":
+        outputs = k_same([rgb for _, _, rgb in read], faces, options.k).images
+    else:
+        outputs = [obscure_faces(rgb, f, options.method, options.region) for (_, _, rgb), f in zip(read, faces)]
+    reports = []
+    for file, target, (kind, dataset, rgb), out, found in zip(files, targets, read, outputs, faces):
+        _write_still(file, target, kind, dataset, out if found else rgb, bool(found))
+        reports.append(PhotoReport(
+            input=str(file), output=str(target), kind=kind, faces=len(found), method=options.method,
+            de_identifying=is_de_identifying(options.method, options.region, options.landmarks),
+            note="" if found else ("no face found: file copied unchanged (scrub its header with defacer scrub)"
+                                   if kind == "dicom" else "no face found: pixels written unchanged (metadata removed)"),
+            boxes=[[round(float(v), 1) for v in f.xyxy] for f in found],
+        ))
+    return reports
+
+
+# ---- video ------------------------------------------------------------------------------------------
+def frame_processor(options: PhotoOptions, memory: FaceMemory | None = None, max_side_px: int = DETECT_SIDE_VIDEO_PX):
+    """A function rgb -> (anonymized rgb, faces obscured) for video and camera frames.
+
+    Detection runs on a copy no larger than ``max_side_px`` (fast), faces from the last frames
+    are held (FaceMemory), landmarks are YuNet's 5 points.
+    """
+    memory = memory or FaceMemory()
+    frame_options = PhotoOptions(**{**asdict(options), "landmarks": "5"})
+
+    def process(rgb: np.ndarray):
+        faces = find_faces(rgb, frame_options, max_side_px=max_side_px)
+        faces = memory.update(faces)
+        return obscure_faces(rgb, faces, options.method, options.region), len(faces)
+
+    return process
+
+
+def anonymize_video(source, destination, options: PhotoOptions, overwrite: bool = False,
+                    max_frames: int | None = None) -> PhotoReport:
+    """Anonymize every frame of a video; the audio stream is copied unchanged; metadata dropped."""
+    source, destination = Path(source), Path(destination)
+    if options.method == "ksame":
+        raise InputError(f"{source}: k-Same is for sets of photos, not video; choose fill, blur or pixelate")
+    if destination.exists() and not overwrite:
+        raise OutputError(f"{destination} exists; pass --overwrite or choose another output")
+    if destination.resolve() == source.resolve():
+        raise OutputError(f"{destination}: would overwrite the input; choose another output")
+    info = probe(source)
+    capture = open_video(str(source))
+    try:
+        import cv2
+
+        fps = info.fps or capture.get(cv2.CAP_PROP_FPS) or 25.0
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if width <= 0 or height <= 0:
+            raise InputError(f"{source}: the video has no readable frames")
+        writer = VideoWriter(destination, width, height, fps, audio_from=source if info.has_audio else None,
+                             video_start_s=info.video_start_s - info.audio_start_s if info.has_audio else 0.0)
+        ok = False
+        try:
+            stats = run_stream(capture, frame_processor(options), max_frames=max_frames, size=None, sink=writer.write)
+            if stats.frames == 0:
+                raise InputError(f"{source}: the video has no readable frames")
+            ok = True
+        finally:
+            writer.close(ok)
+    finally:
+        capture.release()
+    return PhotoReport(
+        input=str(source), output=str(destination), kind="video", faces=stats.faces, method=options.method,
+        de_identifying=is_de_identifying(options.method, options.region, options.landmarks), frames=stats.frames, fps=stats.fps, audio=info.has_audio,
+        note="" if info.has_audio else "the input has no audio stream",
+    )
+
+
+def anonymize_camera(source, options: PhotoOptions, max_frames: int | None = None, destination=None,
+                     size=(640, 480), overwrite: bool = False):
+    """Anonymize a live stream (camera index, URL or file) in real time; optionally record it."""
+    capture = open_video(source)
+    writer = None
+    try:
+        if destination is not None:
+            destination = Path(destination)
+            if destination.exists() and not overwrite:
+                raise OutputError(f"{destination} exists; pass --overwrite or choose another output")
+            import cv2
+
+            fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+            writer = VideoWriter(destination, size[0], size[1], fps)
+        started = time.perf_counter()
+        stats = run_stream(capture, frame_processor(options, max_side_px=DETECT_SIDE_CAMERA_PX), max_frames=max_frames, size=size,
+                           sink=None if writer is None else writer.write)
+        if writer is not None:
+            writer.close(stats.frames > 0)
+            writer = None
+        return stats, time.perf_counter() - started
+    finally:
+        if writer is not None:
+            writer.close(False)
+        capture.release()

@@ -1,0 +1,264 @@
+"""Find faces in photographs: YuNet (fast default), dlib HOG and dlib MMOD (alternatives).
+
+Recall first: a missed face is a patient left identifiable, a false alarm only blurs a patch of
+background. So the default score threshold is low, small images are upscaled so that 20 px faces
+reach the size the detectors were trained on, huge images are searched on a downscaled copy
+(boxes are mapped back to full resolution), and rotated faces are found by also searching
+rotated copies of the image (boxes from every copy are merged by non-maximum suppression).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from DeFacerLib.photo.models import import_dlib, model_path
+
+DETECTORS = ("yunet", "hog", "mmod")
+DEFAULT_DETECTOR = "yunet"
+# recall-first operating points (measured on the 43 labelled dlib faces; docs/benchmarks_photo.md)
+DEFAULT_SCORE = {"yunet": 0.5, "hog": -0.2, "mmod": 0.0}
+MIN_FACE_PX = 20  # smallest face (box side in the input image) that we promise to look for
+_DETECTOR_MIN_PX = {"yunet": 24, "hog": 80, "mmod": 40}  # the size each detector finds reliably
+MAX_DETECT_SIDE_PX = 2000  # huge images: detect on a copy whose long side is at most this
+MAX_UPSCALE = 4.0
+NMS_IOU = 0.3
+
+
+@dataclass
+class Face:
+    """One face in image pixels (x, y = top-left corner), with the detector's score.
+
+    ``landmarks5`` are (5, 2) points in YuNet's order: right eye, left eye (the subject's,
+    so the right eye is on the image's left), nose tip, right and left mouth corner.
+    ``landmarks68`` are dlib's 68 points when they were computed (see landmarks.py).
+    ``angle_deg`` is the rotation of the image copy the face was found in.
+    """
+
+    x: float
+    y: float
+    width: float
+    height: float
+    score: float
+    detector: str = DEFAULT_DETECTOR
+    landmarks5: np.ndarray | None = None
+    landmarks68: np.ndarray | None = None
+    angle_deg: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def xyxy(self) -> np.ndarray:
+        return np.array([self.x, self.y, self.x + self.width, self.y + self.height], dtype=float)
+
+    @property
+    def size_px(self) -> float:
+        """The face's size: the box's mean side, in pixels (method strengths scale with it)."""
+        return float(0.5 * (self.width + self.height))
+
+    def iou(self, other: "Face") -> float:
+        return box_iou(self.xyxy, other.xyxy)
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+# ---- one detector on one upright image --------------------------------------------------------
+_LOCAL = threading.local()  # cv2/dlib detectors are not thread-safe: one set per thread
+
+
+def _yunet(score_threshold: float):
+    import cv2
+
+    detector = getattr(_LOCAL, "yunet", None)
+    if detector is None:
+        detector = cv2.FaceDetectorYN.create(str(model_path("yunet")), "", (320, 320), score_threshold, 0.3, 5000)
+        _LOCAL.yunet = detector
+    detector.setScoreThreshold(float(score_threshold))
+    return detector
+
+
+def _detect_yunet(bgr: np.ndarray, score_threshold: float) -> list[Face]:
+    detector = _yunet(score_threshold)
+    detector.setInputSize((bgr.shape[1], bgr.shape[0]))
+    _, rows = detector.detect(bgr)
+    if rows is None:
+        return []
+    return [
+        Face(float(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[14]), "yunet",
+             landmarks5=np.asarray(r[4:14], dtype=float).reshape(5, 2))
+        for r in rows
+    ]
+
+
+def _detect_dlib(bgr: np.ndarray, score_threshold: float, kind: str) -> list[Face]:
+    dlib = import_dlib()
+    rgb = np.ascontiguousarray(bgr[..., ::-1])
+    faces = []
+    if kind == "hog":
+        detector = getattr(_LOCAL, "hog", None)
+        if detector is None:
+            detector = _LOCAL.hog = dlib.get_frontal_face_detector()
+        rects, scores, _ = detector.run(rgb, 0, float(score_threshold))
+        for rect, score in zip(rects, scores):
+            faces.append(Face(rect.left(), rect.top(), rect.width(), rect.height(), float(score), "hog"))
+    else:
+        detector = getattr(_LOCAL, "mmod", None)
+        if detector is None:
+            detector = _LOCAL.mmod = dlib.cnn_face_detection_model_v1(str(model_path("mmod")))
+        for found in detector(rgb, 0):
+            if found.confidence >= score_threshold:
+                rect = found.rect
+                faces.append(Face(rect.left(), rect.top(), rect.width(), rect.height(), float(found.confidence), "mmod"))
+    return faces
+
+
+def _detect_once(bgr: np.ndarray, detector: str, score_threshold: float) -> list[Face]:
+    if detector == "yunet":
+        return _detect_yunet(bgr, score_threshold)
+    return _detect_dlib(bgr, score_threshold, detector)
+
+
+# ---- scales, rotations, merging -------------------------------------------------------------
+def detection_scale(shape: tuple[int, ...], detector: str = DEFAULT_DETECTOR, min_face_px: float = MIN_FACE_PX,
+                    max_side_px: int = MAX_DETECT_SIDE_PX) -> float:
+    """Factor applied to the image before detection: up for small faces, down for huge images."""
+    up = max(1.0, _DETECTOR_MIN_PX[detector] / float(min_face_px))
+    scale = min(up, MAX_UPSCALE)
+    long_side = max(shape[0], shape[1])
+    return float(min(scale, max_side_px / long_side))
+
+
+def _rotation(shape, angle_deg: float):
+    """2x3 affine rotating an image about its centre into a canvas that holds all of it."""
+    import cv2
+
+    h, w = shape[:2]
+    matrix = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle_deg, 1.0)
+    cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
+    new_w, new_h = int(np.ceil(h * sin + w * cos)), int(np.ceil(h * cos + w * sin))
+    matrix[0, 2] += new_w / 2.0 - w / 2.0
+    matrix[1, 2] += new_h / 2.0 - h / 2.0
+    return matrix, (new_w, new_h)
+
+
+def _map_back(face: Face, inverse: np.ndarray, scale: float, angle_deg: float) -> Face:
+    """A face found in a rotated, scaled copy, in the original image's pixels."""
+    x0, y0, x1, y1 = face.xyxy
+    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+    mapped = corners @ inverse[:, :2].T + inverse[:, 2]
+    if angle_deg % 90 != 0:  # the upright box of a tilted square is too big: shrink to its area
+        centre = mapped.mean(axis=0)
+        side = np.sqrt(face.width * face.height)
+        lo, hi = centre - side / 2, centre + side / 2
+    else:
+        lo, hi = mapped.min(axis=0), mapped.max(axis=0)
+    landmarks = None
+    if face.landmarks5 is not None:
+        landmarks = face.landmarks5 @ inverse[:, :2].T + inverse[:, 2]
+    return replace(face, x=lo[0] / scale, y=lo[1] / scale, width=(hi[0] - lo[0]) / scale,
+                   height=(hi[1] - lo[1]) / scale, angle_deg=float(angle_deg),
+                   landmarks5=None if landmarks is None else landmarks / scale)
+
+
+def non_max_suppression(faces: list[Face], iou_threshold: float = NMS_IOU) -> list[Face]:
+    """Keep the best-scoring face of every overlapping group (scores compared within a detector)."""
+    kept: list[Face] = []
+    for face in sorted(faces, key=lambda f: f.score, reverse=True):
+        if all(face.iou(other) < iou_threshold and not _contains(other, face) for other in kept):
+            kept.append(face)
+    return kept
+
+
+def _contains(big: Face, small: Face) -> bool:
+    """True when most of ``small`` lies inside ``big`` (a part of a face found again)."""
+    a, b = big.xyxy, small.xyxy
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return ix * iy > 0.7 * small.width * small.height
+
+
+def detect_faces(
+    image: np.ndarray,
+    detector: str = DEFAULT_DETECTOR,
+    score_threshold: float | None = None,
+    min_face_px: float = MIN_FACE_PX,
+    rotations_deg: tuple[float, ...] = (0.0,),
+    max_side_px: int = MAX_DETECT_SIDE_PX,
+) -> list[Face]:
+    """Faces in a uint8 RGB (or grey) image, best first, boxes in the input's pixels.
+
+    ``rotations_deg`` lists extra orientations to search (e.g. ``(0, 90, -90, 180)`` for photos
+    taken sideways, ``(0, -30, 30)`` for tilted heads); each costs one more detector pass.
+    """
+    import cv2
+
+    if detector not in DETECTORS:
+        raise ValueError(f"unknown detector {detector!r}; choose from {DETECTORS}")
+    threshold = DEFAULT_SCORE[detector] if score_threshold is None else float(score_threshold)
+    rgb = np.asarray(image, dtype=np.uint8)
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[..., None], 3, axis=-1)
+    bgr = np.ascontiguousarray(rgb[..., 2::-1])
+    scale = detection_scale(bgr.shape, detector, min_face_px, max_side_px)
+    if scale != 1.0:
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        bgr = cv2.resize(bgr, (max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale))),
+                         interpolation=interpolation)
+    found: list[Face] = []
+    for angle in rotations_deg:
+        if angle % 360 == 0:
+            found += [_map_back(f, np.array([[1.0, 0, 0], [0, 1.0, 0]]), scale, 0.0)
+                      for f in _detect_once(bgr, detector, threshold)]
+            continue
+        matrix, size = _rotation(bgr.shape, angle)
+        rotated = cv2.warpAffine(bgr, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        inverse = cv2.invertAffineTransform(matrix)
+        found += [_map_back(f, inverse, scale, angle) for f in _detect_once(rotated, detector, threshold)]
+    faces = non_max_suppression(found)
+    return _clip_to_image(faces, rgb.shape)
+
+
+def _clip_to_image(faces: list[Face], shape) -> list[Face]:
+    h, w = shape[:2]
+    clipped = []
+    for face in faces:
+        x0, y0, x1, y1 = np.clip(face.xyxy, [0, 0, 0, 0], [w, h, w, h])
+        if x1 - x0 >= 2 and y1 - y0 >= 2:
+            clipped.append(replace(face, x=x0, y=y0, width=x1 - x0, height=y1 - y0))
+    return clipped
+
+
+# ---- scoring against labelled boxes (dlib's imglab XML) ----------------------------------------
+def read_labelled_boxes(xml_path) -> dict[str, list[tuple[float, float, float, float]]]:
+    """{image file name: [(x0, y0, x1, y1), ...]} from a dlib imglab XML (boxes marked ignore are skipped)."""
+    import xml.etree.ElementTree as ElementTree
+
+    boxes: dict[str, list[tuple[float, float, float, float]]] = {}
+    for image in ElementTree.parse(str(xml_path)).getroot().iter("image"):
+        rows = boxes.setdefault(image.get("file"), [])
+        for box in image.iter("box"):
+            if box.get("ignore") == "1":
+                continue
+            left, top = float(box.get("left")), float(box.get("top"))
+            rows.append((left, top, left + float(box.get("width")), top + float(box.get("height"))))
+    return boxes
+
+
+def match_boxes(truth, found, iou_threshold: float = 0.5) -> tuple[int, int]:
+    """(true positives, false positives): greedy one-to-one matching at IoU >= threshold."""
+    pairs = sorted(((box_iou(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found)), reverse=True)
+    used_t, used_f = set(), set()
+    for iou, i, j in pairs:
+        if iou < iou_threshold:
+            break
+        if i not in used_t and j not in used_f:
+            used_t.add(i)
+            used_f.add(j)
+    return len(used_t), len(found) - len(used_f)

@@ -1,0 +1,316 @@
+"""Photo and video in and out: JPEG/PNG/TIFF, DICOM visible-light photos, video with its audio.
+
+Outputs carry pixels only: no EXIF, XMP, IPTC, ICC or comments (GPS, names, dates and device
+serials live there). The EXIF orientation is applied to the pixels before it is dropped, so the
+output stands the right way up. Video is decoded with OpenCV and encoded by the ffmpeg binary of
+the imageio-ffmpeg wheel, which also copies the original audio stream across and drops the
+container's metadata. Every unreadable input is a one-line InputError.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from DeFacerLib.errors import InputError, OutputError
+from DeFacerLib.io.atomic import atomic_path
+
+IMAGE_SUFFIXES = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}
+DICOM_SUFFIXES = {".dcm", ".dicom"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".m4v", ".webm"}
+JPEG_QUALITY = 95
+MAX_PIXELS = 400_000_000  # Pillow's decompression-bomb guard, raised for big clinical scans
+
+
+def kind_of(path: Path) -> str:
+    """'image', 'dicom' or 'video' from the file name (DICOM also by its DICM preamble)."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    if suffix in DICOM_SUFFIXES:
+        return "dicom"
+    try:
+        with open(path, "rb") as stream:
+            if stream.read(132)[128:132] == b"DICM":
+                return "dicom"
+    except OSError:
+        pass
+    raise InputError(f"{path}: not a photo, DICOM or video file we know (.jpg .png .tif .dcm .mp4 .mov .avi .mkv)")
+
+
+# ---- still images -------------------------------------------------------------------------------
+def read_image(path) -> np.ndarray:
+    """Pixels of a JPEG/PNG/TIFF as uint8 RGB, upright (EXIF orientation applied)."""
+    from PIL import Image, ImageOps
+
+    path = Path(path)
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with Image.open(path) as image:
+            image.load()  # truncated files fail here, not later
+            upright = ImageOps.exif_transpose(image)
+            if upright.mode in ("I;16", "I;16B", "I", "F"):
+                array = np.asarray(upright, dtype=np.float64)
+                span = max(float(array.max() - array.min()), 1e-9)
+                rgb = np.round((array - array.min()) / span * 255).astype(np.uint8)
+                return np.repeat(rgb[..., None], 3, axis=-1)
+            return np.asarray(upright.convert("RGB"), dtype=np.uint8).copy()
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise InputError(f"{path}: cannot read the image ({error}); is it complete and a JPEG, PNG or TIFF?") from None
+
+
+def write_image(path, rgb: np.ndarray, format: str | None = None) -> Path:
+    """Write uint8 RGB pixels only (no metadata at all), atomically; format from the suffix."""
+    from PIL import Image
+
+    path = Path(path)
+    format = format or IMAGE_SUFFIXES.get(path.suffix.lower(), "PNG")
+    image = Image.fromarray(np.asarray(rgb, dtype=np.uint8), "RGB")
+    options = {"quality": JPEG_QUALITY, "subsampling": 0} if format == "JPEG" else {}
+    try:
+        with atomic_path(path) as temporary:
+            image.save(temporary, format=format, exif=b"", **options)
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
+    return path
+
+
+# ---- DICOM visible-light photographs ------------------------------------------------------------
+def read_dicom_image(path):
+    """(dataset, uint8 RGB pixels) of a single-frame colour or grey DICOM photograph."""
+    import pydicom
+
+    path = Path(path)
+    try:
+        dataset = pydicom.dcmread(path)
+        pixels = dataset.pixel_array
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except Exception as error:  # pydicom raises many types for broken files
+        raise InputError(f"{path}: cannot read the DICOM pixels ({type(error).__name__}: {error})") from None
+    if int(getattr(dataset, "NumberOfFrames", 1) or 1) > 1:
+        raise InputError(f"{path}: multi-frame DICOM (video) is not supported; export the frames or use a video file")
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
+    # pydicom 3 returns YBR_FULL(_422) pixels already converted to RGB (pixel_array's as_rgb=True)
+    if pixels.ndim == 2:
+        values = pixels.astype(np.float64)
+        span = max(float(values.max() - values.min()), 1e-9)
+        grey = np.round((values - values.min()) / span * 255).astype(np.uint8)
+        if photometric == "MONOCHROME1":
+            grey = 255 - grey
+        pixels = np.repeat(grey[..., None], 3, axis=-1)
+    return dataset, np.asarray(pixels, dtype=np.uint8)
+
+
+def write_dicom_image(path, dataset, rgb: np.ndarray, faces_obscured: bool) -> Path:
+    """Write ``dataset`` with its pixels replaced by uncompressed RGB, as a new instance.
+
+    The header is otherwise kept (scrub it with ``defacer scrub``); a new SOPInstanceUID marks
+    the changed pixels, and Recognizable Visual Features is set to NO when faces were obscured.
+    """
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    path = Path(path)
+    rgb = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+    dataset = dataset.copy()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.Rows, dataset.Columns = int(rgb.shape[0]), int(rgb.shape[1])
+    dataset.SamplesPerPixel = 3
+    dataset.PhotometricInterpretation = "RGB"
+    dataset.PlanarConfiguration = 0
+    dataset.BitsAllocated = dataset.BitsStored = 8
+    dataset.HighBit = 7
+    dataset.PixelRepresentation = 0
+    for keyword in ("LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod"):
+        if keyword in dataset and keyword != "LossyImageCompression":
+            del dataset[keyword]
+    dataset.PixelData = rgb.tobytes()
+    dataset["PixelData"].VR = "OB"
+    uid = generate_uid()
+    dataset.SOPInstanceUID = uid
+    dataset.file_meta.MediaStorageSOPInstanceUID = uid
+    if faces_obscured:
+        dataset.RecognizableVisualFeatures = "NO"
+    try:
+        with atomic_path(path) as temporary:
+            dataset.save_as(temporary, enforce_file_format=True)
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
+    return path
+
+
+# ---- video -----------------------------------------------------------------------------------
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary shipped in the imageio-ffmpeg wheel (no system ffmpeg needed)."""
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        raise InputError("video needs the imageio-ffmpeg wheel: pip install imageio-ffmpeg") from None
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@dataclass
+class StreamInfo:
+    """What ``ffmpeg -i`` says about a media file (no ffprobe in the wheel)."""
+
+    frames: int | None
+    fps: float | None
+    width: int | None
+    height: int | None
+    has_audio: bool
+    audio_codec: str | None
+    video_start_s: float
+    audio_start_s: float
+    text: str
+
+
+def probe(path) -> StreamInfo:
+    """Parse ``ffmpeg -i`` (streams) and a null decode (exact frame count) of a video."""
+    path = Path(path)
+    result = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"],
+                            capture_output=True, text=True)
+    text = result.stderr
+    video = re.search(r"Stream #\S+.*?: Video: .*?(\d{2,5})x(\d{2,5}).*?([\d.]+) fps.*?(?:start ([\d.]+))?", text)
+    audio = re.search(r"Stream #\S+.*?: Audio: (\w+)", text)
+    frames = re.findall(r"frame=\s*(\d+)", text)
+    start = re.search(r"Video: .*start ([\d.]+)", text)
+    audio_start = re.search(r"Audio: .*start ([\d.]+)", text)
+    return StreamInfo(
+        frames=int(frames[-1]) if frames else None,
+        fps=float(video.group(3)) if video else None,
+        width=int(video.group(1)) if video else None,
+        height=int(video.group(2)) if video else None,
+        has_audio=audio is not None,
+        audio_codec=audio.group(1) if audio else None,
+        video_start_s=float(start.group(1)) if start else 0.0,
+        audio_start_s=float(audio_start.group(1)) if audio_start else 0.0,
+        text=text,
+    )
+
+
+def open_video(source):
+    """cv2.VideoCapture on a file, a camera index or a stream URL; InputError when it cannot open."""
+    import cv2
+
+    capture = cv2.VideoCapture(source)
+    if not capture.isOpened():
+        raise InputError(f"{source}: cannot open the video (missing, unsupported or not a video)")
+    return capture
+
+
+def _fps_text(fps: float) -> str:
+    for numerator, denominator in ((24000, 1001), (30000, 1001), (60000, 1001)):
+        if abs(fps - numerator / denominator) < 0.01:
+            return f"{numerator}/{denominator}"
+    return f"{fps:.6g}"
+
+
+class VideoWriter:
+    """Frames in (uint8 RGB), H.264 MP4 out; the audio of ``audio_from`` copied across unchanged."""
+
+    def __init__(self, path, width: int, height: int, fps: float, audio_from=None, crf: int = 18,
+                 video_start_s: float = 0.0):
+        self.path = Path(path)
+        self._atomic = atomic_path(self.path)
+        temporary = self._atomic.__enter__()
+        command = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+                   "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", _fps_text(fps)]
+        command += ["-i", "-"]
+        if audio_from is not None:
+            command += ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a?", "-c:a", "copy"]
+        if video_start_s > 0:  # the picture starts this long after the sound: keep them in step
+            command += ["-vf", f"setpts=PTS+{video_start_s:.6f}/TB"]
+        command += ["-map_metadata", "-1", "-fflags", "+bitexact", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf),
+                    "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", str(temporary)]
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.frames = 0
+
+    def write(self, rgb: np.ndarray) -> None:
+        try:
+            self._process.stdin.write(np.ascontiguousarray(rgb, dtype=np.uint8).tobytes())
+        except BrokenPipeError:
+            raise OutputError(f"cannot write {self.path}: ffmpeg stopped ({self._error()})") from None
+        self.frames += 1
+
+    def _error(self) -> str:
+        return " ".join(self._process.stderr.read().decode(errors="replace").split())[-300:]
+
+    def close(self, ok: bool = True) -> None:
+        self._process.stdin.close()
+        code = self._process.wait()
+        if ok and code != 0:
+            message = self._error()
+            self._atomic.__exit__(OutputError, OutputError(message), None)
+            raise OutputError(f"cannot write {self.path}: ffmpeg failed ({message})")
+        if ok:
+            self._atomic.__exit__(None, None, None)
+        else:
+            self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+# ---- lossless metadata removal (photos without faces) ---------------------------------------------
+_DROP_MARKERS = set(range(0xE1, 0xEE)) | {0xEF, 0xFE}  # APP1-APP13, APP15 (EXIF, XMP, IPTC, ICC...), COM
+
+
+def strip_jpeg_metadata(data: bytes) -> bytes:
+    """The same JPEG without EXIF/XMP/IPTC/ICC/comment segments; the coded image is untouched.
+
+    Keeps APP0 (JFIF) and APP14 (Adobe colour transform), which decoders need. Raises ValueError
+    on a malformed stream.
+    """
+    if data[:2] != b"\xff\xd8":
+        raise ValueError("not a JPEG stream")
+    out = bytearray(b"\xff\xd8")
+    position = 2
+    while position < len(data):
+        if data[position] != 0xFF:
+            raise ValueError(f"bad marker at byte {position}")
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == 0xDA:  # start of scan: the rest is entropy-coded data and the end marker
+            out += data[position:]
+            return bytes(out)
+        length = int.from_bytes(data[position + 2:position + 4], "big")
+        segment = data[position:position + 2 + length]
+        if len(segment) < 2 + length:
+            raise ValueError("truncated segment")
+        if marker not in _DROP_MARKERS:
+            out += segment
+        position += 2 + length
+    raise ValueError("no image data")
+
+
+def write_unchanged(source, target, rgb: np.ndarray) -> Path:
+    """Write a photo in which nothing was obscured: identical pixels, no metadata.
+
+    JPEGs keep their coded data byte for byte (only metadata segments go), unless an EXIF
+    orientation had to be applied to the pixels; other formats are rewritten losslessly.
+    """
+    from PIL import Image
+
+    source, target = Path(source), Path(target)
+    if IMAGE_SUFFIXES.get(source.suffix.lower()) == "JPEG" and IMAGE_SUFFIXES.get(target.suffix.lower()) == "JPEG":
+        with Image.open(source) as image:
+            orientation = image.getexif().get(0x0112, 1)
+        if orientation in (None, 1):
+            try:
+                stripped = strip_jpeg_metadata(source.read_bytes())
+            except ValueError:
+                stripped = None
+            if stripped is not None:
+                try:
+                    with atomic_path(target) as temporary:
+                        temporary.write_bytes(stripped)
+                except OSError as error:
+                    raise OutputError(f"cannot write {target}: {error.strerror or error}") from None
+                return target
+    return write_image(target, rgb)
