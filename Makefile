@@ -7,6 +7,12 @@ BIN := $(VENV)/bin
 DEFACER_TEST_DATA ?= $(abspath ../shared/data)
 PYTEST_ARGS ?=
 
+# slicer-core (real MRML nodes for the Slicer module's tests) pins vtk==9.6.2 and its
+# libraries do not load with the newer vtk DeFacer uses, so those tests get their own venv.
+SLICER_VENV ?= .venv-slicer
+SLICER_BIN := $(SLICER_VENV)/bin
+SLICER_PINS := "vtk==9.6.2" "slicer-core==5.13.31053.0"
+
 .PHONY: demo test clean
 
 $(BIN)/.installed: pyproject.toml
@@ -20,9 +26,16 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/defacer demo --out demo_output --overwrite
 
-## Run the whole test suite on the real data in $(DEFACER_TEST_DATA)
-test: $(BIN)/.installed
+$(SLICER_BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(SLICER_VENV)
+	$(SLICER_BIN)/python -m pip install --quiet --upgrade pip
+	$(SLICER_BIN)/python -m pip install --quiet -e ".[test]" $(SLICER_PINS)
+	touch $@
+
+## Run the whole test suite on the real data in $(DEFACER_TEST_DATA) (then the real-MRML Slicer tests)
+test: $(BIN)/.installed $(SLICER_BIN)/.installed
 	DEFACER_TEST_DATA="$(DEFACER_TEST_DATA)" $(BIN)/python -m pytest Testing $(PYTEST_ARGS)
+	DEFACER_TEST_DATA="$(DEFACER_TEST_DATA)" DEFACER_REQUIRE_SLICER=1 $(SLICER_BIN)/python -m pytest Testing/test_slicer_logic.py Testing/test_slicer_batch.py $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) $(SLICER_VENV) demo_output .pytest_cache

@@ -14,6 +14,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("DEFACER_TEST_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
 
 
+def pytest_collection_modifyitems(config, items):
+    """Where slicer-core is required (make test's Slicer venv), a skipped real-MRML test is a failure."""
+    if os.environ.get("DEFACER_REQUIRE_SLICER") == "1":
+        import slicer  # noqa: F401  (an ImportError here fails the run loudly)
+
+        if not hasattr(slicer, "vtkMRMLScene"):
+            raise pytest.UsageError("DEFACER_REQUIRE_SLICER=1 but the 'slicer' module is not slicer-core")
+
+
 def pytest_sessionstart(session):
     if not (DATA_DIR / "heads" / "ixi" / "t1").is_dir():
         raise pytest.UsageError(

@@ -1,0 +1,419 @@
+"""The DeFacer Logic on MRML nodes: node <-> Volume, deface, feature ROIs, QA, DICOM scrub.
+
+Every computation is a DeFacerLib call; this file only moves data between MRML nodes and
+DeFacerLib's ``Volume`` (RAS <-> LPS, (k, j, i) <-> (i, j, k) as views) and names what it
+creates so that a saved scene carries no patient information.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import vtk
+
+import slicer
+
+from DeFacerLib import slicer_convert
+from DeFacerLib.errors import InputError, UsageError
+from DeFacerLib.features import BRAIN, FEATURES
+from DeFacerLib.volume import Volume
+
+Progress = Callable[[str, float], None]
+
+OUTPUT_BASE_NAME = "Defaced volume"
+ROI_BASE_NAME = "DeFacer"
+SKIN_BASE_NAME = "DeFacer skin"
+# Node attributes DeFacer writes (never the input's own attributes: they may name the patient).
+ATTR_DEFACED = "DeFacer.Defaced"
+ATTR_FEATURES = "DeFacer.FeaturesRemoved"
+ATTR_REPORT = "DeFacer.Report"
+ATTR_FEATURE = "DeFacer.Feature"  # on ROI nodes: which feature the box is for
+ATTR_SOURCE_ID = "DeFacer.SourceVolumeID"  # on ROI/model nodes: the node ID they belong to
+ATTR_MODALITY = "DeFacer.Modality"  # optional override on an input node: MR, CT, PT, OT
+PAIRED = ("eyes", "ears")  # as removal.PAIRED_FEATURES: two boxes allowed
+
+
+class DefaceCancelled(Exception):
+    """Raised by a progress callback to stop a running deface; nothing is added to the scene."""
+
+
+def _no_progress(message: str, fraction: float) -> None:
+    return None
+
+
+def matrix_to_numpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)], dtype=float)
+
+
+def numpy_to_matrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, float(array[r, c]))
+    return matrix
+
+
+class DeFacerLogic:
+    """Headless DeFacer logic on ``scene`` (Slicer's own scene by default)."""
+
+    def __init__(self, scene=None):
+        self.scene = scene if scene is not None else getattr(slicer, "mrmlScene", None)
+        if self.scene is None:
+            raise RuntimeError("DeFacerLogic needs an MRML scene: pass scene=slicer.vtkMRMLScene()")
+        self._mask_cache: dict[tuple, dict[str, np.ndarray]] = {}
+
+    # ---- node <-> Volume ------------------------------------------------------------------
+    def volume_from_node(self, volumeNode, modality: str | None = None) -> Volume:
+        """The node's voxels as a Volume (array is a view of the node's memory, axes i, j, k)."""
+        if volumeNode is None or not volumeNode.IsA("vtkMRMLScalarVolumeNode"):
+            raise InputError("select a scalar volume (a head MRI, CT or PET) as input")
+        image = volumeNode.GetImageData()
+        if image is None:
+            raise InputError(f"volume '{volumeNode.GetName()}' has no voxels")
+        try:
+            array = slicer_convert.ijk_from_vtk_image(image)
+        except ValueError as error:
+            raise InputError(f"volume '{volumeNode.GetName()}': {error}") from None
+        # Spacing, origin and directions as the node stores them (not re-derived from IJKToRAS:
+        # a spacing of 2.0000000000000004 would move voxels across the engine's mm thresholds).
+        directions = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASDirectionMatrix(directions)
+        spacing, origin, direction = slicer_convert.geometry_from_slicer(
+            volumeNode.GetSpacing(), volumeNode.GetOrigin(), matrix_to_numpy(directions)[:3, :3])
+        volume = Volume(array, spacing, origin, direction, modality="OT")
+        chosen = modality or volumeNode.GetAttribute(ATTR_MODALITY)
+        if chosen is None:
+            from DeFacerLib.io.modality import guess_modality
+
+            chosen = guess_modality(volume)
+        volume.modality = chosen
+        return volume
+
+    def node_from_volume(self, volume: Volume, name: str, node=None, nodeClass: str = "vtkMRMLScalarVolumeNode"):
+        """Put ``volume`` into a (new or given) volume node: real-world values, RAS geometry.
+
+        Stored values are kept when the file has no scaling (the usual case); otherwise the
+        node gets float32 physical values, as Slicer's own readers do.
+        """
+        if volume.array.ndim != 3:
+            raise InputError(f"{name}: only 3D volumes can be shown in Slicer (got {volume.array.ndim}D)")
+        values = volume.array if (volume.slope == 1.0 and volume.intercept == 0.0) else volume.physical()
+        if node is None:
+            node = self.scene.AddNewNodeByClass(nodeClass, name)
+        spacing, origin_ras, directions_ras = slicer_convert.slicer_geometry(volume)
+        directions = np.eye(4)
+        directions[:3, :3] = directions_ras
+        node.SetSpacing(*spacing)
+        node.SetOrigin(*origin_ras)
+        node.SetIJKToRASDirectionMatrix(numpy_to_matrix(directions))
+        node.SetAndObserveImageData(slicer_convert.vtk_image_from_ijk(values))
+        return node
+
+    def new_output_node(self, base_name: str = OUTPUT_BASE_NAME):
+        """A new empty volume node named '<base_name> N' (never after the patient or the input)."""
+        taken = {self.scene.GetNthNode(i).GetName() for i in range(self.scene.GetNumberOfNodes())}
+        number = 1
+        while f"{base_name} {number}" in taken:
+            number += 1
+        return self.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{base_name} {number}")
+
+    # ---- feature masks ----------------------------------------------------------------------
+    def feature_masks(self, volumeNode, labelsNode=None, volume: Volume | None = None,
+                      progress: Progress = _no_progress) -> dict[str, np.ndarray]:
+        """Masks of the features and the brain: from ``labelsNode`` (values as in
+        DeFacerLib.features.LABEL_VALUES) or found automatically by DeFacerLib's model."""
+        return self._features(volumeNode, labelsNode, volume, progress)["masks"]
+
+    def _features(self, volumeNode, labelsNode, volume: Volume | None, progress: Progress) -> dict:
+        """{"masks", "protected" (extra guard or None), "head" (or None), "found" (model output or None)},
+        computed once per (volume, labels) content: 'Show feature boxes' then 'Apply' run the model once."""
+        volume = volume if volume is not None else self.volume_from_node(volumeNode)
+        key = (volumeNode.GetID(), _content_stamp(volumeNode),
+               labelsNode.GetID() if labelsNode else None, _content_stamp(labelsNode))
+        if key in self._mask_cache:
+            return self._mask_cache[key]
+        if labelsNode is not None:
+            from DeFacerLib.deface.pipeline import masks_from_labels
+
+            labels = self.volume_from_node(labelsNode, modality="OT")
+            features = {"masks": masks_from_labels(labels, volume, label_name=f"label map '{labelsNode.GetName()}'"),
+                        "protected": None, "head": None, "found": None}
+        else:
+            features = self._find_features(volume, progress)
+        self._mask_cache = {key: features}  # one entry: masks are as large as the volume
+        return features
+
+    @staticmethod
+    def _find_features(volume: Volume, progress: Progress) -> dict:
+        """The model's masks and its frontal guard, exactly as deface_file uses them."""
+        from DeFacerLib.deface import pipeline
+
+        find_features = getattr(pipeline, "find_features", None)
+        if find_features is None:
+            raise UsageError("automatic feature finding is not available in this DeFacer version; "
+                             "select a feature label map (1 eyes, 2 nose, 3 mouth, 4 ears, 5 brain)")
+        from DeFacerLib.deface import head_mask
+
+        progress("finding the head", 0.05)
+        head = head_mask(volume)
+        try:
+            found = find_features(volume, head=head, progress=progress)
+        except ImportError as error:
+            raise UsageError(f"automatic feature finding needs the package {error.name or 'onnxruntime'}: "
+                             "install it, or select a feature label map") from None
+        except UsageError as error:  # e.g. no model in this installation: say what works in Slicer
+            raise UsageError(f"{error}; or select a feature label map (1 eyes, 2 nose, 3 mouth, 4 ears, 5 brain)") from None
+        return {"masks": dict(found.masks), "protected": found.guard, "head": head, "found": found}
+
+    # ---- ROIs -----------------------------------------------------------------------------
+    def feature_rois(self, volumeNode, report: dict, volume: Volume | None = None) -> list:
+        """One vtkMRMLMarkupsROINode per feature box of ``report`` (two for eyes/ears when the
+        engine found two), in RAS, along the volume's axes; replaces this volume's old ROIs.
+
+        Unchanged ROIs reproduce the engine's boxes voxel for voxel (see ``deface``'s
+        ``roiNodes``); the user may move and resize them before applying.
+        """
+        volume = volume if volume is not None else self.volume_from_node(volumeNode)
+        self.remove_feature_rois(volumeNode)
+        rois = []
+        for feature in FEATURES:
+            item = report.get("features", {}).get(feature)
+            if not item or not item.get("present"):
+                continue
+            boxes = item.get("component_boxes") or [(item["box_index_min"], item["box_index_max"])]
+            for number, (lo, hi) in enumerate(boxes, start=1):
+                centre, size, axes = slicer_convert.index_box_to_roi(volume, lo, hi)
+                name = f"{ROI_BASE_NAME} {feature}" + (f" {number}" if len(boxes) > 1 else "")
+                roi = self.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", name)
+                object_to_node = np.eye(4)
+                object_to_node[:3, :3] = axes
+                object_to_node[:3, 3] = centre
+                roi.SetAndObserveObjectToNodeMatrix(numpy_to_matrix(object_to_node))
+                roi.SetCenter(*centre)
+                roi.SetSize(*size)
+                roi.SetAttribute(ATTR_FEATURE, feature)
+                roi.SetAttribute(ATTR_SOURCE_ID, volumeNode.GetID())
+                rois.append(roi)
+        return rois
+
+    def rois_of(self, volumeNode) -> list:
+        nodes = self.scene.GetNodesByClass("vtkMRMLMarkupsROINode")
+        found = []
+        for i in range(nodes.GetNumberOfItems()):
+            roi = nodes.GetItemAsObject(i)
+            if roi.GetAttribute(ATTR_FEATURE) and roi.GetAttribute(ATTR_SOURCE_ID) == volumeNode.GetID():
+                found.append(roi)
+        return found
+
+    def remove_feature_rois(self, volumeNode) -> None:
+        for roi in self.rois_of(volumeNode):
+            self.scene.RemoveNode(roi)
+
+    def masks_from_rois(self, volume: Volume, roiNodes: Iterable, features: Iterable[str]) -> dict[str, np.ndarray]:
+        """Feature masks = voxels inside each feature's ROI(s), for the chosen features."""
+        masks: dict[str, np.ndarray] = {}
+        counts: dict[str, int] = {}
+        for roi in roiNodes:
+            feature = roi.GetAttribute(ATTR_FEATURE)
+            if feature not in features:
+                continue
+            counts[feature] = counts.get(feature, 0) + 1
+            allowed = 2 if feature in PAIRED else 1
+            if counts[feature] > allowed:
+                raise UsageError(f"{counts[feature]} boxes for {feature}; at most {allowed}: delete the extra ROI")
+            matrix = matrix_to_numpy(roi.GetObjectToWorldMatrix())
+            axes = matrix[:3, :3] / np.linalg.norm(matrix[:3, :3], axis=0)[None, :]
+            size, centre = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
+            roi.GetSizeWorld(size)
+            roi.GetCenterWorld(centre)
+            mask = slicer_convert.roi_mask(volume, centre, size, axes)
+            masks[feature] = masks[feature] | mask if feature in masks else mask
+        return masks
+
+    # ---- deface -------------------------------------------------------------------------------
+    def deface(self, volumeNode, features: Iterable[str] = FEATURES, margin_mm: float | None = None,
+               max_depth_mm: float | None = None, labelsNode=None, progress: Progress | None = None, *,
+               protect_margin_mm: float | None = None, roiNodes: Iterable | None = None, outputNode=None,
+               overwrite_input: bool = False, preview: bool = False):
+        """Deface ``volumeNode``; returns (output node, report dict).
+
+        Features come from ``labelsNode`` or the model; with ``roiNodes`` the (possibly
+        adjusted) ROI boxes ARE the removal boxes (no extra margin) and the brain still comes
+        from the labels/model. The output is a new node 'Defaced volume N' unless
+        ``outputNode`` is given; the input itself only with ``overwrite_input=True``.
+        ``preview=True`` runs everything but adds no output (for ``feature_rois``).
+        """
+        from DeFacerLib.deface.pipeline import DefaceParameters, deface_volume
+
+        progress = progress or _no_progress
+        features = tuple(features)
+        unknown = [name for name in features if name not in FEATURES]
+        if unknown:
+            raise UsageError(f"unknown feature(s) {', '.join(unknown)}; choose from {', '.join(FEATURES)}")
+        if not features:
+            raise UsageError("choose at least one feature to remove")
+        if outputNode is not None and volumeNode is not None and outputNode.GetID() == volumeNode.GetID() \
+                and not overwrite_input:
+            raise UsageError("the output is the input volume; choose another output (DeFacer never overwrites "
+                             "the input unless asked to)")
+        volume = self.volume_from_node(volumeNode)
+        progress("finding features", 0.05)
+        features_found = self._features(volumeNode, labelsNode, volume,
+                                        lambda message, fraction: progress(message, 0.05 + 0.25 * fraction))
+        masks = features_found["masks"]
+        rois = list(roiNodes) if roiNodes is not None else None
+        if rois is not None:
+            box_masks = self.masks_from_rois(volume, rois, features)
+            masks = {**{k: v for k, v in masks.items() if k == BRAIN}, **box_masks}
+            margin_mm = 0.0  # the ROI is the box: its margin is already drawn
+        parameters = DefaceParameters(features=features, margin_mm=margin_mm, max_depth_mm=max_depth_mm,
+                                      protect_margin_mm=protect_margin_mm)
+        result = deface_volume(volume, masks, parameters=parameters, protected=features_found["protected"],
+                               head=features_found["head"],
+                               progress=lambda message, fraction: progress(message, 0.3 + 0.6 * fraction))
+        report = dict(result.report)
+        found = features_found["found"]
+        if found is not None:  # as deface_file reports it
+            report["segmentation"] = {"model": "face_unet.onnx", "present": dict(found.present),
+                                      "confidence": {k: round(float(v), 4) for k, v in found.confidence.items()},
+                                      "guard_voxels": int(found.guard.sum())}
+        report["features_removed"] = list(result.features_removed)
+        report["features_missing"] = list(result.features_missing)
+        report["boxes_from"] = "rois" if rois is not None else ("labels" if labelsNode is not None else "model")
+        if preview:
+            progress("done", 1.0)
+            return None, report
+        progress("creating the output volume", 0.95)
+        if outputNode is None:
+            outputNode = self.new_output_node()
+        self.node_from_volume(result.volume, outputNode.GetName(), node=outputNode)
+        outputNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+        outputNode.SetAttribute(ATTR_DEFACED, "true")
+        outputNode.SetAttribute(ATTR_FEATURES, ",".join(result.features_removed))
+        outputNode.SetAttribute(ATTR_REPORT, json.dumps(_scene_report(report), sort_keys=True))
+        progress("done", 1.0)
+        return outputNode, report
+
+    def deface_file(self, input_path, output_path, *, features: Iterable[str] = FEATURES,
+                    margin_mm: float | None = None, max_depth_mm: float | None = None,
+                    protect_margin_mm: float | None = None, labels_path=None, qa_dir=None,
+                    overwrite: bool = False, dicom_options=None, key_file=None,
+                    progress: Progress | None = None) -> dict:
+        """File in, file out: exactly DeFacerLib.deface.workflow.deface_file (the CLI's path)."""
+        from DeFacerLib.deface.pipeline import DefaceParameters
+        from DeFacerLib.deface.workflow import deface_file
+
+        parameters = DefaceParameters(features=tuple(features), margin_mm=margin_mm, max_depth_mm=max_depth_mm,
+                                      protect_margin_mm=protect_margin_mm)
+        return deface_file(input_path, output_path, parameters=parameters, labels_path=labels_path, qa_dir=qa_dir,
+                           overwrite=overwrite, dicom_options=dicom_options, key_file=key_file,
+                           progress=progress or _no_progress)
+
+    # ---- QA -------------------------------------------------------------------------------------
+    def skin_model(self, volumeNode, name: str | None = None, modelNode=None):
+        """The skin surface of ``volumeNode`` as a model node (RAS), for the before/after 3D view."""
+        from DeFacerLib.qa import skin_surface
+
+        surface_lps = skin_surface(self.volume_from_node(volumeNode))
+        flip = vtk.vtkTransform()
+        flip.Scale(-1.0, -1.0, 1.0)  # LPS -> RAS
+        to_ras = vtk.vtkTransformPolyDataFilter()
+        to_ras.SetTransform(flip)
+        to_ras.SetInputData(surface_lps)
+        to_ras.Update()
+        if modelNode is None:
+            modelNode = self.scene.AddNewNodeByClass("vtkMRMLModelNode", name or f"{SKIN_BASE_NAME} {volumeNode.GetName()}")
+        modelNode.SetAndObservePolyData(to_ras.GetOutput())
+        modelNode.SetAttribute(ATTR_SOURCE_ID, volumeNode.GetID())
+        return modelNode
+
+    def check_reidentification(self, volumeNode, views=("front", "front_left", "front_right"),
+                               score_threshold: float = 0.6) -> dict:
+        """Render the skin from ``views`` offscreen and count the faces YuNet finds in each.
+
+        ``faces_found == 0`` is the pass verdict: no face detector sees a face any more.
+        """
+        from DeFacerLib.qa import detect_faces_yunet, render_views
+
+        images = render_views(self.volume_from_node(volumeNode), views=views)
+        per_view = {view: len(detect_faces_yunet(image, score_threshold)) for view, image in images.items()}
+        found = sum(per_view.values())
+        return {"views": per_view, "faces_found": found,
+                "verdict": "no face detected" if found == 0 else f"face detected in {sum(1 for n in per_view.values() if n)} view(s)"}
+
+    def save_qa_screenshots(self, beforeNode, afterNode, directory, stem: str = "defacer_qa",
+                            views=("front", "left", "right", "front_left", "front_right")) -> list[Path]:
+        """Offscreen skin renders of before and after from fixed angles (PNG per view) and one
+        before/after figure; names carry ``stem`` only, never a node or patient name."""
+        from DeFacerLib.qa import before_after_figure, face_direction, render_views, save_png, skin_surface
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        before_volume = self.volume_from_node(beforeNode)
+        before_surface = skin_surface(before_volume)
+        face = face_direction(before_volume, before_surface)  # both renders look from the same side
+        before = render_views(before_volume, views=views, surface=before_surface, face=face)
+        after = render_views(self.volume_from_node(afterNode), views=views, face=face)
+        written = []
+        for view in views:
+            written.append(save_png(before[view], directory / f"{stem}_before_{view}.png"))
+            written.append(save_png(after[view], directory / f"{stem}_after_{view}.png"))
+        figure = directory / f"{stem}_before_after.png"
+        before_after_figure(before, after, figure, title=f"{stem}: before (top) and after (bottom)")
+        written.append(figure)
+        return written
+
+    # ---- DICOM ----------------------------------------------------------------------------------
+    def scrub_dicom_files(self, files: Iterable, output_dir, options=None, key_file=None,
+                          progress: Callable[[int, int], None] | None = None) -> dict:
+        """De-identify the given DICOM files (e.g. a loaded study's) into ``output_dir`` with
+        DeFacerLib.dicom.scrub_tree (PS3.15 Basic profile + ``options``); audit trail beside it."""
+        from DeFacerLib.dicom import ProfileOptions, load_or_create_key, scrub_tree
+
+        files = [Path(f) for f in files]
+        if not files:
+            raise InputError("no DICOM files to scrub: load a DICOM study first")
+        missing = [f for f in files if not f.is_file()]
+        if missing:
+            raise InputError(f"{missing[0]} is missing ({len(missing)} of {len(files)} files); reload the study")
+        key, _key_path, _created = load_or_create_key(key_file)
+        with tempfile.TemporaryDirectory(prefix="defacer_study_") as staging:
+            staging = Path(staging) / "study"
+            staging.mkdir()
+            for number, source in enumerate(files):
+                target = staging / source.name  # keep the names; number only clashing ones
+                if target.exists():
+                    target = staging / f"{number:06d}_{source.name}"
+                try:
+                    target.hardlink_to(source)
+                except OSError:
+                    shutil.copy2(source, target)
+            return scrub_tree(staging, output_dir, options or ProfileOptions(), key, progress=progress)
+
+
+def _content_stamp(node) -> tuple | None:
+    """Changes whenever the node's voxels or geometry change (edits through arrayFromVolume
+    modify the scalars array, not the image), so cached masks are never stale."""
+    if node is None or node.GetImageData() is None:
+        return None
+    image = node.GetImageData()
+    scalars = image.GetPointData().GetScalars()
+    return (node.GetMTime(), image.GetMTime(), scalars.GetMTime() if scalars is not None else None)
+
+
+def _scene_report(report: dict) -> dict:
+    """The part of a report kept on the output node: counts and parameters, no file paths."""
+    keep = ("features_removed", "features_missing", "total_removed", "protected_voxels",
+            "protected_voxels_changed", "parameters", "boxes_from", "segmentation")
+    summary = {name: report[name] for name in keep if name in report}
+    summary["voxels_removed"] = {name: item.get("voxels_removed", 0)
+                                 for name, item in report.get("features", {}).items()}
+    return summary
+
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

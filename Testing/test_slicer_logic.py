@@ -1,0 +1,307 @@
+"""The Slicer module's Logic against REAL MRML nodes from the slicer-core wheel.
+
+Real vtkMRMLScene, vtkMRMLScalarVolumeNode (IJKToRAS), vtkMRMLMarkupsROINode and Slicer's
+own volume reader (vtkMRMLVolumeArchetypeStorageNode); real heads from the data folder and
+the phantom. slicer-core pins vtk==9.6.2, so these tests run in the interpreter that has it
+(see docs/slicer.md, "Tests"); elsewhere they are skipped with that reason.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed in this Python (it needs vtk==9.6.2)")
+if not hasattr(slicer, "vtkMRMLScene"):
+    pytest.skip("the 'slicer' module here is not slicer-core", allow_module_level=True)
+sys.path.insert(0, str(REPO / "DeFacer"))
+
+import vtk  # noqa: E402
+
+from DeFacerLib.deface.pipeline import DefaceParameters, deface_volume, masks_from_labels  # noqa: E402
+from DeFacerLib.errors import UsageError  # noqa: E402
+from DeFacerLib.features import LABEL_VALUES  # noqa: E402
+from DeFacerLib.io import read_volume, write_volume  # noqa: E402
+from DeFacerLib.phantom import make_phantom  # noqa: E402
+from DeFacerLogicLib.logic import DeFacerLogic, matrix_to_numpy  # noqa: E402
+
+PHI_NAME = "DOE^JOHN"
+
+
+@pytest.fixture()
+def scene():
+    return slicer.vtkMRMLScene()
+
+
+@pytest.fixture()
+def logic(scene):
+    return DeFacerLogic(scene)
+
+
+def kji(node) -> np.ndarray:
+    return slicer.util.arrayFromVolume(node)
+
+
+def ijk_to_ras(node) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return matrix_to_numpy(matrix)
+
+
+def phantom_nodes(logic, orientation="RAS", oblique_deg=0.0, modality="MR"):
+    volume, labels = make_phantom(orientation=orientation, oblique_deg=oblique_deg, modality=modality)
+    node = logic.node_from_volume(volume, "Phantom head")
+    labels_node = logic.node_from_volume(volume.label_map(labels), "Phantom labels", nodeClass="vtkMRMLLabelMapVolumeNode")
+    return volume, labels, node, labels_node
+
+
+# ---- node <-> Volume on real heads ---------------------------------------------------------------
+@pytest.mark.parametrize("relative", ["heads/single/mne_sample_T1.mgz", "IXI_FIRST"])
+def test_real_head_round_trip_through_node(logic, data_dir, ixi_pairs, relative):
+    path = ixi_pairs[0][0] if relative == "IXI_FIRST" else data_dir / relative
+    head = read_volume(path)
+    node = logic.node_from_volume(head, "Head")
+    assert np.allclose(ijk_to_ras(node), head.affine_ras, atol=1e-9)
+    back = logic.volume_from_node(node)
+    assert np.shares_memory(back.array, kji(node))  # a view of the node's voxels, not a copy
+    if head.slope == 1.0 and head.intercept == 0.0:
+        assert back.array.dtype == head.array.dtype and np.array_equal(back.array, head.array)
+    else:  # a scaled file: the node holds real-world values, as Slicer's readers do
+        assert np.array_equal(back.array, head.physical())
+    assert np.array_equal(back.spacing_mm, head.spacing_mm)
+    assert np.allclose(back.origin_mm, head.origin_mm, atol=1e-9)
+    assert np.allclose(back.direction, head.direction, atol=1e-12)
+    assert back.describe_orientation() == head.describe_orientation()
+
+
+def test_mne_head_is_lia_in_slicer_terms(logic, data_dir):
+    head = read_volume(data_dir / "heads" / "single" / "mne_sample_T1.mgz")
+    node = logic.node_from_volume(head, "Head")
+    matrix = ijk_to_ras(node)
+    # i runs to the patient's Left (-R), j Inferior (-S), k Anterior (+A)
+    assert matrix[0, 0] < 0 and matrix[2, 1] < 0 and matrix[1, 2] > 0
+    assert kji(node).shape == head.shape3[::-1]
+
+
+def test_slicer_reader_and_defacer_agree(logic, scene, data_dir):
+    """Slicer's own NIfTI reader and DeFacerLib's reader + the Logic give the same node."""
+    path = data_dir / "heads" / "single" / "chris_t1.nii.gz"
+    slicer_node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "read by Slicer")
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.ReadData(slicer_node) == 1
+    ours = logic.node_from_volume(read_volume(path), "read by DeFacer")
+    assert np.array_equal(kji(slicer_node), kji(ours)) and kji(ours).dtype == kji(slicer_node).dtype
+    assert np.allclose(ijk_to_ras(slicer_node), ijk_to_ras(ours), atol=1e-4)
+
+
+def test_slicer_reader_on_ixi_is_the_same_image_in_world_space(logic, scene, ixi_pairs):
+    """IXI headers have qfac = -1: Slicer's reader stores the k axis reversed (and applies the
+    slope), DeFacerLib keeps the file's voxel order. Same image, voxel for voxel, in world mm."""
+    path = ixi_pairs[0][0]
+    slicer_node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "read by Slicer")
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.ReadData(slicer_node) == 1
+    head = read_volume(path)
+    theirs = logic.volume_from_node(slicer_node)
+    assert np.allclose(theirs.array[:, :, ::-1], head.physical(), atol=1e-3)
+    last = head.shape3[2] - 1
+    for ijk in ([0, 0, 0], [17, 40, 61], [119, 119, 89]):
+        assert np.allclose(head.index_to_world(ijk), theirs.index_to_world([ijk[0], ijk[1], last - ijk[2]]), atol=1e-3)
+
+
+# ---- deface through the Logic ------------------------------------------------------------------------
+@pytest.mark.parametrize("orientation,oblique_deg", [("PSR", 0.0), ("LIA", 10.0)])
+def test_logic_deface_equals_library(logic, orientation, oblique_deg):
+    volume, labels, node, labels_node = phantom_nodes(logic, orientation, oblique_deg)
+    before = kji(node).copy()
+    output, report = logic.deface(node, features=("eyes", "nose", "mouth", "ears"), margin_mm=8.0,
+                                  max_depth_mm=20.0, labelsNode=labels_node)
+    reference = deface_volume(volume, masks_from_labels(volume.label_map(labels), volume),
+                              parameters=DefaceParameters(margin_mm=8.0, max_depth_mm=20.0))
+    result = logic.volume_from_node(output)
+    assert np.array_equal(result.array, reference.volume.array)
+    assert np.allclose(ijk_to_ras(output), ijk_to_ras(node))
+    assert report["total_removed"] == reference.report["total_removed"] > 1000
+    assert sorted(report["features_removed"]) == ["ears", "eyes", "mouth", "nose"]
+    brain = labels == LABEL_VALUES["brain"]
+    assert int((result.array[brain] != volume.array[brain]).sum()) == 0
+    assert np.array_equal(kji(node), before)  # the input node is untouched
+
+
+def test_ct_phantom_physical_values(logic):
+    volume, labels, node, labels_node = phantom_nodes(logic, "RAS", modality="CT")
+    assert volume.intercept == -1024.0 and kji(node).dtype == np.float32  # the node holds HU
+    assert logic.volume_from_node(node).modality == "CT"
+    output, report = logic.deface(node, labelsNode=labels_node)
+    reference = deface_volume(volume, masks_from_labels(volume.label_map(labels), volume))
+    assert np.array_equal(logic.volume_from_node(output).array, reference.volume.physical())
+    assert report["fill_value_physical"] == -1000.0
+
+
+def test_unchanged_rois_reproduce_engine_and_adjusted_rois_are_used(logic):
+    _volume, labels, node, labels_node = phantom_nodes(logic, "PSR", oblique_deg=8.0)
+    engine_output, report = logic.deface(node, labelsNode=labels_node)
+    rois = logic.feature_rois(node, report)
+    assert sorted(r.GetName() for r in rois) == ["DeFacer ears 1", "DeFacer ears 2", "DeFacer eyes 1",
+                                                 "DeFacer eyes 2", "DeFacer mouth", "DeFacer nose"]
+    roi_output, roi_report = logic.deface(node, labelsNode=labels_node, roiNodes=rois)
+    assert roi_report["boxes_from"] == "rois"
+    assert np.array_equal(kji(roi_output), kji(engine_output))
+    # the user shrinks the nose box to a quarter of its volume: less nose goes, nothing else changes
+    nose = next(r for r in rois if r.GetName() == "DeFacer nose")
+    size = nose.GetSize()
+    nose.SetSize(size[0] / 2, size[1] / 2, size[2])
+    smaller, smaller_report = logic.deface(node, labelsNode=labels_node, roiNodes=rois)
+    removed = {n: f["voxels_removed"] for n, f in smaller_report["features"].items()}
+    assert 0 < removed["nose"] < report["features"]["nose"]["voxels_removed"]
+    assert removed["eyes"] == report["features"]["eyes"]["voxels_removed"]
+    # only nose-only voxels differ between the two outputs
+    assert 0 < int((kji(smaller) != kji(engine_output)).sum()) <= report["features"]["nose"]["voxels_removed"]
+    brain = labels == LABEL_VALUES["brain"]
+    after = logic.volume_from_node(smaller).array
+    assert int((after[brain] != _volume.array[brain]).sum()) == 0
+
+
+def test_output_never_overwrites_input_silently(logic):
+    _volume, _labels, node, labels_node = phantom_nodes(logic)
+    with pytest.raises(UsageError, match="never overwrites"):
+        logic.deface(node, labelsNode=labels_node, outputNode=node)
+    with pytest.raises(UsageError, match="unknown feature"):
+        logic.deface(node, features=("eyebrows",), labelsNode=labels_node)
+
+
+def test_without_labels_uses_find_features_or_says_why(logic):
+    """Automatic features: whatever DeFacerLib ships (checked at run time, never faked)."""
+    from DeFacerLib.deface import pipeline
+
+    volume, labels, node, _labels_node = phantom_nodes(logic)
+    try:
+        output, report = logic.deface(node)
+    except UsageError as logic_error:
+        # the Logic refuses only when the library cannot find features either
+        find_features = getattr(pipeline, "find_features", None)
+        if find_features is not None:
+            with pytest.raises((UsageError, ImportError)):
+                find_features(volume)
+        assert "label map" in str(logic_error) or "model" in str(logic_error)
+        return
+    # the model ships: its features are used and the brain is still untouched
+    assert report["boxes_from"] == "model" and "segmentation" in report
+    brain = labels == LABEL_VALUES["brain"]
+    assert int((logic.volume_from_node(output).array[brain] != volume.array[brain]).sum()) == 0
+
+
+# ---- no PHI in what the scene saves ----------------------------------------------------------------
+def test_saved_scene_carries_no_patient_name(logic, scene, tmp_path):
+    _volume, _labels, node, labels_node = phantom_nodes(logic)
+    node.SetName(PHI_NAME)
+    node.SetAttribute("DICOM.PatientName", PHI_NAME)
+    node.SetAttribute("DICOM.instanceUIDs", "1.2.3.4.5")
+    output, report = logic.deface(node, labelsNode=labels_node)
+    rois = logic.feature_rois(node, report)
+    second, _ = logic.deface(node, labelsNode=labels_node)
+    assert (output.GetName(), second.GetName()) == ("Defaced volume 1", "Defaced volume 2")
+    for created in [output, second, *rois]:
+        assert PHI_NAME not in created.GetName()
+        names = created.GetAttributeNames() or ()
+        assert all(name.startswith("DeFacer.") for name in names), names
+        assert all(PHI_NAME not in (created.GetAttribute(name) or "") for name in names)
+    # save the defaced volume and the scene without the input, then read what was written
+    scene.RemoveNode(node)
+    output.AddDefaultStorageNode()
+    storage = output.GetStorageNode()
+    storage.SetFileName(str(tmp_path / f"{output.GetName()}.nrrd"))
+    assert storage.WriteData(output) == 1
+    scene.SetRootDirectory(str(tmp_path))
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.Commit() == 1
+    for written in tmp_path.iterdir():
+        assert PHI_NAME.encode() not in written.read_bytes(), written.name
+        assert b"1.2.3.4.5" not in written.read_bytes()
+    assert "DeFacer.Defaced" in (tmp_path / "scene.mrml").read_text()
+
+
+# ---- one code path with the command line -------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".nii.gz", ".mgz"])
+def test_cli_and_logic_deface_file_byte_identical(logic, tmp_path, suffix):
+    from DeFacerLib.cli.main import main as cli_main
+
+    volume, labels = make_phantom(orientation="LIA")
+    head, label_map = tmp_path / f"head{suffix}", tmp_path / "labels.nii.gz"
+    write_volume(volume, head)
+    write_volume(volume.label_map(labels), label_map)
+    cli_out, logic_out = tmp_path / f"cli{suffix}", tmp_path / f"logic{suffix}"
+    code = cli_main(["deface", str(head), str(cli_out), "--features-from", str(label_map),
+                     "--features", "eyes,nose", "--margin-mm", "6", "-q"])
+    assert code in (0, None)
+    outcome = logic.deface_file(head, logic_out, features=("eyes", "nose"), margin_mm=6.0, labels_path=label_map)
+    assert outcome["features_removed"] == ["eyes", "nose"]
+    assert cli_out.read_bytes() == logic_out.read_bytes()
+    assert read_volume(logic_out).array.sum() != volume.array.sum()
+
+
+# ---- QA, skin model, DICOM ---------------------------------------------------------------------------
+def test_skin_model_is_in_ras(logic):
+    volume, _labels, node, _labels_node = phantom_nodes(logic, "PSR")
+    model = logic.skin_model(node)
+    bounds = [0.0] * 6
+    model.GetPolyData().GetBounds(bounds)
+    from DeFacerLib.qa import skin_surface
+
+    lps = skin_surface(volume).GetBounds()
+    assert np.allclose(bounds, [-lps[1], -lps[0], -lps[3], -lps[2], lps[4], lps[5]], atol=1e-3)
+    assert bounds[3] > 90  # the nose points to +A
+
+
+def test_reidentification_check_and_screenshots(logic, tmp_path):
+    _volume, _labels, node, labels_node = phantom_nodes(logic)
+    before = logic.check_reidentification(node, views=("front",))
+    output, _report = logic.deface(node, labelsNode=labels_node)
+    after = logic.check_reidentification(output, views=("front",))
+    assert before["faces_found"] >= 1 and before["verdict"] == "face detected in 1 view(s)"
+    # The verdict is DeFacerLib's own detector on DeFacerLib's own render of the output node.
+    # (On the phantom YuNet still finds a "face" after defacing, score ~0.9: the boxy cut-outs
+    # keep a face-like layout. Reported, not hidden; real heads are the library's QA tests.)
+    from DeFacerLib.qa import detect_faces_yunet, render_views
+
+    expected = len(detect_faces_yunet(render_views(logic.volume_from_node(output), views=("front",))["front"]))
+    assert after["views"] == {"front": expected} and after["faces_found"] == expected
+    paths = logic.save_qa_screenshots(node, output, tmp_path / "qa", views=("front", "left"))
+    assert sorted(p.name for p in paths) == ["defacer_qa_after_front.png", "defacer_qa_after_left.png",
+                                             "defacer_qa_before_after.png", "defacer_qa_before_front.png",
+                                             "defacer_qa_before_left.png"]
+    from PIL import Image
+
+    with Image.open(tmp_path / "qa" / "defacer_qa_before_front.png") as front:
+        assert front.size == (400, 400)
+
+
+def test_scrub_dicom_files_of_a_study(logic, data_dir, tmp_path):
+    import pydicom
+
+    files = sorted((data_dir / "dicom" / "fake_phi_ct").glob("*.dcm"))
+    summary = logic.scrub_dicom_files(files, tmp_path / "out", key_file=tmp_path / "key.bin")
+    written = sorted((tmp_path / "out").glob("*.dcm"))
+    assert summary["written"] == len(files) == len(written) == 2
+    assert [p.name for p in written] == [p.name for p in files]
+    for path in written:
+        text = path.read_bytes()
+        assert b"SIMPSON" not in text and b"HOMER" not in text
+        assert pydicom.dcmread(path).PatientIdentityRemoved == "YES"
+
+
+def test_edited_label_map_is_not_served_from_the_cache(logic):
+    """Masks are cached between 'Show feature boxes' and 'Apply'; an edit must invalidate them."""
+    _volume, _labels, node, labels_node = phantom_nodes(logic)
+    assert logic.feature_masks(node, labels_node)["nose"].sum() > 0
+    edited = slicer.util.arrayFromVolume(labels_node)
+    edited[edited == LABEL_VALUES["nose"]] = 0  # the user erases the nose label in place
+    slicer.util.arrayFromVolumeModified(labels_node)
+    assert logic.feature_masks(node, labels_node)["nose"].sum() == 0
+    _output, report = logic.deface(node, labelsNode=labels_node)
+    assert "nose" in report["features_missing"]
