@@ -32,7 +32,7 @@ def _common_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from DeFacerLib.cli import deface_command, demo_command, info_command, photo_command, qa_command, scrub_command
+    from DeFacerLib.cli import batch_command, deface_command, demo_command, info_command, qa_command, photo_command, scrub_command
 
     parser = _Parser(
         prog="defacer",
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"defacer {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     common = _common_options()
-    for module in (info_command, deface_command, demo_command, scrub_command, qa_command, photo_command):
+    for module in (info_command, deface_command, demo_command, scrub_command, qa_command, batch_command, photo_command):
         sub = commands.add_parser(
             module.NAME,
             help=module.HELP,

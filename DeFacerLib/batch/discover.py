@@ -1,0 +1,211 @@
+"""What a batch run has to do: every input file becomes part of exactly one item.
+
+An item is the unit of work, of the manifest and of a Dask task: one volume file to
+deface, one DICOM series (grouped by SeriesInstanceUID wherever its files lie), one file
+to copy or whose JSON to scrub, or one file skipped with its reason. The listing and the
+grouping rules live here; the DICOM headers are read by ``scan_dicom_headers``, which the
+runner maps over the cluster in chunks (a PACS export has hundreds of thousands of files).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from DeFacerLib.io.formats import DICOM_EXTENSIONS, has_dicom_magic
+
+BIDS = "bids"
+DICOM = "dicom"
+VOLUMES = "volumes"
+LAYOUTS = (BIDS, DICOM, VOLUMES)
+
+# Item kinds: what the worker does with it.
+DEFACE_VOLUME = "volume"          # a NIfTI/MGZ/NRRD/MetaImage head: deface_file
+DICOM_SERIES = "dicom-series"     # one series: deface (head volume) or scrub only, always scrubbed
+DICOM_FILE = "dicom-file"         # a file whose header could not be grouped: scrub_file decides
+COPY = "copy"                     # BIDS metadata and other files: copied unchanged
+SIDECAR = "sidecar"               # BIDS JSON sidecar: PHI fields removed
+DESCRIPTION = "description"       # BIDS dataset_description.json: GeneratedBy added
+SKIP = "skip"                     # nothing written, reason recorded
+
+WRITABLE_VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".mha")
+DETACHED_VOLUME_SUFFIXES = (".nhdr", ".mhd")
+# BIDS images that show the face: anatomical MRI, PET and CT, at the dataset's top level.
+BIDS_FACE_IMAGE = re.compile(
+    r"^sub-[^/]+/(ses-[^/]+/)?("
+    r"anat/[^/]+_(T1w|T2w|FLAIR|PD|PDw|T2starw)"
+    r"|pet/[^/]+_pet"
+    r"|ct/[^/]+"
+    r"|anat/[^/]+_ct"
+    r")\.nii(\.gz)?$"
+)
+DICOM_HEADER_TAGS = ("SeriesInstanceUID", "Modality", "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel")
+MANIFEST_FOLDER = ".defacer"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of work. ``files`` are input paths relative to the input root, sorted."""
+
+    id: str
+    kind: str
+    name: str                       # what reports show (never a UID or other header value)
+    files: tuple[str, ...]
+    series_uid: str | None = None   # DICOM series only; kept out of the manifest and reports
+    reason: str = ""                # SKIP only
+
+
+@dataclass
+class Plan:
+    layout: str
+    root: Path
+    items: list[Item] = field(default_factory=list)
+
+    @property
+    def file_count(self) -> int:
+        return sum(len(item.files) for item in self.items)
+
+
+def list_files(root: Path) -> list[str]:
+    """Every regular file under ``root`` (relative, POSIX, sorted), hidden folders of DeFacer excluded."""
+    if root.is_file():
+        return [root.name]
+    found = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != MANIFEST_FOLDER)
+        base = Path(folder).relative_to(root)
+        for name in sorted(names):
+            path = Path(folder) / name
+            if path.is_file():
+                found.append((base / name).as_posix())
+    return found
+
+
+def detect_layout(root: Path, files: list[str]) -> str:
+    if root.is_dir() and (root / "dataset_description.json").is_file():
+        return BIDS
+    if any(_looks_dicom(root / rel) for rel in files if not _volume_suffix(rel)):
+        return DICOM
+    return VOLUMES
+
+
+def _volume_suffix(rel: str) -> str | None:
+    lowered = rel.lower()
+    for suffix in WRITABLE_VOLUME_SUFFIXES + DETACHED_VOLUME_SUFFIXES:
+        if lowered.endswith(suffix):
+            return suffix
+    return None
+
+
+def _looks_dicom(path: Path) -> bool:
+    return path.suffix.lower() in DICOM_EXTENSIONS or has_dicom_magic(path)
+
+
+def classify(root: Path, files: list[str], layout: str) -> tuple[list[Item], list[str]]:
+    """Items for every file that needs no header read, and the files whose DICOM header decides."""
+    items: list[Item] = []
+    dicom_candidates: list[str] = []
+    for rel in files:
+        suffix = _volume_suffix(rel)
+        if suffix in DETACHED_VOLUME_SUFFIXES:
+            items.append(Item(rel, SKIP, rel, (rel,), reason="detached-header volumes are not batch-processed; "
+                                                              "convert to .nrrd/.mha first"))
+        elif suffix is not None:
+            if layout != BIDS or BIDS_FACE_IMAGE.match(rel):
+                items.append(Item(rel, DEFACE_VOLUME, rel, (rel,)))
+            else:
+                items.append(Item(rel, COPY, rel, (rel,)))
+        elif layout == BIDS and rel == "dataset_description.json":
+            items.append(Item(rel, DESCRIPTION, rel, (rel,)))
+        elif layout == BIDS and rel.lower().endswith(".json"):
+            items.append(Item(rel, SIDECAR, rel, (rel,)))
+        elif layout == BIDS and not _looks_dicom(root / rel):
+            items.append(Item(rel, COPY, rel, (rel,)))
+        elif layout == VOLUMES:
+            items.append(Item(rel, SKIP, rel, (rel,), reason="not a volume DeFacer reads"))
+        else:  # DICOM tree (any file), or a DICOM file inside a BIDS dataset (sourcedata/)
+            dicom_candidates.append(rel)
+    return items, dicom_candidates
+
+
+def scan_dicom_headers(root: str, rels: list[str]) -> list[tuple[str, dict | None]]:
+    """(rel, header fields or None) for each file; None: no SeriesInstanceUID could be read.
+
+    Runs on a worker: only the few tags the grouping needs are parsed, pixels never.
+    """
+    import pydicom
+
+    out = []
+    for rel in rels:
+        try:
+            ds = pydicom.dcmread(Path(root) / rel, stop_before_pixels=True, specific_tags=list(DICOM_HEADER_TAGS))
+            uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+        except Exception:
+            uid = ""
+        if not uid:
+            out.append((rel, None))
+            continue
+        out.append((rel, {
+            "series_uid": uid,
+            "modality": str(ds.get("Modality", "") or ""),
+            "rows": int(ds.get("Rows", 0) or 0),
+            "columns": int(ds.get("Columns", 0) or 0),
+            "frames": int(ds.get("NumberOfFrames", 1) or 1),
+            "samples": int(ds.get("SamplesPerPixel", 1) or 1),
+        }))
+    return out
+
+
+def group_dicom(scanned: list[tuple[str, dict | None]], key: bytes) -> tuple[list[Item], dict[str, dict]]:
+    """Series items (one per SeriesInstanceUID, wherever the files lie) and single-file items.
+
+    Returns the items and, per series item id, the headers of its first file (what the
+    worker uses to decide between defacing and scrubbing only).
+    """
+    from DeFacerLib.dicom import keyed_uid
+
+    series: dict[str, list[str]] = {}
+    first_header: dict[str, dict] = {}
+    items: list[Item] = []
+    for rel, header in scanned:
+        if header is None:
+            items.append(Item(rel, DICOM_FILE, rel, (rel,)))
+            continue
+        series.setdefault(header["series_uid"], []).append(rel)
+        first_header.setdefault(header["series_uid"], header)
+    info: dict[str, dict] = {}
+    for uid, rels in series.items():
+        rels = sorted(rels)
+        token = keyed_uid(key, uid, namespace="batch-item")[5:21]
+        item_id = f"series-{token}"
+        folders = sorted({str(Path(rel).parent) for rel in rels})
+        where = folders[0] if len(folders) == 1 else f"{folders[0]} (+{len(folders) - 1} folders)"
+        name = f"{where} [series {token[:8]}, {len(rels)} files]"
+        items.append(Item(item_id, DICOM_SERIES, name, tuple(rels), series_uid=uid))
+        info[item_id] = dict(first_header[uid], files=len(rels))
+    return items, info
+
+
+def fingerprint(root: Path, rels: tuple[str, ...]) -> str:
+    """Cheap change detector (size and mtime of each file): a rerun redoes an item whose inputs changed."""
+    digest = hashlib.sha256()
+    for rel in rels:
+        try:
+            stat = (root / rel).stat()
+            digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        except OSError:
+            digest.update(f"{rel}\0missing\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def sha256_files(root: Path, rels) -> str:
+    """SHA-256 over the files' relative names and contents, in the given order."""
+    digest = hashlib.sha256()
+    for rel in rels:
+        digest.update(str(rel).encode("utf-8", "surrogateescape") + b"\0")
+        with open(root / rel, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,112 @@
+"""The run's account: report.csv and report.html (one row per item) and summary.json in
+OUTPUT/.defacer/, and the merged UID / patient mappings in the private audit folder.
+
+Reports hold relative paths, counts, features removed, protected voxels changed and the QA
+verdict (YuNet on the defaced front render), never an original identifier.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import json
+import os
+from pathlib import Path
+
+COLUMNS = ("name", "kind", "action", "state", "reason", "files", "written", "skipped", "failed",
+           "features_removed", "voxels_removed", "protected_voxels_changed", "qa_face_found", "seconds",
+           "input_sha256", "output_sha256")
+
+
+def _row(outcome: dict) -> dict:
+    row = {column: outcome.get(column, "") for column in COLUMNS}
+    row["features_removed"] = ",".join(outcome.get("features_removed", []) or [])
+    removed = outcome.get("voxels_removed") or {}
+    row["voxels_removed"] = sum(removed.values()) if removed else ""
+    if "qa_face_found" in outcome:
+        row["qa_face_found"] = "yes" if outcome["qa_face_found"] else "no"
+    return row
+
+
+def write_reports(folder: Path, outcomes: list[dict], summary: dict) -> dict[str, str]:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [_row(o) for o in sorted(outcomes, key=lambda o: o["name"])]
+    paths = {"csv": folder / "report.csv", "html": folder / "report.html", "summary": folder / "summary.json"}
+    _atomic_text(paths["csv"], _csv_text(rows))
+    _atomic_text(paths["html"], _html_text(rows, summary))
+    _atomic_text(paths["summary"], json.dumps(summary, indent=1, default=str) + "\n")
+    return {name: str(path) for name, path in paths.items()}
+
+
+def _csv_text(rows: list[dict]) -> str:
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+_STATE_COLOUR = {"done": "#e6f4ea", "skipped": "#fff8e1", "failed": "#fde8e8"}
+
+
+def _html_text(rows: list[dict], summary: dict) -> str:
+    esc = lambda value: html.escape(str(value))  # noqa: E731
+    head = "".join(f"<th>{esc(c)}</th>" for c in COLUMNS[:-2])
+    body = []
+    for row in rows:
+        colour = _STATE_COLOUR.get(row["state"], "#fff")
+        if row.get("qa_face_found") == "yes":
+            colour = "#f8c4c4"
+        cells = "".join(f"<td>{esc(row[c])}</td>" for c in COLUMNS[:-2])
+        body.append(f'<tr style="background:{colour}">{cells}</tr>')
+    balance = (f"{summary['files']} input files = {summary['written']} written + {summary['skipped']} skipped + "
+               f"{summary['failed']} failed" + (f" + {summary['pending']} pending" if summary.get("pending") else ""))
+    facts = [
+        ("input", summary["input"]), ("output", summary["output"]), ("layout", summary["layout"]),
+        ("items", f"{summary['items_done']} done, {summary['items_skipped']} skipped, {summary['items_failed']} failed, "
+                  f"{summary['items_pending']} pending of {summary['items']}"),
+        ("files", balance), ("defaced", summary["defaced"]),
+        ("protected (brain) voxels changed", summary["protected_voxels_changed"]),
+        ("QA: faces found after defacing", summary["qa_faces_found"]), ("seconds", summary["seconds"]),
+    ]
+    fact_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>DeFacer batch report</title>
+<style>body{{font-family:sans-serif;margin:1.5em}} table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}}</style></head>
+<body><h1>DeFacer batch report</h1>
+<table>{fact_rows}</table>
+<h2>Items</h2>
+<table><thead><tr>{head}</tr></thead><tbody>
+{chr(10).join(body)}
+</tbody></table></body></html>
+"""
+
+
+def merge_audit(audit: Path) -> dict[str, str]:
+    """uid_mapping.csv and patid_mapping.csv over every item's audit (keyed: the same in every run)."""
+    audit = Path(audit)
+    uids, patients = {}, {}
+    items = audit / "items"
+    if items.is_dir():
+        for folder in sorted(items.iterdir()):
+            for name, mapping in (("uid_mapping.csv", uids), ("patid_mapping.csv", patients)):
+                path = folder / name
+                if path.is_file():
+                    with open(path, newline="") as handle:
+                        for row in csv.DictReader(handle):
+                            mapping[row["id_old"]] = row["id_new"]
+    from DeFacerLib.dicom.audit import write_mapping
+
+    paths = {"uid_mapping": audit / "uid_mapping.csv", "patid_mapping": audit / "patid_mapping.csv"}
+    write_mapping(paths["uid_mapping"], uids)
+    write_mapping(paths["patid_mapping"], patients)
+    return {name: str(path) for name, path in paths.items()}
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.partial")
+    temp.write_text(text, encoding="utf-8")
+    os.replace(temp, path)

@@ -1,0 +1,343 @@
+"""Run a whole archive through Dask: discover, skip what the manifest says is done, map the
+rest one task per item, record each outcome as it arrives, report.
+
+Execution is Dask's: a ``LocalCluster`` of worker processes (one thread each) by default,
+or an existing cluster (``scheduler="tcp://host:8786"``, or a ``Client`` passed in). A
+worker that dies mid-task is replaced and its task re-run elsewhere by the scheduler
+(``distributed.scheduler.allowed-failures``); outputs are written atomically, so a re-run
+task simply writes them again. Ctrl-C stops cleanly: every finished item is already
+committed to the manifest, and the same command resumes.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from DeFacerLib.batch import discover as disc
+from DeFacerLib.batch.manifest import DONE, FAILED, SKIPPED, Manifest
+from DeFacerLib.batch.tasks import BatchConfig, BatchWorkerPlugin, process_item
+from DeFacerLib.deface.pipeline import DefaceParameters
+from DeFacerLib.dicom.profile import ProfileOptions
+from DeFacerLib.errors import DeFacerError, InputError, OutputError, UsageError
+
+MANIFEST_NAME = "manifest.sqlite"
+HEADER_CHUNK_FILES = 512
+
+
+class BatchInterrupted(DeFacerError):
+    """Ctrl-C: the run stopped; what finished is in the manifest and a rerun resumes."""
+
+    exit_code = 130
+
+
+class BatchProgress:
+    """What the runner tells its caller; the CLI draws a rich bar from it. All no-ops here."""
+
+    def cluster(self, client) -> None: ...
+    def discovered(self, plan, todo: int, already: int) -> None: ...
+    def item_done(self, outcome: dict) -> None: ...
+    def close(self) -> None: ...
+
+
+def run_batch(
+    input_path,
+    output_path,
+    *,
+    parameters: DefaceParameters = DefaceParameters(),
+    dicom_options: ProfileOptions = ProfileOptions(),
+    key_file=None,
+    labels_dir=None,
+    qa: bool = False,
+    scrub_only: bool = False,
+    layout: str = "auto",
+    workers: int = 2,
+    scheduler: str | None = None,
+    client=None,
+    audit_dir=None,
+    max_items: int | None = None,
+    overwrite: bool = False,
+    progress: BatchProgress | None = None,
+) -> dict:
+    """De-identify every file under ``input_path`` into a mirrored tree at ``output_path``.
+
+    Returns the summary (also written to OUTPUT/.defacer/summary.json with report.html and
+    report.csv). ``max_items`` stops after that many items (a partial, resumable run).
+    """
+    from DeFacerLib.dicom import load_or_create_key
+
+    progress = progress or BatchProgress()
+    source, target = Path(input_path).resolve(), Path(output_path).resolve()
+    _check_paths(source, target, overwrite)
+    if workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if layout not in ("auto",) + disc.LAYOUTS:
+        raise UsageError(f"unknown layout {layout!r}; choose auto, {', '.join(disc.LAYOUTS)}")
+    if labels_dir is not None and not Path(labels_dir).is_dir():
+        raise InputError(f"label folder {labels_dir} does not exist; --features-from DIR must mirror the input")
+    audit = Path(audit_dir).resolve() if audit_dir else target.with_name(target.name + ".audit")
+    if audit == target or target in audit.parents or source == audit or source in audit.parents:
+        raise OutputError(f"audit folder {audit} must be outside the input and the output (it holds original identifiers)")
+    if qa and not scrub_only:
+        from DeFacerLib.deface.workflow import _check_qa_available
+
+        _check_qa_available()
+    if not scrub_only and labels_dir is None:
+        _check_face_model()
+    key, key_path, _created = load_or_create_key(key_file)
+    config = BatchConfig(
+        input_root=str(source), output_root=str(target), audit_root=str(audit), key_file=str(key_path),
+        parameters=parameters, dicom_options=dicom_options,
+        labels_dir=str(Path(labels_dir).resolve()) if labels_dir else None, qa=qa, scrub_only=scrub_only,
+    )
+    token = config.token(key)
+    _make_folder(target)
+    _make_folder(audit)
+    os.chmod(audit, 0o700)
+    _sweep_partials(target)
+    started = time.perf_counter()
+    interrupted = False
+    try:
+        with Manifest(config.meta_root / MANIFEST_NAME) as manifest, \
+                _dask_client(client, scheduler, workers) as dask_client:
+            progress.cluster(dask_client)
+            _register_plugin(dask_client, BatchWorkerPlugin(config))
+            plan, series_info = discover_plan(dask_client, source, layout, key)
+            todo, fingerprints = _work_left(manifest, plan, target, token)
+            manifest.set_meta("run", {"input": str(source), "layout": plan.layout, "config": token,
+                                      "files": plan.file_count, "items": len(plan.items)})
+            already = len(plan.items) - len(todo)
+            if max_items is not None:
+                todo = todo[:max_items]
+            progress.discovered(plan, len(todo), already)
+            try:
+                _run_items(dask_client, manifest, todo, config, series_info, fingerprints, token, progress)
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                progress.close()
+    finally:  # temporaries of tasks cut short (killed worker, Ctrl-C, full disk) never stay behind
+        _sweep_partials(target)
+        shutil.rmtree(audit / ".work", ignore_errors=True)
+    with Manifest(config.meta_root / MANIFEST_NAME) as manifest:
+        summary = _summary(manifest, plan, source, target, audit, key_path, time.perf_counter() - started)
+        outcomes = manifest.outcomes()
+    from DeFacerLib.batch.report import merge_audit, write_reports
+
+    summary["audit"] = merge_audit(audit)
+    summary["reports"] = write_reports(config.meta_root, outcomes, summary)
+    if interrupted:
+        raise BatchInterrupted(f"interrupted: {summary['items_finished']} of {summary['items']} items are recorded in "
+                               f"{summary['manifest']}; rerun the same command to resume")
+    return summary
+
+
+def discover_plan(client, source: Path, layout: str, key: bytes):
+    """The plan (every input file in one item) and the header facts of each DICOM series."""
+    files = disc.list_files(source)
+    if not files:
+        raise InputError(f"{source} holds no files")
+    chosen = disc.detect_layout(source, files) if layout == "auto" else layout
+    items, candidates = disc.classify(source, files, chosen)
+    chunks = [candidates[i:i + HEADER_CHUNK_FILES] for i in range(0, len(candidates), HEADER_CHUNK_FILES)]
+    scanned = []
+    if chunks:
+        futures = client.map(disc.scan_dicom_headers, [str(source)] * len(chunks), chunks, pure=False)
+        for result in client.gather(futures):
+            scanned += result
+    dicom_items, series_info = disc.group_dicom(scanned, key)
+    plan = disc.Plan(chosen, source, sorted(items + dicom_items, key=lambda item: item.files[0]))
+    if plan.file_count != len(files):  # every input file in exactly one item: nothing can go missing
+        raise RuntimeError(f"batch plan covers {plan.file_count} of {len(files)} files")
+    return plan, series_info
+
+
+def _work_left(manifest, plan, target: Path, token: str):
+    """Items not done yet, failed, changed (inputs or settings), or whose outputs went missing."""
+    fingerprints = {item.id: disc.fingerprint(plan.root, item.files) for item in plan.items}
+    manifest.forget_missing(set(fingerprints))
+    known = manifest.state_of()
+    outputs_of = {o["id"]: o.get("outputs", []) for o in manifest.outcomes()} if known else {}
+    todo = [item for item in plan.items
+            if manifest.needs_work(known, item.id, fingerprints[item.id], token)
+            or not _outputs_present(target, outputs_of.get(item.id, []))]
+    return todo, fingerprints
+
+
+def _run_items(client, manifest, todo, config, series_info, fingerprints, token, progress) -> None:
+    from distributed import as_completed
+
+    pending = []
+    for item in todo:
+        if item.kind == disc.SKIP:
+            outcome = {"id": item.id, "kind": item.kind, "name": item.name, "files": len(item.files),
+                       "state": SKIPPED, "reason": item.reason, "action": "none", "written": 0,
+                       "skipped": len(item.files), "failed": 0, "outputs": []}
+            manifest.record(outcome, fingerprint=fingerprints[item.id], config=token)
+            progress.item_done(outcome)
+        else:
+            pending.append(item)
+    futures = {client.submit(process_item, item, config, series_info.get(item.id), pure=False,
+                             key=f"defacer-item-{item.id}-{token[:8]}-{time.monotonic_ns()}"): item
+               for item in pending}
+    try:
+        for future in as_completed(list(futures)):
+            try:
+                outcome = future.result()
+            except Exception as error:  # e.g. KilledWorker: the item took down a worker allowed-failures times
+                outcome = _crashed(futures[future], error)
+            manifest.record(outcome, fingerprint=fingerprints[outcome["id"]], config=token)
+            progress.item_done(outcome)
+            if outcome.get("disk_full"):
+                raise OutputError(f"the output disk is full ({outcome['name']}: {outcome['reason']}); "
+                                  "free space and rerun the same command to resume (finished items are kept)")
+    finally:
+        for future in futures:
+            if not future.done():
+                future.cancel()
+
+
+def _crashed(item, error: Exception) -> dict:
+    reason = " ".join(str(error).split())[:300] or type(error).__name__
+    return {"id": item.id, "kind": item.kind, "name": item.name, "files": len(item.files), "state": FAILED,
+            "reason": f"the worker process died while processing this item ({type(error).__name__}: {reason}); "
+                      "check its size against the workers' memory", "action": "none", "written": 0, "skipped": 0,
+            "failed": len(item.files), "outputs": []}
+
+
+@contextlib.contextmanager
+def _dask_client(client, scheduler: str | None, workers: int):
+    """The caller's client, a client of an existing scheduler, or a LocalCluster of processes."""
+    if client is not None:
+        yield client
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            own = Client(scheduler, timeout="20s")
+        except OSError as error:
+            raise UsageError(f"cannot reach the Dask scheduler {scheduler}: {error}") from None
+        try:
+            yield own
+        finally:
+            own.close()
+        return
+    dashboard = ":0" if _has_bokeh() else None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=dashboard,
+                           silence_logs=logging.ERROR)
+    own = Client(cluster)
+    try:
+        yield own
+    finally:
+        with contextlib.suppress(Exception):
+            own.close()
+        with contextlib.suppress(Exception):
+            cluster.close()
+
+
+def _check_face_model() -> None:
+    """Fail before any work, not once per head, when the U-Net is not installed."""
+    from DeFacerLib.face.segment import default_model_path
+
+    try:
+        path = default_model_path("onnx")
+    except DeFacerError:
+        path = None
+    if path is None or not Path(path).is_file():
+        raise UsageError("the face model (Resources/Models/face_unet.onnx) is missing from this installation; "
+                         "reinstall DeFacer, pass --features-from DIR, or --scrub-only for DICOM headers only")
+
+
+def _register_plugin(client, plugin) -> None:
+    register = getattr(client, "register_plugin", None) or client.register_worker_plugin
+    register(plugin)
+
+
+def _has_bokeh() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bokeh") is not None
+
+
+def _check_paths(source: Path, target: Path, overwrite: bool) -> None:
+    if not source.is_dir():
+        raise InputError(f"{source} is not a folder; give the root of a BIDS dataset, a DICOM tree or a folder of volumes")
+    if target == source or source in target.parents:
+        raise OutputError(f"output {target} is inside the input {source}; choose another folder (inputs are never modified)")
+    if target in source.parents:
+        raise OutputError(f"output {target} contains the input {source}; choose another folder")
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"output {target} is a file; give a folder")
+    manifest = target / disc.MANIFEST_FOLDER / MANIFEST_NAME
+    if target.is_dir() and any(target.iterdir()) and not manifest.exists() and not overwrite:
+        raise OutputError(f"output {target} is not empty and holds no batch manifest; choose an empty folder "
+                          "or pass --overwrite to write into it")
+
+
+def _make_folder(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create {path}: {error.strerror or error}") from None
+
+
+def _outputs_present(root: Path, rels) -> bool:
+    return all((root / rel).exists() for rel in rels)
+
+
+def _sweep_partials(root: Path) -> int:
+    """Remove temporaries of writes cut short (a killed worker, Ctrl-C): '.NAME.partial...' entries."""
+    removed = 0
+    for folder, dirs, names in os.walk(root):
+        for name in list(dirs):
+            if name.startswith(".") and name.endswith(".partial"):
+                shutil.rmtree(Path(folder) / name, ignore_errors=True)
+                dirs.remove(name)
+                removed += 1
+        for name in names:
+            if name.startswith(".") and ".partial" in name:
+                with contextlib.suppress(FileNotFoundError):
+                    (Path(folder) / name).unlink()
+                removed += 1
+    return removed
+
+
+def _summary(manifest, plan, source, target, audit, key_path, seconds: float) -> dict:
+    ids = {item.id for item in plan.items}
+    recorded = [o for o in manifest.outcomes() if o["id"] in ids]
+    files_recorded = sum(o["files"] for o in recorded)
+    written = sum(o.get("written", 0) for o in recorded)
+    skipped = sum(o.get("skipped", 0) for o in recorded)
+    failed = sum(o.get("failed", 0) for o in recorded)
+    by_state = {state: sum(1 for o in recorded if o["state"] == state) for state in (DONE, SKIPPED, FAILED)}
+    return {
+        "input": str(source),
+        "output": str(target),
+        "layout": plan.layout,
+        "items": len(plan.items),
+        "items_finished": len(recorded),
+        "items_done": by_state[DONE],
+        "items_skipped": by_state[SKIPPED],
+        "items_failed": by_state[FAILED],
+        "items_pending": len(plan.items) - len(recorded),
+        "files": plan.file_count,
+        "written": written,
+        "skipped": skipped,
+        "failed": failed,
+        "pending": plan.file_count - files_recorded,
+        # every file of every finished item is written, skipped or failed: nothing lost
+        "accounted": written + skipped + failed == files_recorded,
+        "complete": files_recorded == plan.file_count,
+        "defaced": sum(1 for o in recorded if o.get("action") == "defaced"),
+        "protected_voxels_changed": sum(o.get("protected_voxels_changed", 0) for o in recorded),
+        "qa_faces_found": sum(1 for o in recorded if o.get("qa_face_found")),
+        "failed_items": [{"name": o["name"], "reason": o["reason"]} for o in recorded if o["state"] == FAILED][:100],
+        "manifest": str(target / disc.MANIFEST_FOLDER / MANIFEST_NAME),
+        "audit_folder": str(audit),
+        "key_file": str(key_path),
+        "seconds": round(seconds, 3),
+    }

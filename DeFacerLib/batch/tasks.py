@@ -1,0 +1,447 @@
+"""The work of one item, run on a Dask worker: deface, scrub, copy or clean, then report.
+
+``process_item`` never raises for a bad input: it returns an outcome with state ``done``,
+``skipped`` or ``failed`` and the reason, so one corrupt file never stops the others.
+Every output file appears atomically (temporary sibling + ``os.replace``); an item that
+fails leaves none of its outputs behind (a scrub-only DICOM series keeps the files that
+were scrubbed and counts the others as failed). What holds original identifiers (UID and
+patient mappings, per-file action logs, DICOM provenance) goes to the private audit
+folder, never into the output tree.
+
+Per worker process, the key is read once (``context_for``, warmed by ``BatchWorkerPlugin``
+when the worker starts); the DICOM scrubber (``dicom.tree``) and the ONNX session
+(``face.segment``) are cached per process by the library itself.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from DeFacerLib.batch import bids
+from DeFacerLib.batch.discover import (
+    COPY, DEFACE_VOLUME, DESCRIPTION, DICOM_FILE, DICOM_SERIES, MANIFEST_FOLDER, SIDECAR, Item, sha256_files,
+)
+from DeFacerLib.batch.manifest import DONE, FAILED, SKIPPED
+from DeFacerLib.deface.pipeline import DefaceParameters
+from DeFacerLib.dicom.profile import ProfileOptions
+from DeFacerLib.errors import DeFacerError, InputError
+
+HEAD_MODALITIES = ("MR", "CT", "PT")
+MIN_HEAD_SLICES = 16  # fewer slices (or frames) than this is a localizer or a few slices, not a head volume
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """Everything a worker needs to process any item; pickled once per task (small)."""
+
+    input_root: str
+    output_root: str
+    audit_root: str
+    key_file: str
+    parameters: DefaceParameters = field(default_factory=DefaceParameters)
+    dicom_options: ProfileOptions = field(default_factory=ProfileOptions)
+    labels_dir: str | None = None
+    qa: bool = False
+    scrub_only: bool = False
+
+    def token(self, key: bytes) -> str:
+        """What a finished item depends on besides its inputs: a change means redo."""
+        from DeFacerLib import __version__
+        from DeFacerLib.dicom.uids import short_token
+
+        settings = json.dumps({
+            "version": __version__,
+            "parameters": dataclasses.asdict(self.parameters),
+            "dicom_options": dataclasses.asdict(self.dicom_options),
+            "labels_dir": self.labels_dir,
+            "qa": self.qa,
+            "scrub_only": self.scrub_only,
+            "key": short_token(key, "batch-config", "key-check", 16),
+        }, sort_keys=True, default=str)
+        return hashlib.sha256(settings.encode()).hexdigest()[:32]
+
+    @property
+    def meta_root(self) -> Path:
+        return Path(self.output_root) / MANIFEST_FOLDER
+
+
+# ---- per-worker context --------------------------------------------------------------------------
+
+@dataclass
+class WorkerContext:
+    key: bytes
+    key_path: Path
+
+
+_CONTEXTS: dict[str, WorkerContext] = {}
+
+
+def context_for(config: BatchConfig) -> WorkerContext:
+    """The key of this config, read once per process."""
+    context = _CONTEXTS.get(config.key_file)
+    if context is None:
+        from DeFacerLib.dicom import load_or_create_key
+
+        key, path, _ = load_or_create_key(config.key_file)
+        context = _CONTEXTS[config.key_file] = WorkerContext(key, path)
+    return context
+
+
+try:
+    from distributed.diagnostics.plugin import WorkerPlugin
+except ImportError:  # pragma: no cover - the [batch] extra is not installed
+    WorkerPlugin = object
+
+
+class BatchWorkerPlugin(WorkerPlugin):
+    """Loads the key and the DICOM/deface modules when a worker starts (and when it restarts)."""
+
+    name = "defacer-batch"
+
+    def __init__(self, config: BatchConfig):
+        self.config = config
+
+    def setup(self, worker=None):
+        import DeFacerLib.deface.workflow  # noqa: F401  (import cost paid once, not by the first item)
+        import DeFacerLib.dicom.tree  # noqa: F401  (the scrubber module)
+
+        context_for(self.config)
+
+
+# ---- one item -----------------------------------------------------------------------------------
+
+def process_item(item: Item, config: BatchConfig, series_info: dict | None = None) -> dict:
+    """Do one item; returns its outcome (never raises for bad input, only for bugs in the batch code)."""
+    started = time.perf_counter()
+    outcome = {"id": item.id, "kind": item.kind, "name": item.name, "files": len(item.files), "state": DONE,
+               "reason": "", "action": "", "written": 0, "skipped": 0, "failed": 0, "outputs": [],
+               "worker_pid": os.getpid()}
+    root = Path(config.input_root)
+    try:
+        outcome["input_sha256"] = sha256_files(root, item.files)
+        handler = _HANDLERS[item.kind]
+        handler(item, config, series_info or {}, outcome)
+    except Exception as error:  # bad input or full disk: this item fails, the run goes on
+        _remove_outputs(config, item.files)
+        outcome.update(state=FAILED, reason=_redact(_reason(error), item), written=0, skipped=0, failed=len(item.files),
+                       outputs=[], disk_full=_is_disk_full(error))
+        if not isinstance(error, (DeFacerError, OSError, ValueError)):
+            outcome["reason"] = f"{type(error).__name__}: {outcome['reason']}"
+    if outcome["state"] == DONE and outcome["outputs"]:
+        outcome["output_sha256"] = sha256_files(Path(config.output_root), outcome["outputs"])
+    outcome["seconds"] = round(time.perf_counter() - started, 3)
+    return outcome
+
+
+def _deface_volume(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
+    rel = item.files[0]
+    if config.scrub_only:
+        outcome.update(state=SKIPPED, skipped=1, action="none", reason="scrub-only run: volumes are not defaced, nothing written")
+        return
+    from DeFacerLib.deface.workflow import deface_file
+
+    target = Path(config.output_root) / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    labels = _labels_for(config, rel)
+    result = deface_file(Path(config.input_root) / rel, target, parameters=config.parameters, labels_path=labels,
+                         overwrite=True)
+    _keep_provenance(config, Path(result["sidecar"]), rel)
+    outcome.update(action="defaced", written=1, outputs=[rel])
+    _deface_figures(outcome, result)
+    if config.qa:
+        _qa(config, target, rel, outcome)
+
+
+def _dicom_series(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
+    if config.scrub_only:
+        _scrub_files(item, config, outcome, reason="scrub-only run: headers de-identified, pixels not defaced")
+        return
+    not_head = _not_a_head_volume(info)
+    if not_head:
+        _scrub_files(item, config, outcome, reason=f"not defaced: {not_head}; headers de-identified")
+        return
+    try:
+        _deface_series(item, config, outcome)
+    except InputError as error:
+        text = str(error)
+        if "no head found" not in text:
+            raise
+        _remove_outputs(config, item.files)
+        _scrub_files(item, config, outcome, reason=f"not a head ({_redact(text, item)}); headers de-identified")
+
+
+def _not_a_head_volume(info: dict) -> str:
+    """Why a series cannot be a head volume, from its header alone ('' when it may be one)."""
+    if not info:
+        return ""
+    modality = info.get("modality", "")
+    if modality not in HEAD_MODALITIES:
+        return f"modality {modality or 'missing'} is not MR, CT or PET"
+    if info.get("samples", 1) != 1:
+        return "colour (RGB) images, not a greyscale volume"
+    slices = info.get("files", 1) if info.get("frames", 1) <= 1 else info.get("frames", 1)
+    if slices < MIN_HEAD_SLICES:
+        return f"{slices} slice(s), not a 3D head volume (at least {MIN_HEAD_SLICES} needed)"
+    return ""
+
+
+def _deface_series(item: Item, config: BatchConfig, outcome: dict) -> None:
+    """Stage the series' files (wherever they lie) as one folder, deface_file it, publish file by file."""
+    from DeFacerLib.deface.workflow import deface_file
+
+    work = Path(config.audit_root) / ".work" / item.id
+    shutil.rmtree(work, ignore_errors=True)
+    staging = work / item.id  # its name is what error messages quote: the keyed item id, not a path or UID
+    staging.mkdir(parents=True)
+    names = {}
+    for index, rel in enumerate(item.files):
+        name = f"{index:06d}_{Path(rel).name}"
+        os.symlink((Path(config.input_root) / rel).resolve(), staging / name)
+        names[name] = rel
+    out_dir = work / "out"
+    folder = str(Path(item.files[0]).parent)
+    try:
+        result = deface_file(staging, out_dir, parameters=config.parameters, series_uid=item.series_uid,
+                             labels_path=_labels_for(config, folder + ".nii.gz"), dicom_options=config.dicom_options,
+                             key_file=config.key_file, overwrite=True)
+        produced = sorted(p.name for p in out_dir.iterdir())
+        if sorted(names) != produced:
+            raise InputError(f"{item.name}: defacing wrote {len(produced)} files for {len(names)} inputs")
+        audit = Path(config.audit_root) / "items" / item.id
+        shutil.rmtree(audit, ignore_errors=True)
+        audit.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(work / "out.audit", audit)
+        for name in produced:
+            _publish(out_dir / name, Path(config.output_root) / names[name])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    outcome.update(action="defaced", written=len(names), outputs=list(item.files))
+    _deface_figures(outcome, result)
+    if config.qa:
+        _qa(config, Path(config.output_root) / folder, folder, outcome, files=[Path(config.output_root) / r for r in item.files])
+
+
+def _scrub_files(item: Item, config: BatchConfig, outcome: dict, reason: str = "") -> None:
+    """PS3.15 scrub of each file into its mirrored place; per-file status as ``defacer scrub`` gives it."""
+    from DeFacerLib.dicom.tree import scrub_file
+
+    key = context_for(config).key
+    out_root = Path(config.output_root)
+    records, uid_map, patients = [], {}, {}
+    for rel in item.files:
+        target = out_root / rel
+        temp = target.with_name(f".{target.name}.partial")
+        try:
+            record = scrub_file((str(Path(config.input_root) / rel), rel, str(temp), config.dicom_options, key))
+            if record["status"] == "written":
+                os.replace(temp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+        if record["status"] == "failed" and _is_disk_full_text(record["reason"]):
+            raise OSError(errno.ENOSPC, f"No space left on device writing {rel}")
+        uid_map.update(record.pop("uid_map", None) or {})
+        patient = record.pop("patient", None)
+        if patient:
+            patients[patient[0]] = patient[1]
+        record.pop("sop_instance_uid_old", None)
+        records.append(record)
+    _write_scrub_audit(config, item, records, uid_map, patients)
+    counts = {status: sum(1 for r in records if r["status"] == status) for status in ("written", "skipped", "failed")}
+    outputs = [r["file"] for r in records if r["status"] == "written"]
+    problems = [f"{r['file']}: {r['reason']}" for r in records if r["status"] != "written"]
+    state = FAILED if counts["failed"] else (SKIPPED if not counts["written"] else DONE)
+    text = "; ".join(part for part in [reason, *problems[:3]] if part)
+    if len(problems) > 3:
+        text += f"; and {len(problems) - 3} more"
+    outcome.update(state=state, action="scrubbed" if counts["written"] else "none", written=counts["written"],
+                   skipped=counts["skipped"], failed=counts["failed"], outputs=outputs, reason=text)
+
+
+def _write_scrub_audit(config, item, records, uid_map, patients) -> None:
+    from DeFacerLib.dicom.audit import write_audit
+
+    folder = Path(config.audit_root) / "items" / item.id
+    shutil.rmtree(folder, ignore_errors=True)
+    write_audit(folder, uid_map, patients, records, {"item": item.name, "files": len(records)})
+
+
+def _dicom_file(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
+    _scrub_files(item, config, outcome)
+
+
+def _copy(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
+    rel = item.files[0]
+    _publish(Path(config.input_root) / rel, Path(config.output_root) / rel, copy=True)
+    outcome.update(action="copied", written=1, outputs=[rel])
+
+
+def _sidecar(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
+    rel = item.files[0]
+    data = _read_json(Path(config.input_root) / rel)
+    cleaned, removed = bids.scrub_sidecar(data)
+    _write_text(Path(config.output_root) / rel, bids.dumps(cleaned))
+    outcome.update(action="sidecar scrubbed" if removed else "sidecar checked", written=1, outputs=[rel],
+                   removed_fields=removed)
+
+
+def _description(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
+    rel = item.files[0]
+    data = _read_json(Path(config.input_root) / rel)
+    if not isinstance(data, dict):
+        raise InputError(f"{rel} is not a JSON object; fix dataset_description.json")
+    features = () if config.scrub_only else config.parameters.features
+    _write_text(Path(config.output_root) / rel, bids.dumps(bids.add_generated_by(data, features)))
+    outcome.update(action="GeneratedBy added", written=1, outputs=[rel])
+
+
+_HANDLERS = {
+    DEFACE_VOLUME: _deface_volume,
+    DICOM_SERIES: _dicom_series,
+    DICOM_FILE: _dicom_file,
+    COPY: _copy,
+    SIDECAR: _sidecar,
+    DESCRIPTION: _description,
+}
+
+
+# ---- reporting helpers ---------------------------------------------------------------------------
+
+def _deface_figures(outcome: dict, result: dict) -> None:
+    report = result.get("report", {})
+    outcome["features_removed"] = list(result.get("features_removed", []))
+    outcome["features_missing"] = list(result.get("features_missing", []))
+    outcome["voxels_removed"] = {name: int(entry.get("voxels_removed", 0))
+                                 for name, entry in report.get("features", {}).items()}
+    outcome["protected_voxels_changed"] = int(report.get("protected_voxels_changed", 0))
+    if not outcome["features_removed"]:
+        outcome["reason"] = "no facial feature found in this scan; nothing removed (check the QA picture)"
+
+
+def _qa(config: BatchConfig, output: Path, rel: str, outcome: dict, files=None) -> None:
+    """Front render of the OUTPUT and YuNet on it: a face found after defacing is a red flag."""
+    from DeFacerLib.io import read_volume
+    from DeFacerLib.qa import render_views
+    from DeFacerLib.qa.render import detect_faces_yunet, save_png
+
+    if files is not None:  # a DICOM series published file by file: read it through a staging folder
+        staging = Path(config.audit_root) / ".work" / (outcome["id"] + "-qa")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for index, path in enumerate(files):
+            os.symlink(path.resolve(), staging / f"{index:06d}_{path.name}")
+        try:
+            volume = read_volume(staging)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    else:
+        volume = read_volume(output)
+    front = render_views(volume, views=("front",))["front"]
+    faces = detect_faces_yunet(front)
+    picture = config.meta_root / "qa" / (rel.replace("/", "__") + ".front.png")
+    picture.parent.mkdir(parents=True, exist_ok=True)
+    save_png(front, picture)
+    outcome["qa_face_found"] = bool(faces)
+    outcome["qa_face_score"] = round(faces[0].score, 3) if faces else 0.0
+    outcome["qa_picture"] = str(picture.relative_to(config.meta_root))
+
+
+# ---- file plumbing -------------------------------------------------------------------------------
+
+def _labels_for(config: BatchConfig, rel: str) -> Path | None:
+    """``--features-from DIR``: the label map at the item's relative path (None: the U-Net finds them)."""
+    if config.labels_dir is None:
+        return None
+    path = Path(config.labels_dir) / rel
+    if not path.is_file():
+        raise InputError(f"no label map {path} for {rel}; --features-from DIR must mirror the input")
+    return path
+
+
+def _keep_provenance(config: BatchConfig, sidecar: Path, rel: str) -> None:
+    """Move the provenance JSON out of the data tree (a BIDS validator would flag it) into .defacer/."""
+    target = config.meta_root / "provenance" / (rel + ".defacer.json")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(sidecar, target)
+
+
+def _publish(source: Path, target: Path, copy: bool = False) -> None:
+    """Make ``target`` appear in one step: rename when possible, else copy to a sibling then rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not copy:
+        try:
+            os.replace(source, target)
+            return
+        except OSError as error:
+            if error.errno != errno.EXDEV:
+                raise
+    temp = target.with_name(f".{target.name}.partial")
+    try:
+        shutil.copyfile(source, temp)
+        os.replace(temp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+
+
+def _write_text(target: Path, text: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.partial")
+    try:
+        temp.write_text(text, encoding="utf-8")
+        os.replace(temp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path.name} is not valid JSON ({error}); fix or remove it") from None
+
+
+def _remove_outputs(config: BatchConfig, rels) -> None:
+    out_root = Path(config.output_root)
+    for rel in rels:
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            (out_root / rel).unlink()
+
+
+def _redact(text: str, item: Item) -> str:
+    """Error texts may quote the staging path or the original series UID: keep them out of reports."""
+    if item.series_uid:
+        text = text.replace(item.series_uid, "<series>")
+    return text
+
+
+def _reason(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, OSError) and error.strerror and error.strerror not in text:
+        text = f"{error.strerror}: {text}"
+    return text
+
+
+def _is_disk_full_text(text: str) -> bool:
+    return "No space left on device" in text or "disk is full" in text
+
+
+def _is_disk_full(error: BaseException | None) -> bool:
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if _is_disk_full_text(str(error)):
+            return True
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return False
