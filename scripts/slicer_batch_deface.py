@@ -28,8 +28,6 @@ from pathlib import Path
 from typing import Callable
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd")
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-FEATURES = ("eyes", "nose", "mouth", "ears")  # as DeFacerLib.features.FEATURES (not imported: no path yet)
 SUMMARY_NAME = "defacer_batch.json"
 
 
@@ -56,24 +54,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def parse_features(parser: argparse.ArgumentParser, text: str) -> tuple[str, ...]:
-    if text.strip().lower() in ("", "all"):
-        return FEATURES
-    names = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
-    unknown = [name for name in names if name not in FEATURES]
-    if unknown:
-        parser.error(f"unknown feature(s) {', '.join(unknown)}; choose from {', '.join(FEATURES)}")
-    return names
+    from DeFacerLib.features import parse_features as parse
+
+    try:
+        return parse(text)
+    except ValueError as error:
+        parser.error(str(error))
 
 
 def _is_dicom_file(path: Path) -> bool:
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+    from DeFacerLib.io.formats import DICOM_EXTENSIONS, has_dicom_magic
+
+    return path.suffix.lower() in DICOM_EXTENSIONS or has_dicom_magic(path)
 
 
 def find_inputs(root: Path) -> list[Path]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 
+from DeFacerLib.cli.deface_command import add_removal_arguments, parameters_from_args
 from DeFacerLib.cli.scrub_command import add_profile_arguments, options_from_args
 
 NAME = "batch"
@@ -27,12 +28,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workers", type=int, default=2, metavar="N", help="local worker processes, one thread each (default 2)")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="use an existing Dask cluster, e.g. tcp://host:8786 "
                         "(input, output, audit and key file must be on storage every worker sees)")
-    parser.add_argument("--features", default="all", help="comma-separated subset of eyes,nose,mouth,ears (default: all)")
+    add_removal_arguments(parser)
     parser.add_argument("--features-from", metavar="DIR", help="label maps mirroring the input (same relative path; "
                         "a DICOM series folder F takes F.nii.gz) instead of the face model")
-    parser.add_argument("--margin-mm", type=float, help="margin added around each feature's bounding box")
-    parser.add_argument("--max-depth-mm", type=float, help="deepest tissue below the skin that may be removed")
-    parser.add_argument("--protect-margin-mm", type=float, help="safety distance kept from the protected region")
     parser.add_argument("--scrub-only", action="store_true", help="DICOM headers only: no defacing (volumes are skipped)")
     parser.add_argument("--qa", action="store_true", help="render each defaced output's front and look for a face (YuNet)")
     parser.add_argument("--audit-dir", metavar="DIR", help="private audit folder (default OUTPUT.audit)")
@@ -43,16 +41,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> dict:
     from DeFacerLib.batch import run_batch
-    from DeFacerLib.deface.pipeline import DefaceParameters
-    from DeFacerLib.errors import UsageError
-    from DeFacerLib.features import parse_features
-
-    try:
-        features = parse_features(args.features)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    parameters = DefaceParameters(features=features, margin_mm=args.margin_mm, max_depth_mm=args.max_depth_mm,
-                                  protect_margin_mm=args.protect_margin_mm)
+    parameters = parameters_from_args(args)
     progress = RichBatchProgress(quiet=args.quiet or args.json)
     try:
         summary = run_batch(

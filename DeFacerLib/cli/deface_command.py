@@ -14,19 +14,38 @@ NAME = "deface"
 HELP = "remove eyes, nose, mouth and/or ears from a head volume"
 
 
+def add_removal_arguments(parser) -> None:
+    """What to remove and how far (shared with ``batch``)."""
+    parser.add_argument("--features", default="all", help="comma-separated subset of eyes,nose,mouth,ears (default: all)")
+    parser.add_argument("--margin-mm", type=float, help="margin added around each feature's bounding box")
+    parser.add_argument("--max-depth-mm", type=float, help="deepest tissue below the skin that may be removed")
+    parser.add_argument("--protect-margin-mm", type=float, help="safety distance kept from the protected region")
+
+
+def parameters_from_args(args):
+    """DefaceParameters from the removal options; an unknown feature is a usage error."""
+    from DeFacerLib.deface.pipeline import DefaceParameters
+    from DeFacerLib.errors import UsageError
+    from DeFacerLib.features import parse_features
+
+    try:
+        features = parse_features(args.features)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return DefaceParameters(features=features, margin_mm=args.margin_mm, max_depth_mm=args.max_depth_mm,
+                            protect_margin_mm=args.protect_margin_mm)
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("input", help="head volume file or DICOM series folder")
     parser.add_argument("output", help="output path, in the input's format (a folder for a DICOM series)")
-    parser.add_argument("--features", default="all", help="comma-separated subset of eyes,nose,mouth,ears (default: all)")
+    add_removal_arguments(parser)
     parser.add_argument(
         "--features-from",
         metavar="LABELS",
         help="label map on the head's grid: 1 eyes, 2 nose, 3 mouth, 4 ears, 5 brain (brain is protected)",
     )
     parser.add_argument("--protect-from", metavar="MASK", help="extra mask (non-zero = protected) on the head's grid")
-    parser.add_argument("--margin-mm", type=float, help="margin added around each feature's bounding box")
-    parser.add_argument("--max-depth-mm", type=float, help="deepest tissue below the skin that may be removed")
-    parser.add_argument("--protect-margin-mm", type=float, help="safety distance kept from the protected region")
     parser.add_argument("--qa", metavar="DIR", help="also write a before/after skin render to this folder")
     parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read when a folder holds several")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -41,20 +60,8 @@ def add_arguments(parser) -> None:
 def run(args) -> dict:
     from DeFacerLib.cli.progress import progress_callback
     from DeFacerLib.deface.workflow import deface_file
-    from DeFacerLib.deface.pipeline import DefaceParameters
-    from DeFacerLib.errors import UsageError
-    from DeFacerLib.features import parse_features
 
-    try:
-        features = parse_features(args.features)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    parameters = DefaceParameters(
-        features=features,
-        margin_mm=args.margin_mm,
-        max_depth_mm=args.max_depth_mm,
-        protect_margin_mm=args.protect_margin_mm,
-    )
+    parameters = parameters_from_args(args)
     with progress_callback(f"defacing {Path(args.input).name}", args.quiet) as progress:
         outcome = deface_file(
             args.input,
