@@ -30,7 +30,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("input", help="DICOM file or folder tree")
     parser.add_argument("output", help="output file or folder (the tree is mirrored)")
     add_profile_arguments(parser)
-    parser.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="worker processes (default 1; one per 16 files at most; more than the idle cores only adds overhead)")
     parser.add_argument("--audit-dir", metavar="DIR", help="where the mappings and the action log go (default OUTPUT.audit)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
 

@@ -5,7 +5,13 @@ replaced: the markers describe this output only.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import data_element_generator
+from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 
 from DeFacerLib.dicom.profile import ProfileOptions
@@ -47,6 +53,25 @@ def set_markers(ds: Dataset, options: ProfileOptions, *, edition: str, version: 
     for tag in STALE_TAGS:
         if tag in ds:
             del ds[tag]
+    implicit_vr, little_endian = getattr(ds, "original_encoding", (None, None))
+    if implicit_vr is None or little_endian is None:  # built in memory: no encoding to pre-encode for
+        _set_constant_markers(ds, options, edition, version)
+    else:  # read from a file: the same elements every time, encoded once and copied as raw bytes
+        encoded = _encoded_markers(options, edition, version, implicit_vr, little_endian)
+        if encoded is None:
+            _set_constant_markers(ds, options, edition, version)
+        else:
+            ds._dict.update(encoded)
+    if pixels_cleaned:
+        ds.BurnedInAnnotation = "NO"
+    elif burned_in_before:
+        ds.BurnedInAnnotation = burned_in_before  # pixels untouched: what the source said still holds
+    elif "BurnedInAnnotation" in ds:
+        del ds.BurnedInAnnotation
+
+
+def _set_constant_markers(ds: Dataset, options: ProfileOptions, edition: str, version: str) -> None:
+    """The markers that depend on the options only (identity removed, method, codes, dates flag)."""
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = method_text(options, edition, version)
     items = []
@@ -57,15 +82,28 @@ def set_markers(ds: Dataset, options: ProfileOptions, *, edition: str, version: 
         item.CodeMeaning = meaning
         items.append(item)
     ds.DeidentificationMethodCodeSequence = Sequence(items)
-    if pixels_cleaned:
-        ds.BurnedInAnnotation = "NO"
-    elif burned_in_before:
-        ds.BurnedInAnnotation = burned_in_before  # pixels untouched: what the source said still holds
-    elif "BurnedInAnnotation" in ds:
-        del ds.BurnedInAnnotation
     if options.retain_long_full_dates:
         ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
     elif options.retain_long_modified_dates:
         ds.LongitudinalTemporalInformationModified = "MODIFIED"
     else:
         ds.LongitudinalTemporalInformationModified = "REMOVED"
+
+
+@lru_cache(maxsize=64)
+def _encoded_markers(options: ProfileOptions, edition: str, version: str, implicit_vr: bool,
+                     little_endian: bool) -> dict | None:
+    """tag -> RawDataElement of the constant markers, encoded by pydicom's own writer and reader
+    (immutable tuples, so every dataset can share them); None if one did not come back raw."""
+    template = Dataset()
+    _set_constant_markers(template, options, edition, version)
+    fp = DicomBytesIO()
+    fp.is_implicit_VR, fp.is_little_endian = implicit_vr, little_endian
+    write_dataset(fp, template)
+    fp.seek(0)
+    elements = {}
+    for raw in data_element_generator(fp, implicit_vr, little_endian):
+        if not isinstance(raw, RawDataElement):
+            return None
+        elements[raw.tag] = raw._replace(value_tell=0)
+    return elements

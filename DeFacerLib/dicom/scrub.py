@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.charset import convert_encodings
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_sequence
 from pydicom.sequence import Sequence
 from pydicom.dataset import Dataset
 
@@ -25,10 +29,21 @@ from DeFacerLib.dicom.profile import (
 from DeFacerLib.dicom.uids import date_offset_days, keyed_uid, pseudonym
 
 PATIENT_NAME, PATIENT_ID = 0x00100010, 0x00100020
+STUDY_INSTANCE_UID, BURNED_IN_ANNOTATION = 0x0020000D, 0x00280301
 SOP_INSTANCE_UID, SERIES_INSTANCE_UID = 0x00080018, 0x0020000E
+MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
 # File meta attributes that name the sending/receiving systems: removed (not in Table E.1-1).
 META_REMOVED = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)
 NEW_SERIES_NAMESPACE = "defaced"
+PRIVATE = "private"  # tag-info action of odd groups: the private rules decide, not the table
+CACHE_MAX = 4096  # patients remembered per run (bounded memory on huge trees)
+# Sequences remembered per run: small ones only (references, code items repeat from file to
+# file; a per-frame functional group sequence is large and unique), in a bounded total.
+SEQUENCE_CACHE_MAX_BYTES = 64 << 10
+SEQUENCE_CACHE_TOTAL_BYTES = 32 << 20
+# Elements remembered per run (value bytes up to 1 KiB each): <= 16 MiB.
+ELEMENT_MEMO_MAX = 16384
+ELEMENT_MEMO_MAX_BYTES = 1024
 
 
 @dataclass
@@ -46,8 +61,42 @@ class ScrubResult:
 
     def action_rows(self) -> list[list[str]]:
         """[path, keyword, action] per attribute acted on (for the JSON-lines log)."""
-        return [[f"{prefix}({tag >> 16:04X},{tag & 0xFFFF:04X})", keyword_for_tag(tag) or "", action]
-                for prefix, tag, action in self.actions]
+        return [list(_action_row(prefix, tag, action)) for prefix, tag, action in self.actions]
+
+
+@lru_cache(maxsize=65536)
+def _action_row(prefix: str, tag: int, action: str) -> tuple[str, str, str]:
+    """One log row; the same few hundred rows recur in every file of a series."""
+    return f"{prefix}({tag >> 16:04X},{tag & 0xFFFF:04X})", keyword_for_tag(tag) or "", action
+
+
+@lru_cache(maxsize=65536)
+def _where(number: int) -> str:
+    """The attribute a PHI string came from, for leak reports."""
+    return keyword_for_tag(number) or f"({number >> 16:04X},{number & 0xFFFF:04X})"
+
+
+@dataclass
+class _Effects:
+    """What scrubbing one raw sequence or element did to the result, to replay when the same
+    bytes recur in this run."""
+
+    actions: list
+    kept: int
+    sources: dict
+    uids: dict
+    allowed: set
+    uid_map: dict
+
+    def replay(self, result: "ScrubResult") -> None:
+        result.actions += self.actions
+        result.kept += self.kept
+        for value, where in self.sources.items():
+            result.phi.sources.setdefault(value, where)
+        for value, where in self.uids.items():
+            result.phi.uids.setdefault(value, where)
+        result.phi.allowed |= self.allowed
+        result.uid_map.update(self.uid_map)
 
 
 @dataclass
@@ -64,6 +113,14 @@ class Scrubber:
 
     def __post_init__(self):
         self.table = compile_actions(self.options)
+        # Per-run caches, all exact: the decision for a tag (from the table), the patient's
+        # keyed alias and date offset, a scrubbed raw sequence and a scrubbed raw element by
+        # their input bytes.
+        self.tag_info: dict[int, tuple[str, bool, str | None]] = {}
+        self.patients: dict[str, tuple[int, str]] = {}
+        self.sequences: dict[tuple, tuple[RawDataElement, _Effects]] = {}
+        self.sequence_bytes = 0
+        self.elements: dict[tuple, tuple[bytes | None, str, _Effects | None]] = {}
         self.edition = load_profile()["edition"]
         self.safe_private = load_safe_private() if self.table.private_action == CLEAN else {}
         if not self.version:
@@ -76,10 +133,9 @@ class Scrubber:
         Instance and Series UIDs in their own keyed namespace) and 113102 is recorded."""
         result = ScrubResult()
         patient = _patient_key(ds)
-        result.date_offset_days = date_offset_days(self.key, patient)
-        alias = pseudonym(self.key, patient, self.options.pseudonym_format)
-        result.patient = (str(ds.get("PatientID", "") or patient), alias)
-        burned_in = str(ds.get("BurnedInAnnotation", "") or "") or None
+        result.date_offset_days, alias = self._patient(patient)
+        result.patient = (str(peek_value(ds, PATIENT_ID, "") or patient), alias)
+        burned_in = str(peek_value(ds, BURNED_IN_ANNOTATION, "") or "") or None
         walk = _Walk(self, result, alias)
         walk.items(ds, "", clean=False)
         meta = getattr(ds, "file_meta", None)
@@ -97,7 +153,7 @@ class Scrubber:
                     ds[tag].value = new
                     result.uid_map[f"{old} (defaced)"] = new
         if meta is not None and "SOPInstanceUID" in ds:
-            meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            _copy_sop_instance_uid(ds, meta)
         if self.options.clean_pixel_data:
             from DeFacerLib.dicom.pixels_ocr import clean_burned_in_text
 
@@ -109,6 +165,42 @@ class Scrubber:
         return result
 
     # -- helpers ---------------------------------------------------------------------------
+    def _patient(self, patient: str) -> tuple[int, str]:
+        """(date offset in days, pseudonym) of a patient: two HMACs, once per patient per run."""
+        found = self.patients.get(patient)
+        if found is None:
+            if len(self.patients) >= CACHE_MAX:
+                self.patients.clear()
+            found = (date_offset_days(self.key, patient), pseudonym(self.key, patient, self.options.pseudonym_format))
+            self.patients[patient] = found
+        return found
+
+    def remember_sequence(self, key: tuple, encoded: RawDataElement, effects: _Effects) -> None:
+        size = len(key[2]) + len(encoded.value)
+        if self.sequence_bytes + size > SEQUENCE_CACHE_TOTAL_BYTES:
+            self.sequences.clear()
+            self.sequence_bytes = 0
+        self.sequences[key] = (encoded, effects)
+        self.sequence_bytes += size
+
+    def remember_element(self, key: tuple, outcome: tuple) -> None:
+        if len(self.elements) >= ELEMENT_MEMO_MAX:
+            self.elements.clear()
+        self.elements[key] = outcome
+
+    def info_of(self, number: int) -> tuple[str, bool, str | None]:
+        """(action, is a table row, dictionary VR) of a tag, decided by the table once per run."""
+        info = self.tag_info.get(number)
+        if info is None:
+            action = PRIVATE if number >> 16 & 1 else self.action_of(number)
+            try:
+                dict_vr = dictionary_VR(number)
+            except KeyError:
+                dict_vr = None
+            info = (action, number in self.table.exact, dict_vr)
+            self.tag_info[number] = info
+        return info
+
     def action_of(self, tag: int) -> str:
         group = tag >> 16
         if group & 0xFF00 == 0x5000 and not group & 1:
@@ -155,8 +247,7 @@ class _Walk:
     def collect(self, ds: Dataset, tag, number: int, raw, vr: str | None, action: str, encoding: str | None) -> None:
         vr = vr or _dictionary_vr(number)
         if vr in ("PN", "DA", "DT", "UI") or number in IDENTIFYING_TAGS:
-            where = keyword_for_tag(number) or f"({number >> 16:04X},{number & 0xFFFF:04X})"
-            collect_strings(self.r.phi, vr, _strings(ds, tag, raw, encoding), action, where)
+            collect_strings(self.r.phi, vr, _strings(ds, tag, raw, encoding), action, _where(number))
 
     def collect_all(self, ds: Dataset) -> None:
         """Everything inside a removed or emptied sequence is PHI to look for."""
@@ -173,47 +264,89 @@ class _Walk:
                     continue
             self.collect(ds, tag, number, raw, raw.VR, self.s.action_of(number), encoding)
 
+    def sequence(self, ds: Dataset, tag, number: int, raw, prefix: str, clean: bool) -> None:
+        """Scrub every item of a sequence. A raw sequence whose bytes this run has already
+        scrubbed is not parsed again: its scrubbed bytes and the effects on the result are
+        replayed (they depend only on those bytes, the key, the options and the alias). A
+        scrubbed raw sequence goes back raw, so the writer copies it instead of re-encoding."""
+        key = None
+        if (isinstance(raw, RawDataElement) and raw.VR in ("SQ", None) and not clean and isinstance(raw.value, bytes)
+                and len(raw.value) <= SEQUENCE_CACHE_MAX_BYTES):
+            charset = ds.original_character_set or ds._character_set
+            key = (number, prefix, raw.value, raw.VR, raw.is_implicit_VR, raw.is_little_endian,
+                   charset if isinstance(charset, str) else tuple(charset), self.alias)
+            found = self.s.sequences.get(key)
+            if found is not None:
+                ds._dict[tag] = found[0]
+                found[1].replay(self.r)
+                return
+        elem = ds[tag]
+        outer, pending = self.r, len(self.pending)
+        if key is not None:
+            self.r = ScrubResult(phi=PhiSet())
+        try:
+            for index, item in enumerate(elem.value or []):
+                self.items(item, f"{prefix}{_tag_text(number)}[{index}].", clean)
+        finally:
+            inner, self.r = self.r, outer
+        if key is None:
+            return
+        effects = _Effects(actions=inner.actions, kept=inner.kept, sources=inner.phi.sources,
+                           uids=inner.phi.uids, allowed=inner.phi.allowed, uid_map=inner.uid_map)
+        effects.replay(outer)
+        if len(self.pending) != pending:  # text queued for cleaning with this file's PHI: keep it parsed
+            return
+        encoded = _encode_sequence(ds, elem, raw)
+        ds._dict[tag] = encoded
+        self.s.remember_sequence(key, encoded, effects)
+
     def items(self, ds: Dataset, prefix: str, clean: bool) -> None:
         encoding = _single_byte_encoding(ds)
-        exact = self.s.table.exact
-        action_of = self.s.action_of
+        info_of = self.s.info_of
+        tag_info = self.s.tag_info
         elements = ds._dict  # pydicom's tag -> element map: read without converting values
         for tag, raw in list(elements.items()):
-            number = int(tag)
-            if number >> 16 & 1:
+            number = int(tag)  # an int key: BaseTag's == is Python code, slow in dict lookups
+            info = tag_info.get(number) or info_of(number)
+            action = info[0]
+            if action == PRIVATE:
                 if self.s.safe_private and self._private(ds, tag, number):
                     self.record(prefix, number, KEEP)
                 else:
                     del ds[tag]
                     self.record(prefix, number, REMOVE)
                 continue
-            action = action_of(number)
+            is_raw = isinstance(raw, RawDataElement)
+            vr = raw.VR
             if action == KEEP:
-                if _maybe_sequence(raw, number):
+                if vr == "SQ" or (is_raw and vr in (None, "UN") and info[2] == "SQ"):
                     elem = ds[tag]
                     if elem.VR == "SQ":
-                        for index, item in enumerate(elem.value or []):
-                            self.items(item, f"{prefix}{_tag_text(number)}[{index}].", clean)
+                        self.sequence(ds, tag, number, raw, prefix, clean)
                         continue
                 if clean:
                     self.pending.append((ds[tag], prefix))
-                elif number in exact:  # a table row an option retains
+                elif info[1]:  # a table row an option retains
                     for value in _strings(ds, tag, raw, encoding) if not _binary(raw) else []:
                         self.r.phi.allow(value)
                     self.record(prefix, number, KEEP)
                 else:
                     self.r.kept += 1
                 continue
-            is_raw = isinstance(raw, RawDataElement)
-            vr = (raw.VR or _dictionary_vr(number)) if is_raw else raw.VR
+            if is_raw:
+                vr = vr or (info[2] or "UN")
+            if vr == "SQ" and action in (UID_SEQUENCE, CLEAN):  # before converting: maybe seen already
+                self.sequence(ds, tag, number, raw, prefix, clean=clean or action == CLEAN)
+                self.record(prefix, number, action)
+                continue
             if vr == "UN" or vr == "SQ" or (is_raw and action == CLEAN and vr not in ("DA", "DT", "PN")):
+                before = raw
                 raw = ds[tag]
                 vr = raw.VR
                 is_raw = False
             if vr == "SQ":
                 if action in (UID_SEQUENCE, CLEAN):
-                    for index, item in enumerate(raw.value or []):
-                        self.items(item, f"{prefix}{_tag_text(number)}[{index}].", clean=clean or action == CLEAN)
+                    self.sequence(ds, tag, number, before, prefix, clean=clean or action == CLEAN)
                 else:
                     for item in raw.value or []:
                         self.collect_all(item)
@@ -223,36 +356,78 @@ class _Walk:
                         raw.value = Sequence([])
                 self.record(prefix, number, action)
                 continue
-            if action != CLEAN or vr in ("DA", "DT", "PN"):
-                self.collect(ds, tag, number, raw, vr, action, encoding)
-            if action == REMOVE:
-                del ds[tag]
-            elif number in (PATIENT_NAME, PATIENT_ID) and action in (ZERO, DUMMY, CLEAN):
-                self._put(ds, tag, raw, vr, [self.alias])
-                action = DUMMY
-            elif action == ZERO:
-                self._put(ds, tag, raw, vr, [])
-            elif vr == "UI" and action in (DUMMY, UID, UID_SEQUENCE, CLEAN):
-                values = _strings(ds, tag, raw, encoding)
-                renamed = self.s.renamed_uids
-                self._put(ds, tag, raw, vr, [
-                    actions.map_uid(self.key, v, self.r.uid_map,
-                                    NEW_SERIES_NAMESPACE if v.strip().strip("\x00") in renamed else "uid")
-                    for v in values
-                ])
-                action = UID
-            elif action == CLEAN:
-                self.pending.append((ds[tag], prefix))
+            if is_raw and action != CLEAN and encoding is not None and isinstance(raw.value, bytes) \
+                    and len(raw.value) <= ELEMENT_MEMO_MAX_BYTES:
+                self.remembered_element(ds, tag, number, raw, vr, action, encoding, prefix)
                 continue
-            elif is_raw and vr in actions.DUMMY_BY_VR:  # D: a dummy value of the VR
-                self._put(ds, tag, raw, vr, [actions.DUMMY_BY_VR[vr]])
-            elif is_raw and vr in actions.FREE_TEXT_VRS:
-                self._put(ds, tag, raw, vr, [actions.DUMMY_TEXT])
+            action = self.element(ds, tag, number, raw, vr, is_raw, action, encoding, prefix)
+            if action is not None:
+                self.record(prefix, number, action)
+
+    def element(self, ds: Dataset, tag, number: int, raw, vr: str, is_raw: bool, action: str, encoding: str | None,
+                prefix: str) -> str | None:
+        """Apply X, Z, D, U or C to one (non-sequence) element; the action to record (None: queued)."""
+        if action != CLEAN or vr in ("DA", "DT", "PN"):
+            self.collect(ds, tag, number, raw, vr, action, encoding)
+        if action == REMOVE:
+            del ds[tag]
+        elif number in (PATIENT_NAME, PATIENT_ID) and action in (ZERO, DUMMY, CLEAN):
+            self._put(ds, tag, raw, vr, [self.alias])
+            action = DUMMY
+        elif action == ZERO:
+            self._put(ds, tag, raw, vr, [])
+        elif vr == "UI" and action in (DUMMY, UID, UID_SEQUENCE, CLEAN):
+            values = _strings(ds, tag, raw, encoding)
+            renamed = self.s.renamed_uids
+            self._put(ds, tag, raw, vr, [
+                actions.map_uid(self.key, v, self.r.uid_map,
+                                NEW_SERIES_NAMESPACE if v.strip().strip("\x00") in renamed else "uid")
+                for v in values
+            ])
+            action = UID
+        elif action == CLEAN:
+            self.pending.append((ds[tag], prefix))
+            return None
+        elif is_raw and vr in actions.DUMMY_BY_VR:  # D: a dummy value of the VR
+            self._put(ds, tag, raw, vr, [actions.DUMMY_BY_VR[vr]])
+        elif is_raw and vr in actions.FREE_TEXT_VRS:
+            self._put(ds, tag, raw, vr, [actions.DUMMY_TEXT])
+        else:
+            new = DataElement(tag, vr, None)
+            actions.dummy(new, self.key)
+            ds[tag] = new
+        return action
+
+    def remembered_element(self, ds: Dataset, tag, number: int, raw: RawDataElement, vr: str, action: str,
+                           encoding: str, prefix: str) -> None:
+        """``element`` for a raw element, replayed when this run has seen the same tag, bytes,
+        action and encoding before (dates, names, institution repeat in every file of a series):
+        the outcome (new bytes or removal) and the effects (PHI strings, UID mappings) depend on
+        nothing else but the key, the options and the patient's alias."""
+        key = (number, action, raw.value, vr, encoding, self.alias)
+        found = self.s.elements.get(key)
+        if found is None:
+            outer, self.r = self.r, ScrubResult()
+            try:
+                final = self.element(ds, tag, number, raw, vr, True, action, encoding, prefix)
+            finally:
+                inner, self.r = self.r, outer
+            effects = _Effects(actions=[], kept=0, sources=inner.phi.sources, uids=inner.phi.uids,
+                               allowed=inner.phi.allowed, uid_map=inner.uid_map)
+            effects.replay(outer)
+            new = ds._dict.get(tag)
+            if new is None or (isinstance(new, RawDataElement) and new is not raw):  # removed, or new bytes
+                empty = not (effects.sources or effects.uids or effects.allowed or effects.uid_map)
+                self.s.remember_element(key, (None if new is None else new.value, final, None if empty else effects))
+        else:
+            data, final, effects = found
+            if effects is not None:
+                effects.replay(self.r)
+            if data is None:
+                del ds[tag]
             else:
-                new = DataElement(tag, vr, None)
-                actions.dummy(new, self.key)
-                ds[tag] = new
-            self.record(prefix, number, action)
+                ds._dict[tag] = _with_value(raw, data)
+        self.record(prefix, number, final)
 
     @staticmethod
     def _put(ds: Dataset, tag, raw, vr: str, values: list[str]) -> None:
@@ -261,7 +436,7 @@ class _Walk:
             data = "\\".join(values).encode("ascii")
             if len(data) % 2:
                 data += b"\x00" if vr == "UI" else b" "
-            ds._dict[tag] = raw._replace(length=len(data), value=data)
+            ds._dict[tag] = _with_value(raw, data)
         elif not values:
             ds[tag] = DataElement(tag, vr, b"" if vr in actions.BYTES_VRS else None)
         else:
@@ -296,6 +471,32 @@ class _Walk:
             return False
         creator = str(ds[creator_tag].value or "").strip()
         return (creator, group, element & 0xFF) in self.s.safe_private
+
+
+def _with_value(raw: RawDataElement, data: bytes) -> RawDataElement:
+    """``raw`` holding new bytes (namedtuple._replace costs several times more)."""
+    return RawDataElement(raw.tag, raw.VR, len(data), data, raw.value_tell, raw.is_implicit_VR, raw.is_little_endian,
+                          raw.is_raw, raw.is_buffered)
+
+
+def _encode_sequence(ds: Dataset, elem: DataElement, raw: RawDataElement) -> RawDataElement:
+    """A scrubbed sequence as a raw element, encoded as it was read (what the writer would do)."""
+    fp = DicomBytesIO()
+    fp.is_little_endian = raw.is_little_endian
+    fp.is_implicit_VR = raw.is_implicit_VR
+    write_sequence(fp, elem, convert_encodings(ds._character_set))
+    data = fp.getvalue()
+    return RawDataElement(raw.tag, raw.VR, len(data), data, 0, raw.is_implicit_VR, raw.is_little_endian)
+
+
+def _copy_sop_instance_uid(ds: Dataset, meta: Dataset) -> None:
+    """MediaStorageSOPInstanceUID = SOPInstanceUID, as bytes when both are raw (a UI value is
+    the same bytes in every transfer syntax); otherwise through pydicom."""
+    source, target = ds._dict.get(SOP_INSTANCE_UID), meta._dict.get(MEDIA_STORAGE_SOP_INSTANCE_UID)
+    if isinstance(source, RawDataElement) and isinstance(target, RawDataElement) and isinstance(source.value, bytes):
+        meta._dict[target.tag] = _with_value(target, source.value)
+    else:
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
 
 
 def _maybe_sequence(raw, number: int) -> bool:
@@ -354,10 +555,24 @@ def _strings(ds: Dataset, tag, raw, encoding: str | None) -> list[str]:
     return [v.decode("latin-1", "replace") if isinstance(v, bytes) else str(v) for v in values]
 
 
+def peek_value(ds: Dataset, tag: int, default=None):
+    """``ds[tag].value`` without storing the converted element in ``ds``: a raw element is
+    written back as a byte copy, a converted one is re-encoded (slower)."""
+    elem = ds._dict.get(tag)
+    if elem is None:
+        return default
+    if not isinstance(elem, RawDataElement):
+        return elem.value
+    if elem.VR is None or len(elem.VR) != 2 or (elem.value is None and elem.length) or tag == 0x00080005:
+        return ds[tag].value  # implicit or ambiguous VR, deferred value, the charset: pydicom's full path
+    return convert_raw_data_element(elem, encoding=ds.original_character_set or ds._character_set, ds=ds).value
+
+
+
 def _patient_key(ds: Dataset) -> str:
     """What identifies the patient for pseudonyms and date offsets: ID, else name, else study."""
-    for keyword in ("PatientID", "PatientName", "StudyInstanceUID"):
-        value = str(ds.get(keyword, "") or "").strip()
+    for tag in (PATIENT_ID, PATIENT_NAME, STUDY_INSTANCE_UID):
+        value = str(peek_value(ds, tag, "") or "").strip()
         if value:
             return value
     return "unknown-patient"

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from functools import lru_cache
 from pathlib import Path
 
 from DeFacerLib.errors import InputError, OutputError
@@ -50,8 +51,10 @@ def _digest(key: bytes, namespace: str, value: str) -> bytes:
     return hmac.new(key, f"{namespace}\0{value}".encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
 
 
+@lru_cache(maxsize=16384)
 def keyed_uid(key: bytes, uid: str, namespace: str = "uid") -> str:
-    """``2.25.<int>`` from the first 128 bits of the HMAC: at most 44 characters (<= 64)."""
+    """``2.25.<int>`` from the first 128 bits of the HMAC: at most 44 characters (<= 64).
+    Cached: the study, series and frame-of-reference UIDs recur in every file of a series."""
     return "2.25." + str(int.from_bytes(_digest(key, namespace, uid.strip())[:16], "big"))
 
 
