@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from _nifti_for_tests import read_labels, read_volume
 from DeFacerLib.deface import (
     DEFAULT_MAX_DEPTH_MM,
+    feature_max_depth_mm,
     head_mask,
     remove_features,
     skin_depth_mm,
@@ -53,7 +54,7 @@ def _check_phantom(modality, code, oblique):
     removed = {}
     for name in FEATURES:
         assert report.features[name].present, name
-        target = (labels == LABEL_VALUES[name]) & (depth <= DEFAULT_MAX_DEPTH_MM)
+        target = (labels == LABEL_VALUES[name]) & (depth <= feature_max_depth_mm(name))
         # "removed" = set to air (a voxel already at the air value counts as removed).
         fraction = float((defaced.array[target] == air_stored).mean())
         removed[name] = round(fraction, 4)

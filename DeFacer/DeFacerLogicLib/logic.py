@@ -130,7 +130,7 @@ class DeFacerLogic:
         return self._features(volumeNode, labelsNode, volume, progress)["masks"]
 
     def _features(self, volumeNode, labelsNode, volume: Volume | None, progress: Progress) -> dict:
-        """{"masks", "protected" (extra guard or None), "head" (or None), "found" (model output or None)},
+        """{"masks", "guard" (the model's frontal guard or None), "head" (or None), "found" (model output or None)},
         computed once per (volume, labels) content: 'Show feature boxes' then 'Apply' run the model once."""
         volume = volume if volume is not None else self.volume_from_node(volumeNode)
         key = (volumeNode.GetID(), _content_stamp(volumeNode),
@@ -142,7 +142,7 @@ class DeFacerLogic:
 
             labels = self.volume_from_node(labelsNode, modality="OT")
             features = {"masks": masks_from_labels(labels, volume, label_name=f"label map '{labelsNode.GetName()}'"),
-                        "protected": None, "head": None, "found": None}
+                        "guard": None, "head": None, "found": None}
         else:
             features = self._find_features(volume, progress)
         self._mask_cache = {key: features}  # one entry: masks are as large as the volume
@@ -168,7 +168,7 @@ class DeFacerLogic:
                              "install it, or select a feature label map") from None
         except UsageError as error:  # e.g. no model in this installation: say what works in Slicer
             raise UsageError(f"{error}; or select a feature label map (1 eyes, 2 nose, 3 mouth, 4 ears, 5 brain)") from None
-        return {"masks": dict(found.masks), "protected": found.guard, "head": head, "found": found}
+        return {"masks": dict(found.masks), "guard": found.guard, "head": head, "found": found}
 
     # ---- ROIs -----------------------------------------------------------------------------
     def feature_rois(self, volumeNode, report: dict, volume: Volume | None = None) -> list:
@@ -273,7 +273,7 @@ class DeFacerLogic:
             margin_mm = 0.0  # the ROI is the box: its margin is already drawn
         parameters = DefaceParameters(features=features, margin_mm=margin_mm, max_depth_mm=max_depth_mm,
                                       protect_margin_mm=protect_margin_mm)
-        result = deface_volume(volume, masks, parameters=parameters, protected=features_found["protected"],
+        result = deface_volume(volume, masks, parameters=parameters, guard=features_found["guard"],
                                head=features_found["head"],
                                progress=lambda message, fraction: progress(message, 0.3 + 0.6 * fraction))
         report = dict(result.report)

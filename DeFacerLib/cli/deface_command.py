@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from DeFacerLib.cli.scrub_command import add_profile_arguments, options_from_args
+from DeFacerLib.cli.scrub_command import FLAGS, add_profile_arguments, options_from_args
 
 NAME = "deface"
 HELP = "remove eyes, nose, mouth and/or ears from a head volume"
@@ -72,13 +72,22 @@ def run(args) -> dict:
             series_uid=args.series,
             qa_dir=args.qa,
             overwrite=args.overwrite,
-            dicom_options=options_from_args(args),
+            dicom_options=dicom_options_from_args(args),
             key_file=args.key_file,
             progress=progress,
         )
     if not args.quiet and not args.json:
         _print_summary(outcome)
     return outcome
+
+
+def dicom_options_from_args(args):
+    """The PS3.15 options for a DICOM output, or None when every option is at its default
+    (deface_file then uses ProfileOptions(), the same thing) so that defacing a NIfTI file
+    does not import the DICOM de-identification stack."""
+    changed = any(getattr(args, field) for _, field, _ in FLAGS) or args.dates != "remove" \
+        or args.pseudonym_format != "DEFACER-{hash8}"
+    return options_from_args(args) if changed else None
 
 
 def _print_summary(outcome: dict) -> None:

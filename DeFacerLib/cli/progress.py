@@ -1,15 +1,27 @@
 """Progress on the terminal (rich), as the plain ``progress(message, fraction)`` callback
-that library functions accept."""
+that library functions accept.
+
+rich is imported only when a bar is drawn (a quiet or piped run never draws one), and
+``STDERR``, the shared stderr console, is made on first use.
+"""
 from __future__ import annotations
 
 import contextlib
 import sys
 from typing import Iterator
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+_CONSOLE = None
 
-STDERR = Console(stderr=True)
+
+def __getattr__(name: str):
+    if name == "STDERR":
+        global _CONSOLE
+        if _CONSOLE is None:
+            from rich.console import Console
+
+            _CONSOLE = Console(stderr=True)
+        return _CONSOLE
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @contextlib.contextmanager
@@ -17,8 +29,10 @@ def progress_callback(title: str, quiet: bool = False) -> Iterator:
     if quiet or not sys.stderr.isatty():
         yield lambda message, fraction: None
         return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[step]}"), TimeElapsedColumn())
-    with Progress(*columns, console=STDERR, transient=True) as bar:
+    with Progress(*columns, console=__getattr__("STDERR"), transient=True) as bar:
         task = bar.add_task(title, total=1.0, step="")
 
         def update(message: str, fraction: float) -> None:

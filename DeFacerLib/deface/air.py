@@ -3,12 +3,15 @@
 Filling with the image's own air keeps the output looking like a scan (no bright or black
 slab to draw the eye, no new edges beyond the removal's own) and adds nothing that was not
 there before.
+
+"More than 10 mm outside the head" is a ball dilation of the (2 mm subsampled) head mask,
+identical to thresholding its distance transform (skin_depth.dilate_mm), at a fraction of the cost.
 """
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage as ndi
 
+from DeFacerLib.deface.skin_depth import dilate_mm
 from DeFacerLib.intensity import AIR_HU, looks_like_hu
 from DeFacerLib.volume import Volume
 
@@ -44,8 +47,8 @@ def _background_median(volume: Volume, values: np.ndarray, head: np.ndarray) -> 
     sub = tuple(slice(None, None, k) for k in step)
     small_head = np.asarray(head, dtype=bool)[sub]
     spacing = volume.spacing_mm * np.asarray(step)
-    if small_head.any():
-        far = ndi.distance_transform_edt(~small_head, sampling=spacing) > BACKGROUND_GAP_MM
+    if small_head.any():  # farther than the gap from the head (a ball dilation, as a distance transform would)
+        far = ~dilate_mm(small_head, BACKGROUND_GAP_MM, spacing)
     else:
         far = np.ones(small_head.shape, dtype=bool)
     if not far.any():

@@ -17,12 +17,20 @@ because it only assumes a dark background and a bright, large, connected object:
 Large volumes (finer than ~1.5 mm) are processed on a block-averaged ~2 mm grid and the
 result is refined against the full-resolution threshold: the morphology costs a few
 distance transforms and 1 mm of boundary precision is irrelevant at the depths we remove.
+
+Speed (same mask, voxel for voxel, as the distance-transform formulation): the openings and
+the restore are ball dilations/erosions run as shifted ORs (skin_depth.dilate_mm/erode_mm,
+identical to thresholding the transform), and hole filling labels the background once and
+keeps what is connected to the border (what binary_fill_holes computes by repeated
+dilation). The full-resolution smoothing is computed only on the bounding box of the
+uncertain band between the coarse mask's erosion and dilation (plus the kernel's reach).
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from DeFacerLib.deface.skin_depth import bounding_box, dilate_mm, erode_mm
 from DeFacerLib.errors import InputError
 from DeFacerLib.intensity import otsu_threshold
 from DeFacerLib.volume import Volume
@@ -39,11 +47,13 @@ def head_mask(volume: Volume) -> np.ndarray:
 
     Raises InputError when no head can be found (no clear foreground, or too small).
     """
-    values = _first_frame_physical(volume)
     spacing = np.asarray(volume.spacing_mm, dtype=float)
     name = _name(volume)
 
     factors = tuple(int(max(1, round(WORK_SPACING_MM / s))) if s < 0.75 * WORK_SPACING_MM else 1 for s in spacing)
+    values = _first_frame_stored(volume, factors) if any(f > 1 for f in factors) else None
+    if values is None:
+        values = _first_frame_physical(volume)
     coarse = _block_mean(values, factors) if any(f > 1 for f in factors) else values
     coarse_spacing = spacing * np.asarray(factors)
 
@@ -54,7 +64,7 @@ def head_mask(volume: Volume) -> np.ndarray:
     core = _erode(raw, OPEN_RADIUS_MM, coarse_spacing)
     core = _dilate(core, OPEN_RADIUS_MM, coarse_spacing)
     core = _largest_component(core)
-    if core is None or core.mean() < MIN_HEAD_FRACTION:
+    if core is None or _fraction(core) < MIN_HEAD_FRACTION:
         raise InputError(f"{name}: no head found (no large bright object against a dark background); "
                          "check that the file is a head scan")
     mask = raw & _dilate(core, RESTORE_MM, coarse_spacing)
@@ -63,8 +73,8 @@ def head_mask(volume: Volume) -> np.ndarray:
 
     if coarse is not values:
         mask = _refine_to_full(mask, factors, values.shape, values, threshold)
-    if mask.mean() < MIN_HEAD_FRACTION:
-        raise InputError(f"{name}: no head found (the head would occupy {100 * mask.mean():.2f} % of the volume); "
+    if _fraction(mask) < MIN_HEAD_FRACTION:
+        raise InputError(f"{name}: no head found (the head would occupy {100 * _fraction(mask):.2f} % of the volume); "
                          "check that the file is a head scan")
     return mask
 
@@ -73,13 +83,30 @@ def head_mask(volume: Volume) -> np.ndarray:
 
 def _first_frame_physical(volume: Volume) -> np.ndarray:
     array = volume.array[..., 0] if volume.array.ndim == 4 else volume.array
-    values = array.astype(np.float32)
+    values = array.astype(np.float32, order="C")  # readers may give Fortran order; labelling is 2.5x slower on it
     if volume.slope != 1.0 or volume.intercept != 0.0:
         values = values * np.float32(volume.slope) + np.float32(volume.intercept)
     if not np.all(np.isfinite(values)):
         finite = values[np.isfinite(values)]
         values = np.where(np.isfinite(values), values, finite.min() if finite.size else 0.0)
     return values
+
+
+def _first_frame_stored(volume: Volume, factors: tuple[int, ...]) -> np.ndarray | None:
+    """The stored integers themselves when they are the physical values (slope 1, intercept 0)
+    and float32 holds every block sum exactly: the block means and the full-resolution
+    smoothing (float32 output) then equal those of the float32 copy, without making it."""
+    array = volume.array[..., 0] if volume.array.ndim == 4 else volume.array
+    if volume.slope != 1.0 or volume.intercept != 0.0 or array.dtype.kind not in "iu":
+        return None
+    largest = max(abs(int(np.iinfo(array.dtype).min)), int(np.iinfo(array.dtype).max))
+    if largest * int(np.prod(factors)) >= 2 ** 24:
+        return None
+    return array
+
+
+def _fraction(mask: np.ndarray) -> float:
+    return np.count_nonzero(mask) / mask.size
 
 
 def _tissue_threshold(values: np.ndarray, name: str) -> float:
@@ -111,13 +138,11 @@ def _tissue_threshold(values: np.ndarray, name: str) -> float:
 
 
 def _erode(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
-    return ndi.distance_transform_edt(mask, sampling=spacing) > radius_mm
+    return erode_mm(mask, radius_mm, spacing)
 
 
 def _dilate(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
-    if not mask.any():
-        return mask.copy()
-    return ndi.distance_transform_edt(~mask, sampling=spacing) <= radius_mm
+    return dilate_mm(mask, radius_mm, spacing)
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray | None:
@@ -132,46 +157,103 @@ def _largest_component(mask: np.ndarray) -> np.ndarray | None:
 def _fill_holes_with_border(mask: np.ndarray) -> np.ndarray:
     """3D hole filling, then 2D filling of every slice along each axis.
 
-    Each axis is padded by an empty slice so the first and last slices (the neck cut)
-    are filled as 2D images too instead of counting as border.
+    The first and last slices along an axis (the neck cut) are filled as 2D images too
+    instead of counting as border: a slice's border is only its own in-plane edge.
     """
-    filled = ndi.binary_fill_holes(mask)
+    filled = fill_holes(mask)
     for axis in range(3):
         structure = np.zeros((3, 3, 3), bool)
         index = [slice(None)] * 3
         index[axis] = 1
         structure[tuple(index)] = ndi.generate_binary_structure(2, 1)
-        padding = [(0, 0)] * 3
-        padding[axis] = (1, 1)
-        padded = np.pad(filled, padding)
-        padded = ndi.binary_fill_holes(padded, structure=structure)
-        crop = [slice(None)] * 3
-        crop[axis] = slice(1, -1)
-        filled = padded[tuple(crop)]
+        filled = fill_holes(filled, structure)
     return filled
 
 
+def fill_holes(mask: np.ndarray, structure: np.ndarray | None = None) -> np.ndarray:
+    """``ndi.binary_fill_holes(mask, structure)`` in one labelling pass: background pieces
+    (connected through ``structure``, default 6-neighbours) that no structure offset links
+    to beyond the array are holes. Only the mask's bounding box plus one voxel is labelled:
+    the background outside the box reaches the border along the axis it lies out on."""
+    if structure is None:
+        structure = ndi.generate_binary_structure(mask.ndim, 1)
+    if mask.ndim == 3:
+        box = bounding_box(mask)
+        if box is None:
+            return mask.copy()
+        grown = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n)) for b, n in zip(box, mask.shape))
+        if any(g.stop - g.start < n for g, n in zip(grown, mask.shape)):
+            filled = mask.copy()
+            filled[grown] = fill_holes(np.ascontiguousarray(mask[grown]), structure)
+            return filled
+    labels, count = ndi.label(~mask, structure=structure)
+    if count == 0:
+        return mask.copy()
+    touching = np.zeros(count + 1, dtype=bool)
+    for axis in range(mask.ndim):
+        if not np.take(structure, [0, 2], axis=axis).any():
+            continue  # no neighbour along this axis: its end slices are not border
+        touching[np.take(labels, 0, axis=axis)] = True
+        touching[np.take(labels, -1, axis=axis)] = True
+    touching[0] = True  # the mask itself
+    return ~touching[labels] | mask
+
+
 def _block_mean(values: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
+    """Mean of each block of ``factors`` voxels (float32); the last partial block along an
+    axis repeats the edge voxel."""
+    if values.dtype.kind in "iu":
+        # Integer sums are exact (see _first_frame_stored): add the block's slices in int32 and
+        # divide once, as the float32 mean does, ten times faster than a 6-axis reduction.
+        total = values
+        for axis, f in enumerate(factors):
+            total = _sum_of_slices(total, axis, f)
+        return total.astype(np.float32) / np.float32(np.prod(factors))
     shape = [int(np.ceil(n / f)) for n, f in zip(values.shape, factors)]
-    padded = np.pad(values, [(0, s * f - n) for s, f, n in zip(shape, factors, values.shape)], mode="edge")
+    padding = [(0, s * f - n) for s, f, n in zip(shape, factors, values.shape)]
+    padded = np.pad(values, padding, mode="edge") if any(p[1] for p in padding) else values
     blocks = padded.reshape(shape[0], factors[0], shape[1], factors[1], shape[2], factors[2])
     return blocks.mean(axis=(1, 3, 5), dtype=np.float32)
 
 
+def _sum_of_slices(values: np.ndarray, axis: int, factor: int) -> np.ndarray:
+    if factor == 1:
+        return values
+    n = values.shape[axis]
+    count = -(-n // factor)
+    total = None
+    for k in range(factor):
+        index = np.minimum(np.arange(k, count * factor, factor), n - 1)
+        part = np.take(values, index, axis=axis) if index[-1] != k + (count - 1) * factor else \
+            values[(slice(None),) * axis + (slice(k, None, factor),)]
+        total = part.astype(np.int32) if total is None else np.add(total, part, dtype=np.int32)
+    return total
+
+
 def _upsample(mask: np.ndarray, factors: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
     out = mask
-    for axis, f in enumerate(factors):
-        if f > 1:
-            out = np.repeat(out, f, axis=axis)
+    for axis in (2, 1, 0):  # innermost first: element repeats, then row and plane copies
+        if factors[axis] > 1:
+            out = np.repeat(out, factors[axis], axis=axis)
     return out[: shape[0], : shape[1], : shape[2]]
 
 
 def _refine_to_full(mask: np.ndarray, factors, shape, values: np.ndarray, threshold: float) -> np.ndarray:
     """Coarse mask -> full grid: the sure interior, plus boundary voxels above the threshold."""
-    inner = _upsample(ndi.binary_erosion(mask), factors, shape)
-    outer = _upsample(ndi.binary_dilation(mask), factors, shape)
-    smooth = ndi.gaussian_filter(values, sigma=0.7, mode="nearest")
-    return ndi.binary_fill_holes(inner | (outer & (smooth > threshold)))
+    inner_coarse = ndi.binary_erosion(mask)
+    band_coarse = ndi.binary_dilation(mask) & ~inner_coarse
+    candidates = _upsample(band_coarse, factors, shape)  # = dilation's blocks minus erosion's
+    found = bounding_box(band_coarse)
+    if found is not None:
+        # The smoothed value decides only on the band; a 7-tap kernel (sigma 0.7, truncate 4)
+        # reads 3 voxels either side, so the box grown by 3 gives the same values inside it.
+        reach = 3
+        box = tuple(slice(b.start * f, min(b.stop * f, n)) for b, f, n in zip(found, factors, shape))
+        grown = tuple(slice(max(b.start - reach, 0), min(b.stop + reach, n)) for b, n in zip(box, shape))
+        inner_box = tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, grown))
+        smooth = ndi.gaussian_filter(values[grown], sigma=0.7, mode="nearest", output=np.float32)[inner_box]
+        candidates[box] &= smooth > threshold
+    return fill_holes(_upsample(inner_coarse, factors, shape) | candidates)
 
 
 def _name(volume: Volume) -> str:

@@ -84,11 +84,12 @@ class FoundFeatures:
 
 
 def find_features(volume: Volume, *, head: np.ndarray | None = None, backend: str = "onnx",
-                  progress: Progress = _no_progress) -> FoundFeatures:
+                  model_path=None, progress: Progress = _no_progress) -> FoundFeatures:
     """Find eyes, nose, mouth, ears and the brain with the shipped 3D U-Net.
 
     A feature the scan does not show (cut field of view) comes back absent, never as a guess.
     The predicted brain is protected together with a conservative geometric guard (guard.py).
+    ``model_path``: another face_unet.onnx (or .keras) than the shipped one, e.g. to evaluate it.
     """
     from DeFacerLib.deface import head_mask
     from DeFacerLib.deface.guard import frontal_guard
@@ -99,7 +100,7 @@ def find_features(volume: Volume, *, head: np.ndarray | None = None, backend: st
         head = head_mask(volume)
     progress("finding the facial features", 0.2)
     try:
-        result = segment_features(volume, backend=backend, head=head)
+        result = segment_features(volume, backend=backend, model_path=model_path, head=head)
     except FileNotFoundError as error:
         raise UsageError(f"the face model is missing from this installation ({error}); "
                          "reinstall DeFacer or pass --features-from LABELS") from None
@@ -117,12 +118,17 @@ def deface_volume(
     *,
     parameters: DefaceParameters = DefaceParameters(),
     protected: np.ndarray | None = None,
+    guard: np.ndarray | None = None,
     head: np.ndarray | None = None,
     progress: Progress = _no_progress,
 ) -> DefaceResult:
     """Remove the chosen features from ``volume``; never touch ``protected`` (and the brain mask, if given).
 
-    ``feature_masks`` may hold any of FEATURES and BRAIN; the brain mask is always protected.
+    ``feature_masks`` may hold any of FEATURES and BRAIN. The brain mask, ``protected`` (a
+    user's mask) and ``guard`` (the model's frontal guard, FoundFeatures.guard) are never
+    touched, nor anything within the engine's protect margin of them. The guard is grown by
+    the margin too: between the orbits the olfactory fossa and gyrus rectus reach down to
+    7-9 mm above the eye centres at 20-25 mm depth (held-out IXI162), below the guard itself.
     """
     from DeFacerLib.deface import head_mask, remove_features
 
@@ -130,21 +136,23 @@ def deface_volume(
         progress("finding the head", 0.1)
         head = head_mask(volume)
 
-    guard = np.zeros(volume.shape3, dtype=bool)
+    kept = np.zeros(volume.shape3, dtype=bool)
     if protected is not None:
-        guard |= protected
+        kept |= protected
+    if guard is not None:
+        kept |= guard
     if feature_masks.get(BRAIN) is not None:
-        guard |= feature_masks[BRAIN]
+        kept |= feature_masks[BRAIN]
 
     selected = {name: feature_masks[name] for name in parameters.features if name in feature_masks}
     for name in parameters.features:
         selected.setdefault(name, np.zeros(volume.shape3, dtype=bool))
 
     progress("removing features", 0.4)
-    defaced, report = remove_features(volume, selected, guard, head=head, **parameters.engine_kwargs())
+    defaced, report = remove_features(volume, selected, kept, head=head, **parameters.engine_kwargs())
     progress("done", 1.0)
     report_dict = report.to_dict()
-    report_dict["protected_voxels"] = int(guard.sum())
+    report_dict["protected_voxels"] = int(np.count_nonzero(kept))
     removed = [name for name in parameters.features if report_dict["features"][name]["present"]]
     missing = [name for name in parameters.features if not report_dict["features"][name]["present"]]
     return DefaceResult(defaced, report_dict, removed, missing)

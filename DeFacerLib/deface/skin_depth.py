@@ -1,13 +1,35 @@
-"""Signed depth below the skin, in mm: how far a voxel lies inside (+) or outside (-) the head.
+"""Depth below the skin and other distances in mm, on any voxel size.
 
 Removal is limited to a shell under the skin, so "depth" must be measured in millimetres
 whatever the voxel size (anisotropic volumes such as 1x1x2 mm T2 included): an exact
 Euclidean distance transform with the volume's spacing as sampling.
+
+Speed: a distance transform costs about 60 ns per voxel, and a 1 mm head has 13.6 M voxels,
+so the callers ask only for what decides something, where it decides it:
+
+- ``inside_depth_mm(head, spacing, box=, exact_to_mm=)``: the depth inside one box, computed
+  on that box grown by ``exact_to_mm`` (+ 1 voxel). Every value up to ``exact_to_mm`` equals
+  the full-volume transform's, because the nearest outside voxel of such a voxel lies inside
+  the grown box; a larger value may be too large, but it stays larger than ``exact_to_mm``,
+  so any threshold at or below it gives the same answer as on the full volume.
+- ``depth_at_most(head, spacing, limit, box=)``: "no deeper than limit" on a box, the one
+  question removal (25 mm) and the frontal guard (10 mm) ask, through SimpleITK's Maurer
+  transform on the grown box (float32, ~2.5x less CPU than scipy's); depths within 1e-3 mm
+  of the limit are measured again in float64 over the few offsets of that length, so the
+  answer is scipy's to the last tie (np.float32 rounding on request, as skin_depth_mm has).
+- ``dilate_mm`` / ``erode_mm``: a Euclidean ball of a few voxels as runs along one axis (one
+  OR of shifted arrays per run) instead of a distance transform: the ball's offsets are
+  those whose distance, computed with the distance transform's own float64 formula, is within
+  the radius, so the result is identical to thresholding the transform.
+- ``bounding_box``: a few reductions instead of ``find_objects`` (~50x faster), so that
+  labelling and transforms run on the masks' own boxes.
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
+
+Box = tuple[tuple[int, int, int], tuple[int, int, int]]  # inclusive index min, max
 
 
 def skin_depth_mm(head: np.ndarray, spacing_mm) -> np.ndarray:
@@ -27,3 +49,205 @@ def skin_depth_mm(head: np.ndarray, spacing_mm) -> np.ndarray:
     inside = ndi.distance_transform_edt(head, sampling=spacing).astype(np.float32)
     outside = ndi.distance_transform_edt(~head, sampling=spacing).astype(np.float32)
     return inside - outside
+
+
+def inside_depth_mm(head: np.ndarray, spacing_mm, *, box: Box | None = None,
+                    exact_to_mm: float = np.inf) -> np.ndarray:
+    """float32 depth below the skin on ``box`` (whole volume if None): for a head voxel the
+    distance to the nearest voxel outside the head, 0 outside the head.
+
+    Values up to ``exact_to_mm`` are those of ``skin_depth_mm``; larger ones are only known
+    to be larger (see the module docstring). A head voxel with no outside voxel within the
+    array reads +inf.
+    """
+    head = np.asarray(head, dtype=bool)
+    spacing = np.asarray(spacing_mm, dtype=float).reshape(3)
+    domain = _Domain(head, spacing, box, exact_to_mm)
+    depth = np.zeros(domain.box_shape, dtype=np.float32)
+    if domain.empty:
+        return depth
+    grown = domain.grown(head)
+    if grown.all():
+        depth[domain.target] = np.inf
+    else:
+        depth[domain.target] = ndi.distance_transform_edt(grown, sampling=spacing)[domain.part]
+    return depth
+
+
+def depth_at_most(head: np.ndarray, spacing_mm, limit_mm: float, *, box: Box | None = None,
+                  precision=np.float64) -> np.ndarray:
+    """Boolean on ``box``: head voxels whose skin depth is <= ``limit_mm`` (False outside the
+    head), exactly as thresholding scipy's float64 distance transform decides, or, with
+    ``precision=np.float32``, as thresholding ``skin_depth_mm``'s float32 map decides.
+
+    The distance transform is SimpleITK's (Maurer, float32 squared distances, about 2x faster
+    than scipy's and without its index arrays). float32 rounds: a depth within TIE_MM of the
+    limit (on a 1 mm grid, every voxel exactly 25 mm deep; with 0.99999736 mm voxels scipy's
+    float64 puts some of them just above 25) is measured again with scipy's own float64
+    arithmetic over the offsets whose length lies within 3 TIE_MM of the limit.
+    """
+    head = np.asarray(head, dtype=bool)
+    spacing = np.asarray(spacing_mm, dtype=np.float64).reshape(3)
+    domain = _Domain(head, spacing, box, limit_mm + 4 * TIE_MM * max(1.0, limit_mm / 25.0))
+    result = np.zeros(domain.box_shape, dtype=bool)
+    if domain.empty:
+        return result
+    grown = domain.grown(head)
+    if grown.all():
+        return result  # no outside voxel within reach: every head voxel is deeper
+    tie_mm = TIE_MM * max(1.0, limit_mm / 25.0)
+    squared, image = _squared_depth_mm2(grown, spacing)
+    inside = grown[domain.part]
+    squared_part = squared[domain.part]
+    shallow = inside & (squared_part <= (limit_mm - tie_mm) ** 2)
+    band = inside & (squared_part > (limit_mm - tie_mm) ** 2) & (squared_part <= (limit_mm + tie_mm) ** 2)
+    del squared, image
+    if band.any():
+        offset = np.array([p.start for p in domain.part])
+        points = np.argwhere(band)
+        nearest = _nearest_outside_mm(grown, points + offset, spacing, limit_mm, 3.0 * tie_mm)
+        shallow[tuple(points[nearest.astype(precision) <= limit_mm].T)] = True
+    result[domain.target] = shallow
+    return result
+
+
+TIE_MM = 1e-3  # float32 squared distances near 25 mm are good to ~1e-5 mm; 100x margin
+
+
+def _squared_depth_mm2(head: np.ndarray, spacing: np.ndarray):
+    """Squared distance (mm^2) from each head voxel to the nearest non-head voxel, 0 outside;
+    the array is a view into the returned SimpleITK image (keep both alive together)."""
+    import SimpleITK as sitk
+
+    outside = sitk.GetImageFromArray((~head).view(np.uint8))
+    outside.SetSpacing(tuple(float(v) for v in spacing[::-1]))  # ITK's x is the last numpy axis
+    maurer = sitk.SignedMaurerDistanceMapImageFilter()
+    maurer.SetSquaredDistance(True)
+    maurer.SetUseImageSpacing(True)
+    maurer.SetInsideIsPositive(False)  # head voxels lie outside the "outside" object: positive
+    image = maurer.Execute(outside)
+    return sitk.GetArrayViewFromImage(image), image
+
+
+def _nearest_outside_mm(head: np.ndarray, points: np.ndarray, spacing: np.ndarray, around_mm: float,
+                        shell_mm: float) -> np.ndarray:
+    """For voxels whose nearest non-head voxel lies within shell_mm of around_mm: that distance,
+    over the offsets of such lengths, computed as scipy's distance_transform_edt does (float64)."""
+    extent = np.floor((around_mm + shell_mm) / spacing + 1e-9).astype(int)
+    grids = np.meshgrid(*(np.arange(-e, e + 1) for e in extent), indexing="ij")
+    scaled = [g.astype(np.float64) * spacing[a] for a, g in enumerate(grids)]
+    length = np.sqrt((scaled[0] * scaled[0] + scaled[1] * scaled[1]) + scaled[2] * scaled[2])
+    in_shell = np.abs(length - around_mm) <= shell_mm
+    shell, lengths = np.argwhere(in_shell) - extent, length[in_shell]
+    nearest = np.full(len(points), np.inf)
+    upper = np.asarray(head.shape)
+    for delta, delta_mm in zip(shell, lengths):
+        moved = points + delta
+        valid = np.all((moved >= 0) & (moved < upper), axis=1)  # beyond the array is not "outside"
+        index = moved[valid]
+        outside = ~head[index[:, 0], index[:, 1], index[:, 2]]
+        rows = np.flatnonzero(valid)[outside]
+        nearest[rows] = np.minimum(nearest[rows], delta_mm)
+    return nearest
+
+
+class _Domain:
+    """Where a depth on ``box`` must be computed: the box grown by the reach of ``exact_to_mm``,
+    cut to the head's bounding box plus one voxel (the nearest outside voxel of a head voxel
+    is always within that: clamping a farther one onto it only brings it closer)."""
+
+    def __init__(self, head: np.ndarray, spacing: np.ndarray, box: Box | None, exact_to_mm: float):
+        shape = np.asarray(head.shape)
+        lo, hi = (np.zeros(3, int), shape - 1) if box is None else (np.asarray(box[0]), np.asarray(box[1]))
+        self.box_shape = tuple(int(v) for v in hi - lo + 1)
+        self.empty = True
+        found = bounding_box(head)
+        if found is None:
+            return
+        reach = np.ceil(exact_to_mm / spacing).astype(int) + 1 if np.isfinite(exact_to_mm) else shape
+        grown_lo = np.maximum(np.maximum(lo - reach, np.array([s.start for s in found]) - 1), 0)
+        grown_hi = np.minimum(np.minimum(hi + reach, np.array([s.stop for s in found])), shape - 1)
+        part_lo, part_hi = np.maximum(lo, grown_lo), np.minimum(hi, grown_hi)
+        if np.any(part_lo > part_hi):
+            return  # the box holds no head voxel
+        self.empty = False
+        self.slices = tuple(slice(int(a), int(b) + 1) for a, b in zip(grown_lo, grown_hi))
+        self.part = tuple(slice(int(a - g), int(b - g) + 1) for a, b, g in zip(part_lo, part_hi, grown_lo))
+        self.target = tuple(slice(int(a - o), int(b - o) + 1) for a, b, o in zip(part_lo, part_hi, lo))
+
+    def grown(self, head: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(head[self.slices])
+
+
+def bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """Slices of the smallest box holding every True voxel of a 3D mask (None if empty);
+    a few reductions instead of ``find_objects``' full labelled scan (~50x faster)."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.flags.f_contiguous and not mask.flags.c_contiguous:  # reduce along memory order, not across it
+        box = bounding_box(mask.T)
+        return None if box is None else box[::-1]
+    rows = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    if rows.size == 0:
+        return None
+    plane = mask[rows[0]:rows[-1] + 1].any(axis=0)
+    cols = np.flatnonzero(plane.any(axis=1))
+    deps = np.flatnonzero(plane.any(axis=0))
+    return (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1),
+            slice(int(deps[0]), int(deps[-1]) + 1))
+
+
+def dilate_mm(mask: np.ndarray, radius_mm: float, spacing_mm) -> np.ndarray:
+    """Voxels within ``radius_mm`` of ``mask`` (itself included): exactly
+    ``distance_transform_edt(~mask, sampling) <= radius_mm``; outside the array is empty."""
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return np.zeros(mask.shape, dtype=bool)
+    return _ball_union(mask, radius_mm, np.asarray(spacing_mm, dtype=np.float64).reshape(3))
+
+
+def erode_mm(mask: np.ndarray, radius_mm: float, spacing_mm) -> np.ndarray:
+    """Voxels farther than ``radius_mm`` from every voxel outside ``mask``: exactly
+    ``distance_transform_edt(mask, sampling) > radius_mm``, beyond the array counting as
+    inside (as for the transform). A mask without outside voxels stays whole."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.all():
+        return mask.copy()
+    return ~_ball_union(~mask, radius_mm, np.asarray(spacing_mm, dtype=np.float64).reshape(3))
+
+
+def ball_runs(radius_mm: float, spacing: np.ndarray) -> tuple[int, dict[tuple[int, int], int]]:
+    """The ball {offset: |offset * spacing| <= radius_mm} as runs along its longest axis:
+    (run axis, {(offset on the other two axes): half-length of the run in voxels})."""
+    axis = int(np.argmin(spacing))
+    others = [a for a in range(3) if a != axis]
+    extent = np.floor(radius_mm / spacing + 1e-9).astype(int) + 1
+    grids = np.meshgrid(*(np.arange(-e, e + 1) for e in extent), indexing="ij")
+    scaled = [g.astype(np.float64) * spacing[a] for a, g in enumerate(grids)]
+    # The distance transform's own arithmetic: squares of scaled offsets summed over axes in order.
+    distance = np.sqrt((scaled[0] * scaled[0] + scaled[1] * scaled[1]) + scaled[2] * scaled[2])
+    inside = distance <= radius_mm
+    runs: dict[tuple[int, int], int] = {}
+    for index in zip(*np.nonzero(inside)):
+        key = (int(grids[others[0]][index]), int(grids[others[1]][index]))
+        runs[key] = max(runs.get(key, 0), abs(int(grids[axis][index])))
+    return axis, runs
+
+
+def _ball_union(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
+    axis, runs = ball_runs(radius_mm, spacing)
+    moved = np.moveaxis(mask, axis, 2)  # runs along the last axis: contiguous shifts
+    along = {0: moved}
+    for half in range(1, max(runs.values()) + 1):
+        grown = along[half - 1].copy()
+        grown[:, :, half:] |= moved[:, :, :-half]
+        grown[:, :, :-half] |= moved[:, :, half:]
+        along[half] = grown
+    out = np.zeros(moved.shape, dtype=bool)
+    n0, n1 = moved.shape[:2]
+    for (d0, d1), half in runs.items():
+        if abs(d0) >= n0 or abs(d1) >= n1:
+            continue
+        source = along[half]
+        out[max(d0, 0):n0 + min(d0, 0), max(d1, 0):n1 + min(d1, 0)] |= \
+            source[max(-d0, 0):n0 + min(-d0, 0), max(-d1, 0):n1 + min(-d1, 0)]
+    return np.moveaxis(out, 2, axis)

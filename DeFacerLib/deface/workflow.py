@@ -73,13 +73,13 @@ def deface_file(
         found = find_features(volume, head=head,
                               progress=lambda message, fraction: progress(message, 0.05 + 0.3 * fraction))
         masks = found.masks
-        protected = found.guard if protected is None else (protected | found.guard)
 
     result = deface_volume(
         volume,
         masks,
         parameters=parameters,
         protected=protected,
+        guard=found.guard if found is not None else None,
         head=head,
         progress=lambda message, fraction: progress(message, 0.35 + 0.5 * fraction),
     )

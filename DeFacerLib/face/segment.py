@@ -8,6 +8,9 @@ The volume goes onto the network grid (grid.py), through onnxruntime (default; s
 fraction of a second and needs no training stack) or Keras (``backend="keras"``, needs the
 [train] extra), and the class probabilities come back to the volume's grid by linear
 interpolation. Nothing is downloaded: the weights ship in Resources/Models.
+
+A class's largest connected piece is measured inside the class's own bounding box (the
+same labelling, 13.6 M voxels fewer on a 1 mm head).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from DeFacerLib.deface.skin_depth import bounding_box
 from DeFacerLib.errors import UsageError
 from DeFacerLib.face.grid import GRID_SPACING_MM, to_grid
 from DeFacerLib.features import BRAIN, FEATURES, LABEL_VALUES
@@ -73,9 +77,10 @@ def segment_features(volume: Volume, *, backend: str = "onnx", model_path: str |
 
 
 def _largest_component_voxels(mask: np.ndarray) -> int:
-    if not mask.any():
+    box = bounding_box(mask)  # label only the mask's own box
+    if box is None:
         return 0
-    pieces, count = ndi.label(mask)
+    pieces, count = ndi.label(mask[box])
     return int(np.bincount(pieces.ravel())[1:].max()) if count else 0
 
 
