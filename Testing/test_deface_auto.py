@@ -2,10 +2,7 @@
 
 The heads are from the validation split (never trained on). The targets: the reference
 brain (IXI brain_labels) is never touched and the labelled tissue of each feature (from the
-verified landmarks) is mostly removed. The shipped model is undertrained (MODEL_CARD.md: it
-finds the brain, not yet the eyes, nose and mouth), so those target tests are strict xfails
-that start failing, as a reminder, once a model that meets them ships; meanwhile the tool
-must refuse rather than write a head that keeps its face.
+verified landmarks) is removed; a head without a face is refused, with nothing written.
 """
 from __future__ import annotations
 
@@ -20,12 +17,15 @@ import pytest
 from DeFacerLib.face.labels import load_landmarks, training_labels
 from DeFacerLib.features import FEATURES, LABEL_VALUES
 from DeFacerLib.io import read_volume
+from DeFacerLib.volume import Volume
 
 REPO = Path(__file__).resolve().parents[1]
 SPLIT = json.loads((REPO / "scripts" / "training" / "split.json").read_text())
 VALIDATION_IXI = [rel for rel in SPLIT["validation"] if rel.startswith("heads/ixi/")][:3]
-# Share of each feature's labelled tissue (within the removal depth) that must be removed.
-MIN_REMOVED_FRACTION = {"eyes": 0.5, "nose": 0.5, "mouth": 0.5, "ears": 0.3}
+# Share of each feature's labelled tissue that must be removed (measured on these heads with the
+# shipped model: eyes 68-86 %, the rest 93-100 %; the eyes' upper orbit stays under the frontal
+# guard, docs/benchmarks.md).
+MIN_REMOVED_FRACTION = {"eyes": 0.6, "nose": 0.95, "mouth": 0.95, "ears": 0.9}
 
 
 def deface(source: Path, target: Path) -> dict:
@@ -35,23 +35,43 @@ def deface(source: Path, target: Path) -> dict:
     return json.loads(result.stdout)
 
 
-UNDERTRAINED = pytest.mark.xfail(strict=True, reason="shipped U-Net finds no eyes/nose/mouth yet (MODEL_CARD.md)")
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("rel", VALIDATION_IXI[:1])
-def test_face_not_found_means_nothing_written(rel, data_dir, tmp_path):
-    """With the face not found, the command fails on one line and writes nothing at all."""
-    out = tmp_path / "out.nii.gz"
-    result = subprocess.run([sys.executable, "-m", "DeFacerLib", "deface", str(data_dir / rel), str(out)],
+def test_face_not_found_means_nothing_written(tmp_path):
+    """A smooth ellipsoid of tissue the size of a head has no face: the command fails on one
+    line and writes nothing at all."""
+    from DeFacerLib.io import write_volume
+
+    shape = (90, 110, 100)
+    i, j, k = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    inside = ((i - 45) / 38) ** 2 + ((j - 55) / 48) ** 2 + ((k - 50) / 42) ** 2 <= 1
+    noise = np.random.default_rng(0).normal(0, 5, shape)
+    blob = Volume((np.where(inside, 400, 0) + noise).astype(np.int16), [2, 2, 2], [0, 0, 0], np.eye(3))
+    source = write_volume(blob, tmp_path / "blob.nii.gz")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = subprocess.run([sys.executable, "-m", "DeFacerLib", "deface", str(source), str(out / "x.nii.gz")],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 3, result.stderr
     assert "the face was not found" in result.stderr and "Traceback" not in result.stderr
-    assert list(tmp_path.iterdir()) == []
+    assert list(out.iterdir()) == []
 
 
 @pytest.mark.slow
-@UNDERTRAINED
+def test_head_cut_above_the_eyes_has_no_features(data_dir):
+    """The upper 40 % of a held-out head (vertex to forehead, as a brain-only field of view
+    shows it): the model reports no eyes, nose, mouth or ears at the cut edge, so the command
+    would refuse it rather than cut the forehead."""
+    from DeFacerLib.deface.pipeline import find_features
+    from DeFacerLib.orientation import to_canonical
+
+    head, _ = to_canonical(read_volume(data_dir / VALIDATION_IXI[0]))
+    top = head.shape3[2] * 3 // 5  # canonical L,P,S: axis 2 points up
+    crown = Volume(head.array[:, :, top:].copy(), head.spacing_mm, head.index_to_world([0, 0, top]), head.direction)
+    found = find_features(crown)
+    assert not any(found.present.values()), {name: int(mask.sum()) for name, mask in found.masks.items()}
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("rel", VALIDATION_IXI)
 def test_validation_head_brain_untouched_features_removed(rel, data_dir, tmp_path):
     head_path = data_dir / rel
@@ -71,7 +91,6 @@ def test_validation_head_brain_untouched_features_removed(rel, data_dir, tmp_pat
 
 
 @pytest.mark.slow
-@UNDERTRAINED
 def test_ct_head_is_defaced_with_the_face_found(data_dir, tmp_path):
     source = data_dir / "heads/single/ct_head_1mm_scaled01.nii.gz"
     outcome = deface(source, tmp_path / "ct.nii.gz")

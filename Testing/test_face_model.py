@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from DeFacerLib.face.augment import AugmentSettings, augment, spatial
+from DeFacerLib.face.augment import AugmentSettings, augment, fov_cut, spatial
 from DeFacerLib.face.grid import GRID_SHAPE, to_grid
 from DeFacerLib.features import FEATURES, LABEL_VALUES
 from DeFacerLib.io import read_volume
@@ -118,6 +118,24 @@ def test_augmentation_keeps_image_and_labels_aligned():
         assert abs(int(bright.sum()) - int(eye.sum())) < 0.1 * eye.sum()
 
 
+def test_field_of_view_cut_removes_features_below_the_level(data_dir):
+    """A cut scan shows air and no feature below its lower edge; above it nothing changes."""
+    volume, _ = ixi_head(data_dir, VALIDATION_IXI[0])
+    image, _ = to_grid(volume)
+    labels = np.full(image.shape, LABEL_VALUES["eyes"], np.uint8)
+    levels = set()
+    for seed in range(8):
+        cut_image, cut_labels = fov_cut(image, labels, np.random.default_rng(seed), AugmentSettings(fov_cut_p=1.0))
+        cleared = ~np.any(cut_labels, axis=(0, 1))  # axial slices with no label left
+        level = int(cleared.sum())
+        assert not cleared[level:].any()  # the cleared slices are the lowest ones
+        assert np.array_equal(cut_image[:, :, level:], image[:, :, level:])
+        if level:
+            assert np.ptp(cut_image[:, :, :level]) == 0  # one background value below the cut
+        levels.add(level)
+    assert len(levels) > 2 and max(levels) <= 0.72 * image.shape[2] + 1
+
+
 def test_augmentation_is_reproducible_and_varied():
     image, labels = _sphere_case()
     image = ndi.gaussian_filter(image, 2) + 0.3 * (labels > 0)
@@ -182,10 +200,7 @@ def test_shipped_model_finds_ears_and_masks_on_the_input_grid(shipped_results):
         assert 0.5 < result.confidence["brain"] <= 1.0
 
 
-# The shipped model (325 steps, see MODEL_CARD.md) does not yet find eyes, nose or mouth
-# (validation Dice 0.00). strict: this starts failing, as a reminder, once a model that does ships.
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="shipped model undertrained: eyes/nose validation Dice 0.00")
 def test_shipped_model_finds_eyes_and_nose_at_the_landmarks(shipped_results):
     from DeFacerLib.face.labels import load_landmarks
 

@@ -19,7 +19,10 @@ from DeFacerLib.deface.pipeline import (
 )
 from DeFacerLib.errors import DeFacerError, InputError, OutputError
 
-CENTRAL_FEATURES = ("eyes", "nose")  # without both of these found, no output is written
+# A face is the eyes and the nose: the U-Net must find both (whichever features the user chose to
+# remove), or nothing is written. One alone is no face: on a featureless ellipsoid and on the top
+# quarter of a head the model has reported small "eyes" regions, never a nose with them.
+CENTRAL_FEATURES = ("eyes", "nose")
 
 
 def deface_file(
@@ -73,6 +76,11 @@ def deface_file(
         found = find_features(volume, head=head,
                               progress=lambda message, fraction: progress(message, 0.05 + 0.3 * fraction))
         masks = found.masks
+        if not all(found.present[name] for name in CENTRAL_FEATURES):
+            seen = ", ".join(name for name, present in found.present.items() if present) or "nothing"
+            raise InputError(f"{Path(input_path).name}: the face was not found (found: {seen}; a face needs "
+                             "both eyes and a nose); is it already defaced, cut above the nose, or not a head? "
+                             "nothing written (give the features with --features-from to deface it anyway)")
 
     result = deface_volume(
         volume,

@@ -33,14 +33,32 @@ class AugmentSettings:
     noise_sd_max: float = 0.06
     blur_p: float = 0.25
     blur_fwhm_mm: tuple[float, float] = (3.0, 8.0)
+    fov_cut_p: float = 0.3  # field of view cut off below a random level (see fov_cut)
+    fov_cut_top_fraction: float = 0.72  # highest cut, as a fraction of the grid height (above the eyes)
     spacing_mm: float = GRID_SPACING_MM
 
 
 def augment(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
             settings: AugmentSettings = AugmentSettings()) -> tuple[np.ndarray, np.ndarray]:
     """(image, labels) -> augmented copies of the same shape; ``rng`` makes it reproducible."""
+    image, labels = fov_cut(image, labels, rng, settings)
     image, labels = spatial(image, labels, rng, settings)
     return intensity(image, rng, settings), labels
+
+
+def fov_cut(image, labels, rng, s: AugmentSettings = AugmentSettings()):
+    """Scans often stop short of the chin, the mouth or the eyes (or show only the brain): air
+    below a random axial level, with no feature there, teaches the network that a feature the
+    scan does not show is absent. Without it, a crown cut above the eyes got "eyes" and a
+    "nose" at its lower edge. Grid axis 2 points up (canonical L, P, S)."""
+    if rng.random() >= s.fov_cut_p:
+        return image, labels
+    level = int(rng.integers(0, int(image.shape[2] * s.fov_cut_top_fraction) + 1))
+    background = float(np.median(np.concatenate([image[0].ravel(), image[-1].ravel()])))
+    image, labels = image.copy(), labels.copy()
+    image[:, :, :level] = background
+    labels[:, :, :level] = 0
+    return image, labels
 
 
 def random_affine(rng: np.random.Generator, s: AugmentSettings) -> tuple[np.ndarray, np.ndarray]:
