@@ -102,7 +102,6 @@ def test_scrub_only_tree_mirrors_groups_and_accounts(dicom_tree, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="shipped U-Net finds no eyes/nose/mouth yet (Resources/Models/MODEL_CARD.md)")
 def test_head_series_are_defaced_and_the_rest_scrubbed(dicom_tree, tmp_path):
     out = tmp_path / "out"
     summary = run_batch(dicom_tree, out, key_file=tmp_path / "key", workers=2, qa=True)
@@ -114,12 +113,17 @@ def test_head_series_are_defaced_and_the_rest_scrubbed(dicom_tree, tmp_path):
     for row in (mprage, enhanced):
         assert row["action"] == "defaced" and row["state"] == "done", row
         assert int(row["voxels_removed"]) > 1000 and row["protected_voxels_changed"] == "0"
-        assert row["qa_face_found"] == "no", row
+        assert row["qa_face_found"] in ("yes", "no"), row  # QA ran on the defaced output
     ct = next(row for name, row in report.items() if name.startswith("ct ["))
     assert ct["action"] == "scrubbed" and "not defaced" in ct["reason"]
     first = pydicom.dcmread(out / "export_a/mprage/00001.dcm", stop_before_pixels=True)
     assert "113102" in str(first.DeidentificationMethodCodeSequence)
-    assert summary["protected_voxels_changed"] == 0 and summary["qa_faces_found"] == 0
+    assert summary["protected_voxels_changed"] == 0
+    found = [row["name"] for row in (mprage, enhanced) if row["qa_face_found"] == "yes"]
+    assert summary["qa_faces_found"] == len(found)
+    assert len(list((out / ".defacer" / "qa").glob("*.front.png"))) == 2
+    if found:  # the issue-#5 target (no face on any defaced front render) is not met yet
+        pytest.xfail(f"YuNet still finds a face on the defaced front render of {found}")
 
 
 def _small_tree(data_dir: Path, root: Path) -> Path:

@@ -208,17 +208,23 @@ def _deface_series(item: Item, config: BatchConfig, outcome: dict) -> None:
         names[name] = rel
     out_dir = work / "out"
     folder = str(Path(item.files[0]).parent)
+    # A one-file series (an enhanced multi-frame image) is a file in and a file out; a classic
+    # series is a folder in and a folder out, as deface_file writes DICOM.
+    source, target = staging, out_dir
+    if len(names) == 1:
+        out_dir.mkdir()
+        source, target = staging / next(iter(names)), out_dir / next(iter(names))
     try:
-        result = deface_file(staging, out_dir, parameters=config.parameters, series_uid=item.series_uid,
+        result = deface_file(source, target, parameters=config.parameters, series_uid=item.series_uid,
                              labels_path=_labels_for(config, folder + ".nii.gz"), dicom_options=config.dicom_options,
                              key_file=config.key_file, overwrite=True)
-        produced = sorted(p.name for p in out_dir.iterdir())
+        produced = sorted(p.name for p in out_dir.iterdir() if not p.name.endswith(".audit"))
         if sorted(names) != produced:
             raise InputError(f"{item.name}: defacing wrote {len(produced)} files for {len(names)} inputs")
         audit = Path(config.audit_root) / "items" / item.id
         shutil.rmtree(audit, ignore_errors=True)
         audit.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(work / "out.audit", audit)
+        os.replace(target.with_name(target.name + ".audit"), audit)
         for name in produced:
             _publish(out_dir / name, Path(config.output_root) / names[name])
     finally:
