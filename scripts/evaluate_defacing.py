@@ -66,13 +66,14 @@ def centre_errors_mm(volume, truth_labels: np.ndarray, predicted_labels: np.ndar
     return errors
 
 
-def evaluate_head(data: Path, rel: str, table: dict, model: Path | None) -> dict:
+def evaluate_head(data: Path, rel: str, table: dict, model: Path | None,
+                  parameters: DefaceParameters = DefaceParameters()) -> dict:
     volume = read_volume(data / rel)
     brain = reference_brain(data, rel)
     start = time.perf_counter()
     head = head_mask(volume)
     found = find_features(volume, head=head, model_path=model)
-    defaced = deface_volume(volume, found.masks, parameters=DefaceParameters(), guard=found.guard, head=head)
+    defaced = deface_volume(volume, found.masks, parameters=parameters, guard=found.guard, head=head)
     seconds = time.perf_counter() - start
 
     entry = table[rel]
@@ -155,14 +156,19 @@ def main(argv=None) -> int:
     parser.add_argument("--split", type=Path, default=REPO / "scripts" / "training" / "split.json")
     parser.add_argument("--landmarks", type=Path, default=REPO / "scripts" / "training" / "landmarks.json")
     parser.add_argument("--json", type=Path, default=None, help="also write rows and summary here")
+    parser.add_argument("--margin-mm", type=float, default=None, help="removal margin (default: the engine's)")
+    parser.add_argument("--all-ixi", action="store_true", help="all 27 IXI heads (training ones too: a brain-safety check)")
     args = parser.parse_args(argv)
 
     data = data_dir()
     table = load_landmarks(args.landmarks)
     heads = args.heads or json.loads(args.split.read_text())["validation"]
+    if args.all_ixi:
+        heads = sorted(rel for rel in table if rel.startswith("heads/ixi/"))
+    parameters = DefaceParameters(margin_mm=args.margin_mm)
     rows = []
     for rel in heads:
-        rows.append(evaluate_head(data, rel, table, args.model))
+        rows.append(evaluate_head(data, rel, table, args.model, parameters))
         print(f"{rows[-1]['head']}: {rows[-1]['seconds']:.1f} s", file=sys.stderr, flush=True)
     summary = summarise(rows)
     print(markdown(rows, summary))

@@ -5,8 +5,7 @@
 
 Every original head is rendered (gallery: the front view) and so is every defaced head
 (probes: the two 45-degree oblique views), with DeFacer (run here through its CLI with its
-default parameters; the features come from the verified landmarks as a label map until the
-U-Net finds them), with
+default parameters, end to end: the U-Net finds the features), with
 quickshear (PyPI, in its own venv, given each head's brain mask) and with any other tool's
 outputs given as ``--defaced NAME=DIR`` (same file names as the originals).
 
@@ -129,30 +128,15 @@ def calibrate(originals: list[dict]) -> dict:
     return thresholds
 
 
-def run_defacer(heads: list[Path], heads_dir: Path, out: Path) -> dict[str, Path]:
-    """DeFacer through its CLI with default parameters, the features given as a label map from the
-    project's verified landmarks and the reference brain (the shipped U-Net does not find the
-    eyes, nose and mouth yet): this measures what the guarded removal leaves recognisable."""
-    from DeFacerLib.face.labels import load_landmarks, training_labels
-    from DeFacerLib.io import write_volume
-
-    landmarks = load_landmarks(Path(__file__).resolve().parent / "training" / "landmarks.json")
+def run_defacer(heads: list[Path], heads_dir: Path, out: Path, extra: list[str] = ()) -> dict[str, Path]:
+    """DeFacer through its CLI with default parameters, end to end: the shipped U-Net finds the
+    features and the brain itself (no reference mask, no landmarks)."""
     out.mkdir(parents=True, exist_ok=True)
     result = {}
     for head in heads:
         target = out / head.name
-        entry = landmarks.get(f"heads/ixi/t1/{head.name}")
-        if entry is None:
-            continue
         if not target.exists():
-            volume = read_volume(head)
-            mask = brain_mask_for(head, heads_dir)
-            brain = read_volume(mask).array > 0 if mask is not None else None
-            labels = training_labels(volume, entry["landmarks"], brain=brain)
-            labels[labels == 255] = 0
-            label_path = write_volume(volume.label_map(labels), out / f"labels_{head.name}", overwrite=True)
-            subprocess.run([sys.executable, "-m", "DeFacerLib", "deface", str(head), str(target),
-                            "--features-from", str(label_path), "-q"], check=True)
+            subprocess.run([sys.executable, "-m", "DeFacerLib", "deface", str(head), str(target), "-q", *extra], check=True)
         result[head.name] = target
     return result
 
@@ -177,6 +161,8 @@ def main() -> int:
     parser.add_argument("heads_dir", type=Path, help="folder of heads (IXI layout: t1/ and brain_labels/)")
     parser.add_argument("--defaced", action="append", default=[], metavar="NAME=DIR", help="another tool's outputs")
     parser.add_argument("--no-defacer", action="store_true")
+    parser.add_argument("--defacer-arg", action="append", default=[], metavar="ARG",
+                        help="extra `defacer deface` argument for DeFacer's row (repeat), e.g. --defacer-arg=--margin-mm=20")
     parser.add_argument("--no-quickshear", action="store_true")
     parser.add_argument("--limit", type=int, help="only the first N heads")
     parser.add_argument("--work", type=Path, default=Path("build/reid_study"), help="cache for defaced heads")
@@ -190,7 +176,9 @@ def main() -> int:
     started = time.perf_counter()
     tools: dict[str, dict[str, Path]] = {}
     if not args.no_defacer:
-        tools["DeFacer (default features, from landmarks)"] = run_defacer(heads, args.heads_dir, args.work / "defacer")
+        label = "DeFacer (default features, U-Net" + (", " + " ".join(args.defacer_arg) if args.defacer_arg else "") + ")"
+        work = args.work / ("defacer" + "".join(a.strip("-").replace("=", "") for a in args.defacer_arg))
+        tools[label] = run_defacer(heads, args.heads_dir, work, args.defacer_arg)
     if not args.no_quickshear:
         tools["quickshear 1.2.0"] = run_quickshear(heads, args.heads_dir, args.work / "quickshear")
     for spec in args.defaced:
