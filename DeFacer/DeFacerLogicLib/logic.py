@@ -168,6 +168,7 @@ class DeFacerLogic:
                              "install it, or select a feature label map") from None
         except UsageError as error:  # e.g. no model in this installation: say what works in Slicer
             raise UsageError(f"{error}; or select a feature label map (1 eyes, 2 nose, 3 mouth, 4 ears, 5 brain)") from None
+        pipeline.require_face(found, "this volume")  # the rule defacer deface applies
         return {"masks": dict(found.masks), "guard": found.guard, "head": head, "found": found}
 
     # ---- ROIs -----------------------------------------------------------------------------

@@ -83,6 +83,22 @@ class FoundFeatures:
     guard: np.ndarray  # geometric frontal-lobe guard, protected together with the predicted brain
 
 
+# A face is the eyes and the nose: the U-Net must find both (whichever features the user chose to
+# remove), or nothing is defaced. One alone is no face: on a featureless ellipsoid and on the top
+# quarter of a head the model has reported small "eyes" regions, never a nose with them.
+FACE_FEATURES = ("eyes", "nose")
+
+
+def require_face(found: FoundFeatures, name: str) -> None:
+    """Raise InputError unless the model found both the eyes and a nose in ``name``."""
+    if all(found.present[feature] for feature in FACE_FEATURES):
+        return
+    seen = ", ".join(feature for feature, present in found.present.items() if present) or "nothing"
+    raise InputError(f"{name}: the face was not found (found: {seen}; a face needs both eyes and a nose); "
+                     "is it already defaced, cut above the nose, or not a head? nothing written "
+                     "(give the features as a label map to deface it anyway)")
+
+
 def find_features(volume: Volume, *, head: np.ndarray | None = None, backend: str = "onnx",
                   model_path=None, progress: Progress = _no_progress) -> FoundFeatures:
     """Find eyes, nose, mouth, ears and the brain with the shipped 3D U-Net.

@@ -9,6 +9,7 @@ import contextlib
 from pathlib import Path
 
 from DeFacerLib.deface.pipeline import (
+    FACE_FEATURES,
     DefaceParameters,
     Progress,
     _no_progress,
@@ -16,13 +17,11 @@ from DeFacerLib.deface.pipeline import (
     find_features,
     masks_from_labels,
     nonzero_mask,
+    require_face,
 )
 from DeFacerLib.errors import DeFacerError, InputError, OutputError
 
-# A face is the eyes and the nose: the U-Net must find both (whichever features the user chose to
-# remove), or nothing is written. One alone is no face: on a featureless ellipsoid and on the top
-# quarter of a head the model has reported small "eyes" regions, never a nose with them.
-CENTRAL_FEATURES = ("eyes", "nose")
+CENTRAL_FEATURES = FACE_FEATURES  # with a label map: without both of these, no output is written
 
 
 def deface_file(
@@ -76,11 +75,7 @@ def deface_file(
         found = find_features(volume, head=head,
                               progress=lambda message, fraction: progress(message, 0.05 + 0.3 * fraction))
         masks = found.masks
-        if not all(found.present[name] for name in CENTRAL_FEATURES):
-            seen = ", ".join(name for name, present in found.present.items() if present) or "nothing"
-            raise InputError(f"{Path(input_path).name}: the face was not found (found: {seen}; a face needs "
-                             "both eyes and a nose); is it already defaced, cut above the nose, or not a head? "
-                             "nothing written (give the features with --features-from to deface it anyway)")
+        require_face(found, Path(input_path).name)
 
     result = deface_volume(
         volume,
