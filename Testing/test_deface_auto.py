@@ -16,6 +16,7 @@ import pytest
 
 from DeFacerLib.face.labels import load_landmarks, training_labels
 from DeFacerLib.features import FEATURES, LABEL_VALUES
+from _nifti_for_tests import featureless_blob
 from DeFacerLib.io import read_volume
 from DeFacerLib.volume import Volume
 
@@ -41,11 +42,7 @@ def test_face_not_found_means_nothing_written(tmp_path):
     line and writes nothing at all."""
     from DeFacerLib.io import write_volume
 
-    shape = (90, 110, 100)
-    i, j, k = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
-    inside = ((i - 45) / 38) ** 2 + ((j - 55) / 48) ** 2 + ((k - 50) / 42) ** 2 <= 1
-    noise = np.random.default_rng(0).normal(0, 5, shape)
-    blob = Volume((np.where(inside, 400, 0) + noise).astype(np.int16), [2, 2, 2], [0, 0, 0], np.eye(3))
+    blob = featureless_blob()
     source = write_volume(blob, tmp_path / "blob.nii.gz")
     out = tmp_path / "out"
     out.mkdir()

@@ -21,12 +21,12 @@ sys.path.insert(0, str(REPO / "DeFacer"))
 
 import vtk  # noqa: E402
 
+from _nifti_for_tests import featureless_blob  # noqa: E402
 from DeFacerLib.deface.pipeline import DefaceParameters, deface_volume, masks_from_labels  # noqa: E402
 from DeFacerLib.errors import InputError, UsageError  # noqa: E402
 from DeFacerLib.features import LABEL_VALUES  # noqa: E402
 from DeFacerLib.io import read_volume, write_volume  # noqa: E402
 from DeFacerLib.phantom import make_phantom  # noqa: E402
-from DeFacerLib.volume import Volume  # noqa: E402
 from DeFacerLogicLib.logic import DeFacerLogic, matrix_to_numpy  # noqa: E402
 
 PHI_NAME = "DOE^JOHN"
@@ -178,11 +178,7 @@ def test_output_never_overwrites_input_silently(logic):
 
 def test_without_labels_a_volume_without_a_face_is_refused(logic):
     """The same rule as `defacer deface`: no eyes and nose found, nothing defaced, one-line reason."""
-    shape = (90, 110, 100)
-    i, j, k = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
-    inside = ((i - 45) / 38) ** 2 + ((j - 55) / 48) ** 2 + ((k - 50) / 42) ** 2 <= 1
-    noise = np.random.default_rng(0).normal(0, 5, shape)
-    blob = Volume((np.where(inside, 400, 0) + noise).astype(np.int16), [2, 2, 2], [0, 0, 0], np.eye(3))
+    blob = featureless_blob()
     node = logic.node_from_volume(blob, "Blob")
     with pytest.raises(InputError, match="the face was not found"):
         logic.deface(node)

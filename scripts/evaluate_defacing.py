@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -41,17 +40,13 @@ from DeFacerLib.face.labels import feature_centres, load_landmarks, training_lab
 from DeFacerLib.features import BRAIN, FEATURES, LABEL_VALUES  # noqa: E402
 from DeFacerLib.io import read_volume  # noqa: E402
 
-
-def data_dir() -> Path:
-    return Path(os.environ.get("DEFACER_TEST_DATA", REPO.parent / "shared" / "data")).resolve()
+sys.path.insert(0, str(REPO / "scripts"))
+from train_face_model import brain_labels_path, data_dir  # noqa: E402
 
 
 def reference_brain(data: Path, rel: str) -> np.ndarray | None:
-    if not rel.startswith("heads/ixi/"):
-        return None
-    name = Path(rel).name.replace("_T1.nii.gz", "_T1_DLMUSE.nii.gz")
-    path = data / "heads" / "ixi" / "brain_labels" / name
-    return read_volume(path).array > 0 if path.exists() else None
+    path = brain_labels_path(data, rel)  # the training script's lookup: the same truth as in training
+    return read_volume(path).array > 0 if path is not None else None
 
 
 def centre_errors_mm(volume, truth_labels: np.ndarray, predicted_labels: np.ndarray) -> dict[str, list[float]]:
