@@ -255,7 +255,7 @@ def _any_match(ds: Dataset, meta, matcher: _Matcher, uids, skip_uids: bool) -> t
 
 
 def _uid_hits(uid: str, phi: PhiSet, active: frozenset) -> bool:
-    return uid in phi.uids or any(component in active for component in uid.split("."))
+    return uid in phi.uids or not active.isdisjoint(uid.split("."))
 
 
 # Values gathered from a raw (still encoded) sequence, by its bytes: a series repeats the same

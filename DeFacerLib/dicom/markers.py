@@ -34,6 +34,7 @@ METHOD_CODES = (
     ("113112", "Retain Institution Identity Option", "retain_institution_identity"),
 )
 STALE_TAGS = (0x00120062, 0x00120063, 0x00120064, 0x00280303)
+BURNED_IN_ANNOTATION = 0x00280301
 
 
 def applied_codes(options: ProfileOptions) -> list[tuple[str, str]]:
@@ -50,8 +51,9 @@ def method_text(options: ProfileOptions, edition: str, version: str) -> list[str
 def set_markers(ds: Dataset, options: ProfileOptions, *, edition: str, version: str,
                 pixels_cleaned: bool, burned_in_before: str | None) -> None:
     """Write PatientIdentityRemoved, the method and its codes, BurnedInAnnotation, dates flag."""
+    elements = ds._dict  # int keys: Dataset's ``in`` converts every name to a Tag first (~1 us each)
     for tag in STALE_TAGS:
-        if tag in ds:
+        if tag in elements:
             del ds[tag]
     implicit_vr, little_endian = getattr(ds, "original_encoding", (None, None))
     if implicit_vr is None or little_endian is None:  # built in memory: no encoding to pre-encode for
@@ -66,8 +68,8 @@ def set_markers(ds: Dataset, options: ProfileOptions, *, edition: str, version: 
         ds.BurnedInAnnotation = "NO"
     elif burned_in_before:
         ds.BurnedInAnnotation = burned_in_before  # pixels untouched: what the source said still holds
-    elif "BurnedInAnnotation" in ds:
-        del ds.BurnedInAnnotation
+    elif BURNED_IN_ANNOTATION in elements:
+        del ds[BURNED_IN_ANNOTATION]
 
 
 def _set_constant_markers(ds: Dataset, options: ProfileOptions, edition: str, version: str) -> None:

@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 
 from DeFacerLib.dicom import actions
 from DeFacerLib.dicom.leakcheck import IDENTIFYING_TAGS, Leak, PhiSet, collect_strings, find_leaks
-from DeFacerLib.dicom.markers import set_markers
+from DeFacerLib.dicom.markers import BURNED_IN_ANNOTATION, set_markers
 from DeFacerLib.dicom.profile import (
     CLEAN, DUMMY, KEEP, REMOVE, UID, UID_SEQUENCE, ZERO, ActionTable, ProfileOptions, compile_actions,
     load_profile, load_safe_private,
@@ -29,7 +29,7 @@ from DeFacerLib.dicom.profile import (
 from DeFacerLib.dicom.uids import date_offset_days, keyed_uid, pseudonym
 
 PATIENT_NAME, PATIENT_ID = 0x00100010, 0x00100020
-STUDY_INSTANCE_UID, BURNED_IN_ANNOTATION = 0x0020000D, 0x00280301
+STUDY_INSTANCE_UID = 0x0020000D
 SOP_INSTANCE_UID, SERIES_INSTANCE_UID = 0x00080018, 0x0020000E
 MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
 # File meta attributes that name the sending/receiving systems: removed (not in Table E.1-1).
@@ -44,6 +44,9 @@ SEQUENCE_CACHE_TOTAL_BYTES = 32 << 20
 # Elements remembered per run (value bytes up to 1 KiB each): <= 16 MiB.
 ELEMENT_MEMO_MAX = 16384
 ELEMENT_MEMO_MAX_BYTES = 1024
+# Values read by ``peek_value`` (small, a handful per file): bounded like the memos above.
+_PEEKED: dict = {}
+PEEK_MEMO_MAX = 4096
 
 
 @dataclass
@@ -557,7 +560,9 @@ def _strings(ds: Dataset, tag, raw, encoding: str | None) -> list[str]:
 
 def peek_value(ds: Dataset, tag: int, default=None):
     """``ds[tag].value`` without storing the converted element in ``ds``: a raw element is
-    written back as a byte copy, a converted one is re-encoded (slower)."""
+    written back as a byte copy, a converted one is re-encoded (slower). Read-only: a raw
+    value is converted once per run for the same tag, VR, bytes, byte order and character
+    set (rows, columns, the patient's ID repeat in every file; pydicom's path costs ~6 us)."""
     elem = ds._dict.get(tag)
     if elem is None:
         return default
@@ -565,7 +570,17 @@ def peek_value(ds: Dataset, tag: int, default=None):
         return elem.value
     if elem.VR is None or len(elem.VR) != 2 or (elem.value is None and elem.length) or tag == 0x00080005:
         return ds[tag].value  # implicit or ambiguous VR, deferred value, the charset: pydicom's full path
-    return convert_raw_data_element(elem, encoding=ds.original_character_set or ds._character_set, ds=ds).value
+    charset = ds.original_character_set or ds._character_set
+    if len(elem.value or b"") > ELEMENT_MEMO_MAX_BYTES:
+        return convert_raw_data_element(elem, encoding=charset, ds=ds).value
+    key = (tag, elem.VR, elem.value, elem.is_little_endian, charset if isinstance(charset, str) else tuple(charset))
+    found = _PEEKED.get(key, _PEEKED)
+    if found is _PEEKED:
+        found = convert_raw_data_element(elem, encoding=charset, ds=ds).value
+        if len(_PEEKED) >= PEEK_MEMO_MAX:
+            _PEEKED.clear()
+        _PEEKED[key] = found
+    return found
 
 
 
