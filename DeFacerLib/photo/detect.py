@@ -24,6 +24,18 @@ _DETECTOR_MIN_PX = {"yunet": 24, "hog": 80, "mmod": 40}  # the size each detecto
 MAX_DETECT_SIDE_PX = 2000  # huge images: detect on a copy whose long side is at most this
 MAX_UPSCALE = 4.0
 NMS_IOU = 0.3
+# dlib's box convention (its detectors and the dlib_faces labels: a square from the brows to the
+# chin), estimated from YuNet's output as the mean of two estimates with independent errors:
+# from the 5 points, a square centred half-way between the eye centre and the mouth centre,
+# 2.28 eye-to-mouth distances wide; from YuNet's box, a square of 0.93 times its side (geometric
+# mean) moved down by 0.06 of its height. Fitted (medians) on 245 faces where YuNet and dlib HOG
+# agree, in photos NOT in the labelled dlib_faces set (known_people, bald_guys.jpg, Tom_Cruise),
+# each also shrunk to 28-64 px faces; leave-one-photo-out IoU with HOG's box: 0.82 on average,
+# 0.57 at worst (YuNet's own box: 0.69 and 0.48).
+DLIB_BOX_CENTRE_EYE_TO_MOUTH = 0.5
+DLIB_BOX_SIDE_PER_EYE_MOUTH = 2.28
+DLIB_BOX_SIDE_PER_YUNET_SIDE = 0.93
+DLIB_BOX_DROP_PER_YUNET_HEIGHT = 0.06
 
 
 @dataclass
@@ -55,6 +67,20 @@ class Face:
     def size_px(self) -> float:
         """The face's size: the box's mean side, in pixels (method strengths scale with it)."""
         return float(0.5 * (self.width + self.height))
+
+    @property
+    def dlib_xyxy(self) -> np.ndarray:
+        """The box in dlib's convention (see DLIB_BOX_*), to compare with dlib-style labels; dlib's
+        own detectors and faces without 5 points keep their box. Obscuring uses landmarks, not this."""
+        if self.landmarks5 is None or self.detector != "yunet":
+            return self.xyxy
+        eyes, mouth = self.landmarks5[:2].mean(axis=0), self.landmarks5[3:].mean(axis=0)
+        centre_points = eyes + DLIB_BOX_CENTRE_EYE_TO_MOUTH * (mouth - eyes)
+        side_points = DLIB_BOX_SIDE_PER_EYE_MOUTH * float(np.linalg.norm(mouth - eyes))
+        centre_box = np.array([self.x + self.width / 2, self.y + (0.5 + DLIB_BOX_DROP_PER_YUNET_HEIGHT) * self.height])
+        side_box = DLIB_BOX_SIDE_PER_YUNET_SIDE * float(np.sqrt(self.width * self.height))
+        centre, half = 0.5 * (centre_points + centre_box), 0.25 * (side_points + side_box)
+        return np.r_[centre - half, centre + half]
 
     def iou(self, other: "Face") -> float:
         return box_iou(self.xyxy, other.xyxy)
