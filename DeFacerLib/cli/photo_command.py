@@ -2,14 +2,14 @@
 
 Faces are found with YuNet (or dlib HOG/MMOD) and hidden with the chosen method. Measured against
 SFace and dlib face recognition (docs/photo.md), only the default, a grey fill over the whole
-head (hair and ears included), is DE-IDENTIFYING. blur, pixelate, a face-only region and the eye
-bar are COSMETIC: a recogniser still identifies people behind them. ksame (k-Same surrogate faces)
-needs a folder holding at least k faces; it passed only with --landmarks 68 (dlib's 68-point
-model: NON-COMMERCIAL licence). Outputs carry pixels only (no EXIF/XMP/IPTC); video keeps its audio.
+head (hair and ears included), and ksame (k-Same surrogate faces, with YuNet's 5 points or
+--landmarks 68, dlib's NON-COMMERCIAL model) are DE-IDENTIFYING. blur, pixelate, a face-only
+region and the eye bar are COSMETIC: a recogniser still identifies people behind them. ksame
+needs a folder holding at least k faces. Outputs carry pixels only (no EXIF/XMP/IPTC); video keeps its audio.
 
 examples:
   defacer photo visit.jpg -o visit_anon.jpg
-  defacer photo photos/ -o photos_anon/ --method ksame --k 3 --landmarks 68
+  defacer photo photos/ -o photos_anon/ --method ksame --k 3
   defacer photo consult.mp4 -o consult_anon.mp4
   defacer photo --camera 0 --max-frames 300
 """

@@ -35,7 +35,7 @@ ROTATIONS = {"none": (0.0,), "upright": (0.0, -30.0, 30.0), "all": (0.0, 90.0, -
 # (method, region, landmarks) that passed the recognition test (scripts/evaluate_photo.py,
 # docs/benchmarks_photo.md): rank-1 <= 2/N (k-Same: <= 1/k) for naive and adaptive attackers,
 # SFace and dlib. Every other choice is cosmetic and reported as such.
-DE_IDENTIFYING = {("fill", "head", "5"), ("fill", "head", "68"), ("ksame", "head", "68")}
+DE_IDENTIFYING = {("fill", "head", "5"), ("fill", "head", "68"), ("ksame", "head", "5"), ("ksame", "head", "68")}
 DETECT_SIDE_VIDEO_PX = 640  # video frames are searched at most this size
 # camera frames (640x480) are searched at 480x360: 21 ms of CPU a frame instead of 32, so the loop
 # keeps real time on 2 busy cores; faces from about 27 px of the 640x480 frame (a patient at a webcam is 150+)
