@@ -92,14 +92,21 @@ class _Effects:
     uid_map: dict
 
     def replay(self, result: "ScrubResult") -> None:
-        result.actions += self.actions
+        """Empty parts are skipped: a series replays dozens of effects per file, most of them small."""
+        if self.actions:
+            result.actions += self.actions
         result.kept += self.kept
-        for value, where in self.sources.items():
-            result.phi.sources.setdefault(value, where)
-        for value, where in self.uids.items():
-            result.phi.uids.setdefault(value, where)
-        result.phi.allowed |= self.allowed
-        result.uid_map.update(self.uid_map)
+        phi = result.phi
+        if self.sources:
+            for value, where in self.sources.items():
+                phi.sources.setdefault(value, where)
+        if self.uids:
+            for value, where in self.uids.items():
+                phi.uids.setdefault(value, where)
+        if self.allowed:
+            phi.allowed |= self.allowed
+        if self.uid_map:
+            result.uid_map.update(self.uid_map)
 
 
 @dataclass
@@ -307,6 +314,7 @@ class _Walk:
         encoding = _single_byte_encoding(ds)
         info_of = self.s.info_of
         tag_info = self.s.tag_info
+        remembered = self.s.elements
         elements = ds._dict  # pydicom's tag -> element map: read without converting values
         for tag, raw in list(elements.items()):
             number = int(tag)  # an int key: BaseTag's == is Python code, slow in dict lookups
@@ -338,6 +346,14 @@ class _Walk:
                 continue
             if is_raw:
                 vr = vr or (info[2] or "UN")
+                # Seen before in this run: the key ``remembered_element`` stores under, which only
+                # ever holds raw, small, non-sequence elements under X, Z, D or U, so a hit is
+                # exactly the element that path would replay (checked here, before its conditions).
+                found = remembered.get((number, action, raw.value, vr, encoding, self.alias))
+                if found is not None:
+                    self.replay_element(ds, tag, raw, found)
+                    self.r.actions.append((prefix, number, found[1]))
+                    continue
             if vr == "SQ" and action in (UID_SEQUENCE, CLEAN):  # before converting: maybe seen already
                 self.sequence(ds, tag, number, raw, prefix, clean=clean or action == CLEAN)
                 self.record(prefix, number, action)
@@ -423,14 +439,19 @@ class _Walk:
                 empty = not (effects.sources or effects.uids or effects.allowed or effects.uid_map)
                 self.s.remember_element(key, (None if new is None else new.value, final, None if empty else effects))
         else:
-            data, final, effects = found
-            if effects is not None:
-                effects.replay(self.r)
-            if data is None:
-                del ds[tag]
-            else:
-                ds._dict[tag] = _with_value(raw, data)
+            final = found[1]
+            self.replay_element(ds, tag, raw, found)
         self.record(prefix, number, final)
+
+    def replay_element(self, ds: Dataset, tag, raw: RawDataElement, found: tuple) -> None:
+        """Apply a remembered outcome: (new bytes or None for removal, action, effects or None)."""
+        data, _, effects = found
+        if effects is not None:
+            effects.replay(self.r)
+        if data is None:
+            del ds[tag]
+        else:
+            ds._dict[tag] = _with_value(raw, data)
 
     @staticmethod
     def _put(ds: Dataset, tag, raw, vr: str, values: list[str]) -> None:
