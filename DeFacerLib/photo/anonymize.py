@@ -33,7 +33,7 @@ from DeFacerLib.photo.obscure import DEFAULT_METHOD, METHODS, obscure_faces
 
 ROTATIONS = {"none": (0.0,), "upright": (0.0, -30.0, 30.0), "all": (0.0, 90.0, -90.0, 180.0, -30.0, 30.0)}
 # (method, region, landmarks) that passed the recognition test (scripts/evaluate_photo.py,
-# docs/benchmarks_photo.md): rank-1 <= 2/N (k-Same: <= 1/k) for naive and adaptive attackers,
+# docs/benchmarks.md, photo section): rank-1 <= 2/N (k-Same: <= 1/k) for naive and adaptive attackers,
 # SFace and dlib. Every other choice is cosmetic and reported as such.
 DE_IDENTIFYING = {("fill", "head", "5"), ("fill", "head", "68"), ("ksame", "head", "5"), ("ksame", "head", "68")}
 DETECT_SIDE_VIDEO_PX = 640  # video frames are searched at most this size

@@ -17,7 +17,7 @@ from DeFacerLib.photo.models import import_dlib, model_path
 
 DETECTORS = ("yunet", "hog", "mmod")
 DEFAULT_DETECTOR = "yunet"
-# recall-first operating points (measured on the 43 labelled dlib faces; docs/benchmarks_photo.md)
+# recall-first operating points (measured on the 43 labelled dlib faces; docs/benchmarks.md, photo section)
 DEFAULT_SCORE = {"yunet": 0.5, "hog": -0.2, "mmod": 0.0}
 MIN_FACE_PX = 20  # smallest face (box side in the input image) that we promise to look for
 _DETECTOR_MIN_PX = {"yunet": 24, "hog": 80, "mmod": 40}  # the size each detector finds reliably

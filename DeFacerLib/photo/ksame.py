@@ -219,7 +219,7 @@ def k_same(images: list[np.ndarray], faces: list[list[Face]], k: int = DEFAULT_K
 
     ``faces[i]`` are the faces of ``images[i]`` (uint8 RGB), with landmarks (landmarks.add_landmarks).
     ``region``: "head" replaces hair, ears and outline too (recognisers use them: measured in
-    docs/benchmarks_photo.md); "face" replaces jaw line to forehead only. ``blend``: "feather"
+    docs/benchmarks.md, photo section); "face" replaces jaw line to forehead only. ``blend``: "feather"
     (default: the surrogate's own pixels inside, a soft edge), "poisson" (cv2.seamlessClone:
     smoother, but it carries each photo's skin tone into the face) or "none".
     """
