@@ -83,6 +83,7 @@ class DeFacerParameterNode:
     removeNose: bool = True
     removeMouth: bool = True
     removeEars: bool = True
+    wholeFace: bool = True  # also the tissue between eyes, nose and mouth, and the chin
     marginMm: Annotated[float, WithinRange(0.0, 30.0)] = 10.0
     maxDepthMm: Annotated[float, WithinRange(5.0, 60.0)] = 25.0
     useAdjustedBoxes: bool = True
@@ -220,6 +221,7 @@ class DeFacerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     _unused, report = self.logic.deface(
                         node.inputVolume, features=self.selectedFeatures(), margin_mm=node.marginMm,
                         max_depth_mm=node.maxDepthMm, labelsNode=node.labelsVolume, progress=self._progress,
+                        whole_face=node.wholeFace,
                         preview=True)
                 except DefaceCancelled:
                     self.ui.statusLabel.text = _("Cancelled")
@@ -250,6 +252,7 @@ class DeFacerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     outputVolume, report = self.logic.deface(
                         inputVolume, features=self.selectedFeatures(), margin_mm=node.marginMm,
                         max_depth_mm=node.maxDepthMm, labelsNode=node.labelsVolume, progress=self._progress,
+                        whole_face=node.wholeFace,
                         roiNodes=rois or None, outputNode=outputVolume, overwrite_input=overwrite)
                 except DefaceCancelled:
                     self.ui.statusLabel.text = _("Cancelled; nothing was changed")

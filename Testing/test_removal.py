@@ -47,16 +47,20 @@ def _check_phantom(modality, code, oblique):
     assert not changed[brain].any() and report.protected_voxels_changed == 0
     assert not changed[~_boxes_union(report, volume.shape3)].any(), "changed outside the feature boxes"
     air_stored = volume.stored_value(report.fill_value_physical)
-    assert (defaced.array[changed] == air_stored).all()
+    is_air = defaced.array[changed] == air_stored
+    assert (is_air | (defaced.array[changed] == report.seal_value_stored)).all()
+    assert 0 < report.total_sealed < 0.25 * report.total_removed  # a thin seal at the bottom of the cuts
+    assert report.features["face"].voxels_removed > 0  # the span between eyes, nose and mouth
     if modality == "CT":
-        assert (defaced.physical()[changed] == -1000.0).all()
+        assert (defaced.physical()[changed][is_air] == -1000.0).all()
     depth = skin_depth_mm(head_mask(volume), volume.spacing_mm)
     removed = {}
     for name in FEATURES:
         assert report.features[name].present, name
         target = (labels == LABEL_VALUES[name]) & (depth <= feature_max_depth_mm(name))
-        # "removed" = set to air (a voxel already at the air value counts as removed).
-        fraction = float((defaced.array[target] == air_stored).mean())
+        # "removed" = now air or seal (a voxel that already had that value counts too).
+        after = defaced.array[target]
+        fraction = float(((after == air_stored) | (after == report.seal_value_stored)).mean())
         removed[name] = round(fraction, 4)
     assert min(removed.values()) >= 0.95, f"{modality} {code} oblique {oblique}: removed fractions {removed}"
     assert report.total_removed >= int(changed.sum())
@@ -81,6 +85,44 @@ def test_phantom_fixed_cases_report_figures():
     for modality, code, oblique in (("MR", "LPS", 0.0), ("CT", "RAS", 10.0), ("MR", "PSR", 5.0)):
         removed = _check_phantom(modality, code, oblique)
         assert removed["nose"] == 1.0 and removed["mouth"] == 1.0 and removed["ears"] == 1.0, removed
+
+
+def test_the_seal_never_widens_the_cut():
+    """The seal turns the deepest layer of each cut into tissue; it changes no other voxel."""
+    for modality, code in (("MR", "LPS"), ("CT", "PSR")):
+        volume, labels = make_phantom(modality=modality, orientation=code, oblique_deg=5.0)
+        brain = labels == LABEL_VALUES["brain"]
+        sealed, report = remove_features(volume, _feature_masks(labels), brain)
+        bare, bare_report = remove_features(volume, _feature_masks(labels), brain, seal_mm=0.0)
+        changed, changed_bare = sealed.array != volume.array, bare.array != volume.array
+        assert bare_report.total_sealed == 0 and report.total_sealed > 1000
+        # a voxel whose value already is the seal's may stay "unchanged": compare the regions
+        assert not (changed & ~changed_bare).any()
+        tissue = sealed.array == report.seal_value_stored
+        assert np.array_equal(changed_bare, changed | (changed_bare & tissue))
+        assert report.total_removed == bare_report.total_removed
+
+
+def test_whole_face_span_and_its_chin():
+    """The span covers every face part's box, reaches 50 mm under the mouth, and only with two parts."""
+    from DeFacerLib.deface.removal import CHIN_BELOW_MOUTH_MM
+
+    volume, labels = make_phantom(modality="MR", orientation="LPS")
+    brain = labels == LABEL_VALUES["brain"]
+    _, report = remove_features(volume, _feature_masks(labels), brain)
+    face = report.features["face"]
+    for name in ("eyes", "nose", "mouth"):
+        assert (np.array(face.box_index_min) <= report.features[name].box_index_min).all()
+        assert (np.array(face.box_index_max) >= report.features[name].box_index_max).all()
+    mouth_mid_z = (report.features["mouth"].box_world_mm[0][2] + report.features["mouth"].box_world_mm[1][2]) / 2
+    corners = volume.index_to_world(np.array(list(np.ndindex(2, 2, 2))) * (np.array(volume.shape3) - 1))
+    lowest_z = corners[:, 2].min()  # the span stops at the volume's edge
+    assert face.box_world_mm[0][2] <= max(mouth_mid_z - CHIN_BELOW_MOUTH_MM + 2.0, lowest_z + 1e-6)  # 2 mm voxels
+    assert face.box_world_mm[0][2] < report.features["mouth"].box_world_mm[0][2]
+    _, nose_only = remove_features(volume, {"nose": labels == LABEL_VALUES["nose"]}, brain)
+    assert "face" not in nose_only.features
+    _, no_span = remove_features(volume, _feature_masks(labels), brain, whole_face=False)
+    assert "face" not in no_span.features and no_span.total_removed < report.total_removed
 
 
 def test_report_boxes_are_in_index_and_world_space():
@@ -122,8 +164,11 @@ def test_4d_volume_gets_the_same_removal_in_every_frame():
     defaced, report = remove_features(frames, _feature_masks(labels), brain)
     air = frames.stored_value(report.fill_value_physical)
     changed = (defaced.array != frames.array).any(axis=-1)
-    removed = (defaced.array[..., 0] == air) & (defaced.array[..., 1] == air)  # frames differ by 7: never both air before
-    assert changed.any() and not (changed & ~removed).any()
+    seal = report.seal_value_stored
+    # frames differ by 7: never both air, or both the seal value, before
+    removed = ((defaced.array[..., 0] == air) & (defaced.array[..., 1] == air)) | \
+              ((defaced.array[..., 0] == seal) & (defaced.array[..., 1] == seal))
+    assert changed.any() and report.total_sealed > 0 and not (changed & ~removed).any()
     assert not changed[brain].any() and report.total_removed == int(removed.sum())
 
 

@@ -32,13 +32,13 @@ SUMMARY_NAME = "defacer_batch.json"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    from DeFacerLib.cli.deface_command import add_removal_arguments
+
     parser = argparse.ArgumentParser(prog="slicer_batch_deface.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", required=True, type=Path, help="folder of head volumes and/or DICOM series")
     parser.add_argument("--output", required=True, type=Path, help="folder for the defaced outputs (mirrors --input)")
-    parser.add_argument("--features", default="all", help="comma-separated subset of eyes,nose,mouth,ears (default: all)")
+    add_removal_arguments(parser)  # --features, --margin-mm, ... exactly as `defacer deface` takes them
     parser.add_argument("--labels", type=Path, help="folder of feature label maps mirroring --input")
-    parser.add_argument("--margin-mm", type=float, help="margin around each feature's box")
-    parser.add_argument("--max-depth-mm", type=float, help="deepest tissue below the skin that may be removed")
     parser.add_argument("--screenshots", action="store_true", help="write before/after QA renders to OUTPUT/qa/")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     args = parser.parse_args(argv)
@@ -156,7 +156,8 @@ def slicer_deface_one(path: Path, output: Path, labels: Path | None, qa_dir: Pat
         logic = DeFacerLogic()
     output.parent.mkdir(parents=True, exist_ok=True)
     outcome = logic.deface_file(path, output, features=args.features, margin_mm=args.margin_mm,
-                                max_depth_mm=args.max_depth_mm, labels_path=labels, overwrite=args.overwrite)
+                                max_depth_mm=args.max_depth_mm, protect_margin_mm=args.protect_margin_mm,
+                                whole_face=args.whole_face, labels_path=labels, overwrite=args.overwrite)
     if qa_dir is not None:
         before = logic.node_from_volume(read_volume(path), "DeFacer batch input")
         after = logic.node_from_volume(read_volume(outcome["output"]), "DeFacer batch output")

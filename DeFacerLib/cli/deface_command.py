@@ -6,6 +6,7 @@ is written beside the output.
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from DeFacerLib.cli.scrub_command import FLAGS, add_profile_arguments, options_from_args
@@ -20,6 +21,9 @@ def add_removal_arguments(parser) -> None:
     parser.add_argument("--margin-mm", type=float, help="margin added around each feature's bounding box")
     parser.add_argument("--max-depth-mm", type=float, help="deepest tissue below the skin that may be removed")
     parser.add_argument("--protect-margin-mm", type=float, help="safety distance kept from the protected region")
+    parser.add_argument("--whole-face", action=argparse.BooleanOptionalAction, default=None,
+                        help="also remove the tissue between the chosen eyes, nose and mouth and down past the "
+                             "chin, as one box (default: on; --no-whole-face removes each feature's own box only)")
 
 
 def parameters_from_args(args):
@@ -33,7 +37,7 @@ def parameters_from_args(args):
     except ValueError as error:
         raise UsageError(str(error)) from None
     return DefaceParameters(features=features, margin_mm=args.margin_mm, max_depth_mm=args.max_depth_mm,
-                            protect_margin_mm=args.protect_margin_mm)
+                            protect_margin_mm=args.protect_margin_mm, whole_face=args.whole_face)
 
 
 def add_arguments(parser) -> None:

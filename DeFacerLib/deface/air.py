@@ -56,3 +56,18 @@ def _background_median(volume: Volume, values: np.ndarray, head: np.ndarray) -> 
     stored = values[sub][far] if far.any() else values.ravel()
     physical = stored.astype(np.float64) * volume.slope + volume.intercept
     return float(np.median(physical)) if physical.size else float(values.min() * volume.slope + volume.intercept)
+
+
+def tissue_value(volume: Volume, head: np.ndarray) -> float:
+    """Physical value of typical head tissue: the median inside the head mask (~2 mm subsample).
+
+    The seal under a cut (removal.SEAL_MM) gets it, so that the new surface is the smooth cut
+    itself and not the sinuses, bone and orbits behind it, whose cross-section still reads
+    as a face to a detector."""
+    values = volume.array[..., 0] if volume.array.ndim == 4 else volume.array
+    step = tuple(int(max(1, round(2.0 / s))) for s in volume.spacing_mm)
+    sub = tuple(slice(None, None, k) for k in step)
+    inside = values[sub][np.asarray(head, dtype=bool)[sub]]
+    if not inside.size:
+        inside = values.ravel()
+    return float(np.median(inside.astype(np.float64) * volume.slope + volume.intercept))

@@ -29,12 +29,14 @@ class DefaceParameters:
     margin_mm: float | None = None
     max_depth_mm: float | None = None
     protect_margin_mm: float | None = None
+    whole_face: bool | None = None  # also the tissue between the face parts (removal.face_span_box)
 
     def engine_kwargs(self) -> dict:
         chosen = {
             "margin_mm": self.margin_mm,
             "max_depth_mm": self.max_depth_mm,
             "protect_margin_mm": self.protect_margin_mm,
+            "whole_face": self.whole_face,
         }
         return {name: value for name, value in chosen.items() if value is not None}
 

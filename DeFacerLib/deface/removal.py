@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from DeFacerLib.deface.air import air_value
+from DeFacerLib.deface.air import air_value, tissue_value
 from DeFacerLib.deface.head_mask import head_mask as compute_head_mask
 from DeFacerLib.deface.skin_depth import bounding_box, depth_at_most, dilate_mm
 from DeFacerLib.errors import GuaranteeError, InputError
@@ -59,6 +59,23 @@ DEFAULT_PROTECT_MARGIN_MM = 5.0
 # ear, the temporal lobe lies 13-17 mm under the skin (on held-out IXI heads a 25 mm cut
 # there reached 40 reference-brain voxels the predicted brain had missed).
 EARS_MAX_DEPTH_MM = 10.0
+# The whole face: the boxes of the eyes, nose and mouth alone leave the cheeks, the nasal
+# bridge, the chin and the jaw line between and below them, and that outline is still a face
+# to a detector (96 % of defaced IXI fronts) and to recognition by a renderer's owner. So by
+# default the tissue spanning the chosen face parts is removed too, as one box, reaching down
+# past the chin: soft-tissue menton lies 40-50 mm below the lips' midline in adults.
+FACE_PARTS = ("eyes", "nose", "mouth")
+FACE_REGION = "face"
+DEFAULT_WHOLE_FACE = True
+CHIN_BELOW_MOUTH_MM = 50.0
+# A cut filled with air alone exposes what lies behind it: sinuses, nasal cavity, orbits and
+# bone are darker than the skin threshold, and their cross-section still reads as a face to a
+# detector. So the deepest layer of each cut (inside the cut, never beyond it) is set to the
+# head's typical tissue value (air.tissue_value): the new skin surface is the cut itself.
+DEFAULT_SEAL_MM = 3.0
+# In the whole-face box the cut is also flat: everything in front of the plane through the eye
+# centres, moved this far back, goes (the shell alone leaves the face's shape 25 mm down).
+FACE_PLANE_BEHIND_EYES_MM = 20.0
 
 
 def feature_max_depth_mm(feature: str, max_depth_mm: float = DEFAULT_MAX_DEPTH_MM) -> float:
@@ -87,6 +104,8 @@ class RemovalReport:
     fill_value_physical: float
     fill_value_stored: float
     total_removed: int  # distinct voxels (per 3D position) set to the fill value
+    total_sealed: int  # voxels of the cuts' deepest layer set to the tissue value (seal_mm)
+    seal_value_stored: float | None  # that tissue value, stored units (None: no seal)
     protected_voxels: int
     protected_voxels_changed: int = 0  # always 0 in a returned report: the engine raises otherwise
     parameters: dict = field(default_factory=dict)
@@ -109,6 +128,8 @@ def remove_features(
     protect_margin_mm: float = DEFAULT_PROTECT_MARGIN_MM,
     head: np.ndarray | None = None,
     fill_value: float | None = None,
+    whole_face: bool = DEFAULT_WHOLE_FACE,
+    seal_mm: float = DEFAULT_SEAL_MM,
 ) -> tuple[Volume, RemovalReport]:
     """Remove the near-surface tissue of each feature; return the new Volume and a report.
 
@@ -116,6 +137,10 @@ def remove_features(
     (3D); absent or empty masks are reported as missing. ``protected`` (3D bool) is never
     changed, nor anything within ``protect_margin_mm`` of it. A 4D volume gets the same
     removal in every frame. Ears are cut no deeper than EARS_MAX_DEPTH_MM (feature_max_depth_mm).
+    ``whole_face``: also remove the box spanning the chosen face parts (FACE_PARTS) and the
+    chin below the mouth, reported as the region "face" (face_span_box). ``seal_mm``: the
+    layer just deeper than each cut (and as guarded) is set to the head's tissue value, so the
+    new surface is the cut (0: air only).
     Raises InputError for masks of the wrong shape or unknown feature names, GuaranteeError
     if a protected voxel would change.
     """
@@ -153,43 +178,67 @@ def remove_features(
             component_boxes=[(tuple(int(v) for v in a), tuple(int(v) for v in b)) for a, b in grown],
         )
 
+    span = face_span_box(volume, boxes) if whole_face else None
+    if span is not None:
+        boxes[FACE_REGION] = [span]
+        features[FACE_REGION] = FeatureRemoval(
+            present=True, box_index_min=tuple(int(v) for v in span[0]), box_index_max=tuple(int(v) for v in span[1]),
+            box_world_mm=_world_bounds(volume, *span), component_boxes=[tuple(tuple(int(v) for v in c) for c in span)])
+
     if head is None and boxes:
         head = compute_head_mask(volume)
     if fill_value is None:
         fill_value = air_value(volume, head) if boxes else 0.0
     stored = volume.stored_value(fill_value)
+    seal_stored = volume.stored_value(tissue_value(volume, head)) if boxes and seal_mm > 0 else None
     result = volume.array.copy(order="K")  # keep the reader's memory order: no transposing copy, faster writing
     total = 0
+    sealed_total = 0
 
     if boxes:
         head = _as_mask(head, shape, "head mask", name)
         crop_lo = np.min([b[0] for bl in boxes.values() for b in bl], axis=0)
         crop_hi = np.max([b[1] for bl in boxes.values() for b in bl], axis=0)
         crop = tuple(slice(int(a), int(b) + 1) for a, b in zip(crop_lo, crop_hi))
-        removal = None
+        crop_shape = tuple(int(v) for v in crop_hi - crop_lo + 1)
+        removal = np.zeros(crop_shape, dtype=bool)  # every voxel that changes
+        air = np.zeros(crop_shape, dtype=bool)  # ... of which these become air; the rest is the seal
+        seal = seal_mm if seal_stored is not None else 0.0
         # Only box voxels can change: the shell and the guard are needed on the boxes alone,
         # each from a distance transform over the box grown by its own reach (exact there).
-        shell = np.zeros(tuple(int(v) for v in crop_hi - crop_lo + 1), dtype=bool)
-        allowed = np.zeros(shell.shape, dtype=bool)
         depths = {feature: feature_max_depth_mm(feature, max_depth_mm) for feature in boxes}
         for depth in sorted(set(depths.values())):
+            shell = np.zeros(crop_shape, dtype=bool)
+            shallow = np.zeros(crop_shape, dtype=bool)  # above the shell's deepest seal_mm
+            allowed = np.zeros(crop_shape, dtype=bool)
             distinct = _distinct_boxes({f: b for f, b in boxes.items() if depths[f] == depth})
             for lo, hi in _depth_groups(distinct, depth, spacing, np.asarray(shape)):
-                local = tuple(slice(int(a - c), int(b - c) + 1) for a, b, c in zip(lo, hi, crop_lo))
+                local = _local(lo, hi, crop_lo)
                 shell[local] = _within_depth(head, depth, spacing, (lo, hi))
+                shallow[local] = _within_depth(head, depth - seal, spacing, (lo, hi)) if seal else shell[local]
             for lo, hi in distinct:
-                local = tuple(slice(int(a - c), int(b - c) + 1) for a, b, c in zip(lo, hi, crop_lo))
+                local = _local(lo, hi, crop_lo)
                 allowed[local] |= shell[local] & ~_near(protected, protect_margin_mm, spacing, (lo, hi))
-            shell[:] = False
             for feature in (f for f in boxes if depths[f] == depth):
-                region = np.zeros(allowed.shape, dtype=bool)
+                region = np.zeros(crop_shape, dtype=bool)
                 for lo, hi in boxes[feature]:
-                    region[tuple(slice(int(a - c), int(b - c) + 1) for a, b, c in zip(lo, hi, crop_lo))] = True
+                    region[_local(lo, hi, crop_lo)] = True
                 region &= allowed
                 features[feature].voxels_removed = int(region.sum())
-                removal = region if removal is None else (removal | region)
-            allowed[:] = False
-        result[crop][removal] = stored
+                removal |= region
+                air |= region & shallow
+        if span is not None:
+            plane_cut, plane_air = _face_plane_regions(volume, head, protected, protect_margin_mm, boxes, span, seal)
+            local = _local(*span, crop_lo)
+            features[FACE_REGION].voxels_removed += int((plane_cut & ~removal[local]).sum())
+            removal[local] |= plane_cut
+            air[local] |= plane_air
+        # The seal is the deepest seal_mm of the union of the cuts: where one cut reaches deeper
+        # than another's seal, that voxel is air.
+        if seal_stored is not None:
+            result[crop][removal & ~air] = seal_stored
+        result[crop][air] = stored
+        sealed_total = int((removal & ~air).sum())
         total = int(removal.sum())
 
     verify_protected_unchanged(volume.array, result, protected, name)
@@ -198,6 +247,8 @@ def remove_features(
         fill_value_physical=float(float(stored) * volume.slope + volume.intercept),
         fill_value_stored=float(stored),
         total_removed=total,
+        total_sealed=sealed_total,
+        seal_value_stored=None if seal_stored is None else float(seal_stored),
         protected_voxels=int(np.count_nonzero(protected)),
         protected_voxels_changed=0,
         parameters={
@@ -207,6 +258,9 @@ def remove_features(
             "protect_margin_mm": float(protect_margin_mm),
             "fill_value_requested": float(fill_value),
             "paired_features": list(PAIRED_FEATURES),
+            "whole_face": bool(whole_face),
+            "seal_mm": float(seal_mm),
+            "chin_below_mouth_mm": CHIN_BELOW_MOUTH_MM,
         },
     )
     return volume.with_array(result), report
@@ -226,6 +280,68 @@ def verify_protected_unchanged(original: np.ndarray, result: np.ndarray, protect
     changed = int((before.view(np.uint8).reshape(count, -1) != after.view(np.uint8).reshape(count, -1)).any(axis=1).sum())
     raise GuaranteeError(f"{name}: {changed} protected (brain) voxel(s) would change; nothing written "
                          "(report this as a bug)")
+
+
+def face_span_box(volume: Volume, boxes: dict[str, list]) -> tuple[np.ndarray, np.ndarray] | None:
+    """One box (inclusive voxel indices) spanning every box of the face parts present, grown
+    down to CHIN_BELOW_MOUTH_MM under the mouth box's centre; None with fewer than two boxes
+    (one box has nothing between). "Down" is the voxel axis closest to world inferior."""
+    parts = [box for name in FACE_PARTS for box in boxes.get(name, [])]
+    if len(parts) < 2:
+        return None
+    lo = np.min([box[0] for box in parts], axis=0)
+    hi = np.max([box[1] for box in parts], axis=0)
+    if boxes.get("mouth"):
+        superior_per_voxel_mm = volume.affine_lps[2, :3]
+        axis = int(np.argmax(np.abs(superior_per_voxel_mm)))
+        steps = int(np.ceil(CHIN_BELOW_MOUTH_MM / abs(superior_per_voxel_mm[axis])))
+        mouth_lo, mouth_hi = boxes["mouth"][0]
+        centre = (int(mouth_lo[axis]) + int(mouth_hi[axis])) // 2
+        if superior_per_voxel_mm[axis] > 0:  # index grows upwards: the chin lies at lower indices
+            lo[axis] = max(0, min(lo[axis], centre - steps))
+        else:
+            hi[axis] = min(volume.shape3[axis] - 1, max(hi[axis], centre + steps))
+    return lo, hi
+
+
+def _face_plane_regions(volume, head, protected, protect_margin_mm, boxes, span, seal_mm):
+    """On the face span: the voxels in front of the face plane (cut), and those of them that
+    become air (all but the head's last ``seal_mm`` before the plane, which are the seal).
+
+    The plane is perpendicular to the face's forward direction (from the head's centre to
+    the face parts, made square to the eyes-to-mouth axis) through the eye centres, moved
+    FACE_PLANE_BEHIND_EYES_MM back; it cuts only below the eye centres (above them, between
+    the orbits, the gyrus rectus comes down to within 20 mm behind them: IXI335), and guarded
+    voxels are never in either."""
+    def centre(box):
+        return volume.index_to_world(((np.asarray(box[0]) + np.asarray(box[1])) / 2.0)[None, :])[0]
+
+    eyes = np.mean([centre(b) for b in boxes.get("eyes", [])], axis=0) if boxes.get("eyes") else None
+    lower = [centre(boxes[name][0]) for name in ("mouth", "nose") if boxes.get(name)]
+    parts = [centre(b) for name in FACE_PARTS for b in boxes.get(name, [])]
+    step = tuple(slice(None, None, 2) for _ in range(3))
+    head_index = np.argwhere(np.asarray(head)[step]) * 2
+    nothing = (np.zeros(tuple(int(b - a) + 1 for a, b in zip(*span)), bool),) * 2
+    if eyes is None or not lower or head_index.size == 0:
+        return nothing
+    up = eyes - lower[0]
+    forward = np.mean(parts, axis=0) - volume.index_to_world(head_index.mean(axis=0)[None, :])[0]
+    if np.linalg.norm(up) < 1.0:  # eyes on the mouth: no face geometry to cut a plane by
+        return nothing
+    up /= np.linalg.norm(up)
+    forward -= forward.dot(up) * up
+    if np.linalg.norm(forward) < 1.0:
+        return nothing
+    forward /= np.linalg.norm(forward)
+    lo, hi = (np.asarray(v) for v in span)
+    grid = np.stack(np.meshgrid(*(np.arange(a, b + 1) for a, b in zip(lo, hi)), indexing="ij"), axis=-1)
+    offsets_mm = volume.index_to_world(grid.reshape(-1, 3)) - eyes
+    ahead_mm = offsets_mm.dot(forward).reshape(grid.shape[:3]) + FACE_PLANE_BEHIND_EYES_MM
+    below_eyes = offsets_mm.dot(up).reshape(grid.shape[:3]) < 0
+    guarded = _near(protected, protect_margin_mm, volume.spacing_mm, (lo, hi))
+    inside = np.asarray(head)[_local(lo, hi, (0, 0, 0))]
+    cut = (ahead_mm > 0) & below_eyes & ~guarded
+    return cut, cut & ((ahead_mm > seal_mm) | ~inside)
 
 
 # ---- helpers -----------------------------------------------------------------------------
@@ -251,6 +367,11 @@ def _component_boxes(mask: np.ndarray, keep: int) -> list[tuple[np.ndarray, np.n
     slices = ndi.find_objects(labels)
     return [(offset + np.array([s.start for s in slices[i]]), offset + np.array([s.stop - 1 for s in slices[i]]))
             for i in chosen]
+
+
+def _local(lo, hi, crop_lo) -> tuple[slice, ...]:
+    """Slices of the inclusive box lo..hi inside the crop that starts at crop_lo."""
+    return tuple(slice(int(a - c), int(b - c) + 1) for a, b, c in zip(lo, hi, crop_lo))
 
 
 def _distinct_boxes(boxes: dict[str, list]) -> list[tuple[np.ndarray, np.ndarray]]:

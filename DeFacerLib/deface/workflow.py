@@ -111,16 +111,15 @@ def deface_file(
         description=provenance.short_description(result.features_removed),
         dicom_hook=hook,
     )
+    used = result.report.get("parameters", {})  # the engine's values, defaults resolved
     record = provenance.build_record(
         input_path=input_path,
         output_path=written,
         parameters={
             "features": list(parameters.features),
-            "margin_mm": result.report.get("parameters", {}).get("margin_mm", parameters.margin_mm),
-            "max_depth_mm": result.report.get("parameters", {}).get("max_depth_mm", parameters.max_depth_mm),
-            "protect_margin_mm": result.report.get("parameters", {}).get(
-                "protect_margin_mm", parameters.protect_margin_mm
-            ),
+            **{name: used.get(name, chosen) for name, chosen in (
+                ("margin_mm", parameters.margin_mm), ("max_depth_mm", parameters.max_depth_mm),
+                ("protect_margin_mm", parameters.protect_margin_mm), ("whole_face", parameters.whole_face))},
             "features_from": "face model" if labels_path is None else Path(labels_path).name,
             "protect_from": None if protect_path is None else Path(protect_path).name,
         },
