@@ -47,6 +47,9 @@ ELEMENT_MEMO_MAX_BYTES = 1024
 # Values read by ``peek_value`` (small, a handful per file): bounded like the memos above.
 _PEEKED: dict = {}
 PEEK_MEMO_MAX = 4096
+# Action-log rows by the actions that made them (a few hundred rows each).
+_ACTION_ROWS: dict = {}
+ACTION_ROWS_MEMO_MAX = 256
 
 
 @dataclass
@@ -63,8 +66,16 @@ class ScrubResult:
     pixels_cleaned: dict | None = None
 
     def action_rows(self) -> list[list[str]]:
-        """[path, keyword, action] per attribute acted on (for the JSON-lines log)."""
-        return [list(_action_row(prefix, tag, action)) for prefix, tag, action in self.actions]
+        """[path, keyword, action] per attribute acted on (for the JSON-lines log). Read-only:
+        every file of a series has the same actions, so one list serves them all."""
+        key = tuple(self.actions)
+        rows = _ACTION_ROWS.get(key)
+        if rows is None:
+            rows = [list(_action_row(prefix, tag, action)) for prefix, tag, action in self.actions]
+            if len(_ACTION_ROWS) >= ACTION_ROWS_MEMO_MAX:
+                _ACTION_ROWS.clear()
+            _ACTION_ROWS[key] = rows
+        return rows
 
 
 @lru_cache(maxsize=65536)
@@ -152,7 +163,7 @@ class Scrubber:
         if meta is not None:
             walk.items(meta, "meta.", clean=False)
             for tag in META_REMOVED:
-                if tag in meta:
+                if tag in meta._dict:  # int keys: Dataset's ``in`` makes a Tag of each name first
                     del meta[tag]
         walk.finish()
         if defaced:
@@ -162,7 +173,7 @@ class Scrubber:
                     new = keyed_uid(self.key, old, NEW_SERIES_NAMESPACE)
                     ds[tag].value = new
                     result.uid_map[f"{old} (defaced)"] = new
-        if meta is not None and "SOPInstanceUID" in ds:
+        if meta is not None and SOP_INSTANCE_UID in ds._dict:
             _copy_sop_instance_uid(ds, meta)
         if self.options.clean_pixel_data:
             from DeFacerLib.dicom.pixels_ocr import clean_burned_in_text
@@ -553,7 +564,7 @@ def _tag_text(number: int) -> str:
 
 def _single_byte_encoding(ds: Dataset) -> str | None:
     """The Python codec for raw string bytes, when one codec decodes them all (else None)."""
-    raw = ds.get_item(0x00080005) if 0x00080005 in ds else None
+    raw = ds.get_item(0x00080005) if 0x00080005 in ds._dict else None
     if raw is None:
         return "latin-1"
     value = raw.value if not isinstance(raw, RawDataElement) else (raw.value or b"").decode("ascii", "replace")

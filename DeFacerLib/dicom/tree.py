@@ -18,6 +18,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from DeFacerLib.dicom.profile import ProfileOptions
+from DeFacerLib.dicom.scrub import SOP_INSTANCE_UID, Scrubber, peek_value
 from DeFacerLib.errors import DeFacerError, GuaranteeError, InputError, OutputError
 from DeFacerLib.io.atomic import atomic_path, check_output_path
 
@@ -25,19 +26,24 @@ _SCRUBBERS: dict = {}
 MIN_FILES_PER_WORKER = 16
 MAX_CHUNK_FILES = 4
 ROWS, COLUMNS, BITS_ALLOCATED, NUMBER_OF_FRAMES, SAMPLES_PER_PIXEL = 0x00280010, 0x00280011, 0x00280100, 0x00280008, 0x00280002
+TRANSFER_SYNTAX_UID, PIXEL_DATA = 0x00020010, 0x7FE00010
 
 
 def default_audit_dir(output: Path) -> Path:
     return output.with_name(output.name + ".audit")
 
 
-def list_inputs(root: Path) -> list[Path]:
+def list_inputs(root: Path) -> list[tuple[str, str]]:
+    """(path, path relative to ``root``) of every file, folders and names sorted. Strings, not
+    Paths: pathlib costs ~10 us a file, several per cent of a header scrub."""
     if root.is_file():
-        return [root]
+        return [(str(root), root.name)]
+    top = str(root)
+    start = len(os.path.join(top, ""))
     files = []
-    for folder, dirs, names in os.walk(root):
+    for folder, dirs, names in os.walk(top):
         dirs.sort()
-        files += [Path(folder) / n for n in sorted(names)]
+        files += [(path, path[start:]) for path in (os.path.join(folder, name) for name in sorted(names))]
     return files
 
 
@@ -54,8 +60,6 @@ def chunk_size(files: int, workers: int) -> int:
 
 
 def _scrubber(options: ProfileOptions, key: bytes):
-    from DeFacerLib.dicom.scrub import Scrubber
-
     cache_key = (options, key)
     if cache_key not in _SCRUBBERS:
         _SCRUBBERS[cache_key] = Scrubber(options, key)
@@ -63,8 +67,7 @@ def _scrubber(options: ProfileOptions, key: bytes):
 
 
 def _expected_pixel_bytes(ds) -> int | None:
-    from DeFacerLib.dicom.scrub import peek_value  # values read, the elements left raw for the writer
-
+    """From the values peeked at: the elements stay raw for the writer."""
     try:
         rows, cols = int(peek_value(ds, ROWS)), int(peek_value(ds, COLUMNS))
         bits = int(peek_value(ds, BITS_ALLOCATED))
@@ -76,8 +79,9 @@ def _expected_pixel_bytes(ds) -> int | None:
     return (total_bits + 7) // 8
 
 
-def _read(path: Path):
-    """(dataset, None) or (None, ('skipped'|'failed', reason))."""
+def _read(path: str | Path):
+    """(dataset, None) or (None, ('skipped'|'failed', reason)). Tags are looked up as numbers:
+    a keyword costs a failed int() inside pydicom's Tag() first (an exception per lookup)."""
     try:
         ds = pydicom.dcmread(path)
     except InvalidDicomError:
@@ -92,11 +96,11 @@ def _read(path: Path):
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         return None, ("failed", f"damaged or truncated DICOM file ({reason})")
     meta = getattr(ds, "file_meta", None)
-    if meta is None or "TransferSyntaxUID" not in meta:
+    if meta is None or TRANSFER_SYNTAX_UID not in meta._dict:
         return None, ("failed", "missing transfer syntax in the file meta; re-export it as a DICOM Part 10 file")
-    if 0x7FE00010 in ds and not meta.TransferSyntaxUID.is_compressed:
+    if PIXEL_DATA in ds._dict and not meta[TRANSFER_SYNTAX_UID].value.is_compressed:
         expected = _expected_pixel_bytes(ds)
-        pixels = ds.get_item(0x7FE00010)  # raw: its length without converting the value
+        pixels = ds.get_item(PIXEL_DATA)  # raw: its length without converting the value
         actual = len(pixels.value or b"")
         if expected is not None and actual < expected:
             return None, ("failed", f"truncated: pixel data has {actual} of {expected} bytes")
@@ -108,12 +112,10 @@ def scrub_file(task: tuple) -> dict:
     in_path, rel, out_path, options, key = task
     started = time.perf_counter()
     record = {"file": rel, "status": "written", "reason": ""}
-    ds, problem = _read(Path(in_path))
+    ds, problem = _read(in_path)
     if problem is not None:
         record["status"], record["reason"] = problem
         return record
-    from DeFacerLib.dicom.scrub import SOP_INSTANCE_UID, peek_value
-
     record["sop_instance_uid_old"] = str(peek_value(ds, SOP_INSTANCE_UID, ""))
     try:
         result = _scrubber(options, key).scrub(ds, where=rel)
@@ -132,13 +134,12 @@ def scrub_file(task: tuple) -> dict:
         record["reason"] = "leak check: " + "; ".join(leak.line() for leak in result.leaks[:5])
         record["leaks"] = [leak.line() for leak in result.leaks]
         return record
-    target = Path(out_path)
     try:
         try:
-            ds.save_as(target, enforce_file_format=False)
+            ds.save_as(out_path, enforce_file_format=False)
         except FileNotFoundError:  # the first file of its folder: make the folder (one syscall less per file)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            ds.save_as(target, enforce_file_format=False)
+            os.makedirs(os.path.dirname(out_path), exist_ok=True)
+            ds.save_as(out_path, enforce_file_format=False)
     except Exception as error:
         record["status"], record["reason"] = "failed", f"cannot write ({type(error).__name__}: {error})"
     record["seconds"] = round(time.perf_counter() - started, 4)
@@ -164,11 +165,8 @@ def scrub_tree(input_path: str | Path, output_path: str | Path, options: Profile
     started = time.perf_counter()
     records: list[dict] = []
     with atomic_path(target, directory=source.is_dir()) as temp:
-        tasks = []
-        for path in inputs:
-            rel = path.name if source.is_file() else str(path.relative_to(source))
-            out = temp if source.is_file() else temp / rel
-            tasks.append((str(path), rel, str(out), options, key))
+        single = source.is_file()
+        tasks = [(path, rel, str(temp) if single else os.path.join(temp, rel), options, key) for path, rel in inputs]
         _scrubber(options, key)  # built once here: forked workers inherit it (others build it at start)
         workers = pool_size(workers, len(tasks))
         if workers > 1:
