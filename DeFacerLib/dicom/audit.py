@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 
+SEPARATORS = (",", ":")
+
 
 def write_mapping(path: Path, mapping: dict[str, str]) -> None:
     with open(path, "w", newline="") as handle:
@@ -22,10 +24,26 @@ def write_mapping(path: Path, mapping: dict[str, str]) -> None:
 
 
 def write_log(path: Path, records: list[dict]) -> None:
+    encoded: dict[int, str] = {}
     with open(path, "w") as handle:
         for record in records:
-            handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+            handle.write(_log_line(record, encoded) + "\n")
     os.chmod(path, 0o600)
+
+
+def _log_line(record: dict, encoded: dict[int, str]) -> str:
+    """``json.dumps(record)``, compact. The files of a series share one list of action rows
+    (``ScrubResult.action_rows``), so it is encoded once (by its id) and put in place of the
+    null written for it; JSON escapes every quote inside a string, so the first
+    ``"actions":null`` is that key's."""
+    rows = record.get("actions")
+    if not rows:
+        return json.dumps(record, separators=SEPARATORS)
+    text = encoded.get(id(rows))
+    if text is None:
+        text = encoded[id(rows)] = json.dumps(rows, separators=SEPARATORS)
+    line = json.dumps({**record, "actions": None}, separators=SEPARATORS)
+    return line.replace('"actions":null', '"actions":' + text, 1)
 
 
 def write_audit(folder: Path, uid_map: dict, patient_map: dict, records: list[dict], summary: dict) -> dict[str, str]:
