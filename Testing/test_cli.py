@@ -70,6 +70,16 @@ def test_info_reports_real_geometry(data_dir):
     assert info["modality"] == "MR"
 
 
+def test_json_into_a_closed_pipe_is_quiet(data_dir):
+    """`defacer info HEAD --json | true`: the reader is gone before the JSON comes; no
+    traceback (it was a BrokenPipeError and exit 1), exit 0."""
+    head = data_dir / "heads/ixi/t1/IXI132-HH-1415_T1.nii.gz"
+    command = f"{sys.executable} -m DeFacerLib info {head} --json | true; echo rc=${{PIPESTATUS[0]}}"
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=600)
+    assert result.stdout == "rc=0\n", result.stdout
+    assert result.stderr == "", result.stderr
+
+
 def test_deface_phantom_removes_features_and_writes_provenance(phantom_files, tmp_path):
     head_path, labels_path, labels = phantom_files
     before = digest(head_path)

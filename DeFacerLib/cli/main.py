@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -99,8 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.json and result is not None:
         result = dict(result, seconds=round(time.perf_counter() - started, 3))
-        json.dump(result, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        try:
+            json.dump(result, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader stopped (`| head`): the work is done, say nothing more
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
