@@ -327,6 +327,7 @@ class _Walk:
         tag_info = self.s.tag_info
         remembered = self.s.elements
         elements = ds._dict  # pydicom's tag -> element map: read without converting values
+        kept = 0  # added to the result at the end (a sequence below swaps self.r, then restores it)
         for tag, raw in list(elements.items()):
             number = int(tag)  # an int key: BaseTag's == is Python code, slow in dict lookups
             info = tag_info.get(number) or info_of(number)
@@ -353,7 +354,7 @@ class _Walk:
                         self.r.phi.allow(value)
                     self.record(prefix, number, KEEP)
                 else:
-                    self.r.kept += 1
+                    kept += 1
                 continue
             if is_raw:
                 vr = vr or (info[2] or "UN")
@@ -393,6 +394,7 @@ class _Walk:
             action = self.element(ds, tag, number, raw, vr, is_raw, action, encoding, prefix)
             if action is not None:
                 self.record(prefix, number, action)
+        self.r.kept += kept
 
     def element(self, ds: Dataset, tag, number: int, raw, vr: str, is_raw: bool, action: str, encoding: str | None,
                 prefix: str) -> str | None:
