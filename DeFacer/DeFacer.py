@@ -90,6 +90,8 @@ class DeFacerParameterNode:
     showAfter: bool = True
     qaDirectory: pathlib.Path
     dicomOutputDirectory: pathlib.Path
+    photoInputPath: pathlib.Path
+    photoOutputPath: pathlib.Path
 
 
 #
@@ -124,6 +126,7 @@ class DeFacerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.checkReidButton.connect("clicked(bool)", self.onCheckReidButton)
         self.ui.saveQAButton.connect("clicked(bool)", self.onSaveQAButton)
         self.ui.scrubDicomButton.connect("clicked(bool)", self.onScrubDicomButton)
+        self.ui.anonymizePhotoButton.connect("clicked(bool)", self.onAnonymizePhotoButton)
         self.ui.cancelButton.enabled = False
         self.ui.progressBar.visible = False
 
@@ -337,6 +340,23 @@ class DeFacerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 progress=lambda done, total: self._progress(_("de-identifying"), done / max(total, 1)))
             self.ui.dicomResultLabel.text = _("{written} file(s) written to {folder}").format(
                 written=summary.get("written", 0), folder=output)
+
+    # ---- photo ---------------------------------------------------------------------------------
+    def onAnonymizePhotoButton(self) -> None:
+        node = self._parameterNode
+        source = str(node.photoInputPath) if node.photoInputPath else ""
+        target = str(node.photoOutputPath) if node.photoOutputPath else ""
+        if not source or source == "." or not target or target == ".":
+            slicer.util.errorDisplay(_("Choose the photo (or video, or folder) and where to write the result first."))
+            return
+        if not ensurePackages("core", "photo"):
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to anonymize the photo."), waitCursor=True):
+            summary = self.logic.anonymize_photo(source, target, method=self.ui.photoMethodComboBox.currentText)
+            cosmetic = [o for o in summary["outputs"] if not o["de_identifying"]]
+            self.ui.photoResultLabel.text = _("{faces} face(s) hidden in {files} file(s){note}").format(
+                faces=summary["faces"], files=len(summary["outputs"]),
+                note=_("; this method is cosmetic, not de-identifying") if cosmetic else "")
 
 
 #

@@ -179,7 +179,8 @@ def test_ui_mrml_combos_get_the_scene_and_custom_widgets_declared():
              if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)" and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
     assert combos == wired == {"inputSelector", "labelsSelector", "outputSelector"}
     declared = {c.findtext("class") for c in root.iter("customwidget")}
-    used = {w.get("class") for w in root.iter("widget")} - {"QCheckBox", "QLabel", "QPushButton", "QWidget", "QProgressBar"}
+    qt_own = {"QCheckBox", "QLabel", "QPushButton", "QWidget", "QProgressBar", "QComboBox"}
+    used = {w.get("class") for w in root.iter("widget")} - qt_own
     assert used <= declared
     output = next(w for w in root.iter("widget") if w.get("name") == "outputSelector")
     props = {p.get("name"): (p.findtext("bool") or p.findtext("string")) for p in output.findall("property")}

@@ -60,6 +60,8 @@ class StandInUiRoot:
             for prop in element.findall("property"):
                 if prop.get("name") == "checked":
                     widget.checked = prop.findtext("bool") == "true"
+            items = [item.findtext("property/string") for item in element.findall("item")]
+            widget.currentText = items[0] if items else ""  # a combo box shows its first item
         self.scene = None
 
     def setMRMLScene(self, scene):
@@ -262,7 +264,8 @@ def volume_names(scene):
 def test_setup_wires_every_button_to_its_handler(widget):
     expected = {"findFeaturesButton": "onFindFeaturesButton", "applyButton": "onApplyButton",
                 "cancelButton": "onCancelButton", "checkReidButton": "onCheckReidButton",
-                "saveQAButton": "onSaveQAButton", "scrubDicomButton": "onScrubDicomButton"}
+                "saveQAButton": "onSaveQAButton", "scrubDicomButton": "onScrubDicomButton",
+                "anonymizePhotoButton": "onAnonymizePhotoButton"}
     for name, handler in expected.items():
         assert [(signal, slot.__name__) for signal, slot in getattr(widget.ui, name).connections] == \
             [("clicked(bool)", handler)], name
@@ -397,3 +400,25 @@ def test_slicer_batch_self_test_passes(module, monkeypatch):
     case = batch_test.DeFacerBatchTest()
     case.runTest()
     assert case.messages[-1] == "Batch defacing of the phantom passed"
+
+
+def test_photo_section_hides_the_face_of_a_real_photo(module, widget, data_dir, tmp_path):
+    """The photo section runs `defacer photo`'s code: one face found and filled, the file written."""
+    from DeFacerLib.photo.media import read_image
+
+    widget.ui.anonymizePhotoButton.emit("clicked(bool)")  # no paths yet: a message, nothing written
+    assert module.util.errors and "Choose the photo" in module.util.errors[-1][0]
+    module.util.errors.clear()
+    source = data_dir / "photos/known_people/obama.jpg"
+    widget._parameterNode.photoInputPath = source
+    widget._parameterNode.photoOutputPath = tmp_path / "obama_anon.jpg"
+    assert widget.ui.photoMethodComboBox.currentText == "fill"  # the de-identifying default comes first
+    widget.ui.anonymizePhotoButton.emit("clicked(bool)")
+    assert module.util.errors == []
+    assert widget.ui.photoResultLabel.text == "1 face(s) hidden in 1 file(s)"
+    before, after = read_image(source), read_image(tmp_path / "obama_anon.jpg")
+    assert before.shape == after.shape and float(np.abs(before.astype(int) - after).mean()) > 5.0
+    widget.ui.photoMethodComboBox.currentText = "pixelate"
+    widget._parameterNode.photoOutputPath = tmp_path / "obama_pixelated.jpg"
+    widget.ui.anonymizePhotoButton.emit("clicked(bool)")
+    assert widget.ui.photoResultLabel.text.endswith("this method is cosmetic, not de-identifying")

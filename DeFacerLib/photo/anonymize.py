@@ -182,6 +182,11 @@ def anonymize_path(source, destination, options: PhotoOptions, overwrite: bool =
     return reports
 
 
+def summarize(reports: list[PhotoReport]) -> dict:
+    """What the CLI prints as JSON and the Slicer module shows: every output, and faces in all."""
+    return {"outputs": [report.as_dict() for report in reports], "faces": sum(report.faces for report in reports)}
+
+
 # ---- video ------------------------------------------------------------------------------------------
 def frame_processor(options: PhotoOptions, memory: FaceMemory | None = None, max_side_px: int = DETECT_SIDE_VIDEO_PX):
     """A function rgb -> (anonymized rgb, faces obscured) for video and camera frames.
