@@ -42,7 +42,7 @@ from peers import peer_venv  # noqa: E402
 
 from DeFacerLib.io import read_volume  # noqa: E402
 from DeFacerLib.qa import face_direction, render_views  # noqa: E402
-from DeFacerLib.qa.recognize import MODELS, best_face, describe, detect_faces_dlib, similarity  # noqa: E402
+from DeFacerLib.qa.recognize import FACE_PRESENT_SCORE, MODELS, best_face, describe, detect_faces_dlib, similarity  # noqa: E402
 
 GALLERY_VIEW = "front"
 PROBE_VIEWS = ("front_left", "front_right")
@@ -197,7 +197,7 @@ def main() -> int:
     original_gallery = [o[GALLERY_VIEW]["detected"] for o in originals]
 
     def row(name, entries, naive_probes, adaptive_gallery, adaptive_probes):
-        front_detect = float(np.mean([e[GALLERY_VIEW]["score"] >= 0.75 for e in entries]))
+        front_detect = float(np.mean([e[GALLERY_VIEW]["score"] >= FACE_PRESENT_SCORE for e in entries]))
         dlib_detect = float(np.mean([e[GALLERY_VIEW]["dlib_faces"] > 0 for e in entries]))
         figures = {"tool": name, "heads": len(entries), "yunet_front_detection": front_detect,
                    "dlib_front_detection": dlib_detect}
