@@ -101,6 +101,10 @@ def test_the_seal_never_widens_the_cut():
         tissue = sealed.array == report.seal_value_stored
         assert np.array_equal(changed_bare, changed | (changed_bare & tissue))
         assert report.total_removed == bare_report.total_removed
+        ears = np.zeros(volume.shape3, bool)  # the ears are cut without a seal (UNSEALED_FEATURES)
+        for lo, hi in report.features["ears"].component_boxes:
+            ears[tuple(slice(a, b + 1) for a, b in zip(lo, hi))] = True
+        assert (sealed.array[changed & ears] == volume.stored_value(report.fill_value_physical)).all()
 
 
 def test_whole_face_span_and_its_chin():

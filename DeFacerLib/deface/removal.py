@@ -73,6 +73,9 @@ CHIN_BELOW_MOUTH_MM = 50.0
 # detector. So the deepest layer of each cut (inside the cut, never beyond it) is set to the
 # head's typical tissue value (air.tissue_value): the new skin surface is the cut itself.
 DEFAULT_SEAL_MM = 3.0
+# Not the ears: their cut is 10 mm deep, so a pinna or concha thicker than 14 mm would keep a
+# shrunken copy of itself as seal (the phantom's does), and no face is read off the side.
+UNSEALED_FEATURES = ("ears",)
 # In the whole-face box the cut is also flat (the 25 mm shell alone leaves the face's shape,
 # 25 mm down): everything in front of a face plane goes, square to the face's forward
 # direction and this far behind the eye centres. Each depth was set on all 27 IXI heads with
@@ -236,7 +239,7 @@ def remove_features(
                 region &= allowed
                 features[feature].voxels_removed = int(region.sum())
                 removal |= region
-                air |= region & shallow
+                air |= region if feature in UNSEALED_FEATURES else region & shallow
         if span is not None:
             plane_cut, plane_air = _face_plane_regions(volume, head, protected, protect_margin_mm, boxes, span, seal)
             local = _local(*span, crop_lo)
