@@ -265,19 +265,15 @@ def test_skin_model_is_in_ras(logic):
     assert bounds[3] > 90  # the nose points to +A
 
 
-def test_reidentification_check_and_screenshots(logic, tmp_path):
-    _volume, _labels, node, labels_node = phantom_nodes(logic)
+def test_reidentification_check_and_screenshots(logic, data_dir, tmp_path):
+    """A held-out real head through the U-Net: YuNet sees its face before, and none after (the
+    cartoon phantom's own face scores under FACE_PRESENT_SCORE, so it cannot show this)."""
+    node = logic.node_from_volume(read_volume(data_dir / "heads/ixi/t1/IXI162-HH-1548_T1.nii.gz"), "Head")
     before = logic.check_reidentification(node, views=("front",))
-    output, _report = logic.deface(node, labelsNode=labels_node)
+    output, _report = logic.deface(node)
     after = logic.check_reidentification(output, views=("front",))
     assert before["faces_found"] >= 1 and before["verdict"] == "face detected in 1 view(s)"
-    # The verdict is DeFacerLib's own detector on DeFacerLib's own render of the output node.
-    # (On the phantom YuNet still finds a "face" after defacing, score ~0.9: the boxy cut-outs
-    # keep a face-like layout. Reported, not hidden; real heads are the library's QA tests.)
-    from DeFacerLib.qa import detect_faces_yunet, render_views
-
-    expected = len(detect_faces_yunet(render_views(logic.volume_from_node(output), views=("front",))["front"]))
-    assert after["views"] == {"front": expected} and after["faces_found"] == expected
+    assert after["views"] == {"front": 0} and after["verdict"] == "no face detected"
     paths = logic.save_qa_screenshots(node, output, tmp_path / "qa", views=("front", "left"))
     assert sorted(p.name for p in paths) == ["defacer_qa_after_front.png", "defacer_qa_after_left.png",
                                              "defacer_qa_before_after.png", "defacer_qa_before_front.png",

@@ -336,12 +336,16 @@ class DeFacerLogic:
         return modelNode
 
     def check_reidentification(self, volumeNode, views=("front", "front_left", "front_right"),
-                               score_threshold: float = 0.6) -> dict:
-        """Render the skin from ``views`` offscreen and count the faces YuNet finds in each.
+                               score_threshold: float | None = None) -> dict:
+        """Render the skin from ``views`` offscreen and count the faces YuNet finds in each, at
+        the score `defacer qa` and the batch QA count as a face (FACE_PRESENT_SCORE) unless given.
 
         ``faces_found == 0`` is the pass verdict: no face detector sees a face any more.
         """
         from DeFacerLib.qa import detect_faces_yunet, render_views
+        from DeFacerLib.qa.recognize import FACE_PRESENT_SCORE
+
+        score_threshold = FACE_PRESENT_SCORE if score_threshold is None else score_threshold
 
         images = render_views(self.volume_from_node(volumeNode), views=views)
         per_view = {view: len(detect_faces_yunet(image, score_threshold)) for view, image in images.items()}

@@ -336,6 +336,7 @@ def _qa(config: BatchConfig, output: Path, rel: str, outcome: dict, files=None) 
     """Front render of the OUTPUT and YuNet on it: a face found after defacing is a red flag."""
     from DeFacerLib.io import read_volume
     from DeFacerLib.qa import render_views
+    from DeFacerLib.qa.recognize import FACE_PRESENT_SCORE
     from DeFacerLib.qa.render import detect_faces_yunet, save_png
 
     if files is not None:  # a DICOM series published file by file: read it through a staging folder
@@ -351,7 +352,7 @@ def _qa(config: BatchConfig, output: Path, rel: str, outcome: dict, files=None) 
     else:
         volume = read_volume(output)
     front = render_views(volume, views=("front",))["front"]
-    faces = detect_faces_yunet(front)
+    faces = detect_faces_yunet(front, score_threshold=FACE_PRESENT_SCORE)  # as `defacer qa` counts a face
     picture = config.meta_root / "qa" / (rel.replace("/", "__") + ".front.png")
     picture.parent.mkdir(parents=True, exist_ok=True)
     save_png(front, picture)
