@@ -122,8 +122,7 @@ def test_head_series_are_defaced_and_the_rest_scrubbed(dicom_tree, tmp_path):
     found = [row["name"] for row in (mprage, enhanced) if row["qa_face_found"] == "yes"]
     assert summary["qa_faces_found"] == len(found)
     assert len(list((out / ".defacer" / "qa").glob("*.front.png"))) == 2
-    if found:  # the issue-#5 target (no face on any defaced front render) is not met yet
-        pytest.xfail(f"YuNet still finds a face on the defaced front render of {found}")
+    assert found == [], f"YuNet still finds a face on the defaced front render of {found}"  # issue #5
 
 
 def _small_tree(data_dir: Path, root: Path) -> Path:

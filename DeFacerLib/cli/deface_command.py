@@ -21,6 +21,8 @@ def add_removal_arguments(parser) -> None:
     parser.add_argument("--margin-mm", type=float, help="margin added around each feature's bounding box")
     parser.add_argument("--max-depth-mm", type=float, help="deepest tissue below the skin that may be removed")
     parser.add_argument("--protect-margin-mm", type=float, help="safety distance kept from the protected region")
+    parser.add_argument("--seal-mm", type=float, help="deepest part of each face cut set to tissue, not air, so the "
+                                                       "new surface is the cut (0: air only; default: the engine's)")
     parser.add_argument("--whole-face", action=argparse.BooleanOptionalAction, default=None,
                         help="also remove the tissue between the chosen eyes, nose and mouth and down past the "
                              "chin, as one box (default: on; --no-whole-face removes each feature's own box only)")
@@ -37,7 +39,8 @@ def parameters_from_args(args):
     except ValueError as error:
         raise UsageError(str(error)) from None
     return DefaceParameters(features=features, margin_mm=args.margin_mm, max_depth_mm=args.max_depth_mm,
-                            protect_margin_mm=args.protect_margin_mm, whole_face=args.whole_face)
+                            protect_margin_mm=args.protect_margin_mm, whole_face=args.whole_face,
+                            seal_mm=args.seal_mm)
 
 
 def add_arguments(parser) -> None:

@@ -30,6 +30,7 @@ class DefaceParameters:
     max_depth_mm: float | None = None
     protect_margin_mm: float | None = None
     whole_face: bool | None = None  # also the tissue between the face parts (removal.face_span_box)
+    seal_mm: float | None = None  # tissue-valued bottom of each face cut (removal.DEFAULT_SEAL_MM); 0: air only
 
     def engine_kwargs(self) -> dict:
         chosen = {
@@ -37,6 +38,7 @@ class DefaceParameters:
             "max_depth_mm": self.max_depth_mm,
             "protect_margin_mm": self.protect_margin_mm,
             "whole_face": self.whole_face,
+            "seal_mm": self.seal_mm,
         }
         return {name: value for name, value in chosen.items() if value is not None}
 

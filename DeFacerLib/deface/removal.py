@@ -4,8 +4,12 @@ For each feature the removal region is
 
     box(feature) ∩ {skin depth <= max depth of the feature} ∩ NOT dilate(protected, protect_margin_mm)
 
-and its voxels are set to the image's air value. Then the result is checked: every voxel
-inside ``protected`` must be byte-identical to the input, or GuaranteeError is raised and
+and its voxels are set to the image's air value. With the whole face (the default) one more
+region joins them: the box spanning the eyes, nose and mouth down past the chin, cut to the
+same shell and also flat at a face plane (face_span_box, _face_plane_regions); the deepest
+part of every face cut is the seal, set to the head's tissue value (DEFAULT_SEAL_MM). Then
+the result is checked: every voxel inside ``protected`` must be byte-identical to the
+input, or GuaranteeError is raised and
 nothing is returned. The input array is never written to.
 
 Skin depth is negative outside the head, so the region includes the air, noise and motion
@@ -72,7 +76,11 @@ CHIN_BELOW_MOUTH_MM = 50.0
 # bone are darker than the skin threshold, and their cross-section still reads as a face to a
 # detector. So the deepest layer of each cut (inside the cut, never beyond it) is set to the
 # head's typical tissue value (air.tissue_value): the new skin surface is the cut itself.
-DEFAULT_SEAL_MM = 3.0
+DEFAULT_SEAL_MM = 6.0
+# and at least this many voxels: renderers smooth before the isosurface (DeFacer's QA by 0.8
+# voxel or more), and a 1-2 voxel seal over an open cavity (the nasal cavity, at 2 mm) blurs
+# below the skin threshold, so the render looks through it again.
+SEAL_MIN_VOXELS = 3
 # Not the ears: their cut is 10 mm deep, so a pinna or concha thicker than 14 mm would keep a
 # shrunken copy of itself as seal (the phantom's does), and no face is read off the side.
 UNSEALED_FEATURES = ("ears",)
@@ -80,14 +88,13 @@ UNSEALED_FEATURES = ("ears",)
 # 25 mm down): everything in front of a face plane goes, square to the face's forward
 # direction and this far behind the eye centres. Each depth was set on all 27 IXI heads with
 # their reference brains (docs/benchmarks.md): 25 mm below the eyes reached the temporal poles
-# (23-28 mm behind the eye centres, 35-45 mm to the side); 10 mm above the eyes reached the
-# gyrus rectus on the midline (11 mm behind, 4 mm above), so above the eyes the plane is
-# 10 mm back only over the orbits and at the eye centres between them (the frontal guard
-# protects everything higher). Below the mouth the plane tilts back, so that the chin and jaw
-# line go too.
+# (23-28 mm behind the eye centres, 35-45 mm to the side); above the eyes, 10 mm reached the
+# gyrus rectus on the midline (11 mm behind, 4 mm above), so there the plane goes through the
+# eye centres (10 mm back over the orbits only left two eye-like pits in the brow band; the
+# frontal guard protects everything higher). Below the mouth the plane tilts back, so that
+# the chin and the jaw line go too.
 FACE_PLANE_BEHIND_EYES_MM = 20.0  # below the eye centres
-FACE_PLANE_ABOVE_EYES_BEHIND_MM = 10.0  # above them, over the orbits
-FACE_PLANE_MEDIAL_HALF_WIDTH_MM = 12.0  # between the orbits (plane through the eye centres)
+FACE_PLANE_ABOVE_EYES_BEHIND_MM = 0.0  # above them
 CHIN_PLANE_SLOPE = 0.5  # mm further back per mm below the mouth
 
 
@@ -216,7 +223,7 @@ def remove_features(
         crop_shape = tuple(int(v) for v in crop_hi - crop_lo + 1)
         removal = np.zeros(crop_shape, dtype=bool)  # every voxel that changes
         air = np.zeros(crop_shape, dtype=bool)  # ... of which these become air; the rest is the seal
-        seal = seal_mm if seal_stored is not None else 0.0
+        seal = seal_thickness_mm(seal_mm, volume.spacing_mm) if seal_stored is not None else 0.0
         # Only box voxels can change: the shell and the guard are needed on the boxes alone,
         # each from a distance transform over the box grown by its own reach (exact there).
         depths = {feature: feature_max_depth_mm(feature, max_depth_mm) for feature in boxes}
@@ -272,7 +279,7 @@ def remove_features(
             "fill_value_requested": float(fill_value),
             "paired_features": list(PAIRED_FEATURES),
             "whole_face": bool(whole_face),
-            "seal_mm": float(seal_mm),
+            "seal_mm": seal_thickness_mm(seal_mm, volume.spacing_mm),
             "chin_below_mouth_mm": CHIN_BELOW_MOUTH_MM,
         },
     )
@@ -293,6 +300,11 @@ def verify_protected_unchanged(original: np.ndarray, result: np.ndarray, protect
     changed = int((before.view(np.uint8).reshape(count, -1) != after.view(np.uint8).reshape(count, -1)).any(axis=1).sum())
     raise GuaranteeError(f"{name}: {changed} protected (brain) voxel(s) would change; nothing written "
                          "(report this as a bug)")
+
+
+def seal_thickness_mm(seal_mm: float, spacing_mm) -> float:
+    """The seal actually laid: ``seal_mm``, but at least SEAL_MIN_VOXELS of the coarsest axis (0: none)."""
+    return float(max(seal_mm, SEAL_MIN_VOXELS * float(np.max(spacing_mm)))) if seal_mm > 0 else 0.0
 
 
 def face_span_box(volume: Volume, boxes: dict[str, list]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -321,44 +333,73 @@ def _face_plane_regions(volume, head, protected, protect_margin_mm, boxes, span,
     """On the face span: the voxels in front of the face plane (cut), and those of them that
     become air (all but the head's last ``seal_mm`` before the plane, which are the seal).
 
-    The plane is square to the face's forward direction (from the head's centre to the face
-    parts, made square to the eyes-to-mouth axis), at the depths the FACE_PLANE_* constants
-    give (why: see there), and tilted back below the mouth by CHIN_PLANE_SLOPE. Guarded voxels
-    are never in either region."""
+    The plane is square to the face's forward direction (_face_axes), at the depths the
+    FACE_PLANE_* constants give (why: see there), and tilted back below the mouth by
+    CHIN_PLANE_SLOPE. Guarded voxels are never in either region."""
     def centre(box):
         return volume.index_to_world(((np.asarray(box[0]) + np.asarray(box[1])) / 2.0)[None, :])[0]
 
-    eyes = np.mean([centre(b) for b in boxes.get("eyes", [])], axis=0) if boxes.get("eyes") else None
+    eye_centres = [centre(b) for b in boxes.get("eyes", [])]
     lower = [centre(boxes[name][0]) for name in ("mouth", "nose") if boxes.get(name)]
     parts = [centre(b) for name in FACE_PARTS for b in boxes.get(name, [])]
     step = tuple(slice(None, None, 2) for _ in range(3))
     head_index = np.argwhere(np.asarray(head)[step]) * 2
     nothing = (np.zeros(tuple(int(b - a) + 1 for a, b in zip(*span)), bool),) * 2
-    if eyes is None or not lower or head_index.size == 0:
+    if not eye_centres or not lower or head_index.size == 0:
         return nothing
-    up = eyes - lower[0]
-    forward = np.mean(parts, axis=0) - volume.index_to_world(head_index.mean(axis=0)[None, :])[0]
-    if np.linalg.norm(up) < 1.0:  # eyes on the mouth: no face geometry to cut a plane by
+    eyes = np.mean(eye_centres, axis=0)
+    frame = _face_axes(eye_centres, eyes - lower[0],
+                       np.mean(parts, axis=0) - volume.index_to_world(head_index.mean(axis=0)[None, :])[0])
+    if frame is None:
         return nothing
-    up /= np.linalg.norm(up)
-    forward -= forward.dot(up) * up
-    if np.linalg.norm(forward) < 1.0:
-        return nothing
-    forward /= np.linalg.norm(forward)
+    up, forward = frame
     lo, hi = (np.asarray(v) for v in span)
     grid = np.stack(np.meshgrid(*(np.arange(a, b + 1) for a, b in zip(lo, hi)), indexing="ij"), axis=-1)
     offsets_mm = volume.index_to_world(grid.reshape(-1, 3)) - eyes
     height_mm = offsets_mm.dot(up).reshape(grid.shape[:3])
     mouth_height_mm = float((lower[0] - eyes).dot(up))
-    lateral_mm = np.abs(offsets_mm.dot(np.cross(up, forward))).reshape(grid.shape[:3])
-    above_mm = np.where(lateral_mm < FACE_PLANE_MEDIAL_HALF_WIDTH_MM, 0.0, FACE_PLANE_ABOVE_EYES_BEHIND_MM)
-    behind_mm = np.where(height_mm < 0, FACE_PLANE_BEHIND_EYES_MM, above_mm)
+    behind_mm = np.where(height_mm < 0, FACE_PLANE_BEHIND_EYES_MM, FACE_PLANE_ABOVE_EYES_BEHIND_MM)
     behind_mm = behind_mm + CHIN_PLANE_SLOPE * np.clip(mouth_height_mm - height_mm, 0.0, None)
     ahead_mm = offsets_mm.dot(forward).reshape(grid.shape[:3]) + behind_mm
     guarded = _near(protected, protect_margin_mm, volume.spacing_mm, (lo, hi))
-    inside = np.asarray(head)[_local(lo, hi, (0, 0, 0))]
+    inside = _behind_the_face(np.asarray(head)[_local(lo, hi, (0, 0, 0))], volume, forward)
     cut = (ahead_mm > 0) & ~guarded
     return cut, cut & ((ahead_mm > seal_mm) | ~inside)
+
+
+def _face_axes(eye_centres: list, eyes_above_mouth: np.ndarray, face_ahead: np.ndarray):
+    """(up, forward) unit vectors of the face in world LPS, or None.
+
+    Up is the world's superior axis made square to the eye-to-eye line: the line from the
+    mouth to the eyes leans back 15-25 degrees with the face's profile (19 on the XA30 head),
+    which tilted the plane forward at the chin. Where the header's superior axis is more than
+    60 degrees off the face's own (a head lying in the volume), the mouth-to-eyes line is used.
+    Forward is square to both, on the face's side of the head."""
+    right = eye_centres[1] - eye_centres[0] if len(eye_centres) == 2 else np.array([1.0, 0.0, 0.0])
+    if np.linalg.norm(right) < 1.0 or np.linalg.norm(eyes_above_mouth) < 1.0:
+        return None
+    right = right / np.linalg.norm(right)
+    face_up = eyes_above_mouth / np.linalg.norm(eyes_above_mouth)
+    up = np.array([0.0, 0.0, 1.0]) - right[2] * right
+    if np.linalg.norm(up) < 0.5 or abs(up.dot(face_up)) / np.linalg.norm(up) < 0.5:
+        up = face_up - face_up.dot(right) * right
+    up = up / np.linalg.norm(up) * (1.0 if up.dot(face_up) > 0 else -1.0)
+    forward = np.cross(right, up)
+    if np.linalg.norm(forward) < 0.5:
+        return None
+    forward = forward / np.linalg.norm(forward)
+    return up, (forward if forward.dot(face_ahead) > 0 else -forward)
+
+
+def _behind_the_face(head: np.ndarray, volume: Volume, forward: np.ndarray) -> np.ndarray:
+    """Head voxels, and every voxel with head in front of it along the voxel axis closest to
+    ``forward``: the nasal cavity and the sinuses open to the outside, so the head mask leaves
+    them out, but a seal must close them too (else the render looks through them)."""
+    step = np.linalg.solve(volume.direction * volume.spacing_mm[None, :], forward)
+    axis = int(np.argmax(np.abs(step)))
+    from_front = np.flip(head, axis) if step[axis] > 0 else head  # the front first
+    covered = np.logical_or.accumulate(from_front, axis=axis)
+    return head | (np.flip(covered, axis) if step[axis] > 0 else covered)
 
 
 # ---- helpers -----------------------------------------------------------------------------

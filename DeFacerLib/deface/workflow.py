@@ -119,7 +119,8 @@ def deface_file(
             "features": list(parameters.features),
             **{name: used.get(name, chosen) for name, chosen in (
                 ("margin_mm", parameters.margin_mm), ("max_depth_mm", parameters.max_depth_mm),
-                ("protect_margin_mm", parameters.protect_margin_mm), ("whole_face", parameters.whole_face))},
+                ("protect_margin_mm", parameters.protect_margin_mm), ("whole_face", parameters.whole_face),
+                ("seal_mm", parameters.seal_mm))},
             "features_from": "face model" if labels_path is None else Path(labels_path).name,
             "protect_from": None if protect_path is None else Path(protect_path).name,
         },
