@@ -126,7 +126,7 @@ def headless_logic():
 def test_batch_defaces_real_files_through_the_logic(batch, tree, phantom, headless_logic):
     volume, labels = phantom
     args = batch.parse_args(["--input", str(tree / "in"), "--output", str(tree / "out"),
-                             "--labels", str(tree / "labels"), "--features", "eyes,nose,mouth"])
+                             "--labels", str(tree / "labels"), "--features", "eyes,nose,mouth", "--seal-mm", "0"])
     code = batch.run(args, functools.partial(batch.slicer_deface_one, logic=headless_logic), log=lambda line: None)
     summary = json.loads((tree / "out" / batch.SUMMARY_NAME).read_text())
     status = {Path(item["input"]).name: (item["status"], item.get("exit_code")) for item in summary["items"]}
@@ -140,6 +140,10 @@ def test_batch_defaces_real_files_through_the_logic(batch, tree, phantom, headle
         after = read_volume(tree / "out" / name).array
         assert int((after != volume.array).sum()) > 0 and int((after[brain] != volume.array[brain]).sum()) == 0
         assert np.array_equal(read_volume(tree / "in" / name).array, volume.array)  # input untouched
+        # the CLI's removal options reach the engine: --seal-mm 0 leaves air only
+        sidecar = json.loads((tree / "out" / name).with_name(name.split("/")[1].split(".")[0]
+                                                          + ".defacer.json").read_text())
+        assert sidecar["parameters"]["seal_mm"] == 0.0 and sidecar["report"]["total_sealed"] == 0
     assert headless_logic.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 0
 
 

@@ -157,7 +157,8 @@ def slicer_deface_one(path: Path, output: Path, labels: Path | None, qa_dir: Pat
     output.parent.mkdir(parents=True, exist_ok=True)
     outcome = logic.deface_file(path, output, features=args.features, margin_mm=args.margin_mm,
                                 max_depth_mm=args.max_depth_mm, protect_margin_mm=args.protect_margin_mm,
-                                whole_face=args.whole_face, labels_path=labels, overwrite=args.overwrite)
+                                whole_face=args.whole_face, seal_mm=args.seal_mm, labels_path=labels,
+                                overwrite=args.overwrite)
     if qa_dir is not None:
         before = logic.node_from_volume(read_volume(path), "DeFacer batch input")
         after = logic.node_from_volume(read_volume(outcome["output"]), "DeFacer batch output")

@@ -41,10 +41,14 @@ def air_value(volume: Volume, head: np.ndarray | None = None) -> float:
     return _background_median(volume, values, head)
 
 
-def _background_median(volume: Volume, values: np.ndarray, head: np.ndarray) -> float:
-    # Subsample to ~2 mm-ish voxels: a median of the background needs no fine grid.
+def _about_2mm(volume: Volume) -> tuple[tuple[slice, ...], np.ndarray]:
+    """Slices that subsample the grid to ~2 mm voxels (a median needs no finer), and their step."""
     step = tuple(int(max(1, round(2.0 / s))) for s in volume.spacing_mm)
-    sub = tuple(slice(None, None, k) for k in step)
+    return tuple(slice(None, None, k) for k in step), np.asarray(step)
+
+
+def _background_median(volume: Volume, values: np.ndarray, head: np.ndarray) -> float:
+    sub, step = _about_2mm(volume)
     small_head = np.asarray(head, dtype=bool)[sub]
     spacing = volume.spacing_mm * np.asarray(step)
     if small_head.any():  # farther than the gap from the head (a ball dilation, as a distance transform would)
@@ -61,12 +65,11 @@ def _background_median(volume: Volume, values: np.ndarray, head: np.ndarray) -> 
 def tissue_value(volume: Volume, head: np.ndarray) -> float:
     """Physical value of typical head tissue: the median inside the head mask (~2 mm subsample).
 
-    The seal under a cut (removal.SEAL_MM) gets it, so that the new surface is the smooth cut
-    itself and not the sinuses, bone and orbits behind it, whose cross-section still reads
-    as a face to a detector."""
+    The seal at the bottom of a face cut (removal.DEFAULT_SEAL_MM) gets it, so that the new
+    surface is the smooth cut itself and not the sinuses, bone and orbits behind it, whose
+    cross-section still reads as a face to a detector."""
     values = volume.array[..., 0] if volume.array.ndim == 4 else volume.array
-    step = tuple(int(max(1, round(2.0 / s))) for s in volume.spacing_mm)
-    sub = tuple(slice(None, None, k) for k in step)
+    sub, _step = _about_2mm(volume)
     inside = values[sub][np.asarray(head, dtype=bool)[sub]]
     if not inside.size:
         inside = values.ravel()

@@ -226,6 +226,14 @@ def remove_features(
         seal = seal_thickness_mm(seal_mm, volume.spacing_mm) if seal_stored is not None else 0.0
         # Only box voxels can change: the shell and the guard are needed on the boxes alone,
         # each from a distance transform over the box grown by its own reach (exact there).
+        guarded_on: dict[tuple, np.ndarray] = {}
+
+        def guarded(lo, hi) -> np.ndarray:  # the face span's guard serves the shell and the plane
+            key = (tuple(int(v) for v in lo), tuple(int(v) for v in hi))
+            if key not in guarded_on:
+                guarded_on[key] = _near(protected, protect_margin_mm, spacing, (lo, hi))
+            return guarded_on[key]
+
         depths = {feature: feature_max_depth_mm(feature, max_depth_mm) for feature in boxes}
         for depth in sorted(set(depths.values())):
             shell = np.zeros(crop_shape, dtype=bool)
@@ -238,7 +246,7 @@ def remove_features(
                 shallow[local] = _within_depth(head, depth - seal, spacing, (lo, hi)) if seal else shell[local]
             for lo, hi in distinct:
                 local = _local(lo, hi, crop_lo)
-                allowed[local] |= shell[local] & ~_near(protected, protect_margin_mm, spacing, (lo, hi))
+                allowed[local] |= shell[local] & ~guarded(lo, hi)
             for feature in (f for f in boxes if depths[f] == depth):
                 region = np.zeros(crop_shape, dtype=bool)
                 for lo, hi in boxes[feature]:
@@ -248,7 +256,7 @@ def remove_features(
                 removal |= region
                 air |= region if feature in UNSEALED_FEATURES else region & shallow
         if span is not None:
-            plane_cut, plane_air = _face_plane_regions(volume, head, protected, protect_margin_mm, boxes, span, seal)
+            plane_cut, plane_air = _face_plane_regions(volume, head, guarded(*span), boxes, span, seal)
             local = _local(*span, crop_lo)
             features[FACE_REGION].voxels_removed += int((plane_cut & ~removal[local]).sum())
             removal[local] |= plane_cut
@@ -329,13 +337,14 @@ def face_span_box(volume: Volume, boxes: dict[str, list]) -> tuple[np.ndarray, n
     return lo, hi
 
 
-def _face_plane_regions(volume, head, protected, protect_margin_mm, boxes, span, seal_mm):
+def _face_plane_regions(volume, head, guarded, boxes, span, seal_mm):
     """On the face span: the voxels in front of the face plane (cut), and those of them that
     become air (all but the head's last ``seal_mm`` before the plane, which are the seal).
 
     The plane is square to the face's forward direction (_face_axes), at the depths the
     FACE_PLANE_* constants give (why: see there), and tilted back below the mouth by
-    CHIN_PLANE_SLOPE. Guarded voxels are never in either region."""
+    CHIN_PLANE_SLOPE. ``guarded`` (on the span: the protected region grown by its margin)
+    is never in either region."""
     def centre(box):
         return volume.index_to_world(((np.asarray(box[0]) + np.asarray(box[1])) / 2.0)[None, :])[0]
 
@@ -361,7 +370,6 @@ def _face_plane_regions(volume, head, protected, protect_margin_mm, boxes, span,
     behind_mm = np.where(height_mm < 0, FACE_PLANE_BEHIND_EYES_MM, FACE_PLANE_ABOVE_EYES_BEHIND_MM)
     behind_mm = behind_mm + CHIN_PLANE_SLOPE * np.clip(mouth_height_mm - height_mm, 0.0, None)
     ahead_mm = offsets_mm.dot(forward).reshape(grid.shape[:3]) + behind_mm
-    guarded = _near(protected, protect_margin_mm, volume.spacing_mm, (lo, hi))
     inside = _behind_the_face(np.asarray(head)[_local(lo, hi, (0, 0, 0))], volume, forward)
     cut = (ahead_mm > 0) & ~guarded
     return cut, cut & ((ahead_mm > seal_mm) | ~inside)
