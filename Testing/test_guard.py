@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from DeFacerLib.deface import head_mask, skin_depth_mm
-from DeFacerLib.deface.guard import ABOVE_EYE_CENTRES_MM, SKIN_LAYER_MM, frontal_guard
+from DeFacerLib.deface.guard import (
+    ABOVE_EYE_CENTRES_MM,
+    MEDIAL_BEHIND_EYES_MM,
+    MEDIAL_HALF_WIDTH_MM,
+    SKIN_LAYER_MM,
+    frontal_guard,
+)
 from DeFacerLib.features import LABEL_VALUES
 from DeFacerLib.phantom import make_phantom
 
@@ -19,17 +25,22 @@ def test_guard_spares_features_and_covers_the_deep_forehead(orientation):
     for name in ("nose", "mouth"):
         assert not guard[labels == LABEL_VALUES[name]].any(), name
     assert guard[eyes].mean() < 0.10, guard[eyes].mean()
-    # every guarded voxel is deeper than the skin layer and above the eye centres
+    # every guarded voxel is either deeper than the skin layer and above the eye centres, or
+    # in the medial strip between the orbits: at or above the eye level, behind the eyes
     depth = skin_depth_mm(head, volume.spacing_mm)
-    assert depth[guard].min() > SKIN_LAYER_MM
-    z = volume.index_to_world(np.argwhere(guard))[:, 2]
-    eye_z = volume.index_to_world(np.argwhere(eyes))[:, 2].mean()
-    assert z.min() > eye_z + ABOVE_EYE_CENTRES_MM
+    world = volume.index_to_world(np.argwhere(guard))
+    eyes_mm = volume.index_to_world(np.argwhere(eyes))
+    eye_centre = eyes_mm.mean(axis=0)
+    forehead = (depth[guard] > SKIN_LAYER_MM) & (world[:, 2] > eye_centre[2] + ABOVE_EYE_CENTRES_MM)
+    medial = ((np.abs(world[:, 0] - eye_centre[0]) <= MEDIAL_HALF_WIDTH_MM + 1e-3)
+              & (world[:, 1] >= eye_centre[1] + MEDIAL_BEHIND_EYES_MM - 1e-3) & (world[:, 2] >= eye_centre[2] - 1e-3))
+    assert np.all(forehead | medial)
+    assert medial[~forehead].sum() > 1000  # the strip adds voxels below the forehead guard
     # the brain above eye level is covered
     brain = labels == LABEL_VALUES["brain"]
     brain_z = np.zeros(volume.shape3, np.float32)
     brain_z[tuple(np.argwhere(brain).T)] = volume.index_to_world(np.argwhere(brain))[:, 2]
-    high_brain = brain & (brain_z > eye_z + ABOVE_EYE_CENTRES_MM) & (depth > SKIN_LAYER_MM)
+    high_brain = brain & (brain_z > eye_centre[2] + ABOVE_EYE_CENTRES_MM) & (depth > SKIN_LAYER_MM)
     assert guard[high_brain].all()
 
 
@@ -42,3 +53,15 @@ def test_guard_from_nose_when_no_eyes_and_nothing_without_either():
     overlap = (from_nose & from_eyes).sum() / max(from_eyes.sum(), 1)
     assert overlap > 0.8, overlap
     assert not frontal_guard(volume, head, None, None).any()
+
+
+def test_no_medial_strip_with_one_eye():
+    volume, labels = make_phantom()
+    head = head_mask(volume)
+    eyes = labels == LABEL_VALUES["eyes"]
+    world_x = np.zeros(volume.shape3, np.float32)
+    world_x[eyes] = volume.index_to_world(np.argwhere(eyes))[:, 0]
+    one_eye = eyes & (world_x > volume.index_to_world(np.argwhere(eyes))[:, 0].mean())
+    guard = frontal_guard(volume, head, one_eye)
+    z = volume.index_to_world(np.argwhere(guard))[:, 2]
+    assert z.min() > volume.index_to_world(np.argwhere(one_eye))[:, 2].mean() + ABOVE_EYE_CENTRES_MM
