@@ -128,15 +128,16 @@ def calibrate(originals: list[dict]) -> dict:
     return thresholds
 
 
-def run_defacer(heads: list[Path], heads_dir: Path, out: Path, extra: list[str] = ()) -> dict[str, Path]:
+def run_defacer(heads: list[Path], heads_dir: Path, out: Path, extra: list[str] = (), reuse: bool = False) -> dict[str, Path]:
     """DeFacer through its CLI with default parameters, end to end: the shipped U-Net finds the
     features and the brain itself (no reference mask, no landmarks)."""
     out.mkdir(parents=True, exist_ok=True)
     result = {}
     for head in heads:
         target = out / head.name
-        if not target.exists():
-            subprocess.run([sys.executable, "-m", "DeFacerLib", "deface", str(head), str(target), "-q", *extra], check=True)
+        if not (reuse and target.exists()):  # outputs of older code must not stand in for this run's
+            subprocess.run([sys.executable, "-m", "DeFacerLib", "deface", str(head), str(target), "-q",
+                            "--overwrite", *extra], check=True)
         result[head.name] = target
     return result
 
@@ -165,7 +166,9 @@ def main() -> int:
                         help="extra `defacer deface` argument for DeFacer's row (repeat), e.g. --defacer-arg=--margin-mm=20")
     parser.add_argument("--no-quickshear", action="store_true")
     parser.add_argument("--limit", type=int, help="only the first N heads")
-    parser.add_argument("--work", type=Path, default=Path("build/reid_study"), help="cache for defaced heads")
+    parser.add_argument("--work", type=Path, default=Path("build/reid_study"), help="folder for the defaced heads")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep DeFacer outputs already in --work (default: deface again, so no older code's output is measured)")
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--thresholds-out", type=Path)
@@ -178,7 +181,7 @@ def main() -> int:
     if not args.no_defacer:
         label = "DeFacer (default features, U-Net" + (", " + " ".join(args.defacer_arg) if args.defacer_arg else "") + ")"
         work = args.work / ("defacer" + "".join(a.strip("-").replace("=", "") for a in args.defacer_arg))
-        tools[label] = run_defacer(heads, args.heads_dir, work, args.defacer_arg)
+        tools[label] = run_defacer(heads, args.heads_dir, work, args.defacer_arg, reuse=args.reuse)
     if not args.no_quickshear:
         tools["quickshear 1.2.0"] = run_quickshear(heads, args.heads_dir, args.work / "quickshear")
     for spec in args.defaced:

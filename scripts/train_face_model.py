@@ -419,6 +419,9 @@ def model_card(*, timing, model, base, seed, steps, epochs, steps_per_epoch, sec
         "- Feature boundaries are coarse (Dice 0.5-0.8 on the input grid): the removal engine cuts each "
         "feature's bounding box plus a margin, so a mask that is a few mm off still removes the feature, "
         "but landmark errors are 4-11 mm (median), above the 4 mm target, worst for ears (thin pinnae).",
+        "- A second, 2 mm stage on crops of the face and ears did not place the features better "
+        "(docs/benchmarks.md, 2026-12-05), nor did more training at a lower rate: with 24 training heads, "
+        "more annotated heads are the next step.",
         "- Trained on 24 heads, 21 of them IXI T1 from one hospital; CT is one head and PET none (only "
         "simulated by blur/contrast augmentation): check the QA render on other contrasts.",
         "- Feature labels are landmark-centred ellipsoids clipped to the skin shell, not hand-traced outlines: "

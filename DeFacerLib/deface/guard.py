@@ -49,7 +49,7 @@ def frontal_guard(volume: Volume, head: np.ndarray, eyes: np.ndarray | None, nos
     superior_mm = _world_superior_mm(volume)
     eye_level_mm = _eye_level_mm(superior_mm, eyes, nose)
     above = superior_mm > eye_level_mm + ABOVE_EYE_CENTRES_MM
-    medial = _medial_strip(volume, head, eyes, superior_mm >= eye_level_mm)
+    medial = _medial_strip(volume, head, eyes, eye_level_mm)
     if depth_mm is not None:
         return (above & (depth_mm > SKIN_LAYER_MM)) | medial
     # Only the head above the eyes needs a depth, and only up to the skin layer: a distance
@@ -67,22 +67,35 @@ def frontal_guard(volume: Volume, head: np.ndarray, eyes: np.ndarray | None, nos
     return guard | medial
 
 
-def _medial_strip(volume: Volume, head: np.ndarray, eyes: np.ndarray | None, at_or_above: np.ndarray) -> np.ndarray:
+def _medial_strip(volume: Volume, head: np.ndarray, eyes: np.ndarray | None, eye_level_mm: float) -> np.ndarray:
     """Head voxels at or above the eye level, within MEDIAL_HALF_WIDTH_MM of the eyes' midpoint
     (world left-right) and MEDIAL_BEHIND_EYES_MM or more behind the eye region's centre (world
     posterior). Nothing without both eyes (one eye or the nose alone does not say where the
-    midpoint is)."""
-    nothing = np.zeros(volume.shape3, dtype=bool)
+    midpoint is). Computed on the strip's own index box only."""
+    strip = np.zeros(volume.shape3, dtype=bool)
     if eyes is None or not eyes.any():
-        return nothing
+        return strip
     eyes_mm = volume.index_to_world(np.argwhere(eyes))
     if np.ptp(eyes_mm[:, 0]) < BOTH_EYES_MIN_WIDTH_MM:
-        return nothing
+        return strip
     centre_mm = eyes_mm.mean(axis=0)
-    left_mm = _world_coordinate_mm(volume, 0) - np.float32(centre_mm[0])
-    behind_mm = _world_coordinate_mm(volume, 1) - np.float32(centre_mm[1])
-    return (at_or_above & np.asarray(head, dtype=bool) & (np.abs(left_mm) <= MEDIAL_HALF_WIDTH_MM)
-            & (behind_mm >= MEDIAL_BEHIND_EYES_MM))
+    shape = np.asarray(volume.shape3)
+    far_mm = volume.index_to_world(np.array(list(np.ndindex(2, 2, 2))) * (shape - 1)).max(axis=0)
+    low_mm = np.array([centre_mm[0] - MEDIAL_HALF_WIDTH_MM, centre_mm[1] + MEDIAL_BEHIND_EYES_MM, eye_level_mm])
+    high_mm = np.array([centre_mm[0] + MEDIAL_HALF_WIDTH_MM, far_mm[1], far_mm[2]])
+    if np.any(high_mm < low_mm):
+        return strip
+    corners_mm = np.array([[(low_mm, high_mm)[bit][axis] for axis, bit in enumerate(bits)]
+                           for bits in np.ndindex(2, 2, 2)])
+    corners = volume.world_to_index(corners_mm)
+    lo = np.clip(np.floor(corners.min(axis=0)).astype(int) - 1, 0, shape - 1)
+    hi = np.clip(np.ceil(corners.max(axis=0)).astype(int) + 1, 0, shape - 1)
+    box = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
+    left_mm, behind_mm, up_mm = (_world_coordinate_mm(volume, axis, box) for axis in range(3))
+    strip[box] = (np.asarray(head, dtype=bool)[box] & (up_mm >= np.float32(eye_level_mm))
+                  & (np.abs(left_mm - np.float32(centre_mm[0])) <= MEDIAL_HALF_WIDTH_MM)
+                  & (behind_mm - np.float32(centre_mm[1]) >= MEDIAL_BEHIND_EYES_MM))
+    return strip
 
 
 def _eye_level_mm(superior_mm: np.ndarray, eyes: np.ndarray | None, nose: np.ndarray | None) -> float:
@@ -96,9 +109,11 @@ def _world_superior_mm(volume: Volume) -> np.ndarray:
     return _world_coordinate_mm(volume, 2)
 
 
-def _world_coordinate_mm(volume: Volume, axis: int) -> np.ndarray:
-    """One LPS coordinate (0 left, 1 posterior, 2 superior) of every voxel centre, float32."""
+def _world_coordinate_mm(volume: Volume, axis: int, box=None) -> np.ndarray:
+    """One LPS coordinate (0 left, 1 posterior, 2 superior) of every voxel centre, float32
+    (on the index ``box`` of slices when given)."""
     affine = volume.affine_lps
-    i, j, k = (np.arange(n, dtype=np.float32) for n in volume.shape3)
+    box = box or tuple(slice(0, n) for n in volume.shape3)
+    i, j, k = (np.arange(b.start, b.stop, dtype=np.float32) for b in box)
     return (affine[axis, 0] * i[:, None, None] + affine[axis, 1] * j[None, :, None]
             + affine[axis, 2] * k[None, None, :] + np.float32(affine[axis, 3])).astype(np.float32)

@@ -7,7 +7,10 @@ For each feature the removal region is
 and its voxels are set to the image's air value. With the whole face (the default) one more
 region joins them: the box spanning the eyes, nose and mouth down past the chin, cut to the
 same shell and also flat at a face plane (face_span_box, _face_plane_regions); the deepest
-part of every face cut is the seal, set to the head's tissue value (DEFAULT_SEAL_MM). Then
+part of every face cut is the seal, set to the head's tissue value (DEFAULT_SEAL_MM), and so
+is every face-cut voxel next to the guard (what the guard keeps is not left bare); the flat
+cut's surface voxels get a share of it (anti-aliased, so the new face is a smooth plane). Only
+the values of removed voxels differ between these: the set of changed voxels is the cut. Then
 the result is checked: every voxel inside ``protected`` must be byte-identical to the
 input, or GuaranteeError is raised and
 nothing is returned. The input array is never written to.
@@ -93,6 +96,14 @@ UNSEALED_FEATURES = ("ears",)
 # eye centres (10 mm back over the orbits only left two eye-like pits in the brow band; the
 # frontal guard protects everything higher). Below the mouth the plane tilts back, so that
 # the chin and the jaw line go too.
+# Where a face cut stops at the guard (the frontal guard, the protected brain grown by its
+# margin), the guarded tissue would be the new surface: bone and sinus, darker than skin, which
+# the render shows as ragged holes along the brow. So the cut's voxels within the seal's
+# thickness of the guard are sealed too (their values only: never more voxels).
+# The flat cut's surface is anti-aliased: the voxels it passes through get the share of the
+# seal's tissue value that lies behind it (partial volume), so the new face is a smooth plane.
+# Cut voxel by voxel, the chin's tilted plane showed as terraces, horizontal lines across the
+# lower face that a detector can take for lips.
 FACE_PLANE_BEHIND_EYES_MM = 20.0  # below the eye centres
 FACE_PLANE_ABOVE_EYES_BEHIND_MM = 0.0  # above them
 CHIN_PLANE_SLOPE = 0.5  # mm further back per mm below the mouth
@@ -255,17 +266,22 @@ def remove_features(
                 features[feature].voxels_removed = int(region.sum())
                 removal |= region
                 air |= region if feature in UNSEALED_FEATURES else region & shallow
+        tissue_share = None
         if span is not None:
-            plane_cut, plane_air = _face_plane_regions(volume, head, guarded(*span), boxes, span, seal)
+            plane_cut, plane_air, tissue_share = _face_plane_regions(volume, head, guarded(*span), boxes, span, seal)
             local = _local(*span, crop_lo)
             features[FACE_REGION].voxels_removed += int((plane_cut & ~removal[local]).sum())
             removal[local] |= plane_cut
             air[local] |= plane_air
+            if seal:  # what the guard keeps is not left bare either
+                air[local] &= ~_within_mm(protected, protect_margin_mm + seal, spacing, span)
         # The seal is the deepest seal_mm of the union of the cuts: where one cut reaches deeper
         # than another's seal, that voxel is air.
         if seal_stored is not None:
             result[crop][removal & ~air] = seal_stored
         result[crop][air] = stored
+        if seal_stored is not None and tissue_share is not None:
+            _blend_plane_surface(result[crop][local], removal[local], tissue_share, stored, seal_stored)
         sealed_total = int((removal & ~air).sum())
         total = int(removal.sum())
 
@@ -338,8 +354,10 @@ def face_span_box(volume: Volume, boxes: dict[str, list]) -> tuple[np.ndarray, n
 
 
 def _face_plane_regions(volume, head, guarded, boxes, span, seal_mm):
-    """On the face span: the voxels in front of the face plane (cut), and those of them that
-    become air (all but the head's last ``seal_mm`` before the plane, which are the seal).
+    """On the face span: the voxels in front of the face plane (cut), those of them that
+    become air (all but the head's last ``seal_mm`` before the plane, which are the seal), and
+    for the cut voxels the new surface passes through, the share of the voxel behind it
+    (float32, NaN elsewhere; see _blend_plane_surface).
 
     The plane is square to the face's forward direction (_face_axes), at the depths the
     FACE_PLANE_* constants give (why: see there), and tilted back below the mouth by
@@ -353,7 +371,7 @@ def _face_plane_regions(volume, head, guarded, boxes, span, seal_mm):
     parts = [centre(b) for name in FACE_PARTS for b in boxes.get(name, [])]
     step = tuple(slice(None, None, 2) for _ in range(3))
     head_index = np.argwhere(np.asarray(head)[step]) * 2
-    nothing = (np.zeros(tuple(int(b - a) + 1 for a, b in zip(*span)), bool),) * 2
+    nothing = (np.zeros(tuple(int(b - a) + 1 for a, b in zip(*span)), bool),) * 2 + (None,)
     if not eye_centres or not lower or head_index.size == 0:
         return nothing
     eyes = np.mean(eye_centres, axis=0)
@@ -372,7 +390,38 @@ def _face_plane_regions(volume, head, guarded, boxes, span, seal_mm):
     ahead_mm = offsets_mm.dot(forward).reshape(grid.shape[:3]) + behind_mm
     inside = _behind_the_face(np.asarray(head)[_local(lo, hi, (0, 0, 0))], volume, forward)
     cut = (ahead_mm > 0) & ~guarded
-    return cut, cut & ((ahead_mm > seal_mm) | ~inside)
+    # the surface lies seal_mm in front of the plane; one voxel across it, along the voxel axis
+    # closest to forward, the share behind it runs from 1 to 0
+    step_mm = float(volume.spacing_mm[int(np.argmax(np.abs(volume.direction.T @ forward)))])
+    share = np.clip(0.5 - (ahead_mm - seal_mm) / step_mm, 0.0, 1.0).astype(np.float32)
+    share[~(cut & inside) | (share <= 0.0) | (share >= 1.0)] = np.nan
+    return cut, cut & ((ahead_mm > seal_mm) | ~inside), share
+
+
+def _within_mm(mask: np.ndarray, radius_mm: float, spacing, box) -> np.ndarray:
+    """On the inclusive index ``box``: the voxels outside ``mask`` within radius_mm of it
+    (skin_depth.depth_at_most of the complement: one Maurer transform of the box grown by
+    the radius, so voxels near the box's edge see past it)."""
+    corners = tuple(tuple(int(v) for v in corner) for corner in box)
+    return depth_at_most(~np.asarray(mask, dtype=bool), spacing, radius_mm, box=corners)
+
+
+def _blend_plane_surface(values: np.ndarray, removal: np.ndarray, tissue_share: np.ndarray, air_stored,
+                         seal_stored) -> None:
+    """In place, on the span: the sealed voxels the flat cut's surface passes through get
+    air + share * (tissue - air), share 0.5-1 (the voxels in front stay air, so nothing floats
+    where a deeper cut took the seal away)."""
+    partial = removal & (tissue_share >= 0.5)  # NaN compares False
+    partial &= values == seal_stored if values.ndim == 3 else (values == seal_stored).all(axis=-1)
+    if not partial.any():
+        return
+    share = tissue_share[partial]
+    blended = float(air_stored) + share * (float(seal_stored) - float(air_stored))
+    if np.issubdtype(values.dtype, np.integer):
+        info = np.iinfo(values.dtype)
+        blended = np.clip(np.rint(blended), info.min, info.max)
+    blended = blended.astype(values.dtype)
+    values[partial] = blended[:, None] if values.ndim == 4 else blended
 
 
 def _face_axes(eye_centres: list, eyes_above_mouth: np.ndarray, face_ahead: np.ndarray):
