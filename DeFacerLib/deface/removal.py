@@ -87,6 +87,16 @@ SEAL_MIN_VOXELS = 3
 # Not the ears: their cut is 10 mm deep, so a pinna or concha thicker than 14 mm would keep a
 # shrunken copy of itself as seal (the phantom's does), and no face is read off the side.
 UNSEALED_FEATURES = ("ears",)
+# Where a face cut stops at the guard (the frontal guard, the protected brain grown by its
+# margin), the guarded tissue would be the new surface: bone and sinus, darker than skin, which
+# the render shows as ragged holes along the brow. So the cut's voxels within the seal's
+# thickness of the guard are sealed too (their values only: never more voxels).
+#
+# The flat cut's surface is anti-aliased: the voxels it passes through get the share of the
+# seal's tissue value that lies behind it (partial volume), so the new face is a smooth plane.
+# Cut voxel by voxel, the chin's tilted plane showed as terraces, horizontal lines across the
+# lower face that a detector can take for lips.
+#
 # In the whole-face box the cut is also flat (the 25 mm shell alone leaves the face's shape,
 # 25 mm down): everything in front of a face plane goes, square to the face's forward
 # direction and this far behind the eye centres. Each depth was set on all 27 IXI heads with
@@ -96,14 +106,6 @@ UNSEALED_FEATURES = ("ears",)
 # eye centres (10 mm back over the orbits only left two eye-like pits in the brow band; the
 # frontal guard protects everything higher). Below the mouth the plane tilts back, so that
 # the chin and the jaw line go too.
-# Where a face cut stops at the guard (the frontal guard, the protected brain grown by its
-# margin), the guarded tissue would be the new surface: bone and sinus, darker than skin, which
-# the render shows as ragged holes along the brow. So the cut's voxels within the seal's
-# thickness of the guard are sealed too (their values only: never more voxels).
-# The flat cut's surface is anti-aliased: the voxels it passes through get the share of the
-# seal's tissue value that lies behind it (partial volume), so the new face is a smooth plane.
-# Cut voxel by voxel, the chin's tilted plane showed as terraces, horizontal lines across the
-# lower face that a detector can take for lips.
 FACE_PLANE_BEHIND_EYES_MM = 20.0  # below the eye centres
 FACE_PLANE_ABOVE_EYES_BEHIND_MM = 0.0  # above them
 CHIN_PLANE_SLOPE = 0.5  # mm further back per mm below the mouth
