@@ -7,6 +7,7 @@ import pytest
 from DeFacerLib.deface import head_mask, skin_depth_mm
 from DeFacerLib.deface.guard import (
     ABOVE_EYE_CENTRES_MM,
+    EYE_CLEARANCE_MM,
     MEDIAL_BEHIND_EYES_MM,
     MEDIAL_HALF_WIDTH_MM,
     SKIN_LAYER_MM,
@@ -65,3 +66,23 @@ def test_no_medial_strip_with_one_eye():
     guard = frontal_guard(volume, head, one_eye)
     z = volume.index_to_world(np.argwhere(guard))[:, 2]
     assert z.min() > volume.index_to_world(np.argwhere(one_eye))[:, 2].mean() + ABOVE_EYE_CENTRES_MM
+
+
+def test_forehead_guard_keeps_clear_of_the_eyes():
+    """Grown by the removal's protect margin, the forehead guard must stop at the eye region:
+    no forehead-guard voxel lies within EYE_CLEARANCE_MM of it (the medial strip aside)."""
+    from scipy import ndimage as ndi
+
+    volume, labels = make_phantom()
+    head = head_mask(volume)
+    eyes = labels == LABEL_VALUES["eyes"]
+    guard = frontal_guard(volume, head, eyes)
+    world = volume.index_to_world(np.argwhere(guard))
+    centre = volume.index_to_world(np.argwhere(eyes)).mean(axis=0)
+    medial = (np.abs(world[:, 0] - centre[0]) <= MEDIAL_HALF_WIDTH_MM + 1e-3) & (world[:, 1] >= centre[1] + 9.999)
+    distance = ndi.distance_transform_edt(~eyes, sampling=volume.spacing_mm)[guard]
+    assert distance[~medial].min() > EYE_CLEARANCE_MM
+    # without the clearance the forehead guard would reach that close: the test can fail
+    without = ndi.distance_transform_edt(~eyes, sampling=volume.spacing_mm)
+    above = volume.index_to_world(np.argwhere(head & (without <= EYE_CLEARANCE_MM)))[:, 2]
+    assert (above > centre[2] + ABOVE_EYE_CENTRES_MM).any()

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from DeFacerLib.deface.skin_depth import bounding_box, depth_at_most
+from DeFacerLib.deface.skin_depth import bounding_box, depth_at_most, dilate_mm
 from DeFacerLib.volume import Volume
 
 ABOVE_EYE_CENTRES_MM = 10.0  # the globe's upper third stays removable; the orbital roof sits ~15-20 mm above centre
@@ -32,6 +32,14 @@ EYES_ABOVE_NOSE_CENTRE_MM = 25.0  # eye centres sit ~20-30 mm above the middle o
 MEDIAL_HALF_WIDTH_MM = 15.0  # the globes' inner edges lie ~15-20 mm from the midline
 MEDIAL_BEHIND_EYES_MM = 10.0  # behind the eye region's centre (~4 mm in front of the globe centres)
 BOTH_EYES_MIN_WIDTH_MM = 50.0  # two eye regions span ~90 mm left to right, one ~35 mm
+# The forehead part keeps clear of the eye region by the removal's protect margin, so that,
+# grown by that margin, it stops at the eye region instead of reaching into it: grown over the
+# upper lids and the globe's upper third, it kept ~18 % of the labelled eye tissue (median
+# eyes removed 82 % on the 27 IXI heads; 96 % with the clearance). The brain beside the eyes is
+# still the predicted brain's, grown by the margin: the voxels this frees lie 2.8 mm or more
+# from the reference brain on all 27 (median of the heads' closest 5.7 mm), no closer than
+# what the cut already came (2.0 mm), and change 0 reference-brain voxels.
+EYE_CLEARANCE_MM = 5.0  # = removal.DEFAULT_PROTECT_MARGIN_MM
 
 
 def frontal_guard(volume: Volume, head: np.ndarray, eyes: np.ndarray | None, nose: np.ndarray | None = None,
@@ -51,7 +59,7 @@ def frontal_guard(volume: Volume, head: np.ndarray, eyes: np.ndarray | None, nos
     above = superior_mm > eye_level_mm + ABOVE_EYE_CENTRES_MM
     medial = _medial_strip(volume, head, eyes, eye_level_mm)
     if depth_mm is not None:
-        return (above & (depth_mm > SKIN_LAYER_MM)) | medial
+        return ((above & (depth_mm > SKIN_LAYER_MM)) & ~_near_eyes(eyes, volume.spacing_mm)) | medial
     # Only the head above the eyes needs a depth, and only up to the skin layer: a distance
     # transform of that part grown by the layer (skin_depth.depth_at_most, exact there).
     candidates = above & np.asarray(head, dtype=bool)
@@ -64,7 +72,19 @@ def frontal_guard(volume: Volume, head: np.ndarray, eyes: np.ndarray | None, nos
     # float32: the guard has always compared skin_depth_mm's float32 map, which rounds ties
     shallow = depth_at_most(head, volume.spacing_mm, SKIN_LAYER_MM, box=box_corners, precision=np.float32)
     guard[box] = candidates[box] & ~shallow
-    return guard | medial
+    return (guard & ~_near_eyes(eyes, volume.spacing_mm)) | medial
+
+
+def _near_eyes(eyes: np.ndarray | None, spacing_mm) -> np.ndarray | np.bool_:
+    """The eye region grown by EYE_CLEARANCE_MM (on its own box grown by the clearance)."""
+    box = bounding_box(eyes) if eyes is not None else None
+    if box is None:
+        return np.False_
+    reach = np.ceil(EYE_CLEARANCE_MM / np.asarray(spacing_mm, dtype=float)).astype(int) + 1
+    grown = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, r, n in zip(box, reach, eyes.shape))
+    near = np.zeros(eyes.shape, dtype=bool)
+    near[grown] = dilate_mm(eyes[grown], EYE_CLEARANCE_MM, spacing_mm)
+    return near
 
 
 def _medial_strip(volume: Volume, head: np.ndarray, eyes: np.ndarray | None, eye_level_mm: float) -> np.ndarray:
