@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from DeFacerLib.deface.skin_depth import bounding_box, depth_at_most, dilate_mm
+from DeFacerLib.deface.skin_depth import bounding_box, depth_at_most, dilate_mm_on_box
 from DeFacerLib.volume import Volume
 
 ABOVE_EYE_CENTRES_MM = 10.0  # the globe's upper third stays removable; the orbital roof sits ~15-20 mm above centre
@@ -59,31 +59,32 @@ def frontal_guard(volume: Volume, head: np.ndarray, eyes: np.ndarray | None, nos
     above = superior_mm > eye_level_mm + ABOVE_EYE_CENTRES_MM
     medial = _medial_strip(volume, head, eyes, eye_level_mm)
     if depth_mm is not None:
-        return ((above & (depth_mm > SKIN_LAYER_MM)) & ~_near_eyes(eyes, volume.spacing_mm)) | medial
-    # Only the head above the eyes needs a depth, and only up to the skin layer: a distance
-    # transform of that part grown by the layer (skin_depth.depth_at_most, exact there).
-    candidates = above & np.asarray(head, dtype=bool)
-    box = bounding_box(candidates)
-    guard = np.zeros(volume.shape3, dtype=bool)
-    if box is None:
-        return guard | medial
-    corners = ((b.start for b in box), (b.stop - 1 for b in box))
-    box_corners = tuple(tuple(int(v) for v in c) for c in corners)
-    # float32: the guard has always compared skin_depth_mm's float32 map, which rounds ties
-    shallow = depth_at_most(head, volume.spacing_mm, SKIN_LAYER_MM, box=box_corners, precision=np.float32)
-    guard[box] = candidates[box] & ~shallow
-    return (guard & ~_near_eyes(eyes, volume.spacing_mm)) | medial
+        forehead = above & (depth_mm > SKIN_LAYER_MM)
+    else:
+        # Only the head above the eyes needs a depth, and only up to the skin layer: a distance
+        # transform of that part grown by the layer (skin_depth.depth_at_most, exact there).
+        candidates = above & np.asarray(head, dtype=bool)
+        box = bounding_box(candidates)
+        forehead = np.zeros(volume.shape3, dtype=bool)
+        if box is not None:
+            corners = ((b.start for b in box), (b.stop - 1 for b in box))
+            box_corners = tuple(tuple(int(v) for v in c) for c in corners)
+            # float32: the guard has always compared skin_depth_mm's float32 map, which rounds ties
+            shallow = depth_at_most(head, volume.spacing_mm, SKIN_LAYER_MM, box=box_corners, precision=np.float32)
+            forehead[box] = candidates[box] & ~shallow
+    return (forehead & ~_near_eyes(eyes, volume.spacing_mm)) | medial
 
 
 def _near_eyes(eyes: np.ndarray | None, spacing_mm) -> np.ndarray | np.bool_:
-    """The eye region grown by EYE_CLEARANCE_MM (on its own box grown by the clearance)."""
+    """The eye region grown by EYE_CLEARANCE_MM (computed on its own box grown by the clearance)."""
     box = bounding_box(eyes) if eyes is not None else None
     if box is None:
         return np.False_
-    reach = np.ceil(EYE_CLEARANCE_MM / np.asarray(spacing_mm, dtype=float)).astype(int) + 1
-    grown = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, r, n in zip(box, reach, eyes.shape))
+    reach = np.ceil(EYE_CLEARANCE_MM / np.asarray(spacing_mm, dtype=float)).astype(int)
+    lo = [max(0, b.start - r) for b, r in zip(box, reach)]
+    hi = [min(n - 1, b.stop - 1 + r) for b, r, n in zip(box, reach, eyes.shape)]
     near = np.zeros(eyes.shape, dtype=bool)
-    near[grown] = dilate_mm(eyes[grown], EYE_CLEARANCE_MM, spacing_mm)
+    near[tuple(slice(a, b + 1) for a, b in zip(lo, hi))] = dilate_mm_on_box(eyes, EYE_CLEARANCE_MM, spacing_mm, (lo, hi))
     return near
 
 

@@ -40,7 +40,7 @@ computing both distance maps over the boxes' union grown by 25 mm): only box vox
 change, so the depth is decided on the boxes, by one distance transform per group of
 overlapping boxes (the face, each ear) grown by ``max_depth_mm`` and cut to the head
 (skin_depth.depth_at_most, float64 ties kept); the guard margin is a ball dilation of each
-box grown by ``protect_margin_mm`` (skin_depth.dilate_mm, exact); each feature's components
+box grown by ``protect_margin_mm`` (skin_depth.dilate_mm_on_box, exact); each feature's components
 are labelled inside its own bounding box. The output array keeps the input's memory order
 (Fortran for NIfTI), so writing it needs no transposing copy.
 """
@@ -54,7 +54,7 @@ from scipy import ndimage as ndi
 
 from DeFacerLib.deface.air import air_value, tissue_value
 from DeFacerLib.deface.head_mask import head_mask as compute_head_mask
-from DeFacerLib.deface.skin_depth import bounding_box, depth_at_most, dilate_mm
+from DeFacerLib.deface.skin_depth import bounding_box, depth_at_most, dilate_mm_on_box
 from DeFacerLib.errors import GuaranteeError, InputError
 from DeFacerLib.features import FEATURES
 from DeFacerLib.volume import Volume
@@ -244,7 +244,7 @@ def remove_features(
         def guarded(lo, hi) -> np.ndarray:  # the face span's guard serves the shell and the plane
             key = (tuple(int(v) for v in lo), tuple(int(v) for v in hi))
             if key not in guarded_on:
-                guarded_on[key] = _near(protected, protect_margin_mm, spacing, (lo, hi))
+                guarded_on[key] = dilate_mm_on_box(protected, protect_margin_mm, spacing, (lo, hi))
             return guarded_on[key]
 
         depths = {feature: feature_max_depth_mm(feature, max_depth_mm) for feature in boxes}
@@ -533,19 +533,6 @@ def _within_depth(head: np.ndarray, max_depth_mm: float, spacing: np.ndarray, bo
     max_depth_mm instead of the whole volume)."""
     inside = head[tuple(slice(int(a), int(b) + 1) for a, b in zip(*box))]
     return ~inside | depth_at_most(head, spacing, max_depth_mm, box=box)
-
-
-def _near(mask: np.ndarray, radius_mm: float, spacing: np.ndarray, box) -> np.ndarray:
-    """mask dilated by radius_mm (Euclidean, in mm: anisotropic voxels handled), on ``box``."""
-    lo, hi = np.asarray(box[0]), np.asarray(box[1])
-    if radius_mm <= 0:
-        return mask[tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))].copy()
-    reach = np.ceil(radius_mm / spacing).astype(int) + 1
-    grown_lo = np.maximum(lo - reach, 0)
-    grown_hi = np.minimum(hi + reach, np.asarray(mask.shape) - 1)
-    grown = mask[tuple(slice(int(a), int(b) + 1) for a, b in zip(grown_lo, grown_hi))]
-    inner = tuple(slice(int(a - g), int(b - g) + 1) for a, b, g in zip(lo, hi, grown_lo))
-    return dilate_mm(grown, radius_mm, spacing)[inner]
 
 
 def _world_bounds(volume: Volume, lo: np.ndarray, hi: np.ndarray):
