@@ -36,6 +36,25 @@ def deface(source: Path, target: Path) -> dict:
     return json.loads(result.stdout)
 
 
+def assert_cut_surface_blended(before: Volume, after: Volume, report: dict) -> None:
+    """The flat cut's surface is anti-aliased on both sides of it: the voxels it passes through
+    hold air + share * (seal - air), shares below one half (in front of the surface) as well as
+    above (behind it); with only one half blended the surface jumps a voxel every other step
+    and the chin's tilted plane renders as terraces. An air-side voxel touches the seal, so
+    nothing floats in front of the face."""
+    from scipy import ndimage
+
+    changed = after.array != before.array
+    air = after.stored_value(report["fill_value_physical"])
+    seal = report["seal_value_stored"]
+    share = (after.array.astype(np.float64) - air) / (seal - air)
+    partial = changed & (share > 0.0) & (share < 1.0)
+    front, behind = partial & (share < 0.5), partial & (share >= 0.5)
+    assert front.sum() > 0.2 * partial.sum() and behind.sum() > 0.2 * partial.sum(), (front.sum(), behind.sum())
+    touches_seal = ndimage.binary_dilation(changed & (share >= 0.5), structure=np.ones((3, 3, 3), bool))
+    assert not (front & ~touches_seal).any()
+
+
 @pytest.mark.slow
 def test_face_not_found_means_nothing_written(tmp_path):
     """A smooth ellipsoid of tissue the size of a head has no face: the command fails on one
@@ -85,6 +104,7 @@ def test_validation_head_brain_untouched_features_removed(rel, data_dir, tmp_pat
     assert outcome["features_removed"], outcome["features_missing"]
     for feature in outcome["features_removed"]:
         assert removed[feature] >= MIN_REMOVED_FRACTION[feature], (rel, removed)
+    assert_cut_surface_blended(head, out, outcome["report"])
     # the face is gone for a detector: YuNet finds one on the original's front render, not on the output's
     from DeFacerLib.qa import face_direction, render_views
     from DeFacerLib.qa.recognize import FACE_PRESENT_SCORE, best_face
@@ -114,5 +134,6 @@ def test_ct_head_is_defaced_with_the_face_found(data_dir, tmp_path):
     assert ((values[surface] > low) & (values[surface] < high)).all() and surface.sum() < seal.sum()
     assert 0 < seal.sum() <= report["total_sealed"] < 0.2 * report["total_removed"]
     assert np.allclose(out.physical()[changed][air], report["fill_value_physical"], atol=1e-3)
+    assert_cut_surface_blended(head, out, report)
     assert report["fill_value_physical"] < out.physical()[changed][seal][0]  # tissue is brighter than air
     assert outcome["report"]["segmentation"]["present"]["eyes"]

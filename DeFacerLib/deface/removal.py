@@ -268,9 +268,9 @@ def remove_features(
                 features[feature].voxels_removed = int(region.sum())
                 removal |= region
                 air |= region if feature in UNSEALED_FEATURES else region & shallow
-        tissue_share = None
+        plane_share = None
         if span is not None:
-            plane_cut, plane_air, tissue_share = _face_plane_regions(volume, head, guarded(*span), boxes, span, seal)
+            plane_cut, plane_air, plane_share = _face_plane_regions(volume, head, guarded(*span), boxes, span, seal)
             local = _local(*span, crop_lo)
             features[FACE_REGION].voxels_removed += int((plane_cut & ~removal[local]).sum())
             removal[local] |= plane_cut
@@ -282,8 +282,8 @@ def remove_features(
         if seal_stored is not None:
             result[crop][removal & ~air] = seal_stored
         result[crop][air] = stored
-        if seal_stored is not None and tissue_share is not None:
-            _blend_plane_surface(result[crop][local], removal[local], tissue_share, stored, seal_stored)
+        if seal_stored is not None and plane_share is not None:
+            _blend_plane_surface(result[crop][local], removal[local], plane_share, stored, seal_stored)
         sealed_total = int((removal & ~air).sum())
         total = int(removal.sum())
 
@@ -394,10 +394,12 @@ def _face_plane_regions(volume, head, guarded, boxes, span, seal_mm):
     cut = (ahead_mm > 0) & ~guarded
     # the surface lies seal_mm in front of the plane; one voxel across it, along the voxel axis
     # closest to forward, the share behind it runs from 1 to 0
-    step_mm = float(volume.spacing_mm[int(np.argmax(np.abs(volume.direction.T @ forward)))])
+    along = volume.direction.T @ forward
+    axis = int(np.argmax(np.abs(along)))
+    step_mm = float(volume.spacing_mm[axis])
     share = np.clip(0.5 - (ahead_mm - seal_mm) / step_mm, 0.0, 1.0).astype(np.float32)
     share[~(cut & inside) | (share <= 0.0) | (share >= 1.0)] = np.nan
-    return cut, cut & ((ahead_mm > seal_mm) | ~inside), share
+    return cut, cut & ((ahead_mm > seal_mm) | ~inside), (share, axis, -1 if along[axis] > 0 else 1)
 
 
 def _within_mm(mask: np.ndarray, radius_mm: float, spacing, box) -> np.ndarray:
@@ -408,14 +410,23 @@ def _within_mm(mask: np.ndarray, radius_mm: float, spacing, box) -> np.ndarray:
     return depth_at_most(~np.asarray(mask, dtype=bool), spacing, radius_mm, box=corners)
 
 
-def _blend_plane_surface(values: np.ndarray, removal: np.ndarray, tissue_share: np.ndarray, air_stored,
-                         seal_stored) -> None:
-    """In place, on the span: the sealed voxels the flat cut's surface passes through get
-    air + share * (tissue - air), share 0.5-1 (the voxels in front stay air, so nothing floats
-    where a deeper cut took the seal away)."""
-    partial = removal & (tissue_share >= 0.5)  # NaN compares False
-    partial &= values == seal_stored if values.ndim == 3 else (values == seal_stored).all(axis=-1)
-    if not partial.any():
+def _blend_plane_surface(values: np.ndarray, removal: np.ndarray, plane_share, air_stored, seal_stored) -> None:
+    """In place, on the span: the cut voxels the flat cut's surface passes through get
+    air + share * (tissue - air). A sealed voxel takes its share (0.5-1); an air voxel in front
+    of the surface takes its share (0-0.5) only where the voxel behind it, one step back along
+    the voxel axis closest to the face's forward direction, is sealed (so nothing floats where
+    a deeper cut took the seal away). Both halves are needed: blending only one of them leaves
+    the surface jumping a whole voxel every other step, terraces on the chin's tilted plane."""
+    tissue_share, axis, back = plane_share
+    sealed = values == seal_stored if values.ndim == 3 else (values == seal_stored).all(axis=-1)
+    is_air = values == air_stored if values.ndim == 3 else (values == air_stored).all(axis=-1)
+    sealed_behind = np.zeros_like(sealed)
+    source = [slice(None)] * 3
+    target = [slice(None)] * 3
+    source[axis], target[axis] = (slice(1, None), slice(None, -1)) if back > 0 else (slice(None, -1), slice(1, None))
+    sealed_behind[tuple(target)] = sealed[tuple(source)]
+    partial = removal & (((tissue_share >= 0.5) & sealed) | ((tissue_share < 0.5) & is_air & sealed_behind))
+    if not partial.any():  # NaN compares False
         return
     share = tissue_share[partial]
     blended = float(air_stored) + share * (float(seal_stored) - float(air_stored))
