@@ -244,8 +244,16 @@ def remove_features(
         def guarded(lo, hi) -> np.ndarray:  # the face span's guard serves the shell and the plane
             key = (tuple(int(v) for v in lo), tuple(int(v) for v in hi))
             if key not in guarded_on:
-                guarded_on[key] = dilate_mm_on_box(protected, protect_margin_mm, spacing, (lo, hi))
+                # the dilation is exact on any box, so a box inside one already done is a slice of it
+                # (the eyes, nose and mouth lie mostly inside the face span, computed first)
+                outer = next((k for k in guarded_on if all(a <= b for a, b in zip(k[0], key[0]))
+                              and all(a >= b for a, b in zip(k[1], key[1]))), None)
+                guarded_on[key] = (guarded_on[outer][_local(key[0], key[1], outer[0])] if outer is not None
+                                   else dilate_mm_on_box(protected, protect_margin_mm, spacing, (lo, hi)))
             return guarded_on[key]
+
+        if span is not None:
+            guarded(*span)
 
         depths = {feature: feature_max_depth_mm(feature, max_depth_mm) for feature in boxes}
         for depth in sorted(set(depths.values())):
