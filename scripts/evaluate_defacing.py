@@ -10,16 +10,22 @@ truth made from the hand-checked landmarks (scripts/training/landmarks.json, lab
 DeFacerLib.face.labels exactly as in training) and, for IXI, the reference brain:
 
 - found: the feature was reported present (a labelled feature that is not found is a miss);
-- landmark error (mm): for each labelled region (each eye and ear separately) the distance
-  from its centroid to the nearest predicted region's centroid. The labels are regions built
-  around the landmarks, so this is the segmentation's landmark error measured on the same
-  footing for truth and model (a region's centroid is not the landmark itself: the eye label
-  is centred 4 mm in front of the globe centre, the nose label 12 mm behind and 18 mm above
-  the tip);
+- landmark error (mm): the distance from each verified landmark (each eye and ear separately)
+  to the landmark `defacer deface` reports for it (report["segmentation"]["landmarks_mm"]):
+  the U-Net region's centroid less its mean offset, snapped to the anatomy where the cue
+  agrees (DeFacerLib.face.landmarks; "a" in the table) or left as the model's estimate ("m").
+  The verified landmarks were proposed by the same cues and then checked by eye: where the
+  annotator accepted a proposal, a snapped landmark on the same voxel scores 0.0. The summary
+  also gives the model's estimate alone, and the old region-centroid error (each labelled
+  region's centroid to the nearest predicted region's; the eye label is centred 4 mm in front
+  of the globe, the nose label 12 mm behind and 18 mm above the tip);
 - Dice of the predicted mask against the labelled region, on the input grid;
 - removed: share of the labelled region's voxels the removal changed;
 - brain changed: voxels inside the reference brain (brain_labels) that differ from the input;
 - seconds: head mask + segmentation + removal (reading and writing excluded).
+
+`--offsets` prints instead the mean offset of each U-Net region's centroid from its verified
+landmark over the training split: face.landmarks.MODEL_CENTROID_OFFSET_MM is made from it.
 """
 from __future__ import annotations
 
@@ -36,7 +42,9 @@ sys.path.insert(0, str(REPO))
 
 from DeFacerLib.deface import head_mask  # noqa: E402
 from DeFacerLib.deface.pipeline import DefaceParameters, deface_volume, find_features  # noqa: E402
-from DeFacerLib.face.labels import feature_centres, load_landmarks, training_labels  # noqa: E402
+from DeFacerLib.face.labels import LANDMARK_FEATURE, feature_centres, load_landmarks, training_labels  # noqa: E402
+from DeFacerLib.face.landmarks import model_landmarks  # noqa: E402
+from DeFacerLib.face.segment import segment_features  # noqa: E402
 from DeFacerLib.features import BRAIN, FEATURES, LABEL_VALUES  # noqa: E402
 from DeFacerLib.io import read_volume  # noqa: E402
 
@@ -82,16 +90,44 @@ def evaluate_head(data: Path, rel: str, table: dict, model: Path | None,
     for feature in FEATURES:
         predicted[found.masks[feature]] = LABEL_VALUES[feature]
     errors = centre_errors_mm(volume, truth, predicted)
+    estimates = model_landmarks(volume, predicted)
     for feature in FEATURES:
         labelled = truth == LABEL_VALUES[feature]
+        names = [n for n in sorted(entry["landmarks"]) if LANDMARK_FEATURE[n] == feature]
+        reported = [found.landmarks.get(n) for n in names]
         row["features"][feature] = {
             "labelled": bool(labelled.any()),
             "found": bool(found.present[feature]),
+            "landmark_errors_mm": [round(_distance(r["mm"], entry["landmarks"][n]), 1) if r else float("inf")
+                                   for n, r in zip(names, reported)],
+            "landmark_by": [r["by"] if r else None for n, r in zip(names, reported)],
+            "model_estimate_errors_mm": [round(_distance(estimates[n], entry["landmarks"][n]), 1) if n in estimates
+                                         else float("inf") for n in names],
             "centre_errors_mm": [round(e, 1) for e in errors[feature]],
             "dice": _dice(found.masks[feature], labelled) if labelled.any() else None,
             "removed_fraction": round(float(changed[labelled].mean()), 3) if labelled.any() else None,
         }
     return row
+
+
+def _distance(a, b) -> float:
+    return float(np.linalg.norm(np.subtract(a, b)))
+
+
+def centroid_offsets(data: Path, heads: list[str], table: dict) -> dict[str, list[float]]:
+    """Mean of (U-Net region centroid - verified landmark) per feature over ``heads``, world LPS
+    mm, x made lateral-positive for the paired features (model_landmarks with no offsets)."""
+    zero = {feature: (0.0, 0.0, 0.0) for feature in FEATURES}
+    offsets: dict[str, list] = {feature: [] for feature in FEATURES}
+    for rel in heads:
+        volume = read_volume(data / rel)
+        estimates = model_landmarks(volume, segment_features(volume).labels, offsets_mm=zero)
+        for name, point in table[rel]["landmarks"].items():
+            if name in estimates:
+                offset = estimates[name] - np.asarray(point, float)
+                offset[0] *= -1.0 if name.endswith("right") else 1.0
+                offsets[LANDMARK_FEATURE[name]].append(offset)
+    return {feature: [round(float(v), 1) for v in np.mean(values, axis=0)] for feature, values in offsets.items()}
 
 
 def _dice(predicted: np.ndarray, truth: np.ndarray) -> float:
@@ -104,11 +140,15 @@ def summarise(rows: list[dict]) -> dict:
     summary = {}
     for feature in FEATURES:
         cells = [r["features"][feature] for r in rows if r["features"][feature]["labelled"]]
-        errors = [e for c in cells if c["found"] for e in c["centre_errors_mm"]]
+        found = [c for c in cells if c["found"]]
+        errors = [e for c in found for e in c["landmark_errors_mm"]]
         summary[feature] = {
             "heads": len(cells),
             "missed": sum(not c["found"] for c in cells),
-            "median_centre_error_mm": round(float(np.median(errors)), 1) if errors else None,
+            "median_landmark_error_mm": _median([e for c in found for e in c["landmark_errors_mm"]]),
+            "median_model_estimate_error_mm": _median([e for c in found for e in c["model_estimate_errors_mm"]]),
+            "median_centre_error_mm": _median([e for c in found for e in c["centre_errors_mm"]]),
+            "landmarks_snapped": f"{sum(b == 'anatomy' for c in found for b in c['landmark_by'])}/{len(errors)}",
             "median_dice": round(float(np.median([c["dice"] for c in cells])), 3) if cells else None,
             "min_removed_fraction": min((c["removed_fraction"] for c in cells), default=None),
             "median_removed_fraction": round(float(np.median([c["removed_fraction"] for c in cells])), 3) if cells else None,
@@ -119,8 +159,12 @@ def summarise(rows: list[dict]) -> dict:
     return summary
 
 
+def _median(values: list[float]) -> float | None:
+    return round(float(np.median(values)), 1) if values else None
+
+
 def markdown(rows: list[dict], summary: dict) -> str:
-    lines = ["| head | " + " | ".join(f"{f}: found, error mm, Dice, removed" for f in FEATURES)
+    lines = ["| head | " + " | ".join(f"{f}: found, landmark error mm, Dice, removed" for f in FEATURES)
              + " | brain changed | s |", "|---" * (len(FEATURES) + 3) + "|"]
     for row in rows:
         cells = []
@@ -129,15 +173,16 @@ def markdown(rows: list[dict], summary: dict) -> str:
             if not c["labelled"]:
                 cells.append("not in scan" + (" (found!)" if c["found"] else ""))
                 continue
-            error = "/".join(f"{e:.1f}" for e in c["centre_errors_mm"]) or "-"
+            error = "/".join(f"{e:.1f}{(b or '-')[0]}" for e, b in zip(c["landmark_errors_mm"], c["landmark_by"])) or "-"
             cells.append(f"{'yes' if c['found'] else '**MISS**'}, {error}, {c['dice']:.2f}, {c['removed_fraction']:.0%}")
         brain = "n/a" if row["brain_voxels_changed"] is None else str(row["brain_voxels_changed"])
         lines.append(f"| {row['head']} | " + " | ".join(cells) + f" | {brain} | {row['seconds']:.1f} |")
-    lines += ["", "| feature | heads | missed | median landmark error (mm) | median Dice | removed (min / median) |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| feature | heads | missed | median landmark error (mm) | snapped to the anatomy | model's estimate alone (mm) "
+              "| region centroids (mm) | median Dice | removed (min / median) |", "|---|---|---|---|---|---|---|---|---|"]
     for feature in FEATURES:
         s = summary[feature]
-        lines.append(f"| {feature} | {s['heads']} | {s['missed']} | {s['median_centre_error_mm']} | {s['median_dice']} | "
+        lines.append(f"| {feature} | {s['heads']} | {s['missed']} | {s['median_landmark_error_mm']} | {s['landmarks_snapped']} | "
+                     f"{s['median_model_estimate_error_mm']} | {s['median_centre_error_mm']} | {s['median_dice']} | "
                      f"{s['min_removed_fraction']:.0%} / {s['median_removed_fraction']:.0%} |")
     lines.append(f"\nReference-brain voxels changed, worst head: {summary['brain_voxels_changed_max']}; "
                  f"median seconds per head: {summary['median_seconds']}")
@@ -153,6 +198,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write rows and summary here")
     parser.add_argument("--margin-mm", type=float, default=None, help="removal margin (default: the engine's)")
     parser.add_argument("--all-ixi", action="store_true", help="all 27 IXI heads (training ones too: a brain-safety check)")
+    parser.add_argument("--offsets", action="store_true",
+                        help="print the U-Net centroids' mean offsets from the landmarks over the training split")
     args = parser.parse_args(argv)
 
     data = data_dir()
@@ -160,6 +207,10 @@ def main(argv=None) -> int:
     heads = args.heads or json.loads(args.split.read_text())["validation"]
     if args.all_ixi:
         heads = sorted(rel for rel in table if rel.startswith("heads/ixi/"))
+    if args.offsets:
+        training = args.heads or json.loads(args.split.read_text())["training"]
+        print(json.dumps(centroid_offsets(data, training, table)))
+        return 0
     parameters = DefaceParameters(margin_mm=args.margin_mm)
     rows = []
     for rel in heads:

@@ -85,6 +85,8 @@ class FoundFeatures:
     present: dict[str, bool]
     confidence: dict[str, float]
     guard: np.ndarray  # geometric frontal-lobe guard, protected together with the predicted brain
+    # {landmark: {"mm": world LPS, "by": "anatomy" | "model"}} of the present features (face.landmarks)
+    landmarks: dict = field(default_factory=dict)
 
 
 # A face is the eyes and the nose: the U-Net must find both (whichever features the user chose to
@@ -109,11 +111,15 @@ def find_features(volume: Volume, *, head: np.ndarray | None = None, backend: st
 
     A feature the scan does not show (cut field of view) comes back absent, never as a guess.
     The predicted brain is protected together with a conservative geometric guard (guard.py).
+    The landmarks are the regions' centres snapped to the anatomy (face.landmarks): reported,
+    not used by the removal.
     ``model_path``: another face_unet.onnx (or .keras) than the shipped one, e.g. to evaluate it.
     """
     from DeFacerLib.deface import head_mask
     from DeFacerLib.deface.guard import frontal_guard
     from DeFacerLib.face import segment_features
+    from DeFacerLib.face.labels import LANDMARK_FEATURE
+    from DeFacerLib.face.landmarks import refine_landmarks
 
     if head is None:
         progress("finding the head", 0.05)
@@ -129,7 +135,9 @@ def find_features(volume: Volume, *, head: np.ndarray | None = None, backend: st
     masks[BRAIN] = result.masks[BRAIN]
     guard = frontal_guard(volume, head, masks["eyes"] if result.present["eyes"] else None,
                           masks["nose"] if result.present["nose"] else None)
-    return FoundFeatures(masks, dict(result.present), dict(result.confidence), guard)
+    landmarks = {name: point for name, point in refine_landmarks(volume, result.labels, head).items()
+                 if result.present[LANDMARK_FEATURE[name]]}
+    return FoundFeatures(masks, dict(result.present), dict(result.confidence), guard, landmarks)
 
 
 def deface_volume(

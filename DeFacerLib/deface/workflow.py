@@ -100,7 +100,8 @@ def deface_file(
     if found is not None:
         result.report["segmentation"] = {"model": "face_unet.onnx", "present": found.present,
                                          "confidence": {k: round(v, 4) for k, v in found.confidence.items()},
-                                         "guard_voxels": int(found.guard.sum())}
+                                         "guard_voxels": int(found.guard.sum()),
+                                         "landmarks_mm": found.landmarks}
 
     progress("writing", 0.85)
     hook = _dicom_hook(volume, dicom_options, key_file)
