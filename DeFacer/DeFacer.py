@@ -230,6 +230,7 @@ class DeFacerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     self.ui.statusLabel.text = _("Cancelled")
                     return
                 rois = self.logic.feature_rois(node.inputVolume, report)
+                self.logic.landmark_points(node.inputVolume, report)
                 self.ui.statusLabel.text = _("{count} box(es) shown; adjust them, then Apply").format(count=len(rois))
         finally:
             self._endWork()

@@ -210,6 +210,32 @@ def test_without_labels_the_model_finds_the_face_and_spares_the_brain(logic, dat
     assert int(changed[brain].sum()) == 0
 
 
+def test_found_landmarks_are_shown_where_the_anatomy_is(logic, scene, data_dir):
+    """The preview's point list: one point per landmark, in RAS, on the verified landmarks of a
+    held-out head where they were snapped to the anatomy (IXI162: all six proposals accepted);
+    a second preview replaces it, a label map gives none."""
+    from DeFacerLib.face.labels import load_landmarks
+
+    rel = "heads/ixi/t1/IXI162-HH-1548_T1.nii.gz"
+    verified = load_landmarks()[rel]["landmarks"]
+    node = logic.node_from_volume(read_volume(data_dir / rel), "Head")
+    _none, report = logic.deface(node, preview=True)
+    points = logic.landmark_points(node, report)
+    assert points.GetNumberOfControlPoints() == 6
+    shown = {}
+    for i in range(6):
+        ras = [0.0, 0.0, 0.0]
+        points.GetNthControlPointPosition(i, ras)
+        shown[points.GetNthControlPointLabel(i)] = np.array([-ras[0], -ras[1], ras[2]])  # back to LPS
+    for name in ("eye_left", "eye_right", "nose_tip", "mouth"):
+        assert np.linalg.norm(shown[name] - verified[name]) < 1.0, (name, shown[name], verified[name])
+    for name in ("ear_left", "ear_right"):
+        assert np.linalg.norm(shown[f"{name} (by model)"] - verified[name]) < 20.0
+    logic.landmark_points(node, report)
+    assert len(logic.landmark_nodes_of(node)) == 1
+    assert logic.landmark_points(node, {"features": {}}) is None and logic.landmark_nodes_of(node) == []
+
+
 # ---- no PHI in what the scene saves ----------------------------------------------------------------
 def test_saved_scene_carries_no_patient_name(logic, scene, tmp_path):
     _volume, _labels, node, labels_node = phantom_nodes(logic)

@@ -28,12 +28,14 @@ Progress = Callable[[str, float], None]
 OUTPUT_BASE_NAME = "Defaced volume"
 ROI_BASE_NAME = "DeFacer"
 SKIN_BASE_NAME = "DeFacer skin"
+LANDMARKS_BASE_NAME = "DeFacer landmarks"
 # Node attributes DeFacer writes (never the input's own attributes: they may name the patient).
 ATTR_DEFACED = "DeFacer.Defaced"
 ATTR_FEATURES = "DeFacer.FeaturesRemoved"
 ATTR_REPORT = "DeFacer.Report"
 ATTR_FEATURE = "DeFacer.Feature"  # on ROI nodes: which feature the box is for
-ATTR_SOURCE_ID = "DeFacer.SourceVolumeID"  # on ROI/model nodes: the node ID they belong to
+ATTR_SOURCE_ID = "DeFacer.SourceVolumeID"  # on ROI/model/point nodes: the node ID they belong to
+ATTR_LANDMARKS = "DeFacer.Landmarks"  # on the point list of where the model found the features
 ATTR_MODALITY = "DeFacer.Modality"  # optional override on an input node: MR, CT, PT, OT
 PAIRED = ("eyes", "ears")  # as removal.PAIRED_FEATURES: two boxes allowed
 
@@ -202,6 +204,32 @@ class DeFacerLogic:
                 rois.append(roi)
         return rois
 
+    def landmark_points(self, volumeNode, report: dict):
+        """A point list 'DeFacer landmarks <volume>' with where the model found each feature
+        (report["segmentation"]["landmarks_mm"], LPS -> RAS), each point named after its
+        landmark ("by model" where it was not snapped to the anatomy); replaces this volume's
+        old list. None when the features came from a label map."""
+        landmarks = report.get("segmentation", {}).get("landmarks_mm") or {}
+        for node in self.landmark_nodes_of(volumeNode):
+            self.scene.RemoveNode(node)
+        if not landmarks:
+            return None
+        points = self.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", f"{LANDMARKS_BASE_NAME} {volumeNode.GetName()}")
+        points.SetAttribute(ATTR_SOURCE_ID, volumeNode.GetID())
+        points.SetAttribute(ATTR_LANDMARKS, "true")
+        for name, point in landmarks.items():
+            x, y, z = point["mm"]
+            label = name if point.get("by") == "anatomy" else f"{name} (by model)"
+            points.AddControlPoint(-float(x), -float(y), float(z), label)
+        points.SetLocked(True)
+        return points
+
+    def landmark_nodes_of(self, volumeNode) -> list:
+        nodes = self.scene.GetNodesByClass("vtkMRMLMarkupsFiducialNode")
+        return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())
+                if nodes.GetItemAsObject(i).GetAttribute(ATTR_LANDMARKS)
+                and nodes.GetItemAsObject(i).GetAttribute(ATTR_SOURCE_ID) == volumeNode.GetID()]
+
     def rois_of(self, volumeNode) -> list:
         nodes = self.scene.GetNodesByClass("vtkMRMLMarkupsROINode")
         found = []
@@ -253,7 +281,7 @@ class DeFacerLogic:
         adjusted ones included) and the chin; None is the engine's default (on). ``seal_mm``:
         as `defacer deface --seal-mm` (None: the engine's default).
         """
-        from DeFacerLib.deface.pipeline import DefaceParameters, deface_volume
+        from DeFacerLib.deface.pipeline import DefaceParameters, deface_volume, segmentation_report
 
         progress = progress or _no_progress
         features = tuple(features)
@@ -284,9 +312,7 @@ class DeFacerLogic:
         report = dict(result.report)
         found = features_found["found"]
         if found is not None:  # as deface_file reports it
-            report["segmentation"] = {"model": "face_unet.onnx", "present": dict(found.present),
-                                      "confidence": {k: round(float(v), 4) for k, v in found.confidence.items()},
-                                      "guard_voxels": int(found.guard.sum())}
+            report["segmentation"] = segmentation_report(found)
         report["features_removed"] = list(result.features_removed)
         report["features_missing"] = list(result.features_missing)
         report["boxes_from"] = "rois" if rois is not None else ("labels" if labelsNode is not None else "model")

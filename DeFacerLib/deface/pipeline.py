@@ -89,6 +89,13 @@ class FoundFeatures:
     landmarks: dict = field(default_factory=dict)
 
 
+def segmentation_report(found: FoundFeatures) -> dict:
+    """What the model found, as the report's "segmentation" entry (CLI, batch and Slicer alike)."""
+    return {"model": "face_unet.onnx", "present": dict(found.present),
+            "confidence": {k: round(float(v), 4) for k, v in found.confidence.items()},
+            "guard_voxels": int(found.guard.sum()), "landmarks_mm": dict(found.landmarks)}
+
+
 # A face is the eyes and the nose: the U-Net must find both (whichever features the user chose to
 # remove), or nothing is defaced. One alone is no face: on a featureless ellipsoid and on the top
 # quarter of a head the model has reported small "eyes" regions, never a nose with them.

@@ -18,6 +18,7 @@ from DeFacerLib.deface.pipeline import (
     masks_from_labels,
     nonzero_mask,
     require_face,
+    segmentation_report,
 )
 from DeFacerLib.errors import DeFacerError, InputError, OutputError
 
@@ -98,10 +99,7 @@ def deface_file(
             "or not a head? nothing written"
         )
     if found is not None:
-        result.report["segmentation"] = {"model": "face_unet.onnx", "present": found.present,
-                                         "confidence": {k: round(v, 4) for k, v in found.confidence.items()},
-                                         "guard_voxels": int(found.guard.sum()),
-                                         "landmarks_mm": found.landmarks}
+        result.report["segmentation"] = segmentation_report(found)
 
     progress("writing", 0.85)
     hook = _dicom_hook(volume, dicom_options, key_file)
