@@ -54,7 +54,7 @@ from scipy import ndimage as ndi
 
 from DeFacerLib.deface.air import air_value, tissue_value
 from DeFacerLib.deface.head_mask import head_mask as compute_head_mask
-from DeFacerLib.deface.skin_depth import bounding_box, depth_at_most, dilate_mm_on_box
+from DeFacerLib.deface.skin_depth import bounding_box, depth_at_most, depths_at_most, dilate_mm_on_box
 from DeFacerLib.errors import GuaranteeError, InputError
 from DeFacerLib.features import FEATURES
 from DeFacerLib.volume import Volume
@@ -263,8 +263,11 @@ def remove_features(
             distinct = _distinct_boxes({f: b for f, b in boxes.items() if depths[f] == depth})
             for lo, hi in _depth_groups(distinct, depth, spacing, np.asarray(shape)):
                 local = _local(lo, hi, crop_lo)
-                shell[local] = _within_depth(head, depth, spacing, (lo, hi))
-                shallow[local] = _within_depth(head, depth - seal, spacing, (lo, hi)) if seal else shell[local]
+                if seal:  # one distance transform for both depths
+                    shell[local], shallow[local] = _within_depths(head, (depth, depth - seal), spacing, (lo, hi))
+                else:
+                    shell[local], = _within_depths(head, (depth,), spacing, (lo, hi))
+                    shallow[local] = shell[local]
             for lo, hi in distinct:
                 local = _local(lo, hi, crop_lo)
                 allowed[local] |= shell[local] & ~guarded(lo, hi)
@@ -545,13 +548,13 @@ def _depth_groups(distinct, reach_mm: float, spacing: np.ndarray, shape: np.ndar
     return groups
 
 
-def _within_depth(head: np.ndarray, max_depth_mm: float, spacing: np.ndarray, box) -> np.ndarray:
-    """skin_depth_mm(head) <= max_depth_mm on ``box``: every voxel outside the head (negative
-    depth), and head voxels no deeper than max_depth_mm, decided as thresholding the float64
-    distance transform (skin_depth.depth_at_most: one transform of the box grown by
-    max_depth_mm instead of the whole volume)."""
+def _within_depths(head: np.ndarray, max_depths_mm, spacing: np.ndarray, box) -> list[np.ndarray]:
+    """Per depth, skin_depth_mm(head) <= depth on ``box``: every voxel outside the head
+    (negative depth), and head voxels no deeper than it, decided as thresholding the float64
+    distance transform (skin_depth.depths_at_most: one transform of the box grown by the
+    largest depth instead of one of the whole volume per depth)."""
     inside = head[tuple(slice(int(a), int(b) + 1) for a, b in zip(*box))]
-    return ~inside | depth_at_most(head, spacing, max_depth_mm, box=box)
+    return [~inside | shallow for shallow in depths_at_most(head, spacing, max_depths_mm, box=box)]
 
 
 def _world_bounds(volume: Volume, lo: np.ndarray, hi: np.ndarray):
