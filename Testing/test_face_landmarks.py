@@ -79,3 +79,24 @@ def test_feature_centres_match_a_full_grid_labelling(data_dir):
         assert len(centres[feature]) == len(order) > 0
         for centre, i in zip(centres[feature], order):
             assert np.allclose(centre, volume.index_to_world(np.asarray(means[i])), atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_a_cut_head_gives_landmarks_or_the_models_estimates_never_an_error(data_dir, axis):
+    """Heads cut through the face on each axis (search windows leave the array): every
+    landmark comes back finite, snapped or the model's, and defacing is never stopped by it."""
+    from DeFacerLib.volume import Volume
+
+    whole = read_volume(data_dir / "heads/ixi/t1/IXI162-HH-1548_T1.nii.gz")
+    for cut in (slice(0, 45), slice(40, None), slice(15, 105)):
+        index = [slice(None)] * 3
+        index[axis] = cut
+        start = [0, 0, 0]
+        start[axis] = cut.start
+        volume = Volume(np.ascontiguousarray(whole.array[tuple(index)]), whole.spacing_mm,
+                        whole.index_to_world(np.array([start]))[0], whole.direction)
+        head = head_mask(volume)
+        reported = refine_landmarks(volume, segment_features(volume, head=head).labels, head)
+        for name, point in reported.items():
+            assert point["by"] in ("anatomy", "model") and np.all(np.isfinite(point["mm"])), (cut, name, point)

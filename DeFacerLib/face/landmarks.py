@@ -174,13 +174,17 @@ def refine_landmarks(volume: Volume, labels: np.ndarray, head: np.ndarray | None
     """{landmark: {"mm": [x, y, z] world LPS, "by": "anatomy" | "model"}} for what the U-Net found.
 
     The model's estimates (model_landmarks) window the anatomical cues; a cue's answer farther
-    than SNAP_MM from the model's estimate is dropped for the estimate. Ears stay the model's.
+    than SNAP_MM from the model's estimate is dropped for the estimate, and so is every answer
+    when a search cannot run (a window the head does not fill). Ears stay the model's.
     """
     coarse = model_landmarks(volume, labels)
     if "nose_tip" not in coarse:
         return {name: {"mm": _rounded(point), "by": "model"} for name, point in coarse.items()}
     bright = _vitreous_looks_bright(volume, coarse, head)
-    search = locate_landmarks(volume, vitreous_bright=bright, head=head, near=coarse, ears=False)
+    try:
+        search = locate_landmarks(volume, vitreous_bright=bright, head=head, near=coarse, ears=False)
+    except (ValueError, IndexError):  # a search window the head does not fill: the model's estimates stand
+        search = LandmarkSearch({})
     result = {}
     for name, estimate in coarse.items():
         snapped = search.landmarks.get(name)
