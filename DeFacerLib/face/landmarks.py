@@ -51,9 +51,10 @@ MODEL_CENTROID_OFFSET_MM = {
     "mouth": (4.8, 2.6, 0.6),
     "ears": (-2.6, 0.5, 0.7),
 }
-# How far the cue may move a landmark from the model's estimate, and the search radius around it.
-# Farther than this the cue has found something else (another blob, the lips for the nose) and
-# the model's estimate stands: on the training heads the cue's wrong answers were 12-24 mm away.
+# How far the cue may move a landmark from the model's estimate (whose own error is a median of
+# 4-6 mm and up to ~10 mm on the training heads), and the search radius around it. Farther than
+# this the cue has found something else (another blob; the lips or the brow for the nose tip)
+# and the model's estimate stands.
 SNAP_MM = {"eyes": 10.0, "nose": 12.0, "mouth": 12.0}
 SEARCH_RADIUS_MM = 20.0
 
