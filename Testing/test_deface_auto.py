@@ -143,3 +143,23 @@ def test_ct_head_is_defaced_with_the_face_found(data_dir, tmp_path):
     assert_cut_surface_blended(head, out, report)
     assert report["fill_value_physical"] < out.physical()[changed][seal][0]  # tissue is brighter than air
     assert outcome["report"]["segmentation"]["present"]["eyes"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("subject", ["IXI132-HH-1415", "IXI396-HH-2115"])
+def test_dlib_sees_no_face_where_it_saw_the_guards_outline(subject, data_dir, tmp_path):
+    """On these two heads dlib's HOG detector found a face on the defaced front render (scores
+    +0.07 and +0.02) until the eye visor: the outline of what the frontal guard keeps (its lower
+    edge, the medial strip) read as brows over eyes and a nose bridge. With the visor the region
+    around the eyes is one flat surface and neither detector finds a face."""
+    from DeFacerLib.qa import face_direction, render_views
+    from DeFacerLib.qa.recognize import FACE_PRESENT_SCORE, best_face, detect_faces_dlib
+
+    source = data_dir / f"heads/ixi/t1/{subject}_T1.nii.gz"
+    deface(source, tmp_path / "out.nii.gz")
+    face = face_direction(read_volume(source))
+    original, defaced = (render_views(read_volume(p), views=("front",), size=(400, 400), face=face)["front"]
+                         for p in (source, tmp_path / "out.nii.gz"))
+    assert detect_faces_dlib(original) and best_face(original).score >= FACE_PRESENT_SCORE
+    assert detect_faces_dlib(defaced) == []
+    assert getattr(best_face(defaced), "score", 0.0) < FACE_PRESENT_SCORE

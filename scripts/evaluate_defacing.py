@@ -20,7 +20,10 @@ DeFacerLib.face.labels exactly as in training) and, for IXI, the reference brain
   region's centroid to the nearest predicted region's; the eye label is centred 4 mm in front
   of the globe, the nose label 12 mm behind and 18 mm above the tip);
 - Dice of the predicted mask against the labelled region, on the input grid;
-- removed: share of the labelled region's voxels the removal changed;
+- removed: share of the labelled region's voxels the removal replaced (with air, the seal or a
+  blend; DefaceResult.removed). The JSON also has the share whose value differs from the input,
+  which can be a little lower: a replaced voxel may already have held its new value (the seal
+  is the head's median tissue value, and on 8-bit IXI heads ~1-2 % of the eye tissue has it);
 - brain changed: voxels inside the reference brain (brain_labels) that differ from the input;
 - seconds: head mask + segmentation + removal (reading and writing excluded).
 
@@ -82,6 +85,8 @@ def evaluate_head(data: Path, rel: str, table: dict, model: Path | None,
     entry = table[rel]
     truth = training_labels(volume, entry["landmarks"], brain=brain, head=head)
     changed = np.asarray(defaced.volume.array) != np.asarray(volume.array)
+    if changed.ndim == 4:
+        changed = changed.any(axis=-1)
     row = {"head": Path(rel).name.split(".")[0], "seconds": round(seconds, 2),
            "brain_voxels_changed": None if brain is None else int(changed[brain].sum()),
            "brain_dice": None if brain is None else _dice(found.masks[BRAIN], brain),
@@ -105,7 +110,8 @@ def evaluate_head(data: Path, rel: str, table: dict, model: Path | None,
                                          else float("inf") for n in names],
             "centre_errors_mm": [round(e, 1) for e in errors[feature]],
             "dice": _dice(found.masks[feature], labelled) if labelled.any() else None,
-            "removed_fraction": round(float(changed[labelled].mean()), 3) if labelled.any() else None,
+            "removed_fraction": round(float(defaced.removed[labelled].mean()), 3) if labelled.any() else None,
+            "changed_fraction": round(float(changed[labelled].mean()), 3) if labelled.any() else None,
         }
     return row
 

@@ -49,6 +49,7 @@ class DefaceResult:
     report: dict
     features_removed: list[str] = field(default_factory=list)
     features_missing: list[str] = field(default_factory=list)
+    removed: np.ndarray | None = None  # every voxel the removal replaced (RemovalReport.removed_mask)
 
 
 def same_grid(a: Volume, b: Volume, tolerance_mm: float = 1e-3) -> bool:
@@ -190,4 +191,4 @@ def deface_volume(
     report_dict["protected_voxels"] = int(np.count_nonzero(kept))
     removed = [name for name in parameters.features if report_dict["features"][name]["present"]]
     missing = [name for name in parameters.features if not report_dict["features"][name]["present"]]
-    return DefaceResult(defaced, report_dict, removed, missing)
+    return DefaceResult(defaced, report_dict, removed, missing, report.removed_mask(volume.shape3))

@@ -8,9 +8,11 @@ and its voxels are set to the image's air value. With the whole face (the defaul
 region joins them: the box spanning the eyes, nose and mouth down past the chin, cut to the
 same shell and also flat at a face plane (face_span_box, _face_plane_regions); the deepest
 part of every face cut is the seal, set to the head's tissue value (DEFAULT_SEAL_MM), and so
-is every face-cut voxel next to the guard (what the guard keeps is not left bare); the flat
-cut's surface voxels get a share of it (anti-aliased, so the new face is a smooth plane). Only
-the values of removed voxels differ between these: the set of changed voxels is the cut. Then
+is every face-cut voxel next to the guard (what the guard keeps is not left bare), and so is
+the eye visor (EYE_VISOR_*: around the eyes the cut is tissue up to a flat plane just in front
+of the corneas); the flat surfaces' voxels get a share of it (anti-aliased, so the new face is
+smooth). Only the values of removed voxels differ between these: the replaced region
+(RemovalReport.removed_mask) is the cut. Then
 the result is checked: every voxel inside ``protected`` must be byte-identical to the
 input, or GuaranteeError is raised and
 nothing is returned. The input array is never written to.
@@ -109,6 +111,16 @@ UNSEALED_FEATURES = ("ears",)
 FACE_PLANE_BEHIND_EYES_MM = 20.0  # below the eye centres
 FACE_PLANE_ABOVE_EYES_BEHIND_MM = 0.0  # above them
 CHIN_PLANE_SLOPE = 0.5  # mm further back per mm below the mouth
+# Around the eyes the cut is filled with the seal's tissue up to a flat visor: from this far
+# below the eye centres upwards (the globe's radius is ~12 mm), to a plane this far in front of
+# them (just in front of the cornea, ~12 mm in front of the globe's centre). Left open, the cut
+# showed the outline of what the frontal guard keeps (its lower edge, the medial strip between
+# the orbits): an eyes-and-nose-bridge pattern that dlib's detector took for a face on 2 of 27
+# IXI heads, and the band of a render that carried most of what identified a defaced head
+# (docs/reid_study.md, where the visor depths tried are listed). Only removed voxels change
+# value: what is removed stays removed, as tissue instead of air.
+EYE_VISOR_BELOW_EYES_MM = 10.0
+EYE_VISOR_AHEAD_OF_EYES_MM = 15.0
 
 
 def feature_max_depth_mm(feature: str, max_depth_mm: float = DEFAULT_MAX_DEPTH_MM) -> float:
@@ -142,13 +154,27 @@ class RemovalReport:
     protected_voxels: int
     protected_voxels_changed: int = 0  # always 0 in a returned report: the engine raises otherwise
     parameters: dict = field(default_factory=dict)
+    # the replaced voxels: (first index of their crop, boolean mask on it); not in to_dict
+    removed_crop: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def missing(self) -> list[str]:
         return [name for name, item in self.features.items() if not item.present]
 
+    def removed_mask(self, shape) -> np.ndarray:
+        """Every voxel the removal replaced (with air, the seal or a blend of them), on the
+        volume's grid. "Changed" is not the same: a replaced voxel may happen to hold the value
+        it gets (air in a sinus, tissue of the seal's value)."""
+        mask = np.zeros(tuple(shape), dtype=bool)
+        if self.removed_crop is not None:
+            lo, crop = self.removed_crop
+            mask[tuple(slice(int(a), int(a) + n) for a, n in zip(lo, crop.shape))] = crop
+        return mask
+
     def to_dict(self) -> dict:
-        return _plain(dataclasses.asdict(self))
+        data = dataclasses.asdict(dataclasses.replace(self, removed_crop=None))
+        data.pop("removed_crop")
+        return _plain(data)
 
 
 def remove_features(
@@ -227,6 +253,7 @@ def remove_features(
     result = volume.array.copy(order="K")  # keep the reader's memory order: no transposing copy, faster writing
     total = 0
     sealed_total = 0
+    removed_crop = None
 
     if boxes:
         head = _as_mask(head, shape, "head mask", name)
@@ -281,11 +308,12 @@ def remove_features(
                 air |= region if feature in UNSEALED_FEATURES else region & shallow
         plane_share = None
         if span is not None:
-            plane_cut, plane_air, plane_share = _face_plane_regions(volume, head, guarded(*span), boxes, span, seal)
+            plane_cut, plane_air, visor, plane_share = _face_plane_regions(volume, head, guarded(*span), boxes, span, seal)
             local = _local(*span, crop_lo)
             features[FACE_REGION].voxels_removed += int((plane_cut & ~removal[local]).sum())
             removal[local] |= plane_cut
             air[local] |= plane_air
+            air[local] &= ~visor  # the eye boxes' own cuts too: the visor is one flat surface
             if seal:  # what the guard keeps is not left bare either
                 air[local] &= ~_within_mm(protected, protect_margin_mm + seal, spacing, span)
         # The seal is the deepest seal_mm of the union of the cuts: where one cut reaches deeper
@@ -297,6 +325,7 @@ def remove_features(
             _blend_plane_surface(result[crop][local], removal[local], plane_share, stored, seal_stored)
         sealed_total = int((removal & ~air).sum())
         total = int(removal.sum())
+        removed_crop = (tuple(int(v) for v in crop_lo), removal)
 
     verify_protected_unchanged(volume.array, result, protected, name)
     report = RemovalReport(
@@ -308,6 +337,7 @@ def remove_features(
         seal_value_stored=None if seal_stored is None else float(seal_stored),
         protected_voxels=int(np.count_nonzero(protected)),
         protected_voxels_changed=0,
+        removed_crop=removed_crop,
         parameters={
             "margin_mm": float(margin_mm),
             "max_depth_mm": float(max_depth_mm),
@@ -368,8 +398,9 @@ def face_span_box(volume: Volume, boxes: dict[str, list]) -> tuple[np.ndarray, n
 
 def _face_plane_regions(volume, head, guarded, boxes, span, seal_mm):
     """On the face span: the voxels in front of the face plane (cut), those of them that
-    become air (all but the head's last ``seal_mm`` before the plane, which are the seal), and
-    for the cut voxels the new surface passes through, the share of the voxel behind it
+    become air (all but the head's last ``seal_mm`` before the plane, which are the seal, and
+    the eye visor: EYE_VISOR_*), the visor's tissue voxels (which no other cut may make air),
+    and for the cut voxels the new surface passes through, the share of the voxel behind it
     (float32, NaN elsewhere; see _blend_plane_surface).
 
     The plane is square to the face's forward direction (_face_axes), at the depths the
@@ -384,7 +415,7 @@ def _face_plane_regions(volume, head, guarded, boxes, span, seal_mm):
     parts = [centre(b) for name in FACE_PARTS for b in boxes.get(name, [])]
     step = tuple(slice(None, None, 2) for _ in range(3))
     head_index = np.argwhere(np.asarray(head)[step]) * 2
-    nothing = (np.zeros(tuple(int(b - a) + 1 for a, b in zip(*span)), bool),) * 2 + (None,)
+    nothing = (np.zeros(tuple(int(b - a) + 1 for a, b in zip(*span)), bool),) * 3 + (None,)
     if not eye_centres or not lower or head_index.size == 0:
         return nothing
     eyes = np.mean(eye_centres, axis=0)
@@ -403,14 +434,20 @@ def _face_plane_regions(volume, head, guarded, boxes, span, seal_mm):
     ahead_mm = offsets_mm.dot(forward).reshape(grid.shape[:3]) + behind_mm
     inside = _behind_the_face(np.asarray(head)[_local(lo, hi, (0, 0, 0))], volume, forward)
     cut = (ahead_mm > 0) & ~guarded
-    # the surface lies seal_mm in front of the plane; one voxel across it, along the voxel axis
-    # closest to forward, the share behind it runs from 1 to 0
+    # The new surface lies seal_mm in front of the plane, and at the eye visor's plane where the
+    # visor is (it is always the farther forward of the two there). One voxel across it, along
+    # the voxel axis closest to forward, the share behind it runs from 1 to 0.
+    surface_ahead_mm = ahead_mm - seal_mm
+    visor = (height_mm >= -EYE_VISOR_BELOW_EYES_MM) if seal_mm > 0 else np.zeros(cut.shape, bool)
+    forward_mm = offsets_mm.dot(forward).reshape(grid.shape[:3])
+    surface_ahead_mm[visor] = forward_mm[visor] - EYE_VISOR_AHEAD_OF_EYES_MM
     along = volume.direction.T @ forward
     axis = int(np.argmax(np.abs(along)))
     step_mm = float(volume.spacing_mm[axis])
-    share = np.clip(0.5 - (ahead_mm - seal_mm) / step_mm, 0.0, 1.0).astype(np.float32)
+    share = np.clip(0.5 - surface_ahead_mm / step_mm, 0.0, 1.0).astype(np.float32)
     share[~(cut & inside) | (share <= 0.0) | (share >= 1.0)] = np.nan
-    return cut, cut & ((ahead_mm > seal_mm) | ~inside), (share, axis, -1 if along[axis] > 0 else 1)
+    air = cut & ((surface_ahead_mm > 0) | ~inside)
+    return cut, air, cut & inside & visor & ~air, (share, axis, -1 if along[axis] > 0 else 1)
 
 
 def _within_mm(mask: np.ndarray, radius_mm: float, spacing, box) -> np.ndarray:
