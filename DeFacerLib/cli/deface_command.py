@@ -22,7 +22,7 @@ def add_removal_arguments(parser) -> None:
     parser.add_argument("--max-depth-mm", type=float, help="deepest tissue below the skin that may be removed")
     parser.add_argument("--protect-margin-mm", type=float, help="safety distance kept from the protected region")
     parser.add_argument("--seal-mm", type=float, help="deepest part of each face cut set to tissue, not air, so the "
-                                                       "new surface is the cut (0: air only; default: the engine's)")
+                                                       "new surface is the cut, with the eye visor (0: air only, no visor; default: the engine's)")
     parser.add_argument("--whole-face", action=argparse.BooleanOptionalAction, default=None,
                         help="also remove the tissue between the chosen eyes, nose and mouth and down past the "
                              "chin, as one box (default: on; --no-whole-face removes each feature's own box only)")
