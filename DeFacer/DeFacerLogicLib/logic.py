@@ -218,9 +218,8 @@ class DeFacerLogic:
         points.SetAttribute(ATTR_SOURCE_ID, volumeNode.GetID())
         points.SetAttribute(ATTR_LANDMARKS, "true")
         for name, point in landmarks.items():
-            x, y, z = point["mm"]
             label = name if point.get("by") == "anatomy" else f"{name} (by model)"
-            points.AddControlPoint(-float(x), -float(y), float(z), label)
+            points.AddControlPoint(*(float(v) for v in slicer_convert.lps_to_ras(point["mm"])), label)
         points.SetLocked(True)
         return points
 
