@@ -41,7 +41,7 @@ Speed (a 1 mm head has 13.6 M voxels; the regions are the same, voxel for voxel,
 computing both distance maps over the boxes' union grown by 25 mm): only box voxels can
 change, so the depth is decided on the boxes, by one distance transform per group of
 overlapping boxes (the face, each ear) grown by ``max_depth_mm`` and cut to the head
-(skin_depth.depth_at_most, float64 ties kept); the guard margin is a ball dilation of each
+(skin_depth.depths_at_most, float64 ties kept); the guard margin is a ball dilation of each
 box grown by ``protect_margin_mm`` (skin_depth.dilate_mm_on_box, exact); each feature's components
 are labelled inside its own bounding box. The output array keeps the input's memory order
 (Fortran for NIfTI), so writing it needs no transposing copy.
@@ -56,7 +56,7 @@ from scipy import ndimage as ndi
 
 from DeFacerLib.deface.air import air_value, tissue_value
 from DeFacerLib.deface.head_mask import head_mask as compute_head_mask
-from DeFacerLib.deface.skin_depth import bounding_box, depth_at_most, depths_at_most, dilate_mm_on_box
+from DeFacerLib.deface.skin_depth import bounding_box, depths_at_most, dilate_mm_on_box
 from DeFacerLib.errors import GuaranteeError, InputError
 from DeFacerLib.features import FEATURES
 from DeFacerLib.volume import Volume
@@ -315,7 +315,7 @@ def remove_features(
             air[local] |= plane_air
             air[local] &= ~visor  # the eye boxes' own cuts too: the visor is one flat surface
             if seal:  # what the guard keeps is not left bare either
-                air[local] &= ~_within_mm(protected, protect_margin_mm + seal, spacing, span)
+                air[local] &= ~dilate_mm_on_box(protected, protect_margin_mm + seal, spacing, span)
         # The seal is the deepest seal_mm of the union of the cuts: where one cut reaches deeper
         # than another's seal, that voxel is air.
         if seal_stored is not None:
@@ -448,14 +448,6 @@ def _face_plane_regions(volume, head, guarded, boxes, span, seal_mm):
     share[~(cut & inside) | (share <= 0.0) | (share >= 1.0)] = np.nan
     air = cut & ((surface_ahead_mm > 0) | ~inside)
     return cut, air, cut & inside & visor & ~air, (share, axis, -1 if along[axis] > 0 else 1)
-
-
-def _within_mm(mask: np.ndarray, radius_mm: float, spacing, box) -> np.ndarray:
-    """On the inclusive index ``box``: the voxels outside ``mask`` within radius_mm of it
-    (skin_depth.depth_at_most of the complement: one Maurer transform of the box grown by
-    the radius, so voxels near the box's edge see past it)."""
-    corners = tuple(tuple(int(v) for v in corner) for corner in box)
-    return depth_at_most(~np.asarray(mask, dtype=bool), spacing, radius_mm, box=corners)
 
 
 def _blend_plane_surface(values: np.ndarray, removal: np.ndarray, plane_share, air_stored, seal_stored) -> None:
