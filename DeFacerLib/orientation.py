@@ -67,6 +67,13 @@ class Reorientation:
         inverse = list(np.argsort(self.permutation)) + list(range(3, array.ndim))
         return np.transpose(out, inverse)
 
+    def apply_index(self, ijk: np.ndarray) -> np.ndarray:
+        """Original voxel indices (N, 3) -> canonical voxel indices (exact inverse of ``undo_index``)."""
+        ijk = np.asarray(ijk, dtype=float).reshape(-1, 3)
+        canonical = ijk[:, list(self.permutation)]
+        canonical_shape = np.array([self.original_shape[p] for p in self.permutation], dtype=float)
+        return np.where(np.asarray(self.flips), canonical_shape - 1 - canonical, canonical)
+
     def undo_index(self, ijk: np.ndarray) -> np.ndarray:
         """Canonical voxel indices (N, 3) -> original voxel indices."""
         ijk = np.array(ijk, dtype=float, copy=True).reshape(-1, 3)

@@ -65,6 +65,7 @@ def test_canonical_round_trip_is_exact_and_keeps_world_positions(volume):
         canonical.index_to_world(canonical_ijk), volume.index_to_world(original_ijk), atol=1e-9
     )
     assert np.array_equal(canonical.array[tuple(canonical_ijk.T)], volume.array[tuple(original_ijk.T)])
+    assert np.array_equal(reorientation.apply_index(original_ijk), canonical_ijk)
 
 
 @settings(max_examples=25, deadline=None)

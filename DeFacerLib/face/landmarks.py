@@ -91,12 +91,8 @@ def locate_landmarks(volume: Volume, *, vitreous_bright: bool, head: np.ndarray 
     head_c = reorientation.apply(head)
     spacing = np.asarray(volume.spacing_mm, float)[list(reorientation.permutation)]
 
-    def to_canonical_index(point) -> np.ndarray:
-        original = volume.world_to_index(np.asarray(point, float)[None, :])[0]
-        index = original[list(reorientation.permutation)]
-        return np.where(reorientation.flips, np.asarray(array_c.shape) - 1 - index, index)
-
-    near_canonical = {k: to_canonical_index(v) for k, v in (near or {}).items()}
+    near_canonical = {k: reorientation.apply_index(volume.world_to_index(np.asarray(v, float)[None, :]))[0]
+                      for k, v in (near or {}).items()}
     # With windows from the model only the face's part of the head is searched: every voxel
     # from the front of the array back to 70 mm behind the deepest window, and 70 mm above and
     # below them, at every width (the head's mid-line needs both sides).
