@@ -14,6 +14,13 @@ Two attackers, two recognisers (SFace, dlib ResNet):
   no detector finds cannot be identified.
 - adaptive: gallery defaced the same way; both gallery and probe faces are cut where the
   original face was (the renderer is the attacker's own), so a missing detection does not help.
+  Two galleries: the very scan the probe was made from (same scan: the degenerate upper bound;
+  an attacker who holds the identified scan itself needs no face to match it), and a second
+  acquisition of each person (rescan: the attacker's own identified scans, defaced the same
+  way). IXI has one T1 per person, so the rescan is simulated (``simulate_rescan``): the head
+  lies differently (up to 5 degrees about each axis, 4 mm off), is sampled again on the same
+  grid, with fresh noise at the image's own level and another receiver gain; the original row
+  shows how well undefaced rescans still identify.
 Reported: face detection rate on front renders before/after, rank-1 and rank-5 identification
 accuracy next to chance (1/N, 5/N). The undefaced row (original oblique probes against the
 original front gallery) shows the renderer is good enough to be an attacker.
@@ -48,11 +55,65 @@ GALLERY_VIEW = "front"
 PROBE_VIEWS = ("front_left", "front_right")
 VIEWS = (GALLERY_VIEW, *PROBE_VIEWS)
 QUICKSHEAR = "quickshear==1.2.0"
+RESCAN_ROTATION_DEG = 5.0  # about each axis, uniform in +-: how differently a head lies in a second session
+RESCAN_SHIFT_MM = 4.0
+RESCAN_GAIN = (0.9, 1.1)
+RESCAN_SEED = 20261205
 
 
 def brain_mask_for(t1: Path, heads_dir: Path) -> Path | None:
     mask = heads_dir / "brain_labels" / t1.name.replace("_T1.nii.gz", "_T1_DLMUSE.nii.gz")
     return mask if mask.exists() else None
+
+
+def _rotation(angles_rad: np.ndarray) -> np.ndarray:
+    cx, cy, cz = np.cos(angles_rad)
+    sx, sy, sz = np.sin(angles_rad)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def simulate_rescan(head: Path, brain: Path | None, out_dir: Path, seed: int) -> Path:
+    """A second acquisition of the same person (see the module docstring), written with the same
+    grid, header and dtype as ``head`` to ``out_dir/t1``; its brain mask, moved the same way, to
+    ``out_dir/brain_labels`` (quickshear needs one)."""
+    import nibabel as nib
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    image = nib.load(str(head))
+    data = np.asarray(image.dataobj.get_unscaled(), dtype=np.float64)  # stored values: the header's scaling stays
+    affine = image.affine
+    centre = affine[:3, :3] @ ((np.asarray(data.shape[:3]) - 1) / 2) + affine[:3, 3]
+    rotation = _rotation(np.deg2rad(rng.uniform(-RESCAN_ROTATION_DEG, RESCAN_ROTATION_DEG, 3)))
+    shift = rng.uniform(-RESCAN_SHIFT_MM, RESCAN_SHIFT_MM, 3)
+    inverse = np.eye(4)  # world -> world: where each new position was in the first session
+    inverse[:3, :3] = rotation.T
+    inverse[:3, 3] = rotation.T @ (-centre - shift) + centre
+    index_map = np.linalg.inv(affine) @ inverse @ affine
+    corners = np.concatenate([data[:8, :8, :8].ravel(), data[-8:, -8:, -8:].ravel()])
+    sigma = float(np.mean(corners)) / np.sqrt(np.pi / 2) if np.mean(corners) > 0 else 1.0  # Rayleigh background
+    moved = ndi.affine_transform(data, index_map[:3, :3], offset=index_map[:3, 3], order=1, cval=0.0)
+    moved *= rng.uniform(*RESCAN_GAIN)
+    noisy = np.hypot(moved + rng.normal(0, sigma, moved.shape), rng.normal(0, sigma, moved.shape))
+    dtype = image.get_data_dtype()
+    if np.issubdtype(dtype, np.integer):
+        noisy = np.clip(np.round(noisy), np.iinfo(dtype).min, np.iinfo(dtype).max)
+    target = out_dir / "t1" / head.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    rescan = nib.Nifti1Image(noisy.astype(dtype), affine, image.header.copy())
+    rescan.header.set_slope_inter(image.dataobj.slope, image.dataobj.inter)
+    nib.save(rescan, str(target))
+    if brain is not None:
+        labels = nib.load(str(brain))
+        moved_labels = ndi.affine_transform(np.asanyarray(labels.dataobj), index_map[:3, :3], offset=index_map[:3, 3],
+                                            order=0, cval=0)
+        mask_target = out_dir / "brain_labels" / brain.name
+        mask_target.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(moved_labels, labels.affine, labels.header), str(mask_target))
+    return target
 
 
 def render_head(path: Path, face=None) -> tuple[dict, np.ndarray]:
@@ -169,6 +230,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("build/reid_study"), help="folder for the defaced heads")
     parser.add_argument("--reuse", action="store_true",
                         help="keep DeFacer outputs already in --work (default: deface again, so no older code's output is measured)")
+    parser.add_argument("--no-rescan", action="store_true", help="leave out the rescan attacker (faster)")
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--thresholds-out", type=Path)
@@ -178,12 +240,22 @@ def main() -> int:
     heads = sorted(t1_dir.glob("*.nii*"))[: args.limit]
     started = time.perf_counter()
     tools: dict[str, dict[str, Path]] = {}
+    rescan_tools: dict[str, dict[str, Path]] = {}  # the same tools on the rescans
+    rescan_dir = args.work / "rescans"
+    rescans = [] if args.no_rescan else [
+        simulate_rescan(head, brain_mask_for(head, args.heads_dir), rescan_dir, RESCAN_SEED + index)
+        for index, head in enumerate(heads)]
     if not args.no_defacer:
         label = "DeFacer (default features, U-Net" + (", " + " ".join(args.defacer_arg) if args.defacer_arg else "") + ")"
         work = args.work / ("defacer" + "".join(a.strip("-").replace("=", "") for a in args.defacer_arg))
         tools[label] = run_defacer(heads, args.heads_dir, work, args.defacer_arg, reuse=args.reuse)
+        if rescans:
+            rescan_tools[label] = run_defacer(rescans, rescan_dir, work.with_name(work.name + "_rescans"),
+                                              args.defacer_arg, reuse=args.reuse)
     if not args.no_quickshear:
         tools["quickshear 1.2.0"] = run_quickshear(heads, args.heads_dir, args.work / "quickshear")
+        if rescans:
+            rescan_tools["quickshear 1.2.0"] = run_quickshear(rescans, rescan_dir, args.work / "quickshear_rescans")
     for spec in args.defaced:
         name, folder = spec.split("=", 1)
         tools[name] = {h.name: Path(folder) / h.name for h in heads if (Path(folder) / h.name).exists()}
@@ -193,13 +265,18 @@ def main() -> int:
         images, face = render_head(head)
         originals.append(descriptors(images, None))
         faces.append(face)
+    rescan_originals, rescan_faces = [], []  # the attacker's own identified scans, undefaced
+    for rescan in rescans:
+        images, face = render_head(rescan)
+        rescan_originals.append(descriptors(images, None))
+        rescan_faces.append(face)
     n = len(heads)
     thresholds = calibrate(originals)
 
     rows = []
     original_gallery = [o[GALLERY_VIEW]["detected"] for o in originals]
 
-    def row(name, entries, naive_probes, adaptive_gallery, adaptive_probes):
+    def row(name, entries, naive_probes, adaptive_gallery, adaptive_probes, rescan_gallery=None):
         front_detect = float(np.mean([e[GALLERY_VIEW]["score"] >= FACE_PRESENT_SCORE for e in entries]))
         dlib_detect = float(np.mean([e[GALLERY_VIEW]["dlib_faces"] > 0 for e in entries]))
         figures = {"tool": name, "heads": len(entries), "yunet_front_detection": front_detect,
@@ -207,26 +284,37 @@ def main() -> int:
         for model in MODELS:
             figures[f"naive_{model}"] = identification(original_gallery, naive_probes, model)
             figures[f"adaptive_{model}"] = identification(adaptive_gallery, adaptive_probes, model)
+            figures[f"rescan_{model}"] = identification(rescan_gallery, adaptive_probes, model) if rescan_gallery else None
         rows.append(figures)
 
-    row("original (no defacing)", originals,
-        [[o[v]["detected"] for o in originals] for v in PROBE_VIEWS],
-        original_gallery, [[o[v]["detected"] for o in originals] for v in PROBE_VIEWS])
-    for name, outputs in tools.items():
+    def defaced_entries(outputs, sources, source_faces, source_originals):
         entries = []
-        for index, head in enumerate(heads):
-            path = outputs.get(head.name)
+        for index, source in enumerate(sources):
+            path = outputs.get(source.name)
             if path is None:
                 entries.append(None)
                 continue
-            images, _ = render_head(path, face=faces[index])
-            reference = {view: originals[index][view]["face"] for view in VIEWS}
+            images, _ = render_head(path, face=source_faces[index])
+            reference = {view: source_originals[index][view]["face"] for view in VIEWS}
             entries.append(descriptors(images, reference))
+        return entries
+
+    row("original (no defacing)", originals,
+        [[o[v]["detected"] for o in originals] for v in PROBE_VIEWS],
+        original_gallery, [[o[v]["detected"] for o in originals] for v in PROBE_VIEWS],
+        [o[GALLERY_VIEW]["detected"] for o in rescan_originals] if rescans else None)
+    for name, outputs in tools.items():
+        entries = defaced_entries(outputs, heads, faces, originals)
+        rescan_gallery = None
+        if name in rescan_tools:
+            rescan_entries = defaced_entries(rescan_tools[name], rescans, rescan_faces, rescan_originals)
+            rescan_gallery = [e[GALLERY_VIEW]["forced"] if e else None for e in rescan_entries]
         present = [e for e in entries if e is not None]
         row(name, present,
             [[e[v]["detected"] if e else None for e in entries] for v in PROBE_VIEWS],
             [e[GALLERY_VIEW]["forced"] if e else None for e in entries],
-            [[e[v]["forced"] if e else None for e in entries] for v in PROBE_VIEWS])
+            [[e[v]["forced"] if e else None for e in entries] for v in PROBE_VIEWS],
+            rescan_gallery)
 
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -237,14 +325,19 @@ def main() -> int:
         "- Gallery: front renders; probes: both 45-degree oblique renders (2 probes per head); "
         f"chance: rank-1 {1 / n:.3f}, rank-5 {min(1.0, 5 / n):.3f}",
         "- Naive attacker: original gallery, probes need a detected face. Adaptive attacker: gallery "
-        "defaced the same way, faces cut where the original face was (no detection needed).",
+        "defaced the same way, faces cut where the original face was (no detection needed); its gallery "
+        "is the probe's own scan (same scan) or a second acquisition of each person (rescan, simulated: "
+        f"up to {RESCAN_ROTATION_DEG:g} degrees and {RESCAN_SHIFT_MM:g} mm moved, resampled, fresh noise, "
+        f"gain {RESCAN_GAIN[0]:g}-{RESCAN_GAIN[1]:g}, seed {RESCAN_SEED}).",
         "",
         "| heads | YuNet face on front | dlib face on front | naive SFace r1 / r5 | naive dlib r1 / r5 "
-        "| adaptive SFace r1 / r5 | adaptive dlib r1 / r5 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| adaptive, same scan: SFace r1 / r5 | adaptive, same scan: dlib r1 / r5 "
+        "| adaptive, rescan: SFace r1 / r5 | adaptive, rescan: dlib r1 / r5 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        cells = [f"{r[k][0]:.2f} / {r[k][1]:.2f}" for k in ("naive_sface", "naive_dlib", "adaptive_sface", "adaptive_dlib")]
+        cells = [f"{r[k][0]:.2f} / {r[k][1]:.2f}" if r[k] else "n/a"
+                 for k in ("naive_sface", "naive_dlib", "adaptive_sface", "adaptive_dlib", "rescan_sface", "rescan_dlib")]
         lines.append(f"| {r['tool']} ({r['heads']}) | {r['yunet_front_detection']:.2f} | "
                      f"{r['dlib_front_detection']:.2f} | " + " | ".join(cells) + " |")
     lines += ["", "Render match thresholds calibrated on the original renders (1 % of different-person "
