@@ -268,3 +268,20 @@ def test_flat_cut_is_anti_aliased_and_what_the_guard_keeps_is_sealed():
     touching = changed & face & near_guard
     assert touching.sum() > 50
     assert not (defaced.array[touching] == air).any()
+
+
+def test_face_axes_without_a_mouth_keep_the_headers_up():
+    """A field of view ending at the nose (chris_t1): the nose region's centre lies about as far in
+    front of the eyes as below them, so the nose-to-eyes line leans back 55-70 degrees. It only
+    says which way is up; the face stays upright (before, it stood the face plane on its side).
+    With a mouth, a face-up more than 60 degrees off the header still means a head lying in the
+    volume, and the mouth-to-eyes line is used."""
+    from DeFacerLib.deface.removal import _face_axes
+
+    eyes = [np.array([-32.0, -60.0, 0.0]), np.array([32.0, -60.0, 0.0])]  # LPS: -y is anterior
+    nose_to_eyes = np.array([0.0, 26.0, 12.0])  # the nose region: 26 mm in front, 12 mm below
+    up, forward = _face_axes(eyes, nose_to_eyes, np.array([0.0, -1.0, 0.0]), lower_is_mouth=False)
+    assert np.allclose(up, [0, 0, 1], atol=1e-6) and np.allclose(forward, [0, -1, 0], atol=1e-6)
+    lying = np.array([0.0, 40.0, 5.0])  # a mouth behind the eyes: the head lies face-up in the volume
+    up, forward = _face_axes(eyes, lying, np.array([0.0, 0.0, 1.0]), lower_is_mouth=True)
+    assert up @ np.array([0.0, 1.0, 0.0]) > 0.9

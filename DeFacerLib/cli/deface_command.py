@@ -26,6 +26,11 @@ def add_removal_arguments(parser) -> None:
     parser.add_argument("--whole-face", action=argparse.BooleanOptionalAction, default=None,
                         help="also remove the tissue between the chosen eyes, nose and mouth and down past the "
                              "chin, as one box (default: on; --no-whole-face removes each feature's own box only)")
+    parser.add_argument("--shield", action=argparse.BooleanOptionalAction, default=None,
+                        help="also fill the front of the head, forehead to chin, with tissue up to a flat plane "
+                             "35 mm in front of the eyes, so it is the same featureless block on everyone "
+                             "(stronger against re-identification from head shape; adds tissue to the image; "
+                             "default: off; needs the whole face)")
 
 
 def parameters_from_args(args):
@@ -40,7 +45,7 @@ def parameters_from_args(args):
         raise UsageError(str(error)) from None
     return DefaceParameters(features=features, margin_mm=args.margin_mm, max_depth_mm=args.max_depth_mm,
                             protect_margin_mm=args.protect_margin_mm, whole_face=args.whole_face,
-                            seal_mm=args.seal_mm)
+                            seal_mm=args.seal_mm, shield=args.shield)
 
 
 def add_arguments(parser) -> None:
@@ -115,5 +120,9 @@ def _print_summary(outcome: dict) -> None:
     console = Console()
     console.print(table)
     console.print(f"protected voxels changed: {report['protected_voxels_changed']}  sidecar: {outcome['sidecar']}")
+    if report.get("parameters", {}).get("shield"):
+        filled = report.get("shield_voxels")
+        console.print(f"face shield: {filled:,} voxels filled" if filled is not None else
+                      "face shield: not placed (it needs the whole face with the eyes and a mouth or nose)")
     if outcome.get("qa_figure"):
         console.print(f"QA picture: {outcome['qa_figure']}")

@@ -12,7 +12,9 @@ is every face-cut voxel next to the guard (what the guard keeps is not left bare
 the eye visor (EYE_VISOR_*: around the eyes the cut is tissue up to a flat plane just in front
 of the corneas); the flat surfaces' voxels get a share of it (anti-aliased, so the new face is
 smooth). Only the values of removed voxels differ between these: the replaced region
-(RemovalReport.removed_mask) is the cut. Then
+(RemovalReport.removed_mask) is the cut. Opt-in, the face shield (SHIELD_*) then fills the
+air in front of what the head keeps with the same tissue, up to one flat plane ahead of the
+eyes: a featureless block over the front (it adds; it takes nothing the cut kept). Then
 the result is checked: every voxel inside ``protected`` must be byte-identical to the
 input, or GuaranteeError is raised and
 nothing is returned. The input array is never written to.
@@ -121,6 +123,24 @@ CHIN_PLANE_SLOPE = 0.5  # mm further back per mm below the mouth
 # value: what is removed stays removed, as tissue instead of air.
 EYE_VISOR_BELOW_EYES_MM = 10.0
 EYE_VISOR_AHEAD_OF_EYES_MM = 15.0
+# The face shield (opt-in, ``shield=True``): what is left in front of the head after the face
+# cut, from well above the brows to below the chin and from temple to temple, is filled with
+# the seal's tissue up to one flat plane ahead of the eyes, so the front of the head is the same
+# featureless block on everyone. Why: removal alone cannot go below what the brain's own shape
+# gives away (with every head voxel in front of a shell around the brain removed, SFace still
+# names 15-17 % of the IXI heads against a gallery defaced the same way; docs/reid_study.md);
+# only a surface that is nobody's hides it. Nothing of the head is changed by it: it fills air
+# (and the cut) in front of what the head keeps, never a head voxel the cut left, and never the
+# sinuses or airways behind it. The sizes were chosen on the IXI re-identification study
+# (docs/reid_study.md): reaching 40 mm back beside the face, SFace still named 5 of 54 probes
+# against the same scan; 60 mm (over the temples) 3-4, under the 2/N target (4).
+SHIELD_AHEAD_OF_EYES_MM = 35.0  # the plane: in front of the brow band the guard keeps
+SHIELD_BEHIND_EYES_MM = 60.0  # how far back beside the face (the temples, the cheeks) it fills
+SHIELD_HALF_WIDTH_MM = 90.0  # either side of the eyes' midpoint
+SHIELD_ABOVE_EYES_MM = 110.0
+SHIELD_BELOW_EYES_MM = 130.0
+SHIELD_CLEAR_OF_EDGE_VOXELS = 2
+DEFAULT_SHIELD = False
 
 
 def feature_max_depth_mm(feature: str, max_depth_mm: float = DEFAULT_MAX_DEPTH_MM) -> float:
@@ -153,6 +173,7 @@ class RemovalReport:
     seal_value_stored: float | None  # that tissue value, stored units (None: no seal)
     protected_voxels: int
     protected_voxels_changed: int = 0  # always 0 in a returned report: the engine raises otherwise
+    shield_voxels: int | None = None  # voxels the face shield filled (None: no shield asked or placed)
     parameters: dict = field(default_factory=dict)
     # the replaced voxels: (first index of their crop, boolean mask on it); not in to_dict
     removed_crop: tuple | None = field(default=None, repr=False, compare=False)
@@ -189,6 +210,7 @@ def remove_features(
     fill_value: float | None = None,
     whole_face: bool = DEFAULT_WHOLE_FACE,
     seal_mm: float = DEFAULT_SEAL_MM,
+    shield: bool = DEFAULT_SHIELD,
 ) -> tuple[Volume, RemovalReport]:
     """Remove the near-surface tissue of each feature; return the new Volume and a report.
 
@@ -199,7 +221,9 @@ def remove_features(
     ``whole_face``: also remove the box spanning the chosen face parts (FACE_PARTS) and the
     chin below the mouth, reported as the region "face" (face_span_box). ``seal_mm``: the
     layer just deeper than each cut (and as guarded) is set to the head's tissue value, so the
-    new surface is the cut (0: air only).
+    new surface is the cut (0: air only). ``shield``: fill the front of the head up to a flat
+    plane ahead of the eyes with tissue (SHIELD_*; needs the whole face's eyes and mouth or nose),
+    reported as ``shield_voxels`` (None: not placed).
     Raises InputError for masks of the wrong shape or unknown feature names, GuaranteeError
     if a protected voxel would change.
     """
@@ -327,6 +351,12 @@ def remove_features(
         total = int(removal.sum())
         removed_crop = (tuple(int(v) for v in crop_lo), removal)
 
+    shield_voxels = None
+    if shield and span is not None:
+        frame = _face_frame(volume, head, boxes)
+        if frame is not None:
+            tissue = seal_stored if seal_stored is not None else volume.stored_value(tissue_value(volume, head))
+            shield_voxels = _fill_shield(volume, head, removed_crop, frame, result, tissue)
     verify_protected_unchanged(volume.array, result, protected, name)
     report = RemovalReport(
         features=features,
@@ -337,6 +367,7 @@ def remove_features(
         seal_value_stored=None if seal_stored is None else float(seal_stored),
         protected_voxels=int(np.count_nonzero(protected)),
         protected_voxels_changed=0,
+        shield_voxels=shield_voxels,
         removed_crop=removed_crop,
         parameters={
             "margin_mm": float(margin_mm),
@@ -348,6 +379,7 @@ def remove_features(
             "whole_face": bool(whole_face),
             "seal_mm": seal_thickness_mm(seal_mm, volume.spacing_mm),
             "chin_below_mouth_mm": CHIN_BELOW_MOUTH_MM,
+            "shield": bool(shield),
         },
     )
     return volume.with_array(result), report
@@ -407,28 +439,15 @@ def _face_plane_regions(volume, head, guarded, boxes, span, seal_mm):
     FACE_PLANE_* constants give (why: see there), and tilted back below the mouth by
     CHIN_PLANE_SLOPE. ``guarded`` (on the span: the protected region grown by its margin)
     is never in either region."""
-    def centre(box):
-        return volume.index_to_world(((np.asarray(box[0]) + np.asarray(box[1])) / 2.0)[None, :])[0]
-
-    eye_centres = [centre(b) for b in boxes.get("eyes", [])]
-    lower = [centre(boxes[name][0]) for name in ("mouth", "nose") if boxes.get(name)]
-    parts = [centre(b) for name in FACE_PARTS for b in boxes.get(name, [])]
-    step = tuple(slice(None, None, 2) for _ in range(3))
-    head_index = np.argwhere(np.asarray(head)[step]) * 2
-    nothing = (np.zeros(tuple(int(b - a) + 1 for a, b in zip(*span)), bool),) * 3 + (None,)
-    if not eye_centres or not lower or head_index.size == 0:
-        return nothing
-    eyes = np.mean(eye_centres, axis=0)
-    frame = _face_axes(eye_centres, eyes - lower[0],
-                       np.mean(parts, axis=0) - volume.index_to_world(head_index.mean(axis=0)[None, :])[0])
+    frame = _face_frame(volume, head, boxes)
     if frame is None:
-        return nothing
-    up, forward = frame
+        return (np.zeros(tuple(int(b - a) + 1 for a, b in zip(*span)), bool),) * 3 + (None,)
+    eyes, up, forward, lower = frame
     lo, hi = (np.asarray(v) for v in span)
     grid = np.stack(np.meshgrid(*(np.arange(a, b + 1) for a, b in zip(lo, hi)), indexing="ij"), axis=-1)
     offsets_mm = volume.index_to_world(grid.reshape(-1, 3)) - eyes
     height_mm = offsets_mm.dot(up).reshape(grid.shape[:3])
-    mouth_height_mm = float((lower[0] - eyes).dot(up))
+    mouth_height_mm = float((lower - eyes).dot(up))
     behind_mm = np.where(height_mm < 0, FACE_PLANE_BEHIND_EYES_MM, FACE_PLANE_ABOVE_EYES_BEHIND_MM)
     behind_mm = behind_mm + CHIN_PLANE_SLOPE * np.clip(mouth_height_mm - height_mm, 0.0, None)
     ahead_mm = offsets_mm.dot(forward).reshape(grid.shape[:3]) + behind_mm
@@ -448,6 +467,71 @@ def _face_plane_regions(volume, head, guarded, boxes, span, seal_mm):
     share[~(cut & inside) | (share <= 0.0) | (share >= 1.0)] = np.nan
     air = cut & ((surface_ahead_mm > 0) | ~inside)
     return cut, air, cut & inside & visor & ~air, (share, axis, -1 if along[axis] > 0 else 1)
+
+
+def _face_frame(volume: Volume, head: np.ndarray, boxes: dict[str, list]):
+    """(eyes' midpoint, up, forward, mouth or nose centre) in world LPS mm from the face parts'
+    boxes (_face_axes says how), or None without eyes and a mouth or nose."""
+    def centre(box):
+        return volume.index_to_world(((np.asarray(box[0]) + np.asarray(box[1])) / 2.0)[None, :])[0]
+
+    eye_centres = [centre(b) for b in boxes.get("eyes", [])]
+    lower = [centre(boxes[name][0]) for name in ("mouth", "nose") if boxes.get(name)]
+    parts = [centre(b) for name in FACE_PARTS for b in boxes.get(name, [])]
+    step = tuple(slice(None, None, 2) for _ in range(3))
+    head_index = np.argwhere(np.asarray(head)[step]) * 2
+    if not eye_centres or not lower or head_index.size == 0:
+        return None
+    eyes = np.mean(eye_centres, axis=0)
+    axes = _face_axes(eye_centres, eyes - lower[0],
+                      np.mean(parts, axis=0) - volume.index_to_world(head_index.mean(axis=0)[None, :])[0],
+                      lower_is_mouth=bool(boxes.get("mouth")))
+    return None if axes is None else (eyes, axes[0], axes[1], lower[0])
+
+
+def _fill_shield(volume: Volume, head: np.ndarray, removed_crop, frame, result: np.ndarray, tissue_stored) -> int:
+    """In place: the face shield (SHIELD_*) in ``result``; returns the voxels filled.
+
+    The block is a box of the voxel grid (its axes the ones closest to the face's forward, up
+    and sideways), so each of its faces is a plane of voxels: a block cut square to a tilted face
+    would show stair steps, and the same steps on every render of one scan. In it, every voxel
+    with nothing of the kept head in front of it along forward (air in front of the face and
+    beside it, and the cut) becomes tissue, up to SHIELD_AHEAD_OF_EYES_MM in front of the eyes."""
+    eyes, up, forward, _ = frame
+    world_per_index = volume.direction  # columns: each voxel axis as a world unit vector
+    axis_forward = int(np.argmax(np.abs(world_per_index.T @ forward)))
+    rest = [a for a in range(3) if a != axis_forward]
+    axis_up = max(rest, key=lambda a: abs(world_per_index[:, a] @ up))
+    axis_side = next(a for a in rest if a != axis_up)
+    centre = volume.world_to_index(eyes[None, :])[0]
+    spacing = np.asarray(volume.spacing_mm, float)
+    lo, hi = np.zeros(3), np.zeros(3)
+    for axis, unit, (back_mm, front_mm) in (
+            (axis_forward, forward, (SHIELD_BEHIND_EYES_MM, SHIELD_AHEAD_OF_EYES_MM)),
+            (axis_up, up, (SHIELD_BELOW_EYES_MM, SHIELD_ABOVE_EYES_MM)),
+            (axis_side, None, (SHIELD_HALF_WIDTH_MM, SHIELD_HALF_WIDTH_MM))):
+        sign = 1.0 if unit is None or world_per_index[:, axis] @ unit > 0 else -1.0
+        ends = (centre[axis] - sign * back_mm / spacing[axis], centre[axis] + sign * front_mm / spacing[axis])
+        lo[axis], hi[axis] = min(ends), max(ends)
+    # a field of view narrower than the block: its faces stay SHIELD_CLEAR_OF_EDGE_VOXELS inside it,
+    # else a face of the block is the volume's edge, which a skin render leaves open
+    clear = SHIELD_CLEAR_OF_EDGE_VOXELS
+    last = np.asarray(volume.shape3) - 1 - clear
+    lo = np.clip(np.ceil(lo).astype(int), clear, last)
+    hi = np.clip(np.floor(hi).astype(int), clear, last)
+    if np.any(lo > hi):
+        return 0
+    box = _local(lo, hi, (0, 0, 0))
+    kept = np.asarray(head)[box].copy()
+    if removed_crop is not None:  # the head the cut left
+        crop_lo, removed = removed_crop
+        crop_hi = np.asarray(crop_lo) + np.asarray(removed.shape) - 1
+        a, b = np.maximum(lo, crop_lo), np.minimum(hi, crop_hi)
+        if np.all(a <= b):
+            kept[_local(a, b, lo)] &= ~removed[_local(a, b, crop_lo)]
+    fill = ~_behind_the_face(kept, volume, forward)
+    result[box][fill] = tissue_stored
+    return int(fill.sum())
 
 
 def _blend_plane_surface(values: np.ndarray, removal: np.ndarray, plane_share, air_stored, seal_stored) -> None:
@@ -477,13 +561,18 @@ def _blend_plane_surface(values: np.ndarray, removal: np.ndarray, plane_share, a
     values[partial] = blended[:, None] if values.ndim == 4 else blended
 
 
-def _face_axes(eye_centres: list, eyes_above_mouth: np.ndarray, face_ahead: np.ndarray):
+def _face_axes(eye_centres: list, eyes_above_mouth: np.ndarray, face_ahead: np.ndarray,
+               lower_is_mouth: bool = True):
     """(up, forward) unit vectors of the face in world LPS, or None.
 
     Up is the world's superior axis made square to the eye-to-eye line: the line from the
     mouth to the eyes leans back 15-25 degrees with the face's profile (19 on the XA30 head),
     which tilted the plane forward at the chin. Where the header's superior axis is more than
     60 degrees off the face's own (a head lying in the volume), the mouth-to-eyes line is used.
+    Without a mouth (a field of view ending at the nose) the nose's region stands in for it
+    only to say which way is up: the nose-to-eyes line leans back 55-70 degrees (the nose
+    region's centre is as far in front of the eyes as below them), so it cannot tell a head
+    lying in the volume (on chris_t1 it did, and stood the face plane on its side).
     Forward is square to both, on the face's side of the head."""
     right = eye_centres[1] - eye_centres[0] if len(eye_centres) == 2 else np.array([1.0, 0.0, 0.0])
     if np.linalg.norm(right) < 1.0 or np.linalg.norm(eyes_above_mouth) < 1.0:
@@ -491,7 +580,7 @@ def _face_axes(eye_centres: list, eyes_above_mouth: np.ndarray, face_ahead: np.n
     right = right / np.linalg.norm(right)
     face_up = eyes_above_mouth / np.linalg.norm(eyes_above_mouth)
     up = np.array([0.0, 0.0, 1.0]) - right[2] * right
-    if np.linalg.norm(up) < 0.5 or abs(up.dot(face_up)) / np.linalg.norm(up) < 0.5:
+    if np.linalg.norm(up) < 0.5 or (lower_is_mouth and abs(up.dot(face_up)) / np.linalg.norm(up) < 0.5):
         up = face_up - face_up.dot(right) * right
     up = up / np.linalg.norm(up) * (1.0 if up.dot(face_up) > 0 else -1.0)
     forward = np.cross(right, up)

@@ -119,7 +119,7 @@ def deface_file(
             **{name: used.get(name, chosen) for name, chosen in (
                 ("margin_mm", parameters.margin_mm), ("max_depth_mm", parameters.max_depth_mm),
                 ("protect_margin_mm", parameters.protect_margin_mm), ("whole_face", parameters.whole_face),
-                ("seal_mm", parameters.seal_mm))},
+                ("seal_mm", parameters.seal_mm), ("shield", parameters.shield))},
             "features_from": "face model" if labels_path is None else Path(labels_path).name,
             "protect_from": None if protect_path is None else Path(protect_path).name,
         },
