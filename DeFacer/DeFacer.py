@@ -84,6 +84,7 @@ class DeFacerParameterNode:
     removeMouth: bool = True
     removeEars: bool = True
     wholeFace: bool = True  # also the tissue between eyes, nose and mouth, and the chin
+    faceShield: bool = False  # a featureless block over the front (defacer deface --shield)
     marginMm: Annotated[float, WithinRange(0.0, 30.0)] = 10.0
     maxDepthMm: Annotated[float, WithinRange(5.0, 60.0)] = 25.0
     useAdjustedBoxes: bool = True
@@ -256,7 +257,7 @@ class DeFacerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     outputVolume, report = self.logic.deface(
                         inputVolume, features=self.selectedFeatures(), margin_mm=node.marginMm,
                         max_depth_mm=node.maxDepthMm, labelsNode=node.labelsVolume, progress=self._progress,
-                        whole_face=node.wholeFace,
+                        whole_face=node.wholeFace, shield=node.faceShield,
                         roiNodes=rois or None, outputNode=outputVolume, overwrite_input=overwrite)
                 except DefaceCancelled:
                     self.ui.statusLabel.text = _("Cancelled; nothing was changed")

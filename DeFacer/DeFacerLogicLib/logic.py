@@ -268,7 +268,7 @@ class DeFacerLogic:
                max_depth_mm: float | None = None, labelsNode=None, progress: Progress | None = None, *,
                protect_margin_mm: float | None = None, roiNodes: Iterable | None = None, outputNode=None,
                overwrite_input: bool = False, preview: bool = False, whole_face: bool | None = None,
-               seal_mm: float | None = None):
+               seal_mm: float | None = None, shield: bool | None = None):
         """Deface ``volumeNode``; returns (output node, report dict).
 
         Features come from ``labelsNode`` or the model; with ``roiNodes`` the (possibly
@@ -277,8 +277,8 @@ class DeFacerLogic:
         ``outputNode`` is given; the input itself only with ``overwrite_input=True``.
         ``preview=True`` runs everything but adds no output (for ``feature_rois``).
         ``whole_face``: also the tissue spanning the eyes, nose and mouth boxes (shown or
-        adjusted ones included) and the chin; None is the engine's default (on). ``seal_mm``:
-        as `defacer deface --seal-mm` (None: the engine's default).
+        adjusted ones included) and the chin; None is the engine's default (on). ``seal_mm``,
+        ``shield``: as `defacer deface --seal-mm`, `--shield` (None: the engine's default).
         """
         from DeFacerLib.deface.pipeline import DefaceParameters, deface_volume, segmentation_report
 
@@ -304,7 +304,8 @@ class DeFacerLogic:
             masks = {**{k: v for k, v in masks.items() if k == BRAIN}, **box_masks}
             margin_mm = 0.0  # the ROI is the box: its margin is already drawn
         parameters = DefaceParameters(features=features, margin_mm=margin_mm, max_depth_mm=max_depth_mm,
-                                      protect_margin_mm=protect_margin_mm, whole_face=whole_face, seal_mm=seal_mm)
+                                      protect_margin_mm=protect_margin_mm, whole_face=whole_face, seal_mm=seal_mm,
+                                      shield=shield)
         result = deface_volume(volume, masks, parameters=parameters, guard=features_found["guard"],
                                head=features_found["head"],
                                progress=lambda message, fraction: progress(message, 0.3 + 0.6 * fraction))
@@ -334,13 +335,14 @@ class DeFacerLogic:
                     protect_margin_mm: float | None = None, labels_path=None, qa_dir=None,
                     overwrite: bool = False, dicom_options=None, key_file=None,
                     progress: Progress | None = None, whole_face: bool | None = None,
-                    seal_mm: float | None = None) -> dict:
+                    seal_mm: float | None = None, shield: bool | None = None) -> dict:
         """File in, file out: exactly DeFacerLib.deface.workflow.deface_file (the CLI's path)."""
         from DeFacerLib.deface.pipeline import DefaceParameters
         from DeFacerLib.deface.workflow import deface_file
 
         parameters = DefaceParameters(features=tuple(features), margin_mm=margin_mm, max_depth_mm=max_depth_mm,
-                                      protect_margin_mm=protect_margin_mm, whole_face=whole_face, seal_mm=seal_mm)
+                                      protect_margin_mm=protect_margin_mm, whole_face=whole_face, seal_mm=seal_mm,
+                                      shield=shield)
         return deface_file(input_path, output_path, parameters=parameters, labels_path=labels_path, qa_dir=qa_dir,
                            overwrite=overwrite, dicom_options=dicom_options, key_file=key_file,
                            progress=progress or _no_progress)
