@@ -84,7 +84,7 @@ class DeFacerParameterNode:
     removeMouth: bool = True
     removeEars: bool = True
     wholeFace: bool = True  # also the tissue between eyes, nose and mouth, and the chin
-    faceShield: bool = False  # a featureless block over the front (defacer deface --shield)
+    faceShield: bool = False  # a featureless, hollow block over the front (defacer deface --shield)
     marginMm: Annotated[float, WithinRange(0.0, 30.0)] = 10.0
     maxDepthMm: Annotated[float, WithinRange(5.0, 60.0)] = 25.0
     useAdjustedBoxes: bool = True

@@ -1,5 +1,5 @@
-"""The face shield (``--shield``, removal.SHIELD_*) on a real held-out head: a featureless block
-over the front, made only of what was air or cut, never of the kept head or the brain."""
+"""The face shield (``--shield``, removal.SHIELD_*) on a real held-out head: a featureless, hollow
+block over the front, made only of what was air or cut, never of the kept head or the brain."""
 from __future__ import annotations
 
 import json
@@ -32,7 +32,7 @@ def test_shield_fills_the_front_to_a_plane_and_keeps_head_and_brain(data_dir, tm
                              parameters=DefaceParameters(shield=True))
     assert plain.report["shield_voxels"] is None
     filled = shielded.report["shield_voxels"]
-    assert filled > 100_000  # a 180 x 240 x 75 mm block at 2 mm, less the head in it
+    assert filled > 40_000  # the walls (6 mm) of a 180 x 240 x 95 mm block at 2 mm: the front alone is 32,000
 
     before, after = np.asarray(volume.array), np.asarray(shielded.volume.array)
     changed = after != before
@@ -43,13 +43,21 @@ def test_shield_fills_the_front_to_a_plane_and_keeps_head_and_brain(data_dir, tm
     added = (np.asarray(plain.volume.array) != after) & ~shielded.removed
     assert added.sum() > 0.5 * filled and np.all(after[added] == shielded.report["seal_value_stored"])
 
-    # in front of the eyes: tissue up to the plane, air beyond it (LPS: anterior is -y)
+    # straight ahead of the eyes (LPS: anterior is -y), 1 mm steps: the block's front wall about
+    # SHIELD_AHEAD_OF_EYES_MM out (the block is placed from the eye regions, the landmarks are
+    # snapped: a few mm apart), air in front of it, and air again behind the wall (hollow)
     eyes = (np.asarray(found.landmarks["eye_left"]["mm"]) + np.asarray(found.landmarks["eye_right"]["mm"])) / 2
-    def value_ahead(mm):
-        ijk = np.round(volume.world_to_index((eyes + [0.0, -mm, 0.0])[None, :])[0]).astype(int)
-        return after[tuple(ijk)]
-    assert value_ahead(SHIELD_AHEAD_OF_EYES_MM - 4) == shielded.report["seal_value_stored"]
-    assert value_ahead(SHIELD_AHEAD_OF_EYES_MM + 4) == shielded.report["fill_value_stored"]
+    ahead_mm = np.arange(0.0, 70.0)
+    ijk = np.round(volume.world_to_index(eyes[None, :] + ahead_mm[:, None] * [0.0, -1.0, 0.0])).astype(int)
+    profile = after[tuple(ijk.T)]
+    tissue = profile == shielded.report["seal_value_stored"]
+    front_mm = ahead_mm[np.flatnonzero(tissue)[-1]]
+    assert abs(front_mm - SHIELD_AHEAD_OF_EYES_MM) <= 5.0, front_mm
+    beyond = ahead_mm > front_mm  # untouched air in front of the block
+    assert np.array_equal(profile[beyond], np.asarray(plain.volume.array)[tuple(ijk[beyond].T)])
+    assert np.all(profile[beyond] < 0.5 * shielded.report["seal_value_stored"])
+    wall = (ahead_mm > front_mm - 12.0) & (ahead_mm <= front_mm)
+    assert 4 <= tissue[wall].sum() <= 9  # a 6 mm wall, at 1 mm steps on a 2 mm grid
 
     face = face_direction(volume)
     render = render_views(shielded.volume, views=("front",), size=(400, 400), face=face)["front"]
@@ -68,6 +76,6 @@ def test_shield_from_the_command_line(data_dir, tmp_path):
                             timeout=600)
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout)
-    assert outcome["report"]["parameters"]["shield"] is True and outcome["report"]["shield_voxels"] > 100_000
+    assert outcome["report"]["parameters"]["shield"] is True and outcome["report"]["shield_voxels"] > 40_000
     sidecar = json.loads((tmp_path / "out.defacer.json").read_text())
     assert sidecar["parameters"]["shield"] is True  # the provenance says the block was added

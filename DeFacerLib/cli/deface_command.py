@@ -27,8 +27,8 @@ def add_removal_arguments(parser) -> None:
                         help="also remove the tissue between the chosen eyes, nose and mouth and down past the "
                              "chin, as one box (default: on; --no-whole-face removes each feature's own box only)")
     parser.add_argument("--shield", action=argparse.BooleanOptionalAction, default=None,
-                        help="also fill the front of the head, forehead to chin, with tissue up to a flat plane "
-                             "35 mm in front of the eyes, so it is the same featureless block on everyone "
+                        help="also close the front of the head, forehead to chin, with a hollow block of tissue up to a "
+                             "flat plane 35 mm in front of the eyes, so it is the same featureless front on everyone "
                              "(stronger against re-identification from head shape; adds tissue to the image; "
                              "default: off; needs the whole face)")
 

@@ -31,7 +31,7 @@ class DefaceParameters:
     protect_margin_mm: float | None = None
     whole_face: bool | None = None  # also the tissue between the face parts (removal.face_span_box)
     seal_mm: float | None = None  # tissue-valued bottom of each face cut (removal.DEFAULT_SEAL_MM); 0: air only
-    shield: bool | None = None  # the face shield: a featureless block over the front (removal.SHIELD_*)
+    shield: bool | None = None  # the face shield: a featureless, hollow block over the front (removal.SHIELD_*)
 
     def engine_kwargs(self) -> dict:
         chosen = {

@@ -12,9 +12,10 @@ is every face-cut voxel next to the guard (what the guard keeps is not left bare
 the eye visor (EYE_VISOR_*: around the eyes the cut is tissue up to a flat plane just in front
 of the corneas); the flat surfaces' voxels get a share of it (anti-aliased, so the new face is
 smooth). Only the values of removed voxels differ between these: the replaced region
-(RemovalReport.removed_mask) is the cut. Opt-in, the face shield (SHIELD_*) then fills the
-air in front of what the head keeps with the same tissue, up to one flat plane ahead of the
-eyes: a featureless block over the front (it adds; it takes nothing the cut kept). Then
+(RemovalReport.removed_mask) is the cut. Opt-in, the face shield (SHIELD_*) then closes the
+air in front of what the head keeps with walls of the same tissue, up to one flat plane ahead
+of the eyes: a featureless, hollow block over the front (it adds; it takes nothing the cut
+kept). Then
 the result is checked: every voxel inside ``protected`` must be byte-identical to the
 input, or GuaranteeError is raised and
 nothing is returned. The input array is never written to.
@@ -58,7 +59,7 @@ from scipy import ndimage as ndi
 
 from DeFacerLib.deface.air import air_value, tissue_value
 from DeFacerLib.deface.head_mask import head_mask as compute_head_mask
-from DeFacerLib.deface.skin_depth import bounding_box, depths_at_most, dilate_mm_on_box
+from DeFacerLib.deface.skin_depth import bounding_box, depths_at_most, dilate_mm_on_box, erode_mm
 from DeFacerLib.errors import GuaranteeError, InputError
 from DeFacerLib.features import FEATURES
 from DeFacerLib.volume import Volume
@@ -124,14 +125,16 @@ CHIN_PLANE_SLOPE = 0.5  # mm further back per mm below the mouth
 EYE_VISOR_BELOW_EYES_MM = 10.0
 EYE_VISOR_AHEAD_OF_EYES_MM = 15.0
 # The face shield (opt-in, ``shield=True``): what is left in front of the head after the face
-# cut, from well above the brows to below the chin and from temple to temple, is filled with
-# the seal's tissue up to one flat plane ahead of the eyes, so the front of the head is the same
-# featureless block on everyone. Why: removal alone cannot go below what the brain's own shape
-# gives away (with every head voxel in front of a shell around the brain removed, SFace still
-# names 15-17 % of the IXI heads against a gallery defaced the same way; docs/reid_study.md);
-# only a surface that is nobody's hides it. Nothing of the head is changed by it: it fills air
-# (and the cut) in front of what the head keeps, never a head voxel the cut left, and never the
-# sinuses or airways behind it. The sizes were chosen on the IXI re-identification study
+# cut, from well above the brows to below the chin and from temple to temple, is closed by a
+# hollow block of the seal's tissue (walls as thick as the seal) up to one flat plane ahead of
+# the eyes, so the front of the head is the same featureless block on everyone. Why: removal
+# alone cannot go below what the brain's own shape gives away (with every head voxel in front
+# of a shell around the brain removed, SFace still names 15-17 % of the IXI heads against a
+# gallery defaced the same way; docs/reid_study.md); only a surface that is nobody's hides it.
+# Nothing of the head is changed by it: it closes air (and the cut) in front of what the head
+# keeps, never a head voxel the cut left, and never the sinuses or airways behind it. Hollow,
+# because a registration has to match whatever tissue is added (a solid block put 3.4x the
+# voxels in and cost more there; docs/benchmarks.md). The sizes were chosen on the IXI re-identification study
 # (docs/reid_study.md): reaching 40 mm back beside the face, SFace still named 5 of 54 probes
 # against the same scan; 60 mm (over the temples) 3-4, under the 2/N target (4).
 SHIELD_AHEAD_OF_EYES_MM = 35.0  # the plane: in front of the brow band the guard keeps
@@ -496,7 +499,8 @@ def _fill_shield(volume: Volume, head: np.ndarray, removed_crop, frame, result: 
     and sideways), so each of its faces is a plane of voxels: a block cut square to a tilted face
     would show stair steps, and the same steps on every render of one scan. In it, every voxel
     with nothing of the kept head in front of it along forward (air in front of the face and
-    beside it, and the cut) becomes tissue, up to SHIELD_AHEAD_OF_EYES_MM in front of the eyes."""
+    beside it, and the cut) is the block's, up to SHIELD_AHEAD_OF_EYES_MM in front of the eyes;
+    of it, the outer wall (the seal's thickness, where the block meets air) becomes tissue."""
     eyes, up, forward, _ = frame
     world_per_index = volume.direction  # columns: each voxel axis as a world unit vector
     axis_forward = int(np.argmax(np.abs(world_per_index.T @ forward)))
@@ -530,6 +534,11 @@ def _fill_shield(volume: Volume, head: np.ndarray, removed_crop, frame, result: 
         if np.all(a <= b):
             kept[_local(a, b, lo)] &= ~removed[_local(a, b, crop_lo)]
     fill = ~_behind_the_face(kept, volume, forward)
+    # hollow: only a wall as thick as the seal, so that the block's outside is all a render sees
+    # and a registration has as little new tissue as can be to match (the inside stays air)
+    wall_mm = seal_thickness_mm(DEFAULT_SEAL_MM, volume.spacing_mm)
+    inside = erode_mm(np.pad(fill | kept, 1), wall_mm, volume.spacing_mm)[1:-1, 1:-1, 1:-1]  # walls meet the head
+    fill &= ~inside
     result[box][fill] = tissue_stored
     return int(fill.sum())
 
