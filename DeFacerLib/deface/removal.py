@@ -134,9 +134,10 @@ EYE_VISOR_AHEAD_OF_EYES_MM = 15.0
 # Nothing of the head is changed by it: it closes air (and the cut) in front of what the head
 # keeps, never a head voxel the cut left, and never the sinuses or airways behind it. Hollow,
 # because a registration has to match whatever tissue is added (a solid block put 3.4x the
-# voxels in and cost more there; docs/benchmarks.md). The sizes were chosen on the IXI re-identification study
-# (docs/reid_study.md): reaching 40 mm back beside the face, SFace still named 5 of 54 probes
-# against the same scan; 60 mm (over the temples) 3-4, under the 2/N target (4).
+# voxels in and cost more there; docs/benchmarks.md). The sizes were chosen on the IXI
+# re-identification study (docs/reid_study.md): reaching 40 mm back beside the face, SFace
+# still named 5 of 54 probes against the same scan; 60 mm (over the temples) 3-4, under the
+# 2/N target (4).
 SHIELD_AHEAD_OF_EYES_MM = 35.0  # the plane: in front of the brow band the guard keeps
 SHIELD_BEHIND_EYES_MM = 60.0  # how far back beside the face (the temples, the cheeks) it fills
 SHIELD_HALF_WIDTH_MM = 90.0  # either side of the eyes' midpoint
@@ -224,9 +225,9 @@ def remove_features(
     ``whole_face``: also remove the box spanning the chosen face parts (FACE_PARTS) and the
     chin below the mouth, reported as the region "face" (face_span_box). ``seal_mm``: the
     layer just deeper than each cut (and as guarded) is set to the head's tissue value, so the
-    new surface is the cut (0: air only). ``shield``: fill the front of the head up to a flat
-    plane ahead of the eyes with tissue (SHIELD_*; needs the whole face's eyes and mouth or nose),
-    reported as ``shield_voxels`` (None: not placed).
+    new surface is the cut (0: air only). ``shield``: close the front of the head with a hollow
+    block of tissue up to a flat plane ahead of the eyes (SHIELD_*; needs the whole face's eyes
+    and mouth or nose), reported as ``shield_voxels`` (None: not placed).
     Raises InputError for masks of the wrong shape or unknown feature names, GuaranteeError
     if a protected voxel would change.
     """
