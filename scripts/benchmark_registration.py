@@ -28,12 +28,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reid_study import brain_mask_for  # noqa: E402  (the study's IXI layout: its outputs are registered here)
+
 REFERENCE = "IXI162-HH-1548_T1.nii.gz"  # held out from training; any head would do
 SEED = 20261205
-
-
-def brain_path(heads_dir: Path, name: str) -> Path:
-    return heads_dir / "brain_labels" / name.replace("_T1.nii.gz", "_T1_DLMUSE.nii.gz")
 
 
 def register(fixed: sitk.Image, moving: sitk.Image) -> sitk.Transform:
@@ -73,13 +72,13 @@ def main() -> int:
     started = time.perf_counter()
     t1 = args.heads_dir / "t1"
     fixed = sitk.ReadImage(str(t1 / REFERENCE), sitk.sitkFloat32)
-    fixed_brain = sitk.ReadImage(str(brain_path(args.heads_dir, REFERENCE)))
+    fixed_brain = sitk.ReadImage(str(brain_mask_for(t1 / REFERENCE, args.heads_dir)))
     variants = {"original (no defacing)": t1}
     variants.update(dict(spec.split("=", 1) for spec in args.variant))
     moving_names = [p.name for p in sorted(t1.glob("*_T1.nii.gz")) if p.name != REFERENCE][: args.limit]
     dice: dict[str, list[float]] = {name: [] for name in variants}
     for name in moving_names:
-        moving_brain = sitk.ReadImage(str(brain_path(args.heads_dir, name)))
+        moving_brain = sitk.ReadImage(str(brain_mask_for(t1 / name, args.heads_dir)))
         for variant, folder in variants.items():
             moving = sitk.ReadImage(str(Path(folder) / name), sitk.sitkFloat32)
             dice[variant].append(brain_dice(fixed_brain, moving_brain, register(fixed, moving)))

@@ -27,6 +27,9 @@ from scipy import ndimage as ndi
 from DeFacerLib.deface import head_mask
 from DeFacerLib.io import read_volume
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reid_study import brain_mask_for  # noqa: E402  (the study's IXI layout)
+
 
 def brain_shell(head_path: Path, brain_path: Path, out_path: Path, shell_mm: float, seal_from_mm: float) -> int:
     """Write the shelled head; returns the number of voxels changed."""
@@ -58,8 +61,8 @@ def main() -> int:
     parser.add_argument("--seal-from-mm", type=float, default=4.0, help="sealed from this distance to --shell-mm")
     args = parser.parse_args()
     for head in sorted((args.heads_dir / "t1").glob("*_T1.nii.gz")):
-        brain = args.heads_dir / "brain_labels" / head.name.replace("_T1.nii.gz", "_T1_DLMUSE.nii.gz")
-        changed = brain_shell(head, brain, args.out_dir / head.name, args.shell_mm, args.seal_from_mm)
+        changed = brain_shell(head, brain_mask_for(head, args.heads_dir), args.out_dir / head.name, args.shell_mm,
+                              args.seal_from_mm)
         print(f"{head.name}: {changed} voxels changed, 0 in the brain", file=sys.stderr)
     return 0
 

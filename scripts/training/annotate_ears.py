@@ -152,7 +152,8 @@ def compare(data: Path, table: dict, readings: dict, second: dict | None) -> dic
     estimates: dict[str, dict] = {}
     for (rel, name), point in points.items():
         if rel not in estimates:
-            estimates[rel] = model_landmarks(read_volume(data / rel), segment_features(read_volume(data / rel)).labels)
+            volume = read_volume(data / rel)
+            estimates[rel] = model_landmarks(volume, segment_features(volume).labels)
         row = {"table": table[rel]["landmarks"][name], "model": estimates[rel].get(name),
                "second reading": again.get((rel, name))}
         cells = []
