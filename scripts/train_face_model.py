@@ -79,10 +79,13 @@ def head_labels(volume, rel: str, data: Path, landmarks: dict, head: np.ndarray)
 def prepared(rel: str, data: Path, landmarks: dict, cache: Path) -> tuple[np.ndarray, np.ndarray]:
     """(grid image, grid labels) for one head, from the cache when its inputs did not change."""
     from DeFacerLib.deface.head_mask import head_mask
+    from DeFacerLib.face.labels import SHAPES
     from DeFacerLib.io import read_volume
 
     key = json.dumps([CACHE_VERSION, rel, face_grid.GRID_SHAPE, face_grid.GRID_SPACING_MM,
-                      face_grid.GRID_TOP_MARGIN_MM, landmarks.get(rel)], sort_keys=True)
+                      face_grid.GRID_TOP_MARGIN_MM, landmarks.get(rel),
+                      {f: [list(v.offset_mm), list(v.semi_axes_mm), v.max_depth_mm] for f, v in SHAPES.items()}],
+                     sort_keys=True)
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     path = cache / f"{Path(rel).name.split('.')[0]}_{digest}.npz"
     if path.exists():
@@ -417,8 +420,11 @@ def model_card(*, timing, model, base, seed, steps, epochs, steps_per_epoch, sec
         "",
         "## Known limits",
         "- Feature boundaries are coarse (Dice 0.5-0.8 on the input grid): the removal engine cuts each "
-        "feature's bounding box plus a margin, so a mask that is a few mm off still removes the feature, "
-        "but landmark errors are 4-11 mm (median), above the 4 mm target, worst for ears (thin pinnae).",
+        "feature's bounding box plus a margin, so a mask that is a few mm off still removes the feature. "
+        "The model's landmark estimates are 4-7 mm off (medians; `evaluate_defacing.py`); `defacer deface` "
+        "snaps the eyes, nose tip and mouth to the anatomy, the ears stay the model's (docs/benchmarks.md).",
+        "- What is left of the pinna after the ears' 10 mm cut: `evaluate_defacing.py`'s ear relief "
+        "(docs/benchmarks.md).",
         "- A second, 2 mm stage on crops of the face and ears did not place the features better "
         "(docs/benchmarks.md, 2026-12-05), nor did more training at a lower rate: with 24 training heads, "
         "more annotated heads are the next step.",
