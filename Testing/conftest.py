@@ -44,3 +44,15 @@ def ixi_pairs(data_dir) -> list[tuple[Path, Path]]:
         pairs.append((t1, labels))
     assert len(pairs) == 27, f"expected 27 IXI subjects, found {len(pairs)}"
     return pairs
+
+
+@pytest.fixture(scope="session")
+def ear_consensus() -> dict:
+    """{head: {ear name: LPS mm}}: the ears' reference, the concha as four blind readers agree on it
+    (scripts/training/ear_consensus.json; landmarks.json's ear points are the training labels' centres)."""
+    import json
+
+    import numpy as np
+
+    ears = json.loads((REPO_ROOT / "scripts" / "training" / "ear_consensus.json").read_text())["ears"]
+    return {rel: {name: np.asarray(e["point_mm"], float) for name, e in head.items()} for rel, head in ears.items()}

@@ -59,3 +59,55 @@ def test_a_reading_becomes_a_point_under_the_skin_of_its_ear(data_dir):
         pixel = view.camera.project(point[None, :], tool.RENDER_PX, tool.RENDER_PX)[0]
         back_mm = (pixel - [view.x0, view.y0]) / view.scale
         assert np.allclose(back_mm, grid_mm, atol=0.05), (name, back_mm, grid_mm)  # the ray goes through the reading
+
+
+READERS = ("ear_readings.json", "ear_readings_A.json", "ear_readings_B.json", "ear_readings_C.json")
+
+
+def test_consensus_is_the_median_of_the_agreeing_majority():
+    tool = _tool()
+    a, b, c = np.array([60.0, 10.0, -30.0]), np.array([62.0, 12.0, -30.0]), np.array([61.0, 30.0, -30.0])
+    point, left_out = tool.consensus({"A": a, "B": b, "C": c})  # C is 18-20 mm from the others
+    assert left_out == ["C"] and np.allclose(point, [61.0, 11.0, -30.0])
+    point, left_out = tool.consensus({"A": a, "B": b, "C": a + [0.0, 4.0, 0.0]})
+    assert left_out == [] and np.allclose(point, [60.0, 12.0, -30.0])  # component-wise median of all three
+    assert tool.consensus({"A": a, "B": c})[0] is None  # two readers 20 mm apart: no agreement
+    d = np.array([61.0, 11.0, -45.0])
+    assert tool.consensus({"A": a, "B": b, "C": c, "D": d})[0] is None  # only two of four agree: no majority
+
+
+def test_every_ear_has_a_consensus_of_blind_readers():
+    """ear_consensus.json holds every ear of the table; three readers read every ear, blind; where
+    a majority agreed, its readings lie pairwise within AGREE_MM and the consensus within it."""
+    tool = _tool()
+    table = json.loads((TRAINING / "landmarks.json").read_text())["heads"]
+    agreed = json.loads((TRAINING / "ear_consensus.json").read_text())
+    table_ears = {(rel, ear) for rel, entry in table.items() for ear in entry["landmarks"] if ear.startswith("ear_")}
+    for name in READERS[1:]:
+        readings = json.loads((TRAINING / name).read_text())["readings"]
+        assert {(rel, ear) for rel, ears in readings.items() for ear in ears} == table_ears, name
+    ears = [(rel, name, e) for rel, head in agreed["ears"].items() for name, e in head.items()]
+    assert {(rel, name) for rel, name, _e in ears} == table_ears
+    assert sum(e["agreed"] for _r, _n, e in ears) >= 60
+    for rel, name, e in ears:
+        if e["agreed"]:
+            kept = [d for reader, d in e["distance_mm"].items() if reader not in e["left_out"]]
+            assert len(kept) >= 2 and max(kept) <= tool.AGREE_MM, (rel, name, e)
+    # the table's ear points (the training labels' centres) are another point: ~11 mm away (median)
+    assert 8.0 < np.median([e["table_distance_mm"] for _r, _n, e in ears]) < 14.0
+
+
+def test_the_consensus_is_reproduced_from_the_readings(data_dir):
+    """agree() on IXI162's readings (four readers) gives ear_consensus.json's points again, on the real head."""
+    tool = _tool()
+    rel = "heads/ixi/t1/IXI162-HH-1548_T1.nii.gz"
+    table = json.loads((TRAINING / "landmarks.json").read_text())["heads"]
+    readers = {}
+    for name in READERS:
+        readings = json.loads((TRAINING / name).read_text())
+        readers[name] = {"window": readings.get("window", {}), "readings": {rel: readings["readings"][rel]}}
+    agreed = tool.agree(data_dir, table, readers)["ears"][rel]
+    stored = json.loads((TRAINING / "ear_consensus.json").read_text())["ears"][rel]
+    for name in ("ear_left", "ear_right"):
+        assert agreed[name]["agreed"] and len(agreed[name]["readers"]) == 4
+        assert np.allclose(agreed[name]["point_mm"], stored[name]["point_mm"]), name

@@ -48,7 +48,7 @@ def test_geometry_alone_reports_the_mouth_out_of_view(data_dir):
     ("heads/ixi/t1/IXI357-HH-2076_T1.nii.gz", False),
     ("heads/single/niivue_T2w.nii.gz", True),  # T2: bright vitreous, told apart from the image
 ])
-def test_model_regions_snap_to_the_anatomy(data_dir, rel, bright):
+def test_model_regions_snap_to_the_anatomy(data_dir, ear_consensus, rel, bright):
     volume = read_volume(data_dir / rel)
     head = head_mask(volume)
     labels = segment_features(volume, head=head).labels
@@ -59,9 +59,9 @@ def test_model_regions_snap_to_the_anatomy(data_dir, rel, bright):
         # the snapped point is the verified one; the model's estimate alone is 1-7 mm off there
         assert _error_mm(reported[name]["mm"], rel, name) < 1.0, (name, reported[name])
         assert _error_mm(estimates[name], rel, name) > _error_mm(reported[name]["mm"], rel, name)
-    for name in ("ear_left", "ear_right"):  # the model's own estimate, 3-20 mm off on the held-out heads
+    for name in ("ear_left", "ear_right"):  # the model's own estimate of the concha: 3.2-9.2 mm off on these heads
         assert reported[name]["by"] == "model"
-        assert _error_mm(reported[name]["mm"], rel, name) < 25.0
+        assert np.linalg.norm(reported[name]["mm"] - ear_consensus[rel][name]) < 12.0
 
 
 @pytest.mark.slow

@@ -216,10 +216,10 @@ def test_without_labels_the_model_finds_the_face_and_spares_the_brain(logic, dat
     assert int(added.sum()) >= shield_report["shield_voxels"] // 2 and int(added[brain].sum()) == 0
 
 
-def test_found_landmarks_are_shown_where_the_anatomy_is(logic, scene, data_dir):
+def test_found_landmarks_are_shown_where_the_anatomy_is(logic, scene, data_dir, ear_consensus):
     """The preview's point list: one point per landmark, in RAS, on the verified landmarks of a
-    held-out head where they were snapped to the anatomy (IXI162: all six proposals accepted);
-    a second preview replaces it, a label map gives none."""
+    held-out head where they were snapped to the anatomy (IXI162: all six proposals accepted),
+    the ears near the readers' concha; a second preview replaces it, a label map gives none."""
     from DeFacerLib.face.labels import load_landmarks
 
     rel = "heads/ixi/t1/IXI162-HH-1548_T1.nii.gz"
@@ -235,8 +235,8 @@ def test_found_landmarks_are_shown_where_the_anatomy_is(logic, scene, data_dir):
         shown[points.GetNthControlPointLabel(i)] = np.array([-ras[0], -ras[1], ras[2]])  # back to LPS
     for name in ("eye_left", "eye_right", "nose_tip", "mouth"):
         assert np.linalg.norm(shown[name] - verified[name]) < 1.0, (name, shown[name], verified[name])
-    for name in ("ear_left", "ear_right"):
-        assert np.linalg.norm(shown[f"{name} (by model)"] - verified[name]) < 20.0
+    for name in ("ear_left", "ear_right"):  # the model's estimate of the concha, 5.4 and 6.2 mm off
+        assert np.linalg.norm(shown[f"{name} (by model)"] - ear_consensus[rel][name]) < 10.0
     logic.landmark_points(node, report)
     assert len(logic.landmark_nodes_of(node)) == 1
     assert logic.landmark_points(node, {"features": {}}) is None and logic.landmark_nodes_of(node) == []

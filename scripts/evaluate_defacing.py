@@ -9,6 +9,11 @@ guarded removal with the predicted brain + frontal guard protected) and is compa
 truth made from the hand-checked landmarks (scripts/training/landmarks.json, labelled by
 DeFacerLib.face.labels exactly as in training) and, for IXI, the reference brain:
 
+The ears' landmarks are measured against the readers' consensus of the concha instead
+(scripts/training/ear_consensus.json, annotate_ears.py agree; ``--ears``): landmarks.json's ear
+points are the centres of the training labels (the old, looser "pinna centre"), 10.9 mm (median)
+from where four blind readers put the concha.
+
 - found: the feature was reported present (a labelled feature that is not found is a miss);
 - landmark error (mm): the distance from each verified landmark (each eye and ear separately)
   to the landmark `defacer deface` reports for it (report["segmentation"]["landmarks_mm"]):
@@ -24,6 +29,10 @@ DeFacerLib.face.labels exactly as in training) and, for IXI, the reference brain
   blend; DefaceResult.removed). The JSON also has the share whose value differs from the input,
   which can be a little lower: a replaced voxel may already have held its new value (the seal
   is the head's median tissue value, and on 8-bit IXI heads ~1-2 % of the eye tissue has it);
+- ear relief (mm^2): the part of the side view within EAR_RELIEF_WINDOW_MM of each reference ear
+  (the concha) where the head stands more than EAR_RELIEF_MM proud of its own outline without the
+  pinna (deface.pinna.head_outline), before and after: what is left of the pinna's shape. The
+  removed share above only counts the labelled region, which a smaller cut can still cover;
 - brain changed: voxels inside the reference brain (brain_labels) that differ from the input;
 - seconds: head mask + segmentation + removal (reading and writing excluded).
 
@@ -46,7 +55,9 @@ sys.path.insert(0, str(REPO))
 from DeFacerLib.deface import head_mask  # noqa: E402
 from DeFacerLib.deface.pipeline import DefaceParameters, deface_volume, find_features  # noqa: E402
 from DeFacerLib.face.labels import LANDMARK_FEATURE, feature_centres, load_landmarks, training_labels  # noqa: E402
+from DeFacerLib.deface.pinna import head_outline, lateral_extent, midline_index  # noqa: E402
 from DeFacerLib.face.landmarks import model_landmarks  # noqa: E402
+from DeFacerLib.orientation import canonical_reorientation  # noqa: E402
 from DeFacerLib.face.segment import segment_features  # noqa: E402
 from DeFacerLib.features import BRAIN, FEATURES, LABEL_VALUES  # noqa: E402
 from DeFacerLib.io import read_volume  # noqa: E402
@@ -72,8 +83,25 @@ def centre_errors_mm(volume, truth_labels: np.ndarray, predicted_labels: np.ndar
     return errors
 
 
+def with_ear_reference(table: dict, consensus_path: Path | None) -> dict:
+    """The table with each ear's point replaced by the readers' consensus (ear_consensus.json), when
+    it has one: the reference for landmark errors, offsets and the ear relief (labels keep the table's)."""
+    if consensus_path is None:
+        return table
+    ears = json.loads(Path(consensus_path).read_text())["ears"]
+    reference = {}
+    for rel, entry in table.items():
+        landmarks = dict(entry["landmarks"])
+        for name, agreed in ears.get(rel, {}).items():
+            if name in landmarks:
+                landmarks[name] = agreed["point_mm"]
+        reference[rel] = {**entry, "landmarks": landmarks}
+    return reference
+
+
 def evaluate_head(data: Path, rel: str, table: dict, model: Path | None,
-                  parameters: DefaceParameters = DefaceParameters()) -> dict:
+                  parameters: DefaceParameters = DefaceParameters(), reference: dict | None = None) -> dict:
+    """One row; ``table`` makes the labels, ``reference`` (default: the table) is what landmarks are measured against."""
     volume = read_volume(data / rel)
     brain = reference_brain(data, rel)
     start = time.perf_counter()
@@ -82,8 +110,8 @@ def evaluate_head(data: Path, rel: str, table: dict, model: Path | None,
     defaced = deface_volume(volume, found.masks, parameters=parameters, guard=found.guard, head=head)
     seconds = time.perf_counter() - start
 
-    entry = table[rel]
-    truth = training_labels(volume, entry["landmarks"], brain=brain, head=head)
+    truth = training_labels(volume, table[rel]["landmarks"], brain=brain, head=head)
+    entry = (reference or table)[rel]
     changed = np.asarray(defaced.volume.array) != np.asarray(volume.array)
     if changed.ndim == 4:
         changed = changed.any(axis=-1)
@@ -96,6 +124,7 @@ def evaluate_head(data: Path, rel: str, table: dict, model: Path | None,
         predicted[found.masks[feature]] = LABEL_VALUES[feature]
     errors = centre_errors_mm(volume, truth, predicted)
     estimates = model_landmarks(volume, predicted)
+    relief = ear_relief_mm2(volume, head, defaced.removed, entry["landmarks"])
     for feature in FEATURES:
         labelled = truth == LABEL_VALUES[feature]
         names = [n for n in sorted(entry["landmarks"]) if LANDMARK_FEATURE[n] == feature]
@@ -113,21 +142,51 @@ def evaluate_head(data: Path, rel: str, table: dict, model: Path | None,
             "removed_fraction": round(float(defaced.removed[labelled].mean()), 3) if labelled.any() else None,
             "changed_fraction": round(float(changed[labelled].mean()), 3) if labelled.any() else None,
         }
+    row["features"]["ears"]["relief_mm2"] = relief
     return row
+
+
+EAR_RELIEF_MM = 5.0  # the pinna stands 7-24 mm proud of the outline; scalp bumps less
+EAR_RELIEF_WINDOW_MM = 35.0  # the concha to the pinna's far rim, at most ~35 mm
+
+
+def ear_relief_mm2(volume, head: np.ndarray, removed: np.ndarray, landmarks: dict) -> dict[str, list[float]]:
+    """{ear: [area before, area after]} (mm^2) of the side view within EAR_RELIEF_WINDOW_MM of the
+    ear landmark standing more than EAR_RELIEF_MM proud of the head's outline without the pinna
+    (the outline is the original head's in both, so a cut that flattens the pinna shows)."""
+    reorientation = canonical_reorientation(volume)
+    spacing = np.asarray(volume.spacing_mm, float)[list(reorientation.permutation)]
+    head_c = reorientation.apply(head)
+    kept_c = head_c & ~reorientation.apply(removed)
+    mid_i = midline_index(head_c)
+    areas = {}
+    for name, side in (("ear_left", 1.0), ("ear_right", -1.0)):
+        if name not in landmarks:
+            continue
+        ear = reorientation.apply_index(volume.world_to_index(np.asarray(landmarks[name], float)[None, :]))[0]
+        before = lateral_extent(head_c, side, mid_i)
+        outline = head_outline(before, spacing)
+        j, k = np.meshgrid(*(np.arange(n) for n in before.shape), indexing="ij")
+        window = np.hypot((j - ear[1]) * spacing[1], (k - ear[2]) * spacing[2]) <= EAR_RELIEF_WINDOW_MM
+        pixel_mm2 = spacing[1] * spacing[2]
+        after = lateral_extent(kept_c, side, mid_i)
+        areas[name] = [round(float((((lat - outline) * spacing[0] > EAR_RELIEF_MM) & window & (lat >= 0)).sum() * pixel_mm2))
+                       for lat in (before, after)]
+    return areas
 
 
 def _distance(a, b) -> float:
     return float(np.linalg.norm(np.subtract(a, b)))
 
 
-def centroid_offsets(data: Path, heads: list[str], table: dict) -> dict[str, list[float]]:
+def centroid_offsets(data: Path, heads: list[str], table: dict, model: Path | None = None) -> dict[str, list[float]]:
     """Mean of (U-Net region centroid - verified landmark) per feature over ``heads``, world LPS
     mm, x made lateral-positive for the paired features (model_landmarks with no offsets)."""
     zero = {feature: (0.0, 0.0, 0.0) for feature in FEATURES}
     offsets: dict[str, list] = {feature: [] for feature in FEATURES}
     for rel in heads:
         volume = read_volume(data / rel)
-        estimates = model_landmarks(volume, segment_features(volume).labels, offsets_mm=zero)
+        estimates = model_landmarks(volume, segment_features(volume, model_path=model).labels, offsets_mm=zero)
         for name, point in table[rel]["landmarks"].items():
             if name in estimates:
                 offset = estimates[name] - np.asarray(point, float)
@@ -159,6 +218,10 @@ def summarise(rows: list[dict]) -> dict:
             "min_removed_fraction": min((c["removed_fraction"] for c in cells), default=None),
             "median_removed_fraction": round(float(np.median([c["removed_fraction"] for c in cells])), 3) if cells else None,
         }
+    relief = [a for r in rows for a in r["features"]["ears"].get("relief_mm2", {}).values()]
+    summary["ears"]["median_relief_before_mm2"] = round(float(np.median([a[0] for a in relief]))) if relief else None
+    summary["ears"]["median_relief_after_mm2"] = round(float(np.median([a[1] for a in relief]))) if relief else None
+    summary["ears"]["max_relief_after_mm2"] = max((a[1] for a in relief), default=None)
     changed = [r["brain_voxels_changed"] for r in rows if r["brain_voxels_changed"] is not None]
     summary["brain_voxels_changed_max"] = max(changed) if changed else None
     summary["median_seconds"] = round(float(np.median([r["seconds"] for r in rows])), 2)
@@ -190,6 +253,11 @@ def markdown(rows: list[dict], summary: dict) -> str:
         lines.append(f"| {feature} | {s['heads']} | {s['missed']} | {s['median_landmark_error_mm']} | {s['landmarks_snapped']} | "
                      f"{s['median_model_estimate_error_mm']} | {s['median_centre_error_mm']} | {s['median_dice']} | "
                      f"{s['min_removed_fraction']:.0%} / {s['median_removed_fraction']:.0%} |")
+    ears = summary["ears"]
+    if ears.get("median_relief_before_mm2") is not None:
+        lines.append(f"\nEar relief standing > {EAR_RELIEF_MM:g} mm within {EAR_RELIEF_WINDOW_MM:g} mm of the concha (mm^2): "
+                     f"median {ears['median_relief_before_mm2']} before, {ears['median_relief_after_mm2']} after "
+                     f"(worst ear after: {ears['max_relief_after_mm2']})")
     lines.append(f"\nReference-brain voxels changed, worst head: {summary['brain_voxels_changed_max']}; "
                  f"median seconds per head: {summary['median_seconds']}")
     return "\n".join(lines)
@@ -201,6 +269,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="face_unet.onnx to evaluate (default: shipped)")
     parser.add_argument("--split", type=Path, default=REPO / "scripts" / "training" / "split.json")
     parser.add_argument("--landmarks", type=Path, default=REPO / "scripts" / "training" / "landmarks.json")
+    parser.add_argument("--ears", type=Path, default=REPO / "scripts" / "training" / "ear_consensus.json",
+                        help="the ears' reference (annotate_ears.py agree); 'none': the table's ear points")
     parser.add_argument("--json", type=Path, default=None, help="also write rows and summary here")
     parser.add_argument("--margin-mm", type=float, default=None, help="removal margin (default: the engine's)")
     parser.add_argument("--all-ixi", action="store_true", help="all 27 IXI heads (training ones too: a brain-safety check)")
@@ -210,17 +280,18 @@ def main(argv=None) -> int:
 
     data = data_dir()
     table = load_landmarks(args.landmarks)
+    reference = with_ear_reference(table, None if str(args.ears) == "none" else args.ears)
     heads = args.heads or json.loads(args.split.read_text())["validation"]
     if args.all_ixi:
         heads = sorted(rel for rel in table if rel.startswith("heads/ixi/"))
     if args.offsets:
         training = args.heads or json.loads(args.split.read_text())["training"]
-        print(json.dumps(centroid_offsets(data, training, table)))
+        print(json.dumps(centroid_offsets(data, training, reference, args.model)))
         return 0
     parameters = DefaceParameters(margin_mm=args.margin_mm)
     rows = []
     for rel in heads:
-        rows.append(evaluate_head(data, rel, table, args.model, parameters))
+        rows.append(evaluate_head(data, rel, table, args.model, parameters, reference))
         print(f"{rows[-1]['head']}: {rows[-1]['seconds']:.1f} s", file=sys.stderr, flush=True)
     summary = summarise(rows)
     print(markdown(rows, summary))

@@ -35,7 +35,9 @@ Defaults, from anatomy and the IXI heads (2 mm):
   about half their width (< 20 mm) from their own skin, so the whole protrusion goes, and
   the flat face behind is cut no deeper than the facial bones. Ears: at most 10 mm
   (EARS_MAX_DEPTH_MM): the pinna is thin and stands off the head, and the temporal lobe
-  lies only 13-17 mm under the skin next to it.
+  lies only 13-17 mm under the skin next to it; and, in the ears' boxes grown by PINNA_REACH_MM,
+  everything lateral of the head's side outline (pinna.py), which takes a pinna pressed flat
+  against the head whole where its base is thicker than 10 mm, and never reaches under the outline.
 - ``protect_margin_mm = 5``: the brain segmentation may miss a partial-volume rim of
   1–2 voxels at 2 mm; 5 mm covers that while the skin over the forehead (scalp + skull +
   CSF, about 12–20 mm above the frontal lobes) stays removable.
@@ -59,6 +61,7 @@ from scipy import ndimage as ndi
 
 from DeFacerLib.deface.air import air_value, tissue_value
 from DeFacerLib.deface.head_mask import head_mask as compute_head_mask
+from DeFacerLib.deface.pinna import proud_of_side_outline
 from DeFacerLib.deface.skin_depth import bounding_box, depths_at_most, dilate_mm_on_box, erode_mm
 from DeFacerLib.errors import GuaranteeError, InputError
 from DeFacerLib.features import FEATURES
@@ -71,6 +74,10 @@ DEFAULT_PROTECT_MARGIN_MM = 5.0
 # ear, the temporal lobe lies 13-17 mm under the skin (on held-out IXI heads a 25 mm cut
 # there reached 40 reference-brain voxels the predicted brain had missed).
 EARS_MAX_DEPTH_MM = 10.0
+# What stands proud of the head's side outline (pinna.py) is cut in each ear box grown by this:
+# the U-Net's ear region plus the margin can stop short of the helix rim or the lobule (8 mm
+# short on IXI206's left ear), and proud tissue there is pinna, never brain.
+PINNA_REACH_MM = 15.0
 # The whole face: the boxes of the eyes, nose and mouth alone leave the cheeks, the nasal
 # bridge, the chin and the jaw line between and below them, and that outline is still a face
 # to a detector (96 % of defaced IXI fronts) and to recognition by a renderer's owner. So by
@@ -285,8 +292,18 @@ def remove_features(
 
     if boxes:
         head = _as_mask(head, shape, "head mask", name)
-        crop_lo = np.min([b[0] for bl in boxes.values() for b in bl], axis=0)
-        crop_hi = np.max([b[1] for bl in boxes.values() for b in bl], axis=0)
+        reach_vox = np.ceil(PINNA_REACH_MM / spacing).astype(int)
+        pinna_boxes = [(np.maximum(lo - reach_vox, 0), np.minimum(hi + reach_vox, np.asarray(shape) - 1))
+                       for lo, hi in boxes.get("ears", [])]
+        crop_lo = np.min([b[0] for bl in [*boxes.values(), pinna_boxes] for b in bl], axis=0)
+        crop_hi = np.max([b[1] for bl in [*boxes.values(), pinna_boxes] for b in bl], axis=0)
+        if pinna_boxes:  # the report's ear boxes are where ear voxels may change: the grown ones
+            lo = np.min([b[0] for b in pinna_boxes], axis=0)
+            hi = np.max([b[1] for b in pinna_boxes], axis=0)
+            features["ears"] = dataclasses.replace(
+                features["ears"], box_index_min=tuple(int(v) for v in lo), box_index_max=tuple(int(v) for v in hi),
+                box_world_mm=_world_bounds(volume, lo, hi),
+                component_boxes=[(tuple(int(v) for v in a), tuple(int(v) for v in b)) for a, b in pinna_boxes])
         crop = tuple(slice(int(a), int(b) + 1) for a, b in zip(crop_lo, crop_hi))
         crop_shape = tuple(int(v) for v in crop_hi - crop_lo + 1)
         removal = np.zeros(crop_shape, dtype=bool)  # every voxel that changes
@@ -334,6 +351,16 @@ def remove_features(
                 features[feature].voxels_removed = int(region.sum())
                 removal |= region
                 air |= region if feature in UNSEALED_FEATURES else region & shallow
+        if pinna_boxes:  # and around the ears' boxes, all of the pinna however thick (pinna.py)
+            proud = proud_of_side_outline(volume, head)
+            pinna = np.zeros(crop_shape, dtype=bool)
+            for lo, hi in pinna_boxes:
+                box = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
+                pinna[_local(lo, hi, crop_lo)] |= proud[box] & ~guarded(lo, hi)
+            pinna &= ~removal
+            features["ears"].voxels_removed += int(pinna.sum())
+            removal |= pinna
+            air |= pinna
         plane_share = None
         if span is not None:
             plane_cut, plane_air, visor, plane_share = _face_plane_regions(volume, head, guarded(*span), boxes, span, seal)

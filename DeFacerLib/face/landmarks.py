@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
+from DeFacerLib.deface.pinna import head_outline, lateral_extent
 from DeFacerLib.face.labels import LANDMARK_FEATURE, feature_centres
 from DeFacerLib.orientation import canonical_reorientation
 from DeFacerLib.volume import Volume
@@ -44,12 +45,14 @@ DEFAULT_NOSE_WINDOW_MM = (100.0, 185.0)  # below the top of the head (the chin i
 # Mean of (U-Net region centroid - verified landmark) over the 24 training heads, world LPS mm,
 # for the paired features with x made lateral-positive (scripts/evaluate_defacing.py --offsets,
 # shipped model, 2026-12-05). The nose region sits above and behind its tip by design (the
-# label is the whole external nose); the others are near zero.
+# label is the whole external nose); the ear region above the concha, the ears' landmark (the
+# readers' consensus, scripts/training/ear_consensus.json), since its label is centred on the
+# looser "pinna centre" of landmarks.json; the others are near zero.
 MODEL_CENTROID_OFFSET_MM = {
     "eyes": (-0.9, -2.8, 0.3),
     "nose": (4.8, 15.0, 8.6),
     "mouth": (4.8, 2.6, 0.6),
-    "ears": (-2.6, 0.5, 0.7),
+    "ears": (-2.7, -4.3, 7.9),
 }
 # How far the cue may move a landmark from the model's estimate (whose own error is a median of
 # 4-6 mm and up to ~10 mm on the training heads), and the search radius around it. Farther than
@@ -337,17 +340,8 @@ class _Face:
         nj, nk = nose[1], nose[2]
         j0, j1 = int(nj + 75 / spacing[1]), int(nj + 150 / spacing[1])
         k0, k1 = int(nk - 25 / spacing[2]), int(eye_k + 10 / spacing[2])
-        half = head.copy()
-        idx = np.arange(shape[0])[:, None, None]
-        if side > 0:
-            half[: int(self.mid_i)] = False
-            lat = np.where(half.any(axis=0), np.max(np.where(half, idx, -1), axis=0), -1).astype(float)
-        else:
-            half[int(self.mid_i):] = False
-            lat = np.where(half.any(axis=0), shape[0] - 1 - np.min(np.where(half, idx, shape[0] + 5), axis=0),
-                           -1).astype(float)
-        # lat: lateral extent in voxels from the side's inner edge, per (j, k)
-        opened = ndi.grey_opening(lat, size=(max(3, int(70 / spacing[1])), max(3, int(70 / spacing[2]))))
+        lat = lateral_extent(head, side, int(self.mid_i))
+        opened = head_outline(lat, spacing)
         window = np.zeros_like(lat, bool)
         window[max(j0, 0):min(j1, shape[1]), max(k0, 0):min(k1, shape[2])] = True
         proud = ((lat - opened) * spacing[0] > 3.0) & window & (lat >= 0)
