@@ -19,6 +19,7 @@ from _nifti_for_tests import read_volume
 from DeFacerLib.deface import feature_max_depth_mm, head_mask, remove_features, skin_depth_mm
 from DeFacerLib.deface.guard import SKIN_LAYER_MM, frontal_guard
 from DeFacerLib.deface.head_mask import fill_holes
+from DeFacerLib.deface.pinna import proud_of_side_outline
 from DeFacerLib.deface.skin_depth import bounding_box, depth_at_most, dilate_mm, erode_mm, inside_depth_mm
 from DeFacerLib.face.grid import _antialias, to_grid
 from DeFacerLib.features import FEATURES, LABEL_VALUES
@@ -169,7 +170,8 @@ def test_deface_command_does_not_import_photo_or_rendering():
 
 def _plain_removal(volume, masks, protected, head, report, max_depth_mm=25.0, protect_margin_mm=5.0):
     """The removal region from full-volume distance transforms (the formulation the engine's
-    per-box transforms replace); ears are cut no deeper than feature_max_depth_mm says."""
+    per-box transforms replace); ears are cut no deeper than feature_max_depth_mm says, and
+    what stands proud of the side outline goes in their reach boxes (deface/pinna.py)."""
     spacing = volume.spacing_mm
     depth = ndi.distance_transform_edt(head, sampling=spacing)
     near = ndi.distance_transform_edt(~protected, sampling=spacing) <= protect_margin_mm if protected.any() \
@@ -181,6 +183,11 @@ def _plain_removal(volume, masks, protected, head, report, max_depth_mm=25.0, pr
         for lo, hi in report.features[name].component_boxes:
             region[tuple(slice(a, b + 1) for a, b in zip(lo, hi))] = True
         regions[name] = region & shell & ~near
+        if report.features[name].reach_boxes:
+            reach = np.zeros(head.shape, bool)
+            for lo, hi in report.features[name].reach_boxes:
+                reach[tuple(slice(a, b + 1) for a, b in zip(lo, hi))] = True
+            regions[name] |= reach & proud_of_side_outline(volume, head) & ~near
     return regions
 
 

@@ -31,7 +31,7 @@ def _feature_masks(labels):
 def _boxes_union(report, shape):
     union = np.zeros(shape, bool)
     for item in report.features.values():
-        for lo, hi in item.component_boxes:
+        for lo, hi in item.component_boxes + item.reach_boxes:
             union[tuple(slice(a, b + 1) for a, b in zip(lo, hi))] = True
     return union
 

@@ -172,6 +172,8 @@ class FeatureRemoval:
     box_index_max: tuple[int, int, int] | None = None
     box_world_mm: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None  # LPS min, max
     component_boxes: list[tuple[tuple[int, int, int], tuple[int, int, int]]] = field(default_factory=list)
+    # ears: each component box grown by PINNA_REACH_MM, where only the proud pinna is cut (pinna.py)
+    reach_boxes: list[tuple[tuple[int, int, int], tuple[int, int, int]]] = field(default_factory=list)
 
 
 @dataclass
@@ -297,13 +299,8 @@ def remove_features(
                        for lo, hi in boxes.get("ears", [])]
         crop_lo = np.min([b[0] for bl in [*boxes.values(), pinna_boxes] for b in bl], axis=0)
         crop_hi = np.max([b[1] for bl in [*boxes.values(), pinna_boxes] for b in bl], axis=0)
-        if pinna_boxes:  # the report's ear boxes are where ear voxels may change: the grown ones
-            lo = np.min([b[0] for b in pinna_boxes], axis=0)
-            hi = np.max([b[1] for b in pinna_boxes], axis=0)
-            features["ears"] = dataclasses.replace(
-                features["ears"], box_index_min=tuple(int(v) for v in lo), box_index_max=tuple(int(v) for v in hi),
-                box_world_mm=_world_bounds(volume, lo, hi),
-                component_boxes=[(tuple(int(v) for v in a), tuple(int(v) for v in b)) for a, b in pinna_boxes])
+        if pinna_boxes:
+            features["ears"].reach_boxes = [(tuple(int(v) for v in a), tuple(int(v) for v in b)) for a, b in pinna_boxes]
         crop = tuple(slice(int(a), int(b) + 1) for a, b in zip(crop_lo, crop_hi))
         crop_shape = tuple(int(v) for v in crop_hi - crop_lo + 1)
         removal = np.zeros(crop_shape, dtype=bool)  # every voxel that changes
