@@ -11,8 +11,9 @@ smooth outline: the lateral extent of the head per (front-back, up-down) column,
 OUTLINE_OPENING_MM, which is wider than a pinna and narrower than the head's own curve. What
 lies lateral of that outline is the pinna (and smaller bumps of the scalp); what lies medial of
 it is the side of the head, skull and brain included, which this mask never reaches. The
-ears' cut (removal.py) takes it, and measures its 10 mm from the head without it, so that the
-pinna's footprint is cut as deep as the skin around it and no plateau in its shape is left.
+ears' cut (removal.py) takes it in each ear box grown by PINNA_REACH_MM, besides its 10 mm
+shell. (Measuring that shell from the head without the pinna, or from the outline, would leave
+no plateau in the pinna's shape, but reached the reference brain on IXI heads: not done.)
 """
 from __future__ import annotations
 
