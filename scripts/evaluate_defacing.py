@@ -53,14 +53,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from DeFacerLib.deface import head_mask  # noqa: E402
+from DeFacerLib.deface.pinna import head_outline, lateral_extent, midline_index  # noqa: E402
 from DeFacerLib.deface.pipeline import DefaceParameters, deface_volume, find_features  # noqa: E402
 from DeFacerLib.face.labels import LANDMARK_FEATURE, feature_centres, load_landmarks, training_labels  # noqa: E402
-from DeFacerLib.deface.pinna import head_outline, lateral_extent, midline_index  # noqa: E402
 from DeFacerLib.face.landmarks import model_landmarks  # noqa: E402
-from DeFacerLib.orientation import canonical_reorientation  # noqa: E402
 from DeFacerLib.face.segment import segment_features  # noqa: E402
 from DeFacerLib.features import BRAIN, FEATURES, LABEL_VALUES  # noqa: E402
 from DeFacerLib.io import read_volume  # noqa: E402
+from DeFacerLib.orientation import canonical_reorientation  # noqa: E402
 
 sys.path.insert(0, str(REPO / "scripts"))
 from train_face_model import brain_labels_path, data_dir  # noqa: E402

@@ -32,8 +32,9 @@ PROUD_MAX_MM = 30.0
 
 
 def lateral_extent(head_c: np.ndarray, side: float, mid_i: int) -> np.ndarray:
-    """Per (j, k) of a canonical (L, P, S) head mask: how far (voxels) the head reaches out on one
-    side (side > 0: the left, +i), counted from the side's inner edge; -1 where it is absent."""
+    """Per (j, k) of a canonical (L, P, S) head mask: how far out (voxels) the head reaches on one
+    side (side > 0: the left, +i), as an index counted from the array's opposite edge (the left:
+    i itself; the right: shape - 1 - i); -1 where the column holds no head on that side."""
     shape_i = head_c.shape[0]
     half = head_c.copy()
     idx = np.arange(shape_i)[:, None, None]
