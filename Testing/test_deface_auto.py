@@ -125,14 +125,15 @@ def test_validation_head_brain_untouched_features_removed(rel, data_dir, ear_con
     for ear, (before, after) in relief.items():
         assert before > 1500 and after < MAX_EAR_RELIEF_AFTER_MM2, (rel, ear, before, after)
     # the report names where each feature was found (measured on these heads: eyes 0-4.6 mm,
-    # nose 0-9.2 mm from the verified landmarks; ears, the model's estimate of the concha, 4.8-9.5
-    # mm from the readers' consensus)
+    # nose 0-9.2 mm from the verified landmarks; ears, the concha found from the side view, 1.7-5.8
+    # mm from the readers' consensus, where the model's estimate alone is 4.7-9.5 mm)
     reported = outcome["report"]["segmentation"]["landmarks_mm"]
     assert set(reported) == set(landmarks)
     error = {name: float(np.linalg.norm(np.subtract(reported[name]["mm"], landmarks[name]))) for name in landmarks}
     assert max(error["eye_left"], error["eye_right"]) < 6.0 and error["nose_tip"] < 10.0, error
     for name in ("ear_left", "ear_right"):
-        assert np.linalg.norm(np.subtract(reported[name]["mm"], ear_consensus[rel][name])) < 12.0, (name, reported[name])
+        assert reported[name]["by"] == "anatomy", (name, reported[name])
+        assert np.linalg.norm(np.subtract(reported[name]["mm"], ear_consensus[rel][name])) < 7.0, (name, reported[name])
     # the face is gone for a detector: YuNet finds one on the original's front render, not on the output's
     from DeFacerLib.qa import face_direction, render_views
     from DeFacerLib.qa.recognize import FACE_PRESENT_SCORE, best_face

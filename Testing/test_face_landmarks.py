@@ -59,9 +59,10 @@ def test_model_regions_snap_to_the_anatomy(data_dir, ear_consensus, rel, bright)
         # the snapped point is the verified one; the model's estimate alone is 1-7 mm off there
         assert _error_mm(reported[name]["mm"], rel, name) < 1.0, (name, reported[name])
         assert _error_mm(estimates[name], rel, name) > _error_mm(reported[name]["mm"], rel, name)
-    for name in ("ear_left", "ear_right"):  # the model's own estimate of the concha: 3.2-9.2 mm off on these heads
-        assert reported[name]["by"] == "model"
-        assert np.linalg.norm(reported[name]["mm"] - ear_consensus[rel][name]) < 12.0
+    for name in ("ear_left", "ear_right"):  # the concha from the side view (face.concha), near the readers'
+        # consensus: measured 1.7-5.0 mm on these heads; the model's estimate alone 3.2-9.2 mm
+        assert reported[name]["by"] == "anatomy", (name, reported[name])
+        assert np.linalg.norm(reported[name]["mm"] - ear_consensus[rel][name]) < 6.5, (name, reported[name])
 
 
 @pytest.mark.slow

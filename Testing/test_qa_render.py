@@ -97,6 +97,8 @@ def test_skin_threshold_in_hu_for_ct_and_from_data_otherwise(heads):
     values = ixi.physical()
     threshold = skin_threshold(ixi)
     assert np.percentile(values, 40) < threshold < 0.4 * np.percentile(values, 99.5)
+    # a coarser sample (face.concha's, 8x fewer voxels) moves the cut little (measured 0-2 %)
+    assert skin_threshold(ixi, sample_voxels=250_000) == pytest.approx(threshold, rel=0.03)
 
 
 def test_no_head_is_a_one_line_error(ixi):

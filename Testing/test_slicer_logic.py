@@ -235,8 +235,8 @@ def test_found_landmarks_are_shown_where_the_anatomy_is(logic, scene, data_dir, 
         shown[points.GetNthControlPointLabel(i)] = np.array([-ras[0], -ras[1], ras[2]])  # back to LPS
     for name in ("eye_left", "eye_right", "nose_tip", "mouth"):
         assert np.linalg.norm(shown[name] - verified[name]) < 1.0, (name, shown[name], verified[name])
-    for name in ("ear_left", "ear_right"):  # the model's estimate of the concha, 5.4 and 6.2 mm off
-        assert np.linalg.norm(shown[f"{name} (by model)"] - ear_consensus[rel][name]) < 10.0
+    for name in ("ear_left", "ear_right"):  # the concha from the side view: 2.9 and 3.8 mm off (the model alone 5.4, 6.2)
+        assert np.linalg.norm(shown[name] - ear_consensus[rel][name]) < 5.0
     logic.landmark_points(node, report)
     assert len(logic.landmark_nodes_of(node)) == 1
     assert logic.landmark_points(node, {"features": {}}) is None and logic.landmark_nodes_of(node) == []

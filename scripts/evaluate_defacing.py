@@ -37,7 +37,8 @@ from where four blind readers put the concha.
 - seconds: head mask + segmentation + removal (reading and writing excluded).
 
 `--offsets` prints instead the mean offset of each U-Net region's centroid from its verified
-landmark over the training split: face.landmarks.MODEL_CENTROID_OFFSET_MM is made from it.
+landmark over the training split: face.landmarks.MODEL_CENTROID_OFFSET_MM is made from it; and
+"concha_from_bowl", face.concha.CONCHA_FROM_BOWL_MM.
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ sys.path.insert(0, str(REPO))
 from DeFacerLib.deface import head_mask  # noqa: E402
 from DeFacerLib.deface.pinna import head_outline, lateral_extent, midline_index  # noqa: E402
 from DeFacerLib.deface.pipeline import DefaceParameters, deface_volume, find_features  # noqa: E402
+from DeFacerLib.face.concha import find_conchae  # noqa: E402
 from DeFacerLib.face.labels import LANDMARK_FEATURE, feature_centres, load_landmarks, training_labels  # noqa: E402
 from DeFacerLib.face.landmarks import model_landmarks  # noqa: E402
 from DeFacerLib.face.segment import segment_features  # noqa: E402
@@ -181,18 +183,30 @@ def _distance(a, b) -> float:
 
 def centroid_offsets(data: Path, heads: list[str], table: dict, model: Path | None = None) -> dict[str, list[float]]:
     """Mean of (U-Net region centroid - verified landmark) per feature over ``heads``, world LPS
-    mm, x made lateral-positive for the paired features (model_landmarks with no offsets)."""
+    mm, x made lateral-positive for the paired features (model_landmarks with no offsets); and
+    "concha_from_bowl": the mean of (verified ear - the ear bowls' centroid) in (posterior,
+    superior) mm of the canonical frame (face.concha, searched around the model's ears as shipped)."""
     zero = {feature: (0.0, 0.0, 0.0) for feature in FEATURES}
     offsets: dict[str, list] = {feature: [] for feature in FEATURES}
+    from_bowl = []
     for rel in heads:
         volume = read_volume(data / rel)
-        estimates = model_landmarks(volume, segment_features(volume, model_path=model).labels, offsets_mm=zero)
+        labels = segment_features(volume, model_path=model).labels
+        estimates = model_landmarks(volume, labels, offsets_mm=zero)
         for name, point in table[rel]["landmarks"].items():
             if name in estimates:
                 offset = estimates[name] - np.asarray(point, float)
                 offset[0] *= -1.0 if name.endswith("right") else 1.0
                 offsets[LANDMARK_FEATURE[name]].append(offset)
-    return {feature: [round(float(v), 1) for v in np.mean(values, axis=0)] for feature, values in offsets.items()}
+        reorientation = canonical_reorientation(volume)
+        spacing_c = np.asarray(volume.spacing_mm, float)[list(reorientation.permutation)]
+        for name, bowl in find_conchae(volume, None, model_landmarks(volume, labels), from_bowl_mm=(0.0, 0.0)).items():
+            canonical = [reorientation.apply_index(volume.world_to_index(np.asarray(p, float)[None, :]))[0]
+                         for p in (table[rel]["landmarks"][name], bowl)]
+            from_bowl.append(((canonical[0] - canonical[1]) * spacing_c)[1:])
+    result = {feature: [round(float(v), 1) for v in np.mean(values, axis=0)] for feature, values in offsets.items()}
+    result["concha_from_bowl"] = [round(float(v), 1) for v in np.mean(from_bowl, axis=0)]
+    return result
 
 
 def _dice(predicted: np.ndarray, truth: np.ndarray) -> float:

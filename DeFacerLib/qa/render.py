@@ -65,7 +65,7 @@ def _first_frame(volume: Volume) -> np.ndarray:
 
 
 
-def skin_threshold(volume: Volume) -> float:
+def skin_threshold(volume: Volume, sample_voxels: int = 2_000_000) -> float:
     """Physical value separating air from skin, chosen per modality and from the data.
 
     CT in HU uses the skin/air boundary (-250 HU). MR, PET and rescaled CT use Otsu's cut
@@ -74,11 +74,12 @@ def skin_threshold(volume: Volume) -> float:
     of a robust high percentile so that a very bright or very dark tail cannot move it far.
     The cut is then moved 30 % of the way down towards the background level: Otsu's cut
     alone sits inside the tissue's partial-volume edge and frays lips, nostrils and eyelids.
+    ``sample_voxels``: about how many voxels the decimated copy keeps.
     """
     values = _first_frame(volume)
     if volume.modality == "CT" and looks_like_hu(values):
         return CT_SKIN_THRESHOLD_HU
-    step = max(1, int(round((values.size / 2_000_000) ** (1 / 3))))
+    step = max(1, int(round((values.size / sample_voxels) ** (1 / 3))))
     small = values[::step, ::step, ::step]
     sigma_vox = np.maximum(1.5 / (volume.spacing_mm * step), 0.5)
     small = ndimage.gaussian_filter(small, sigma=sigma_vox, truncate=2.0)
