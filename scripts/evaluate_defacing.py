@@ -26,7 +26,8 @@ from where four blind readers put the concha.
   of the globe, the nose label 12 mm behind and 18 mm above the tip);
 - Dice of the predicted mask against the labelled region, on the input grid;
 - removed: share of the labelled region's voxels the removal replaced (with air, the seal or a
-  blend; DefaceResult.removed). The JSON also has the share whose value differs from the input,
+  blend; DefaceResult.removed); the summary gives it per head (min, median) and pooled over all
+  the heads' labelled volume (mm^3, so that a finer grid does not weigh more). The JSON also has the share whose value differs from the input,
   which can be a little lower: a replaced voxel may already have held its new value (the seal
   is the head's median tissue value, and on 8-bit IXI heads ~1-2 % of the eye tissue has it);
 - ear relief (mm^2): the part of the side view within EAR_RELIEF_WINDOW_MM of each reference ear
@@ -133,6 +134,7 @@ def evaluate_head(data: Path, rel: str, table: dict, model: Path | None,
         reported = [found.landmarks.get(n) for n in names]
         row["features"][feature] = {
             "labelled": bool(labelled.any()),
+            "labelled_mm3": round(float(labelled.sum() * np.prod(volume.spacing_mm))),
             "found": bool(found.present[feature]),
             "landmark_errors_mm": [round(_distance(r["mm"], entry["landmarks"][n]), 1) if r else float("inf")
                                    for n, r in zip(names, reported)],
@@ -231,6 +233,8 @@ def summarise(rows: list[dict]) -> dict:
             "median_dice": round(float(np.median([c["dice"] for c in cells])), 3) if cells else None,
             "min_removed_fraction": min((c["removed_fraction"] for c in cells), default=None),
             "median_removed_fraction": round(float(np.median([c["removed_fraction"] for c in cells])), 3) if cells else None,
+            "pooled_removed_fraction": round(sum(c["removed_fraction"] * c["labelled_mm3"] for c in cells)
+                                             / sum(c["labelled_mm3"] for c in cells), 3) if cells else None,
         }
     relief = [a for r in rows for a in r["features"]["ears"].get("relief_mm2", {}).values()]
     summary["ears"]["median_relief_before_mm2"] = round(float(np.median([a[0] for a in relief]))) if relief else None
@@ -267,6 +271,9 @@ def markdown(rows: list[dict], summary: dict) -> str:
         lines.append(f"| {feature} | {s['heads']} | {s['missed']} | {s['median_landmark_error_mm']} | {s['landmarks_snapped']} | "
                      f"{s['median_model_estimate_error_mm']} | {s['median_centre_error_mm']} | {s['median_dice']} | "
                      f"{s['min_removed_fraction']:.0%} / {s['median_removed_fraction']:.0%} |")
+    lines.append("\nRemoved, pooled over every head's labelled volume (mm^3): " + ", ".join(
+        f"{feature} {summary[feature]['pooled_removed_fraction']:.1%}" for feature in FEATURES
+        if summary[feature]["pooled_removed_fraction"] is not None))
     ears = summary["ears"]
     if ears.get("median_relief_before_mm2") is not None:
         lines.append(f"\nEar relief standing > {EAR_RELIEF_MM:g} mm within {EAR_RELIEF_WINDOW_MM:g} mm of the concha (mm^2): "
