@@ -18,6 +18,7 @@ from DeFacerLib.deface import (
     skin_depth_mm,
     verify_protected_unchanged,
 )
+from DeFacerLib.deface.pinna import side_outline_masks
 from DeFacerLib.errors import GuaranteeError, InputError
 from DeFacerLib.features import FEATURES, LABEL_VALUES
 from DeFacerLib.phantom import make_phantom
@@ -50,12 +51,12 @@ def _check_phantom(modality, code, oblique):
     values = defaced.array[changed]
     is_air = values == air_stored
     is_seal = values == report.seal_value_stored
-    # the flat cut's surface voxels carry a share of the seal (anti-aliased), and only there
+    # the flat cut's surface voxels and the ears' floor carry a share of the seal (anti-aliased), and only there
     low, high = sorted((float(air_stored), float(report.seal_value_stored)))
     blended = ~is_air & ~is_seal
     assert ((values[blended] > low) & (values[blended] < high)).all()
     face = np.zeros(volume.shape3, bool)
-    for lo, hi in report.features["face"].component_boxes:
+    for lo, hi in report.features["face"].component_boxes + report.features["ears"].reach_boxes:
         face[tuple(slice(a, b + 1) for a, b in zip(lo, hi))] = True
     assert face[changed][blended].all()
     assert blended.sum() < 0.25 * report.total_sealed
@@ -117,10 +118,18 @@ def test_the_seal_never_widens_the_cut():
         low, high = sorted((bare_report.fill_value_stored, report.seal_value_stored))
         assert ((sealed.array[removed] >= low) & (sealed.array[removed] <= high)).all()
         assert (bare.array[removed] == bare_report.fill_value_stored).all()
-        ears = np.zeros(volume.shape3, bool)  # the ears are cut without a seal (UNSEALED_FEATURES)
-        for lo, hi in report.features["ears"].component_boxes:
+        # the ears' cut has no seal layer (UNSEALED_FEATURES): what lies lateral of the head's side
+        # outline is air, what lies under it tissue (the seal's value), the voxels it passes through a share
+        ears = np.zeros(volume.shape3, bool)
+        for lo, hi in report.features["ears"].reach_boxes:
             ears[tuple(slice(a, b + 1) for a, b in zip(lo, hi))] = True
-        assert (sealed.array[removed & ears] == volume.stored_value(report.fill_value_physical)).all()
+        for lo, hi in report.features["face"].component_boxes:
+            ears[tuple(slice(a, b + 1) for a, b in zip(lo, hi))] = False
+        _proud, under, share = side_outline_masks(volume, head_mask(volume))
+        in_ears = removed & ears
+        assert (in_ears & under).sum() > 100 and (in_ears & ~under & np.isnan(share)).sum() > 100
+        assert (sealed.array[in_ears & under] == report.seal_value_stored).all()
+        assert (sealed.array[in_ears & ~under & np.isnan(share)] == volume.stored_value(report.fill_value_physical)).all()
 
 
 def test_whole_face_span_and_its_chin():
@@ -261,7 +270,10 @@ def test_flat_cut_is_anti_aliased_and_what_the_guard_keeps_is_sealed():
     for lo, hi in report.features["face"].component_boxes:
         face[tuple(slice(a, b + 1) for a, b in zip(lo, hi))] = True
     between = changed & (defaced.array > min(air, seal)) & (defaced.array < max(air, seal))
-    assert between.sum() > 100 and face[between].all()  # measured: 336 voxels on this phantom
+    surfaces = face.copy()  # and the ears' floor, anti-aliased too
+    for lo, hi in report.features["ears"].reach_boxes:
+        surfaces[tuple(slice(a, b + 1) for a, b in zip(lo, hi))] = True
+    assert (between & face).sum() > 100 and surfaces[between].all()  # measured: 336 voxels in the face box
     spacing = volume.spacing_mm
     guarded = ndi.distance_transform_edt(~brain, sampling=spacing) <= DEFAULT_PROTECT_MARGIN_MM
     near_guard = ndi.distance_transform_edt(~guarded, sampling=spacing) <= seal_thickness_mm(6.0, spacing)
@@ -285,3 +297,20 @@ def test_face_axes_without_a_mouth_keep_the_headers_up():
     lying = np.array([0.0, 40.0, 5.0])  # a mouth behind the eyes: the head lies face-up in the volume
     up, forward = _face_axes(eyes, lying, np.array([0.0, 0.0, 1.0]), lower_is_mouth=True)
     assert up @ np.array([0.0, 1.0, 0.0]) > 0.9
+
+
+def test_side_outline_masks_on_a_box_are_the_whole_grid_s_sliced():
+    """The ears' cut makes the outline masks on its boxes only: the same voxels as on the whole grid."""
+    from DeFacerLib.deface.pinna import SideOutlines
+
+    for code, oblique in (("LPS", 0.0), ("PSR", 7.5)):
+        volume, _labels = make_phantom(modality="MR", orientation=code, oblique_deg=oblique)
+        head = head_mask(volume)
+        proud, under, share = side_outline_masks(volume, head)
+        assert proud.sum() > 0 and under.sum() > 0 and np.isfinite(share).sum() > 0
+        lo, hi = (3, 5, 2), tuple(n - 4 for n in volume.shape3)
+        box = tuple(slice(a, b + 1) for a, b in zip(lo, hi))
+        on_box = SideOutlines(volume, head).on_box(lo, hi)
+        assert np.array_equal(on_box[0], proud[box]) and np.array_equal(on_box[1], under[box])
+        assert np.array_equal(on_box[2], share[box], equal_nan=True)
+        assert ((share[np.isfinite(share)] > 0) & (share[np.isfinite(share)] <= 1)).all()

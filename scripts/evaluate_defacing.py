@@ -34,6 +34,10 @@ from where four blind readers put the concha.
   (the concha) where the head stands more than EAR_RELIEF_MM proud of its own outline without the
   pinna (deface.pinna.head_outline), before and after: what is left of the pinna's shape. The
   removed share above only counts the labelled region, which a smaller cut can still cover;
+- ear print (mm^2): the same window, where the skin surface the QA renderer would draw (its
+  threshold, 1 mm smoothing) lies more than EAR_PRINT_MM above or below that outline, on the
+  undefaced and the defaced head: the relief counts what the removal left, this also counts the
+  cut's own shape (a sunken box, a floor that follows the pinna);
 - brain changed: voxels inside the reference brain (brain_labels) that differ from the input;
 - seconds: head mask + segmentation + removal (reading and writing excluded).
 
@@ -128,6 +132,8 @@ def evaluate_head(data: Path, rel: str, table: dict, model: Path | None,
     errors = centre_errors_mm(volume, truth, predicted)
     estimates = model_landmarks(volume, predicted)
     relief = ear_relief_mm2(volume, head, defaced.removed, entry["landmarks"])
+    ear_print = {name: [before, ear_print_mm2(volume, head, defaced.volume, entry["landmarks"])[name]]
+                 for name, before in ear_print_mm2(volume, head, volume, entry["landmarks"]).items()}
     for feature in FEATURES:
         labelled = truth == LABEL_VALUES[feature]
         names = [n for n in sorted(entry["landmarks"]) if LANDMARK_FEATURE[n] == feature]
@@ -147,6 +153,7 @@ def evaluate_head(data: Path, rel: str, table: dict, model: Path | None,
             "changed_fraction": round(float(changed[labelled].mean()), 3) if labelled.any() else None,
         }
     row["features"]["ears"]["relief_mm2"] = relief
+    row["features"]["ears"]["print_mm2"] = ear_print
     return row
 
 
@@ -176,6 +183,51 @@ def ear_relief_mm2(volume, head: np.ndarray, removed: np.ndarray, landmarks: dic
         after = lateral_extent(kept_c, side, mid_i)
         areas[name] = [round(float((((lat - outline) * spacing[0] > EAR_RELIEF_MM) & window & (lat >= 0)).sum() * pixel_mm2))
                        for lat in (before, after)]
+    return areas
+
+
+EAR_PRINT_MM = 3.0  # the renderer's surface standing this far off the head's outline shows
+EAR_PRINT_CROP_MM = EAR_RELIEF_WINDOW_MM + 15.0
+
+
+def ear_print_mm2(volume, head: np.ndarray, output, landmarks: dict) -> dict[str, float]:
+    """{ear: area (mm^2)} of the side view within EAR_RELIEF_WINDOW_MM of the ear landmark where
+    the skin surface of ``output`` as the QA renderer makes it (qa.render.skin_threshold of
+    ``volume``, 1 mm smoothing) lies more than EAR_PRINT_MM above or below the original head's
+    outline without the pinna: the ear's print, whatever the removal did to make it."""
+    from scipy import ndimage as ndi
+
+    from DeFacerLib.qa.render import skin_threshold
+
+    reorientation = canonical_reorientation(volume)
+    spacing = np.asarray(volume.spacing_mm, float)[list(reorientation.permutation)]
+    head_c = reorientation.apply(head)
+    mid_i = midline_index(head_c)
+    values_c = reorientation.apply(output.array[..., 0] if output.array.ndim == 4 else output.array)
+    threshold = (skin_threshold(volume) - volume.intercept) / volume.slope
+    areas = {}
+    for name, side in (("ear_left", 1.0), ("ear_right", -1.0)):
+        if name not in landmarks:
+            continue
+        ear = reorientation.apply_index(volume.world_to_index(np.asarray(landmarks[name], float)[None, :]))[0]
+        outline = head_outline(lateral_extent(head_c, side, mid_i), spacing)
+        reach = np.ceil(EAR_PRINT_CROP_MM / spacing[1:]).astype(int)
+        lo = np.maximum(np.round(ear[1:]).astype(int) - reach, 0)
+        hi = np.minimum(np.round(ear[1:]).astype(int) + reach + 1, head_c.shape[1:])
+        half = slice(mid_i, None) if side > 0 else slice(0, mid_i)
+        block = values_c[half, lo[0]:hi[0], lo[1]:hi[1]].astype(np.float32)
+        skin = ndi.gaussian_filter(block, np.maximum(1.0 / spacing, 0.8), truncate=2.0) > threshold
+        n = skin.shape[0]
+        index = np.arange(n)[:, None, None]
+        if side > 0:
+            surface = np.where(skin.any(0), mid_i + np.max(np.where(skin, index, -1), 0), -1)
+        else:
+            surface = np.where(skin.any(0), head_c.shape[0] - 1 - np.min(np.where(skin, index, n + 5), 0), -1)
+        local_outline = outline[lo[0]:hi[0], lo[1]:hi[1]]
+        j, k = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), indexing="ij")
+        window = (np.hypot((j - ear[1]) * spacing[1], (k - ear[2]) * spacing[2]) <= EAR_RELIEF_WINDOW_MM) & (local_outline >= 0)
+        off = (np.abs(surface - local_outline) * spacing[0] > EAR_PRINT_MM) & (surface >= 0)
+        areas[name] = round(float((off & window).sum() * spacing[1] * spacing[2]))
     return areas
 
 
@@ -240,6 +292,10 @@ def summarise(rows: list[dict]) -> dict:
     summary["ears"]["median_relief_before_mm2"] = round(float(np.median([a[0] for a in relief]))) if relief else None
     summary["ears"]["median_relief_after_mm2"] = round(float(np.median([a[1] for a in relief]))) if relief else None
     summary["ears"]["max_relief_after_mm2"] = max((a[1] for a in relief), default=None)
+    prints = [a for r in rows for a in r["features"]["ears"].get("print_mm2", {}).values()]
+    summary["ears"]["median_print_before_mm2"] = round(float(np.median([a[0] for a in prints]))) if prints else None
+    summary["ears"]["median_print_after_mm2"] = round(float(np.median([a[1] for a in prints]))) if prints else None
+    summary["ears"]["max_print_after_mm2"] = max((a[1] for a in prints), default=None)
     changed = [r["brain_voxels_changed"] for r in rows if r["brain_voxels_changed"] is not None]
     summary["brain_voxels_changed_max"] = max(changed) if changed else None
     summary["median_seconds"] = round(float(np.median([r["seconds"] for r in rows])), 2)
@@ -279,6 +335,10 @@ def markdown(rows: list[dict], summary: dict) -> str:
         lines.append(f"\nEar relief standing > {EAR_RELIEF_MM:g} mm within {EAR_RELIEF_WINDOW_MM:g} mm of the concha (mm^2): "
                      f"median {ears['median_relief_before_mm2']} before, {ears['median_relief_after_mm2']} after "
                      f"(worst ear after: {ears['max_relief_after_mm2']})")
+    if ears.get("median_print_before_mm2") is not None:
+        lines.append(f"\nEar print, the rendered surface more than {EAR_PRINT_MM:g} mm off the head's outline within "
+                     f"{EAR_RELIEF_WINDOW_MM:g} mm of the concha (mm^2): median {ears['median_print_before_mm2']} undefaced, "
+                     f"{ears['median_print_after_mm2']} defaced (worst ear defaced: {ears['max_print_after_mm2']})")
     lines.append(f"\nReference-brain voxels changed, worst head: {summary['brain_voxels_changed_max']}; "
                  f"median seconds per head: {summary['median_seconds']}")
     return "\n".join(lines)

@@ -1,6 +1,7 @@
 """The pinna as what stands proud of the head's side outline, so that the ears' cut takes it whole.
 
     proud = proud_of_side_outline(volume, head)   # bool, on the volume's own grid
+    proud, under, share = SideOutlines(volume, head).on_box(lo, hi)   # on an index box, and under the outline
 
 The ears are cut no deeper than 10 mm from the skin (removal.EARS_MAX_DEPTH_MM: the temporal
 lobe lies 13-17 mm under the skin above and in front of the ear). A pinna pressed flat against
@@ -14,6 +15,9 @@ it is the side of the head, skull and brain included, which this mask never reac
 ears' cut (removal.py) takes it in each ear box grown by PINNA_REACH_MM, besides its 10 mm
 shell. (Measuring that shell from the head without the pinna, or from the outline, would leave
 no plateau in the pinna's shape, but reached the reference brain on IXI heads: not done.)
+Instead what the cut took under the outline is filled with tissue up to the outline smoothed
+by FLOOR_SMOOTHING_MM, its surface voxels blended: values of removed voxels only, so nothing
+the cut kept, the brain included, changes.
 """
 from __future__ import annotations
 
@@ -29,6 +33,9 @@ OUTLINE_OPENING_MM = 70.0  # a pinna is ~35 x 65 mm; the head's side curves over
 # field of view's edge, the shoulders), not under a pinna.
 PROUD_MIN_MM = 3.0
 PROUD_MAX_MM = 30.0
+# The ears' cut is closed by tissue up to the outline, smoothed this much (a Gaussian's sigma)
+# so that its voxel steps do not show as terraces.
+FLOOR_SMOOTHING_MM = 3.0
 
 
 def lateral_extent(head_c: np.ndarray, side: float, mid_i: int) -> np.ndarray:
@@ -60,20 +67,61 @@ def midline_index(head_c: np.ndarray) -> int:
 def proud_of_side_outline(volume: Volume, head: np.ndarray) -> np.ndarray:
     """Head voxels lateral of their side's outline, in columns standing PROUD_MIN_MM to
     PROUD_MAX_MM proud of it: the pinnae, on the volume's own grid (any orientation)."""
-    reorientation = canonical_reorientation(volume)
-    spacing_c = np.asarray(volume.spacing_mm, float)[list(reorientation.permutation)]
-    head_c = reorientation.apply(np.asarray(head, bool))
-    proud_c = np.zeros(head_c.shape, bool)
-    if head_c.any():
-        mid_i = midline_index(head_c)
-        shape_i = head_c.shape[0]
-        idx = np.arange(shape_i)[:, None, None]
+    return side_outline_masks(volume, head)[0]
+
+
+def side_outline_masks(volume: Volume, head: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SideOutlines(volume, head).on_box over the whole grid."""
+    return SideOutlines(volume, head).on_box((0, 0, 0), tuple(n - 1 for n in volume.shape3))
+
+
+class SideOutlines:
+    """The head's two side outlines (canonical 2D maps), turned into voxel masks on any index box
+    of the volume's own grid: only the boxes the ears' cut needs are ever made in 3D."""
+
+    def __init__(self, volume: Volume, head: np.ndarray):
+        self.reorientation = canonical_reorientation(volume)
+        self.spacing_c = np.asarray(volume.spacing_mm, float)[list(self.reorientation.permutation)]
+        self.head_c = self.reorientation.apply(np.asarray(head, bool))
+        self.sides = []
+        if not self.head_c.any():
+            return
+        self.mid_i = midline_index(self.head_c)
         for side in (1.0, -1.0):
-            lateral = lateral_extent(head_c, side, mid_i)
-            outline = head_outline(lateral, spacing_c)
-            height_mm = (lateral - outline) * spacing_c[0]
-            columns = (lateral >= 0) & (height_mm > PROUD_MIN_MM) & (height_mm <= PROUD_MAX_MM)
-            outward = idx if side > 0 else shape_i - 1 - idx  # how far out, as lateral_extent counts
-            on_side = (idx >= mid_i) if side > 0 else (idx < mid_i)
-            proud_c |= (outward > outline[None]) & on_side & columns[None] & head_c
-    return reorientation.undo(proud_c)
+            lateral = lateral_extent(self.head_c, side, self.mid_i)
+            outline = head_outline(lateral, self.spacing_c)
+            height_mm = (lateral - outline) * self.spacing_c[0]
+            on_head = (lateral >= 0) & (height_mm <= PROUD_MAX_MM)
+            smooth = ndi.gaussian_filter(outline.astype(np.float32), FLOOR_SMOOTHING_MM / self.spacing_c[1:])
+            self.sides.append((side, outline, on_head, on_head & (height_mm > PROUD_MIN_MM), smooth))
+
+    def on_box(self, lo, hi) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(proud, under, share) on the index box lo..hi (inclusive) of the volume's own grid.
+        ``proud``: head voxels lateral of their side's outline in columns standing PROUD_MIN_MM
+        to PROUD_MAX_MM proud of it (the pinnae). ``under``: every voxel wholly medial of its
+        side's outline smoothed by FLOOR_SMOOTHING_MM, in the columns where the outline lies at
+        most PROUD_MAX_MM under the skin (the head's side without its pinna). ``share``
+        (float32, NaN elsewhere): for the voxels that smoothed outline passes through, the share
+        of the voxel medial of it."""
+        corners = self.reorientation.apply_index(np.array([lo, hi], float))
+        c_lo, c_hi = corners.min(axis=0).astype(int), corners.max(axis=0).astype(int)
+        shape = tuple(int(v) for v in c_hi - c_lo + 1)
+        proud, under = np.zeros(shape, bool), np.zeros(shape, bool)
+        share_box = np.full(shape, np.nan, np.float32)
+        columns = (slice(c_lo[1], c_hi[1] + 1), slice(c_lo[2], c_hi[2] + 1))
+        head = self.head_c[c_lo[0]:c_hi[0] + 1][(slice(None),) + columns]
+        shape_i = self.head_c.shape[0] if self.sides else 0
+        i = np.arange(c_lo[0], c_hi[0] + 1)[:, None, None]
+        for side, outline, on_head, standing, smooth in self.sides:
+            outward = i if side > 0 else shape_i - 1 - i  # how far out, as lateral_extent counts
+            on_side = (i >= self.mid_i) if side > 0 else (i < self.mid_i)
+            proud |= (outward > outline[columns][None]) & on_side & standing[columns][None] & head
+            # voxel t spans [t - 0.5, t + 0.5] outwards: the smoothed outline passes through voxel
+            # `through`, which has `share` of itself medial of it; every voxel before it is under
+            through = np.floor(smooth[columns] + 0.5)
+            share = smooth[columns] - through + 0.5
+            under |= on_side & on_head[columns][None] & (outward < through[None])
+            here = on_side & on_head[columns][None] & (outward == through[None]) & (share[None] > 0.0)
+            share_box[here] = np.broadcast_to(share[None], here.shape)[here]
+        undo = self.reorientation.undo
+        return undo(proud), undo(under), undo(share_box)

@@ -38,6 +38,9 @@ Defaults, from anatomy and the IXI heads (2 mm):
   lies only 13-17 mm under the skin next to it; and, in the ears' boxes grown by PINNA_REACH_MM,
   everything lateral of the head's side outline (pinna.py), which takes a pinna pressed flat
   against the head whole where its base is thicker than 10 mm, and never reaches under the outline.
+  What the ears' cut took under the outline is then filled with tissue up to it (smoothed,
+  anti-aliased): the side of the head reads as a head without ears, not as a sunken box with
+  the pinna's print in its floor.
 - ``protect_margin_mm = 5``: the brain segmentation may miss a partial-volume rim of
   1–2 voxels at 2 mm; 5 mm covers that while the skin over the forehead (scalp + skull +
   CSF, about 12–20 mm above the frontal lobes) stays removable.
@@ -61,7 +64,7 @@ from scipy import ndimage as ndi
 
 from DeFacerLib.deface.air import air_value, tissue_value
 from DeFacerLib.deface.head_mask import head_mask as compute_head_mask
-from DeFacerLib.deface.pinna import proud_of_side_outline
+from DeFacerLib.deface.pinna import SideOutlines
 from DeFacerLib.deface.skin_depth import bounding_box, depths_at_most, dilate_mm_on_box, erode_mm
 from DeFacerLib.errors import GuaranteeError, InputError
 from DeFacerLib.features import FEATURES
@@ -96,8 +99,9 @@ DEFAULT_SEAL_MM = 6.0
 # voxel or more), and a 1-2 voxel seal over an open cavity (the nasal cavity, at 2 mm) blurs
 # below the skin threshold, so the render looks through it again.
 SEAL_MIN_VOXELS = 3
-# Not the ears: their cut is 10 mm deep, so a pinna or concha thicker than 14 mm would keep a
-# shrunken copy of itself as seal (the phantom's does), and no face is read off the side.
+# Not the ears: their cut is 10 mm deep, so a seal layer would keep a shrunken copy of a pinna or
+# concha thicker than 14 mm (the phantom's does). Their cut is instead filled with tissue up to
+# the head's side outline (pinna.side_outline_masks): a floor that is nobody's ear.
 UNSEALED_FEATURES = ("ears",)
 # Where a face cut stops at the guard (the frontal guard, the protected brain grown by its
 # margin), the guarded tissue would be the new surface: bone and sinus, darker than skin, which
@@ -349,15 +353,27 @@ def remove_features(
                 removal |= region
                 air |= region if feature in UNSEALED_FEATURES else region & shallow
         if pinna_boxes:  # and around the ears' boxes, all of the pinna however thick (pinna.py)
-            proud = proud_of_side_outline(volume, head)
+            outlines = SideOutlines(volume, head)
             pinna = np.zeros(crop_shape, dtype=bool)
+            ear_floor = np.zeros(crop_shape, dtype=bool)
+            ear_share = np.full(crop_shape, np.nan, np.float32)
             for lo, hi in pinna_boxes:
-                box = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
-                pinna[_local(lo, hi, crop_lo)] |= proud[box] & ~guarded(lo, hi)
+                proud, under, floor_share = outlines.on_box(lo, hi)
+                local = _local(lo, hi, crop_lo)
+                pinna[local] |= proud & ~guarded(lo, hi)
+                ear_floor[local] |= under
+                ear_share[local] = np.where(np.isnan(ear_share[local]), floor_share, ear_share[local])
             pinna &= ~removal
             features["ears"].voxels_removed += int(pinna.sum())
             removal |= pinna
             air |= pinna
+            if seal_stored is not None:  # the ears' cut is closed with tissue up to the side's outline
+                if span is not None:
+                    ear_floor[_local(*span, crop_lo)] = False
+                    ear_share[_local(*span, crop_lo)] = np.nan
+                ear_floor &= removal
+                air &= ~ear_floor
+                ear_share[~(removal & air)] = np.nan
         plane_share = None
         if span is not None:
             plane_cut, plane_air, visor, plane_share = _face_plane_regions(volume, head, guarded(*span), boxes, span, seal)
@@ -375,6 +391,10 @@ def remove_features(
         result[crop][air] = stored
         if seal_stored is not None and plane_share is not None:
             _blend_plane_surface(result[crop][local], removal[local], plane_share, stored, seal_stored)
+        if seal_stored is not None and pinna_boxes:  # the ears' floor, anti-aliased
+            straddle = np.isfinite(ear_share)
+            blended = _blended(ear_share[straddle], stored, seal_stored, result.dtype)
+            result[crop][straddle] = blended[:, None] if result.ndim == 4 else blended
         sealed_total = int((removal & ~air).sum())
         total = int(removal.sum())
         removed_crop = (tuple(int(v) for v in crop_lo), removal)
@@ -586,13 +606,17 @@ def _blend_plane_surface(values: np.ndarray, removal: np.ndarray, plane_share, a
     partial = removal & (((tissue_share >= 0.5) & sealed) | ((tissue_share < 0.5) & is_air & sealed_behind))
     if not partial.any():  # NaN compares False
         return
-    share = tissue_share[partial]
-    blended = float(air_stored) + share * (float(seal_stored) - float(air_stored))
-    if np.issubdtype(values.dtype, np.integer):
-        info = np.iinfo(values.dtype)
-        blended = np.clip(np.rint(blended), info.min, info.max)
-    blended = blended.astype(values.dtype)
+    blended = _blended(tissue_share[partial], air_stored, seal_stored, values.dtype)
     values[partial] = blended[:, None] if values.ndim == 4 else blended
+
+
+def _blended(share: np.ndarray, air_stored, seal_stored, dtype) -> np.ndarray:
+    """air + share * (tissue - air), in ``dtype`` (rounded and clipped for integers)."""
+    blended = float(air_stored) + share * (float(seal_stored) - float(air_stored))
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        blended = np.clip(np.rint(blended), info.min, info.max)
+    return blended.astype(dtype)
 
 
 def _face_axes(eye_centres: list, eyes_above_mouth: np.ndarray, face_ahead: np.ndarray,
