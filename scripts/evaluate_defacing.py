@@ -214,15 +214,9 @@ def ear_print_mm2(volume, head: np.ndarray, output, landmarks: dict) -> dict[str
         reach = np.ceil(EAR_PRINT_CROP_MM / spacing[1:]).astype(int)
         lo = np.maximum(np.round(ear[1:]).astype(int) - reach, 0)
         hi = np.minimum(np.round(ear[1:]).astype(int) + reach + 1, head_c.shape[1:])
-        half = slice(mid_i, None) if side > 0 else slice(0, mid_i)
-        block = values_c[half, lo[0]:hi[0], lo[1]:hi[1]].astype(np.float32)
+        block = values_c[:, lo[0]:hi[0], lo[1]:hi[1]].astype(np.float32)
         skin = ndi.gaussian_filter(block, np.maximum(1.0 / spacing, 0.8), truncate=2.0) > threshold
-        n = skin.shape[0]
-        index = np.arange(n)[:, None, None]
-        if side > 0:
-            surface = np.where(skin.any(0), mid_i + np.max(np.where(skin, index, -1), 0), -1)
-        else:
-            surface = np.where(skin.any(0), head_c.shape[0] - 1 - np.min(np.where(skin, index, n + 5), 0), -1)
+        surface = lateral_extent(skin, side, mid_i)
         local_outline = outline[lo[0]:hi[0], lo[1]:hi[1]]
         j, k = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), indexing="ij")
         window = (np.hypot((j - ear[1]) * spacing[1], (k - ear[2]) * spacing[2]) <= EAR_RELIEF_WINDOW_MM) & (local_outline >= 0)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from DeFacerLib.deface.pinna import lateral_extent
 from DeFacerLib.orientation import canonical_reorientation
 from DeFacerLib.volume import Volume
 
@@ -82,8 +83,10 @@ def concha_point(values_c: np.ndarray, head_c: np.ndarray, spacing_c, estimate_c
     crop = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     skin = ndi.gaussian_filter(values_c[crop].astype(np.float32), np.maximum(SKIN_SMOOTHING_MM / spacing, 0.8),
                                truncate=2.0) > threshold
-    depth = _outward_depth(skin, side)
-    head_depth = _outward_depth(np.asarray(head_c[crop], bool), side)
+    # how far out (voxels from the crop's medial edge) the skin and the head reach per column
+    whole_width = 0 if side > 0 else skin.shape[0]
+    depth = lateral_extent(skin, side, whole_width)
+    head_depth = lateral_extent(np.asarray(head_c[crop], bool), side, whole_width)
     base = np.where(depth >= 0, depth, 0.0)
     size = tuple(max(3, int(BOWL_CLOSING_MM / s)) for s in spacing[1:])
     bowl_mm = ndi.gaussian_filter((ndi.grey_closing(base, size=size) - base) * spacing[0],
@@ -106,14 +109,3 @@ def concha_point(values_c: np.ndarray, head_c: np.ndarray, spacing_c, estimate_c
     n = skin.shape[0]
     i = outward if side > 0 else n - 1 - outward
     return np.array([i, j, k]) + lo
-
-
-def _outward_depth(mask: np.ndarray, side: float) -> np.ndarray:
-    """Per (j, k): how far out (voxels, counted from the crop's medial edge) the mask reaches
-    towards ``side``; -1 where the column holds none of it."""
-    n = mask.shape[0]
-    index = np.arange(n)[:, None, None]
-    present = mask.any(axis=0)
-    if side > 0:
-        return np.where(present, np.max(np.where(mask, index, -1), axis=0), -1).astype(float)
-    return np.where(present, n - 1 - np.min(np.where(mask, index, n + 5), axis=0), -1).astype(float)
