@@ -38,6 +38,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from DeFacerLib.deface.pinna import head_outline, lateral_extent
+from DeFacerLib.errors import OutputError
 from DeFacerLib.face.concha import find_conchae
 from DeFacerLib.face.labels import LANDMARK_FEATURE, feature_centres
 from DeFacerLib.orientation import canonical_reorientation
@@ -188,7 +189,10 @@ def refine_landmarks(volume: Volume, labels: np.ndarray, head: np.ndarray | None
         search = locate_landmarks(volume, vitreous_bright=bright, head=head, near=coarse, ears=False)
     except (ValueError, IndexError):  # a search window the head does not fill: the model's estimates stand
         search = LandmarkSearch({})
-    search.landmarks.update(find_conchae(volume, head, coarse))
+    try:
+        search.landmarks.update(find_conchae(volume, head, coarse))
+    except (ValueError, IndexError, OutputError):  # no skin surface to read the ears from: the model's stand
+        pass
     result = {}
     for name, estimate in coarse.items():
         snapped = search.landmarks.get(name)
