@@ -141,12 +141,12 @@ def test_ct_phantom_physical_values(logic):
     output, report = logic.deface(node, labelsNode=labels_node)
     reference = deface_volume(volume, masks_from_labels(volume.label_map(labels), volume))
     got, expected = logic.volume_from_node(output).array, reference.volume.physical()
-    # equal, but for the flat cut's anti-aliased surface voxels: the file stores whole HU, the
-    # node float HU, so a share of the seal rounds in one and not in the other
+    # equal, but for the anti-aliased surface voxels of the flat cut and the ears' floor: the file
+    # stores whole HU, the node float HU, so a share of the seal rounds in one and not in the other
     air = report["fill_value_physical"]
     seal = reference.report["seal_value_stored"] * volume.slope + volume.intercept
     surface = (expected != volume.physical()) & (expected > air) & (expected < seal)
-    assert np.array_equal(got[~surface], expected[~surface]) and 0 < surface.sum() < 2000
+    assert np.array_equal(got[~surface], expected[~surface]) and 0 < surface.sum() < 5000  # measured 2973
     assert np.abs(got[surface] - expected[surface]).max() <= 0.5
     assert report["fill_value_physical"] == -1000.0
 

@@ -15,9 +15,9 @@ it is the side of the head, skull and brain included, which this mask never reac
 ears' cut (removal.py) takes it in each ear box grown by PINNA_REACH_MM, besides its 10 mm
 shell. (Measuring that shell from the head without the pinna, or from the outline, would leave
 no plateau in the pinna's shape, but reached the reference brain on IXI heads: not done.)
-Instead what the cut took under the outline is filled with tissue up to the outline smoothed
-by FLOOR_SMOOTHING_MM, its surface voxels blended: values of removed voxels only, so nothing
-the cut kept, the brain included, changes.
+Instead the cut goes to the outline smoothed by FLOOR_SMOOTHING_MM, and what it took under
+that outline is filled with tissue up to it, the surface voxels blended: values of removed
+voxels only, so nothing the cut kept, the brain included, changes.
 """
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ OUTLINE_OPENING_MM = 70.0  # a pinna is ~35 x 65 mm; the head's side curves over
 # field of view's edge, the shoulders), not under a pinna.
 PROUD_MIN_MM = 3.0
 PROUD_MAX_MM = 30.0
-# The ears' cut is closed by tissue up to the outline, smoothed this much (a Gaussian's sigma)
-# so that its voxel steps do not show as terraces.
+# The ears' cut goes to the outline smoothed this much (a Gaussian's sigma), and is closed by
+# tissue up to it, so that the outline's voxel steps do not show as terraces.
 FLOOR_SMOOTHING_MM = 3.0
 
 
@@ -65,8 +65,8 @@ def midline_index(head_c: np.ndarray) -> int:
 
 
 def proud_of_side_outline(volume: Volume, head: np.ndarray) -> np.ndarray:
-    """Head voxels lateral of their side's outline, in columns standing PROUD_MIN_MM to
-    PROUD_MAX_MM proud of it: the pinnae, on the volume's own grid (any orientation)."""
+    """Head voxels lateral of their side's (smoothed) outline, in columns standing PROUD_MIN_MM
+    to PROUD_MAX_MM proud of it: the pinnae, on the volume's own grid (any orientation)."""
     return side_outline_masks(volume, head)[0]
 
 
@@ -93,16 +93,16 @@ class SideOutlines:
             height_mm = (lateral - outline) * self.spacing_c[0]
             on_head = (lateral >= 0) & (height_mm <= PROUD_MAX_MM)
             smooth = ndi.gaussian_filter(outline.astype(np.float32), FLOOR_SMOOTHING_MM / self.spacing_c[1:])
-            self.sides.append((side, outline, on_head, on_head & (height_mm > PROUD_MIN_MM), smooth))
+            self.sides.append((side, on_head, on_head & (height_mm > PROUD_MIN_MM), smooth))
 
     def on_box(self, lo, hi) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(proud, under, share) on the index box lo..hi (inclusive) of the volume's own grid.
-        ``proud``: head voxels lateral of their side's outline in columns standing PROUD_MIN_MM
-        to PROUD_MAX_MM proud of it (the pinnae). ``under``: every voxel wholly medial of its
-        side's outline smoothed by FLOOR_SMOOTHING_MM, in the columns where the outline lies at
-        most PROUD_MAX_MM under the skin (the head's side without its pinna). ``share``
-        (float32, NaN elsewhere): for the voxels that smoothed outline passes through, the share
-        of the voxel medial of it."""
+        The outline here is smoothed by FLOOR_SMOOTHING_MM, so that a cut to it and a floor up to
+        it meet in one smooth surface. ``proud``: head voxels not wholly medial of their side's
+        outline, in columns standing PROUD_MIN_MM to PROUD_MAX_MM proud of it (the pinnae).
+        ``under``: every voxel wholly medial of it, in the columns where the outline lies at most
+        PROUD_MAX_MM under the skin (the head's side without its pinna). ``share`` (float32, NaN
+        elsewhere): for the voxels the outline passes through, the share of the voxel medial of it."""
         corners = self.reorientation.apply_index(np.array([lo, hi], float))
         c_lo, c_hi = corners.min(axis=0).astype(int), corners.max(axis=0).astype(int)
         shape = tuple(int(v) for v in c_hi - c_lo + 1)
@@ -112,14 +112,15 @@ class SideOutlines:
         head = self.head_c[c_lo[0]:c_hi[0] + 1][(slice(None),) + columns]
         shape_i = self.head_c.shape[0] if self.sides else 0
         i = np.arange(c_lo[0], c_hi[0] + 1)[:, None, None]
-        for side, outline, on_head, standing, smooth in self.sides:
+        for side, on_head, standing, smooth in self.sides:
             outward = i if side > 0 else shape_i - 1 - i  # how far out, as lateral_extent counts
             on_side = (i >= self.mid_i) if side > 0 else (i < self.mid_i)
-            proud |= (outward > outline[columns][None]) & on_side & standing[columns][None] & head
             # voxel t spans [t - 0.5, t + 0.5] outwards: the smoothed outline passes through voxel
-            # `through`, which has `share` of itself medial of it; every voxel before it is under
+            # `through`, which has `share` of itself medial of it; every voxel before it is under,
+            # that one and every voxel beyond it is proud (where the column stands proud)
             through = np.floor(smooth[columns] + 0.5)
             share = smooth[columns] - through + 0.5
+            proud |= (outward >= through[None]) & on_side & standing[columns][None] & head
             under |= on_side & on_head[columns][None] & (outward < through[None])
             here = on_side & on_head[columns][None] & (outward == through[None]) & (share[None] > 0.0)
             share_box[here] = np.broadcast_to(share[None], here.shape)[here]
