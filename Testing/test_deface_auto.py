@@ -130,8 +130,8 @@ def test_validation_head_brain_untouched_features_removed(rel, data_dir, ear_con
         assert before > 1500 and after < MAX_EAR_RELIEF_AFTER_MM2, (rel, ear, before, after)
     # what a render shows there: the skin more than 3 mm off that outline (evaluate_defacing.ear_print_mm2;
     # measured 1436-2232 mm^2 undefaced, 4-404 defaced; 2900-3550 while the ears' cut was a sunken box)
-    printed = {ear: [_evaluate_defacing().ear_print_mm2(head, head_mask(head), image, ear_consensus[rel])[ear]
-                     for image in (head, out)] for ear in relief}
+    printed = _evaluate_defacing().ear_print_mm2(head, head_mask(head), [head, out], ear_consensus[rel])
+    assert set(printed) == {"ear_left", "ear_right"}
     for ear, (before, after) in printed.items():
         assert before > 1000 and after < MAX_EAR_PRINT_AFTER_MM2, (rel, ear, before, after)
     # the report names where each feature was found (measured on these heads: eyes 0-4.6 mm,

@@ -19,7 +19,7 @@ from _nifti_for_tests import read_volume
 from DeFacerLib.deface import feature_max_depth_mm, head_mask, remove_features, skin_depth_mm
 from DeFacerLib.deface.guard import SKIN_LAYER_MM, frontal_guard
 from DeFacerLib.deface.head_mask import fill_holes
-from DeFacerLib.deface.pinna import proud_of_side_outline
+from DeFacerLib.deface.pinna import side_outline_masks
 from DeFacerLib.deface.skin_depth import bounding_box, depth_at_most, dilate_mm, erode_mm, inside_depth_mm
 from DeFacerLib.face.grid import _antialias, to_grid
 from DeFacerLib.features import FEATURES, LABEL_VALUES
@@ -187,7 +187,7 @@ def _plain_removal(volume, masks, protected, head, report, max_depth_mm=25.0, pr
             reach = np.zeros(head.shape, bool)
             for lo, hi in report.features[name].reach_boxes:
                 reach[tuple(slice(a, b + 1) for a, b in zip(lo, hi))] = True
-            regions[name] |= reach & proud_of_side_outline(volume, head) & ~near
+            regions[name] |= reach & side_outline_masks(volume, head)[0] & ~near
     return regions
 
 

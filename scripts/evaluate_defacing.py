@@ -132,8 +132,7 @@ def evaluate_head(data: Path, rel: str, table: dict, model: Path | None,
     errors = centre_errors_mm(volume, truth, predicted)
     estimates = model_landmarks(volume, predicted)
     relief = ear_relief_mm2(volume, head, defaced.removed, entry["landmarks"])
-    ear_print = {name: [before, ear_print_mm2(volume, head, defaced.volume, entry["landmarks"])[name]]
-                 for name, before in ear_print_mm2(volume, head, volume, entry["landmarks"]).items()}
+    ear_print = ear_print_mm2(volume, head, [volume, defaced.volume], entry["landmarks"])
     for feature in FEATURES:
         labelled = truth == LABEL_VALUES[feature]
         names = [n for n in sorted(entry["landmarks"]) if LANDMARK_FEATURE[n] == feature]
@@ -190,11 +189,12 @@ EAR_PRINT_MM = 3.0  # the renderer's surface standing this far off the head's ou
 EAR_PRINT_CROP_MM = EAR_RELIEF_WINDOW_MM + 15.0
 
 
-def ear_print_mm2(volume, head: np.ndarray, output, landmarks: dict) -> dict[str, float]:
-    """{ear: area (mm^2)} of the side view within EAR_RELIEF_WINDOW_MM of the ear landmark where
-    the skin surface of ``output`` as the QA renderer makes it (qa.render.skin_threshold of
-    ``volume``, 1 mm smoothing) lies more than EAR_PRINT_MM above or below the original head's
-    outline without the pinna: the ear's print, whatever the removal did to make it."""
+def ear_print_mm2(volume, head: np.ndarray, images: list, landmarks: dict) -> dict[str, list[float]]:
+    """{ear: [area (mm^2) per image]} of the side view within EAR_RELIEF_WINDOW_MM of the ear
+    landmark where the skin surface of each of ``images`` (``volume`` and its defaced copies, same
+    grid) as the QA renderer makes it (qa.render.skin_threshold of ``volume``, 1 mm smoothing)
+    lies more than EAR_PRINT_MM above or below the original head's outline without the pinna:
+    the ear's print, whatever the removal did to make it."""
     from scipy import ndimage as ndi
 
     from DeFacerLib.qa.render import skin_threshold
@@ -203,7 +203,7 @@ def ear_print_mm2(volume, head: np.ndarray, output, landmarks: dict) -> dict[str
     spacing = np.asarray(volume.spacing_mm, float)[list(reorientation.permutation)]
     head_c = reorientation.apply(head)
     mid_i = midline_index(head_c)
-    values_c = reorientation.apply(output.array[..., 0] if output.array.ndim == 4 else output.array)
+    values_c = [reorientation.apply(image.array[..., 0] if image.array.ndim == 4 else image.array) for image in images]
     threshold = (skin_threshold(volume) - volume.intercept) / volume.slope
     areas = {}
     for name, side in (("ear_left", 1.0), ("ear_right", -1.0)):
@@ -214,14 +214,16 @@ def ear_print_mm2(volume, head: np.ndarray, output, landmarks: dict) -> dict[str
         reach = np.ceil(EAR_PRINT_CROP_MM / spacing[1:]).astype(int)
         lo = np.maximum(np.round(ear[1:]).astype(int) - reach, 0)
         hi = np.minimum(np.round(ear[1:]).astype(int) + reach + 1, head_c.shape[1:])
-        block = values_c[:, lo[0]:hi[0], lo[1]:hi[1]].astype(np.float32)
-        skin = ndi.gaussian_filter(block, np.maximum(1.0 / spacing, 0.8), truncate=2.0) > threshold
-        surface = lateral_extent(skin, side, mid_i)
         local_outline = outline[lo[0]:hi[0], lo[1]:hi[1]]
         j, k = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), indexing="ij")
         window = (np.hypot((j - ear[1]) * spacing[1], (k - ear[2]) * spacing[2]) <= EAR_RELIEF_WINDOW_MM) & (local_outline >= 0)
-        off = (np.abs(surface - local_outline) * spacing[0] > EAR_PRINT_MM) & (surface >= 0)
-        areas[name] = round(float((off & window).sum() * spacing[1] * spacing[2]))
+        areas[name] = []
+        for values in values_c:
+            block = values[:, lo[0]:hi[0], lo[1]:hi[1]].astype(np.float32)
+            skin = ndi.gaussian_filter(block, np.maximum(1.0 / spacing, 0.8), truncate=2.0) > threshold
+            surface = lateral_extent(skin, side, mid_i)
+            off = (np.abs(surface - local_outline) * spacing[0] > EAR_PRINT_MM) & (surface >= 0)
+            areas[name].append(round(float((off & window).sum() * spacing[1] * spacing[2])))
     return areas
 
 
@@ -239,7 +241,8 @@ def centroid_offsets(data: Path, heads: list[str], table: dict, model: Path | No
     from_bowl = []
     for rel in heads:
         volume = read_volume(data / rel)
-        labels = segment_features(volume, model_path=model).labels
+        head = head_mask(volume)
+        labels = segment_features(volume, model_path=model, head=head).labels
         estimates = model_landmarks(volume, labels, offsets_mm=zero)
         for name, point in table[rel]["landmarks"].items():
             if name in estimates:
@@ -248,7 +251,7 @@ def centroid_offsets(data: Path, heads: list[str], table: dict, model: Path | No
                 offsets[LANDMARK_FEATURE[name]].append(offset)
         reorientation = canonical_reorientation(volume)
         spacing_c = np.asarray(volume.spacing_mm, float)[list(reorientation.permutation)]
-        for name, bowl in find_conchae(volume, None, model_landmarks(volume, labels), from_bowl_mm=(0.0, 0.0)).items():
+        for name, bowl in find_conchae(volume, head, model_landmarks(volume, labels), from_bowl_mm=(0.0, 0.0)).items():
             canonical = [reorientation.apply_index(volume.world_to_index(np.asarray(p, float)[None, :]))[0]
                          for p in (table[rel]["landmarks"][name], bowl)]
             from_bowl.append(((canonical[0] - canonical[1]) * spacing_c)[1:])

@@ -1,7 +1,7 @@
 """The pinna as what stands proud of the head's side outline, so that the ears' cut takes it whole.
 
-    proud = proud_of_side_outline(volume, head)   # bool, on the volume's own grid
-    proud, under, share = SideOutlines(volume, head).on_box(lo, hi)   # on an index box, and under the outline
+    proud, under, share = SideOutlines(volume, head).on_box(lo, hi)   # masks on an index box of the grid
+    proud, under, share = side_outline_masks(volume, head)             # ... on the whole grid
 
 The ears are cut no deeper than 10 mm from the skin (removal.EARS_MAX_DEPTH_MM: the temporal
 lobe lies 13-17 mm under the skin above and in front of the ear). A pinna pressed flat against
@@ -62,12 +62,6 @@ def midline_index(head_c: np.ndarray) -> int:
     """The canonical left-right index halfway across the head."""
     across = np.flatnonzero(head_c.any(axis=(1, 2)))
     return int(0.5 * (across[0] + across[-1]))
-
-
-def proud_of_side_outline(volume: Volume, head: np.ndarray) -> np.ndarray:
-    """Head voxels lateral of their side's (smoothed) outline, in columns standing PROUD_MIN_MM
-    to PROUD_MAX_MM proud of it: the pinnae, on the volume's own grid (any orientation)."""
-    return side_outline_masks(volume, head)[0]
 
 
 def side_outline_masks(volume: Volume, head: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
