@@ -210,6 +210,20 @@ def test_empty_folder_and_missing_path(tmp_path, phantom_files):
     assert_one_line_error(defacer("info", tmp_path / "nothing.nii.gz"), 3, "nothing.nii.gz")
 
 
+def test_nothing_to_scrub_or_batch_leaves_no_output(tmp_path):
+    """An empty folder, or one non-DICOM file, is an error before any output or audit trail exists."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    text = tmp_path / "notes.txt"
+    text.write_text("not DICOM\n")
+    out = tmp_path / "out"
+    key = ("--key-file", tmp_path / "key")
+    assert_one_line_error(defacer("scrub", empty, out, *key), 3, "holds no files")
+    assert_one_line_error(defacer("scrub", text, tmp_path / "notes.dcm", *key), 3, "not a DICOM file")
+    assert_one_line_error(defacer("batch", empty, out, "--scrub-only", *key), 3, "holds no files")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "key", "notes.txt"]  # the key is made at start
+
+
 def test_not_an_image(tmp_path):
     text = tmp_path / "notes.nii"
     text.write_text("this is not a NIfTI file\n" * 20)

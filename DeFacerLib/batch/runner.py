@@ -87,6 +87,9 @@ def run_batch(
         _check_qa_available()
     if not scrub_only and labels_dir is None:
         _check_face_model()
+    files = disc.list_files(source)  # before anything is made: an empty input leaves no output behind
+    if not files:
+        raise InputError(f"{source} holds no files")
     key, key_path, _created = load_or_create_key(key_file)
     config = BatchConfig(
         input_root=str(source), output_root=str(target), audit_root=str(audit), key_file=str(key_path),
@@ -105,7 +108,7 @@ def run_batch(
                 _dask_client(client, scheduler, workers) as dask_client:
             progress.cluster(dask_client)
             _register_plugin(dask_client, BatchWorkerPlugin(config))
-            plan, series_info = discover_plan(dask_client, source, layout, key)
+            plan, series_info = discover_plan(dask_client, source, layout, key, files)
             todo, fingerprints = _work_left(manifest, plan, target, token)
             manifest.set_meta("run", {"input": str(source), "layout": plan.layout, "config": token,
                                       "files": plan.file_count, "items": len(plan.items)})
@@ -135,9 +138,10 @@ def run_batch(
     return summary
 
 
-def discover_plan(client, source: Path, layout: str, key: bytes):
-    """The plan (every input file in one item) and the header facts of each DICOM series."""
-    files = disc.list_files(source)
+def discover_plan(client, source: Path, layout: str, key: bytes, files: list[str] | None = None):
+    """The plan (every input file in one item) and the header facts of each DICOM series
+    (``files``: disc.list_files(source) when the caller has it)."""
+    files = disc.list_files(source) if files is None else files
     if not files:
         raise InputError(f"{source} holds no files")
     chosen = disc.detect_layout(source, files) if layout == "auto" else layout

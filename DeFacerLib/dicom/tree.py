@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -86,7 +87,9 @@ def _read(path: str | Path):
         ds = pydicom.dcmread(path)
     except InvalidDicomError:
         try:
-            ds = pydicom.dcmread(path, force=True)
+            with warnings.catch_warnings():  # a forced read of any file warns about what it guessed
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(path, force=True)
         except Exception:
             return None, ("skipped", "not a DICOM file")
         if "SOPClassUID" not in ds and "SOPInstanceUID" not in ds:
@@ -162,6 +165,8 @@ def scrub_tree(input_path: str | Path, output_path: str | Path, options: Profile
 
         require_tesseract()
     inputs = list_inputs(source)
+    if not inputs:
+        raise InputError(f"{source} holds no files; give a DICOM file or a folder of DICOM files")
     started = time.perf_counter()
     records: list[dict] = []
     with atomic_path(target, directory=source.is_dir()) as temp:
@@ -185,6 +190,8 @@ def scrub_tree(input_path: str | Path, output_path: str | Path, options: Profile
                 records.append(scrub_file(task))
                 if progress:
                     progress(len(records), len(tasks))
+        if single and records[0]["status"] != "written" and not records[0].get("leaks"):  # nothing to publish or audit
+            raise InputError(f"{source} was not scrubbed: {records[0]['reason']}")
         summary, uid_map, patient_map = _summarize(records, source, target, audit, options, time.perf_counter() - started)
         leaked = [r for r in records if r.get("leaks")]
         audit_files = _write_audit(audit, uid_map, patient_map, records, summary)
@@ -194,8 +201,6 @@ def scrub_tree(input_path: str | Path, output_path: str | Path, options: Profile
                 f"PHI left after scrubbing in {len(leaked)} file(s), nothing was written to {target}: "
                 f"{leaked[0]['file']}: {leaked[0]['leaks'][0]} (details in {audit_files['summary']})"
             )
-        if source.is_file() and summary["written"] == 0:
-            raise InputError(f"{source} was not scrubbed: {records[0]['reason']}")
     return summary
 
 
