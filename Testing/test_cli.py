@@ -256,6 +256,9 @@ def test_usage_errors(phantom_files, tmp_path):
     assert_one_line_error(result, 2, "lips")
     result = defacer("deface", head_path, tmp_path / "o.nii.gz", "--features-from", labels_path, "--margin-mm", "x")
     assert_one_line_error(result, 2, "--margin-mm")
+    for option, value in (("--protect-margin-mm", "-5"), ("--max-depth-mm", "nan"), ("--seal-mm", "inf")):
+        result = defacer("deface", head_path, tmp_path / "o.nii.gz", "--features-from", labels_path, option, value)
+        assert_one_line_error(result, 2, option, ">= 0 mm")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -194,6 +194,10 @@ def test_bad_masks_are_input_errors():
         remove_features(volume, {"nose": np.ones((3, 3, 3), bool)}, brain)
     with pytest.raises(InputError, match="unknown feature"):
         remove_features(volume, {"chin": brain}, brain)
+    nose = labels == LABEL_VALUES["nose"]
+    for option, value in (("protect_margin_mm", -5.0), ("margin_mm", float("nan")), ("max_depth_mm", float("inf"))):
+        with pytest.raises(InputError, match=f"{option} must be a finite distance"):
+            remove_features(volume, {"nose": nose}, brain, **{option: value})
 
 
 def test_4d_volume_gets_the_same_removal_in_every_frame():

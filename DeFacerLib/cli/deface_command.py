@@ -18,10 +18,10 @@ HELP = "remove eyes, nose, mouth and/or ears from a head volume"
 def add_removal_arguments(parser) -> None:
     """What to remove and how far (shared with ``batch``)."""
     parser.add_argument("--features", default="all", help="comma-separated subset of eyes,nose,mouth,ears (default: all)")
-    parser.add_argument("--margin-mm", type=float, help="margin added around each feature's bounding box")
-    parser.add_argument("--max-depth-mm", type=float, help="deepest tissue below the skin that may be removed")
-    parser.add_argument("--protect-margin-mm", type=float, help="safety distance kept from the protected region")
-    parser.add_argument("--seal-mm", type=float, help="deepest part of each face cut set to tissue, not air, so the "
+    parser.add_argument("--margin-mm", type=distance_mm, help="margin added around each feature's bounding box")
+    parser.add_argument("--max-depth-mm", type=distance_mm, help="deepest tissue below the skin that may be removed")
+    parser.add_argument("--protect-margin-mm", type=distance_mm, help="safety distance kept from the protected region")
+    parser.add_argument("--seal-mm", type=distance_mm, help="deepest part of each face cut set to tissue, not air, so the "
                                                        "new surface is the cut, with the eye visor (0: air only, no visor; default: the engine's)")
     parser.add_argument("--whole-face", action=argparse.BooleanOptionalAction, default=None,
                         help="also remove the tissue between the chosen eyes, nose and mouth and down past the "
@@ -31,6 +31,19 @@ def add_removal_arguments(parser) -> None:
                              "flat plane 35 mm in front of the eyes, so it is the same featureless front on everyone "
                              "(stronger against re-identification from head shape; adds tissue to the image; "
                              "default: off; needs the whole face)")
+
+
+def distance_mm(text: str) -> float:
+    """argparse type of the millimetre options: a finite number, not negative."""
+    from DeFacerLib.deface.removal import distance_is_valid
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not distance_is_valid(value):
+        raise argparse.ArgumentTypeError(f"must be a finite distance >= 0 mm (got {text})")
+    return value
 
 
 def parameters_from_args(args):

@@ -215,6 +215,12 @@ class RemovalReport:
         return _plain(data)
 
 
+def distance_is_valid(value_mm: float) -> bool:
+    """A margin, depth or seal: a finite number of millimetres, not negative (a negative margin
+    would shrink what the user asked to protect or remove)."""
+    return isinstance(value_mm, (int, float, np.floating, np.integer)) and bool(np.isfinite(value_mm)) and value_mm >= 0
+
+
 def remove_features(
     volume: Volume,
     feature_masks: dict[str, np.ndarray],
@@ -251,6 +257,11 @@ def remove_features(
     unknown = sorted(set(feature_masks) - set(FEATURES))
     if unknown:
         raise InputError(f"{name}: unknown feature(s) {', '.join(unknown)}; choose from {', '.join(FEATURES)}")
+
+    for option, value in (("margin_mm", margin_mm), ("max_depth_mm", max_depth_mm),
+                          ("protect_margin_mm", protect_margin_mm), ("seal_mm", seal_mm)):
+        if not distance_is_valid(value):
+            raise InputError(f"{option} must be a finite distance >= 0 mm (got {value})")
 
     features: dict[str, FeatureRemoval] = {}
     boxes: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
