@@ -116,6 +116,18 @@ def test_huge_image_is_searched_downscaled_and_boxes_map_back(data_dir):
     assert np.abs(face.xyxy - reference.xyxy * 4).max() < 12  # pixels of the 7680-wide image
 
 
+def test_a_strip_one_pixel_high_has_no_faces(data_dir):
+    """YuNet returns boxes millions of pixels away (or NaN) on a 1-pixel-high image; none survive."""
+    import warnings
+
+    photo = read_image(data_dir / "photos" / "known_people" / "obama-1080p.jpg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the NaN boxes used to warn when mapped back
+        for strip in (np.ascontiguousarray(photo[540:541]), np.zeros((1, 5000, 3), np.uint8)):
+            for _ in range(6):  # the garbage is not the same every call
+                assert detect_faces(strip, rotations_deg=(0.0, -30.0, 30.0)) == []
+
+
 def test_regions_cover_nested_parts_of_the_face(data_dir):
     image = read_image(data_dir / "photos" / "known_people" / "obama.jpg")
     faces = add_landmarks(image, detect_faces(image), "68")

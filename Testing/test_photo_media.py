@@ -166,6 +166,23 @@ def test_cli_reports_faces_and_fails_on_one_line(data_dir, tmp_path):
     assert bad.returncode == 3 and bad.stderr.count("\n") == 1 and "bad.png" in bad.stderr
 
 
+def test_cli_errors_stay_on_one_line_without_opencv_noise(data_dir, tmp_path):
+    """FFmpeg ("moov atom not found") and OpenCV ("[ WARN:0@...]") print their own lines; the CLI quiets them."""
+    (tmp_path / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42garbage" * 10)
+    photo = data_dir / "photos" / "known_people" / "obama-480p.jpg"
+    cases = {
+        ("photo", str(tmp_path / "bad.mp4"), "-o", str(tmp_path / "o.mp4")): (3, "bad.mp4"),
+        ("photo", "--camera", "7", "--max-frames", "3"): (3, "camera 7"),
+        ("photo", str(photo), "-o", str(tmp_path / "o.jpg"), "--score", "1.5"): (3, "YuNet scores lie in 0-1"),
+        ("photo", "--camera", "0", "--max-frames", "0"): (2, "--max-frames"),
+    }
+    for argv, (code, words) in cases.items():
+        result = subprocess.run([sys.executable, "-m", "DeFacerLib", *argv], capture_output=True, text=True)
+        assert result.returncode == code and result.stderr.count("\n") == 1, (argv, result.stderr)
+        assert result.stderr.startswith("defacer: error:") and words in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mp4"]
+
+
 def test_dicom_photos_without_faces_are_copied_unchanged(data_dir, tmp_path):
     """Real DICOM photos (pydicom deid samples): RGB without faces is copied byte for byte."""
     source = data_dir / "dicom" / "deid_samples" / "RGB_IMAGE.dcm"

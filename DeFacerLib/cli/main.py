@@ -77,8 +77,17 @@ def _command_in(argv: list[str]) -> str:
     return ""
 
 
+# OpenCV and its FFmpeg print their own warnings on stderr (a camera that is not there, a video
+# that is not one), around our one-line error; set before cv2 is imported, and a user's own
+# setting wins.
+QUIET_NATIVE_LOGS = {"OPENCV_LOG_LEVEL": "ERROR", "OPENCV_FFMPEG_LOGLEVEL": "-8"}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "--debug" not in argv:
+        for name, value in QUIET_NATIVE_LOGS.items():
+            os.environ.setdefault(name, value)
     parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):

@@ -45,6 +45,8 @@ def run(args) -> dict:
     from DeFacerLib.errors import UsageError
     from DeFacerLib.photo.anonymize import PhotoOptions, anonymize_camera, anonymize_path, summarize
 
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UsageError(f"--max-frames must be at least 1 (got {args.max_frames})")
     options = PhotoOptions(method=args.method, region=args.region, detector=args.detector, landmarks=args.landmarks,
                            k=args.k, rotations=args.rotations, score_threshold=args.score)
     if args.camera is not None:

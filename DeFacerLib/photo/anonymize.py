@@ -70,6 +70,11 @@ class PhotoOptions:
             raise InputError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         if self.rotations not in ROTATIONS:
             raise InputError(f"unknown rotations {self.rotations!r}; choose from {', '.join(ROTATIONS)}")
+        score = self.score_threshold
+        if score is not None and not (np.isfinite(score) and (self.detector != "yunet" or 0 <= score < 1)):
+            # YuNet's scores lie in [0, 1]: a threshold of 1 or more finds no face, and writes every photo as it was
+            raise InputError(f"score threshold {score} cannot work for {self.detector}"
+                             + ("; YuNet scores lie in 0-1" if self.detector == "yunet" else "; give a finite number"))
 
 
 @dataclass

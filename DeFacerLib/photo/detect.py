@@ -119,8 +119,16 @@ def _detect_yunet(bgr: np.ndarray, score_threshold: float) -> list[Face]:
     return [
         Face(float(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[14]), "yunet",
              landmarks5=np.asarray(r[4:14], dtype=float).reshape(5, 2))
-        for r in rows
+        for r in rows if _plausible_box(r, bgr.shape)
     ]
+
+
+def _plausible_box(row: np.ndarray, shape) -> bool:
+    """A YuNet row whose box is finite, not empty and centred in the image: on degenerate inputs
+    (an image a pixel high) the network returns boxes millions of pixels away, or NaN."""
+    x, y, w, h = (float(v) for v in row[:4])
+    return (bool(np.all(np.isfinite(row[:15]))) and w > 0 and h > 0
+            and 0 <= x + w / 2 <= shape[1] and 0 <= y + h / 2 <= shape[0])
 
 
 def _detect_dlib(bgr: np.ndarray, score_threshold: float, kind: str) -> list[Face]:

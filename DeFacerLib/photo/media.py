@@ -201,6 +201,8 @@ def open_video(source):
 
     capture = cv2.VideoCapture(source)
     if not capture.isOpened():
+        if isinstance(source, int):
+            raise InputError(f"camera {source} cannot be opened (no such camera, no permission, or in use)")
         raise InputError(f"{source}: cannot open the video (missing, unsupported or not a video)")
     return capture
 
