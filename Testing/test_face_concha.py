@@ -10,7 +10,7 @@ import pytest
 from DeFacerLib.deface import head_mask
 from DeFacerLib.face import segment_features
 from DeFacerLib.face.concha import find_conchae
-from DeFacerLib.face.landmarks import model_landmarks
+from DeFacerLib.face.landmarks import model_landmarks, refine_landmarks
 from DeFacerLib.io import read_volume
 
 EARS = ("ear_left", "ear_right")
@@ -75,3 +75,20 @@ def test_no_skin_near_the_estimate_finds_nothing(held_out):
     far = {name: point + np.array([0.0, 0.0, 400.0]) for name, point in estimates.items()}  # above the field of view
     assert find_conchae(volume, head, far) == {}
     assert find_conchae(volume, head, {}) == {}
+
+
+@pytest.mark.slow
+def test_an_ear_the_field_of_view_cuts_keeps_the_models_estimate(held_out):
+    """IXI481 with its left side cut 16 mm (the left concha lies 10 mm from the volume's side):
+    the bowls there would be the cut's, so the left ear keeps the model's estimate; the right
+    ear still snaps to its concha."""
+    _rel, volume, _head, _estimates = held_out
+    cut = 8  # voxels of 2 mm, from the side where the left ear is (array axis 2 runs right to left)
+    assert volume.direction[0, 2] < -0.99
+    cut_volume = dataclasses.replace(volume, array=np.ascontiguousarray(volume.array[:, :, cut:]),
+                                     origin_mm=volume.index_to_world(np.array([0.0, 0.0, cut])))
+    cut_head = head_mask(cut_volume)
+    labels = segment_features(cut_volume, head=cut_head).labels
+    assert set(find_conchae(cut_volume, cut_head, model_landmarks(cut_volume, labels))) == {"ear_right"}
+    found = refine_landmarks(cut_volume, labels, cut_head)
+    assert found["ear_left"]["by"] == "model" and found["ear_right"]["by"] == "anatomy"

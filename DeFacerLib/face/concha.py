@@ -39,6 +39,10 @@ CONCHA_FROM_BOWL_MM = (3.7, 1.8)
 UNDER_SKIN_MM = 2.0  # scripts/training/annotate_ears.py puts each reading this far under the skin
 THRESHOLD_SAMPLE_VOXELS = 250_000  # 0.01-0.04 s on an MR head, where the renderer's 2e6 takes 0.03-0.2 s
 CROP_MM = 45.0  # around the estimate: the pinna stands at most ~30 mm proud of the head
+# An ear the field of view cuts: the skin reaches the volume's side in this share of the
+# window's columns or more (uncut heads: at most 0.054, chris_t1; IXI481 with its left side cut
+# 4 / 8 / 16 mm: 0.13 / 0.36 / 0.86). Its bowls would be the cut's, so the model's estimate stands.
+CUT_BY_FIELD_OF_VIEW = 0.10
 
 
 def find_conchae(volume: Volume, head: np.ndarray | None, estimates_mm: dict,
@@ -71,7 +75,7 @@ def find_conchae(volume: Volume, head: np.ndarray | None, estimates_mm: dict,
 def concha_point(values_c: np.ndarray, head_c: np.ndarray, spacing_c, estimate_c, side: float,
                  threshold: float, from_bowl_mm=CONCHA_FROM_BOWL_MM) -> np.ndarray | None:
     """Canonical index of the concha near ``estimate_c`` (canonical index), or None where the
-    window holds no skin. ``values_c`` (compared with ``threshold``) and the head mask ``head_c``
+    window holds no skin or the field of view cuts the ear (CUT_BY_FIELD_OF_VIEW). ``values_c`` (compared with ``threshold``) and the head mask ``head_c``
     are canonical; ``from_bowl_mm``: (posterior, superior) mm from the bowls' centroid."""
     spacing = np.asarray(spacing_c, float)
     centre = np.round(np.asarray(estimate_c, float)).astype(int)
@@ -95,6 +99,9 @@ def concha_point(values_c: np.ndarray, head_c: np.ndarray, spacing_c, estimate_c
     local = centre[1:] - lo[1:]
     window = (np.hypot((jj - local[0]) * spacing[1], (kk - local[1]) * spacing[2]) <= SEARCH_RADIUS_MM) & (depth >= 0)
     if not window.any():
+        return None
+    at_side = hi[0] == values_c.shape[0] if side > 0 else lo[0] == 0
+    if at_side and np.count_nonzero(window & (depth >= skin.shape[0] - 1)) >= CUT_BY_FIELD_OF_VIEW * window.sum():
         return None
     weight = np.where(window, np.maximum(bowl_mm - np.percentile(bowl_mm[window], DEEPEST_PERCENTILE), 0.0), 0.0)
     if weight.sum() <= 0:
