@@ -6,12 +6,16 @@ never touched a real head would prove nothing.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("DEFACER_TEST_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
+sys.path.insert(0, str(REPO_ROOT / "scripts"))  # scripts' helpers the tests share (ixi_layout)
+
+from ixi_layout import brain_labels_of  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
@@ -40,7 +44,7 @@ def ixi_pairs(data_dir) -> list[tuple[Path, Path]]:
     """(T1 head, reference brain labels) for every IXI subject, sorted by subject."""
     pairs = []
     for t1 in sorted((data_dir / "heads" / "ixi" / "t1").glob("IXI*_T1.nii.gz")):
-        labels = data_dir / "heads" / "ixi" / "brain_labels" / t1.name.replace("_T1.nii.gz", "_T1_DLMUSE.nii.gz")
+        labels = brain_labels_of(t1, data_dir / "heads" / "ixi")
         pairs.append((t1, labels))
     assert len(pairs) == 27, f"expected 27 IXI subjects, found {len(pairs)}"
     return pairs

@@ -21,6 +21,7 @@ from DeFacerLib.features import FEATURES, LABEL_VALUES
 from _nifti_for_tests import featureless_blob
 from DeFacerLib.io import read_volume
 from DeFacerLib.volume import Volume
+from ixi_layout import brain_labels_of  # scripts/ixi_layout.py (conftest puts scripts/ on the path)
 
 REPO = Path(__file__).resolve().parents[1]
 SPLIT = json.loads((REPO / "scripts" / "training" / "split.json").read_text())
@@ -107,8 +108,7 @@ def test_validation_head_brain_untouched_features_removed(rel, data_dir, ear_con
     head_path = data_dir / rel
     outcome = deface(head_path, tmp_path / "out.nii.gz")
     head, out = read_volume(head_path), read_volume(tmp_path / "out.nii.gz")
-    name = head_path.name.replace("_T1.nii.gz", "_T1_DLMUSE.nii.gz")
-    brain = read_volume(data_dir / "heads/ixi/brain_labels" / name).array > 0
+    brain = read_volume(brain_labels_of(head_path, data_dir / "heads/ixi")).array > 0
     assert int((out.array[brain] != head.array[brain]).sum()) == 0
     assert outcome["report"]["protected_voxels_changed"] == 0
     landmarks = load_landmarks(REPO / "scripts" / "training" / "landmarks.json")[rel]["landmarks"]

@@ -20,6 +20,7 @@ from DeFacerLib.face.grid import GRID_SHAPE, to_grid
 from DeFacerLib.features import FEATURES, LABEL_VALUES
 from DeFacerLib.io import read_volume
 from DeFacerLib.volume import Volume
+from ixi_layout import brain_labels_of  # scripts/ixi_layout.py (conftest puts scripts/ on the path)
 
 REPO = Path(__file__).resolve().parents[1]
 SPLIT = json.loads((REPO / "scripts" / "training" / "split.json").read_text())
@@ -33,8 +34,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def ixi_head(data_dir: Path, rel: str) -> tuple[Volume, np.ndarray]:
     volume = read_volume(data_dir / rel)
-    name = Path(rel).name.replace("_T1.nii.gz", "_T1_DLMUSE.nii.gz")
-    brain = read_volume(data_dir / "heads" / "ixi" / "brain_labels" / name).array > 0
+    brain = read_volume(brain_labels_of(rel, data_dir / "heads" / "ixi")).array > 0
     return volume, brain
 
 

@@ -14,6 +14,7 @@ from DeFacerLib.face.labels import load_landmarks, training_labels
 from DeFacerLib.features import LABEL_VALUES
 from DeFacerLib.io import read_volume, write_volume
 from DeFacerLib.qa.check import VERDICT_VIEWS, check_pair, render_thresholds
+from ixi_layout import brain_labels_of  # scripts/ixi_layout.py (conftest puts scripts/ on the path)
 
 REPO = Path(__file__).resolve().parents[1]
 IXI = "IXI132-HH-1415_T1.nii.gz"
@@ -59,7 +60,7 @@ def test_removed_face_region_passes(data_dir, name):
     engine: no facial view matches the original any more, and the brain is untouched."""
     rel = f"heads/ixi/t1/{name}"
     head = read_volume(data_dir / rel)
-    brain = read_volume(data_dir / "heads/ixi/brain_labels" / name.replace("_T1.nii.gz", "_T1_DLMUSE.nii.gz")).array > 0
+    brain = read_volume(brain_labels_of(name, data_dir / "heads/ixi")).array > 0
     landmarks = load_landmarks(REPO / "scripts" / "training" / "landmarks.json")[rel]["landmarks"]
     labels = training_labels(head, landmarks, brain=brain)
     face = np.isin(labels, [LABEL_VALUES[n] for n in ("eyes", "nose", "mouth")])

