@@ -23,14 +23,19 @@ import pytest
 pytest.importorskip("distributed")
 
 from DeFacerLib.batch import run_batch  # noqa: E402
-from DeFacerLib.batch.bids import PHI_FIELDS, scrub_sidecar  # noqa: E402
-from DeFacerLib.batch.discover import BIDS, COPY, DEFACE_VOLUME, DESCRIPTION, SIDECAR, classify  # noqa: E402
+from DeFacerLib.batch.bids import PHI_FIELDS, scrub_dated_table, scrub_sidecar  # noqa: E402
+from DeFacerLib.batch.discover import (  # noqa: E402
+    BIDS, COPY, DATED_TABLE, DEFACE_VOLUME, DESCRIPTION, SIDECAR, classify,
+)
+from DeFacerLib.dicom import ProfileOptions, load_or_create_key  # noqa: E402
+from DeFacerLib.dicom.uids import DATE_OFFSET_RANGE_DAYS, date_offset_days  # noqa: E402
 from DeFacerLib.errors import OutputError  # noqa: E402
 from DeFacerLib.features import LABEL_VALUES  # noqa: E402
 from DeFacerLib.io import read_volume, write_volume  # noqa: E402
 from DeFacerLib.phantom import make_phantom  # noqa: E402
 
 SUBJECTS = 3
+ACQ_TIMES = ("2005-07-12T10:11:12", "2006-01-31T08:00:00", "2005-12-31T23:59:59.5")
 SIDECAR_IN = {"RepetitionTime": 2.3, "EchoTime": 0.00298, "FlipAngle": 9, "Manufacturer": "Siemens",
               "InstitutionName": "Hammersmith Hospital", "DeviceSerialNumber": "35008",
               "AcquisitionDateTime": "2005-07-12T10:11:12", "PatientName": "DOE^JANE", "StationName": "MRC35008"}
@@ -44,6 +49,7 @@ def make_phantom_bids(root: Path, labels_root: Path, subjects: int = SUBJECTS) -
         anat.mkdir(parents=True, exist_ok=True)
         write_volume(volume, anat / f"{sub}_T1w.nii.gz")
         (anat / f"{sub}_T1w.json").write_text(json.dumps(SIDECAR_IN))
+        (root / sub / f"{sub}_scans.tsv").write_text(f"filename\tacq_time\nanat/{sub}_T1w.nii.gz\t{ACQ_TIMES[index]}\n")
         label_dir = labels_root / sub / "anat"
         label_dir.mkdir(parents=True, exist_ok=True)
         label_volume = dataclasses.replace(volume, array=labels.astype(np.uint8), slope=1.0, intercept=0.0)
@@ -87,7 +93,9 @@ def reference(phantom_bids):
 def test_plan_classifies_bids_files():
     files = ["dataset_description.json", "participants.tsv", "sub-01/anat/sub-01_T1w.nii.gz",
              "sub-01/anat/sub-01_T1w.json", "sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii", "sub-01/func/sub-01_task-rest_bold.nii.gz",
-             "sub-01/pet/sub-01_pet.nii.gz", "sub-01/anat/sub-01_T1map.nii.gz", "derivatives/x/sub-01_T1w.nii.gz"]
+             "sub-01/pet/sub-01_pet.nii.gz", "sub-01/anat/sub-01_T1map.nii.gz", "derivatives/x/sub-01_T1w.nii.gz",
+             "sub-01/sub-01_scans.tsv", "sub-01/ses-1/sub-01_ses-1_scans.tsv", "sub-01/sub-01_sessions.tsv",
+             "phenotype/moca.tsv"]
     items, dicom = classify(Path("/nonexistent"), files, BIDS)
     kinds = {item.files[0]: item.kind for item in items}
     assert dicom == []
@@ -96,7 +104,9 @@ def test_plan_classifies_bids_files():
         "sub-01/anat/sub-01_T1w.nii.gz": DEFACE_VOLUME, "sub-01/anat/sub-01_T1w.json": SIDECAR,
         "sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii": DEFACE_VOLUME, "sub-01/func/sub-01_task-rest_bold.nii.gz": COPY,
         "sub-01/pet/sub-01_pet.nii.gz": DEFACE_VOLUME, "sub-01/anat/sub-01_T1map.nii.gz": COPY,
-        "derivatives/x/sub-01_T1w.nii.gz": COPY,
+        "derivatives/x/sub-01_T1w.nii.gz": COPY, "sub-01/sub-01_scans.tsv": DATED_TABLE,
+        "sub-01/ses-1/sub-01_ses-1_scans.tsv": DATED_TABLE, "sub-01/sub-01_sessions.tsv": DATED_TABLE,
+        "phenotype/moca.tsv": COPY,
     }
 
 
@@ -109,11 +119,40 @@ def test_sidecar_scrub_keeps_acquisition_parameters():
     assert not PHI_FIELDS & set(cleaned)
 
 
+def test_acq_time_follows_the_dates_policy():
+    table = "filename\tacq_time\r\na.nii.gz\t2019-03-12T10:22:01\r\nb.nii.gz\tn/a\r\nc.nii.gz\t12/03/2019\r\n"
+    assert scrub_dated_table(table, "remove") == (table.replace("2019-03-12T10:22:01", "n/a").replace("12/03/2019", "n/a"), 2)
+    assert scrub_dated_table(table, "full") == (table, 0)
+    shifted, changed = scrub_dated_table(table, "modified", -400)  # the time of day stays; what does not parse goes
+    assert changed == 2 and shifted == table.replace("2019-03-12", "2018-02-05").replace("12/03/2019", "n/a")
+
+
+def test_modified_dates_shift_each_subject_by_its_keyed_offset(phantom_bids, tmp_path):
+    """--dates modified: each subject's acq_time moves by its own keyed whole-day offset (the
+    DICOM profile's), so intervals within a subject and the time of day survive."""
+    import datetime as dt
+
+    out = tmp_path / "out"
+    summary = run_batch(phantom_bids / "in", out, scrub_only=True, key_file=phantom_bids / "key", workers=1,
+                        dicom_options=ProfileOptions(retain_long_modified_dates=True))
+    assert summary["failed"] == 0
+    key, _, _ = load_or_create_key(phantom_bids / "key")
+    offsets = []
+    for index, original in enumerate(ACQ_TIMES):
+        sub = f"sub-{index + 1:02d}"
+        value = (out / sub / f"{sub}_scans.tsv").read_text().splitlines()[1].split("\t")[1]
+        days = (dt.date.fromisoformat(value[:10]) - dt.date.fromisoformat(original[:10])).days
+        assert value[10:] == original[10:] and days == date_offset_days(key, sub)
+        assert DATE_OFFSET_RANGE_DAYS[0] <= days <= DATE_OFFSET_RANGE_DAYS[1]
+        offsets.append(days)
+    assert len(set(offsets)) == SUBJECTS
+
+
 def test_bids_run_accounts_for_every_file(phantom_bids, reference):
     summary, digest = reference
     out = phantom_bids / "reference"
-    files_in = 2 * SUBJECTS + 3  # a T1w and its sidecar per subject, 3 top-level files
-    assert summary["files"] == files_in == 2 * SUBJECTS + 3
+    files_in = 3 * SUBJECTS + 3  # a T1w, its sidecar and a scans table per subject, 3 top-level files
+    assert summary["files"] == files_in
     assert (summary["written"], summary["skipped"], summary["failed"], summary["pending"]) == (files_in, 0, 0, 0)
     assert summary["files"] == summary["written"] + summary["skipped"] + summary["failed"]
     assert summary["defaced"] == SUBJECTS and summary["protected_voxels_changed"] == 0
@@ -124,6 +163,7 @@ def test_bids_run_accounts_for_every_file(phantom_bids, reference):
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["Name"] == "phantoms" and [g["Name"] for g in description["GeneratedBy"]] == ["DeFacer"]
     assert (out / "participants.tsv").read_bytes() == (phantom_bids / "in/participants.tsv").read_bytes()
+    assert (out / "sub-01/sub-01_scans.tsv").read_text() == "filename\tacq_time\nanat/sub-01_T1w.nii.gz\tn/a\n"
     for index in range(SUBJECTS):
         sub = f"sub-{index + 1:02d}"
         before = read_volume(phantom_bids / "in" / sub / "anat" / f"{sub}_T1w.nii.gz").array

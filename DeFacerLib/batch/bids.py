@@ -1,12 +1,20 @@
-"""BIDS specifics: which JSON sidecar fields are PHI, and the GeneratedBy entry.
+"""BIDS specifics: which JSON sidecar fields are PHI, the dates in scans and sessions tables,
+and the GeneratedBy entry.
 
 dcm2niix and other converters copy DICOM identity fields into the sidecars. The
 acquisition parameters (RepetitionTime, EchoTime, FlipAngle, SliceTiming, ...) are what
 BIDS users need and are kept; who, where, when and which machine are removed.
+
+``sub-*_scans.tsv`` and ``sub-*_sessions.tsv`` give each scan's or session's date and time
+(``acq_time``): the dates policy of the DICOM profile applies to them (removed, i.e. "n/a",
+by default; shifted by the subject's keyed whole-day offset with ``--dates modified``, which
+keeps every interval of that subject and the time of day; kept with ``--dates full``).
 """
 from __future__ import annotations
 
+import datetime as _dt
 import json
+import re
 
 from DeFacerLib import __version__
 
@@ -28,6 +36,54 @@ PHI_FIELDS = frozenset({
 })
 
 GENERATED_BY_NAME = "DeFacer"
+
+DATED_TABLE = re.compile(r"(^|/)sub-[^/_]+(_ses-[^/_]+)?_(scans|sessions)\.tsv$")
+DATE_COLUMNS = ("acq_time",)
+MISSING = "n/a"
+
+
+def scrub_dated_table(text: str, dates: str, offset_days: int = 0) -> tuple[str, int]:
+    """(the table with its DATE_COLUMNS cleaned, how many values changed). ``dates``: "remove"
+    (every value "n/a"), "modified" (the date part shifted by ``offset_days``; a value that does
+    not parse as BIDS datetime becomes "n/a") or "full" (kept)."""
+    lines = text.splitlines(keepends=True)
+    if not lines or dates == "full":
+        return text, 0
+    header = lines[0].rstrip("\r\n").split("\t")
+    columns = [i for i, name in enumerate(header) if name in DATE_COLUMNS]
+    changed = 0
+    out = [lines[0]]
+    for line in lines[1:]:
+        body = line.rstrip("\r\n")
+        cells = body.split("\t")
+        for i in columns:
+            if i < len(cells) and cells[i] not in ("", MISSING):
+                new = MISSING if dates == "remove" else (_shift_datetime(cells[i], offset_days) or MISSING)
+                changed += new != cells[i]
+                cells[i] = new
+        out.append("\t".join(cells) + line[len(body):])
+    return "".join(out), changed
+
+
+def _shift_datetime(value: str, days: int) -> str | None:
+    """YYYY-MM-DD[Thh:mm:ss[.f][Z]] with the date moved by ``days``; None if it does not parse."""
+    try:
+        day = _dt.date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+    if len(value) > 10 and value[10] != "T":
+        return None
+    try:
+        shifted = day + _dt.timedelta(days=days)
+    except OverflowError:
+        return None
+    return shifted.isoformat() + value[10:]
+
+
+def subject_of(rel: str) -> str:
+    """The BIDS subject label a relative path belongs to ("sub-01"), or "" outside any subject."""
+    first = rel.split("/", 1)[0]
+    return first if first.startswith("sub-") else ""
 
 
 def scrub_sidecar(data):
@@ -59,7 +115,8 @@ def add_generated_by(description: dict, features: tuple[str, ...]) -> dict:
         "Name": GENERATED_BY_NAME,
         "Version": __version__,
         "Description": (f"facial features removed ({', '.join(features)}) from anatomical, PET and CT images; "
-                        "PHI fields removed from the JSON sidecars; other files copied"),
+                        "PHI fields removed from the JSON sidecars and acq_time dates from the scans and sessions "
+                        "tables; other files copied"),
     })
     out["GeneratedBy"] = entries
     return out

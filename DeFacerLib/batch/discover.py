@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from DeFacerLib.batch import bids
 from DeFacerLib.io.formats import DICOM_EXTENSIONS, has_dicom_magic
 
 BIDS = "bids"
@@ -27,6 +28,7 @@ DICOM_SERIES = "dicom-series"     # one series: deface (head volume) or scrub on
 DICOM_FILE = "dicom-file"         # a file whose header could not be grouped: scrub_file decides
 COPY = "copy"                     # BIDS metadata and other files: copied unchanged
 SIDECAR = "sidecar"               # BIDS JSON sidecar: PHI fields removed
+DATED_TABLE = "dated table"       # BIDS scans/sessions table: acq_time under the dates policy
 DESCRIPTION = "description"       # BIDS dataset_description.json: GeneratedBy added
 SKIP = "skip"                     # nothing written, reason recorded
 
@@ -121,6 +123,8 @@ def classify(root: Path, files: list[str], layout: str) -> tuple[list[Item], lis
             items.append(Item(rel, DESCRIPTION, rel, (rel,)))
         elif layout == BIDS and rel.lower().endswith(".json"):
             items.append(Item(rel, SIDECAR, rel, (rel,)))
+        elif layout == BIDS and bids.DATED_TABLE.search(rel):
+            items.append(Item(rel, DATED_TABLE, rel, (rel,)))
         elif layout == BIDS and not _looks_dicom(root / rel):
             items.append(Item(rel, COPY, rel, (rel,)))
         elif layout == VOLUMES:

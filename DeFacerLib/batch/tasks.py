@@ -27,7 +27,8 @@ from pathlib import Path
 
 from DeFacerLib.batch import bids
 from DeFacerLib.batch.discover import (
-    COPY, DEFACE_VOLUME, DESCRIPTION, DICOM_FILE, DICOM_SERIES, MANIFEST_FOLDER, SIDECAR, Item, sha256_files,
+    COPY, DATED_TABLE, DEFACE_VOLUME, DESCRIPTION, DICOM_FILE, DICOM_SERIES, MANIFEST_FOLDER, SIDECAR, Item,
+    sha256_files,
 )
 from DeFacerLib.batch.manifest import DONE, FAILED, SKIPPED
 from DeFacerLib.deface.pipeline import DefaceParameters
@@ -299,6 +300,25 @@ def _sidecar(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None
                    removed_fields=removed)
 
 
+def _dated_table(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
+    from DeFacerLib.dicom.uids import date_offset_days
+
+    rel = item.files[0]
+    source = Path(config.input_root) / rel
+    try:
+        with open(source, encoding="utf-8", newline="") as table:  # line endings kept as they are
+            text = table.read()
+    except UnicodeDecodeError:
+        raise InputError(f"{rel} is not UTF-8 text; BIDS tables are UTF-8 TSV") from None
+    options = config.dicom_options
+    dates = "full" if options.retain_long_full_dates else "modified" if options.retain_long_modified_dates else "remove"
+    offset = date_offset_days(context_for(config).key, bids.subject_of(rel)) if dates == "modified" else 0
+    cleaned, changed = bids.scrub_dated_table(text, dates, offset)
+    _write_text(Path(config.output_root) / rel, cleaned)
+    action = {"remove": "acq_time removed", "modified": "acq_time shifted", "full": "acq_time kept"}[dates]
+    outcome.update(action=action, written=1, outputs=[rel], dates_changed=changed)
+
+
 def _description(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
     rel = item.files[0]
     data = _read_json(Path(config.input_root) / rel)
@@ -315,6 +335,7 @@ _HANDLERS = {
     DICOM_FILE: _dicom_file,
     COPY: _copy,
     SIDECAR: _sidecar,
+    DATED_TABLE: _dated_table,
     DESCRIPTION: _description,
 }
 
