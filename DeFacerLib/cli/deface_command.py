@@ -133,6 +133,10 @@ def _print_summary(outcome: dict) -> None:
     console = Console()
     console.print(table)
     console.print(f"protected voxels changed: {report['protected_voxels_changed']}  sidecar: {outcome['sidecar']}")
+    removed = report.get("header_removed", [])
+    if removed:
+        more = f"; and {len(removed) - 4} more (listed in the sidecar)" if len(removed) > 5 else ""
+        console.print("removed from the header: " + "; ".join(removed[:4] if more else removed) + more)
     if report.get("parameters", {}).get("shield"):
         filled = report.get("shield_voxels")
         console.print(f"face shield: {filled:,} voxels filled" if filled is not None else

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from DeFacerLib.deface.header_identity import without_identifying_header
 from DeFacerLib.deface.pipeline import (
     FACE_FEATURES,
     DefaceParameters,
@@ -102,9 +103,10 @@ def deface_file(
         result.report["segmentation"] = segmentation_report(found)
 
     progress("writing", 0.85)
+    defaced, result.report["header_removed"] = without_identifying_header(result.volume)
     hook = _dicom_hook(volume, dicom_options, key_file)
     written = write_volume(
-        result.volume,
+        defaced,
         output_path,
         overwrite=overwrite,
         description=provenance.short_description(result.features_removed),

@@ -192,7 +192,84 @@ def write_nifti(volume: Volume, target: Path, description: str | None = None) ->
     write_file_bytes(target, [prefix, data], compress=target.name.lower().endswith(".gz"))
 
 
+# Free text a converter or a user may fill with names or paths (db_name: NIfTI-1 only)
+NIFTI_FREE_TEXT_FIELDS = ("db_name", "aux_file")
+
+
+def nifti_header_without_identity(info: dict) -> tuple[dict, list[str]]:
+    """(the source header with its extensions dropped and NIFTI_FREE_TEXT_FIELDS blanked, what
+    went). Extensions carry whatever their writer put there: a whole DICOM header (code 2),
+    free comments (6), XML with the subject (8, 4). ``descrip`` is the deface note already."""
+    klass = getattr(nib, info["nifti_class"])
+    size = klass.header_class.sizeof_hdr
+    prefix = info["prefix"]
+    header = klass.header_class(prefix[:size], check=False)
+    codes = _extension_codes(prefix, size, header.endianness)
+    removed = [f"NIfTI extension {code} ({nib.nifti1.extension_codes.label.get(code, 'unknown')})" for code in codes]
+    for name in NIFTI_FREE_TEXT_FIELDS:
+        if name in header and header[name].item().strip(b"\x00 "):
+            removed.append(f"NIfTI {name}")
+            header[name] = b""
+    if not removed:
+        return info, []
+    if codes:
+        header.set_data_offset(size + 4)
+        rest = b"\x00" * 4
+    else:
+        rest = prefix[size:]
+    return {**info, "prefix": header.binaryblock + rest}, removed
+
+
+def _extension_codes(prefix: bytes, header_size: int, endian: str) -> list[int]:
+    """Codes of the extensions between the header and the voxels (NIfTI's extender, then
+    (size, code, data) records)."""
+    if len(prefix) < header_size + 4 or prefix[header_size] == 0:
+        return []
+    codes, at = [], header_size + 4
+    while at + 8 <= len(prefix):
+        size, code = struct.unpack(endian + "ii", prefix[at:at + 8])
+        if size < 8 or at + size > len(prefix):
+            break
+        codes.append(code)
+        at += size
+    return codes
+
+
 # ---- MGH / MGZ --------------------------------------------------------------------------
+MGH_SCAN_PARAMETER_BYTES = 20  # TR, flip angle, TE, TI, FoV: float32 each, before the tags
+# FreeSurfer tags (utils/tags.h) that name people, machines and files: its command lines
+# ("mri_convert /data/<subject>/... User: ... Machine: ..."), the transform's file name
+MGH_IDENTITY_TAGS = {3: "command lines", 30: "transform file name", 31: "transform file name"}
+MGH_TAGS_WITHOUT_LENGTH = (1, 2, 20)  # old tags whose size only their reader knows
+MGH_OLD_XFORM_TAG = 30  # its length is an int32, every other tag's an int64
+
+
+def mgh_footer_without_identity(footer: bytes) -> tuple[bytes, list[str]]:
+    """(the footer without MGH_IDENTITY_TAGS, what went). Tags past one that cannot be measured
+    (an old tag without a length, a length beyond the file) go too: kept, they could hold anything."""
+    if len(footer) <= MGH_SCAN_PARAMETER_BYTES:
+        return footer, []
+    kept, removed, at = [footer[:MGH_SCAN_PARAMETER_BYTES]], [], MGH_SCAN_PARAMETER_BYTES
+    while at + 4 <= len(footer):
+        tag = struct.unpack(">i", footer[at:at + 4])[0]
+        if tag == MGH_OLD_XFORM_TAG and at + 8 <= len(footer):
+            start, length = at + 8, struct.unpack(">i", footer[at + 4:at + 8])[0]
+        elif tag not in MGH_TAGS_WITHOUT_LENGTH and at + 12 <= len(footer):
+            start, length = at + 12, struct.unpack(">q", footer[at + 4:at + 12])[0]
+        else:
+            start, length = at, -1
+        if length < 0 or start + length > len(footer):
+            removed.append("MGH tags that cannot be read")
+            break
+        if tag in MGH_IDENTITY_TAGS:
+            removed.append(f"MGH {MGH_IDENTITY_TAGS[tag]}")
+        else:
+            kept.append(footer[at:start + length])
+        at = start + length
+    removed = list(dict.fromkeys(removed))
+    return (b"".join(kept), removed) if removed else (footer, [])
+
+
 def read_mgz(path: Path) -> Volume:
     raw = read_file_bytes(path)
     if len(raw) < MGH_HEADER_BYTES:
