@@ -182,3 +182,16 @@ def test_plan_for_volumes_and_head_series_rules(tmp_path):
     assert "2 slice(s)" in _not_a_head_volume({**mprage, "files": 2})
     assert "RGB" in _not_a_head_volume({**mprage, "samples": 3})
     assert "US" in _not_a_head_volume({**mprage, "modality": "US"})
+
+
+def test_a_path_that_holds_its_own_phi_is_counted_not_named_in_the_shared_report(data_dir, tmp_path):
+    source = tmp_path / "in" / "SIMPSON_HOMER"
+    source.mkdir(parents=True)
+    (source / "ct.dcm").symlink_to(data_dir / "dicom/fake_phi_ct/ctbrain1.dcm")
+    (tmp_path / "in" / "image1.dcm").symlink_to(data_dir / "dicom/deid_samples/image1.dcm")
+    summary = run_batch(tmp_path / "in", tmp_path / "out", scrub_only=True, key_file=tmp_path / "key", workers=1)
+    assert summary["written"] == 2 and summary["paths_holding_phi"] == 1
+    html = (tmp_path / "out" / ".defacer" / "report.html").read_text()
+    assert "path holds PHI" in html and "from PatientName" not in html
+    logs = "".join(p.read_text() for p in (tmp_path / "out.audit").rglob("actions.jsonl"))
+    assert "'SIMPSON' from PatientName" in logs  # the private audit says which

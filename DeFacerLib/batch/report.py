@@ -69,7 +69,9 @@ def _html_text(rows: list[dict], summary: dict) -> str:
                   f"{summary['items_pending']} pending of {summary['items']}"),
         ("files", balance), ("defaced", summary["defaced"]),
         ("protected (brain) voxels changed", summary["protected_voxels_changed"]),
-        ("QA: faces found after defacing", summary["qa_faces_found"]), ("seconds", summary["seconds"]),
+        ("QA: faces found after defacing", summary["qa_faces_found"]),
+        ("DICOM files whose path holds PHI of their own header (mirrored as is: rename before sharing)",
+         summary.get("paths_holding_phi", 0)), ("seconds", summary["seconds"]),
     ]
     fact_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
     return f"""<!DOCTYPE html>

@@ -339,6 +339,7 @@ def _summary(manifest, plan, source, target, audit, key_path, seconds: float) ->
         "defaced": sum(1 for o in recorded if o.get("action") == "defaced"),
         "protected_voxels_changed": sum(o.get("protected_voxels_changed", 0) for o in recorded),
         "qa_faces_found": sum(1 for o in recorded if o.get("qa_face_found")),
+        "paths_holding_phi": sum(o.get("paths_holding_phi", 0) for o in recorded),
         "failed_items": [{"name": o["name"], "reason": o["reason"]} for o in recorded if o["state"] == FAILED][:100],
         "manifest": str(target / disc.MANIFEST_FOLDER / MANIFEST_NAME),
         "audit_folder": str(audit),

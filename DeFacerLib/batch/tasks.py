@@ -270,7 +270,8 @@ def _scrub_files(item: Item, config: BatchConfig, outcome: dict, reason: str = "
     if len(problems) > 3:
         text += f"; and {len(problems) - 3} more"
     outcome.update(state=state, action="scrubbed" if counts["written"] else "none", written=counts["written"],
-                   skipped=counts["skipped"], failed=counts["failed"], outputs=outputs, reason=text)
+                   skipped=counts["skipped"], failed=counts["failed"], outputs=outputs, reason=text,
+                   paths_holding_phi=sum(1 for r in records if "path_holds_phi" in r and r["status"] == "written"))
 
 
 def _write_scrub_audit(config, item, records, uid_map, patients) -> None:

@@ -126,6 +126,9 @@ def _print_summary(summary: dict) -> None:
     console.print(f"  items: {summary['items_done']} done, {summary['items_skipped']} skipped, {summary['items_failed']} "
                   f"failed, {summary['items_pending']} pending; {summary['defaced']} defaced, protected voxels changed: "
                   f"{summary['protected_voxels_changed']}")
+    if summary.get("paths_holding_phi"):
+        console.print(f"  [red]warning:[/] {summary['paths_holding_phi']} DICOM file path(s) hold PHI of their own header "
+                      f"(which, in {summary['audit_folder']}); the tree is mirrored as it is: rename them before sharing")
     if summary["qa_faces_found"]:
         console.print(f"  [red]QA: a face was still found on {summary['qa_faces_found']} defaced output(s)[/]")
     console.print(f"  report: {summary['reports']['html']}")

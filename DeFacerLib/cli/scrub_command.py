@@ -96,6 +96,11 @@ def _print_summary(summary: dict) -> None:
         console.print(f"  skipped {entry['file']}: {entry['reason']}")
     for entry in summary["duplicate_sop_instance_uids"][:10]:
         console.print(f"  warning: {entry['file']} has the same SOP Instance UID as {entry['same_sop_instance_uid_as']}")
+    in_paths = summary["paths_holding_phi"]
+    if in_paths:
+        first = in_paths[0]
+        console.print(f"  [red]warning:[/] {len(in_paths)} output path(s) hold PHI of their own file (first: {first['file']} "
+                      f"holds {first['holds']}); the tree is mirrored as it is: rename those folders or files before sharing")
     if summary.get("key_created"):
         console.print(f"  new key stored in {summary['key_file']} (keep it secret; reuse it to keep UIDs consistent)")
     else:

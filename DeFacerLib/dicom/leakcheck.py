@@ -202,6 +202,22 @@ def collect_strings(phi: PhiSet, vr: str, values: list[str], action: str, where:
             phi.add(v, where)
 
 
+def phi_in_path(rel_path: str, phi: PhiSet, skip_uids: bool = False) -> str | None:
+    """"'<found>' from <attribute>" when the file's own relative path holds one of ``phi``'s
+    strings (a folder named after the patient or the study date, a file named by its SOP
+    Instance UID), else None. Paths are mirrored as they are, so they carry what they hold."""
+    active = phi._active()
+    if active:
+        hit = _matcher(active).text.search(rel_path) if _matcher(active).text_hit(rel_path) else None
+        if hit:
+            return f"'{hit.group(0)}' from {phi.source_of(hit.group(0))}"
+    if not skip_uids:
+        for uid, where in phi.uids.items():
+            if uid in rel_path:
+                return f"'{uid}' from {where}"
+    return None
+
+
 def find_leaks(ds: Dataset, phi: PhiSet, limit: int = 20, skip_uids: bool = False) -> list[Leak]:
     """Every output value (file meta included) that still holds one of ``phi``'s strings.
 

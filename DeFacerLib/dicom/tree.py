@@ -18,6 +18,7 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from DeFacerLib.dicom.leakcheck import phi_in_path
 from DeFacerLib.dicom.profile import ProfileOptions
 from DeFacerLib.dicom.scrub import SOP_INSTANCE_UID, Scrubber, peek_value
 from DeFacerLib.errors import DeFacerError, GuaranteeError, InputError, OutputError
@@ -111,8 +112,11 @@ def _read(path: str | Path):
 
 
 def scrub_file(task: tuple) -> dict:
-    """Scrub one file into ``out_path`` (worker entry point); returns its audit record."""
-    in_path, rel, out_path, options, key = task
+    """Scrub one file into ``out_path`` (worker entry point); returns its audit record.
+    ``task``: (input path, relative path, output path, options, key[, mirrored]); mirrored
+    (default): the output's path is the input's relative path, so PHI in it is reported."""
+    in_path, rel, out_path, options, key, *rest = task
+    mirrored = rest[0] if rest else True
     started = time.perf_counter()
     record = {"file": rel, "status": "written", "reason": ""}
     ds, problem = _read(in_path)
@@ -125,6 +129,10 @@ def scrub_file(task: tuple) -> dict:
     except DeFacerError as error:
         record["status"], record["reason"] = "failed", str(error)
         return record
+    if mirrored:  # a tree's mirrored path, not a file the user named
+        in_path_phi = phi_in_path(rel, result.phi, skip_uids=options.retain_uids)
+        if in_path_phi:
+            record["path_holds_phi"] = in_path_phi
     record["actions"] = result.action_rows()
     record["kept_untouched"] = result.kept
     record["uid_map"] = result.uid_map
@@ -171,7 +179,8 @@ def scrub_tree(input_path: str | Path, output_path: str | Path, options: Profile
     records: list[dict] = []
     with atomic_path(target, directory=source.is_dir()) as temp:
         single = source.is_file()
-        tasks = [(path, rel, str(temp) if single else os.path.join(temp, rel), options, key) for path, rel in inputs]
+        tasks = [(path, rel, str(temp) if single else os.path.join(temp, rel), options, key, not single)
+                 for path, rel in inputs]
         _scrubber(options, key)  # built once here: forked workers inherit it (others build it at start)
         workers = pool_size(workers, len(tasks))
         if workers > 1:
@@ -240,6 +249,7 @@ def _summarize(records, source, target, audit, options, seconds):
         "patients": len(patient_map),
         "uids_replaced": len(uid_map),
         "pixels_cleaned": sum(1 for r in records if "pixels_cleaned" in r),
+        "paths_holding_phi": [{"file": r["file"], "holds": r["path_holds_phi"]} for r in records if "path_holds_phi" in r],
         "options": {k: v for k, v in vars(options).items()},
         "seconds": round(seconds, 3),
         "files_per_second": round(len(by_status["written"]) / seconds, 2) if seconds > 0 else None,
