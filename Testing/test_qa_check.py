@@ -43,6 +43,7 @@ def test_intact_face_fails_through_the_cli(data_dir, tmp_path):
         assert views[view]["similarity"]["sface"] == pytest.approx(1.0, abs=1e-3)
     page = Path(report["files"]["html"]).read_text()
     assert "FAIL" in page and page.count("data:image/png;base64,") == 10
+    assert "<b>Private:</b> this report shows renders of the original, undefaced head" in page
 
 
 def test_face_found_on_the_ct_head(data_dir):

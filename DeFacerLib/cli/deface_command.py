@@ -142,4 +142,4 @@ def _print_summary(outcome: dict) -> None:
         console.print(f"face shield: {filled:,} voxels filled" if filled is not None else
                       "face shield: not placed (it needs the whole face with the eyes and a mouth or nose)")
     if outcome.get("qa_figure"):
-        console.print(f"QA picture: {outcome['qa_figure']}")
+        console.print(f"QA picture: {outcome['qa_figure']} (private: it shows the original face above the defaced one)")

@@ -38,7 +38,7 @@ def run(args) -> dict:
         console = Console()
         style = "bold green" if check.verdict == "PASS" else "bold red"
         console.print(f"[{style}]{check.verdict}[/]  " + ("; ".join(check.reasons) or "no facial view matches the original"))
-        console.print(f"report: {files['html']}")
+        console.print(f"report: {files['html']} (private: it shows the original face)")
     if check.verdict != "PASS":
         if args.json:  # the report is still wanted on stdout when the verdict is FAIL
             import json

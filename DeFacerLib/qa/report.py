@@ -14,6 +14,11 @@ from DeFacerLib.qa.check import VERDICT_VIEWS, RiskCheck
 from DeFacerLib.qa.figure import before_after_figure
 
 
+# The QA pictures render the undefaced head too: its face identifies the patient.
+ORIGINAL_FACE_NOTICE = ("this report shows renders of the original, undefaced head, whose face identifies the "
+                        "patient: keep it with the original data and share only the defaced images")
+
+
 def _png_data_uri(image: np.ndarray) -> str:
     from PIL import Image
 
@@ -62,6 +67,7 @@ def write_report(check: RiskCheck, before: dict, after: dict, out_dir, name: str
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}figure{{display:inline-block;margin:6px}}
 .verdict{{font-size:2em;color:{colour};font-weight:bold}}</style></head><body>
 <h1>Re-identification check: {html.escape(name)}</h1>
+<p style="border:2px solid #b42318;padding:6px 10px"><b>Private:</b> {html.escape(ORIGINAL_FACE_NOTICE)}</p>
 <p class="verdict">{check.verdict}</p><ul>{reasons}</ul>
 <table><tr><th>view</th><th>YuNet score original</th><th>YuNet score defaced</th><th>dlib faces orig / defaced</th>
 <th>landmarks (defaced)</th><th>SFace similarity</th><th>dlib distance</th><th>SFace, cut at original face</th>
