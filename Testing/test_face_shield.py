@@ -1,4 +1,4 @@
-"""The face shield (``--shield``, removal.SHIELD_*) on a real held-out head: a featureless, hollow
+"""The face shield (``--shield``, shield.SHIELD_*) on a real held-out head: a featureless, hollow
 block over the front, made only of what was air or cut, never of the kept head or the brain."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from DeFacerLib.deface import head_mask
 from DeFacerLib.deface.pipeline import DefaceParameters, deface_volume, find_features
-from DeFacerLib.deface.removal import SHIELD_AHEAD_OF_EYES_MM
+from DeFacerLib.deface.shield import SHIELD_AHEAD_OF_EYES_MM
 from DeFacerLib.io import read_volume
 
 HEAD = "heads/ixi/t1/IXI206-HH-1650_T1.nii.gz"  # held out from training

@@ -144,7 +144,7 @@ def test_the_seal_never_widens_the_cut():
 
 def test_whole_face_span_and_its_chin():
     """The span covers every face part's box, reaches 50 mm under the mouth, and only with two parts."""
-    from DeFacerLib.deface.removal import CHIN_BELOW_MOUTH_MM
+    from DeFacerLib.deface.face_cut import CHIN_BELOW_MOUTH_MM
 
     volume, labels = make_phantom(modality="MR", orientation="LPS")
     brain = labels == LABEL_VALUES["brain"]
@@ -302,14 +302,14 @@ def test_face_axes_without_a_mouth_keep_the_headers_up():
     says which way is up; the face stays upright (before, it stood the face plane on its side).
     With a mouth, a face-up more than 60 degrees off the header still means a head lying in the
     volume, and the mouth-to-eyes line is used."""
-    from DeFacerLib.deface.removal import _face_axes
+    from DeFacerLib.deface.face_cut import face_axes
 
     eyes = [np.array([-32.0, -60.0, 0.0]), np.array([32.0, -60.0, 0.0])]  # LPS: -y is anterior
     nose_to_eyes = np.array([0.0, 26.0, 12.0])  # the nose region: 26 mm in front, 12 mm below
-    up, forward = _face_axes(eyes, nose_to_eyes, np.array([0.0, -1.0, 0.0]), lower_is_mouth=False)
+    up, forward = face_axes(eyes, nose_to_eyes, np.array([0.0, -1.0, 0.0]), lower_is_mouth=False)
     assert np.allclose(up, [0, 0, 1], atol=1e-6) and np.allclose(forward, [0, -1, 0], atol=1e-6)
     lying = np.array([0.0, 40.0, 5.0])  # a mouth behind the eyes: the head lies face-up in the volume
-    up, forward = _face_axes(eyes, lying, np.array([0.0, 0.0, 1.0]), lower_is_mouth=True)
+    up, forward = face_axes(eyes, lying, np.array([0.0, 0.0, 1.0]), lower_is_mouth=True)
     assert up @ np.array([0.0, 1.0, 0.0]) > 0.9
 
 

@@ -6,13 +6,13 @@ For each feature the removal region is
 
 and its voxels are set to the image's air value. With the whole face (the default) one more
 region joins them: the box spanning the eyes, nose and mouth down past the chin, cut to the
-same shell and also flat at a face plane (face_span_box, _face_plane_regions); the deepest
+same shell and also flat at a face plane (face_span_box, face_plane_regions); the deepest
 part of every face cut is the seal, set to the head's tissue value (DEFAULT_SEAL_MM), and so
 is every face-cut voxel next to the guard (what the guard keeps is not left bare), and so is
 the eye visor (EYE_VISOR_*: around the eyes the cut is tissue up to a flat plane just in front
 of the corneas); the flat surfaces' voxels get a share of it (anti-aliased, so the new face is
 smooth). Only the values of removed voxels differ between these: the replaced region
-(RemovalReport.removed_mask) is the cut. Opt-in, the face shield (SHIELD_*) then closes the
+(RemovalReport.removed_mask) is the cut. Opt-in, the face shield (shield.py) then closes the
 air in front of what the head keeps with walls of the same tissue, up to one flat plane ahead
 of the eyes: a featureless, hollow block over the front (it adds; it takes nothing the cut
 kept). Then
@@ -63,9 +63,20 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from DeFacerLib.deface.air import air_value, tissue_value
+from DeFacerLib.deface.face_cut import (
+    CHIN_BELOW_MOUTH_MM,
+    DEFAULT_WHOLE_FACE,
+    FACE_REGION,
+    blend_plane_surface,
+    blend_values,
+    face_frame,
+    face_plane_regions,
+    face_span_box,
+)
 from DeFacerLib.deface.head_mask import head_mask as compute_head_mask
 from DeFacerLib.deface.pinna import SideOutlines
-from DeFacerLib.deface.skin_depth import bounding_box, depths_at_most, dilate_mm_on_box, erode_mm
+from DeFacerLib.deface.shield import DEFAULT_SHIELD, fill_shield
+from DeFacerLib.deface.skin_depth import bounding_box, depths_at_most, dilate_mm_on_box, local_box
 from DeFacerLib.errors import GuaranteeError, InputError
 from DeFacerLib.features import FEATURES
 from DeFacerLib.volume import Volume
@@ -81,15 +92,6 @@ EARS_MAX_DEPTH_MM = 10.0
 # the U-Net's ear region plus the margin can stop short of the helix rim or the lobule (8 mm
 # short on IXI206's left ear), and proud tissue there is pinna, never brain.
 PINNA_REACH_MM = 15.0
-# The whole face: the boxes of the eyes, nose and mouth alone leave the cheeks, the nasal
-# bridge, the chin and the jaw line between and below them, and that outline is still a face
-# to a detector (96 % of defaced IXI fronts) and to recognition by a renderer's owner. So by
-# default the tissue spanning the chosen face parts is removed too, as one box, reaching down
-# past the chin: soft-tissue menton lies 40-50 mm below the lips' midline in adults.
-FACE_PARTS = ("eyes", "nose", "mouth")
-FACE_REGION = "face"
-DEFAULT_WHOLE_FACE = True
-CHIN_BELOW_MOUTH_MM = 50.0
 # A cut filled with air alone exposes what lies behind it: sinuses, nasal cavity, orbits and
 # bone are darker than the skin threshold, and their cross-section still reads as a face to a
 # detector. So the deepest layer of each cut (inside the cut, never beyond it) is set to the
@@ -107,55 +109,6 @@ UNSEALED_FEATURES = ("ears",)
 # margin), the guarded tissue would be the new surface: bone and sinus, darker than skin, which
 # the render shows as ragged holes along the brow. So the cut's voxels within the seal's
 # thickness of the guard are sealed too (their values only: never more voxels).
-#
-# The flat cut's surface is anti-aliased: the voxels it passes through get the share of the
-# seal's tissue value that lies behind it (partial volume), so the new face is a smooth plane.
-# Cut voxel by voxel, the chin's tilted plane showed as terraces, horizontal lines across the
-# lower face that a detector can take for lips.
-#
-# In the whole-face box the cut is also flat (the 25 mm shell alone leaves the face's shape,
-# 25 mm down): everything in front of a face plane goes, square to the face's forward
-# direction and this far behind the eye centres. Each depth was set on all 27 IXI heads with
-# their reference brains (docs/benchmarks.md): 25 mm below the eyes reached the temporal poles
-# (23-28 mm behind the eye centres, 35-45 mm to the side); above the eyes, 10 mm reached the
-# gyrus rectus on the midline (11 mm behind, 4 mm above), so there the plane goes through the
-# eye centres (10 mm back over the orbits only left two eye-like pits in the brow band; the
-# frontal guard protects everything higher). Below the mouth the plane tilts back, so that
-# the chin and the jaw line go too.
-FACE_PLANE_BEHIND_EYES_MM = 20.0  # below the eye centres
-FACE_PLANE_ABOVE_EYES_BEHIND_MM = 0.0  # above them
-CHIN_PLANE_SLOPE = 0.5  # mm further back per mm below the mouth
-# Around the eyes the cut is filled with the seal's tissue up to a flat visor: from this far
-# below the eye centres upwards (the globe's radius is ~12 mm), to a plane this far in front of
-# them (just in front of the cornea, ~12 mm in front of the globe's centre). Left open, the cut
-# showed the outline of what the frontal guard keeps (its lower edge, the medial strip between
-# the orbits): an eyes-and-nose-bridge pattern that dlib's detector took for a face on 2 of 27
-# IXI heads, and the band of a render that carried most of what identified a defaced head
-# (docs/reid_study.md, where the visor depths tried are listed). Only removed voxels change
-# value: what is removed stays removed, as tissue instead of air.
-EYE_VISOR_BELOW_EYES_MM = 10.0
-EYE_VISOR_AHEAD_OF_EYES_MM = 15.0
-# The face shield (opt-in, ``shield=True``): what is left in front of the head after the face
-# cut, from well above the brows to below the chin and from temple to temple, is closed by a
-# hollow block of the seal's tissue (walls as thick as the seal) up to one flat plane ahead of
-# the eyes, so the front of the head is the same featureless block on everyone. Why: removal
-# alone cannot go below what the brain's own shape gives away (with every head voxel in front
-# of a shell around the brain removed, SFace still names 15-17 % of the IXI heads against a
-# gallery defaced the same way; docs/reid_study.md); only a surface that is nobody's hides it.
-# Nothing of the head is changed by it: it closes air (and the cut) in front of what the head
-# keeps, never a head voxel the cut left, and never the sinuses or airways behind it. Hollow,
-# because a registration has to match whatever tissue is added (a solid block put 3.4x the
-# voxels in and cost more there; docs/benchmarks.md). The sizes were chosen on the IXI
-# re-identification study (docs/reid_study.md): reaching 40 mm back beside the face, SFace
-# still named 5 of 54 probes against the same scan; 60 mm (over the temples) 3-4, under the
-# 2/N target (4).
-SHIELD_AHEAD_OF_EYES_MM = 35.0  # the plane: in front of the brow band the guard keeps
-SHIELD_BEHIND_EYES_MM = 60.0  # how far back beside the face (the temples, the cheeks) it fills
-SHIELD_HALF_WIDTH_MM = 90.0  # either side of the eyes' midpoint
-SHIELD_ABOVE_EYES_MM = 110.0
-SHIELD_BELOW_EYES_MM = 130.0
-SHIELD_CLEAR_OF_EDGE_VOXELS = 2
-DEFAULT_SHIELD = False
 
 
 def feature_max_depth_mm(feature: str, max_depth_mm: float = DEFAULT_MAX_DEPTH_MM) -> float:
@@ -332,7 +285,7 @@ def remove_features(
                 # (the eyes, nose and mouth lie mostly inside the face span, computed first)
                 outer = next((k for k in guarded_on if all(a <= b for a, b in zip(k[0], key[0]))
                               and all(a >= b for a, b in zip(k[1], key[1]))), None)
-                guarded_on[key] = (guarded_on[outer][_local(key[0], key[1], outer[0])] if outer is not None
+                guarded_on[key] = (guarded_on[outer][local_box(key[0], key[1], outer[0])] if outer is not None
                                    else dilate_mm_on_box(protected, protect_margin_mm, spacing, (lo, hi)))
             return guarded_on[key]
 
@@ -346,19 +299,19 @@ def remove_features(
             allowed = np.zeros(crop_shape, dtype=bool)
             distinct = _distinct_boxes({f: b for f, b in boxes.items() if depths[f] == depth})
             for lo, hi in _depth_groups(distinct, depth, spacing, np.asarray(shape)):
-                local = _local(lo, hi, crop_lo)
+                local = local_box(lo, hi, crop_lo)
                 if seal:  # one distance transform for both depths
                     shell[local], shallow[local] = _within_depths(head, (depth, depth - seal), spacing, (lo, hi))
                 else:
                     shell[local], = _within_depths(head, (depth,), spacing, (lo, hi))
                     shallow[local] = shell[local]
             for lo, hi in distinct:
-                local = _local(lo, hi, crop_lo)
+                local = local_box(lo, hi, crop_lo)
                 allowed[local] |= shell[local] & ~guarded(lo, hi)
             for feature in (f for f in boxes if depths[f] == depth):
                 region = np.zeros(crop_shape, dtype=bool)
                 for lo, hi in boxes[feature]:
-                    region[_local(lo, hi, crop_lo)] = True
+                    region[local_box(lo, hi, crop_lo)] = True
                 region &= allowed
                 features[feature].voxels_removed = int(region.sum())
                 removal |= region
@@ -370,7 +323,7 @@ def remove_features(
             ear_share = np.full(crop_shape, np.nan, np.float32)
             for lo, hi in pinna_boxes:
                 proud, under, floor_share = outlines.on_box(lo, hi)
-                local = _local(lo, hi, crop_lo)
+                local = local_box(lo, hi, crop_lo)
                 pinna[local] |= proud & ~guarded(lo, hi)
                 ear_floor[local] |= under
                 ear_share[local] = np.where(np.isnan(ear_share[local]), floor_share, ear_share[local])
@@ -380,15 +333,15 @@ def remove_features(
             air |= pinna
             if seal_stored is not None:  # the ears' cut is closed with tissue up to the side's outline
                 if span is not None:
-                    ear_floor[_local(*span, crop_lo)] = False
-                    ear_share[_local(*span, crop_lo)] = np.nan
+                    ear_floor[local_box(*span, crop_lo)] = False
+                    ear_share[local_box(*span, crop_lo)] = np.nan
                 ear_floor &= removal
                 air &= ~ear_floor
                 ear_share[~(removal & air)] = np.nan
         plane_share = None
         if span is not None:
-            plane_cut, plane_air, visor, plane_share = _face_plane_regions(volume, head, guarded(*span), boxes, span, seal)
-            local = _local(*span, crop_lo)
+            plane_cut, plane_air, visor, plane_share = face_plane_regions(volume, head, guarded(*span), boxes, span, seal)
+            local = local_box(*span, crop_lo)
             features[FACE_REGION].voxels_removed += int((plane_cut & ~removal[local]).sum())
             removal[local] |= plane_cut
             air[local] |= plane_air
@@ -401,10 +354,10 @@ def remove_features(
             result[crop][removal & ~air] = seal_stored
         result[crop][air] = stored
         if seal_stored is not None and plane_share is not None:
-            _blend_plane_surface(result[crop][local], removal[local], plane_share, stored, seal_stored)
+            blend_plane_surface(result[crop][local], removal[local], plane_share, stored, seal_stored)
         if seal_stored is not None and pinna_boxes:  # the ears' floor, anti-aliased
             straddle = np.isfinite(ear_share)
-            blended = _blended(ear_share[straddle], stored, seal_stored, result.dtype)
+            blended = blend_values(ear_share[straddle], stored, seal_stored, result.dtype)
             result[crop][straddle] = blended[:, None] if result.ndim == 4 else blended
         sealed_total = int((removal & ~air).sum())
         total = int(removal.sum())
@@ -412,10 +365,11 @@ def remove_features(
 
     shield_voxels = None
     if shield and span is not None:
-        frame = _face_frame(volume, head, boxes)
+        frame = face_frame(volume, head, boxes)
         if frame is not None:
             tissue = seal_stored if seal_stored is not None else volume.stored_value(tissue_value(volume, head))
-            shield_voxels = _fill_shield(volume, head, removed_crop, frame, result, tissue)
+            shield_voxels = fill_shield(volume, head, removed_crop, frame, result, tissue,
+                                        seal_thickness_mm(DEFAULT_SEAL_MM, volume.spacing_mm))
     verify_protected_unchanged(volume.array, result, protected, name)
     report = RemovalReport(
         features=features,
@@ -465,211 +419,6 @@ def seal_thickness_mm(seal_mm: float, spacing_mm) -> float:
     return float(max(seal_mm, SEAL_MIN_VOXELS * float(np.max(spacing_mm)))) if seal_mm > 0 else 0.0
 
 
-def face_span_box(volume: Volume, boxes: dict[str, list]) -> tuple[np.ndarray, np.ndarray] | None:
-    """One box (inclusive voxel indices) spanning every box of the face parts present, grown
-    down to CHIN_BELOW_MOUTH_MM under the mouth box's centre; None with fewer than two boxes
-    (one box has nothing between). "Down" is the voxel axis closest to world inferior."""
-    parts = [box for name in FACE_PARTS for box in boxes.get(name, [])]
-    if len(parts) < 2:
-        return None
-    lo = np.min([box[0] for box in parts], axis=0)
-    hi = np.max([box[1] for box in parts], axis=0)
-    if boxes.get("mouth"):
-        superior_per_voxel_mm = volume.affine_lps[2, :3]
-        axis = int(np.argmax(np.abs(superior_per_voxel_mm)))
-        steps = int(np.ceil(CHIN_BELOW_MOUTH_MM / abs(superior_per_voxel_mm[axis])))
-        mouth_lo, mouth_hi = boxes["mouth"][0]
-        centre = (int(mouth_lo[axis]) + int(mouth_hi[axis])) // 2
-        if superior_per_voxel_mm[axis] > 0:  # index grows upwards: the chin lies at lower indices
-            lo[axis] = max(0, min(lo[axis], centre - steps))
-        else:
-            hi[axis] = min(volume.shape3[axis] - 1, max(hi[axis], centre + steps))
-    return lo, hi
-
-
-def _face_plane_regions(volume, head, guarded, boxes, span, seal_mm):
-    """On the face span: the voxels in front of the face plane (cut), those of them that
-    become air (all but the head's last ``seal_mm`` before the plane, which are the seal, and
-    the eye visor: EYE_VISOR_*), the visor's tissue voxels (which no other cut may make air),
-    and for the cut voxels the new surface passes through, the share of the voxel behind it
-    (float32, NaN elsewhere; see _blend_plane_surface).
-
-    The plane is square to the face's forward direction (_face_axes), at the depths the
-    FACE_PLANE_* constants give (why: see there), and tilted back below the mouth by
-    CHIN_PLANE_SLOPE. ``guarded`` (on the span: the protected region grown by its margin)
-    is never in either region."""
-    frame = _face_frame(volume, head, boxes)
-    if frame is None:
-        return (np.zeros(tuple(int(b - a) + 1 for a, b in zip(*span)), bool),) * 3 + (None,)
-    eyes, up, forward, lower = frame
-    lo, hi = (np.asarray(v) for v in span)
-    grid = np.stack(np.meshgrid(*(np.arange(a, b + 1) for a, b in zip(lo, hi)), indexing="ij"), axis=-1)
-    offsets_mm = volume.index_to_world(grid.reshape(-1, 3)) - eyes
-    height_mm = offsets_mm.dot(up).reshape(grid.shape[:3])
-    mouth_height_mm = float((lower - eyes).dot(up))
-    behind_mm = np.where(height_mm < 0, FACE_PLANE_BEHIND_EYES_MM, FACE_PLANE_ABOVE_EYES_BEHIND_MM)
-    behind_mm = behind_mm + CHIN_PLANE_SLOPE * np.clip(mouth_height_mm - height_mm, 0.0, None)
-    ahead_mm = offsets_mm.dot(forward).reshape(grid.shape[:3]) + behind_mm
-    inside = _behind_the_face(np.asarray(head)[_local(lo, hi, (0, 0, 0))], volume, forward)
-    cut = (ahead_mm > 0) & ~guarded
-    # The new surface lies seal_mm in front of the plane, and at the eye visor's plane where the
-    # visor is (it is always the farther forward of the two there). One voxel across it, along
-    # the voxel axis closest to forward, the share behind it runs from 1 to 0.
-    surface_ahead_mm = ahead_mm - seal_mm
-    visor = (height_mm >= -EYE_VISOR_BELOW_EYES_MM) if seal_mm > 0 else np.zeros(cut.shape, bool)
-    forward_mm = offsets_mm.dot(forward).reshape(grid.shape[:3])
-    surface_ahead_mm[visor] = forward_mm[visor] - EYE_VISOR_AHEAD_OF_EYES_MM
-    along = volume.direction.T @ forward
-    axis = int(np.argmax(np.abs(along)))
-    step_mm = float(volume.spacing_mm[axis])
-    share = np.clip(0.5 - surface_ahead_mm / step_mm, 0.0, 1.0).astype(np.float32)
-    share[~(cut & inside) | (share <= 0.0) | (share >= 1.0)] = np.nan
-    air = cut & ((surface_ahead_mm > 0) | ~inside)
-    return cut, air, cut & inside & visor & ~air, (share, axis, -1 if along[axis] > 0 else 1)
-
-
-def _face_frame(volume: Volume, head: np.ndarray, boxes: dict[str, list]):
-    """(eyes' midpoint, up, forward, mouth or nose centre) in world LPS mm from the face parts'
-    boxes (_face_axes says how), or None without eyes and a mouth or nose."""
-    def centre(box):
-        return volume.index_to_world(((np.asarray(box[0]) + np.asarray(box[1])) / 2.0)[None, :])[0]
-
-    eye_centres = [centre(b) for b in boxes.get("eyes", [])]
-    lower = [centre(boxes[name][0]) for name in ("mouth", "nose") if boxes.get(name)]
-    parts = [centre(b) for name in FACE_PARTS for b in boxes.get(name, [])]
-    step = tuple(slice(None, None, 2) for _ in range(3))
-    head_index = np.argwhere(np.asarray(head)[step]) * 2
-    if not eye_centres or not lower or head_index.size == 0:
-        return None
-    eyes = np.mean(eye_centres, axis=0)
-    axes = _face_axes(eye_centres, eyes - lower[0],
-                      np.mean(parts, axis=0) - volume.index_to_world(head_index.mean(axis=0)[None, :])[0],
-                      lower_is_mouth=bool(boxes.get("mouth")))
-    return None if axes is None else (eyes, axes[0], axes[1], lower[0])
-
-
-def _fill_shield(volume: Volume, head: np.ndarray, removed_crop, frame, result: np.ndarray, tissue_stored) -> int:
-    """In place: the face shield (SHIELD_*) in ``result``; returns the voxels filled.
-
-    The block is a box of the voxel grid (its axes the ones closest to the face's forward, up
-    and sideways), so each of its faces is a plane of voxels: a block cut square to a tilted face
-    would show stair steps, and the same steps on every render of one scan. In it, every voxel
-    with nothing of the kept head in front of it along forward (air in front of the face and
-    beside it, and the cut) is the block's, up to SHIELD_AHEAD_OF_EYES_MM in front of the eyes;
-    of it, the outer wall (the seal's thickness, where the block meets air) becomes tissue."""
-    eyes, up, forward, _ = frame
-    world_per_index = volume.direction  # columns: each voxel axis as a world unit vector
-    axis_forward = int(np.argmax(np.abs(world_per_index.T @ forward)))
-    rest = [a for a in range(3) if a != axis_forward]
-    axis_up = max(rest, key=lambda a: abs(world_per_index[:, a] @ up))
-    axis_side = next(a for a in rest if a != axis_up)
-    centre = volume.world_to_index(eyes[None, :])[0]
-    spacing = np.asarray(volume.spacing_mm, float)
-    lo, hi = np.zeros(3), np.zeros(3)
-    for axis, unit, (back_mm, front_mm) in (
-            (axis_forward, forward, (SHIELD_BEHIND_EYES_MM, SHIELD_AHEAD_OF_EYES_MM)),
-            (axis_up, up, (SHIELD_BELOW_EYES_MM, SHIELD_ABOVE_EYES_MM)),
-            (axis_side, None, (SHIELD_HALF_WIDTH_MM, SHIELD_HALF_WIDTH_MM))):
-        sign = 1.0 if unit is None or world_per_index[:, axis] @ unit > 0 else -1.0
-        ends = (centre[axis] - sign * back_mm / spacing[axis], centre[axis] + sign * front_mm / spacing[axis])
-        lo[axis], hi[axis] = min(ends), max(ends)
-    # a field of view narrower than the block: its faces stay SHIELD_CLEAR_OF_EDGE_VOXELS inside it,
-    # else a face of the block is the volume's edge, which a skin render leaves open
-    clear = SHIELD_CLEAR_OF_EDGE_VOXELS
-    last = np.asarray(volume.shape3) - 1 - clear
-    lo = np.clip(np.ceil(lo).astype(int), clear, last)
-    hi = np.clip(np.floor(hi).astype(int), clear, last)
-    if np.any(lo > hi):
-        return 0
-    box = _local(lo, hi, (0, 0, 0))
-    kept = np.asarray(head)[box].copy()
-    if removed_crop is not None:  # the head the cut left
-        crop_lo, removed = removed_crop
-        crop_hi = np.asarray(crop_lo) + np.asarray(removed.shape) - 1
-        a, b = np.maximum(lo, crop_lo), np.minimum(hi, crop_hi)
-        if np.all(a <= b):
-            kept[_local(a, b, lo)] &= ~removed[_local(a, b, crop_lo)]
-    fill = ~_behind_the_face(kept, volume, forward)
-    # hollow: only a wall as thick as the seal, so that the block's outside is all a render sees
-    # and a registration has as little new tissue as can be to match (the inside stays air)
-    wall_mm = seal_thickness_mm(DEFAULT_SEAL_MM, volume.spacing_mm)
-    inside = erode_mm(np.pad(fill | kept, 1), wall_mm, volume.spacing_mm)[1:-1, 1:-1, 1:-1]  # walls meet the head
-    fill &= ~inside
-    result[box][fill] = tissue_stored
-    return int(fill.sum())
-
-
-def _blend_plane_surface(values: np.ndarray, removal: np.ndarray, plane_share, air_stored, seal_stored) -> None:
-    """In place, on the span: the cut voxels the flat cut's surface passes through get
-    air + share * (tissue - air). A sealed voxel takes its share (0.5-1); an air voxel in front
-    of the surface takes its share (0-0.5) only where the voxel behind it, one step back along
-    the voxel axis closest to the face's forward direction, is sealed (so nothing floats where
-    a deeper cut took the seal away). Both halves are needed: blending only one of them leaves
-    the surface jumping a whole voxel every other step, terraces on the chin's tilted plane."""
-    tissue_share, axis, back = plane_share
-    sealed = values == seal_stored if values.ndim == 3 else (values == seal_stored).all(axis=-1)
-    is_air = values == air_stored if values.ndim == 3 else (values == air_stored).all(axis=-1)
-    sealed_behind = np.zeros_like(sealed)
-    source = [slice(None)] * 3
-    target = [slice(None)] * 3
-    source[axis], target[axis] = (slice(1, None), slice(None, -1)) if back > 0 else (slice(None, -1), slice(1, None))
-    sealed_behind[tuple(target)] = sealed[tuple(source)]
-    partial = removal & (((tissue_share >= 0.5) & sealed) | ((tissue_share < 0.5) & is_air & sealed_behind))
-    if not partial.any():  # NaN compares False
-        return
-    blended = _blended(tissue_share[partial], air_stored, seal_stored, values.dtype)
-    values[partial] = blended[:, None] if values.ndim == 4 else blended
-
-
-def _blended(share: np.ndarray, air_stored, seal_stored, dtype) -> np.ndarray:
-    """air + share * (tissue - air), in ``dtype`` (rounded and clipped for integers)."""
-    blended = float(air_stored) + share * (float(seal_stored) - float(air_stored))
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        blended = np.clip(np.rint(blended), info.min, info.max)
-    return blended.astype(dtype)
-
-
-def _face_axes(eye_centres: list, eyes_above_mouth: np.ndarray, face_ahead: np.ndarray,
-               lower_is_mouth: bool = True):
-    """(up, forward) unit vectors of the face in world LPS, or None.
-
-    Up is the world's superior axis made square to the eye-to-eye line: the line from the
-    mouth to the eyes leans back 15-25 degrees with the face's profile (19 on the XA30 head),
-    which tilted the plane forward at the chin. Where the header's superior axis is more than
-    60 degrees off the face's own (a head lying in the volume), the mouth-to-eyes line is used.
-    Without a mouth (a field of view ending at the nose) the nose's region stands in for it
-    only to say which way is up: the nose-to-eyes line leans back 55-70 degrees (the nose
-    region's centre is as far in front of the eyes as below them), so it cannot tell a head
-    lying in the volume (on chris_t1 it did, and stood the face plane on its side).
-    Forward is square to both, on the face's side of the head."""
-    right = eye_centres[1] - eye_centres[0] if len(eye_centres) == 2 else np.array([1.0, 0.0, 0.0])
-    if np.linalg.norm(right) < 1.0 or np.linalg.norm(eyes_above_mouth) < 1.0:
-        return None
-    right = right / np.linalg.norm(right)
-    face_up = eyes_above_mouth / np.linalg.norm(eyes_above_mouth)
-    up = np.array([0.0, 0.0, 1.0]) - right[2] * right
-    if np.linalg.norm(up) < 0.5 or (lower_is_mouth and abs(up.dot(face_up)) / np.linalg.norm(up) < 0.5):
-        up = face_up - face_up.dot(right) * right
-    up = up / np.linalg.norm(up) * (1.0 if up.dot(face_up) > 0 else -1.0)
-    forward = np.cross(right, up)
-    if np.linalg.norm(forward) < 0.5:
-        return None
-    forward = forward / np.linalg.norm(forward)
-    return up, (forward if forward.dot(face_ahead) > 0 else -forward)
-
-
-def _behind_the_face(head: np.ndarray, volume: Volume, forward: np.ndarray) -> np.ndarray:
-    """Head voxels, and every voxel with head in front of it along the voxel axis closest to
-    ``forward``: the nasal cavity and the sinuses open to the outside, so the head mask leaves
-    them out, but a seal must close them too (else the render looks through them)."""
-    step = np.linalg.solve(volume.direction * volume.spacing_mm[None, :], forward)
-    axis = int(np.argmax(np.abs(step)))
-    from_front = np.flip(head, axis) if step[axis] > 0 else head  # the front first
-    covered = np.logical_or.accumulate(from_front, axis=axis)
-    return head | (np.flip(covered, axis) if step[axis] > 0 else covered)
-
-
 # ---- helpers -----------------------------------------------------------------------------
 
 def _as_mask(mask, shape, what: str, name: str) -> np.ndarray:
@@ -693,11 +442,6 @@ def _component_boxes(mask: np.ndarray, keep: int) -> list[tuple[np.ndarray, np.n
     slices = ndi.find_objects(labels)
     return [(offset + np.array([s.start for s in slices[i]]), offset + np.array([s.stop - 1 for s in slices[i]]))
             for i in chosen]
-
-
-def _local(lo, hi, crop_lo) -> tuple[slice, ...]:
-    """Slices of the inclusive box lo..hi inside the crop that starts at crop_lo."""
-    return tuple(slice(int(a - c), int(b - c) + 1) for a, b, c in zip(lo, hi, crop_lo))
 
 
 def _distinct_boxes(boxes: dict[str, list]) -> list[tuple[np.ndarray, np.ndarray]]:

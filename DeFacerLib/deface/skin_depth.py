@@ -287,3 +287,8 @@ def _ball_union(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.n
         out[max(d0, 0):n0 + min(d0, 0), max(d1, 0):n1 + min(d1, 0)] |= \
             source[max(-d0, 0):n0 + min(-d0, 0), max(-d1, 0):n1 + min(-d1, 0)]
     return np.moveaxis(out, 2, axis)
+
+
+def local_box(lo, hi, crop_lo) -> tuple[slice, ...]:
+    """Slices of the inclusive box lo..hi inside the crop that starts at crop_lo."""
+    return tuple(slice(int(a - c), int(b - c) + 1) for a, b, c in zip(lo, hi, crop_lo))

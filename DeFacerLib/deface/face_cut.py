@@ -1,0 +1,203 @@
+"""The whole face's cut: one box spanning the eyes, nose and mouth down past the chin, flat at a
+face plane, with an eye visor and an anti-aliased surface (used by removal.remove_features).
+
+The boxes of the face parts alone leave the face's outline; this region takes what lies
+between and below them, square to the face's own axes (found from the parts, not the header).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from DeFacerLib.deface.skin_depth import local_box
+from DeFacerLib.volume import Volume
+
+# The whole face: the boxes of the eyes, nose and mouth alone leave the cheeks, the nasal
+# bridge, the chin and the jaw line between and below them, and that outline is still a face
+# to a detector (96 % of defaced IXI fronts) and to recognition by a renderer's owner. So by
+# default the tissue spanning the chosen face parts is removed too, as one box, reaching down
+# past the chin: soft-tissue menton lies 40-50 mm below the lips' midline in adults.
+FACE_PARTS = ("eyes", "nose", "mouth")
+FACE_REGION = "face"
+DEFAULT_WHOLE_FACE = True
+CHIN_BELOW_MOUTH_MM = 50.0
+# The flat cut's surface is anti-aliased: the voxels it passes through get the share of the
+# seal's tissue value that lies behind it (partial volume), so the new face is a smooth plane.
+# Cut voxel by voxel, the chin's tilted plane showed as terraces, horizontal lines across the
+# lower face that a detector can take for lips.
+#
+# In the whole-face box the cut is also flat (the 25 mm shell alone leaves the face's shape,
+# 25 mm down): everything in front of a face plane goes, square to the face's forward
+# direction and this far behind the eye centres. Each depth was set on all 27 IXI heads with
+# their reference brains (docs/benchmarks.md): 25 mm below the eyes reached the temporal poles
+# (23-28 mm behind the eye centres, 35-45 mm to the side); above the eyes, 10 mm reached the
+# gyrus rectus on the midline (11 mm behind, 4 mm above), so there the plane goes through the
+# eye centres (10 mm back over the orbits only left two eye-like pits in the brow band; the
+# frontal guard protects everything higher). Below the mouth the plane tilts back, so that
+# the chin and the jaw line go too.
+FACE_PLANE_BEHIND_EYES_MM = 20.0  # below the eye centres
+FACE_PLANE_ABOVE_EYES_BEHIND_MM = 0.0  # above them
+CHIN_PLANE_SLOPE = 0.5  # mm further back per mm below the mouth
+# Around the eyes the cut is filled with the seal's tissue up to a flat visor: from this far
+# below the eye centres upwards (the globe's radius is ~12 mm), to a plane this far in front of
+# them (just in front of the cornea, ~12 mm in front of the globe's centre). Left open, the cut
+# showed the outline of what the frontal guard keeps (its lower edge, the medial strip between
+# the orbits): an eyes-and-nose-bridge pattern that dlib's detector took for a face on 2 of 27
+# IXI heads, and the band of a render that carried most of what identified a defaced head
+# (docs/reid_study.md, where the visor depths tried are listed). Only removed voxels change
+# value: what is removed stays removed, as tissue instead of air.
+EYE_VISOR_BELOW_EYES_MM = 10.0
+EYE_VISOR_AHEAD_OF_EYES_MM = 15.0
+
+
+def face_span_box(volume: Volume, boxes: dict[str, list]) -> tuple[np.ndarray, np.ndarray] | None:
+    """One box (inclusive voxel indices) spanning every box of the face parts present, grown
+    down to CHIN_BELOW_MOUTH_MM under the mouth box's centre; None with fewer than two boxes
+    (one box has nothing between). "Down" is the voxel axis closest to world inferior."""
+    parts = [box for name in FACE_PARTS for box in boxes.get(name, [])]
+    if len(parts) < 2:
+        return None
+    lo = np.min([box[0] for box in parts], axis=0)
+    hi = np.max([box[1] for box in parts], axis=0)
+    if boxes.get("mouth"):
+        superior_per_voxel_mm = volume.affine_lps[2, :3]
+        axis = int(np.argmax(np.abs(superior_per_voxel_mm)))
+        steps = int(np.ceil(CHIN_BELOW_MOUTH_MM / abs(superior_per_voxel_mm[axis])))
+        mouth_lo, mouth_hi = boxes["mouth"][0]
+        centre = (int(mouth_lo[axis]) + int(mouth_hi[axis])) // 2
+        if superior_per_voxel_mm[axis] > 0:  # index grows upwards: the chin lies at lower indices
+            lo[axis] = max(0, min(lo[axis], centre - steps))
+        else:
+            hi[axis] = min(volume.shape3[axis] - 1, max(hi[axis], centre + steps))
+    return lo, hi
+
+
+def face_plane_regions(volume, head, guarded, boxes, span, seal_mm):
+    """On the face span: the voxels in front of the face plane (cut), those of them that
+    become air (all but the head's last ``seal_mm`` before the plane, which are the seal, and
+    the eye visor: EYE_VISOR_*), the visor's tissue voxels (which no other cut may make air),
+    and for the cut voxels the new surface passes through, the share of the voxel behind it
+    (float32, NaN elsewhere; see blend_plane_surface).
+
+    The plane is square to the face's forward direction (face_axes), at the depths the
+    FACE_PLANE_* constants give (why: see there), and tilted back below the mouth by
+    CHIN_PLANE_SLOPE. ``guarded`` (on the span: the protected region grown by its margin)
+    is never in either region."""
+    frame = face_frame(volume, head, boxes)
+    if frame is None:
+        return (np.zeros(tuple(int(b - a) + 1 for a, b in zip(*span)), bool),) * 3 + (None,)
+    eyes, up, forward, lower = frame
+    lo, hi = (np.asarray(v) for v in span)
+    grid = np.stack(np.meshgrid(*(np.arange(a, b + 1) for a, b in zip(lo, hi)), indexing="ij"), axis=-1)
+    offsets_mm = volume.index_to_world(grid.reshape(-1, 3)) - eyes
+    height_mm = offsets_mm.dot(up).reshape(grid.shape[:3])
+    mouth_height_mm = float((lower - eyes).dot(up))
+    behind_mm = np.where(height_mm < 0, FACE_PLANE_BEHIND_EYES_MM, FACE_PLANE_ABOVE_EYES_BEHIND_MM)
+    behind_mm = behind_mm + CHIN_PLANE_SLOPE * np.clip(mouth_height_mm - height_mm, 0.0, None)
+    ahead_mm = offsets_mm.dot(forward).reshape(grid.shape[:3]) + behind_mm
+    inside = behind_the_face(np.asarray(head)[local_box(lo, hi, (0, 0, 0))], volume, forward)
+    cut = (ahead_mm > 0) & ~guarded
+    # The new surface lies seal_mm in front of the plane, and at the eye visor's plane where the
+    # visor is (it is always the farther forward of the two there). One voxel across it, along
+    # the voxel axis closest to forward, the share behind it runs from 1 to 0.
+    surface_ahead_mm = ahead_mm - seal_mm
+    visor = (height_mm >= -EYE_VISOR_BELOW_EYES_MM) if seal_mm > 0 else np.zeros(cut.shape, bool)
+    forward_mm = offsets_mm.dot(forward).reshape(grid.shape[:3])
+    surface_ahead_mm[visor] = forward_mm[visor] - EYE_VISOR_AHEAD_OF_EYES_MM
+    along = volume.direction.T @ forward
+    axis = int(np.argmax(np.abs(along)))
+    step_mm = float(volume.spacing_mm[axis])
+    share = np.clip(0.5 - surface_ahead_mm / step_mm, 0.0, 1.0).astype(np.float32)
+    share[~(cut & inside) | (share <= 0.0) | (share >= 1.0)] = np.nan
+    air = cut & ((surface_ahead_mm > 0) | ~inside)
+    return cut, air, cut & inside & visor & ~air, (share, axis, -1 if along[axis] > 0 else 1)
+
+
+def face_frame(volume: Volume, head: np.ndarray, boxes: dict[str, list]):
+    """(eyes' midpoint, up, forward, mouth or nose centre) in world LPS mm from the face parts'
+    boxes (face_axes says how), or None without eyes and a mouth or nose."""
+    def centre(box):
+        return volume.index_to_world(((np.asarray(box[0]) + np.asarray(box[1])) / 2.0)[None, :])[0]
+
+    eye_centres = [centre(b) for b in boxes.get("eyes", [])]
+    lower = [centre(boxes[name][0]) for name in ("mouth", "nose") if boxes.get(name)]
+    parts = [centre(b) for name in FACE_PARTS for b in boxes.get(name, [])]
+    step = tuple(slice(None, None, 2) for _ in range(3))
+    head_index = np.argwhere(np.asarray(head)[step]) * 2
+    if not eye_centres or not lower or head_index.size == 0:
+        return None
+    eyes = np.mean(eye_centres, axis=0)
+    axes = face_axes(eye_centres, eyes - lower[0],
+                      np.mean(parts, axis=0) - volume.index_to_world(head_index.mean(axis=0)[None, :])[0],
+                      lower_is_mouth=bool(boxes.get("mouth")))
+    return None if axes is None else (eyes, axes[0], axes[1], lower[0])
+
+
+def blend_plane_surface(values: np.ndarray, removal: np.ndarray, plane_share, air_stored, seal_stored) -> None:
+    """In place, on the span: the cut voxels the flat cut's surface passes through get
+    air + share * (tissue - air). A sealed voxel takes its share (0.5-1); an air voxel in front
+    of the surface takes its share (0-0.5) only where the voxel behind it, one step back along
+    the voxel axis closest to the face's forward direction, is sealed (so nothing floats where
+    a deeper cut took the seal away). Both halves are needed: blending only one of them leaves
+    the surface jumping a whole voxel every other step, terraces on the chin's tilted plane."""
+    tissue_share, axis, back = plane_share
+    sealed = values == seal_stored if values.ndim == 3 else (values == seal_stored).all(axis=-1)
+    is_air = values == air_stored if values.ndim == 3 else (values == air_stored).all(axis=-1)
+    sealed_behind = np.zeros_like(sealed)
+    source = [slice(None)] * 3
+    target = [slice(None)] * 3
+    source[axis], target[axis] = (slice(1, None), slice(None, -1)) if back > 0 else (slice(None, -1), slice(1, None))
+    sealed_behind[tuple(target)] = sealed[tuple(source)]
+    partial = removal & (((tissue_share >= 0.5) & sealed) | ((tissue_share < 0.5) & is_air & sealed_behind))
+    if not partial.any():  # NaN compares False
+        return
+    blended = blend_values(tissue_share[partial], air_stored, seal_stored, values.dtype)
+    values[partial] = blended[:, None] if values.ndim == 4 else blended
+
+
+def blend_values(share: np.ndarray, air_stored, seal_stored, dtype) -> np.ndarray:
+    """air + share * (tissue - air), in ``dtype`` (rounded and clipped for integers)."""
+    blended = float(air_stored) + share * (float(seal_stored) - float(air_stored))
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        blended = np.clip(np.rint(blended), info.min, info.max)
+    return blended.astype(dtype)
+
+
+def face_axes(eye_centres: list, eyes_above_mouth: np.ndarray, face_ahead: np.ndarray,
+               lower_is_mouth: bool = True):
+    """(up, forward) unit vectors of the face in world LPS, or None.
+
+    Up is the world's superior axis made square to the eye-to-eye line: the line from the
+    mouth to the eyes leans back 15-25 degrees with the face's profile (19 on the XA30 head),
+    which tilted the plane forward at the chin. Where the header's superior axis is more than
+    60 degrees off the face's own (a head lying in the volume), the mouth-to-eyes line is used.
+    Without a mouth (a field of view ending at the nose) the nose's region stands in for it
+    only to say which way is up: the nose-to-eyes line leans back 55-70 degrees (the nose
+    region's centre is as far in front of the eyes as below them), so it cannot tell a head
+    lying in the volume (on chris_t1 it did, and stood the face plane on its side).
+    Forward is square to both, on the face's side of the head."""
+    right = eye_centres[1] - eye_centres[0] if len(eye_centres) == 2 else np.array([1.0, 0.0, 0.0])
+    if np.linalg.norm(right) < 1.0 or np.linalg.norm(eyes_above_mouth) < 1.0:
+        return None
+    right = right / np.linalg.norm(right)
+    face_up = eyes_above_mouth / np.linalg.norm(eyes_above_mouth)
+    up = np.array([0.0, 0.0, 1.0]) - right[2] * right
+    if np.linalg.norm(up) < 0.5 or (lower_is_mouth and abs(up.dot(face_up)) / np.linalg.norm(up) < 0.5):
+        up = face_up - face_up.dot(right) * right
+    up = up / np.linalg.norm(up) * (1.0 if up.dot(face_up) > 0 else -1.0)
+    forward = np.cross(right, up)
+    if np.linalg.norm(forward) < 0.5:
+        return None
+    forward = forward / np.linalg.norm(forward)
+    return up, (forward if forward.dot(face_ahead) > 0 else -forward)
+
+
+def behind_the_face(head: np.ndarray, volume: Volume, forward: np.ndarray) -> np.ndarray:
+    """Head voxels, and every voxel with head in front of it along the voxel axis closest to
+    ``forward``: the nasal cavity and the sinuses open to the outside, so the head mask leaves
+    them out, but a seal must close them too (else the render looks through them)."""
+    step = np.linalg.solve(volume.direction * volume.spacing_mm[None, :], forward)
+    axis = int(np.argmax(np.abs(step)))
+    from_front = np.flip(head, axis) if step[axis] > 0 else head  # the front first
+    covered = np.logical_or.accumulate(from_front, axis=axis)
+    return head | (np.flip(covered, axis) if step[axis] > 0 else covered)
