@@ -43,14 +43,16 @@ EYE_CLEARANCE_MM = 5.0  # = removal.DEFAULT_PROTECT_MARGIN_MM
 
 
 def frontal_guard(volume: Volume, head: np.ndarray, eyes: np.ndarray | None, nose: np.ndarray | None = None,
-                  *, depth_mm: np.ndarray | None = None) -> np.ndarray:
+                  *, depth_mm: np.ndarray | None = None, eye_points_mm: dict | None = None) -> np.ndarray:
     """Voxels above the eye centres and deeper than the skin layer (volume's own array frame).
 
     Heights are world superior coordinates (LPS z), so any orientation works. With no eyes,
     the eye level is estimated from the nose; with neither, nothing is guarded here.
     ``depth_mm``: the head's skin depth on the whole grid when the caller has it
     (skin_depth_mm, or skin_depth.inside_depth_mm exact to at least SKIN_LAYER_MM); else it is computed
-    for the head above the eyes only.
+    for the head above the eyes only. ``eye_points_mm``: the eyes' landmarks ({"eye_left": [x, y, z],
+    ...}, world LPS; face.landmarks.refine_landmarks): the clearance also keeps clear of the eye
+    tissue around each (_eye_region).
     """
     if not ((eyes is not None and eyes.any()) or (nose is not None and nose.any())):
         return np.zeros(volume.shape3, dtype=bool)
@@ -72,7 +74,29 @@ def frontal_guard(volume: Volume, head: np.ndarray, eyes: np.ndarray | None, nos
             # float32: the guard has always compared skin_depth_mm's float32 map, which rounds ties
             shallow = depth_at_most(head, volume.spacing_mm, SKIN_LAYER_MM, box=box_corners, precision=np.float32)
             forehead[box] = candidates[box] & ~shallow
-    return (forehead & ~_near_eyes(eyes, volume.spacing_mm)) | medial
+    return (forehead & ~_near_eyes(_eye_region(volume, eyes, eye_points_mm), volume.spacing_mm)) | medial
+
+
+# The network's eye region is the globe and little more; the eye tissue (face.labels.SHAPES:
+# globe, lids, the fat above it, up to 14 mm above the globe's centre) reaches higher, under
+# the orbital roof. With the region alone the guard, grown by the margin, kept the top of that
+# tissue (eyes removed 84 % on niivue_T2w, 93.3 % pooled over the held-out heads). So the region
+# also takes that ellipsoid around each eye's landmark (snapped to the globe, 1.8 mm median
+# error): 93 % on niivue_T2w, 94.8 % pooled; all 27 IXI heads 94.8 -> 95.7 % pooled, and 0
+# reference-brain voxels changed on every one of them. The predicted brain, grown by the
+# margin, and the medial strip stay protected as before.
+
+
+def _eye_region(volume: Volume, eyes: np.ndarray | None, eye_points_mm: dict | None) -> np.ndarray | None:
+    """The predicted eyes, with the eye tissue's ellipsoid around each eye landmark added."""
+    if eyes is None or not eye_points_mm:
+        return eyes
+    from DeFacerLib.face.labels import landmark_ellipsoid
+
+    region = np.array(eyes, dtype=bool)
+    for name, point in eye_points_mm.items():
+        region |= landmark_ellipsoid(volume, name, point)
+    return region
 
 
 def _near_eyes(eyes: np.ndarray | None, spacing_mm) -> np.ndarray | np.bool_:

@@ -122,7 +122,7 @@ def find_features(volume: Volume, *, head: np.ndarray | None = None, backend: st
     A feature the scan does not show (cut field of view) comes back absent, never as a guess.
     The predicted brain is protected together with a conservative geometric guard (guard.py).
     The landmarks are the regions' centres snapped to the anatomy (face.landmarks): reported,
-    not used by the removal.
+    and the eyes' ones keep the guard clear of the eye tissue around them (guard.py).
     ``model_path``: another face_unet.onnx (or .keras) than the shipped one, e.g. to evaluate it.
     """
     from DeFacerLib.deface import head_mask
@@ -143,10 +143,11 @@ def find_features(volume: Volume, *, head: np.ndarray | None = None, backend: st
     empty = np.zeros(volume.shape3, dtype=bool)
     masks = {name: (result.masks[name] if result.present[name] else empty) for name in FEATURES}
     masks[BRAIN] = result.masks[BRAIN]
-    guard = frontal_guard(volume, head, masks["eyes"] if result.present["eyes"] else None,
-                          masks["nose"] if result.present["nose"] else None)
     landmarks = {name: point for name, point in refine_landmarks(volume, result.labels, head).items()
                  if result.present[LANDMARK_FEATURE[name]]}
+    eye_points = {name: landmarks[name]["mm"] for name in ("eye_left", "eye_right") if name in landmarks}
+    guard = frontal_guard(volume, head, masks["eyes"] if result.present["eyes"] else None,
+                          masks["nose"] if result.present["nose"] else None, eye_points_mm=eye_points)
     return FoundFeatures(masks, dict(result.present), dict(result.confidence), guard, landmarks)
 
 

@@ -103,6 +103,18 @@ def _ellipsoid_radius(volume: Volume, centre_mm: np.ndarray, semi_mm: np.ndarray
     return tuple(slice(a, b) for a, b in zip(lo, hi)), radius
 
 
+def landmark_ellipsoid(volume: Volume, name: str, point_mm) -> np.ndarray:
+    """Boolean mask of the ellipsoid SHAPES gives the landmark ``name`` at ``point_mm`` (world LPS),
+    neither clipped to the head nor limited in depth: where the labelled tissue can lie."""
+    spec = SHAPES[LANDMARK_FEATURE[name]]
+    box, radius = _ellipsoid_radius(volume, np.asarray(point_mm, float) + np.asarray(spec.offset_mm),
+                                    np.asarray(spec.semi_axes_mm))
+    inside = np.zeros(volume.shape3, dtype=bool)
+    if box is not None:
+        inside[box] = radius <= 1.0
+    return inside
+
+
 def feature_masks(volume: Volume, landmarks: dict, head: np.ndarray, depth_mm: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Boolean mask per present feature (before the brain is subtracted), overlaps resolved."""
     if depth_mm is None:
