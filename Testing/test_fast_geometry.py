@@ -20,7 +20,14 @@ from DeFacerLib.deface import feature_max_depth_mm, head_mask, remove_features, 
 from DeFacerLib.deface.guard import SKIN_LAYER_MM, frontal_guard
 from DeFacerLib.deface.head_mask import fill_holes
 from DeFacerLib.deface.pinna import side_outline_masks
-from DeFacerLib.deface.skin_depth import bounding_box, depth_at_most, dilate_mm, erode_mm, inside_depth_mm
+from DeFacerLib.deface.skin_depth import (
+    bounding_box,
+    depth_at_most,
+    dilate_mm,
+    dilations_mm_on_box,
+    erode_mm,
+    inside_depth_mm,
+)
 from DeFacerLib.face.grid import _antialias, to_grid
 from DeFacerLib.features import FEATURES, LABEL_VALUES
 from DeFacerLib.orientation import to_canonical
@@ -53,6 +60,21 @@ def test_ball_morphology_is_the_thresholded_distance_transform(spacing, radius_m
                               ndi.distance_transform_edt(~mask, sampling=spacing) <= radius_mm)
         assert np.array_equal(erode_mm(mask, radius_mm, spacing),
                               ndi.distance_transform_edt(mask, sampling=spacing) > radius_mm)
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_several_dilations_from_one_transform_on_a_box(spacing):
+    """The removal's guard and its seal-wide guard on the face span come from one transform."""
+    rng = np.random.default_rng(7)
+    for seed in range(3):
+        mask = _blobs(seed, (40, 44, 36))
+        lo = rng.integers(0, 20, 3)
+        hi = lo + rng.integers(0, 16, 3)
+        window = tuple(slice(a, b + 1) for a, b in zip(lo, hi))
+        radii = (5.0, 11.0)
+        got = dilations_mm_on_box(mask, radii, spacing, (tuple(int(v) for v in lo), tuple(int(v) for v in hi)))
+        for radius, dilated in zip(radii, got):
+            assert np.array_equal(dilated, (ndi.distance_transform_edt(~mask, sampling=spacing) <= radius)[window])
 
 
 @pytest.mark.parametrize("spacing", SPACINGS)

@@ -76,7 +76,7 @@ from DeFacerLib.deface.face_cut import (
 from DeFacerLib.deface.head_mask import head_mask as compute_head_mask
 from DeFacerLib.deface.pinna import SideOutlines
 from DeFacerLib.deface.shield import DEFAULT_SHIELD, fill_shield
-from DeFacerLib.deface.skin_depth import bounding_box, depths_at_most, dilate_mm_on_box, local_box
+from DeFacerLib.deface.skin_depth import bounding_box, depths_at_most, dilate_mm_on_box, dilations_mm_on_box, local_box
 from DeFacerLib.errors import GuaranteeError, InputError
 from DeFacerLib.features import FEATURES
 from DeFacerLib.volume import Volume
@@ -289,8 +289,14 @@ def remove_features(
                                    else dilate_mm_on_box(protected, protect_margin_mm, spacing, (lo, hi)))
             return guarded_on[key]
 
-        if span is not None:
+        span_seal_guard = None  # the protected region grown by the margin and the seal, on the span
+        if span is not None and seal and protect_margin_mm > 0:  # both from one distance transform
+            guarded_on[(tuple(int(v) for v in span[0]), tuple(int(v) for v in span[1]))], span_seal_guard = \
+                dilations_mm_on_box(protected, (protect_margin_mm, protect_margin_mm + seal), spacing, span)
+        elif span is not None:
             guarded(*span)
+        for lo, hi in pinna_boxes:  # before the ears' own boxes, which lie inside them: those are slices
+            guarded(lo, hi)
 
         depths = {feature: feature_max_depth_mm(feature, max_depth_mm) for feature in boxes}
         for depth in sorted(set(depths.values())):
@@ -347,7 +353,8 @@ def remove_features(
             air[local] |= plane_air
             air[local] &= ~visor  # the eye boxes' own cuts too: the visor is one flat surface
             if seal:  # what the guard keeps is not left bare either
-                air[local] &= ~dilate_mm_on_box(protected, protect_margin_mm + seal, spacing, span)
+                air[local] &= ~(span_seal_guard if span_seal_guard is not None
+                                else dilate_mm_on_box(protected, protect_margin_mm + seal, spacing, span))
         # The seal is the deepest seal_mm of the union of the cuts: where one cut reaches deeper
         # than another's seal, that voxel is air.
         if seal_stored is not None:

@@ -241,6 +241,21 @@ def dilate_mm_on_box(mask: np.ndarray, radius_mm: float, spacing_mm, box: Box) -
     return dilate_mm(grown, radius_mm, spacing)[inner]
 
 
+def dilations_mm_on_box(mask: np.ndarray, radii_mm, spacing_mm, box: Box) -> list[np.ndarray]:
+    """``dilate_mm_on_box`` for several radii (> 0) from one distance transform of the box grown
+    by the largest: the same sets (each exact on a larger domain), one transform instead of one each."""
+    lo, hi = np.asarray(box[0]), np.asarray(box[1])
+    spacing = np.asarray(spacing_mm, dtype=np.float64).reshape(3)
+    reach = np.ceil(max(radii_mm) / spacing).astype(int) + 1
+    grown_lo = np.maximum(lo - reach, 0)
+    grown_hi = np.minimum(hi + reach, np.asarray(mask.shape) - 1)
+    grown = np.asarray(mask[tuple(slice(int(a), int(b) + 1) for a, b in zip(grown_lo, grown_hi))], dtype=bool)
+    inner = tuple(slice(int(a - g), int(b - g) + 1) for a, b, g in zip(lo, hi, grown_lo))
+    if not grown.any():
+        return [np.zeros(grown[inner].shape, dtype=bool) for _ in radii_mm]
+    return [(grown | near)[inner] for near in depths_at_most(~grown, spacing, tuple(radii_mm))]
+
+
 def erode_mm(mask: np.ndarray, radius_mm: float, spacing_mm) -> np.ndarray:
     """Voxels farther than ``radius_mm`` from every voxel outside ``mask``: exactly
     ``distance_transform_edt(mask, sampling) > radius_mm``, beyond the array counting as
