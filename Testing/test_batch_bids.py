@@ -320,3 +320,36 @@ def test_full_disk_on_a_real_tmpfs(phantom_bids, reference, tmp_path):
         _full_disk_checks(caught.value, out, reference[1])
     finally:
         subprocess.run(["umount", str(mount_point)], capture_output=True)
+
+
+def test_copied_nifti_loses_what_its_header_says_about_people(data_dir, tmp_path):
+    """A functional series is copied, not defaced; its header still goes: IXI162's real AFNI
+    extension (the operator's login and host, dates, the subject's original file name) is gone,
+    the voxels and every header field are as they were, and a NIfTI with nothing to clean is
+    copied byte for byte."""
+    import gzip
+
+    import nibabel as nib
+
+    source = tmp_path / "in"
+    func = source / "sub-01" / "func"
+    func.mkdir(parents=True)
+    (source / "dataset_description.json").write_text(json.dumps({"Name": "copies", "BIDSVersion": "1.9.0"}))
+    ixi = data_dir / "heads/ixi/t1/IXI162-HH-1548_T1.nii.gz"
+    (func / "sub-01_task-rest_bold.nii.gz").write_bytes(ixi.read_bytes())  # a real header with an AFNI history
+    plain = func / "sub-01_task-rest_sbref.nii.gz"
+    volume, _ = make_phantom(seed=3)
+    write_volume(volume, plain)
+    summary = run_batch(source, tmp_path / "out", scrub_only=True, key_file=tmp_path / "key", workers=1)
+    assert summary["failed"] == 0
+    out = tmp_path / "out" / "sub-01" / "func"
+    text = gzip.decompress((out / "sub-01_task-rest_bold.nii.gz").read_bytes()).decode("latin-1")
+    assert "erusg" not in text and "cubic-login5" not in text and "IXI162" not in text
+    before, after = nib.load(str(ixi)), nib.load(str(out / "sub-01_task-rest_bold.nii.gz"))
+    assert len(before.header.extensions) == 1 and len(after.header.extensions) == 0
+    assert np.array_equal(np.asanyarray(before.dataobj), np.asanyarray(after.dataobj))
+    assert all(before.header[k].tobytes() == after.header[k].tobytes() for k in before.header.keys() if k != "vox_offset")
+    assert (out / "sub-01_task-rest_sbref.nii.gz").read_bytes() == plain.read_bytes()
+    with sqlite3.connect(tmp_path / "out" / ".defacer" / "manifest.sqlite") as db:
+        actions = dict(db.execute("SELECT id, json_extract(outcome, '$.action') FROM items"))
+    assert "copied, header cleaned" in actions.values() and "copied" in actions.values()

@@ -287,8 +287,26 @@ def _dicom_file(item: Item, config: BatchConfig, info: dict, outcome: dict) -> N
 
 
 def _copy(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
+    """Copied as it is; a NIfTI (func, dwi, derivatives) less what its header holds about people,
+    machines and files (deface.header_identity: AFNI histories, embedded DICOM headers)."""
     rel = item.files[0]
-    _publish(Path(config.input_root) / rel, Path(config.output_root) / rel, copy=True)
+    source, target = Path(config.input_root) / rel, Path(config.output_root) / rel
+    if rel.lower().endswith((".nii", ".nii.gz")):
+        from DeFacerLib.io.nifti import nifti_bytes_without_identity, write_file_bytes
+
+        content, removed = nifti_bytes_without_identity(source)
+        if removed:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temp = target.with_name(f".{target.name}.partial")
+            try:
+                write_file_bytes(temp, [content], compress=rel.lower().endswith(".gz"))
+                os.replace(temp, target)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    temp.unlink()
+            outcome.update(action="copied, header cleaned", written=1, outputs=[rel], header_removed=removed)
+            return
+    _publish(source, target, copy=True)
     outcome.update(action="copied", written=1, outputs=[rel])
 
 

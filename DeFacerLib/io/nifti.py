@@ -220,6 +220,23 @@ def nifti_header_without_identity(info: dict) -> tuple[dict, list[str]]:
     return {**info, "prefix": header.binaryblock + rest}, removed
 
 
+def nifti_bytes_without_identity(path: Path) -> tuple[bytes | None, list[str]]:
+    """(the file's content, uncompressed, with nifti_header_without_identity applied to its header,
+    what went), or (None, []) when nothing identifying is there: the voxel bytes are not decoded,
+    so a 4D series costs a decompression and no more. InputError when it is no NIfTI file."""
+    raw = read_file_bytes(path)
+    klass = _nifti_class(raw, path)
+    size = klass.header_class.sizeof_hdr
+    header = klass.header_class(raw[:size], check=False)
+    offset = int(header["vox_offset"])
+    if offset < size or offset > len(raw):
+        raise InputError(f"{path} has a voxel offset ({offset}) outside the file; it is corrupt or truncated")
+    info, removed = nifti_header_without_identity({"prefix": raw[:offset], "nifti_class": klass.__name__})
+    if not removed:
+        return None, []
+    return info["prefix"] + raw[offset:], removed
+
+
 def _extension_codes(prefix: bytes, header_size: int, endian: str) -> list[int]:
     """Codes of the extensions between the header and the voxels (NIfTI's extender, then
     (size, code, data) records)."""
