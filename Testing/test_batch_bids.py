@@ -23,7 +23,7 @@ import pytest
 pytest.importorskip("distributed")
 
 from DeFacerLib.batch import run_batch  # noqa: E402
-from DeFacerLib.batch.bids import PHI_FIELDS, scrub_dated_table, scrub_sidecar  # noqa: E402
+from DeFacerLib.batch.bids import scrub_dated_table, scrub_sidecar  # noqa: E402
 from DeFacerLib.batch.discover import (  # noqa: E402
     BIDS, COPY, DATED_TABLE, DEFACE_VOLUME, DESCRIPTION, SIDECAR, classify,
 )
@@ -116,7 +116,21 @@ def test_sidecar_scrub_keeps_acquisition_parameters():
                        "StationName"]
     assert cleaned == {"RepetitionTime": 2.3, "EchoTime": 0.00298, "FlipAngle": 9, "Manufacturer": "Siemens",
                        "Nested": {"SliceTiming": [0, 1]}}
-    assert not PHI_FIELDS & set(cleaned)
+    assert "ProtocolName" not in scrub_sidecar({"ProtocolName": "t1_mprage"})[0]  # Basic: descriptions go
+
+
+def test_sidecar_follows_the_profile_options_as_the_dicom_does():
+    """Clean Descriptors keeps a description unless it names what was removed; Modified Dates
+    shifts the date and keeps the time; Retain Patient Characteristics keeps sex and age."""
+    sidecar = {**SIDECAR_IN, "SeriesDescription": "t1_mprage", "ProtocolName": "JANE DOE t1", "PatientSex": "F",
+               "PatientAge": "039Y", "AcquisitionTime": "10:11:12.5"}
+    cleaned, removed = scrub_sidecar(sidecar, ProfileOptions(clean_descriptors=True, retain_long_modified_dates=True), -400)
+    assert cleaned["SeriesDescription"] == "t1_mprage" and "ProtocolName" in removed  # it names DOE^JANE
+    assert cleaned["AcquisitionDateTime"] == "2004-06-07T10:11:12" and cleaned["AcquisitionTime"] == "10:11:12.5"
+    assert {"PatientSex", "PatientAge", "PatientName", "InstitutionName"} <= set(removed)
+    kept, _ = scrub_sidecar(sidecar, ProfileOptions(retain_patient_characteristics=True, retain_long_full_dates=True))
+    assert (kept["PatientSex"], kept["PatientAge"], kept["AcquisitionDateTime"]) == ("F", "039Y", "2005-07-12T10:11:12")
+    assert "PatientName" not in kept and "SeriesDescription" not in kept
 
 
 def test_acq_time_follows_the_dates_policy():
@@ -143,6 +157,9 @@ def test_modified_dates_shift_each_subject_by_its_keyed_offset(phantom_bids, tmp
         value = (out / sub / f"{sub}_scans.tsv").read_text().splitlines()[1].split("\t")[1]
         days = (dt.date.fromisoformat(value[:10]) - dt.date.fromisoformat(original[:10])).days
         assert value[10:] == original[10:] and days == date_offset_days(key, sub)
+        sidecar = json.loads((out / sub / "anat" / f"{sub}_T1w.json").read_text())  # the same offset there
+        shifted = dt.date.fromisoformat(sidecar["AcquisitionDateTime"][:10]) - dt.date.fromisoformat(SIDECAR_IN["AcquisitionDateTime"][:10])
+        assert shifted.days == days
         assert DATE_OFFSET_RANGE_DAYS[0] <= days <= DATE_OFFSET_RANGE_DAYS[1]
         offsets.append(days)
     assert len(set(offsets)) == SUBJECTS

@@ -1,9 +1,10 @@
 """BIDS specifics: which JSON sidecar fields are PHI, the dates in scans and sessions tables,
 and the GeneratedBy entry.
 
-dcm2niix and other converters copy DICOM identity fields into the sidecars. The
-acquisition parameters (RepetitionTime, EchoTime, FlipAngle, SliceTiming, ...) are what
-BIDS users need and are kept; who, where, when and which machine are removed.
+dcm2niix and other converters copy DICOM attributes into the sidecars, under their keywords.
+Those get what the PS3.15 profile and the run's options do to the attribute in a DICOM file
+(scrub_sidecar): who, where, when and which machine go by default; the acquisition parameters
+(RepetitionTime, EchoTime, FlipAngle, SliceTiming, ...), which BIDS users need, stay.
 
 ``sub-*_scans.tsv`` and ``sub-*_sessions.tsv`` give each scan's or session's date and time
 (``acq_time``): the dates policy of the DICOM profile applies to them (removed, i.e. "n/a",
@@ -18,22 +19,9 @@ import re
 
 from DeFacerLib import __version__
 
-# Removed from every sidecar, at any depth. Names as dcm2niix and BIDS write them.
-PHI_FIELDS = frozenset({
-    # who
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "PatientWeight", "PatientSize",
-    "OtherPatientIDs", "PatientAddress", "PatientTelephoneNumbers", "EthnicGroup", "PatientComments",
-    "AccessionNumber", "StudyID", "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName",
-    "PhysiciansOfRecord", "RequestingPhysician", "ImageComments", "StudyComments", "AdditionalPatientHistory",
-    # where and which machine
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "StationName",
-    "DeviceSerialNumber", "DeviceUID",
-    # when (absolute dates; times of day without a date are kept, as BIDS does)
-    "AcquisitionDateTime", "AcquisitionDate", "StudyDate", "SeriesDate", "ContentDate", "InstanceCreationDate",
-    "StudyDateTime", "SeriesDateTime", "DateOfLastCalibration", "PerformedProcedureStepStartDate",
-    # identifiers that link back to the PACS
-    "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID", "ReferencedSOPInstanceUID",
-})
+# Sidecar keys that are no DICOM keyword but carry a date and time (some converters write them)
+DATETIME_KEYS = frozenset({"StudyDateTime", "SeriesDateTime"})
+DATE_VRS = ("DA", "DT")
 
 GENERATED_BY_NAME = "DeFacer"
 
@@ -86,24 +74,78 @@ def subject_of(rel: str) -> str:
     return first if first.startswith("sub-") else ""
 
 
-def scrub_sidecar(data):
-    """(cleaned copy, sorted names of the fields removed). Nested objects are cleaned too."""
+def scrub_sidecar(data, options=None, offset_days: int = 0):
+    """(cleaned copy, sorted names of the fields removed). Nested objects are cleaned too.
+
+    A key that is a DICOM keyword (dcm2niix writes the header's attributes under their
+    keywords) gets what the PS3.15 profile does to that attribute under ``options`` (a
+    dicom.ProfileOptions; default the Basic profile), as `defacer scrub` does to the DICOM
+    itself: kept (K), a date shifted by ``offset_days`` (Retain Longitudinal ... Modified Dates),
+    a description kept where it holds none of the values removed from the same sidecar (Clean
+    Descriptors), otherwise removed. The acquisition parameters (RepetitionTime, EchoTime,
+    SliceTiming, Manufacturer, ...) are in no row of the profile and stay.
+    """
+    from DeFacerLib.dicom.profile import ProfileOptions
+
+    actions = _sidecar_actions(options or ProfileOptions())
     removed: set[str] = set()
+    removed_values: list[str] = []
+    to_clean: list[tuple[dict, str]] = []
 
     def clean(value):
         if isinstance(value, dict):
             kept = {}
             for key, inner in value.items():
-                if key in PHI_FIELDS:
-                    removed.add(key)
-                else:
+                action, vr = actions.get(key, ("K", ""))
+                if action == "K" or (action == "C" and vr == "TM"):
                     kept[key] = clean(inner)
+                elif action == "C" and vr in DATE_VRS and isinstance(inner, str):
+                    shifted = _shift_datetime(inner, offset_days)
+                    if shifted is None:
+                        removed.add(key)
+                    else:
+                        kept[key] = shifted
+                elif action == "C" and isinstance(inner, str):
+                    kept[key] = inner
+                    to_clean.append((kept, key))
+                else:
+                    removed.add(key)
+                    removed_values.extend(_strings(inner))
             return kept
         if isinstance(value, list):
             return [clean(inner) for inner in value]
         return value
 
-    return clean(data), sorted(removed)
+    cleaned = clean(data)
+    phi = [v.lower() for v in removed_values if len(v) >= 3]
+    for holder, key in to_clean:  # a description that names what was removed goes too
+        if any(v in holder[key].lower() for v in phi):
+            del holder[key]
+            removed.add(key)
+    return cleaned, sorted(removed)
+
+
+def _strings(value) -> list[str]:
+    """Every string in a JSON value, names split at ^ as DICOM person names are."""
+    if isinstance(value, str):
+        return [value, *value.split("^")]
+    if isinstance(value, dict):
+        return [s for inner in value.values() for s in _strings(inner)]
+    if isinstance(value, list):
+        return [s for inner in value for s in _strings(inner)]
+    return []
+
+
+def _sidecar_actions(options) -> dict[str, tuple[str, str]]:
+    """{keyword: (action under ``options``, VR)} for every attribute of the PS3.15 table."""
+    from DeFacerLib.dicom.profile import load_profile, resolve_action
+
+    actions = {row["keyword"]: (resolve_action(row, options), row["vr"])
+               for row in load_profile()["rows"] if row.get("keyword")}
+    date_action = actions["AcquisitionDateTime"]
+    for key in DATETIME_KEYS:
+        actions[key] = date_action
+    return actions
 
 
 def add_generated_by(description: dict, features: tuple[str, ...]) -> dict:

@@ -313,7 +313,12 @@ def _copy(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
 def _sidecar(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
     rel = item.files[0]
     data = _read_json(Path(config.input_root) / rel)
-    cleaned, removed = bids.scrub_sidecar(data)
+    offset = 0
+    if config.dicom_options.retain_long_modified_dates:
+        from DeFacerLib.dicom.uids import date_offset_days
+
+        offset = date_offset_days(context_for(config).key, bids.subject_of(rel))
+    cleaned, removed = bids.scrub_sidecar(data, config.dicom_options, offset)
     _write_text(Path(config.output_root) / rel, bids.dumps(cleaned))
     outcome.update(action="sidecar scrubbed" if removed else "sidecar checked", written=1, outputs=[rel],
                    removed_fields=removed)
