@@ -292,20 +292,19 @@ def _copy(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
     rel = item.files[0]
     source, target = Path(config.input_root) / rel, Path(config.output_root) / rel
     if rel.lower().endswith((".nii", ".nii.gz")):
-        from DeFacerLib.io.nifti import nifti_bytes_without_identity, write_file_bytes
+        from DeFacerLib.io.nifti import copy_nifti_without_identity
 
-        content, removed = nifti_bytes_without_identity(source)
-        if removed:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temp = target.with_name(f".{target.name}.partial")
-            try:
-                write_file_bytes(temp, [content], compress=rel.lower().endswith(".gz"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.partial")
+        try:
+            removed = copy_nifti_without_identity(source, temp)
+            if removed:
                 os.replace(temp, target)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    temp.unlink()
-            outcome.update(action="copied, header cleaned", written=1, outputs=[rel], header_removed=removed)
-            return
+                outcome.update(action="copied, header cleaned", written=1, outputs=[rel], header_removed=removed)
+                return
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
     _publish(source, target, copy=True)
     outcome.update(action="copied", written=1, outputs=[rel])
 

@@ -9,8 +9,10 @@ rescale integer data.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -220,21 +222,36 @@ def nifti_header_without_identity(info: dict) -> tuple[dict, list[str]]:
     return {**info, "prefix": header.binaryblock + rest}, removed
 
 
-def nifti_bytes_without_identity(path: Path) -> tuple[bytes | None, list[str]]:
-    """(the file's content, uncompressed, with nifti_header_without_identity applied to its header,
-    what went), or (None, []) when nothing identifying is there: the voxel bytes are not decoded,
-    so a 4D series costs a decompression and no more. InputError when it is no NIfTI file."""
-    raw = read_file_bytes(path)
-    klass = _nifti_class(raw, path)
-    size = klass.header_class.sizeof_hdr
-    header = klass.header_class(raw[:size], check=False)
-    offset = int(header["vox_offset"])
-    if offset < size or offset > len(raw):
-        raise InputError(f"{path} has a voxel offset ({offset}) outside the file; it is corrupt or truncated")
-    info, removed = nifti_header_without_identity({"prefix": raw[:offset], "nifti_class": klass.__name__})
-    if not removed:
-        return None, []
-    return info["prefix"] + raw[offset:], removed
+def copy_nifti_without_identity(source: Path, target: Path) -> list[str]:
+    """Write ``source`` to ``target`` with nifti_header_without_identity applied to its header and
+    return what went; [] (and nothing written) when there is nothing to clean. The voxel bytes
+    are streamed through, never held whole: a 4D series costs one pass. InputError when
+    ``source`` is no NIfTI file."""
+    compressed = source.name.lower().endswith(".gz")
+    try:
+        with (gzip.open(source, "rb") if compressed else open(source, "rb")) as stream:
+            head = stream.read(540)
+            klass = _nifti_class(head, source)
+            size = klass.header_class.sizeof_hdr
+            offset = int(klass.header_class(head[:size], check=False)["vox_offset"])
+            if offset < size:
+                raise InputError(f"{source} has a voxel offset ({offset}) inside its header; it is corrupt")
+            prefix = head[:offset] + stream.read(max(0, offset - len(head)))
+            if len(prefix) < offset:
+                raise InputError(f"{source} ends before its voxels start; it is truncated")
+            info, removed = nifti_header_without_identity({"prefix": prefix, "nifti_class": klass.__name__})
+            if not removed:
+                return []
+            rest = head[offset:]
+            with open(target, "wb") as handle, (gzip.GzipFile(filename="", mode="wb", fileobj=handle,
+                                                             compresslevel=GZIP_LEVEL, mtime=0)
+                                               if compressed else contextlib.nullcontext(handle)) as out:
+                out.write(info["prefix"])
+                out.write(rest)
+                shutil.copyfileobj(stream, out, 1 << 22)
+    except (EOFError, OSError, zlib.error) as error:
+        raise InputError(f"{source} is corrupt or truncated ({error}); re-export or re-copy it") from None
+    return removed
 
 
 def _extension_codes(prefix: bytes, header_size: int, endian: str) -> list[int]:
