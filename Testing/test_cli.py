@@ -221,7 +221,11 @@ def test_nothing_to_scrub_or_batch_leaves_no_output(tmp_path):
     assert_one_line_error(defacer("scrub", empty, out, *key), 3, "holds no files")
     assert_one_line_error(defacer("scrub", text, tmp_path / "notes.dcm", *key), 3, "not a DICOM file")
     assert_one_line_error(defacer("batch", empty, out, "--scrub-only", *key), 3, "holds no files")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "key", "notes.txt"]  # the key is made at start
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "key", "notes.txt"]  # made by the non-DICOM file's run
+    (tmp_path / "key").unlink()
+    assert_one_line_error(defacer("scrub", empty, out, *key), 3, "holds no files")
+    assert_one_line_error(defacer("batch", empty, out, "--scrub-only", *key), 3, "holds no files")
+    assert not (tmp_path / "key").exists()  # an empty input makes no key file
 
 
 def test_not_an_image(tmp_path):

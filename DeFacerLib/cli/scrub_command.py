@@ -64,12 +64,16 @@ def options_from_args(args):
 
 
 def run(args) -> dict:
+    from pathlib import Path
+
     from DeFacerLib.dicom import load_or_create_key, scrub_tree
+    from DeFacerLib.dicom.tree import scrub_inputs
     from DeFacerLib.errors import InputError, UsageError
 
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     options = options_from_args(args)
+    scrub_inputs(Path(args.input))  # a missing or empty input makes no key file either
     key, key_path, created = load_or_create_key(args.key_file)
     summary = scrub_tree(args.input, args.output, options, key, workers=args.workers,
                          overwrite=args.overwrite, audit_dir=args.audit_dir)

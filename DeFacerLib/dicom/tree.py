@@ -49,6 +49,17 @@ def list_inputs(root: Path) -> list[tuple[str, str]]:
     return files
 
 
+def scrub_inputs(source: Path) -> list[tuple[str, str]]:
+    """list_inputs of an input that exists and holds a file; InputError otherwise (checked
+    before anything is made, the key file included)."""
+    if not Path(source).exists():
+        raise InputError(f"{source} does not exist; give a DICOM file or a folder of DICOM files")
+    inputs = list_inputs(Path(source))
+    if not inputs:
+        raise InputError(f"{source} holds no files; give a DICOM file or a folder of DICOM files")
+    return inputs
+
+
 def pool_size(workers: int, files: int) -> int:
     """Worker processes worth starting: each must get MIN_FILES_PER_WORKER files, since a pool
     costs ~10-20 ms to start and a header scrub ~2-3 ms per file (1 means: no pool at all)."""
@@ -162,8 +173,7 @@ def scrub_tree(input_path: str | Path, output_path: str | Path, options: Profile
                progress=None) -> dict:
     """Scrub every file under ``input_path`` into a mirrored tree at ``output_path``."""
     source, target = Path(input_path), Path(output_path)
-    if not source.exists():
-        raise InputError(f"{source} does not exist; give a DICOM file or a folder of DICOM files")
+    inputs = scrub_inputs(source)
     target = check_output_path(source, target, overwrite)
     audit = Path(audit_dir) if audit_dir else default_audit_dir(target)
     if audit.resolve() == target or source.resolve() in audit.resolve().parents:
@@ -172,9 +182,6 @@ def scrub_tree(input_path: str | Path, output_path: str | Path, options: Profile
         from DeFacerLib.dicom.pixels_ocr import require_tesseract
 
         require_tesseract()
-    inputs = list_inputs(source)
-    if not inputs:
-        raise InputError(f"{source} holds no files; give a DICOM file or a folder of DICOM files")
     started = time.perf_counter()
     records: list[dict] = []
     with atomic_path(target, directory=source.is_dir()) as temp:
