@@ -68,6 +68,9 @@ def test_info_reports_real_geometry(data_dir):
     assert np.allclose(info["spacing_mm"], [2, 2, 2])
     assert info["orientation"] == "PSR"
     assert info["modality"] == "MR"
+    assert info["identifying header content"] == ["NIfTI extension 4 (afni)"]  # IXI's AFNI history
+    series = json.loads(defacer("info", data_dir / "dicom/siemens_trio_mprage_1mm", "--json").stdout)
+    assert "PS3.15" in series["identifying header content"]
 
 
 def test_json_into_a_closed_pipe_is_quiet(data_dir):
