@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
+from functools import lru_cache
 
 from DeFacerLib import __version__
 
@@ -136,6 +137,7 @@ def _strings(value) -> list[str]:
     return []
 
 
+@lru_cache(maxsize=8)
 def _sidecar_actions(options) -> dict[str, tuple[str, str]]:
     """{keyword: (action under ``options``, VR)} for every attribute of the PS3.15 table."""
     from DeFacerLib.dicom.profile import load_profile, resolve_action

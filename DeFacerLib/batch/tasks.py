@@ -312,20 +312,27 @@ def _copy(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
 def _sidecar(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
     rel = item.files[0]
     data = _read_json(Path(config.input_root) / rel)
-    offset = 0
-    if config.dicom_options.retain_long_modified_dates:
-        from DeFacerLib.dicom.uids import date_offset_days
-
-        offset = date_offset_days(context_for(config).key, bids.subject_of(rel))
+    _dates, offset = _dates_policy(config, rel)
     cleaned, removed = bids.scrub_sidecar(data, config.dicom_options, offset)
     _write_text(Path(config.output_root) / rel, bids.dumps(cleaned))
     outcome.update(action="sidecar scrubbed" if removed else "sidecar checked", written=1, outputs=[rel],
                    removed_fields=removed)
 
 
-def _dated_table(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
+def _dates_policy(config: BatchConfig, rel: str) -> tuple[str, int]:
+    """("remove" | "modified" | "full", the whole-day shift of the file's BIDS subject) under the
+    run's DICOM options: sidecars and scans tables move by the same keyed offset."""
+    options = config.dicom_options
+    if options.retain_long_full_dates:
+        return "full", 0
+    if not options.retain_long_modified_dates:
+        return "remove", 0
     from DeFacerLib.dicom.uids import date_offset_days
 
+    return "modified", date_offset_days(context_for(config).key, bids.subject_of(rel))
+
+
+def _dated_table(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
     rel = item.files[0]
     source = Path(config.input_root) / rel
     try:
@@ -333,9 +340,7 @@ def _dated_table(item: Item, config: BatchConfig, info: dict, outcome: dict) -> 
             text = table.read()
     except UnicodeDecodeError:
         raise InputError(f"{rel} is not UTF-8 text; BIDS tables are UTF-8 TSV") from None
-    options = config.dicom_options
-    dates = "full" if options.retain_long_full_dates else "modified" if options.retain_long_modified_dates else "remove"
-    offset = date_offset_days(context_for(config).key, bids.subject_of(rel)) if dates == "modified" else 0
+    dates, offset = _dates_policy(config, rel)
     cleaned, changed = bids.scrub_dated_table(text, dates, offset)
     _write_text(Path(config.output_root) / rel, cleaned)
     action = {"remove": "acq_time removed", "modified": "acq_time shifted", "full": "acq_time kept"}[dates]

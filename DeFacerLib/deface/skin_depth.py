@@ -229,31 +229,32 @@ MAURER_FROM_RUNS = 50
 def dilate_mm_on_box(mask: np.ndarray, radius_mm: float, spacing_mm, box: Box) -> np.ndarray:
     """``dilate_mm(mask)`` on the inclusive index ``box`` only: the dilation of the box grown
     by the radius (every voxel that can reach into the box), cut back to the box."""
-    lo, hi = np.asarray(box[0]), np.asarray(box[1])
     if radius_mm <= 0:
-        return mask[tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))].copy()
-    spacing = np.asarray(spacing_mm, dtype=np.float64).reshape(3)
-    reach = np.ceil(radius_mm / spacing).astype(int) + 1
-    grown_lo = np.maximum(lo - reach, 0)
-    grown_hi = np.minimum(hi + reach, np.asarray(mask.shape) - 1)
-    grown = mask[tuple(slice(int(a), int(b) + 1) for a, b in zip(grown_lo, grown_hi))]
-    inner = tuple(slice(int(a - g), int(b - g) + 1) for a, b, g in zip(lo, hi, grown_lo))
+        return mask[tuple(slice(int(a), int(b) + 1) for a, b in zip(*box))].copy()
+    grown, inner, spacing = _grown_box(mask, radius_mm, spacing_mm, box)
     return dilate_mm(grown, radius_mm, spacing)[inner]
 
 
 def dilations_mm_on_box(mask: np.ndarray, radii_mm, spacing_mm, box: Box) -> list[np.ndarray]:
     """``dilate_mm_on_box`` for several radii (> 0) from one distance transform of the box grown
     by the largest: the same sets (each exact on a larger domain), one transform instead of one each."""
-    lo, hi = np.asarray(box[0]), np.asarray(box[1])
-    spacing = np.asarray(spacing_mm, dtype=np.float64).reshape(3)
-    reach = np.ceil(max(radii_mm) / spacing).astype(int) + 1
-    grown_lo = np.maximum(lo - reach, 0)
-    grown_hi = np.minimum(hi + reach, np.asarray(mask.shape) - 1)
-    grown = np.asarray(mask[tuple(slice(int(a), int(b) + 1) for a, b in zip(grown_lo, grown_hi))], dtype=bool)
-    inner = tuple(slice(int(a - g), int(b - g) + 1) for a, b, g in zip(lo, hi, grown_lo))
+    grown, inner, spacing = _grown_box(mask, max(radii_mm), spacing_mm, box)
+    grown = np.asarray(grown, dtype=bool)
     if not grown.any():
         return [np.zeros(grown[inner].shape, dtype=bool) for _ in radii_mm]
     return [(grown | near)[inner] for near in depths_at_most(~grown, spacing, tuple(radii_mm))]
+
+
+def _grown_box(mask: np.ndarray, radius_mm: float, spacing_mm, box: Box):
+    """(``mask`` on ``box`` grown by the radius and a voxel, the slices of ``box`` in it, spacing)."""
+    lo, hi = np.asarray(box[0]), np.asarray(box[1])
+    spacing = np.asarray(spacing_mm, dtype=np.float64).reshape(3)
+    reach = np.ceil(radius_mm / spacing).astype(int) + 1
+    grown_lo = np.maximum(lo - reach, 0)
+    grown_hi = np.minimum(hi + reach, np.asarray(mask.shape) - 1)
+    grown = mask[tuple(slice(int(a), int(b) + 1) for a, b in zip(grown_lo, grown_hi))]
+    inner = tuple(slice(int(a - g), int(b - g) + 1) for a, b, g in zip(lo, hi, grown_lo))
+    return grown, inner, spacing
 
 
 def erode_mm(mask: np.ndarray, radius_mm: float, spacing_mm) -> np.ndarray:

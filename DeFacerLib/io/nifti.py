@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import itertools
 import math
-import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -45,7 +45,7 @@ def read_file_bytes(path: Path) -> bytes:
     return raw
 
 
-def write_file_bytes(target: Path, chunks: list[bytes], compress: bool) -> None:
+def write_file_bytes(target: Path, chunks, compress: bool) -> None:
     """Write chunks, gzipped when asked; the gzip header carries no name and no time."""
     with open(target, "wb") as handle:
         if compress:
@@ -226,32 +226,42 @@ def copy_nifti_without_identity(source: Path, target: Path) -> list[str]:
     """Write ``source`` to ``target`` with nifti_header_without_identity applied to its header and
     return what went; [] (and nothing written) when there is nothing to clean. The voxel bytes
     are streamed through, never held whole: a 4D series costs one pass. InputError when
-    ``source`` is no NIfTI file."""
+    ``source`` is no NIfTI file or ends early; a failed write stays an OSError (a full disk)."""
     compressed = source.name.lower().endswith(".gz")
-    try:
-        with (gzip.open(source, "rb") if compressed else open(source, "rb")) as stream:
-            head = stream.read(540)
-            klass = _nifti_class(head, source)
-            size = klass.header_class.sizeof_hdr
-            offset = int(klass.header_class(head[:size], check=False)["vox_offset"])
-            if offset < size:
-                raise InputError(f"{source} has a voxel offset ({offset}) inside its header; it is corrupt")
-            prefix = head[:offset] + stream.read(max(0, offset - len(head)))
-            if len(prefix) < offset:
-                raise InputError(f"{source} ends before its voxels start; it is truncated")
-            info, removed = nifti_header_without_identity({"prefix": prefix, "nifti_class": klass.__name__})
-            if not removed:
-                return []
-            rest = head[offset:]
-            with open(target, "wb") as handle, (gzip.GzipFile(filename="", mode="wb", fileobj=handle,
-                                                             compresslevel=GZIP_LEVEL, mtime=0)
-                                               if compressed else contextlib.nullcontext(handle)) as out:
-                out.write(info["prefix"])
-                out.write(rest)
-                shutil.copyfileobj(stream, out, 1 << 22)
-    except (EOFError, OSError, zlib.error) as error:
-        raise InputError(f"{source} is corrupt or truncated ({error}); re-export or re-copy it") from None
+    with _reading(source), (gzip.open(source, "rb") if compressed else open(source, "rb")) as stream:
+        head = stream.read(540)
+        klass = _nifti_class(head, source)
+        size = klass.header_class.sizeof_hdr
+        offset = int(klass.header_class(head[:size], check=False)["vox_offset"])
+        if offset < size:
+            raise InputError(f"{source} has a voxel offset ({offset}) inside its header; it is corrupt")
+        prefix = head[:offset] + stream.read(max(0, offset - len(head)))
+        if len(prefix) < offset:
+            raise InputError(f"{source} ends before its voxels start; it is truncated")
+        info, removed = nifti_header_without_identity({"prefix": prefix, "nifti_class": klass.__name__})
+        if not removed:
+            return []
+
+        def voxels():
+            yield head[offset:]
+            while True:
+                with _reading(source):
+                    block = stream.read(1 << 22)
+                if not block:
+                    return
+                yield block
+
+        write_file_bytes(target, itertools.chain([info["prefix"]], voxels()), compress=compressed)
     return removed
+
+
+@contextlib.contextmanager
+def _reading(source: Path):
+    """A source that cannot be read to its end is an InputError (writing errors pass as they are)."""
+    try:
+        yield
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise InputError(f"{source} is corrupt or truncated ({error}); re-export or re-copy it") from None
 
 
 def _extension_codes(prefix: bytes, header_size: int, endian: str) -> list[int]:
