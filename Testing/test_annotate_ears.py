@@ -111,3 +111,23 @@ def test_the_consensus_is_reproduced_from_the_readings(data_dir):
     for name in ("ear_left", "ear_right"):
         assert agreed[name]["agreed"] and len(agreed[name]["readers"]) == 4
         assert np.allclose(agreed[name]["point_mm"], stored[name]["point_mm"]), name
+
+
+def test_compare_measures_a_reading_against_a_second_one(data_dir, tmp_path, capsys):
+    """``compare`` (the mode the first blind reading was measured with) on IXI162's two readings:
+    each ear's distance to the table, the model and the second reader, and the medians."""
+    tool = _tool()
+    rel = "heads/ixi/t1/IXI162-HH-1548_T1.nii.gz"
+    files = []
+    for name in ("ear_readings.json", "ear_readings_A.json"):
+        readings = json.loads((TRAINING / name).read_text())
+        path = tmp_path / name
+        path.write_text(json.dumps({"window": readings.get("window", {}), "readings": {rel: readings["readings"][rel]}}))
+        files.append(path)
+    assert tool.main(["compare", str(files[0]), "--second", str(files[1]), "--data", str(data_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith(f"{rel} ear_") for line in lines) == 2
+    medians = next(line for line in lines if line.startswith("medians (mm), all readings"))
+    # the same two readers' points as ``agree`` turns them: 6.2 and 2.0 mm apart, median 4.1 mm
+    second = float(medians.split("second reading ")[1].split()[0])
+    assert 3.5 < second < 4.7, medians

@@ -214,6 +214,37 @@ def agree(data: Path, table: dict, readers: dict[str, dict]) -> dict:
     return {"pairwise_median_mm": {p: round(float(np.median(v)), 1) for p, v in pair_mm.items()}, "ears": ears}
 
 
+def compare(data: Path, table: dict, readings: dict, second: dict | None) -> dict[str, list[float]]:
+    """Distances (mm) from each reading to the table's landmark, the U-Net's estimate and a second reading."""
+    from DeFacerLib.face.landmarks import model_landmarks
+    from DeFacerLib.face.segment import segment_features
+
+    points = read_points(data, table, readings)
+    again = read_points(data, table, second) if second else {}
+    distances: dict[str, list[float]] = {"table": [], "model": [], "second reading": []}
+    held_out = set(json.loads((Path(__file__).resolve().parent / "split.json").read_text())["validation"])
+    held_out_distances: dict[str, list[float]] = {"table": [], "model": []}
+    estimates: dict[str, dict] = {}
+    for (rel, name), point in points.items():
+        if rel not in estimates:
+            estimates[rel] = model_landmarks(read_volume(data / rel), segment_features(read_volume(data / rel)).labels)
+        row = {"table": table[rel]["landmarks"][name], "model": estimates[rel].get(name),
+               "second reading": again.get((rel, name))}
+        cells = []
+        for key, other in row.items():
+            if other is None:
+                continue
+            d = float(np.linalg.norm(point - np.asarray(other, float)))
+            distances[key].append(d)
+            if rel in held_out and key in held_out_distances:
+                held_out_distances[key].append(d)
+            cells.append(f"{key} {d:5.1f}")
+        print(f"{rel} {name}: " + ", ".join(cells))
+    for title, table_of in (("all readings", distances), ("held-out heads", held_out_distances)):
+        print(f"medians (mm), {title}: " + ", ".join(f"{k} {np.median(v):.1f} (n={len(v)})" for k, v in table_of.items() if v))
+    return distances
+
+
 def main(argv=None) -> int:
     here = Path(__file__).resolve().parent
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
