@@ -55,7 +55,7 @@ def test_a_reading_becomes_a_point_under_the_skin_of_its_ear(data_dir):
         point = points[rel, name]
         ijk = tuple(np.round(volume.world_to_index(point[None, :])[0]).astype(int))
         assert head[ijk] and depth_mm[ijk] <= 4.0, (name, depth_mm[ijk])  # 2 mm under the skin, +- a voxel
-        view = tool.EarView(volume, surface, face, tool.SIDES[name], tool._eyes_mm(table[rel]), **readings["window"])
+        view = tool.EarView(volume, surface, face, tool.SIDES[name], tool._eyes_mm(rel, table[rel]), **readings["window"])
         pixel = view.camera.project(point[None, :], tool.RENDER_PX, tool.RENDER_PX)[0]
         back_mm = (pixel - [view.x0, view.y0]) / view.scale
         assert np.allclose(back_mm, grid_mm, atol=0.05), (name, back_mm, grid_mm)  # the ray goes through the reading

@@ -26,10 +26,11 @@ from ixi_layout import brain_labels_of  # scripts/ixi_layout.py (conftest puts s
 REPO = Path(__file__).resolve().parents[1]
 SPLIT = json.loads((REPO / "scripts" / "training" / "split.json").read_text())
 VALIDATION_IXI = [rel for rel in SPLIT["validation"] if rel.startswith("heads/ixi/")][:3]
-# Share of each feature's labelled tissue that must be removed (measured on these heads with the
-# shipped model: eyes 91-98 % since the frontal guard keeps clear of the eyes (71-89 % before),
-# the rest 93-100 %; docs/benchmarks.md).
-MIN_REMOVED_FRACTION = {"eyes": 0.9, "nose": 0.95, "mouth": 0.95, "ears": 0.9}
+# Share of each feature's labelled tissue that must be changed (measured on these heads with the
+# shipped model: eyes 95.8-98.6 % since the eyes' cut takes the eye tissue around the fitted
+# globes at any depth (91-98 % before; 71-89 % before the frontal guard kept clear of the eyes),
+# the rest 95-100 %; docs/benchmarks.md).
+MIN_REMOVED_FRACTION = {"eyes": 0.95, "nose": 0.95, "mouth": 0.95, "ears": 0.9}
 MAX_EAR_RELIEF_AFTER_MM2 = 150.0  # without the pinna cut (deface/pinna.py) IXI206's left ear kept 480
 MAX_EAR_PRINT_AFTER_MM2 = 600.0
 
@@ -155,16 +156,19 @@ def test_validation_head_brain_untouched_features_removed(rel, data_dir, ear_con
 
 
 @pytest.mark.slow
-def test_the_eye_tissue_under_the_orbital_roof_goes_too(data_dir):
-    """niivue_T2w (held out): the guard keeps clear of the eye tissue around each eye's landmark,
-    not only of the network's eye region, so the top of the labelled eye tissue goes as well
-    (measured 92.7 %; 83.8 % when the guard only kept clear of the network's region)."""
+@pytest.mark.parametrize("rel", ["heads/single/niivue_T2w.nii.gz", "heads/single/chris_t1.nii.gz"])
+def test_the_eye_tissue_under_the_orbital_roof_goes_too(rel, data_dir):
+    """The held-out single heads (T2, cut across the nose; T1, cut below it): the guard keeps
+    clear of the eye tissue around each eye's landmark, fitted to the globe, and the eyes' cut
+    takes that tissue at any depth, so the top and back of the labelled eye tissue go as well
+    (measured 97.0 and 99.7 %; docs/benchmarks.md has how the eyes got there)."""
     evaluate = _evaluate_defacing()
     from DeFacerLib.face.labels import load_landmarks
 
-    rel = "heads/single/niivue_T2w.nii.gz"
     row = evaluate.evaluate_head(data_dir, rel, load_landmarks(REPO / "scripts" / "training" / "landmarks.json"), None)
-    assert row["features"]["eyes"]["removed_fraction"] >= 0.9, row["features"]["eyes"]
+    eyes = row["features"]["eyes"]
+    assert eyes["removed_fraction"] >= 0.95, eyes
+    assert all(error < 3.0 for error in eyes["landmark_errors_mm"]) and eyes["landmark_by"] == ["anatomy"] * 2, eyes
 
 
 def test_ct_head_is_defaced_with_the_face_found(data_dir, tmp_path):

@@ -328,3 +328,28 @@ def test_side_outline_masks_on_a_box_are_the_whole_grid_s_sliced():
         assert np.array_equal(on_box[0], proud[box]) and np.array_equal(on_box[1], under[box])
         assert np.array_equal(on_box[2], share[box], equal_nan=True)
         assert ((share[np.isfinite(share)] > 0) & (share[np.isfinite(share)] <= 1)).all()
+
+
+def test_a_feature_core_goes_at_any_depth_inside_its_boxes_never_near_the_brain():
+    """feature_cores: the eyes' own tissue goes whatever its depth (the pipeline passes the eye
+    tissue around the fitted globes), but only inside the eyes' boxes and never within the
+    protect margin of the brain; without it the depth limit keeps the deep part."""
+    volume, labels = make_phantom(modality="MR")
+    brain = labels == LABEL_VALUES["brain"]
+    eyes = labels == LABEL_VALUES["eyes"]
+    depth_mm = skin_depth_mm(head_mask(volume), volume.spacing_mm)
+    core = ndimage.binary_dilation(eyes, iterations=2)
+    core[:, :, : core.shape[2] // 3] = True  # and a slab far outside the eyes' boxes
+    shallow, _ = remove_features(volume, {"eyes": eyes}, brain, max_depth_mm=3.0, whole_face=False)
+    cored, report = remove_features(volume, {"eyes": eyes}, brain, max_depth_mm=3.0, whole_face=False,
+                                    feature_cores={"eyes": core})
+    near_brain = ndimage.distance_transform_edt(~brain, sampling=volume.spacing_mm) <= 5.0
+    deep_eye = eyes & (depth_mm > 6.0) & ~near_brain
+    assert deep_eye.sum() > 1000
+    assert not (shallow.array != volume.array)[deep_eye].any()
+    changed = cored.array != volume.array
+    assert changed[deep_eye].all()
+    assert not changed[brain | near_brain].any() and report.protected_voxels_changed == 0
+    assert not changed[~_boxes_union(report, volume.shape3)].any(), "the core went outside the eyes' boxes"
+    with pytest.raises(InputError):
+        remove_features(volume, {"eyes": eyes}, brain, feature_cores={"eyes": core[:-1]})

@@ -20,7 +20,10 @@ from where four blind readers put the concha.
   the U-Net region's centroid less its mean offset, snapped to the anatomy where the cue
   agrees (DeFacerLib.face.landmarks; "a" in the table) or left as the model's estimate ("m").
   The verified landmarks were proposed by the same cues and then checked by eye: where the
-  annotator accepted a proposal, a snapped landmark on the same voxel scores 0.0. The summary
+  annotator accepted a proposal, a snapped landmark on the same voxel scores 0.0. The eyes
+  are the globe fit on both sides (face.landmarks.globe_centre; the table's from the old
+  point, checked on slices; the pipeline's from the model's estimate), so their error is how
+  far two starts end apart, not an independent reading (the model's estimate alone is). The summary
   also gives the model's estimate alone, and the old region-centroid error (each labelled
   region's centroid to the nearest predicted region's; the eye label is centred 4 mm in front
   of the globe, the nose label 12 mm behind and 18 mm above the tip);
@@ -38,6 +41,11 @@ from where four blind readers put the concha.
   threshold, 1 mm smoothing) lies more than EAR_PRINT_MM above or below that outline, on the
   undefaced and the defaced head: the relief counts what the removal left, this also counts the
   cut's own shape (a sunken box, a floor that follows the pinna);
+- cut by the field of view: a landmark the table lists under ``cut_by_field_of_view`` is the
+  last point of a feature the scan cuts (niivue_T2w's nose: its field of view ends across the
+  nose, so its "tip" is the lowest point in view and the nose label, shaped for a whole nose
+  and reaching 48 mm above its tip, lies in the glabella and forehead). Its cell is shown and
+  marked, and left out of the feature's Dice and removed shares in the summary;
 - brain changed: voxels inside the reference brain (brain_labels) that differ from the input;
 - seconds: head mask + segmentation + removal (reading and writing excluded).
 
@@ -114,7 +122,8 @@ def evaluate_head(data: Path, rel: str, table: dict, model: Path | None,
     start = time.perf_counter()
     head = head_mask(volume)
     found = find_features(volume, head=head, model_path=model)
-    defaced = deface_volume(volume, found.masks, parameters=parameters, guard=found.guard, head=head)
+    defaced = deface_volume(volume, found.masks, parameters=parameters, guard=found.guard, head=head,
+                            landmarks=found.landmarks)
     seconds = time.perf_counter() - start
 
     truth = training_labels(volume, table[rel]["landmarks"], brain=brain, head=head)
@@ -150,6 +159,7 @@ def evaluate_head(data: Path, rel: str, table: dict, model: Path | None,
             "dice": _dice(found.masks[feature], labelled) if labelled.any() else None,
             "removed_fraction": round(float(defaced.removed[labelled].mean()), 3) if labelled.any() else None,
             "changed_fraction": round(float(changed[labelled].mean()), 3) if labelled.any() else None,
+            "cut_by_field_of_view": any(n in entry.get("cut_by_field_of_view", []) for n in names),
         }
     row["features"]["ears"]["relief_mm2"] = relief
     row["features"]["ears"]["print_mm2"] = ear_print
@@ -269,12 +279,13 @@ def summarise(rows: list[dict]) -> dict:
     """Targets of the U-Net issue over all rows: misses, median centre error, removal share, brain."""
     summary = {}
     for feature in FEATURES:
-        cells = [r["features"][feature] for r in rows if r["features"][feature]["labelled"]]
-        found = [c for c in cells if c["found"]]
+        labelled = [r["features"][feature] for r in rows if r["features"][feature]["labelled"]]
+        found = [c for c in labelled if c["found"]]
+        cells = [c for c in labelled if not c.get("cut_by_field_of_view")]  # the shares: whole features only
         errors = [e for c in found for e in c["landmark_errors_mm"]]
         summary[feature] = {
-            "heads": len(cells),
-            "missed": sum(not c["found"] for c in cells),
+            "heads": len(labelled),
+            "missed": sum(not c["found"] for c in labelled),
             "median_landmark_error_mm": _median([e for c in found for e in c["landmark_errors_mm"]]),
             "median_model_estimate_error_mm": _median([e for c in found for e in c["model_estimate_errors_mm"]]),
             "median_centre_error_mm": _median([e for c in found for e in c["centre_errors_mm"]]),
@@ -314,7 +325,8 @@ def markdown(rows: list[dict], summary: dict) -> str:
                 cells.append("not in scan" + (" (found!)" if c["found"] else ""))
                 continue
             error = "/".join(f"{e:.1f}{(b or '-')[0]}" for e, b in zip(c["landmark_errors_mm"], c["landmark_by"])) or "-"
-            cells.append(f"{'yes' if c['found'] else '**MISS**'}, {error}, {c['dice']:.2f}, {c['removed_fraction']:.0%}")
+            cut = " (cut by the field of view)" if c.get("cut_by_field_of_view") else ""
+            cells.append(f"{'yes' if c['found'] else '**MISS**'}, {error}, {c['dice']:.2f}, {c['removed_fraction']:.0%}{cut}")
         brain = "n/a" if row["brain_voxels_changed"] is None else str(row["brain_voxels_changed"])
         lines.append(f"| {row['head']} | " + " | ".join(cells) + f" | {brain} | {row['seconds']:.1f} |")
     lines += ["", "| feature | heads | missed | median landmark error (mm) | snapped to the anatomy | model's estimate alone (mm) "
@@ -324,6 +336,12 @@ def markdown(rows: list[dict], summary: dict) -> str:
         lines.append(f"| {feature} | {s['heads']} | {s['missed']} | {s['median_landmark_error_mm']} | {s['landmarks_snapped']} | "
                      f"{s['median_model_estimate_error_mm']} | {s['median_centre_error_mm']} | {s['median_dice']} | "
                      f"{s['min_removed_fraction']:.0%} / {s['median_removed_fraction']:.0%} |")
+    partial = [f"{row['head']} {feature}" for row in rows for feature in FEATURES
+               if row["features"][feature].get("cut_by_field_of_view")]
+    if partial:
+        lines.append("\nLeft out of the removed shares (min / median / pooled): " + ", ".join(partial)
+                     + ": the field of view cuts the feature, so its landmark is the last point in view and "
+                     "the label, shaped for a whole feature, lies off it (landmarks.json, cut_by_field_of_view)")
     lines.append("\nRemoved, pooled over every head's labelled volume (mm^3): " + ", ".join(
         f"{feature} {summary[feature]['pooled_removed_fraction']:.1%}" for feature in FEATURES
         if summary[feature]["pooled_removed_fraction"] is not None))

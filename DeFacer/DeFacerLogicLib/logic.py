@@ -306,11 +306,12 @@ class DeFacerLogic:
         parameters = DefaceParameters(features=features, margin_mm=margin_mm, max_depth_mm=max_depth_mm,
                                       protect_margin_mm=protect_margin_mm, whole_face=whole_face, seal_mm=seal_mm,
                                       shield=shield)
+        found = features_found["found"]
         result = deface_volume(volume, masks, parameters=parameters, guard=features_found["guard"],
                                head=features_found["head"],
+                               landmarks=found.landmarks if found is not None and rois is None else None,
                                progress=lambda message, fraction: progress(message, 0.3 + 0.6 * fraction))
         report = dict(result.report)
-        found = features_found["found"]
         if found is not None:  # as deface_file reports it
             report["segmentation"] = segmentation_report(found)
         report["features_removed"] = list(result.features_removed)

@@ -81,22 +81,21 @@ def frontal_guard(volume: Volume, head: np.ndarray, eyes: np.ndarray | None, nos
 # globe, lids, the fat above it, up to 14 mm above the globe's centre) reaches higher, under
 # the orbital roof. With the region alone the guard, grown by the margin, kept the top of that
 # tissue (eyes removed 84 % on niivue_T2w, 93.3 % pooled over the held-out heads). So the region
-# also takes that ellipsoid around each eye's landmark (snapped to the globe, 1.8 mm median
-# error): 93 % on niivue_T2w, 94.8 % pooled; all 27 IXI heads 94.8 -> 95.7 % pooled, and 0
-# reference-brain voxels changed on every one of them. The predicted brain, grown by the
-# margin, and the medial strip stay protected as before.
+# also takes that ellipsoid around each eye's landmark (face.labels.eye_tissue; the landmark
+# fitted to the globe): 93 % on niivue_T2w, 94.8 % pooled; all 27 IXI heads 94.8 -> 95.7 %
+# pooled, and 0 reference-brain voxels changed on every one of them. The predicted brain, grown
+# by the margin, and the medial strip stay protected as before. (The eyes' cut now also takes
+# that ellipsoid at any depth, pipeline.deface_volume: docs/benchmarks.md has today's figures.)
 
 
 def _eye_region(volume: Volume, eyes: np.ndarray | None, eye_points_mm: dict | None) -> np.ndarray | None:
     """The predicted eyes, with the eye tissue's ellipsoid around each eye landmark added."""
     if eyes is None or not eye_points_mm:
         return eyes
-    from DeFacerLib.face.labels import landmark_ellipsoid
+    from DeFacerLib.face.labels import eye_tissue
 
-    region = np.array(eyes, dtype=bool)
-    for name, point in eye_points_mm.items():
-        region |= landmark_ellipsoid(volume, name, point)
-    return region
+    tissue = eye_tissue(volume, eye_points_mm)
+    return eyes if tissue is None else np.asarray(eyes, dtype=bool) | tissue
 
 
 def _near_eyes(eyes: np.ndarray | None, spacing_mm) -> np.ndarray | np.bool_:

@@ -159,6 +159,7 @@ def deface_volume(
     protected: np.ndarray | None = None,
     guard: np.ndarray | None = None,
     head: np.ndarray | None = None,
+    landmarks: dict | None = None,
     progress: Progress = _no_progress,
 ) -> DefaceResult:
     """Remove the chosen features from ``volume``; never touch ``protected`` (and the brain mask, if given).
@@ -168,6 +169,11 @@ def deface_volume(
     touched, nor anything within the engine's protect margin of them. The guard is grown by
     the margin too: between the orbits the olfactory fossa and gyrus rectus reach down to
     7-9 mm above the eye centres at 20-25 mm depth (held-out IXI162), below the guard itself.
+    ``landmarks`` (FoundFeatures.landmarks): the eyes' cut also takes the eye tissue around each
+    located globe (face.labels.eye_tissue) at any depth, inside the eyes' boxes: at the engine's
+    25 mm depth the back of the globe and the fat above it stayed on deep-set eyes (eyes
+    removed 85 % at worst, 94.0 % pooled on the 27 IXI heads). A deeper cut over the whole eye
+    box instead reached reference brain 20-24 mm behind the globes on three of them.
     """
     from DeFacerLib.deface import head_mask, remove_features
 
@@ -188,7 +194,14 @@ def deface_volume(
         selected.setdefault(name, np.zeros(volume.shape3, dtype=bool))
 
     progress("removing features", 0.4)
-    defaced, report = remove_features(volume, selected, kept, head=head, **parameters.engine_kwargs())
+    cores = None
+    eye_points = {name: point["mm"] for name, point in (landmarks or {}).items() if name.startswith("eye_")}
+    if eye_points and "eyes" in parameters.features:
+        from DeFacerLib.face.labels import eye_tissue
+
+        cores = {"eyes": eye_tissue(volume, eye_points)}
+    defaced, report = remove_features(volume, selected, kept, head=head, feature_cores=cores,
+                                      **parameters.engine_kwargs())
     progress("done", 1.0)
     report_dict = report.to_dict()
     report_dict["protected_voxels"] = int(np.count_nonzero(kept))

@@ -187,6 +187,7 @@ def remove_features(
     whole_face: bool = DEFAULT_WHOLE_FACE,
     seal_mm: float = DEFAULT_SEAL_MM,
     shield: bool = DEFAULT_SHIELD,
+    feature_cores: dict[str, np.ndarray] | None = None,
 ) -> tuple[Volume, RemovalReport]:
     """Remove the near-surface tissue of each feature; return the new Volume and a report.
 
@@ -199,7 +200,10 @@ def remove_features(
     layer just deeper than each cut (and as guarded) is set to the head's tissue value, so the
     new surface is the cut (0: air only). ``shield``: close the front of the head with a hollow
     block of tissue up to a flat plane ahead of the eyes (SHIELD_*; needs the whole face's eyes
-    and mouth or nose), reported as ``shield_voxels`` (None: not placed).
+    and mouth or nose), reported as ``shield_voxels`` (None: not placed). ``feature_cores``:
+    per feature, tissue its cut takes at any depth inside its boxes (never the guarded): the
+    eyes' ellipsoids around the located globes (pipeline.deface_volume), whose back lies deeper
+    than ``max_depth_mm`` under deep-set lids; deeper than the shell it becomes the seal.
     Raises InputError for masks of the wrong shape or unknown feature names, GuaranteeError
     if a protected voxel would change.
     """
@@ -207,6 +211,8 @@ def remove_features(
     shape = volume.shape3
     spacing = volume.spacing_mm
     protected = _as_mask(protected, shape, "protected mask", name)
+    feature_cores = {feature: _as_mask(core, shape, f"{feature} core", name)
+                     for feature, core in (feature_cores or {}).items() if core is not None}
     unknown = sorted(set(feature_masks) - set(FEATURES))
     if unknown:
         raise InputError(f"{name}: unknown feature(s) {', '.join(unknown)}; choose from {', '.join(FEATURES)}")
@@ -318,7 +324,11 @@ def remove_features(
                 region = np.zeros(crop_shape, dtype=bool)
                 for lo, hi in boxes[feature]:
                     region[local_box(lo, hi, crop_lo)] = True
+                core = feature_cores.get(feature)
                 region &= allowed
+                for lo, hi in boxes[feature] if core is not None else ():  # its core, at any depth
+                    local = local_box(lo, hi, crop_lo)
+                    region[local] |= core[tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))] & ~guarded(lo, hi)
                 features[feature].voxels_removed = int(region.sum())
                 removal |= region
                 air |= region if feature in UNSEALED_FEATURES else region & shallow

@@ -86,6 +86,7 @@ def deface_file(
         protected=protected,
         guard=found.guard if found is not None else None,
         head=head,
+        landmarks=found.landmarks if found is not None else None,
         progress=lambda message, fraction: progress(message, 0.35 + 0.5 * fraction),
     )
     central = [name for name in CENTRAL_FEATURES if name in parameters.features]

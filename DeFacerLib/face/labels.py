@@ -115,6 +115,18 @@ def landmark_ellipsoid(volume: Volume, name: str, point_mm) -> np.ndarray:
     return inside
 
 
+def eye_tissue(volume: Volume, eye_points_mm: dict) -> np.ndarray | None:
+    """The eye tissue's ellipsoids around the eyes' landmarks ({"eye_left": [x, y, z], ...},
+    world LPS), unclipped: what the guard keeps clear of and the eyes' cut takes at any depth."""
+    points = {name: point for name, point in eye_points_mm.items() if LANDMARK_FEATURE.get(name) == "eyes"}
+    if not points:
+        return None
+    tissue = np.zeros(volume.shape3, dtype=bool)
+    for name, point in points.items():
+        tissue |= landmark_ellipsoid(volume, name, point)
+    return tissue
+
+
 def feature_masks(volume: Volume, landmarks: dict, head: np.ndarray, depth_mm: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Boolean mask per present feature (before the brain is subtracted), overlaps resolved."""
     if depth_mm is None:

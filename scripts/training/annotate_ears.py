@@ -13,7 +13,7 @@ the antihelix behind and above, where the ear canal opens), on the skin.
 ``sheets`` renders each head's left and right skin (DeFacerLib.qa.render_views, 1000 px, the
 same parallel cameras as the review pictures) and crops a 110 mm square where the ear must be
 (from ``--behind-eyes-mm`` 40 to 150 mm behind the eyes' midpoint, from ``--above-eyes-mm`` 40
-above it down), drawn with a 10 mm grid labelled in mm from the crop's top-left corner. No
+above it down; the midpoint the existing readings were made on is kept in ear_sheet_anchors.json), drawn with a 10 mm grid labelled in mm from the crop's top-left corner. No
 landmark is drawn: the reader sees neither the table nor the model.
 
 ``compare`` turns each reading (grid mm, with the sheets' window) into world LPS mm by casting
@@ -82,18 +82,26 @@ class EarView:
         return on_plane + cam.toward_camera * cam.depth_mm, -cam.toward_camera
 
 
-def _eyes_mm(entry: dict) -> np.ndarray:
+ANCHORS = Path(__file__).resolve().parent / "ear_sheet_anchors.json"
+
+
+def _eyes_mm(rel: str, entry: dict) -> np.ndarray:
+    """The eyes' midpoint a head's sheets are anchored to: the one they were read on
+    (ear_sheet_anchors.json; the eyes have moved since), else the table's eyes'."""
+    anchors = json.loads(ANCHORS.read_text())["anchors_mm"] if ANCHORS.exists() else {}
+    if rel in anchors:
+        return np.asarray(anchors[rel], float)
     return 0.5 * (np.asarray(entry["landmarks"]["eye_left"], float) + np.asarray(entry["landmarks"]["eye_right"], float))
 
 
-def sheet(volume, entry: dict, title: str, out: Path, behind_eyes_mm: float = BEHIND_EYES_MM,
+def sheet(volume, rel: str, entry: dict, out: Path, behind_eyes_mm: float = BEHIND_EYES_MM,
           above_eyes_mm: float = ABOVE_EYES_MM) -> Path:
     surface = skin_surface(volume, max_points=200_000)
     face = face_direction(volume, surface)
     images = render_views(volume, ("left", "right"), size=(RENDER_PX, RENDER_PX), surface=surface, face=face)
     tiles = []
     for name, view in SIDES.items():
-        ev = EarView(volume, surface, face, view, _eyes_mm(entry), behind_eyes_mm, above_eyes_mm)
+        ev = EarView(volume, surface, face, view, _eyes_mm(rel, entry), behind_eyes_mm, above_eyes_mm)
         side = int(round(WINDOW_MM * ev.scale))
         crop = Image.fromarray(images[view]).crop((int(ev.x0), int(ev.y0), int(ev.x0) + side, int(ev.y0) + side))
         crop = crop.resize((int(side * ZOOM), int(side * ZOOM)), Image.LANCZOS)
@@ -112,7 +120,7 @@ def sheet(volume, entry: dict, title: str, out: Path, behind_eyes_mm: float = BE
     for t in tiles:
         canvas.paste(t, (x, 0))
         x += t.width + 10
-    ImageDraw.Draw(canvas).text((4, canvas.height - 14), title, fill=(255, 255, 255))
+    ImageDraw.Draw(canvas).text((4, canvas.height - 14), rel, fill=(255, 255, 255))
     out.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(out)
     return out
@@ -149,7 +157,7 @@ def read_points_of_readers(data: Path, table: dict, readers: list[dict]) -> list
         head = head_mask(volume)
         for found, readings in zip(points, readers):
             for name, grid_mm in readings["readings"].get(rel, {}).items():
-                ev = EarView(volume, surface, face, SIDES[name], _eyes_mm(table[rel]), **readings.get("window", {}))
+                ev = EarView(volume, surface, face, SIDES[name], _eyes_mm(rel, table[rel]), **readings.get("window", {}))
                 found[rel, name] = landmark_from_reading(volume, head, ev, grid_mm)
     return points
 
@@ -278,7 +286,7 @@ def main(argv=None) -> int:
         if args.only and not any(s in rel for s in args.only):
             continue
         out = Path(args.out) / f"{rel.replace('/', '_')}.png"
-        print(sheet(read_volume(data / rel), entry, rel, out, args.behind_eyes_mm, args.above_eyes_mm), file=sys.stderr)
+        print(sheet(read_volume(data / rel), rel, entry, out, args.behind_eyes_mm, args.above_eyes_mm), file=sys.stderr)
     return 0
 
 

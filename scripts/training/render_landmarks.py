@@ -38,22 +38,41 @@ HALF_MM = 40.0
 
 
 
-def slice_image(values: np.ndarray, volume, point: np.ndarray, plane: str, lo: float, hi: float) -> Image.Image:
-    """An 80 mm square slice through ``point`` (world LPS), sampled at 1 mm."""
-    t = np.arange(-HALF_MM, HALF_MM, 1.0)
+def sample_slice(values: np.ndarray, volume, point: np.ndarray, plane: str, window: tuple[float, float],
+                 half_mm: float = HALF_MM, step_mm: float = 1.0) -> np.ndarray:
+    """A square slice through ``point`` (world LPS), 2 * half_mm across, as 8-bit grey in ``window``.
+    Axial: columns patient right -> left (+x), rows anterior -> posterior; coronal: columns +x,
+    rows superior -> inferior; sagittal: columns anterior -> posterior, rows superior -> inferior."""
+    lo, hi = window
+    t = np.arange(-half_mm, half_mm, step_mm)
     a, b = np.meshgrid(t, t, indexing="xy")  # a: image column, b: image row (down)
     world = np.zeros(a.shape + (3,))
-    if plane == "axial":  # columns: patient right -> left (+x); rows: anterior (-y) -> posterior
+    if plane == "axial":
         world[..., 0], world[..., 1], world[..., 2] = point[0] + a, point[1] + b, point[2]
-    elif plane == "coronal":  # columns +x; rows superior -> inferior
+    elif plane == "coronal":
         world[..., 0], world[..., 1], world[..., 2] = point[0] + a, point[1], point[2] - b
-    else:  # sagittal: columns anterior -> posterior; rows superior -> inferior
+    else:
         world[..., 0], world[..., 1], world[..., 2] = point[0], point[1] + a, point[2] - b
     ijk = volume.world_to_index(world.reshape(-1, 3)).T
     sampled = ndi.map_coordinates(values, ijk, order=1, cval=lo).reshape(a.shape)
-    grey = np.clip((sampled - lo) / (hi - lo + 1e-9) * 255, 0, 255).astype(np.uint8)
-    image = Image.fromarray(grey).convert("RGB").resize((SLICE_PX, SLICE_PX), Image.NEAREST)
-    return image
+    return np.clip((sampled - lo) / (hi - lo + 1e-9) * 255, 0, 255).astype(np.uint8)
+
+
+def slice_image(values: np.ndarray, volume, point: np.ndarray, plane: str, lo: float, hi: float) -> Image.Image:
+    """An 80 mm square slice through ``point`` (world LPS), sampled at 1 mm."""
+    grey = sample_slice(values, volume, point, plane, (lo, hi))
+    return Image.fromarray(grey).convert("RGB").resize((SLICE_PX, SLICE_PX), Image.NEAREST)
+
+
+def review_arguments(description: str) -> argparse.ArgumentParser:
+    """The options every landmark review script takes: the table, the data, where the PNGs go, which heads."""
+    here = Path(__file__).resolve().parent
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--landmarks", default=str(here / "landmarks.json"))
+    parser.add_argument("--data", default=str(here.parents[2] / "shared" / "data"))
+    parser.add_argument("--out", default="/tmp/landmark_review")
+    parser.add_argument("--only", nargs="*", default=None, help="substrings of the heads to do")
+    return parser
 
 
 def review(volume, landmarks: dict, missing: list, title: str, out: Path) -> Path:
@@ -97,13 +116,7 @@ def review(volume, landmarks: dict, missing: list, title: str, out: Path) -> Pat
 
 
 def main(argv=None) -> int:
-    here = Path(__file__).resolve().parent
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--landmarks", default=str(here / "landmarks.json"))
-    parser.add_argument("--data", default=str(here.parents[2] / "shared" / "data"))
-    parser.add_argument("--out", default="/tmp/landmark_review")
-    parser.add_argument("--only", nargs="*", default=None)
-    args = parser.parse_args(argv)
+    args = review_arguments(__doc__.splitlines()[0]).parse_args(argv)
     table = json.loads(Path(args.landmarks).read_text())
     heads = table.get("heads", table)
     for rel, entry in heads.items():
