@@ -224,11 +224,24 @@ def test_nothing_to_scrub_or_batch_leaves_no_output(tmp_path):
     assert_one_line_error(defacer("scrub", empty, out, *key), 3, "holds no files")
     assert_one_line_error(defacer("scrub", text, tmp_path / "notes.dcm", *key), 3, "not a DICOM file")
     assert_one_line_error(defacer("batch", empty, out, "--scrub-only", *key), 3, "holds no files")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "key", "notes.txt"]  # made by the non-DICOM file's run
-    (tmp_path / "key").unlink()
-    assert_one_line_error(defacer("scrub", empty, out, *key), 3, "holds no files")
-    assert_one_line_error(defacer("batch", empty, out, "--scrub-only", *key), 3, "holds no files")
-    assert not (tmp_path / "key").exists()  # an empty input makes no key file
+    # no key file either: a key made for a run that published nothing goes with it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "notes.txt"]
+
+
+def test_a_refused_scrub_leaves_no_new_key(tmp_path, data_dir):
+    """An output that exists (no --overwrite) is refused after the key is made: the new key goes
+    too, and a key that was there before stays as it was."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep\n")
+    series = data_dir / "dicom" / "fake_phi_ct"
+    assert_one_line_error(defacer("scrub", series, out, "--key-file", tmp_path / "new.key"), 4, "exists")
+    assert not (tmp_path / "new.key").exists()
+    old_key = tmp_path / "old.key"
+    old_key.write_text(bytes(range(32)).hex() + "\n")
+    assert_one_line_error(defacer("scrub", series, out, "--key-file", old_key), 4, "exists")
+    assert old_key.read_text() == bytes(range(32)).hex() + "\n"
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
 
 
 def test_not_an_image(tmp_path):

@@ -75,8 +75,13 @@ def run(args) -> dict:
     options = options_from_args(args)
     scrub_inputs(Path(args.input))  # a missing or empty input makes no key file either
     key, key_path, created = load_or_create_key(args.key_file)
-    summary = scrub_tree(args.input, args.output, options, key, workers=args.workers,
-                         overwrite=args.overwrite, audit_dir=args.audit_dir)
+    try:
+        summary = scrub_tree(args.input, args.output, options, key, workers=args.workers,
+                             overwrite=args.overwrite, audit_dir=args.audit_dir)
+    except BaseException:
+        if created:  # nothing was published with it (scrub_tree writes atomically): no key left behind
+            Path(key_path).unlink(missing_ok=True)
+        raise
     summary["key_file"] = str(key_path)
     summary["key_created"] = created
     if not args.quiet and not args.json:
