@@ -142,16 +142,20 @@ def test_real_head_through_cli_never_touches_reference_brain(ixi_pairs, tmp_path
     assert removed > 1000, removed
 
 
+def _nose_block_labels(head, path):
+    """A label file marking a block of the anterior-inferior head as the nose (world LPS:
+    anterior is -y, inferior is -z); its path and the block's voxel indices."""
+    labels = np.zeros(head.shape3, np.uint8)
+    world = head.index_to_world(np.indices(head.shape3).reshape(3, -1).T)
+    block = (world[:, 1] < np.percentile(world[:, 1], 25)) & (world[:, 2] < np.percentile(world[:, 2], 50))
+    labels.reshape(-1)[block] = LABEL_VALUES["nose"]
+    return write_volume(head.label_map(labels), path), np.argwhere(labels)
+
+
 def test_dicom_series_in_gives_dicom_series_out(data_dir, tmp_path):
     series = data_dir / "dicom/siemens_trio_mprage_1mm"
     head = read_volume(series)
-    labels = np.zeros(head.shape3, np.uint8)
-    # A block of the anterior-inferior head, found in world space (LPS: anterior is -y, inferior is -z).
-    ijk = np.indices(head.shape3).reshape(3, -1).T
-    world = head.index_to_world(ijk)
-    block = (world[:, 1] < np.percentile(world[:, 1], 25)) & (world[:, 2] < np.percentile(world[:, 2], 50))
-    labels.reshape(-1)[block] = LABEL_VALUES["nose"]
-    labels_path = write_volume(head.label_map(labels), tmp_path / "labels.nii.gz")
+    labels_path, block = _nose_block_labels(head, tmp_path / "labels.nii.gz")
     out = tmp_path / "defaced_series"
     key_file = tmp_path / "project.key"
     result = defacer("deface", series, out, "--features-from", labels_path, "--features", "nose", "--margin-mm", "0",
@@ -165,7 +169,7 @@ def test_dicom_series_in_gives_dicom_series_out(data_dir, tmp_path):
     changed = defaced.array != head.array
     assert changed.sum() > 1000
     # with no margin, nothing changes outside the block's bounding box in index space
-    low, high = ijk[block].min(axis=0), ijk[block].max(axis=0) + 1
+    low, high = block.min(axis=0), block.max(axis=0) + 1
     inside_box = np.zeros(head.shape3, bool)
     inside_box[low[0]:high[0], low[1]:high[1], low[2]:high[2]] = True
     assert not changed[~inside_box].any()
@@ -211,6 +215,28 @@ def test_empty_folder_and_missing_path(tmp_path, phantom_files):
     empty.mkdir()
     assert_one_line_error(defacer("info", empty), 3)
     assert_one_line_error(defacer("info", tmp_path / "nothing.nii.gz"), 3, "nothing.nii.gz")
+
+
+def test_a_dicom_write_that_fails_leaves_no_new_key(data_dir, tmp_path, monkeypatch):
+    """The key is made when the DICOM output's de-identification is set up; a write that then
+    fails (here: a full disk) publishes nothing, so the new key goes too."""
+    import DeFacerLib.io
+    from DeFacerLib.deface.pipeline import DefaceParameters
+    from DeFacerLib.deface.workflow import deface_file
+    from DeFacerLib.errors import OutputError
+
+    series = data_dir / "dicom/siemens_trio_mprage_1mm"
+    labels_path, _block = _nose_block_labels(read_volume(series), tmp_path / "labels.nii.gz")
+
+    def full_disk(*args, **kwargs):
+        raise OutputError("cannot write defaced_series: No space left on device")
+
+    monkeypatch.setattr(DeFacerLib.io, "write_volume", full_disk)
+    key_file, out = tmp_path / "new.key", tmp_path / "defaced_series"
+    with pytest.raises(OutputError, match="No space left"):
+        deface_file(series, out, parameters=DefaceParameters(features=("nose",), margin_mm=0.0),
+                    labels_path=labels_path, key_file=key_file)
+    assert not key_file.exists() and not out.exists()
 
 
 def test_nothing_to_scrub_or_batch_leaves_no_output(tmp_path):

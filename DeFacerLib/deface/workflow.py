@@ -106,13 +106,17 @@ def deface_file(
     progress("writing", 0.85)
     defaced, result.report["header_removed"] = without_identifying_header(result.volume)
     hook = _dicom_hook(volume, dicom_options, key_file)
-    written = write_volume(
-        defaced,
-        output_path,
-        overwrite=overwrite,
-        description=provenance.short_description(result.features_removed),
-        dicom_hook=hook,
-    )
+    try:
+        written = write_volume(
+            defaced,
+            output_path,
+            overwrite=overwrite,
+            description=provenance.short_description(result.features_removed),
+            dicom_hook=hook,
+        )
+    except BaseException:
+        _forget_new_key(hook)
+        raise
     used = result.report.get("parameters", {})  # the engine's values, defaults resolved
     record = provenance.build_record(
         input_path=input_path,
@@ -134,6 +138,7 @@ def deface_file(
         sidecar = provenance.write_sidecar(record, written, overwrite=overwrite, path=audit_dir and audit_dir / "defacer.json")
     except BaseException:
         _remove(written)
+        _forget_new_key(hook)
         raise
 
     outcome = {
@@ -173,12 +178,19 @@ def _dicom_hook(volume, dicom_options, key_file):
         return None
     from DeFacerLib.dicom import ProfileOptions, deidentify_dataset_hook, load_or_create_key
 
-    key, key_path, _created = load_or_create_key(key_file)
+    key, key_path, created = load_or_create_key(key_file)
     header = volume.source.header or {}
     datasets = header.get("datasets") or ([header["dataset"]] if header.get("dataset") is not None else [])
     hook = deidentify_dataset_hook(dicom_options or ProfileOptions(), key, defaced=True, series_datasets=datasets)
     hook.key_path = key_path
+    hook.key_created = created
     return hook
+
+
+def _forget_new_key(hook) -> None:
+    """A key made for a write that failed goes with it: nothing was published with it."""
+    if hook is not None and hook.key_created:
+        Path(hook.key_path).unlink(missing_ok=True)
 
 
 def write_qa_figure(original, defaced, qa_dir, name: str) -> Path:
