@@ -5,6 +5,7 @@ RGB), the enhanced multi-frame MR, a non-DICOM .nfo and a corrupt file.
 from __future__ import annotations
 
 import csv
+import json
 import hashlib
 from pathlib import Path
 
@@ -195,3 +196,22 @@ def test_a_path_that_holds_its_own_phi_is_counted_not_named_in_the_shared_report
     assert "path holds PHI" in html and "from PatientName" not in html
     logs = "".join(p.read_text() for p in (tmp_path / "out.audit").rglob("actions.jsonl"))
     assert "'SIMPSON' from PatientName" in logs  # the private audit says which
+
+
+@pytest.mark.skipif(not _model_present(), reason="face model not built")
+def test_a_defaced_series_under_a_path_holding_its_phi_is_counted_too(data_dir, tmp_path):
+    """A head series published under a folder named after its patient: defaced (not only
+    scrubbed) files are mirrored as is as well, so they are counted the same way; the private
+    audit says which file and what, the shared report only how many."""
+    folder = tmp_path / "in" / "XAtest_sub-July11"  # the enhanced T1's own PatientName
+    folder.mkdir(parents=True)
+    for path in sorted((data_dir / "dicom/siemens_xa30_enhanced_multiframe_t1").iterdir()):
+        (folder / path.name).symlink_to(path)
+    summary = run_batch(tmp_path / "in", tmp_path / "out", key_file=tmp_path / "key", workers=1)
+    report = _report(tmp_path / "out")
+    assert [row["action"] for row in report.values()] == ["defaced"]
+    assert summary["written"] == 1 and summary["paths_holding_phi"] == 1
+    found = [json.loads(p.read_text()) for p in (tmp_path / "out.audit").rglob("paths_holding_phi.json")]
+    assert found == [[{"file": "XAtest_sub-July11/0001.dcm", "holds": "'XAtest_sub-July11' from PatientName"}]]
+    html = (tmp_path / "out" / ".defacer" / "report.html").read_text()
+    assert "path holds PHI" in html and "from PatientName" not in html

@@ -230,7 +230,8 @@ def _deface_series(item: Item, config: BatchConfig, outcome: dict) -> None:
             _publish(out_dir / name, Path(config.output_root) / names[name])
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    outcome.update(action="defaced", written=len(names), outputs=list(item.files))
+    outcome.update(action="defaced", written=len(names), outputs=list(item.files),
+                   paths_holding_phi=_mirrored_paths_holding_phi(item, config))
     _deface_figures(outcome, result)
     if config.qa:
         _qa(config, Path(config.output_root) / folder, folder, outcome, files=[Path(config.output_root) / r for r in item.files])
@@ -272,6 +273,25 @@ def _scrub_files(item: Item, config: BatchConfig, outcome: dict, reason: str = "
     outcome.update(state=state, action="scrubbed" if counts["written"] else "none", written=counts["written"],
                    skipped=counts["skipped"], failed=counts["failed"], outputs=outputs, reason=text,
                    paths_holding_phi=sum(1 for r in records if "path_holds_phi" in r and r["status"] == "written"))
+
+
+def _mirrored_paths_holding_phi(item: Item, config: BatchConfig) -> int:
+    """How many of a defaced series' files are published under a path that holds PHI of their
+    own header, as the scrubbed files are counted; which, and what, goes to the item's private
+    audit folder (paths_holding_phi.json), never to the shared report."""
+    from DeFacerLib.dicom.tree import header_phi_in_path
+
+    key = context_for(config).key
+    found = []
+    for rel in item.files:
+        holds = header_phi_in_path(Path(config.input_root) / rel, rel, config.dicom_options, key)
+        if holds:
+            found.append({"file": rel, "holds": holds})
+    if found:
+        audit = Path(config.audit_root) / "items" / item.id
+        audit.mkdir(parents=True, exist_ok=True)
+        (audit / "paths_holding_phi.json").write_text(json.dumps(found, indent=1) + "\n")
+    return len(found)
 
 
 def _write_scrub_audit(config, item, records, uid_map, patients) -> None:

@@ -122,6 +122,17 @@ def _read(path: str | Path):
     return ds, None
 
 
+def header_phi_in_path(in_path, rel: str, options: ProfileOptions, key: bytes) -> str | None:
+    """What of its own header a file's mirrored path ``rel`` holds (leakcheck.phi_in_path), for
+    files another writer de-identifies under that path (batch's defaced series): the header is
+    read without its pixels and scrubbed in memory, as scrub_file would."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(in_path, stop_before_pixels=True, force=True)
+    result = _scrubber(options, key).scrub(ds, where=rel)
+    return phi_in_path(rel, result.phi, skip_uids=options.retain_uids)
+
+
 def scrub_file(task: tuple) -> dict:
     """Scrub one file into ``out_path`` (worker entry point); returns its audit record.
     ``task``: (input path, relative path, output path, options, key[, mirrored]); mirrored
