@@ -205,17 +205,46 @@ def collect_strings(phi: PhiSet, vr: str, values: list[str], action: str, where:
 def phi_in_path(rel_path: str, phi: PhiSet, skip_uids: bool = False) -> str | None:
     """"'<found>' from <attribute>" when the file's own relative path holds one of ``phi``'s
     strings (a folder named after the patient or the study date, a file named by its SOP
-    Instance UID), else None. Paths are mirrored as they are, so they carry what they hold."""
+    Instance UID), else None. Paths are mirrored as they are, so they carry what they hold.
+
+    Folder names spell values their own way ("Doe_John", "2010-07-23", "23.07.2010"), so a
+    value of COMPACT_MIN_LENGTH letters and digits or more is also looked for with everything
+    else taken out of both, and a date in its day-first and month-first orders too."""
     active = phi._active()
     if active:
         hit = _matcher(active).text.search(rel_path) if _matcher(active).text_hit(rel_path) else None
         if hit:
             return f"'{hit.group(0)}' from {phi.source_of(hit.group(0))}"
+        compact_path = _compact(rel_path)
+        for value in sorted(active):
+            if any(form in compact_path for form in _compact_forms(value)):
+                return f"'{value}' from {phi.source_of(value)} (written differently)"
     if not skip_uids:
         for uid, where in phi.uids.items():
             if uid in rel_path:
                 return f"'{uid}' from {where}"
     return None
+
+
+COMPACT_MIN_LENGTH = 6  # shorter letter runs turn up by chance in joined folder names
+_NOT_ALNUM = re.compile(r"[^0-9a-z]+")
+_DATE = re.compile(r"(19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])")
+
+
+def _compact(text: str) -> str:
+    return _NOT_ALNUM.sub("", text.lower())
+
+
+@lru_cache(maxsize=4096)
+def _compact_forms(value: str) -> tuple[str, ...]:
+    """A value with only its letters and digits (if long enough); a YYYYMMDD date also as
+    DDMMYYYY and MMDDYYYY."""
+    compact = _compact(value)
+    if len(compact) < COMPACT_MIN_LENGTH:
+        return ()
+    if len(compact) == 8 and _DATE.fullmatch(compact):
+        return compact, compact[6:] + compact[4:6] + compact[:4], compact[4:6] + compact[6:] + compact[:4]
+    return (compact,)
 
 
 def find_leaks(ds: Dataset, phi: PhiSet, limit: int = 20, skip_uids: bool = False) -> list[Leak]:
