@@ -90,8 +90,16 @@ DEFAULT_PROTECT_MARGIN_MM = 5.0
 EARS_MAX_DEPTH_MM = 10.0
 # What stands proud of the head's side outline (pinna.py) is cut in each ear box grown by this:
 # the U-Net's ear region plus the margin can stop short of the helix rim or the lobule (8 mm
-# short on IXI206's left ear), and proud tissue there is pinna, never brain.
+# short on IXI206's left ear).
 PINNA_REACH_MM = 15.0
+# ... but "proud of the outline" is not always pinna: above the ear the skull can bulge past the
+# grey-opened outline (771 reference-brain voxels in the proud mask of IXI546, 12 mm under the
+# skin), and only the guard kept them. With the header turned 15 degrees the U-Net's brain fell
+# 6-7.5 mm short there, past the 5 mm protect margin, and the pinna cut took 20-163 brain voxels
+# on IXI255 and IXI546 (scripts/evaluate_tilted_heads.py). So proud tissue deeper than the ears'
+# shell (EARS_MAX_DEPTH_MM) is cut no nearer the protected region than this. The pinna itself
+# is shallower: the wider margin on all of it cost 2 points of IXI162's ear tissue.
+PINNA_DEEP_PROTECT_MARGIN_MM = 10.0
 # A cut filled with air alone exposes what lies behind it: sinuses, nasal cavity, orbits and
 # bone are darker than the skin threshold, and their cross-section still reads as a face to a
 # detector. So the deepest layer of each cut (inside the cut, never beyond it) is set to the
@@ -337,10 +345,13 @@ def remove_features(
             pinna = np.zeros(crop_shape, dtype=bool)
             ear_floor = np.zeros(crop_shape, dtype=bool)
             ear_share = np.full(crop_shape, np.nan, np.float32)
+            deep_margin_mm = max(protect_margin_mm, PINNA_DEEP_PROTECT_MARGIN_MM)
             for lo, hi in pinna_boxes:
                 proud, under, floor_share = outlines.on_box(lo, hi)
                 local = local_box(lo, hi, crop_lo)
-                pinna[local] |= proud & ~guarded(lo, hi)
+                shell, = _within_depths(head, (EARS_MAX_DEPTH_MM,), spacing, (lo, hi))
+                kept = guarded(lo, hi) | (~shell & dilate_mm_on_box(protected, deep_margin_mm, spacing, (lo, hi)))
+                pinna[local] |= proud & ~kept
                 ear_floor[local] |= under
                 ear_share[local] = np.where(np.isnan(ear_share[local]), floor_share, ear_share[local])
             pinna &= ~removal
