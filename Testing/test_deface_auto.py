@@ -28,10 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 SPLIT = json.loads((REPO / "scripts" / "training" / "split.json").read_text())
 VALIDATION_IXI = [rel for rel in SPLIT["validation"] if rel.startswith("heads/ixi/")][:3]
 # Share of each feature's labelled tissue that must be changed (measured on these heads with the
-# shipped model: eyes 95.8-98.6 % since the eyes' cut takes the eye tissue around the fitted
-# globes at any depth (91-98 % before; 71-89 % before the frontal guard kept clear of the eyes),
-# the rest 95-100 %; docs/benchmarks.md).
-MIN_REMOVED_FRACTION = {"eyes": 0.95, "nose": 0.95, "mouth": 0.95, "ears": 0.9}
+# shipped model: eyes 94.6-98.2 % changed, 96.3-99.2 % replaced, since the eyes' cut takes the eye
+# tissue around the fitted globes at any depth and deep tissue keeps 10 mm from the brain (on
+# 8-bit IXI ~1.5 % of the eye tissue already holds the seal's value, so a replaced voxel need
+# not change; 91-98 % before; 71-89 % before the frontal guard kept clear of the eyes), the rest
+# 95-100 %; docs/benchmarks.md).
+MIN_REMOVED_FRACTION = {"eyes": 0.94, "nose": 0.95, "mouth": 0.95, "ears": 0.9}
 MAX_EAR_RELIEF_AFTER_MM2 = 150.0  # without the pinna cut (deface/pinna.py) IXI206's left ear kept 480
 MAX_EAR_PRINT_AFTER_MM2 = 600.0
 
@@ -215,22 +217,28 @@ def test_dlib_sees_no_face_where_it_saw_the_guards_outline(subject, data_dir, tm
 
 
 @pytest.mark.slow
-def test_a_tilted_head_keeps_its_temporal_lobe(data_dir):
-    """IXI546 turned 15 degrees chin-down in its header (scripts/evaluate_tilted_heads.py): the
-    U-Net's brain falls 6 mm short above the ears, where the skull bulges past the side outline
-    the pinna cut follows; that cut took 163 reference-brain voxels there until proud tissue
-    deeper than the ears' shell kept 10 mm from the protected region. The ears still go."""
+@pytest.mark.parametrize("rel, axis, degrees", [
+    ("heads/ixi/t1/IXI546-HH-2450_T1.nii.gz", "pitch", -15.0),  # the pinna cut took 163 voxels
+    ("heads/ixi/t1/IXI162-HH-1548_T1.nii.gz", "roll", -15.0),  # the eyes' boxes and face span, 6
+])
+def test_a_tilted_head_keeps_its_temporal_lobe(rel, axis, degrees, data_dir):
+    """A head turned 15 degrees in its header (scripts/evaluate_tilted_heads.py): the U-Net's
+    brain falls 6-7.5 mm short of the temporal lobe, past the 5 mm margin, and the cuts took
+    reference-brain voxels there (the pinna cut where the skull bulges past the side outline,
+    the eyes' boxes behind the orbit) until head tissue deeper than removal.DEEP_MM kept 10 mm
+    from the protected region. The features still go (measured: eyes 95 and 98 %, nose and
+    mouth 100 %, ears 100 and 87 %: the U-Net's ears on the tilted IXI162 are smaller)."""
     spec = importlib.util.spec_from_file_location("evaluate_tilted_heads", REPO / "scripts" / "evaluate_tilted_heads.py")
     tilted = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tilted)
-    rel = "heads/ixi/t1/IXI546-HH-2450_T1.nii.gz"
     head = read_volume(data_dir / rel)
     brain = read_volume(brain_labels_of(data_dir / rel, data_dir / "heads/ixi")).array > 0
     landmarks = load_landmarks(REPO / "scripts" / "training" / "landmarks.json")[rel]["landmarks"]
     labels = training_labels(head, landmarks, brain=brain)
-    turned = tilted.turned(head, "pitch", -15.0)
+    turned = tilted.turned(head, axis, degrees)
     found = find_features(turned, head=head_mask(turned))
     result = deface_volume(turned, found.masks, guard=found.guard, landmarks=found.landmarks)
     changed = np.asarray(result.volume.array) != np.asarray(turned.array)
     assert int(changed[brain].sum()) == 0
-    assert result.removed[labels == LABEL_VALUES["ears"]].mean() >= 0.9
+    for feature, least in (("eyes", 0.9), ("nose", 0.95), ("mouth", 0.95), ("ears", 0.8)):
+        assert result.removed[labels == LABEL_VALUES[feature]].mean() >= least, feature

@@ -17,7 +17,7 @@ from scipy import ndimage as ndi
 
 from _nifti_for_tests import read_volume
 from DeFacerLib.deface import feature_max_depth_mm, head_mask, remove_features, skin_depth_mm
-from DeFacerLib.deface.removal import EARS_MAX_DEPTH_MM, PINNA_DEEP_PROTECT_MARGIN_MM
+from DeFacerLib.deface.removal import DEEP_MM, DEEP_PROTECT_MARGIN_MM
 from DeFacerLib.deface.guard import SKIN_LAYER_MM, frontal_guard
 from DeFacerLib.deface.head_mask import fill_holes
 from DeFacerLib.deface.pinna import side_outline_masks
@@ -194,13 +194,12 @@ def test_deface_command_does_not_import_photo_or_rendering():
 def _plain_removal(volume, masks, protected, head, report, max_depth_mm=25.0, protect_margin_mm=5.0):
     """The removal region from full-volume distance transforms (the formulation the engine's
     per-box transforms replace); ears are cut no deeper than feature_max_depth_mm says, and
-    what stands proud of the side outline goes in their reach boxes (deface/pinna.py), kept
-    PINNA_DEEP_PROTECT_MARGIN_MM from the protected region where deeper than the ears' shell."""
+    what stands proud of the side outline goes in their reach boxes (deface/pinna.py); head
+    tissue deeper than DEEP_MM keeps DEEP_PROTECT_MARGIN_MM from the protected region."""
     spacing = volume.spacing_mm
     depth = ndi.distance_transform_edt(head, sampling=spacing)
     distance = ndi.distance_transform_edt(~protected, sampling=spacing) if protected.any() else np.full(head.shape, np.inf)
-    near = distance <= protect_margin_mm
-    deep_near = head & (depth > EARS_MAX_DEPTH_MM) & (distance <= PINNA_DEEP_PROTECT_MARGIN_MM)
+    near = (distance <= protect_margin_mm) | (head & (depth > DEEP_MM) & (distance <= DEEP_PROTECT_MARGIN_MM))
     regions = {}
     for name in masks:
         shell = ~head | (depth <= feature_max_depth_mm(name, max_depth_mm))
@@ -212,7 +211,7 @@ def _plain_removal(volume, masks, protected, head, report, max_depth_mm=25.0, pr
             reach = np.zeros(head.shape, bool)
             for lo, hi in report.features[name].reach_boxes:
                 reach[tuple(slice(a, b + 1) for a, b in zip(lo, hi))] = True
-            regions[name] |= reach & side_outline_masks(volume, head)[0] & ~near & ~deep_near
+            regions[name] |= reach & side_outline_masks(volume, head)[0] & ~near
     return regions
 
 

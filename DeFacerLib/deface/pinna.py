@@ -12,9 +12,9 @@ smooth outline: the lateral extent of the head per (front-back, up-down) column,
 OUTLINE_OPENING_MM, which is wider than a pinna and narrower than the head's own curve. What
 lies lateral of that outline is the pinna (and smaller bumps of the scalp); what lies medial of
 it is the side of the head. Where the skull itself bulges past the opened outline (above the
-ear; 771 reference-brain voxels of IXI546 lie in the mask), the mask does reach the brain, so the
-cut keeps proud tissue deeper than the ears' shell farther from the protected region
-(removal.PINNA_DEEP_PROTECT_MARGIN_MM). The
+ear; 771 reference-brain voxels of IXI546 lie in the mask), the mask does reach the brain: the
+cut keeps head tissue deeper than removal.DEEP_MM farther from the protected region
+(removal.DEEP_PROTECT_MARGIN_MM), as every cut does. The
 ears' cut (removal.py) takes it in each ear box grown by PINNA_REACH_MM, besides its 10 mm
 shell. (Measuring that shell from the head without the pinna, or from the outline, would leave
 no plateau in the pinna's shape, but reached the reference brain on IXI heads: not done.)

@@ -43,7 +43,9 @@ Defaults, from anatomy and the IXI heads (2 mm):
   the pinna's print in its floor.
 - ``protect_margin_mm = 5``: the brain segmentation may miss a partial-volume rim of
   1–2 voxels at 2 mm; 5 mm covers that while the skin over the forehead (scalp + skull +
-  CSF, about 12–20 mm above the frontal lobes) stays removable.
+  CSF, about 12–20 mm above the frontal lobes) stays removable. Head tissue deeper than
+  DEEP_MM keeps DEEP_PROTECT_MARGIN_MM (10 mm) from it, but for the eyes' core: on heads tilted
+  in the scanner the predicted brain fell up to 7.5 mm short.
 
 Speed (a 1 mm head has 13.6 M voxels; the regions are the same, voxel for voxel, as
 computing both distance maps over the boxes' union grown by 25 mm): only box voxels can
@@ -92,14 +94,18 @@ EARS_MAX_DEPTH_MM = 10.0
 # the U-Net's ear region plus the margin can stop short of the helix rim or the lobule (8 mm
 # short on IXI206's left ear).
 PINNA_REACH_MM = 15.0
-# ... but "proud of the outline" is not always pinna: above the ear the skull can bulge past the
-# grey-opened outline (771 reference-brain voxels in the proud mask of IXI546, 12 mm under the
-# skin), and only the guard kept them. With the header turned 15 degrees the U-Net's brain fell
-# 6-7.5 mm short there, past the 5 mm protect margin, and the pinna cut took 20-163 brain voxels
-# on IXI255 and IXI546 (scripts/evaluate_tilted_heads.py). So proud tissue deeper than the ears'
-# shell (EARS_MAX_DEPTH_MM) is cut no nearer the protected region than this. The pinna itself
-# is shallower: the wider margin on all of it cost 2 points of IXI162's ear tissue.
-PINNA_DEEP_PROTECT_MARGIN_MM = 10.0
+# Deep tissue near the brain is kept farther from it. The U-Net's brain can fall 6-7.5 mm short
+# of the reference (past the 5 mm protect margin) on heads tilted 15 degrees in the scanner,
+# and there the cuts reached brain (scripts/evaluate_tilted_heads.py, 13 of 108 tilted IXI
+# runs, up to 163 voxels): the pinna cut where the skull bulges past the side outline above the
+# ear (771 reference-brain voxels of IXI546 lie in its proud mask, 12 mm under the skin), the
+# eyes' boxes behind the orbit (the temporal pole, 15-24 mm deep) and the face plane below it.
+# Nothing that identifies lies deeper than DEEP_MM next to the brain, except the eye tissue
+# under the orbital roof (the eyes' core), so every cut but the eyes' core keeps head tissue
+# deeper than DEEP_MM at least DEEP_PROTECT_MARGIN_MM from the protected region. The skin,
+# the pinna and the ears' 10 mm shell are shallower and keep the 5 mm margin.
+DEEP_MM = 10.0
+DEEP_PROTECT_MARGIN_MM = 10.0
 # A cut filled with air alone exposes what lies behind it: sinuses, nasal cavity, orbits and
 # bone are darker than the skin threshold, and their cross-section still reads as a face to a
 # detector. So the deepest layer of each cut (inside the cut, never beyond it) is set to the
@@ -291,22 +297,41 @@ def remove_features(
         # Only box voxels can change: the shell and the guard are needed on the boxes alone,
         # each from a distance transform over the box grown by its own reach (exact there).
         guarded_on: dict[tuple, np.ndarray] = {}
+        eye_core = feature_cores.get("eyes")
+        deep_margin_mm = max(protect_margin_mm, DEEP_PROTECT_MARGIN_MM) if protect_margin_mm > 0 else 0.0
+
+        def kept_on(lo, hi, *extra_mm) -> list[np.ndarray]:
+            """On the box: what every cut keeps (the protected region grown by the margin, and
+            deep tissue but the eyes' core within DEEP_PROTECT_MARGIN_MM of it), then the
+            protected region grown by each of ``extra_mm``; one distance transform for all."""
+            radii = [r for r in (protect_margin_mm, deep_margin_mm, *extra_mm) if r > 0]
+            if not radii:
+                return [dilate_mm_on_box(protected, 0.0, spacing, (lo, hi))]
+            grown = dict(zip(radii, dilations_mm_on_box(protected, radii, spacing, (lo, hi))))
+            near = grown[protect_margin_mm] if protect_margin_mm > 0 else dilate_mm_on_box(protected, 0.0, spacing, (lo, hi))
+            if deep_margin_mm > 0:
+                shallow, = _within_depths(head, (DEEP_MM,), spacing, (lo, hi))
+                deep_near = grown[deep_margin_mm] & ~shallow
+                if eye_core is not None:
+                    deep_near &= ~eye_core[tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))]
+                near = near | deep_near
+            return [near, *(grown[r] for r in extra_mm)]
 
         def guarded(lo, hi) -> np.ndarray:  # the face span's guard serves the shell and the plane
             key = (tuple(int(v) for v in lo), tuple(int(v) for v in hi))
             if key not in guarded_on:
-                # the dilation is exact on any box, so a box inside one already done is a slice of it
+                # the guard is exact on any box, so a box inside one already done is a slice of it
                 # (the eyes, nose and mouth lie mostly inside the face span, computed first)
                 outer = next((k for k in guarded_on if all(a <= b for a, b in zip(k[0], key[0]))
                               and all(a >= b for a, b in zip(k[1], key[1]))), None)
                 guarded_on[key] = (guarded_on[outer][local_box(key[0], key[1], outer[0])] if outer is not None
-                                   else dilate_mm_on_box(protected, protect_margin_mm, spacing, (lo, hi)))
+                                   else kept_on(lo, hi)[0])
             return guarded_on[key]
 
         span_seal_guard = None  # the protected region grown by the margin and the seal, on the span
-        if span is not None and seal and protect_margin_mm > 0:  # both from one distance transform
+        if span is not None and seal and protect_margin_mm > 0:  # from the span's one distance transform
             guarded_on[(tuple(int(v) for v in span[0]), tuple(int(v) for v in span[1]))], span_seal_guard = \
-                dilations_mm_on_box(protected, (protect_margin_mm, protect_margin_mm + seal), spacing, span)
+                kept_on(*span, protect_margin_mm + seal)
         elif span is not None:
             guarded(*span)
         for lo, hi in pinna_boxes:  # before the ears' own boxes, which lie inside them: those are slices
@@ -345,13 +370,10 @@ def remove_features(
             pinna = np.zeros(crop_shape, dtype=bool)
             ear_floor = np.zeros(crop_shape, dtype=bool)
             ear_share = np.full(crop_shape, np.nan, np.float32)
-            deep_margin_mm = max(protect_margin_mm, PINNA_DEEP_PROTECT_MARGIN_MM)
             for lo, hi in pinna_boxes:
                 proud, under, floor_share = outlines.on_box(lo, hi)
                 local = local_box(lo, hi, crop_lo)
-                shell, = _within_depths(head, (EARS_MAX_DEPTH_MM,), spacing, (lo, hi))
-                kept = guarded(lo, hi) | (~shell & dilate_mm_on_box(protected, deep_margin_mm, spacing, (lo, hi)))
-                pinna[local] |= proud & ~kept
+                pinna[local] |= proud & ~guarded(lo, hi)
                 ear_floor[local] |= under
                 ear_share[local] = np.where(np.isnan(ear_share[local]), floor_share, ear_share[local])
             pinna &= ~removal
