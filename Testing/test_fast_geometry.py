@@ -191,15 +191,15 @@ def test_deface_command_does_not_import_photo_or_rendering():
     assert result.stdout.split("\n")[0] == "3 []", result.stdout + result.stderr
 
 
-def _plain_removal(volume, masks, protected, head, report, max_depth_mm=25.0, protect_margin_mm=5.0):
+def _plain_removal(volume, masks, protected, head, report, max_depth_mm=25.0, protect_margin_mm=5.0, deep_margin_mm=0.0):
     """The removal region from full-volume distance transforms (the formulation the engine's
     per-box transforms replace); ears are cut no deeper than feature_max_depth_mm says, and
-    what stands proud of the side outline goes in their reach boxes (deface/pinna.py); head
-    tissue deeper than DEEP_MM keeps DEEP_PROTECT_MARGIN_MM from the protected region."""
+    what stands proud of the side outline goes in their reach boxes (deface/pinna.py); with
+    ``deep_margin_mm``, head tissue deeper than DEEP_MM keeps that far from the protected region."""
     spacing = volume.spacing_mm
     depth = ndi.distance_transform_edt(head, sampling=spacing)
     distance = ndi.distance_transform_edt(~protected, sampling=spacing) if protected.any() else np.full(head.shape, np.inf)
-    near = (distance <= protect_margin_mm) | (head & (depth > DEEP_MM) & (distance <= DEEP_PROTECT_MARGIN_MM))
+    near = (distance <= protect_margin_mm) | (head & (depth > DEEP_MM) & (distance <= deep_margin_mm))
     regions = {}
     for name in masks:
         shell = ~head | (depth <= feature_max_depth_mm(name, max_depth_mm))
@@ -229,10 +229,12 @@ def test_removal_equals_the_full_volume_formulation(one_mm):
     features["ears"][10:25, 100:130, 90:120] = True
     features["ears"][185:200, 100:130, 90:120] = True
     cases.append((volume, features, head & (inside > 28.0), head))
-    for volume, masks, protected, head in cases:
-        # the boxes' shells alone (the whole-face plane and the seal are checked in test_removal)
-        defaced, report = remove_features(volume, masks, protected, head=head, whole_face=False, seal_mm=0.0)
-        regions = _plain_removal(volume, masks, protected, head, report)
+    for (volume, masks, protected, head), deep_mm in zip(cases + cases, [0.0] * len(cases) + [DEEP_PROTECT_MARGIN_MM] * len(cases)):
+        # the boxes' shells alone (the whole-face plane and the seal are checked in test_removal),
+        # with and without the deep margin a predicted brain gets
+        defaced, report = remove_features(volume, masks, protected, head=head, whole_face=False, seal_mm=0.0,
+                                          deep_margin_mm=deep_mm)
+        regions = _plain_removal(volume, masks, protected, head, report, deep_margin_mm=deep_mm)
         expected = volume.array.copy()
         union = np.zeros(head.shape, bool)
         for name, region in regions.items():

@@ -176,6 +176,7 @@ def deface_volume(
     box instead reached reference brain 20-24 mm behind the globes on three of them.
     """
     from DeFacerLib.deface import head_mask, remove_features
+    from DeFacerLib.deface.removal import DEEP_PROTECT_MARGIN_MM
 
     if head is None:
         progress("finding the head", 0.1)
@@ -200,8 +201,10 @@ def deface_volume(
         from DeFacerLib.face.labels import eye_tissue
 
         cores = {"eyes": eye_tissue(volume, eye_points)}
+    # a predicted brain (the model's, with its guard) is kept with the deep margin too (removal.DEEP_MM)
+    deep_margin_mm = DEEP_PROTECT_MARGIN_MM if guard is not None else 0.0
     defaced, report = remove_features(volume, selected, kept, head=head, feature_cores=cores,
-                                      **parameters.engine_kwargs())
+                                      deep_margin_mm=deep_margin_mm, **parameters.engine_kwargs())
     progress("done", 1.0)
     report_dict = report.to_dict()
     report_dict["protected_voxels"] = int(np.count_nonzero(kept))

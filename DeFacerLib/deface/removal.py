@@ -43,9 +43,10 @@ Defaults, from anatomy and the IXI heads (2 mm):
   the pinna's print in its floor.
 - ``protect_margin_mm = 5``: the brain segmentation may miss a partial-volume rim of
   1–2 voxels at 2 mm; 5 mm covers that while the skin over the forehead (scalp + skull +
-  CSF, about 12–20 mm above the frontal lobes) stays removable. Head tissue deeper than
-  DEEP_MM keeps DEEP_PROTECT_MARGIN_MM (10 mm) from it, but for the eyes' core: on heads tilted
-  in the scanner the predicted brain fell up to 7.5 mm short.
+  CSF, about 12–20 mm above the frontal lobes) stays removable. With a *predicted* brain
+  (``deep_margin_mm``, set by pipeline.deface_volume) head tissue deeper than DEEP_MM keeps
+  DEEP_PROTECT_MARGIN_MM (10 mm) from it, but for the eyes' core: on heads tilted in the scanner
+  the predicted brain fell up to 7.5 mm short.
 
 Speed (a 1 mm head has 13.6 M voxels; the regions are the same, voxel for voxel, as
 computing both distance maps over the boxes' union grown by 25 mm): only box voxels can
@@ -101,9 +102,12 @@ PINNA_REACH_MM = 15.0
 # ear (771 reference-brain voxels of IXI546 lie in its proud mask, 12 mm under the skin), the
 # eyes' boxes behind the orbit (the temporal pole, 15-24 mm deep) and the face plane below it.
 # Nothing that identifies lies deeper than DEEP_MM next to the brain, except the eye tissue
-# under the orbital roof (the eyes' core), so every cut but the eyes' core keeps head tissue
-# deeper than DEEP_MM at least DEEP_PROTECT_MARGIN_MM from the protected region. The skin,
-# the pinna and the ears' 10 mm shell are shallower and keep the 5 mm margin.
+# under the orbital roof (the eyes' core), so with a predicted brain every cut but the eyes'
+# core keeps head tissue deeper than DEEP_MM at least DEEP_PROTECT_MARGIN_MM from the protected
+# region (``deep_margin_mm``). The skin, the pinna and the ears' 10 mm shell are shallower and
+# keep the 5 mm margin. A brain mask the user gives is trusted as it is (as by the frontal
+# guard): with the exact reference brain, the wider margin kept enough of the brow and the
+# orbits' roofs in a face box cut to make IXI162's front render match its original again.
 DEEP_MM = 10.0
 DEEP_PROTECT_MARGIN_MM = 10.0
 # A cut filled with air alone exposes what lies behind it: sinuses, nasal cavity, orbits and
@@ -202,6 +206,7 @@ def remove_features(
     seal_mm: float = DEFAULT_SEAL_MM,
     shield: bool = DEFAULT_SHIELD,
     feature_cores: dict[str, np.ndarray] | None = None,
+    deep_margin_mm: float = 0.0,
 ) -> tuple[Volume, RemovalReport]:
     """Remove the near-surface tissue of each feature; return the new Volume and a report.
 
@@ -218,6 +223,8 @@ def remove_features(
     per feature, tissue its cut takes at any depth inside its boxes (never the guarded): the
     eyes' ellipsoids around the located globes (pipeline.deface_volume), whose back lies deeper
     than ``max_depth_mm`` under deep-set lids; deeper than the shell it becomes the seal.
+    ``deep_margin_mm``: head tissue deeper than DEEP_MM (but a core) keeps this far from
+    ``protected`` (0: off; a predicted brain gets DEEP_PROTECT_MARGIN_MM, pipeline.deface_volume).
     Raises InputError for masks of the wrong shape or unknown feature names, GuaranteeError
     if a protected voxel would change.
     """
@@ -232,7 +239,8 @@ def remove_features(
         raise InputError(f"{name}: unknown feature(s) {', '.join(unknown)}; choose from {', '.join(FEATURES)}")
 
     for option, value in (("margin_mm", margin_mm), ("max_depth_mm", max_depth_mm),
-                          ("protect_margin_mm", protect_margin_mm), ("seal_mm", seal_mm)):
+                          ("protect_margin_mm", protect_margin_mm), ("seal_mm", seal_mm),
+                          ("deep_margin_mm", deep_margin_mm)):
         if not distance_is_valid(value):
             raise InputError(f"{option} must be a finite distance >= 0 mm (got {value})")
 
@@ -298,11 +306,11 @@ def remove_features(
         # each from a distance transform over the box grown by its own reach (exact there).
         guarded_on: dict[tuple, np.ndarray] = {}
         eye_core = feature_cores.get("eyes")
-        deep_margin_mm = max(protect_margin_mm, DEEP_PROTECT_MARGIN_MM) if protect_margin_mm > 0 else 0.0
+        deep_margin_mm = max(protect_margin_mm, deep_margin_mm) if deep_margin_mm > 0 else 0.0
 
         def kept_on(lo, hi, *extra_mm) -> list[np.ndarray]:
             """On the box: what every cut keeps (the protected region grown by the margin, and
-            deep tissue but the eyes' core within DEEP_PROTECT_MARGIN_MM of it), then the
+            deep tissue but the eyes' core within ``deep_margin_mm`` of it), then the
             protected region grown by each of ``extra_mm``; one distance transform for all."""
             radii = [r for r in (protect_margin_mm, deep_margin_mm, *extra_mm) if r > 0]
             if not radii:
@@ -436,6 +444,7 @@ def remove_features(
             "margin_mm": float(margin_mm),
             "max_depth_mm": float(max_depth_mm),
             "max_depth_mm_per_feature": {f: feature_max_depth_mm(f, max_depth_mm) for f in FEATURES},
+            "deep_margin_mm": float(deep_margin_mm),
             "protect_margin_mm": float(protect_margin_mm),
             "fill_value_requested": float(fill_value),
             "paired_features": list(PAIRED_FEATURES),
