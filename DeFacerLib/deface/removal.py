@@ -312,16 +312,15 @@ def remove_features(
             """On the box: what every cut keeps (the protected region grown by the margin, and
             deep tissue but the eyes' core within ``deep_margin_mm`` of it), then the
             protected region grown by each of ``extra_mm``; one distance transform for all."""
+            box = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
             radii = [r for r in (protect_margin_mm, deep_margin_mm, *extra_mm) if r > 0]
-            if not radii:
-                return [dilate_mm_on_box(protected, 0.0, spacing, (lo, hi))]
-            grown = dict(zip(radii, dilations_mm_on_box(protected, radii, spacing, (lo, hi))))
-            near = grown[protect_margin_mm] if protect_margin_mm > 0 else dilate_mm_on_box(protected, 0.0, spacing, (lo, hi))
+            grown = dict(zip(radii, dilations_mm_on_box(protected, radii, spacing, (lo, hi)))) if radii else {}
+            near = grown[protect_margin_mm] if protect_margin_mm > 0 else protected[box].copy()
             if deep_margin_mm > 0:
                 shallow, = _within_depths(head, (DEEP_MM,), spacing, (lo, hi))
                 deep_near = grown[deep_margin_mm] & ~shallow
                 if eye_core is not None:
-                    deep_near &= ~eye_core[tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))]
+                    deep_near &= ~eye_core[box]
                 near = near | deep_near
             return [near, *(grown[r] for r in extra_mm)]
 

@@ -95,12 +95,14 @@ def vitreous_is_bright(volume: Volume, name: str = "") -> bool:
 
 def locate_landmarks(volume: Volume, *, vitreous_bright: bool, head: np.ndarray | None = None,
                      nose_window_mm: tuple[float, float] = DEFAULT_NOSE_WINDOW_MM,
-                     near: dict[str, np.ndarray] | None = None, ears: bool = True) -> LandmarkSearch:
+                     near: dict[str, np.ndarray] | None = None, ears: bool = True,
+                     eyes: bool = True) -> LandmarkSearch:
     """The six landmarks of ``volume`` from its geometry and intensity (see the module docstring).
 
     ``near``: world points (landmark name -> LPS mm) that restrict each search to within
     SEARCH_RADIUS_MM of them (the nose replaces the vertical window; the eyes keep their box
     relative to the nose tip). ``head``: the head mask on the volume's grid, if computed.
+    ``ears``/``eyes`` False: those searches are not run (a caller that finds them otherwise).
     """
     from DeFacerLib.deface import head_mask
 
@@ -135,15 +137,15 @@ def locate_landmarks(volume: Volume, *, vitreous_bright: bool, head: np.ndarray 
     nose, prominence_mm = face.nose_tip(nose_window_mm, near_index.get("nose_tip"))
     found.notes.append(f"nose prominence {prominence_mm:.0f} mm")
     points = {"nose_tip": nose}
-    eyes = face.eyes(nose, vitreous_bright, volume.modality == "CT",
-                     [near_index[e] for e in ("eye_left", "eye_right") if e in near_index])
-    if eyes is None:
+    pair = face.eyes(nose, vitreous_bright, volume.modality == "CT",
+                     [near_index[e] for e in ("eye_left", "eye_right") if e in near_index]) if eyes else ()
+    if pair is None:
         found.missing += ["eye_left", "eye_right"]
-    else:
+    elif pair:
         if volume.modality != "CT":  # CT: the globe is too close to the fat and the lids (see globe_centre)
-            fits = [globe_centre(values, spacing, eye, bright=vitreous_bright) for eye in eyes]
-            eyes = tuple(eye if fit is None else fit for eye, fit in zip(eyes, fits))
-        points["eye_left"], points["eye_right"] = eyes
+            fits = [globe_centre(values, spacing, eye, bright=vitreous_bright) for eye in pair]
+            pair = tuple(eye if fit is None else fit for eye, fit in zip(pair, fits))
+        points["eye_left"], points["eye_right"] = pair
     mouth = face.mouth(nose)
     if mouth is None:
         found.missing.append("mouth")
@@ -202,10 +204,12 @@ def refine_landmarks(volume: Volume, labels: np.ndarray, head: np.ndarray | None
         return {name: {"mm": _rounded(point), "by": "model"} for name, point in coarse.items()}
     bright = _vitreous_looks_bright(volume, coarse, head)
     try:
-        search = locate_landmarks(volume, vitreous_bright=bright, head=head, near=coarse, ears=False)
+        # MR: the globe fit straight from the model's eyes (a few mm off), not the blob search
+        search = locate_landmarks(volume, vitreous_bright=bright, head=head, near=coarse, ears=False,
+                                  eyes=volume.modality == "CT")
     except (ValueError, IndexError):  # a search window the head does not fill: the model's estimates stand
         search = LandmarkSearch({})
-    if volume.modality != "CT":  # MR: the globe fit straight from the model's eyes, a few mm off
+    if volume.modality != "CT":
         search.landmarks.update(_globes_near(volume, coarse, bright))
     try:
         search.landmarks.update(find_conchae(volume, head, coarse))
