@@ -67,6 +67,7 @@ def run(args) -> dict:
     from pathlib import Path
 
     from DeFacerLib.dicom import load_or_create_key, scrub_tree
+    from DeFacerLib.dicom.uids import forget_new_key
     from DeFacerLib.dicom.tree import scrub_inputs
     from DeFacerLib.errors import InputError, UsageError
 
@@ -79,8 +80,7 @@ def run(args) -> dict:
         summary = scrub_tree(args.input, args.output, options, key, workers=args.workers,
                              overwrite=args.overwrite, audit_dir=args.audit_dir)
     except BaseException:
-        if created:  # nothing was published with it (scrub_tree writes atomically): no key left behind
-            Path(key_path).unlink(missing_ok=True)
+        forget_new_key(key_path, created)  # scrub_tree writes atomically: nothing was published with it
         raise
     summary["key_file"] = str(key_path)
     summary["key_created"] = created

@@ -188,9 +188,11 @@ def _dicom_hook(volume, dicom_options, key_file):
 
 
 def _forget_new_key(hook) -> None:
-    """A key made for a write that failed goes with it: nothing was published with it."""
-    if hook is not None and hook.key_created:
-        Path(hook.key_path).unlink(missing_ok=True)
+    """A key made for a write that failed goes with it (dicom.uids.forget_new_key)."""
+    if hook is not None:
+        from DeFacerLib.dicom.uids import forget_new_key
+
+        forget_new_key(hook.key_path, hook.key_created)
 
 
 def write_qa_figure(original, defaced, qa_dir, name: str) -> Path:

@@ -47,6 +47,14 @@ def load_or_create_key(path: str | Path | None = None) -> tuple[bytes, Path, boo
     return key, path, True
 
 
+def forget_new_key(path: str | Path, created: bool) -> None:
+    """A key made by this run goes when the run publishes nothing: no output was pseudonymised
+    with it, and a key left behind would look like one that had been. A key that existed before
+    is never touched."""
+    if created:
+        Path(path).unlink(missing_ok=True)
+
+
 def _digest(key: bytes, namespace: str, value: str) -> bytes:
     return hmac.new(key, f"{namespace}\0{value}".encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
 
