@@ -59,3 +59,24 @@ def test_brain_shell_removes_the_whole_front_and_never_the_brain(data_dir, tmp_p
     bright = before > 0.3 * before.max()
     nose = np.unravel_index(np.argmax(np.where(bright, world_y, -np.inf)), before.shape)
     assert after[nose] < 0.1 * before[nose]
+
+
+def test_cohort_crop_sits_where_the_faces_sit_and_still_sees_an_undefaced_face(data_dir):
+    """The cohort-crop attacker's fixed crop (reid_study.cohort_faces): the mean of the originals'
+    detected faces per view, which on an undefaced render still describes that person's face."""
+    study = _script("reid_study")
+    names = ("IXI132-HH-1415_T1.nii.gz", "IXI162-HH-1548_T1.nii.gz")
+    originals = [study.descriptors(study.render_head(data_dir / "heads/ixi/t1" / name)[0], None) for name in names]
+    faces = study.cohort_faces(originals)
+    for view in study.VIEWS:
+        found = [o[view]["face"] for o in originals]
+        assert all(f is not None for f in found)
+        assert np.allclose(faces[view].landmarks, (found[0].landmarks + found[1].landmarks) / 2)
+        assert min(f.x for f in found) <= faces[view].x <= max(f.x for f in found)
+    study.add_cohort_crops(originals, faces)
+    assert all("image" not in o[view] for o in originals for view in study.VIEWS)  # freed once cut
+    front = [(o[study.GALLERY_VIEW]["cohort"]["sface"], o[study.GALLERY_VIEW]["detected"]["sface"]) for o in originals]
+    for mine, other in ((0, 1), (1, 0)):
+        same = study.similarity(front[mine][0], front[mine][1])  # measured 0.97 on both
+        assert same > 0.4687  # the study's calibrated match threshold
+        assert same > study.similarity(front[mine][0], front[other][1]) + 0.2  # and not the other person (0.44)

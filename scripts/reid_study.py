@@ -21,6 +21,11 @@ Two attackers, two recognisers (SFace, dlib ResNet):
   lies differently (up to 5 degrees about each axis, 4 mm off), is sampled again on the same
   grid, with fresh noise at the image's own level and another receiver gain; the original row
   shows how well undefaced rescans still identify.
+- adaptive, cohort crop: the same two galleries, but every face is cut where the faces of the
+  attacker's identified (undefaced) gallery sit on average in that view. The crop above is
+  placed and scaled by the probe's own original eyes and mouth, which an attacker holding only
+  the defaced probe does not have (the original face's geometry leaks into the crop); this one
+  knows nothing of the probe but the renderer's framing, which places every head alike.
 Reported: face detection rate on front renders before/after, rank-1 and rank-5 identification
 accuracy next to chance (1/N, 5/N). The undefaced row (original oblique probes against the
 original front gallery) shows the renderer is good enough to be an attacker.
@@ -50,6 +55,7 @@ from peers import peer_venv  # noqa: E402
 
 from DeFacerLib.io import read_volume  # noqa: E402
 from DeFacerLib.qa import face_direction, render_views  # noqa: E402
+from DeFacerLib.qa.render import FaceBox  # noqa: E402
 from DeFacerLib.qa.recognize import FACE_PRESENT_SCORE, MODELS, best_face, describe, detect_faces_dlib, similarity  # noqa: E402
 
 GALLERY_VIEW = "front"
@@ -134,8 +140,29 @@ def descriptors(images: dict, reference_faces: dict) -> dict:
         reference = reference_faces.get(view) if reference_faces else face
         entry["forced"] = describe(image, reference) if reference is not None else None
         entry["face"] = face
+        entry["image"] = image  # kept for the cohort crop, placed once every original is seen
         out[view] = entry
     return out
+
+
+def cohort_faces(originals: list[dict]) -> dict:
+    """Per view, the mean face box and landmarks of the detected faces on the original renders:
+    where a face sits in that view when the renderer frames a head, knowing no one head."""
+    faces = {}
+    for view in VIEWS:
+        found = [o[view]["face"] for o in originals if o[view]["face"] is not None]
+        faces[view] = FaceBox(x=float(np.mean([f.x for f in found])), y=float(np.mean([f.y for f in found])),
+                              width=float(np.mean([f.width for f in found])),
+                              height=float(np.mean([f.height for f in found])), score=1.0,
+                              landmarks=np.mean([f.landmarks for f in found], axis=0))
+    return faces
+
+
+def add_cohort_crops(entries: list[dict | None], faces: dict) -> None:
+    """In place: each entry's descriptors cut at the cohort's face (``cohort``); frees the image."""
+    for entry in entries:
+        for view in VIEWS if entry is not None else ():
+            entry[view]["cohort"] = describe(entry[view].pop("image"), faces[view])
 
 
 def ranks(gallery: list[dict | None], probes: list[dict | None], model: str) -> list[float]:
@@ -273,11 +300,14 @@ def main() -> int:
         rescan_faces.append(face)
     n = len(heads)
     thresholds = calibrate(originals)
+    cohort = cohort_faces(originals)  # the attacker's gallery: the originals (the rescans frame alike)
+    add_cohort_crops(originals, cohort)
+    add_cohort_crops(rescan_originals, cohort)
 
     rows = []
     original_gallery = [o[GALLERY_VIEW]["detected"] for o in originals]
 
-    def row(name, entries, naive_probes, adaptive_gallery, adaptive_probes, rescan_gallery=None):
+    def row(name, entries, naive_probes, adaptive_gallery, adaptive_probes, rescan_gallery=None, cohort_sets=None):
         front_detect = float(np.mean([e[GALLERY_VIEW]["score"] >= FACE_PRESENT_SCORE for e in entries]))
         dlib_detect = float(np.mean([e[GALLERY_VIEW]["dlib_faces"] > 0 for e in entries]))
         figures = {"tool": name, "heads": len(entries), "yunet_front_detection": front_detect,
@@ -286,6 +316,9 @@ def main() -> int:
             figures[f"naive_{model}"] = identification(original_gallery, naive_probes, model)
             figures[f"adaptive_{model}"] = identification(adaptive_gallery, adaptive_probes, model)
             figures[f"rescan_{model}"] = identification(rescan_gallery, adaptive_probes, model) if rescan_gallery else None
+            gallery, rescan, probes = cohort_sets
+            figures[f"cohort_{model}"] = identification(gallery, probes, model)
+            figures[f"cohort_rescan_{model}"] = identification(rescan, probes, model) if rescan else None
         rows.append(figures)
 
     def defaced_entries(outputs, sources, source_faces, source_originals):
@@ -298,15 +331,23 @@ def main() -> int:
             images, _ = render_head(path, face=source_faces[index])
             reference = {view: source_originals[index][view]["face"] for view in VIEWS}
             entries.append(descriptors(images, reference))
+        add_cohort_crops(entries, cohort)
         return entries
+
+    def cohort_sets(entries, rescan_entries):
+        """(gallery, rescan gallery, probes by view) of the cohort-crop attacker."""
+        gallery = [e[GALLERY_VIEW]["cohort"] if e else None for e in entries]
+        rescan = [e[GALLERY_VIEW]["cohort"] if e else None for e in rescan_entries] if rescan_entries else None
+        return gallery, rescan, [[e[v]["cohort"] if e else None for e in entries] for v in PROBE_VIEWS]
 
     row("original (no defacing)", originals,
         [[o[v]["detected"] for o in originals] for v in PROBE_VIEWS],
         original_gallery, [[o[v]["detected"] for o in originals] for v in PROBE_VIEWS],
-        [o[GALLERY_VIEW]["detected"] for o in rescan_originals] if rescans else None)
+        [o[GALLERY_VIEW]["detected"] for o in rescan_originals] if rescans else None,
+        cohort_sets(originals, rescan_originals))
     for name, outputs in tools.items():
         entries = defaced_entries(outputs, heads, faces, originals)
-        rescan_gallery = None
+        rescan_gallery, rescan_entries = None, None
         if name in rescan_tools:
             rescan_entries = defaced_entries(rescan_tools[name], rescans, rescan_faces, rescan_originals)
             rescan_gallery = [e[GALLERY_VIEW]["forced"] if e else None for e in rescan_entries]
@@ -315,7 +356,7 @@ def main() -> int:
             [[e[v]["detected"] if e else None for e in entries] for v in PROBE_VIEWS],
             [e[GALLERY_VIEW]["forced"] if e else None for e in entries],
             [[e[v]["forced"] if e else None for e in entries] for v in PROBE_VIEWS],
-            rescan_gallery)
+            rescan_gallery, cohort_sets(entries, rescan_entries))
 
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -329,16 +370,21 @@ def main() -> int:
         "defaced the same way, faces cut where the original face was (no detection needed); its gallery "
         "is the probe's own scan (same scan) or a second acquisition of each person (rescan, simulated: "
         f"up to {RESCAN_ROTATION_DEG:g} degrees and {RESCAN_SHIFT_MM:g} mm moved, resampled, fresh noise, "
-        f"gain {RESCAN_GAIN[0]:g}-{RESCAN_GAIN[1]:g}, seed {RESCAN_SEED}).",
+        f"gain {RESCAN_GAIN[0]:g}-{RESCAN_GAIN[1]:g}, seed {RESCAN_SEED}). Cohort crop: the same attacker "
+        "with every face cut where the original gallery's faces sit on average in that view (nothing of the "
+        "probe's own original).",
         "",
         "| heads | YuNet face on front | dlib face on front | naive SFace r1 / r5 | naive dlib r1 / r5 "
         "| adaptive, same scan: SFace r1 / r5 | adaptive, same scan: dlib r1 / r5 "
-        "| adaptive, rescan: SFace r1 / r5 | adaptive, rescan: dlib r1 / r5 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| adaptive, rescan: SFace r1 / r5 | adaptive, rescan: dlib r1 / r5 "
+        "| adaptive, cohort crop, same scan: SFace r1 / r5 | adaptive, cohort crop, same scan: dlib r1 / r5 "
+        "| adaptive, cohort crop, rescan: SFace r1 / r5 | adaptive, cohort crop, rescan: dlib r1 / r5 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         cells = [f"{r[k][0]:.2f} / {r[k][1]:.2f}" if r[k] else "n/a"
-                 for k in ("naive_sface", "naive_dlib", "adaptive_sface", "adaptive_dlib", "rescan_sface", "rescan_dlib")]
+                 for k in ("naive_sface", "naive_dlib", "adaptive_sface", "adaptive_dlib", "rescan_sface", "rescan_dlib",
+                           "cohort_sface", "cohort_dlib", "cohort_rescan_sface", "cohort_rescan_dlib")]
         lines.append(f"| {r['tool']} ({r['heads']}) | {r['yunet_front_detection']:.2f} | "
                      f"{r['dlib_front_detection']:.2f} | " + " | ".join(cells) + " |")
     lines += ["", "Render match thresholds calibrated on the original renders (1 % of different-person "
