@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Does the brain stay untouched on tilted heads? IXI heads turned in their header, defaced.
+"""Does the brain stay untouched, and the face go, on tilted heads? IXI heads turned in their
+header, defaced.
 
     python scripts/evaluate_tilted_heads.py [--degrees 15] [--limit N] [--json FILE]
 
@@ -10,7 +11,11 @@ about the left-right axis (pitch) and the front-back axis (roll), about the volu
 The turn is made in the header (the direction matrix and origin), so the voxel array, and with
 it the reference brain (IXI's DLMUSE labels > 0), stays voxel for voxel the same, while the
 model, the landmarks and every world-space rule see a tilted head. Printed per head and tilt:
-reference-brain voxels changed (the guarantee: 0), and the eyes' labelled tissue removed.
+reference-brain voxels changed (the guarantee: 0), each feature's labelled tissue removed (eyes,
+nose, mouth, ears; the labels are built from the head's verified landmarks, as in
+evaluate_defacing.py), and whether a face detector finds a face on the defaced head's skin
+render (YuNet on the front and both 45-degree views, dlib's HOG on the front; the renderer finds
+the face's direction itself, as an attacker's would).
 """
 from __future__ import annotations
 
@@ -32,7 +37,12 @@ from DeFacerLib.deface.pipeline import deface_volume, find_features  # noqa: E40
 from DeFacerLib.face.labels import load_landmarks, training_labels  # noqa: E402
 from DeFacerLib.features import LABEL_VALUES  # noqa: E402
 from DeFacerLib.io import read_volume  # noqa: E402
+from DeFacerLib.qa import render_views  # noqa: E402
+from DeFacerLib.qa.recognize import FACE_PRESENT_SCORE, best_face, detect_faces_dlib  # noqa: E402
 from DeFacerLib.volume import Volume  # noqa: E402
+
+FEATURES = ("eyes", "nose", "mouth", "ears")
+VIEWS = ("front", "front_left", "front_right")
 
 
 def turned(volume: Volume, axis: str, degrees: float) -> Volume:
@@ -47,13 +57,27 @@ def turned(volume: Volume, axis: str, degrees: float) -> Volume:
                   rotation @ volume.direction, modality=volume.modality, slope=volume.slope, intercept=volume.intercept)
 
 
-def evaluate(volume: Volume, brain: np.ndarray, eyes: np.ndarray) -> dict:
+def evaluate(volume: Volume, brain: np.ndarray, labels: np.ndarray) -> dict:
     head = head_mask(volume)
     found = find_features(volume, head=head)
     result = deface_volume(volume, found.masks, guard=found.guard, head=head, landmarks=found.landmarks)
     changed = np.asarray(result.volume.array) != np.asarray(volume.array)
-    return {"brain_voxels_changed": int(changed[brain].sum()),
-            "eyes_removed": round(float(result.removed[eyes].mean()), 3) if eyes.any() else None}
+    cell = {"brain_voxels_changed": int(changed[brain].sum())}
+    for name in FEATURES:
+        tissue = labels == LABEL_VALUES[name]
+        cell[f"{name}_removed"] = round(float(result.removed[tissue].mean()), 3) if tissue.any() else None
+    images = render_views(result.volume, views=VIEWS)
+    faces = {view: best_face(image) for view, image in images.items()}
+    cell["face_views"] = [view for view, face in faces.items() if face is not None and face.score >= FACE_PRESENT_SCORE]
+    cell["dlib_front_faces"] = len(detect_faces_dlib(images["front"]))
+    return cell
+
+
+def _cell_text(cell: dict) -> str:
+    shares = "/".join("-" if cell[f"{n}_removed"] is None else f"{cell[f'{n}_removed']:.0%}".rstrip("%")
+                      for n in FEATURES)
+    face = "FACE" if cell["face_views"] or cell["dlib_front_faces"] else "-"
+    return f"{cell['brain_voxels_changed']} · {shares} · {face}"
 
 
 def main(argv=None) -> int:
@@ -72,22 +96,28 @@ def main(argv=None) -> int:
     for rel in heads:
         volume = read_volume(data / rel)
         brain = reference_brain(data, rel)
-        eyes = training_labels(volume, table[rel]["landmarks"], brain=brain) == LABEL_VALUES["eyes"]
+        labels = training_labels(volume, table[rel]["landmarks"], brain=brain, head=head_mask(volume))  # as evaluate_defacing
         row = {"head": Path(rel).name.split(".")[0]}
         for axis, degrees in tilts:
-            row[f"{axis} {degrees:+g}"] = evaluate(turned(volume, axis, degrees) if degrees else volume, brain, eyes)
+            row[f"{axis} {degrees:+g}"] = evaluate(turned(volume, axis, degrees) if degrees else volume, brain, labels)
         rows.append(row)
-        cells = [f"{c['brain_voxels_changed']} / {c['eyes_removed']:.0%}" for k, c in row.items() if k != "head"]
-        print(f"| {row['head']} | " + " | ".join(cells) + " |", flush=True)
-    summary = {key: {"heads_with_brain_changed": sum(r[key]["brain_voxels_changed"] > 0 for r in rows),
-                     "brain_voxels_changed_max": max(r[key]["brain_voxels_changed"] for r in rows),
-                     "eyes_removed_min": min(r[key]["eyes_removed"] for r in rows)}
-               for key in rows[0] if key != "head"}
-    print(f"\nCells: reference-brain voxels changed / eyes' labelled tissue removed; {len(rows)} heads, "
-          f"{time.perf_counter() - started:.0f} s")
+        print(f"| {row['head']} | " + " | ".join(_cell_text(c) for k, c in row.items() if k != "head") + " |", flush=True)
+    summary = {}
+    for key in (k for k in rows[0] if k != "head"):
+        cells = [r[key] for r in rows]
+        summary[key] = {"heads_with_brain_changed": sum(c["brain_voxels_changed"] > 0 for c in cells),
+                        "brain_voxels_changed_max": max(c["brain_voxels_changed"] for c in cells),
+                        "heads_with_a_face": sum(bool(c["face_views"] or c["dlib_front_faces"]) for c in cells)}
+        for name in FEATURES:
+            shares = [c[f"{name}_removed"] for c in cells if c[f"{name}_removed"] is not None]
+            summary[key][f"{name}_removed_min"] = min(shares)
+            summary[key][f"{name}_removed_pooled_mean"] = round(float(np.mean(shares)), 3)
+    print(f"\nCells: reference-brain voxels changed · labelled tissue removed, % (eyes/nose/mouth/ears) · "
+          f"a face found on the defaced render (FACE) or not (-); {len(rows)} heads, {time.perf_counter() - started:.0f} s")
     for key, s in summary.items():
         print(f"- {key}: brain changed on {s['heads_with_brain_changed']} heads (at most {s['brain_voxels_changed_max']} "
-              f"voxels); eyes removed >= {s['eyes_removed_min']:.0%}")
+              f"voxels); removed at least " + ", ".join(f"{n} {s[f'{n}_removed_min']:.0%}" for n in FEATURES)
+              + f"; a face found on {s['heads_with_a_face']} heads")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
     return 0
