@@ -8,6 +8,7 @@ from DeFacerLib.deface import head_mask, skin_depth_mm
 from DeFacerLib.deface.guard import (
     ABOVE_EYE_CENTRES_MM,
     EYE_CLEARANCE_MM,
+    FRONTAL_REACH_BEHIND_EYES_MM,
     MEDIAL_BEHIND_EYES_MM,
     MEDIAL_HALF_WIDTH_MM,
     SKIN_LAYER_MM,
@@ -15,6 +16,13 @@ from DeFacerLib.deface.guard import (
 )
 from DeFacerLib.features import LABEL_VALUES
 from DeFacerLib.phantom import make_phantom
+
+
+def medial_region(volume, eye_centre) -> np.ndarray:
+    """The medial strip's world box (any height), on the grid."""
+    world = volume.index_to_world(np.argwhere(np.ones(volume.shape3, bool))).reshape(volume.shape3 + (3,))
+    return ((np.abs(world[..., 0] - eye_centre[0]) <= MEDIAL_HALF_WIDTH_MM + 1e-3)
+            & (world[..., 1] >= eye_centre[1] + MEDIAL_BEHIND_EYES_MM - 1e-3))
 
 
 @pytest.mark.parametrize("orientation", ["LPS", "RAS", "PSR", "ILA"])
@@ -32,17 +40,20 @@ def test_guard_spares_features_and_covers_the_deep_forehead(orientation):
     world = volume.index_to_world(np.argwhere(guard))
     eyes_mm = volume.index_to_world(np.argwhere(eyes))
     eye_centre = eyes_mm.mean(axis=0)
-    forehead = (depth[guard] > SKIN_LAYER_MM) & (world[:, 2] > eye_centre[2] + ABOVE_EYE_CENTRES_MM)
+    forehead = ((depth[guard] > SKIN_LAYER_MM) & (world[:, 2] > eye_centre[2] + ABOVE_EYE_CENTRES_MM)
+                & (world[:, 1] <= eye_centre[1] + FRONTAL_REACH_BEHIND_EYES_MM + 1e-3))
     medial = ((np.abs(world[:, 0] - eye_centre[0]) <= MEDIAL_HALF_WIDTH_MM + 1e-3)
               & (world[:, 1] >= eye_centre[1] + MEDIAL_BEHIND_EYES_MM - 1e-3) & (world[:, 2] >= eye_centre[2] - 1e-3))
     assert np.all(forehead | medial)
     assert medial[~forehead].sum() > 1000  # the strip adds voxels below the forehead guard
-    # the brain above eye level is covered
+    # the brain above eye level is covered as far back as the guard reaches (the ears lie behind it)
     brain = labels == LABEL_VALUES["brain"]
-    brain_z = np.zeros(volume.shape3, np.float32)
-    brain_z[tuple(np.argwhere(brain).T)] = volume.index_to_world(np.argwhere(brain))[:, 2]
-    high_brain = brain & (brain_z > eye_centre[2] + ABOVE_EYE_CENTRES_MM) & (depth > SKIN_LAYER_MM)
-    assert guard[high_brain].all()
+    brain_mm = np.zeros(volume.shape3 + (3,), np.float32)
+    brain_mm[tuple(np.argwhere(brain).T)] = volume.index_to_world(np.argwhere(brain))
+    high_brain = brain & (brain_mm[..., 2] > eye_centre[2] + ABOVE_EYE_CENTRES_MM) & (depth > SKIN_LAYER_MM)
+    frontal = high_brain & (brain_mm[..., 1] <= eye_centre[1] + FRONTAL_REACH_BEHIND_EYES_MM)
+    assert frontal.sum() > 10_000 and guard[frontal].all()
+    assert not guard[high_brain & ~frontal & ~medial_region(volume, eye_centre)].any()
 
 
 def test_guard_from_nose_when_no_eyes_and_nothing_without_either():
@@ -50,7 +61,9 @@ def test_guard_from_nose_when_no_eyes_and_nothing_without_either():
     head = head_mask(volume)
     nose = labels == LABEL_VALUES["nose"]
     from_nose = frontal_guard(volume, head, None, nose)
-    from_eyes = frontal_guard(volume, head, labels == LABEL_VALUES["eyes"])
+    eyes = labels == LABEL_VALUES["eyes"]
+    # the forehead part (the nose alone gives no medial strip: that needs both eyes)
+    from_eyes = frontal_guard(volume, head, eyes) & ~medial_region(volume, volume.index_to_world(np.argwhere(eyes)).mean(axis=0))
     overlap = (from_nose & from_eyes).sum() / max(from_eyes.sum(), 1)
     assert overlap > 0.8, overlap
     assert not frontal_guard(volume, head, None, None).any()
@@ -111,3 +124,42 @@ def test_forehead_guard_keeps_clear_of_the_eye_tissue_around_the_landmarks():
     assert not (after & ~before).any()  # it only ever guards less
     freed = before & ~after
     assert freed.sum() > 100 and near[freed].all()  # and only near the eye tissue
+
+
+def test_eye_level_follows_a_rolled_head_when_the_eye_points_are_known():
+    """The same voxels with the header rolled 25 degrees: with both eye landmarks the guard's
+    height axis is square to the eye-to-eye line, so its forehead part is the same voxels as the
+    upright head's (with the world's superior axis, the eye level is ~20 mm off at the orbits' rims)."""
+    from scipy import ndimage as ndi
+
+    from DeFacerLib.volume import Volume
+
+    volume, labels = make_phantom()
+    head = head_mask(volume)
+    eyes = labels == LABEL_VALUES["eyes"]
+    components, count = ndi.label(eyes)
+    assert count == 2
+    centres = [np.argwhere(components == c).mean(axis=0) for c in (1, 2)]
+    t = np.deg2rad(25.0)
+    roll = np.array([[np.cos(t), 0, np.sin(t)], [0, 1, 0], [-np.sin(t), 0, np.cos(t)]])
+    rolled = Volume(volume.array, volume.spacing_mm, roll @ volume.origin_mm, roll @ volume.direction,
+                    modality=volume.modality)
+
+    def points(v):
+        world = v.index_to_world(np.array(centres))
+        left = int(np.argmax(world[:, 0]))  # LPS: +x is the patient's left
+        return {"eye_left": world[left], "eye_right": world[1 - left]}
+
+    # the medial strip is laid out in world axes on purpose (it is narrow, at the midline): left out
+    not_medial = ~medial_region(volume, volume.index_to_world(np.argwhere(eyes)).mean(axis=0))
+    not_medial &= ~medial_region(rolled, rolled.index_to_world(np.argwhere(eyes)).mean(axis=0))
+    upright = frontal_guard(volume, head, eyes, eye_points_mm=points(volume)) & not_medial
+    followed = frontal_guard(rolled, head, eyes, eye_points_mm=points(rolled)) & not_medial
+    world_up = frontal_guard(rolled, head, eyes) & not_medial
+
+    def agreement(a, b):
+        return (a & b).sum() / (a | b).sum()
+
+    assert upright.sum() > 10_000
+    assert agreement(upright, followed) > 0.97, agreement(upright, followed)
+    assert agreement(upright, world_up) < 0.85, agreement(upright, world_up)
