@@ -2,8 +2,9 @@
 
 A network's brain mask can miss a rim of the frontal lobe, and the frontal lobe lies only
 12-20 mm under the forehead skin, right above the eye boxes. So when the brain comes from
-the model, everything above the eyes that is deeper than a thin skin layer is protected
-as well: brows and lids (the outer ``skin_layer_mm``) stay removable, bone and brain never.
+the model, everything above the eyes, over the front of the head, that is deeper than a thin
+skin layer is protected as well: brows and lids (the outer ``skin_layer_mm``) stay removable,
+bone and brain never.
 A brain mask the user supplies is trusted as it is and gets no guard.
 
 Between the orbits the gyrus rectus comes lower still: on the 27 IXI reference brains it
@@ -49,14 +50,19 @@ EYE_CLEARANCE_MM = 5.0  # = removal.DEFAULT_PROTECT_MARGIN_MM
 # ear tissue on IXI274 (scripts/evaluate_tilted_heads.py). Behind this, the predicted brain grown
 # by the margin, and the deep tissue's margin from it (removal.DEEP_PROTECT_MARGIN_MM), protect.
 FRONTAL_REACH_BEHIND_EYES_MM = 40.0
+WORLD_POSTERIOR = np.array([0.0, 1.0, 0.0])  # LPS
+WORLD_SUPERIOR = np.array([0.0, 0.0, 1.0])
 
 
 def frontal_guard(volume: Volume, head: np.ndarray, eyes: np.ndarray | None, nose: np.ndarray | None = None,
                   *, depth_mm: np.ndarray | None = None, eye_points_mm: dict | None = None) -> np.ndarray:
-    """Voxels above the eye centres and deeper than the skin layer (volume's own array frame).
+    """Voxels above the eye centres, deeper than the skin layer and no farther than
+    FRONTAL_REACH_BEHIND_EYES_MM behind the eyes, plus the medial strip (volume's own array frame).
 
-    Heights are world superior coordinates (LPS z), so any orientation works. With no eyes,
-    the eye level is estimated from the nose; with neither, nothing is guarded here.
+    Heights are along the world's superior axis made square to the eye-to-eye line when both
+    eyes' landmarks are given (``eye_points_mm``; a head rolled in the scanner), else along the
+    world's superior axis; any voxel orientation works. With no eyes, the eye level and the
+    front-back position are estimated from the nose; with neither, nothing is guarded here.
     ``depth_mm``: the head's skin depth on the whole grid when the caller has it
     (skin_depth_mm, or skin_depth.inside_depth_mm exact to at least SKIN_LAYER_MM); else it is computed
     for the head above the eyes only. ``eye_points_mm``: the eyes' landmarks ({"eye_left": [x, y, z],
@@ -65,11 +71,11 @@ def frontal_guard(volume: Volume, head: np.ndarray, eyes: np.ndarray | None, nos
     """
     if not ((eyes is not None and eyes.any()) or (nose is not None and nose.any())):
         return np.zeros(volume.shape3, dtype=bool)
-    superior_mm = _along_mm(volume, _face_up(eye_points_mm))
-    eye_level_mm = _eye_level_mm(superior_mm, eyes, nose)
-    above = superior_mm > eye_level_mm + ABOVE_EYE_CENTRES_MM
-    above &= _along_mm(volume, np.array([0.0, 1.0, 0.0])) <= _eyes_front_back_mm(volume, eyes, nose) + FRONTAL_REACH_BEHIND_EYES_MM
-    medial = _medial_strip(volume, head, eyes, eye_level_mm)
+    up = _face_up(eye_points_mm)
+    above = _along_mm(volume, up) > _eye_level_mm(volume, up, eyes, nose) + ABOVE_EYE_CENTRES_MM
+    above &= _along_mm(volume, WORLD_POSTERIOR) <= _eyes_front_back_mm(volume, eyes, nose) + FRONTAL_REACH_BEHIND_EYES_MM
+    # the medial strip is laid out in world axes (narrow, at the midline): its level is world superior
+    medial = _medial_strip(volume, head, eyes, _eye_level_mm(volume, WORLD_SUPERIOR, eyes, nose))
     if depth_mm is not None:
         forehead = above & (depth_mm > SKIN_LAYER_MM)
     else:
@@ -152,10 +158,13 @@ def _medial_strip(volume: Volume, head: np.ndarray, eyes: np.ndarray | None, eye
     return strip
 
 
-def _eye_level_mm(superior_mm: np.ndarray, eyes: np.ndarray | None, nose: np.ndarray | None) -> float:
-    if eyes is not None and eyes.any():
-        return float(np.mean(superior_mm[eyes]))
-    return float(np.mean(superior_mm[nose])) + EYES_ABOVE_NOSE_CENTRE_MM
+def _eye_level_mm(volume: Volume, up: np.ndarray, eyes: np.ndarray | None, nose: np.ndarray | None) -> float:
+    """The eye centres' mean height along ``up`` (from the nose when there are no eyes),
+    computed on the feature's own box."""
+    feature = eyes if eyes is not None and eyes.any() else nose
+    box = bounding_box(feature)
+    level = float(np.mean(_along_mm(volume, up, box)[np.asarray(feature, dtype=bool)[box]]))
+    return level if feature is eyes else level + EYES_ABOVE_NOSE_CENTRE_MM
 
 
 def _eyes_front_back_mm(volume: Volume, eyes: np.ndarray | None, nose: np.ndarray | None) -> float:
@@ -171,7 +180,7 @@ def _face_up(eye_points_mm: dict | None) -> np.ndarray:
     both eyes' landmarks are known, so that the eye level follows a head rolled in the scanner.
     (With the world's superior axis, a head rolled 25 degrees had its eye level ~20 mm off at the
     outer orbit, and an eye box took 4 reference-brain voxels of IXI255 there.)"""
-    up = np.array([0.0, 0.0, 1.0])
+    up = WORLD_SUPERIOR
     if eye_points_mm and {"eye_left", "eye_right"} <= set(eye_points_mm):
         across = np.subtract(eye_points_mm["eye_left"], eye_points_mm["eye_right"], dtype=float)
         if np.linalg.norm(across) > 0:
