@@ -72,10 +72,11 @@ def frontal_guard(volume: Volume, head: np.ndarray, eyes: np.ndarray | None, nos
     if not ((eyes is not None and eyes.any()) or (nose is not None and nose.any())):
         return np.zeros(volume.shape3, dtype=bool)
     up = _face_up(eye_points_mm)
-    above = _along_mm(volume, up) > _eye_level_mm(volume, up, eyes, nose) + ABOVE_EYE_CENTRES_MM
-    above &= _along_mm(volume, WORLD_POSTERIOR) <= _eyes_front_back_mm(volume, eyes, nose) + FRONTAL_REACH_BEHIND_EYES_MM
+    above = _along_mm(volume, up) > _eyes_along_mm(volume, up, eyes, nose) + ABOVE_EYE_CENTRES_MM
+    behind_mm = _eyes_along_mm(volume, WORLD_POSTERIOR, eyes, nose) + FRONTAL_REACH_BEHIND_EYES_MM
+    above &= _along_mm(volume, WORLD_POSTERIOR) <= behind_mm
     # the medial strip is laid out in world axes (narrow, at the midline): its level is world superior
-    medial = _medial_strip(volume, head, eyes, _eye_level_mm(volume, WORLD_SUPERIOR, eyes, nose))
+    medial = _medial_strip(volume, head, eyes, _eyes_along_mm(volume, WORLD_SUPERIOR, eyes, nose))
     if depth_mm is not None:
         forehead = above & (depth_mm > SKIN_LAYER_MM)
     else:
@@ -158,21 +159,17 @@ def _medial_strip(volume: Volume, head: np.ndarray, eyes: np.ndarray | None, eye
     return strip
 
 
-def _eye_level_mm(volume: Volume, up: np.ndarray, eyes: np.ndarray | None, nose: np.ndarray | None) -> float:
-    """The eye centres' mean height along ``up`` (from the nose when there are no eyes),
-    computed on the feature's own box."""
+def _eyes_along_mm(volume: Volume, unit: np.ndarray, eyes: np.ndarray | None, nose: np.ndarray | None) -> float:
+    """The eye region's mean coordinate along ``unit`` (world LPS), computed on its own box; with
+    no eyes, the nose's moved to where the eyes sit: EYES_ABOVE_NOSE_CENTRE_MM up and
+    NOSE_AHEAD_OF_EYES_MM back."""
     feature = eyes if eyes is not None and eyes.any() else nose
     box = bounding_box(feature)
-    level = float(np.mean(_along_mm(volume, up, box)[np.asarray(feature, dtype=bool)[box]]))
-    return level if feature is eyes else level + EYES_ABOVE_NOSE_CENTRE_MM
-
-
-def _eyes_front_back_mm(volume: Volume, eyes: np.ndarray | None, nose: np.ndarray | None) -> float:
-    """World posterior (LPS y) of the eye region's centre; from the nose's centre, which lies
-    ~30 mm in front of the eyes, when there are no eyes."""
-    if eyes is not None and eyes.any():
-        return float(volume.index_to_world(np.argwhere(eyes))[:, 1].mean())
-    return float(volume.index_to_world(np.argwhere(nose))[:, 1].mean()) + NOSE_AHEAD_OF_EYES_MM
+    mean_mm = float(np.mean(_along_mm(volume, unit, box)[np.asarray(feature, dtype=bool)[box]]))
+    if feature is eyes:
+        return mean_mm
+    nose_to_eyes_mm = np.array([0.0, NOSE_AHEAD_OF_EYES_MM, EYES_ABOVE_NOSE_CENTRE_MM])
+    return mean_mm + float(np.asarray(unit, dtype=float) @ nose_to_eyes_mm)
 
 
 def _face_up(eye_points_mm: dict | None) -> np.ndarray:
