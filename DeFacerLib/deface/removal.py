@@ -230,52 +230,24 @@ def remove_features(
     """
     name = volume.source.path if volume.source is not None and volume.source.path else "volume"
     shape = volume.shape3
-    spacing = volume.spacing_mm
     protected = _as_mask(protected, shape, "protected mask", name)
     feature_cores = {feature: _as_mask(core, shape, f"{feature} core", name)
                      for feature, core in (feature_cores or {}).items() if core is not None}
     unknown = sorted(set(feature_masks) - set(FEATURES))
     if unknown:
         raise InputError(f"{name}: unknown feature(s) {', '.join(unknown)}; choose from {', '.join(FEATURES)}")
-
     for option, value in (("margin_mm", margin_mm), ("max_depth_mm", max_depth_mm),
                           ("protect_margin_mm", protect_margin_mm), ("seal_mm", seal_mm),
                           ("deep_margin_mm", deep_margin_mm)):
         if not distance_is_valid(value):
             raise InputError(f"{option} must be a finite distance >= 0 mm (got {value})")
+    deep_margin_mm = max(protect_margin_mm, deep_margin_mm) if deep_margin_mm > 0 else 0.0  # never under the margin
 
-    features: dict[str, FeatureRemoval] = {}
-    boxes: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    margin_vox = np.ceil(margin_mm / spacing).astype(int)
-    for feature in (f for f in FEATURES if f in feature_masks):  # only the features asked for
-        mask = feature_masks[feature]
-        if mask is None:
-            features[feature] = FeatureRemoval(present=False)
-            continue
-        mask = _as_mask(mask, shape, f"{feature} mask", name)
-        component_boxes = _component_boxes(mask, keep=2 if feature in PAIRED_FEATURES else 1)
-        if not component_boxes:
-            features[feature] = FeatureRemoval(present=False)
-            continue
-        grown = [(np.maximum(lo - margin_vox, 0), np.minimum(hi + margin_vox, np.asarray(shape) - 1))
-                 for lo, hi in component_boxes]
-        boxes[feature] = grown
-        lo = np.min([b[0] for b in grown], axis=0)
-        hi = np.max([b[1] for b in grown], axis=0)
-        features[feature] = FeatureRemoval(
-            present=True,
-            box_index_min=tuple(int(v) for v in lo),
-            box_index_max=tuple(int(v) for v in hi),
-            box_world_mm=_world_bounds(volume, lo, hi),
-            component_boxes=[(tuple(int(v) for v in a), tuple(int(v) for v in b)) for a, b in grown],
-        )
-
+    features, boxes = _feature_boxes(volume, feature_masks, margin_mm, name)
     span = face_span_box(volume, boxes) if whole_face else None
     if span is not None:
         boxes[FACE_REGION] = [span]
-        features[FACE_REGION] = FeatureRemoval(
-            present=True, box_index_min=tuple(int(v) for v in span[0]), box_index_max=tuple(int(v) for v in span[1]),
-            box_world_mm=_world_bounds(volume, *span), component_boxes=[tuple(tuple(int(v) for v in c) for c in span)])
+        features[FACE_REGION] = _removal_of(volume, [span])
 
     if head is None and boxes:
         head = compute_head_mask(volume)
@@ -284,161 +256,33 @@ def remove_features(
     stored = volume.stored_value(fill_value)
     seal_stored = volume.stored_value(tissue_value(volume, head)) if boxes and seal_mm > 0 else None
     result = volume.array.copy(order="K")  # keep the reader's memory order: no transposing copy, faster writing
-    total = 0
-    sealed_total = 0
-    removed_crop = None
-
+    cut = None
     if boxes:
         head = _as_mask(head, shape, "head mask", name)
-        reach_vox = np.ceil(PINNA_REACH_MM / spacing).astype(int)
-        pinna_boxes = [(np.maximum(lo - reach_vox, 0), np.minimum(hi + reach_vox, np.asarray(shape) - 1))
-                       for lo, hi in boxes.get("ears", [])]
-        crop_lo = np.min([b[0] for bl in [*boxes.values(), pinna_boxes] for b in bl], axis=0)
-        crop_hi = np.max([b[1] for bl in [*boxes.values(), pinna_boxes] for b in bl], axis=0)
-        if pinna_boxes:
-            features["ears"].reach_boxes = [(tuple(int(v) for v in a), tuple(int(v) for v in b)) for a, b in pinna_boxes]
-        crop = tuple(slice(int(a), int(b) + 1) for a, b in zip(crop_lo, crop_hi))
-        crop_shape = tuple(int(v) for v in crop_hi - crop_lo + 1)
-        removal = np.zeros(crop_shape, dtype=bool)  # every voxel that changes
-        air = np.zeros(crop_shape, dtype=bool)  # ... of which these become air; the rest is the seal
+        guard = _Guard(protected, head, volume.spacing_mm, protect_margin_mm, deep_margin_mm, feature_cores.get("eyes"))
         seal = seal_thickness_mm(seal_mm, volume.spacing_mm) if seal_stored is not None else 0.0
-        # Only box voxels can change: the shell and the guard are needed on the boxes alone,
-        # each from a distance transform over the box grown by its own reach (exact there).
-        guarded_on: dict[tuple, np.ndarray] = {}
-        eye_core = feature_cores.get("eyes")
-        deep_margin_mm = max(protect_margin_mm, deep_margin_mm) if deep_margin_mm > 0 else 0.0
-
-        def kept_on(lo, hi, *extra_mm) -> list[np.ndarray]:
-            """On the box: what every cut keeps (the protected region grown by the margin, and
-            deep tissue but the eyes' core within ``deep_margin_mm`` of it), then the
-            protected region grown by each of ``extra_mm``; one distance transform for all."""
-            box = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
-            radii = [r for r in (protect_margin_mm, deep_margin_mm, *extra_mm) if r > 0]
-            grown = dict(zip(radii, dilations_mm_on_box(protected, radii, spacing, (lo, hi)))) if radii else {}
-            near = grown[protect_margin_mm] if protect_margin_mm > 0 else protected[box].copy()
-            if deep_margin_mm > 0:
-                shallow, = _within_depths(head, (DEEP_MM,), spacing, (lo, hi))
-                deep_near = grown[deep_margin_mm] & ~shallow
-                if eye_core is not None:
-                    deep_near &= ~eye_core[box]
-                near = near | deep_near
-            return [near, *(grown[r] for r in extra_mm)]
-
-        def guarded(lo, hi) -> np.ndarray:  # the face span's guard serves the shell and the plane
-            key = (tuple(int(v) for v in lo), tuple(int(v) for v in hi))
-            if key not in guarded_on:
-                # the guard is exact on any box, so a box inside one already done is a slice of it
-                # (the eyes, nose and mouth lie mostly inside the face span, computed first)
-                outer = next((k for k in guarded_on if all(a <= b for a, b in zip(k[0], key[0]))
-                              and all(a >= b for a, b in zip(k[1], key[1]))), None)
-                guarded_on[key] = (guarded_on[outer][local_box(key[0], key[1], outer[0])] if outer is not None
-                                   else kept_on(lo, hi)[0])
-            return guarded_on[key]
-
-        span_seal_guard = None  # the protected region grown by the margin and the seal, on the span
-        if span is not None and seal and protect_margin_mm > 0:  # from the span's one distance transform
-            guarded_on[(tuple(int(v) for v in span[0]), tuple(int(v) for v in span[1]))], span_seal_guard = \
-                kept_on(*span, protect_margin_mm + seal)
-        elif span is not None:
-            guarded(*span)
-        for lo, hi in pinna_boxes:  # before the ears' own boxes, which lie inside them: those are slices
-            guarded(lo, hi)
-
-        depths = {feature: feature_max_depth_mm(feature, max_depth_mm) for feature in boxes}
-        for depth in sorted(set(depths.values())):
-            shell = np.zeros(crop_shape, dtype=bool)
-            shallow = np.zeros(crop_shape, dtype=bool)  # above the shell's deepest seal_mm
-            allowed = np.zeros(crop_shape, dtype=bool)
-            distinct = _distinct_boxes({f: b for f, b in boxes.items() if depths[f] == depth})
-            for lo, hi in _depth_groups(distinct, depth, spacing, np.asarray(shape)):
-                local = local_box(lo, hi, crop_lo)
-                if seal:  # one distance transform for both depths
-                    shell[local], shallow[local] = _within_depths(head, (depth, depth - seal), spacing, (lo, hi))
-                else:
-                    shell[local], = _within_depths(head, (depth,), spacing, (lo, hi))
-                    shallow[local] = shell[local]
-            for lo, hi in distinct:
-                local = local_box(lo, hi, crop_lo)
-                allowed[local] |= shell[local] & ~guarded(lo, hi)
-            for feature in (f for f in boxes if depths[f] == depth):
-                region = np.zeros(crop_shape, dtype=bool)
-                for lo, hi in boxes[feature]:
-                    region[local_box(lo, hi, crop_lo)] = True
-                core = feature_cores.get(feature)
-                region &= allowed
-                for lo, hi in boxes[feature] if core is not None else ():  # its core, at any depth
-                    local = local_box(lo, hi, crop_lo)
-                    region[local] |= core[tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))] & ~guarded(lo, hi)
-                features[feature].voxels_removed = int(region.sum())
-                removal |= region
-                air |= region if feature in UNSEALED_FEATURES else region & shallow
-        if pinna_boxes:  # and around the ears' boxes, all of the pinna however thick (pinna.py)
-            outlines = SideOutlines(volume, head)
-            pinna = np.zeros(crop_shape, dtype=bool)
-            ear_floor = np.zeros(crop_shape, dtype=bool)
-            ear_share = np.full(crop_shape, np.nan, np.float32)
-            for lo, hi in pinna_boxes:
-                proud, under, floor_share = outlines.on_box(lo, hi)
-                local = local_box(lo, hi, crop_lo)
-                pinna[local] |= proud & ~guarded(lo, hi)
-                ear_floor[local] |= under
-                ear_share[local] = np.where(np.isnan(ear_share[local]), floor_share, ear_share[local])
-            pinna &= ~removal
-            features["ears"].voxels_removed += int(pinna.sum())
-            removal |= pinna
-            air |= pinna
-            if seal_stored is not None:  # the ears' cut is closed with tissue up to the side's outline
-                if span is not None:
-                    ear_floor[local_box(*span, crop_lo)] = False
-                    ear_share[local_box(*span, crop_lo)] = np.nan
-                ear_floor &= removal
-                air &= ~ear_floor
-                ear_share[~(removal & air)] = np.nan
-        plane_share = None
-        if span is not None:
-            plane_cut, plane_air, visor, plane_share = face_plane_regions(volume, head, guarded(*span), boxes, span, seal)
-            local = local_box(*span, crop_lo)
-            features[FACE_REGION].voxels_removed += int((plane_cut & ~removal[local]).sum())
-            removal[local] |= plane_cut
-            air[local] |= plane_air
-            air[local] &= ~visor  # the eye boxes' own cuts too: the visor is one flat surface
-            if seal:  # what the guard keeps is not left bare either
-                air[local] &= ~(span_seal_guard if span_seal_guard is not None
-                                else dilate_mm_on_box(protected, protect_margin_mm + seal, spacing, span))
-        # The seal is the deepest seal_mm of the union of the cuts: where one cut reaches deeper
-        # than another's seal, that voxel is air.
-        if seal_stored is not None:
-            result[crop][removal & ~air] = seal_stored
-        result[crop][air] = stored
-        if seal_stored is not None and plane_share is not None:
-            blend_plane_surface(result[crop][local], removal[local], plane_share, stored, seal_stored)
-        if seal_stored is not None and pinna_boxes:  # the ears' floor, anti-aliased
-            straddle = np.isfinite(ear_share)
-            blended = blend_values(ear_share[straddle], stored, seal_stored, result.dtype)
-            result[crop][straddle] = blended[:, None] if result.ndim == 4 else blended
-        sealed_total = int((removal & ~air).sum())
-        total = int(removal.sum())
-        removed_crop = (tuple(int(v) for v in crop_lo), removal)
+        cut = _plan_cut(volume, head, guard, boxes, span, features, feature_cores, max_depth_mm, seal)
+        cut.write(result, stored, seal_stored)
 
     shield_voxels = None
     if shield and span is not None:
         frame = face_frame(volume, head, boxes)
         if frame is not None:
             tissue = seal_stored if seal_stored is not None else volume.stored_value(tissue_value(volume, head))
-            shield_voxels = fill_shield(volume, head, removed_crop, frame, result, tissue,
+            shield_voxels = fill_shield(volume, head, cut.crop if cut else None, frame, result, tissue,
                                         seal_thickness_mm(DEFAULT_SEAL_MM, volume.spacing_mm))
     verify_protected_unchanged(volume.array, result, protected, name)
     report = RemovalReport(
         features=features,
         fill_value_physical=float(float(stored) * volume.slope + volume.intercept),
         fill_value_stored=float(stored),
-        total_removed=total,
-        total_sealed=sealed_total,
+        total_removed=cut.total if cut else 0,
+        total_sealed=cut.sealed if cut else 0,
         seal_value_stored=None if seal_stored is None else float(seal_stored),
         protected_voxels=int(np.count_nonzero(protected)),
         protected_voxels_changed=0,
         shield_voxels=shield_voxels,
-        removed_crop=removed_crop,
+        removed_crop=cut.crop if cut else None,
         parameters={
             "margin_mm": float(margin_mm),
             "max_depth_mm": float(max_depth_mm),
@@ -475,6 +319,230 @@ def verify_protected_unchanged(original: np.ndarray, result: np.ndarray, protect
 def seal_thickness_mm(seal_mm: float, spacing_mm) -> float:
     """The seal actually laid: ``seal_mm``, but at least SEAL_MIN_VOXELS of the coarsest axis (0: none)."""
     return float(max(seal_mm, SEAL_MIN_VOXELS * float(np.max(spacing_mm)))) if seal_mm > 0 else 0.0
+
+
+# ---- the cut ----------------------------------------------------------------------------
+
+def _feature_boxes(volume: Volume, feature_masks: dict, margin_mm: float, name: str):
+    """Per feature asked for, its FeatureRemoval (box, components) and its boxes: the largest
+    component(s) (both eyes, both ears) grown by ``margin_mm``; an absent or empty mask is missing."""
+    features: dict[str, FeatureRemoval] = {}
+    boxes: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    margin_vox = np.ceil(margin_mm / volume.spacing_mm).astype(int)
+    last = np.asarray(volume.shape3) - 1
+    for feature in (f for f in FEATURES if f in feature_masks):  # only the features asked for
+        mask = feature_masks[feature]
+        components = [] if mask is None else _component_boxes(
+            _as_mask(mask, volume.shape3, f"{feature} mask", name), keep=2 if feature in PAIRED_FEATURES else 1)
+        if not components:
+            features[feature] = FeatureRemoval(present=False)
+            continue
+        boxes[feature] = [(np.maximum(lo - margin_vox, 0), np.minimum(hi + margin_vox, last)) for lo, hi in components]
+        features[feature] = _removal_of(volume, boxes[feature])
+    return features, boxes
+
+
+def _removal_of(volume: Volume, boxes: list) -> FeatureRemoval:
+    """A present feature's report entry: the box around its ``boxes``, in voxels and in the world."""
+    lo = np.min([b[0] for b in boxes], axis=0)
+    hi = np.max([b[1] for b in boxes], axis=0)
+    return FeatureRemoval(present=True, box_index_min=tuple(int(v) for v in lo), box_index_max=tuple(int(v) for v in hi),
+                          box_world_mm=_world_bounds(volume, lo, hi),
+                          component_boxes=[(tuple(int(v) for v in a), tuple(int(v) for v in b)) for a, b in boxes])
+
+
+def _key(lo, hi) -> tuple:
+    return (tuple(int(v) for v in lo), tuple(int(v) for v in hi))
+
+
+class _Guard:
+    """What every cut keeps, on any box: the protected region grown by the protect margin, and
+    head tissue deeper than DEEP_MM (but the eyes' core) within ``deep_margin_mm`` of it.
+
+    Only box voxels can change, so the guard is needed on the boxes alone, each from a distance
+    transform over the box grown by its own reach: exact there, so a box inside one already
+    done is a slice of it (the eyes, nose and mouth lie mostly inside the face span, done first)."""
+
+    def __init__(self, protected, head, spacing_mm, protect_margin_mm, deep_margin_mm, eye_core):
+        self.protected, self.head, self.spacing = protected, head, np.asarray(spacing_mm, float)
+        self.protect_margin_mm, self.deep_margin_mm, self.eye_core = protect_margin_mm, deep_margin_mm, eye_core
+        self._kept: dict[tuple, np.ndarray] = {}
+
+    def with_growths(self, lo, hi, *extra_mm) -> list[np.ndarray]:
+        """On the box: the guard, then the protected region grown by each of ``extra_mm``; one
+        distance transform for all. The guard is remembered for the box."""
+        box = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
+        radii = [r for r in (self.protect_margin_mm, self.deep_margin_mm, *extra_mm) if r > 0]
+        grown = dict(zip(radii, dilations_mm_on_box(self.protected, radii, self.spacing, (lo, hi)))) if radii else {}
+        near = grown[self.protect_margin_mm] if self.protect_margin_mm > 0 else self.protected[box].copy()
+        if self.deep_margin_mm > 0:
+            shallow, = _within_depths(self.head, (DEEP_MM,), self.spacing, (lo, hi))
+            deep_near = grown[self.deep_margin_mm] & ~shallow
+            if self.eye_core is not None:
+                deep_near &= ~self.eye_core[box]
+            near = near | deep_near
+        self._kept.setdefault(_key(lo, hi), near)
+        return [near, *(grown[r] for r in extra_mm)]
+
+    def on(self, lo, hi) -> np.ndarray:
+        key = _key(lo, hi)
+        if key not in self._kept:
+            outer = next((k for k in self._kept if all(a <= b for a, b in zip(k[0], key[0]))
+                          and all(a >= b for a, b in zip(k[1], key[1]))), None)
+            if outer is None:
+                return self.with_growths(lo, hi)[0]
+            self._kept[key] = self._kept[outer][local_box(key[0], key[1], outer[0])]
+        return self._kept[key]
+
+
+@dataclass
+class _Cut:
+    """The voxels the removal replaces, on the crop every box (and the ears' reach) fits in:
+    ``removal`` every one, ``air`` those that become air (the rest: the seal's tissue), and the
+    anti-aliased surfaces' shares (the face plane on the span, the ears' floor)."""
+
+    lo: np.ndarray
+    removal: np.ndarray
+    air: np.ndarray
+    span_local: tuple | None = None
+    plane_share: np.ndarray | None = None
+    ear_share: np.ndarray | None = None
+
+    def local(self, lo, hi) -> tuple:
+        return local_box(lo, hi, self.lo)
+
+    @property
+    def slices(self) -> tuple:
+        return tuple(slice(int(a), int(a) + n) for a, n in zip(self.lo, self.removal.shape))
+
+    @property
+    def crop(self) -> tuple:
+        return (tuple(int(v) for v in self.lo), self.removal)
+
+    @property
+    def total(self) -> int:
+        return int(self.removal.sum())
+
+    @property
+    def sealed(self) -> int:
+        return int((self.removal & ~self.air).sum())
+
+    def write(self, result: np.ndarray, air_stored, seal_stored) -> None:
+        """In place: the seal (where one cut reaches deeper than another's seal, that voxel is
+        air), the air, then the anti-aliased surfaces' blends."""
+        view = result[self.slices]
+        if seal_stored is not None:
+            view[self.removal & ~self.air] = seal_stored
+        view[self.air] = air_stored
+        if seal_stored is not None and self.plane_share is not None:
+            blend_plane_surface(view[self.span_local], self.removal[self.span_local], self.plane_share,
+                                air_stored, seal_stored)
+        if seal_stored is not None and self.ear_share is not None:  # the ears' floor
+            straddle = np.isfinite(self.ear_share)
+            blended = blend_values(self.ear_share[straddle], air_stored, seal_stored, result.dtype)
+            view[straddle] = blended[:, None] if result.ndim == 4 else blended
+
+
+def _plan_cut(volume: Volume, head, guard: _Guard, boxes: dict, span, features: dict, feature_cores: dict,
+              max_depth_mm: float, seal_mm: float) -> _Cut:
+    """Every cut (the shells under the skin, the ears' pinna, the face plane), on one crop;
+    each feature's FeatureRemoval gets its voxel count."""
+    shape = np.asarray(volume.shape3)
+    reach_vox = np.ceil(PINNA_REACH_MM / volume.spacing_mm).astype(int)
+    pinna_boxes = [(np.maximum(lo - reach_vox, 0), np.minimum(hi + reach_vox, shape - 1)) for lo, hi in boxes.get("ears", [])]
+    if pinna_boxes:
+        features["ears"].reach_boxes = [_key(a, b) for a, b in pinna_boxes]
+    every = [b for bl in [*boxes.values(), pinna_boxes] for b in bl]
+    lo, hi = np.min([b[0] for b in every], axis=0), np.max([b[1] for b in every], axis=0)
+    crop_shape = tuple(int(v) for v in hi - lo + 1)
+    cut = _Cut(lo, np.zeros(crop_shape, dtype=bool), np.zeros(crop_shape, dtype=bool))
+
+    span_seal_guard = None  # the protected region grown by the margin and the seal, on the span
+    if span is not None and seal_mm and guard.protect_margin_mm > 0:  # from the span's one distance transform
+        span_seal_guard = guard.with_growths(*span, guard.protect_margin_mm + seal_mm)[1]
+    elif span is not None:
+        guard.on(*span)
+    for box in pinna_boxes:  # before the ears' own boxes, which lie inside them: those are slices
+        guard.on(*box)
+    _cut_shells(cut, volume, head, guard, boxes, features, feature_cores, max_depth_mm, seal_mm)
+    if pinna_boxes:
+        _cut_pinnae(cut, volume, head, guard, pinna_boxes, span, features, sealed=seal_mm > 0)
+    if span is not None:
+        cut.span_local = cut.local(*span)
+        plane_cut, plane_air, visor, cut.plane_share = face_plane_regions(volume, head, guard.on(*span), boxes, span,
+                                                                         seal_mm)
+        removal, air = cut.removal[cut.span_local], cut.air[cut.span_local]
+        features[FACE_REGION].voxels_removed += int((plane_cut & ~removal).sum())
+        removal |= plane_cut
+        air |= plane_air
+        air &= ~visor  # the eye boxes' own cuts too: the visor is one flat surface
+        if seal_mm:  # what the guard keeps is not left bare either
+            air &= ~(span_seal_guard if span_seal_guard is not None
+                     else dilate_mm_on_box(guard.protected, guard.protect_margin_mm + seal_mm, guard.spacing, span))
+    return cut
+
+
+def _cut_shells(cut: _Cut, volume: Volume, head, guard: _Guard, boxes: dict, features: dict, feature_cores: dict,
+                max_depth_mm: float, seal_mm: float) -> None:
+    """In place: each feature's box cut to its shell under the skin (feature_max_depth_mm) and
+    clear of the guard, plus its core at any depth; the shell's deepest ``seal_mm`` is the seal."""
+    spacing = np.asarray(volume.spacing_mm, float)
+    depths = {feature: feature_max_depth_mm(feature, max_depth_mm) for feature in boxes}
+    for depth in sorted(set(depths.values())):
+        shell = np.zeros(cut.removal.shape, dtype=bool)
+        shallow = np.zeros(cut.removal.shape, dtype=bool)  # above the shell's deepest seal_mm
+        allowed = np.zeros(cut.removal.shape, dtype=bool)
+        distinct = _distinct_boxes({f: b for f, b in boxes.items() if depths[f] == depth})
+        for lo, hi in _depth_groups(distinct, depth, spacing, np.asarray(volume.shape3)):
+            local = cut.local(lo, hi)
+            if seal_mm:  # one distance transform for both depths
+                shell[local], shallow[local] = _within_depths(head, (depth, depth - seal_mm), spacing, (lo, hi))
+            else:
+                shell[local], = _within_depths(head, (depth,), spacing, (lo, hi))
+                shallow[local] = shell[local]
+        for lo, hi in distinct:
+            local = cut.local(lo, hi)
+            allowed[local] |= shell[local] & ~guard.on(lo, hi)
+        for feature in (f for f in boxes if depths[f] == depth):
+            region = np.zeros(cut.removal.shape, dtype=bool)
+            for lo, hi in boxes[feature]:
+                region[cut.local(lo, hi)] = True
+            core = feature_cores.get(feature)
+            region &= allowed
+            for lo, hi in boxes[feature] if core is not None else ():  # its core, at any depth
+                region[cut.local(lo, hi)] |= core[tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))] & ~guard.on(lo, hi)
+            features[feature].voxels_removed = int(region.sum())
+            cut.removal |= region
+            cut.air |= region if feature in UNSEALED_FEATURES else region & shallow
+
+
+def _cut_pinnae(cut: _Cut, volume: Volume, head, guard: _Guard, pinna_boxes: list, span, features: dict,
+                sealed: bool) -> None:
+    """In place: around the ears' boxes, all of the pinna however thick (what stands proud of
+    the head's side outline, pinna.py); with a seal, the ears' cut under the outline becomes a
+    floor of tissue up to it, anti-aliased (``cut.ear_share``), not on the face's span."""
+    outlines = SideOutlines(volume, head)
+    pinna = np.zeros(cut.removal.shape, dtype=bool)
+    ear_floor = np.zeros(cut.removal.shape, dtype=bool)
+    ear_share = np.full(cut.removal.shape, np.nan, np.float32)
+    for lo, hi in pinna_boxes:
+        proud, under, floor_share = outlines.on_box(lo, hi)
+        local = cut.local(lo, hi)
+        pinna[local] |= proud & ~guard.on(lo, hi)
+        ear_floor[local] |= under
+        ear_share[local] = np.where(np.isnan(ear_share[local]), floor_share, ear_share[local])
+    pinna &= ~cut.removal
+    features["ears"].voxels_removed += int(pinna.sum())
+    cut.removal |= pinna
+    cut.air |= pinna
+    if sealed:
+        if span is not None:
+            ear_floor[cut.local(*span)] = False
+            ear_share[cut.local(*span)] = np.nan
+        ear_floor &= cut.removal
+        cut.air &= ~ear_floor
+        ear_share[~(cut.removal & cut.air)] = np.nan
+        cut.ear_share = ear_share
 
 
 # ---- helpers -----------------------------------------------------------------------------
