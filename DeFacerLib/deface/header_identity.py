@@ -10,7 +10,11 @@ machine or a file, which no head image needs:
   parameters and the other tags stay;
 - NRRD and MetaImage: keys that are DICOM attributes the PS3.15 Basic profile does not keep
   as they are ("0010|0010", as ITK writes a DICOM series' tags, or "PatientName"), and private
-  DICOM tags; acquisition keys (DWMRI_*, "0018|0080") stay.
+  DICOM tags; NRRD's free-text ``content`` field (ITK's NRRD_content: a converter or a user
+  writes what the scan is, often whose); and any other key whose name says it holds a person,
+  a place or a date (IDENTIFYING_KEY_WORDS: "patient:=...", "scan_date", "Operator"), since
+  nothing else knows what a free key holds. Acquisition keys (DWMRI_*, "0018|0080",
+  "PatientPosition", which is a DICOM attribute the profile keeps) stay.
 
 DICOM outputs are scrubbed to PS3.15 by dicom.hook instead.
 """
@@ -24,6 +28,14 @@ from DeFacerLib.io.formats import METAIMAGE, MGZ, NIFTI, NRRD
 from DeFacerLib.volume import Volume
 
 DICOM_TAG_KEY = re.compile(r"^\(?([0-9A-Fa-f]{4})[|,]([0-9A-Fa-f]{4})\)?$")
+FREE_TEXT_KEYS = frozenset({"NRRD_content"})
+# A free key (not a DICOM attribute's tag or keyword) goes when one of its words is one of these.
+IDENTIFYING_KEY_WORDS = frozenset({
+    "patient", "subject", "participant", "name", "names", "birth", "birthdate", "dob", "born", "age", "sex",
+    "date", "physician", "doctor", "operator", "operators", "technologist", "institution", "hospital", "site",
+    "address", "phone", "telephone", "email", "accession", "mrn", "ssn", "referring", "performing",
+})
+_KEY_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 
 
 def without_identifying_header(volume: Volume) -> tuple[Volume, list[str]]:
@@ -52,12 +64,17 @@ def without_identifying_header(volume: Volume) -> tuple[Volume, list[str]]:
 
 
 def _identifying_key(key: str) -> bool:
+    from pydicom.datadict import tag_for_keyword
+
+    key = key.strip()
     tags, keywords = _profile_attributes()
-    match = DICOM_TAG_KEY.match(key.strip())
+    match = DICOM_TAG_KEY.match(key)
     if match:
         group, element = int(match.group(1), 16), int(match.group(2), 16)
         return group % 2 == 1 or (group, element) in tags
-    return key.strip() in keywords
+    if tag_for_keyword(key) is not None:  # a DICOM attribute by keyword: the profile decides
+        return key in keywords
+    return key in FREE_TEXT_KEYS or any(word.lower() in IDENTIFYING_KEY_WORDS for word in _KEY_WORD.findall(key))
 
 
 @lru_cache(maxsize=1)
