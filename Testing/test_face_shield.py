@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from DeFacerLib.deface import head_mask
+from DeFacerLib.deface import changed_region_mask, head_mask
 from DeFacerLib.deface.pipeline import DefaceParameters, deface_volume, find_features
 from DeFacerLib.deface.shield import SHIELD_AHEAD_OF_EYES_MM
 from DeFacerLib.io import read_volume
@@ -42,6 +42,14 @@ def test_shield_fills_the_front_to_a_plane_and_keeps_head_and_brain(data_dir, tm
     # only the shield tells the two outputs apart outside the cut, and only by tissue added
     added = (np.asarray(plain.volume.array) != after) & ~shielded.removed
     assert added.sum() > 0.5 * filled and np.all(after[added] == shielded.report["seal_value_stored"])
+    # every change lies inside the boxes the report records (what a registration can mask out)
+    for result in (plain, shielded):
+        region = changed_region_mask(result.report, volume.shape3)
+        assert not ((np.asarray(result.volume.array) != before) & ~region).any()
+        assert 0.15 < region.mean() < (0.6 if result is shielded else 0.35), region.mean()  # 24 % and 48 % here
+    where_added = np.argwhere(added)
+    lo, hi = shielded.report["shield_box_index"]
+    assert (where_added >= lo).all() and (where_added <= hi).all() and plain.report["shield_box_index"] is None
 
     # straight ahead of the eyes (LPS: anterior is -y), 1 mm steps: the block's front wall about
     # SHIELD_AHEAD_OF_EYES_MM out (the block is placed from the eye regions, the landmarks are

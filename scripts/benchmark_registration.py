@@ -15,6 +15,11 @@ smoothing 2, 1, 0 mm; one thread), the whole head, as a user would run it. The m
 (IXI's DLMUSE, label > 0) carried through the transform is scored by Dice against the
 reference's brain: the brain the defacer never touches must still land where it did.
 
+``--mask-defaced``: each defaced head is registered again with the region DeFacer may have
+changed masked out of the metric (deface.changed_region_mask, built from the boxes its sidecar
+``NAME.defacer.json`` records: what a user can do with the output alone), and so is the
+original with the same mask, to show what the mask itself costs.
+
 A few heads sit near a local minimum, where the metric's random sample decides where the
 registration ends (0.05-0.15 Dice either way). ``--seeds K`` registers every head with K sampling
 seeds and scores each head by the median of its K results, so that one unlucky sample does not
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 from concurrent.futures import ProcessPoolExecutor
 import os
 import platform
@@ -37,18 +43,24 @@ import SimpleITK as sitk
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reid_study import brain_mask_for  # noqa: E402  (the study's IXI layout: its outputs are registered here)
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from DeFacerLib.deface.removal import changed_region_mask  # noqa: E402
+
 REFERENCE = "IXI162-HH-1548_T1.nii.gz"  # held out from training; any head would do
 SEED = 20261205
 
 
-def register(fixed: sitk.Image, moving: sitk.Image, seed: int = SEED) -> sitk.Transform:
-    """Affine, moving -> fixed, as described in the module docstring."""
+def register(fixed: sitk.Image, moving: sitk.Image, seed: int = SEED, moving_mask: sitk.Image | None = None) -> sitk.Transform:
+    """Affine, moving -> fixed, as described in the module docstring; ``moving_mask`` (1: use)
+    keeps the rest of the moving head out of the metric."""
     initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.AffineTransform(3),
                                                 sitk.CenteredTransformInitializerFilter.GEOMETRY)
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
     method.SetMetricSamplingStrategy(method.RANDOM)
     method.SetMetricSamplingPercentage(0.2, seed=seed)
+    if moving_mask is not None:
+        method.SetMetricMovingMask(moving_mask)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsGradientDescent(learningRate=1.0, numberOfIterations=200,
                                          convergenceMinimumValue=1e-6, convergenceWindowSize=10)
@@ -67,19 +79,36 @@ def brain_dice(fixed_brain: sitk.Image, moving_brain: sitk.Image, transform: sit
     return float(2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b)))
 
 
-def score_head(heads_dir: Path, variants: dict[str, str], name: str, seeds: int) -> dict[str, float]:
+def outside_defaced(folder: Path, name: str, like: sitk.Image) -> sitk.Image:
+    """1 outside the region DeFacer may have changed in ``folder``'s output ``name`` (from its
+    sidecar's boxes), 0 inside; on ``like``'s grid."""
+    record = json.loads((folder / name.replace(".nii.gz", ".defacer.json")).read_text())
+    changed = changed_region_mask(record["report"], like.GetSize())  # (i, j, k), as DeFacer's arrays
+    mask = sitk.GetImageFromArray((~changed).T.astype(np.uint8))  # SimpleITK's arrays are (k, j, i)
+    mask.CopyInformation(like)
+    return mask
+
+
+def score_head(heads_dir: Path, variants: dict[str, str], name: str, seeds: int,
+               mask_defaced: bool = False) -> dict[str, float]:
     """Each variant of one moving head: the median brain Dice over ``seeds`` sampling seeds."""
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # one thread: fewer run-to-run differences
     t1 = heads_dir / "t1"
     fixed = sitk.ReadImage(str(t1 / REFERENCE), sitk.sitkFloat32)
     fixed_brain = sitk.ReadImage(str(brain_mask_for(t1 / REFERENCE, heads_dir)))
     moving_brain = sitk.ReadImage(str(brain_mask_for(t1 / name, heads_dir)))
-    scores = {}
+    runs = []  # (row, moving head, metric mask)
+    original = sitk.ReadImage(str(t1 / name), sitk.sitkFloat32)
     for variant, folder in variants.items():
         moving = sitk.ReadImage(str(Path(folder) / name), sitk.sitkFloat32)
-        scores[variant] = float(np.median([brain_dice(fixed_brain, moving_brain, register(fixed, moving, SEED + k))
-                                           for k in range(seeds)]))
-    return scores
+        runs.append((variant, moving, None))
+        if mask_defaced and Path(folder) != t1:
+            mask = outside_defaced(Path(folder), name, moving)
+            runs += [(f"{variant}, its boxes masked out", moving, mask),
+                     (f"original, masked as {variant}", original, mask)]
+    return {row: float(np.median([brain_dice(fixed_brain, moving_brain, register(fixed, moving, SEED + k, mask))
+                                  for k in range(seeds)]))
+            for row, moving, mask in runs}
 
 
 def main() -> int:
@@ -89,6 +118,8 @@ def main() -> int:
     parser.add_argument("--limit", type=int, help="only the first N moving heads")
     parser.add_argument("--seeds", type=int, default=1, help="sampling seeds per head; the head's score is their median")
     parser.add_argument("--jobs", type=int, default=1, help="processes (one thread each)")
+    parser.add_argument("--mask-defaced", action="store_true",
+                        help="also register each defaced head (and the original) with DeFacer's boxes masked out")
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
     started = time.perf_counter()
@@ -96,12 +127,13 @@ def main() -> int:
     variants = {"original (no defacing)": str(t1)}
     variants.update(dict(spec.split("=", 1) for spec in args.variant))
     moving_names = [p.name for p in sorted(t1.glob("*_T1.nii.gz")) if p.name != REFERENCE][: args.limit]
-    dice: dict[str, list[float]] = {name: [] for name in variants}
+    dice: dict[str, list[float]] = {}
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        results = pool.map(score_head, *zip(*[(args.heads_dir, variants, name, args.seeds) for name in moving_names]))
+        results = pool.map(score_head, *zip(*[(args.heads_dir, variants, name, args.seeds, args.mask_defaced)
+                                              for name in moving_names]))
         for name, scores in zip(moving_names, results):
-            for variant in variants:
-                dice[variant].append(scores[variant])
+            for row, value in scores.items():
+                dice.setdefault(row, []).append(value)
             print(name, " ".join(f"{v}: {d[-1]:.3f}" for v, d in dice.items()), file=sys.stderr, flush=True)
     original = np.asarray(dice["original (no defacing)"])
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -162,6 +162,7 @@ class RemovalReport:
     protected_voxels: int
     protected_voxels_changed: int = 0  # always 0 in a returned report: the engine raises otherwise
     shield_voxels: int | None = None  # voxels the face shield filled (None: no shield asked or placed)
+    shield_box_index: tuple | None = None  # the shield's box: inclusive first and last voxel indices
     parameters: dict = field(default_factory=dict)
     # the replaced voxels: (first index of their crop, boolean mask on it); not in to_dict
     removed_crop: tuple | None = field(default=None, repr=False, compare=False)
@@ -264,13 +265,13 @@ def remove_features(
         cut = _plan_cut(volume, head, guard, boxes, span, features, feature_cores, max_depth_mm, seal)
         cut.write(result, stored, seal_stored)
 
-    shield_voxels = None
+    shield_voxels = shield_box = None
     if shield and span is not None:
         frame = face_frame(volume, head, boxes)
         if frame is not None:
             tissue = seal_stored if seal_stored is not None else volume.stored_value(tissue_value(volume, head))
-            shield_voxels = fill_shield(volume, head, cut.crop if cut else None, frame, result, tissue,
-                                        seal_thickness_mm(DEFAULT_SEAL_MM, volume.spacing_mm))
+            shield_voxels, shield_box = fill_shield(volume, head, cut.crop if cut else None, frame, result, tissue,
+                                                    seal_thickness_mm(DEFAULT_SEAL_MM, volume.spacing_mm))
     verify_protected_unchanged(volume.array, result, protected, name)
     report = RemovalReport(
         features=features,
@@ -282,6 +283,7 @@ def remove_features(
         protected_voxels=int(np.count_nonzero(protected)),
         protected_voxels_changed=0,
         shield_voxels=shield_voxels,
+        shield_box_index=shield_box,
         removed_crop=cut.crop if cut else None,
         parameters={
             "margin_mm": float(margin_mm),
@@ -298,6 +300,23 @@ def remove_features(
         },
     )
     return volume.with_array(result), report
+
+
+def changed_region_mask(report: dict, shape) -> np.ndarray:
+    """Every voxel the removal (and the shield) may have changed, from a report or a sidecar's
+    ``report`` alone: the union of the recorded boxes (each feature's components grown by the
+    margin, the ears' reach, the whole face's box, the shield's box). Boxes, not the cut's
+    voxels: the cut's deep boundary follows the face at a fixed depth, so it would keep a copy
+    of the face's shape. For masking the defaced region out of a registration's metric or an
+    analysis (docs/benchmarks.md, registration)."""
+    mask = np.zeros(tuple(int(n) for n in shape[:3]), dtype=bool)
+    boxes = [box for entry in report.get("features", {}).values() if entry.get("present")
+             for box in [*entry.get("component_boxes", []), *entry.get("reach_boxes", [])]]
+    if report.get("shield_box_index"):
+        boxes.append(report["shield_box_index"])
+    for lo, hi in boxes:
+        mask[tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))] = True
+    return mask
 
 
 def verify_protected_unchanged(original: np.ndarray, result: np.ndarray, protected: np.ndarray,

@@ -33,8 +33,9 @@ DEFAULT_SHIELD = False
 
 
 def fill_shield(volume: Volume, head: np.ndarray, removed_crop, frame, result: np.ndarray, tissue_stored,
-                wall_mm: float) -> int:
-    """In place: the face shield (SHIELD_*) in ``result``; returns the voxels filled.
+                wall_mm: float) -> tuple[int, tuple | None]:
+    """In place: the face shield (SHIELD_*) in ``result``; returns the voxels filled and the
+    block's index box (inclusive first and last indices; None: no room for it).
 
     The block is a box of the voxel grid (its axes the ones closest to the face's forward, up
     and sideways), so each of its faces is a plane of voxels: a block cut square to a tilted face
@@ -65,7 +66,7 @@ def fill_shield(volume: Volume, head: np.ndarray, removed_crop, frame, result: n
     lo = np.clip(np.ceil(lo).astype(int), clear, last)
     hi = np.clip(np.floor(hi).astype(int), clear, last)
     if np.any(lo > hi):
-        return 0
+        return 0, None
     box = local_box(lo, hi, (0, 0, 0))
     kept = np.asarray(head)[box].copy()
     if removed_crop is not None:  # the head the cut left
@@ -80,4 +81,4 @@ def fill_shield(volume: Volume, head: np.ndarray, removed_crop, frame, result: n
     inside = erode_mm(np.pad(fill | kept, 1), wall_mm, volume.spacing_mm)[1:-1, 1:-1, 1:-1]  # walls meet the head
     fill &= ~inside
     result[box][fill] = tissue_stored
-    return int(fill.sum())
+    return int(fill.sum()), (tuple(int(v) for v in lo), tuple(int(v) for v in hi))
