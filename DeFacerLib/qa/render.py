@@ -484,13 +484,7 @@ def render_views(
     back, top.
     """
     from vtkmodules.util import numpy_support
-    from vtkmodules.vtkRenderingCore import (
-        vtkActor,
-        vtkLight,
-        vtkPolyDataMapper,
-        vtkRenderer,
-        vtkWindowToImageFilter,
-    )
+    from vtkmodules.vtkRenderingCore import vtkRenderer, vtkWindowToImageFilter
 
     if surface is None:
         surface = skin_surface(volume)
@@ -508,30 +502,7 @@ def render_views(
         renderer = vtkRenderer()
         renderer.SetBackground(*BACKGROUND_RGB)
         window.AddRenderer(renderer)
-        mapper = vtkPolyDataMapper()
-        mapper.SetInputData(surface)
-        mapper.ScalarVisibilityOff()
-        actor = vtkActor()
-        actor.SetMapper(mapper)
-        prop = actor.GetProperty()
-        prop.SetColor(*SKIN_RGB)
-        prop.SetAmbient(0.15)
-        prop.SetDiffuse(0.8)
-        prop.SetSpecular(0.08)
-        prop.SetSpecularPower(20.0)
-        prop.SetInterpolationToGouraud()
-        renderer.AddActor(actor)
-        renderer.AutomaticLightCreationOff()
-        headlight = vtkLight()
-        headlight.SetLightTypeToHeadlight()
-        headlight.SetIntensity(0.55)
-        key = vtkLight()
-        key.SetLightTypeToCameraLight()
-        key.SetPosition(-0.6, 0.7, 1.0)  # upper left of the camera, as in a portrait
-        key.SetFocalPoint(0.0, 0.0, 0.0)
-        key.SetIntensity(0.55)
-        renderer.AddLight(headlight)
-        renderer.AddLight(key)
+        _add_lit_skin(renderer, surface)
         grab = vtkWindowToImageFilter()
         grab.SetInput(window)
         grab.SetInputBufferTypeToRGB()
@@ -557,6 +528,37 @@ def render_views(
             images[name] = np.ascontiguousarray(pixels.reshape(height, width, -1)[::-1, :, :3]).astype(np.uint8)
         window.Finalize()
     return images
+
+
+def _add_lit_skin(renderer, surface) -> None:
+    """The skin surface, skin-coloured and matte, lit by a headlight and a key light from the
+    camera's upper left, as in a portrait: the same lighting for every view and every head."""
+    from vtkmodules.vtkRenderingCore import vtkActor, vtkLight, vtkPolyDataMapper
+
+    mapper = vtkPolyDataMapper()
+    mapper.SetInputData(surface)
+    mapper.ScalarVisibilityOff()
+    actor = vtkActor()
+    actor.SetMapper(mapper)
+    prop = actor.GetProperty()
+    prop.SetColor(*SKIN_RGB)
+    prop.SetAmbient(0.15)
+    prop.SetDiffuse(0.8)
+    prop.SetSpecular(0.08)
+    prop.SetSpecularPower(20.0)
+    prop.SetInterpolationToGouraud()
+    renderer.AddActor(actor)
+    renderer.AutomaticLightCreationOff()
+    headlight = vtkLight()
+    headlight.SetLightTypeToHeadlight()
+    headlight.SetIntensity(0.55)
+    key = vtkLight()
+    key.SetLightTypeToCameraLight()
+    key.SetPosition(-0.6, 0.7, 1.0)  # upper left of the camera
+    key.SetFocalPoint(0.0, 0.0, 0.0)
+    key.SetIntensity(0.55)
+    renderer.AddLight(headlight)
+    renderer.AddLight(key)
 
 
 def skin_fraction(image: np.ndarray) -> float:
