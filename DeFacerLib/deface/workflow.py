@@ -65,20 +65,7 @@ def deface_file(
     protected = None
     if protect_path is not None:
         protected = nonzero_mask(read_volume(protect_path), volume, label_name=str(protect_path))
-    found = None
-    head = None
-    if labels_path is not None:
-        masks = masks_from_labels(read_volume(labels_path), volume, label_name=str(labels_path))
-    else:
-        from DeFacerLib.deface import head_mask
-
-        progress("finding the head", 0.05)
-        head = head_mask(volume)
-        found = find_features(volume, head=head,
-                              progress=lambda message, fraction: progress(message, 0.05 + 0.3 * fraction))
-        masks = found.masks
-        require_face(found, Path(input_path).name)
-
+    masks, found, head = _features_of(volume, labels_path, Path(input_path).name, progress)
     result = deface_volume(
         volume,
         masks,
@@ -154,6 +141,22 @@ def deface_file(
         outcome["qa_figure"] = str(write_qa_figure(volume, result.volume, qa_dir, Path(written).name))
     progress("done", 1.0)
     return outcome
+
+
+def _features_of(volume, labels_path, input_name: str, progress: Progress):
+    """(feature masks, FoundFeatures or None, head mask or None): from the label map the user
+    gave, else found by the U-Net (which refuses a volume with no face: require_face)."""
+    from DeFacerLib.io import read_volume
+
+    if labels_path is not None:
+        return masks_from_labels(read_volume(labels_path), volume, label_name=str(labels_path)), None, None
+    from DeFacerLib.deface import head_mask
+
+    progress("finding the head", 0.05)
+    head = head_mask(volume)
+    found = find_features(volume, head=head, progress=lambda message, fraction: progress(message, 0.05 + 0.3 * fraction))
+    require_face(found, input_name)
+    return found.masks, found, head
 
 
 def _audit_dir(input_path, output_path, overwrite: bool) -> Path | None:
