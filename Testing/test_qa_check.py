@@ -13,7 +13,7 @@ from DeFacerLib.deface import remove_features
 from DeFacerLib.face.labels import load_landmarks, training_labels
 from DeFacerLib.features import LABEL_VALUES
 from DeFacerLib.io import read_volume, write_volume
-from DeFacerLib.qa.check import VERDICT_VIEWS, check_pair, render_thresholds
+from DeFacerLib.qa.check import VERDICT_VIEWS, check_pair, pair_thresholds, render_thresholds
 from ixi_layout import brain_labels_of  # scripts/ixi_layout.py (conftest puts scripts/ on the path)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +26,14 @@ def test_calibrated_render_thresholds_ship():
     assert thresholds == {m: calibration["models"][m]["threshold"] for m in ("sface", "dlib")}
     # stricter than the published photo thresholds, which call different people's renders a match
     assert thresholds["sface"] > 0.363 and thresholds["dlib"] < 0.6
+    # the pair check's own, per view (two heads seen the same way: scripts/calibrate_pair_check.py)
+    per_view = pair_thresholds()
+    shipped = json.loads((REPO / "Resources" / "QA" / "pair_check_thresholds.json").read_text())["views"]
+    assert set(per_view) == set(VERDICT_VIEWS)
+    for view in VERDICT_VIEWS:
+        assert per_view[view] == {m: shipped[view][m]["threshold"] for m in ("sface", "dlib")}
+        assert per_view[view]["sface"] > 0.363 and per_view[view]["dlib"] < 0.6
+        assert shipped[view]["sface"]["impostor_pairs"] >= 27 * 26
 
 
 def test_intact_face_fails_through_the_cli(data_dir, tmp_path):
@@ -72,7 +80,29 @@ def test_removed_face_region_passes(data_dir, name):
     assert report.protected_voxels_changed == 0 and (defaced.array[brain] == head.array[brain]).all()
     check, _, _ = check_pair(head, defaced)
     assert check.verdict == "PASS", check.reasons
-    limits = render_thresholds()
     for view in check.views:
         if view.view in VERDICT_VIEWS:
-            assert view.similarity_forced["sface"] < limits["sface"], (view.view, view.similarity_forced)
+            assert view.similarity_forced["sface"] < pair_thresholds()[view.view]["sface"], (view.view, view.similarity_forced)
+
+
+@pytest.mark.parametrize("other", ["IXI162-HH-1548_T1.nii.gz", "IXI213-HH-1642_T1.nii.gz", "IXI217-HH-1638_T1.nii.gz"])
+def test_another_persons_intact_head_is_no_match(data_dir, other):
+    """The per-view thresholds: IXI132 against another person's undefaced head, seen the same
+    way. The cross-view thresholds called each of these a match (front, front_right, front_left)."""
+    heads = data_dir / "heads/ixi/t1"
+    check, _, _ = check_pair(read_volume(heads / IXI), read_volume(heads / other), views=VERDICT_VIEWS)
+    assert check.verdict == "PASS", check.reasons
+    assert all(view.original_face_score >= 0.75 and view.defaced_face_score >= 0.75 for view in check.views)
+
+
+def test_defacer_output_passes(data_dir, tmp_path):
+    """IXI211 defaced by default: the cross-view thresholds failed it on both obliques (dlib
+    0.451, SFace 0.480), the same-view ones pass it, as they pass every IXI head's output."""
+    head = data_dir / "heads/ixi/t1/IXI211-HH-1568_T1.nii.gz"
+    out = tmp_path / "defaced.nii.gz"
+    subprocess.run([sys.executable, "-m", "DeFacerLib", "deface", str(head), str(out), "-q"], check=True, timeout=600)
+    check, _, _ = check_pair(read_volume(head), read_volume(out), views=VERDICT_VIEWS)
+    assert check.verdict == "PASS", check.reasons
+    for view in check.views:
+        assert view.similarity_forced["sface"] < pair_thresholds()[view.view]["sface"]
+        assert view.similarity_forced["dlib"] > pair_thresholds()[view.view]["dlib"]

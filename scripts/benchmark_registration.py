@@ -41,6 +41,7 @@ import numpy as np
 import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from markdown_out import publish  # noqa: E402
 from reid_study import brain_mask_for  # noqa: E402  (the study's IXI layout: its outputs are registered here)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -152,10 +153,7 @@ def main() -> int:
         lines.append(f"| {variant} | {np.median(values):.3f} ({values.min():.3f}) | "
                      f"{np.median(delta):+.3f} ({delta.min():+.3f}) | "
                      f"{int(np.sum(delta < -0.02))} / {int(np.sum(delta < -0.05))} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text)
+    publish(lines, args.markdown)
     return 0
 
 

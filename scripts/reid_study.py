@@ -30,10 +30,12 @@ Reported: face detection rate on front renders before/after, rank-1 and rank-5 i
 accuracy next to chance (1/N, 5/N). The undefaced row (original oblique probes against the
 original front gallery) shows the renderer is good enough to be an attacker.
 
-Thresholds for a single-pair verdict (`defacer qa`) are calibrated here too: the published
-photo thresholds call different people's renders a match, so a render "matches" only when it
-is closer than 99 % of different-person pairs of original renders. They are written with
-``--thresholds-out`` (Resources/QA/render_match_thresholds.json ships the IXI calibration).
+Cross-view match thresholds are calibrated here too: the published photo thresholds call
+different people's renders a match, so a front render and an oblique one "match" only when they
+are closer than 99 % of different-person front-vs-oblique pairs of original renders. They are
+written with ``--thresholds-out`` (Resources/QA/render_match_thresholds.json ships the IXI
+calibration). `defacer qa` compares the same view of two heads instead, and uses its own
+per-view thresholds (scripts/calibrate_pair_check.py), falling back to these.
 """
 from __future__ import annotations
 

@@ -6,10 +6,11 @@ defaced face's identity descriptor still match the original's? A stricter, adapt
 is tried too: the defaced render is cut and aligned where the ORIGINAL's face was, even when
 no detector finds a face there.
 
-"Match" uses thresholds calibrated on skin renders (scripts/reid_study.py, shipped in
-Resources/QA/render_match_thresholds.json): the published photo thresholds call different
-people's renders a match. A defaced face matches when it is closer to its original than 99 %
-of different-person pairs of original renders are. The verdict is PASS only when no facial
+"Match" uses thresholds calibrated on skin renders, per view (scripts/calibrate_pair_check.py,
+shipped in Resources/QA/pair_check_thresholds.json): the published photo thresholds call
+different people's renders a match. A defaced face matches when it is closer to its original
+than 99 % of other people's heads are, seen the same way: j's render against another person's
+render in the same view, cut where j's face is. The verdict is PASS only when no facial
 view (front and the two obliques) yields a match for either attacker and either model; the
 pure side views, where an unchanged skull outline always resembles itself, are reported only.
 """
@@ -50,8 +51,22 @@ def render_thresholds() -> dict[str, float]:
         return {"sface": SFACE_MATCH_COSINE, "dlib": DLIB_MATCH_DISTANCE}
 
 
-def is_match(model: str, value: float) -> bool:
-    threshold = render_thresholds()[model]
+@lru_cache(maxsize=1)
+def pair_thresholds() -> dict[str, dict[str, float]]:
+    """Per view and model, the pair check's thresholds (the same view of two heads; {} when the
+    calibration is not shipped: render_thresholds then serves every view)."""
+    try:
+        calibration = json.loads(resource_path("QA", "pair_check_thresholds.json").read_text())
+    except FileNotFoundError:
+        return {}
+    return {view: {model: float(entry[model]["threshold"]) for model in MODELS}
+            for view, entry in calibration["views"].items()}
+
+
+def is_match(model: str, value: float, view: str | None = None) -> bool:
+    """Whether ``value`` is a match: at ``view``'s pair-check threshold, else (a front against
+    an oblique, no view) at the cross-view render threshold."""
+    threshold = pair_thresholds().get(view, render_thresholds())[model]
     return value >= threshold if model == "sface" else value <= threshold
 
 
@@ -98,10 +113,10 @@ def check_pair(original: Volume, defaced: Volume, views=CHECK_VIEWS, size=(400, 
     if not any(c.original_face_score > 0 for c in checks):
         reasons.append("no face was detected on the ORIGINAL renders either: the check cannot judge this head")
     verdict = "FAIL" if reasons else "PASS"
-    limits = render_thresholds()
-    thresholds = {"sface": f"cosine similarity >= {limits['sface']} is a match",
-                  "dlib": f"distance <= {limits['dlib']} is a match",
-                  "yunet": "score >= 0.75 counts as a face", "verdict_views": ", ".join(VERDICT_VIEWS)}
+    thresholds = {model: "; ".join(f"{view}: {rule} {pair_thresholds().get(view, render_thresholds())[model]}"
+                                   for view in VERDICT_VIEWS)
+                  for model, rule in (("sface", "cosine similarity >="), ("dlib", "distance <="))}
+    thresholds.update({"yunet": "score >= 0.75 counts as a face", "verdict_views": ", ".join(VERDICT_VIEWS)})
     return RiskCheck(checks, verdict, reasons, thresholds), before, after
 
 
@@ -127,7 +142,7 @@ def _check_view(name: str, before: np.ndarray, after: np.ndarray) -> ViewCheck:
     forced = describe(after, original_face)  # the adaptive attacker: cut where the face was
     check.similarity_forced = {m: round(similarity(reference[m], forced[m]), 4) for m in MODELS}
     check.match = any(
-        value is not None and is_match(model, value)
+        value is not None and is_match(model, value, name)
         for values in (check.similarity, check.similarity_forced)
         for model, value in values.items()
     )
@@ -137,11 +152,12 @@ def _check_view(name: str, before: np.ndarray, after: np.ndarray) -> ViewCheck:
 def _matched_models(check: ViewCheck) -> str:
     parts = []
     for label, values in (("detected face", check.similarity), ("cut at the original face", check.similarity_forced)):
-        names = [f"{model} {value}" for model, value in values.items() if value is not None and is_match(model, value)]
+        names = [f"{model} {value}" for model, value in values.items()
+                 if value is not None and is_match(model, value, check.view)]
         if names:
             parts.append(f"{label}: {', '.join(names)}")
     return "; ".join(parts)
 
 
 __all__ = ["CHECK_VIEWS", "DEFAULT_VIEWS", "VERDICT_VIEWS", "RiskCheck", "ViewCheck", "box_of", "check_pair",
-           "render_thresholds"]
+           "pair_thresholds", "render_thresholds"]
