@@ -23,10 +23,9 @@ import numpy as np
 import json
 from functools import lru_cache
 
+from DeFacerLib.photo.identity import DLIB_DISTANCE_MATCH, SFACE_COSINE_MATCH
 from DeFacerLib.qa.recognize import (
-    DLIB_MATCH_DISTANCE,
     MODELS,
-    SFACE_MATCH_COSINE,
     best_face,
     box_of,
     describe,
@@ -48,7 +47,7 @@ def render_thresholds() -> dict[str, float]:
         calibration = json.loads(resource_path("QA", "render_match_thresholds.json").read_text())
         return {model: float(calibration["models"][model]["threshold"]) for model in MODELS}
     except FileNotFoundError:
-        return {"sface": SFACE_MATCH_COSINE, "dlib": DLIB_MATCH_DISTANCE}
+        return {"sface": SFACE_COSINE_MATCH, "dlib": DLIB_DISTANCE_MATCH}
 
 
 @lru_cache(maxsize=1)

@@ -3,11 +3,14 @@
 The descriptors themselves are the photo anonymizer's (DeFacerLib/photo/identity.py), so a
 render and a photograph are judged by exactly the same recognisers.
 
-Two independent recognisers, each with the match threshold its authors publish:
-- SFace (OpenCV Zoo, via cv2.FaceRecognizerSF): cosine similarity, a match at >= 0.363.
-- dlib's ResNet descriptor (aligned with the permissive 5-point predictor): Euclidean
-  distance, a match at <= 0.6.
-Detections come from YuNet (cv2.FaceDetectorYN) and dlib's HOG detector.
+Two independent recognisers:
+- SFace (OpenCV Zoo, via cv2.FaceRecognizerSF): cosine similarity (its authors call >= 0.363
+  on photos a match);
+- dlib's ResNet descriptor (aligned with the permissive 5-point predictor): Euclidean distance
+  (<= 0.6 on photos).
+On skin renders those photo thresholds call different people a match; what counts as one on a
+render is qa/check.py's (calibrated per view). Detections come from YuNet
+(cv2.FaceDetectorYN) and dlib's HOG detector.
 """
 from __future__ import annotations
 
@@ -16,8 +19,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from DeFacerLib.photo.identity import DLIB_DISTANCE_MATCH as DLIB_MATCH_DISTANCE
-from DeFacerLib.photo.identity import SFACE_COSINE_MATCH as SFACE_MATCH_COSINE
 from DeFacerLib.qa.render import FaceBox, detect_faces_yunet
 FACE_PRESENT_SCORE = 0.75  # YuNet score that counts as "a face"; a head outline alone scores ~0.6
 MODELS = ("sface", "dlib")
@@ -62,11 +63,6 @@ def similarity(a: Descriptor, b: Descriptor) -> float:
         raise ValueError("descriptors of different models cannot be compared")
     value = distance(a.vector, b.vector, a.model)
     return 1.0 - value if a.model == "sface" else value
-
-
-def is_match(model: str, value: float) -> bool:
-    """At each model's published photo threshold (see qa/check.py for the render-calibrated ones)."""
-    return value >= SFACE_MATCH_COSINE if model == "sface" else value <= DLIB_MATCH_DISTANCE
 
 
 def describe(image: np.ndarray, face: FaceBox) -> dict[str, Descriptor]:
