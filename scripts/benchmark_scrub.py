@@ -17,7 +17,6 @@ all alike; the ratios are given best-vs-best and as the median of each round's o
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform

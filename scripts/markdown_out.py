@@ -9,5 +9,6 @@ def publish(lines: list[str], markdown: Path | None) -> str:
     text = "\n".join(lines) + "\n"
     print(text)
     if markdown:
+        Path(markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(markdown).write_text(text)
     return text

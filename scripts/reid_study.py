@@ -53,6 +53,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ixi_layout import brain_labels_of  # noqa: E402
+from markdown_out import publish  # noqa: E402
 from peers import peer_venv  # noqa: E402
 
 from DeFacerLib.io import read_volume  # noqa: E402
@@ -395,10 +396,7 @@ def main() -> int:
         lines.append(f"- {model}: {entry['rule'].replace('threshold', str(entry['threshold']))}; same-person "
                      f"oblique-vs-front pairs matching at it: {entry['genuine_match_rate']:.2f} "
                      f"({entry['genuine_pairs']} genuine, {entry['impostor_pairs']} impostor pairs)")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text)
+    publish(lines, args.markdown)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"rows": rows, "thresholds": thresholds}, indent=1))

@@ -62,10 +62,14 @@ def pair_thresholds() -> dict[str, dict[str, float]]:
             for view, entry in calibration["views"].items()}
 
 
+def threshold_for(model: str, view: str | None = None) -> float:
+    """``view``'s pair-check threshold, else (a front against an oblique, no view) the
+    cross-view render threshold."""
+    return pair_thresholds().get(view, render_thresholds())[model]
+
+
 def is_match(model: str, value: float, view: str | None = None) -> bool:
-    """Whether ``value`` is a match: at ``view``'s pair-check threshold, else (a front against
-    an oblique, no view) at the cross-view render threshold."""
-    threshold = pair_thresholds().get(view, render_thresholds())[model]
+    threshold = threshold_for(model, view)
     return value >= threshold if model == "sface" else value <= threshold
 
 
@@ -112,8 +116,7 @@ def check_pair(original: Volume, defaced: Volume, views=CHECK_VIEWS, size=(400, 
     if not any(c.original_face_score > 0 for c in checks):
         reasons.append("no face was detected on the ORIGINAL renders either: the check cannot judge this head")
     verdict = "FAIL" if reasons else "PASS"
-    thresholds = {model: "; ".join(f"{view}: {rule} {pair_thresholds().get(view, render_thresholds())[model]}"
-                                   for view in VERDICT_VIEWS)
+    thresholds = {model: "; ".join(f"{view}: {rule} {threshold_for(model, view)}" for view in VERDICT_VIEWS)
                   for model, rule in (("sface", "cosine similarity >="), ("dlib", "distance <="))}
     thresholds.update({"yunet": "score >= 0.75 counts as a face", "verdict_views": ", ".join(VERDICT_VIEWS)})
     return RiskCheck(checks, verdict, reasons, thresholds), before, after
