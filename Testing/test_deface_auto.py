@@ -36,6 +36,7 @@ VALIDATION_IXI = [rel for rel in SPLIT["validation"] if rel.startswith("heads/ix
 MIN_REMOVED_FRACTION = {"eyes": 0.94, "nose": 0.95, "mouth": 0.95, "ears": 0.9}
 MAX_EAR_RELIEF_AFTER_MM2 = 150.0  # without the pinna cut (deface/pinna.py) IXI206's left ear kept 480
 MAX_EAR_PRINT_AFTER_MM2 = 600.0
+MAX_EAR_SUNK_MM2 = 300.0  # the ears' floor up to a flat-window outline sank 224-2212 mm^2 of these rings
 
 
 def _evaluate_defacing():
@@ -123,20 +124,23 @@ def test_validation_head_brain_untouched_features_removed(rel, data_dir, ear_con
         assert removed[feature] >= MIN_REMOVED_FRACTION[feature], (rel, removed)
     assert_cut_surface_blended(head, out, outcome["report"])
     # what is left of the pinna: the side view within 35 mm of the concha standing > 5 mm proud
-    # of the head's outline (evaluate_defacing.ear_relief_mm2; measured on these heads: 1748-3028
-    # mm^2 before, 0-56 after)
+    # of the head's outline (evaluate_defacing.ear_relief_mm2; measured on these heads: 220-2368
+    # mm^2 before, 0 after)
     # (a removed voxel that already held the air value is unchanged, and air for any renderer)
     gone = np.asarray(changed) | (out.array == out.stored_value(outcome["report"]["fill_value_physical"]))
     relief = _evaluate_defacing().ear_relief_mm2(head, head_mask(head), gone, ear_consensus[rel])
     assert set(relief) == {"ear_left", "ear_right"}
     for ear, (before, after) in relief.items():
-        assert before > 1500 and after < MAX_EAR_RELIEF_AFTER_MM2, (rel, ear, before, after)
+        assert before > 150 and after < MAX_EAR_RELIEF_AFTER_MM2, (rel, ear, before, after)
     # what a render shows there: the skin more than 3 mm off that outline (evaluate_defacing.ear_print_mm2;
-    # measured 1436-2232 mm^2 undefaced, 4-404 defaced; 2900-3550 while the ears' cut was a sunken box)
-    printed = _evaluate_defacing().ear_print_mm2(head, head_mask(head), [head, out], ear_consensus[rel])
-    assert set(printed) == {"ear_left", "ear_right"}
+    # measured 732-2508 mm^2 undefaced, 0-132 defaced), and, 35-60 mm from the concha, more than
+    # 2 mm under the undefaced head's (measured 0 on every ear; 224-2212 while the outline was a
+    # flat window's, which sank under the head, and the ears' floor with it)
+    printed, sunk = _evaluate_defacing().ear_print_mm2(head, head_mask(head), [head, out], ear_consensus[rel])
+    assert set(printed) == {"ear_left", "ear_right"} == set(sunk)
     for ear, (before, after) in printed.items():
-        assert before > 1000 and after < MAX_EAR_PRINT_AFTER_MM2, (rel, ear, before, after)
+        assert before > 500 and after < MAX_EAR_PRINT_AFTER_MM2, (rel, ear, before, after)
+        assert sunk[ear][0] < MAX_EAR_SUNK_MM2, (rel, ear, sunk[ear])
     # the report names where each feature was found (measured on these heads: eyes 0-4.6 mm,
     # nose 0-9.2 mm from the verified landmarks; ears, the concha found from the side view, 1.7-5.8
     # mm from the readers' consensus, where the model's estimate alone is 4.7-9.5 mm)

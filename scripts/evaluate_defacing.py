@@ -41,6 +41,10 @@ from where four blind readers put the concha.
   threshold, 1 mm smoothing) lies more than EAR_PRINT_MM above or below that outline, on the
   undefaced and the defaced head: the relief counts what the removal left, this also counts the
   cut's own shape (a sunken box, a floor that follows the pinna);
+- ear floor sunk (mm^2): in the ring EAR_SUNK_RING_MM around the concha (past the pinna, inside
+  the ears' reach), where the defaced rendered surface lies more than EAR_SUNK_MM under the
+  undefaced one: a floor sunk below the head, measured against the head itself (the print
+  is measured against the outline, and an outline that sinks under the head hides it);
 - cut by the field of view: a landmark the table lists under ``cut_by_field_of_view`` is the
   last point of a feature the scan cuts (niivue_T2w's nose: its field of view ends across the
   nose, so its "tip" is the lowest point in view and the nose label, shaped for a whole nose
@@ -141,7 +145,7 @@ def evaluate_head(data: Path, rel: str, table: dict, model: Path | None,
     errors = centre_errors_mm(volume, truth, predicted)
     estimates = model_landmarks(volume, predicted)
     relief = ear_relief_mm2(volume, head, defaced.removed, entry["landmarks"])
-    ear_print = ear_print_mm2(volume, head, [volume, defaced.volume], entry["landmarks"])
+    ear_print, ear_sunk = ear_print_mm2(volume, head, [volume, defaced.volume], entry["landmarks"])
     for feature in FEATURES:
         labelled = truth == LABEL_VALUES[feature]
         names = [n for n in sorted(entry["landmarks"]) if LANDMARK_FEATURE[n] == feature]
@@ -163,6 +167,7 @@ def evaluate_head(data: Path, rel: str, table: dict, model: Path | None,
         }
     row["features"]["ears"]["relief_mm2"] = relief
     row["features"]["ears"]["print_mm2"] = ear_print
+    row["features"]["ears"]["sunk_mm2"] = {name: areas[0] for name, areas in ear_sunk.items()}
     return row
 
 
@@ -196,15 +201,21 @@ def ear_relief_mm2(volume, head: np.ndarray, removed: np.ndarray, landmarks: dic
 
 
 EAR_PRINT_MM = 3.0  # the renderer's surface standing this far off the head's outline shows
-EAR_PRINT_CROP_MM = EAR_RELIEF_WINDOW_MM + 15.0
+EAR_SUNK_MM = 2.0  # the defaced surface this far under the undefaced one, around the ear, is a sunken floor
+EAR_SUNK_RING_MM = (EAR_RELIEF_WINDOW_MM, 60.0)  # past the pinna, inside the ears' reach (box + margin + 15 mm)
+EAR_PRINT_CROP_MM = EAR_SUNK_RING_MM[1] + 5.0
 
 
-def ear_print_mm2(volume, head: np.ndarray, images: list, landmarks: dict) -> dict[str, list[float]]:
-    """{ear: [area (mm^2) per image]} of the side view within EAR_RELIEF_WINDOW_MM of the ear
-    landmark where the skin surface of each of ``images`` (``volume`` and its defaced copies, same
-    grid) as the QA renderer makes it (qa.render.skin_threshold of ``volume``, 1 mm smoothing)
-    lies more than EAR_PRINT_MM above or below the original head's outline without the pinna:
-    the ear's print, whatever the removal did to make it."""
+def ear_print_mm2(volume, head: np.ndarray, images: list, landmarks: dict) -> tuple[dict, dict]:
+    """({ear: [print area (mm^2) per image]}, {ear: sunk area (mm^2) of each image after the first}).
+
+    The print: the side view within EAR_RELIEF_WINDOW_MM of the ear landmark where the skin
+    surface of each of ``images`` (``volume`` and its defaced copies, same grid) as the QA
+    renderer makes it (qa.render.skin_threshold of ``volume``, 1 mm smoothing) lies more than
+    EAR_PRINT_MM above or below the original head's outline without the pinna: the ear's print,
+    whatever the removal did to make it. The sunk area: the ring EAR_SUNK_RING_MM around the ear
+    landmark where an image's surface lies more than EAR_SUNK_MM under the first image's: a floor
+    sunk below the head around the pinna, measured against the head itself, not an outline."""
     from scipy import ndimage as ndi
 
     from DeFacerLib.qa.render import skin_threshold
@@ -215,7 +226,8 @@ def ear_print_mm2(volume, head: np.ndarray, images: list, landmarks: dict) -> di
     mid_i = midline_index(head_c)
     values_c = [reorientation.apply(image.array[..., 0] if image.array.ndim == 4 else image.array) for image in images]
     threshold = (skin_threshold(volume) - volume.intercept) / volume.slope
-    areas = {}
+    areas, sunk = {}, {}
+    pixel_mm2 = spacing[1] * spacing[2]
     for name, side in (("ear_left", 1.0), ("ear_right", -1.0)):
         if name not in landmarks:
             continue
@@ -226,15 +238,20 @@ def ear_print_mm2(volume, head: np.ndarray, images: list, landmarks: dict) -> di
         hi = np.minimum(np.round(ear[1:]).astype(int) + reach + 1, head_c.shape[1:])
         local_outline = outline[lo[0]:hi[0], lo[1]:hi[1]]
         j, k = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), indexing="ij")
-        window = (np.hypot((j - ear[1]) * spacing[1], (k - ear[2]) * spacing[2]) <= EAR_RELIEF_WINDOW_MM) & (local_outline >= 0)
-        areas[name] = []
+        distance_mm = np.hypot((j - ear[1]) * spacing[1], (k - ear[2]) * spacing[2])
+        window = (distance_mm <= EAR_RELIEF_WINDOW_MM) & (local_outline >= 0)
+        ring = (distance_mm > EAR_SUNK_RING_MM[0]) & (distance_mm <= EAR_SUNK_RING_MM[1])
+        surfaces = []
         for values in values_c:
             block = values[:, lo[0]:hi[0], lo[1]:hi[1]].astype(np.float32)
             skin = ndi.gaussian_filter(block, np.maximum(1.0 / spacing, 0.8), truncate=2.0) > threshold
-            surface = lateral_extent(skin, side, mid_i)
-            off = (np.abs(surface - local_outline) * spacing[0] > EAR_PRINT_MM) & (surface >= 0)
-            areas[name].append(round(float((off & window).sum() * spacing[1] * spacing[2])))
-    return areas
+            surfaces.append(lateral_extent(skin, side, mid_i))
+        areas[name] = [round(float(((np.abs(surface - local_outline) * spacing[0] > EAR_PRINT_MM) & (surface >= 0)
+                                    & window).sum() * pixel_mm2)) for surface in surfaces]
+        original = surfaces[0]
+        sunk[name] = [round(float((((original - surface) * spacing[0] > EAR_SUNK_MM) & (original >= 0) & ring).sum()
+                                  * pixel_mm2)) for surface in surfaces[1:]]
+    return areas, sunk
 
 
 def _distance(a, b) -> float:
@@ -304,6 +321,9 @@ def summarise(rows: list[dict]) -> dict:
     summary["ears"]["median_print_before_mm2"] = round(float(np.median([a[0] for a in prints]))) if prints else None
     summary["ears"]["median_print_after_mm2"] = round(float(np.median([a[1] for a in prints]))) if prints else None
     summary["ears"]["max_print_after_mm2"] = max((a[1] for a in prints), default=None)
+    sunk = [a for r in rows for a in r["features"]["ears"].get("sunk_mm2", {}).values()]
+    summary["ears"]["median_sunk_mm2"] = round(float(np.median(sunk))) if sunk else None
+    summary["ears"]["max_sunk_mm2"] = max(sunk, default=None)
     changed = [r["brain_voxels_changed"] for r in rows if r["brain_voxels_changed"] is not None]
     summary["brain_voxels_changed_max"] = max(changed) if changed else None
     summary["median_seconds"] = round(float(np.median([r["seconds"] for r in rows])), 2)
@@ -354,6 +374,10 @@ def markdown(rows: list[dict], summary: dict) -> str:
         lines.append(f"\nEar print, the rendered surface more than {EAR_PRINT_MM:g} mm off the head's outline within "
                      f"{EAR_RELIEF_WINDOW_MM:g} mm of the concha (mm^2): median {ears['median_print_before_mm2']} undefaced, "
                      f"{ears['median_print_after_mm2']} defaced (worst ear defaced: {ears['max_print_after_mm2']})")
+    if ears.get("median_sunk_mm2") is not None:
+        lines.append(f"\nEar floor sunk, the defaced rendered surface more than {EAR_SUNK_MM:g} mm under the undefaced "
+                     f"one {EAR_SUNK_RING_MM[0]:g}-{EAR_SUNK_RING_MM[1]:g} mm from the concha (mm^2): median "
+                     f"{ears['median_sunk_mm2']}, worst ear {ears['max_sunk_mm2']}")
     lines.append(f"\nReference-brain voxels changed, worst head: {summary['brain_voxels_changed_max']}; "
                  f"median seconds per head: {summary['median_seconds']}")
     return "\n".join(lines)

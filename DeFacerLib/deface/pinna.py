@@ -8,10 +8,11 @@ lobe lies 13-17 mm under the skin above and in front of the ear). A pinna presse
 the head by the coil is thicker than that at its base, and a 10 mm shell leaves a shrunken copy
 of it standing (up to 480 mm^2 of the side view more than 5 mm proud on a held-out IXI head,
 scripts/evaluate_defacing.py's ear relief). Seen from the side, the head without its pinnae is a
-smooth outline: the lateral extent of the head per (front-back, up-down) column, grey-opened by
-OUTLINE_OPENING_MM, which is wider than a pinna and narrower than the head's own curve. What
+smooth outline: the lateral extent of the head per (front-back, up-down) column, opened by a
+ball of OUTLINE_BALL_RADIUS_MM rolled under it, too large to enter a pinna and small enough to
+follow the head's own curve. What
 lies lateral of that outline is the pinna (and smaller bumps of the scalp); what lies medial of
-it is the side of the head. Where the skull itself bulges past the opened outline (above the
+it is the side of the head. Where the skull itself bulges past the outline (above the
 ear; 771 reference-brain voxels of IXI546 lie in the mask), the mask does reach the brain: the
 cut keeps head tissue deeper than removal.DEEP_MM farther from the protected region
 (removal.DEEP_PROTECT_MARGIN_MM), as every cut does. The
@@ -30,7 +31,21 @@ from scipy import ndimage as ndi
 from DeFacerLib.orientation import canonical_reorientation
 from DeFacerLib.volume import Volume
 
-OUTLINE_OPENING_MM = 70.0  # a pinna is ~35 x 65 mm; the head's side curves over ~150 mm
+# A ball this large cannot rise far into a pinna (35 mm across: R - sqrt(R^2 - 17.5^2) = 3.2
+# mm under a symmetric bump) and fits under the side of a head around the ear, so the outline
+# follows the head's own curve. A flat window instead (a 70 mm grey opening, before) sinks under
+# any dome (17 mm at the apex of an 80 mm one, Testing/test_pinna_outline.py), and the ears'
+# floor, filled up to the outline, showed as a sunken box beside every ear: on the 27 IXI heads
+# the rendered surface 35-60 mm from the concha lay > 2 mm under the original's over a median
+# 1494 mm^2 per ear (scripts/evaluate_defacing.py's "ear floor sunk"). Balls of 40 / 50 / 70 /
+# 100 mm: 0 / 2 / 222 / 4266 mm^2 sunk (median; worst ear 292 / 596 / 1052 / 6420); 40 mm
+# started to keep pinna (244 mm^2 of one ear's side view > 3 mm above a 70 mm ball's outline,
+# 32 at 50 mm; measured 2026-12-05 on the 27 IXI heads).
+OUTLINE_BALL_RADIUS_MM = 50.0
+# The ball rolls on the side view sampled this coarsely (the outline is smooth at this scale;
+# on the 1 mm map a 50 mm ball costs 0.35 s a side, on this one 0.02 s), then the outline is
+# interpolated back and kept under the head.
+OUTLINE_STEP_MM = 4.0
 # A column counts where the head stands this far proud of the outline: pinnae stand 7-24 mm
 # proud on the IXI heads; above PROUD_MAX_MM the "outline" has slipped off the head (the
 # field of view's edge, the shoulders), not under a pinna.
@@ -56,9 +71,28 @@ def lateral_extent(head_c: np.ndarray, side: float, mid_i: int) -> np.ndarray:
 
 
 def head_outline(lateral: np.ndarray, spacing_c) -> np.ndarray:
-    """The side outline without the pinna: lateral_extent grey-opened by OUTLINE_OPENING_MM."""
-    size = tuple(max(3, int(OUTLINE_OPENING_MM / s)) for s in np.asarray(spacing_c, float)[1:])
-    return ndi.grey_opening(lateral, size=size)
+    """The side outline without the pinna: lateral_extent (voxels) opened by a rolling ball of
+    OUTLINE_BALL_RADIUS_MM under it, in millimetres: the highest surface of ball caps that
+    fits under the head's side. Columns without head stay -1; the outline never lies lateral
+    of the head."""
+    spacing_c = np.asarray(spacing_c, float)
+    on_head = lateral >= 0
+    if not on_head.any():
+        return lateral.astype(float)
+    base = float(lateral[on_head].min())  # columns off the head are this low, not a cliff to -1
+    height_mm = np.where(on_head, lateral - base, 0.0) * spacing_c[0]
+    step = np.maximum(1, np.round(OUTLINE_STEP_MM / spacing_c[1:]).astype(int))
+    coarse = height_mm[::step[0], ::step[1]]
+    pixel_mm = spacing_c[1:] * step
+    reach = np.floor(OUTLINE_BALL_RADIUS_MM / pixel_mm).astype(int)
+    dj, dk = np.meshgrid(*(np.arange(-r, r + 1) * p for r, p in zip(reach, pixel_mm)), indexing="ij")
+    footprint = dj ** 2 + dk ** 2 <= OUTLINE_BALL_RADIUS_MM ** 2
+    ball = np.sqrt(np.maximum(OUTLINE_BALL_RADIUS_MM ** 2 - dj ** 2 - dk ** 2, 0.0)) - OUTLINE_BALL_RADIUS_MM
+    opened = ndi.grey_opening(coarse, footprint=footprint, structure=np.where(footprint, ball, 0.0), mode="nearest")
+    j, k = np.meshgrid(*(np.arange(n) / s for n, s in zip(lateral.shape, step)), indexing="ij")
+    fine = ndi.map_coordinates(opened, [j, k], order=1, mode="nearest")
+    outline = base + np.minimum(fine, height_mm) / spacing_c[0]
+    return np.where(on_head, outline, -1.0)
 
 
 def midline_index(head_c: np.ndarray) -> int:

@@ -41,13 +41,18 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from DeFacerLib.deface.pinna import head_outline, lateral_extent
+from DeFacerLib.deface.pinna import lateral_extent
 from DeFacerLib.errors import OutputError
 from DeFacerLib.face.concha import find_conchae
 from DeFacerLib.face.labels import LANDMARK_FEATURE, feature_centres
 from DeFacerLib.orientation import canonical_reorientation
 from DeFacerLib.volume import Volume
 
+# The ears' proposals look for the pinna as what stands proud of the side view grey-opened by a
+# flat window this wide: everything near the widest part of the head stands proud of it, and the
+# pinna most (deface.pinna.head_outline, a rolling ball that keeps the head's curve, is what the
+# cut uses; the proposals were made, and checked by hand, with this one).
+PROPOSAL_OUTLINE_OPENING_MM = 70.0
 DEFAULT_NOSE_WINDOW_MM = (100.0, 185.0)  # below the top of the head (the chin is lower)
 
 # Mean of (U-Net region centroid - verified landmark) over the 24 training heads, world LPS mm,
@@ -364,7 +369,7 @@ class _Face:
         return np.array([ni, self.front_j[ni, nk], nk], float), float(prom[pi, pk])
 
     def eyes(self, nose, bright: bool, is_ct: bool, near: list) -> tuple[np.ndarray, np.ndarray] | None:
-        spacing, shape, values, head = self.spacing, self.shape, self.values, self.head
+        spacing, shape, values = self.spacing, self.shape, self.values
         sign = 1.0 if bright else -1.0
         lo = np.floor(nose + np.array([-55, 0, 22]) / spacing).astype(int)
         hi = np.ceil(nose + np.array([55, 65, 44]) / spacing).astype(int)
@@ -437,7 +442,7 @@ class _Face:
         j0, j1 = int(nj + 75 / spacing[1]), int(nj + 150 / spacing[1])
         k0, k1 = int(nk - 25 / spacing[2]), int(eye_k + 10 / spacing[2])
         lat = lateral_extent(head, side, int(self.mid_i))
-        opened = head_outline(lat, spacing)
+        opened = ndi.grey_opening(lat, size=tuple(max(3, int(PROPOSAL_OUTLINE_OPENING_MM / s)) for s in spacing[1:]))
         window = np.zeros_like(lat, bool)
         window[max(j0, 0):min(j1, shape[1]), max(k0, 0):min(k1, shape[2])] = True
         proud = ((lat - opened) * spacing[0] > 3.0) & window & (lat >= 0)
