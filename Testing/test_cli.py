@@ -1,7 +1,6 @@
 """The `defacer` command end to end, in a real subprocess: outputs, provenance, errors, exit codes."""
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import shutil

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from _nifti_for_tests import read_labels, read_volume
 from DeFacerLib.deface import (
-    DEFAULT_MAX_DEPTH_MM,
     feature_max_depth_mm,
     head_mask,
     remove_features,
@@ -170,7 +169,9 @@ def test_report_boxes_are_in_index_and_world_space():
     nose = report.features["nose"]
     lo, hi = np.array(nose.box_index_min), np.array(nose.box_index_max)
     (wmin, wmax) = np.array(nose.box_world_mm[0]), np.array(nose.box_world_mm[1])
-    nose_world = volume.index_to_world(np.argwhere(labels == LABEL_VALUES["nose"]))
+    nose_index = np.argwhere(labels == LABEL_VALUES["nose"])
+    assert (nose_index >= lo).all() and (nose_index <= hi).all()
+    nose_world = volume.index_to_world(nose_index)
     assert (nose_world >= wmin - 1e-6).all() and (nose_world <= wmax + 1e-6).all()
     margin = (wmin - nose_world.min(axis=0), nose_world.max(axis=0) - wmax)
     assert all(np.allclose(m, -10.0, atol=1.0) for m in margin), margin  # 10 mm margin (5 voxels of 2 mm)
