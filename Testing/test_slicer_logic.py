@@ -143,10 +143,13 @@ def test_ct_phantom_physical_values(logic):
     got, expected = logic.volume_from_node(output).array, reference.volume.physical()
     # equal, but for the anti-aliased surface voxels of the flat cut and the ears' floor: the file
     # stores whole HU, the node float HU, so a share of the seal rounds in one and not in the other
+    # (and now and then rounds, in the file, to the very HU the voxel held)
     air = report["fill_value_physical"]
     seal = reference.report["seal_value_stored"] * volume.slope + volume.intercept
-    surface = (expected != volume.physical()) & (expected > air) & (expected < seal)
-    assert np.array_equal(got[~surface], expected[~surface]) and 0 < surface.sum() < 5000  # measured 2973
+    original = volume.physical()
+    replaced = (expected != original) | (got != original)
+    surface = replaced & (((expected > air) & (expected < seal)) | ((got > air) & (got < seal)))
+    assert np.array_equal(got[~surface], expected[~surface]) and 0 < surface.sum() < 5000  # measured 2021
     assert np.abs(got[surface] - expected[surface]).max() <= 0.5
     assert report["fill_value_physical"] == -1000.0
 
