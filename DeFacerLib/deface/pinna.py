@@ -71,10 +71,9 @@ def lateral_extent(head_c: np.ndarray, side: float, mid_i: int) -> np.ndarray:
 
 
 def head_outline(lateral: np.ndarray, spacing_c) -> np.ndarray:
-    """The side outline without the pinna: lateral_extent (voxels) opened by a rolling ball of
-    OUTLINE_BALL_RADIUS_MM under it, in millimetres: the highest surface of ball caps that
-    fits under the head's side. Columns without head stay -1; the outline never lies lateral
-    of the head."""
+    """The side outline without the pinna, in lateral_extent's voxel counts: the highest surface
+    of ball caps (OUTLINE_BALL_RADIUS_MM, heights taken in mm) that fits under the head's side.
+    Columns without head stay -1; the outline never lies lateral of the head."""
     spacing_c = np.asarray(spacing_c, float)
     on_head = lateral >= 0
     if not on_head.any():
