@@ -13,11 +13,22 @@ from DeFacerLib.deface import remove_features
 from DeFacerLib.face.labels import load_landmarks, training_labels
 from DeFacerLib.features import LABEL_VALUES
 from DeFacerLib.io import read_volume, write_volume
-from DeFacerLib.qa.check import VERDICT_VIEWS, check_pair, pair_thresholds, render_thresholds
+from DeFacerLib.qa.check import VERDICT_VIEWS, check_pair, impostor_threshold, is_match, pair_thresholds, render_thresholds
 from ixi_layout import brain_labels_of  # scripts/ixi_layout.py (conftest puts scripts/ on the path)
 
 REPO = Path(__file__).resolve().parents[1]
 IXI = "IXI132-HH-1415_T1.nii.gz"
+
+
+def test_impostor_threshold_lets_one_percent_of_different_people_match():
+    """How both calibrations (reid_study.py, calibrate_pair_check.py) set a threshold, in the
+    direction is_match reads it: SFace similarity higher is closer, dlib distance lower."""
+    impostor = np.linspace(0.0, 1.0, 1001)
+    sface, dlib = impostor_threshold("sface", impostor), impostor_threshold("dlib", impostor)
+    assert sface == pytest.approx(0.99) and dlib == pytest.approx(0.01)
+    assert np.mean(impostor >= sface) == pytest.approx(0.011, abs=0.001)
+    assert np.mean(impostor <= dlib) == pytest.approx(0.011, abs=0.001)
+    assert is_match("sface", 0.995) and not is_match("sface", 0.2) and is_match("dlib", 0.0) and not is_match("dlib", 0.9)
 
 
 def test_calibrated_render_thresholds_ship():

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from DeFacerLib.io import read_volume  # noqa: E402
-from DeFacerLib.qa.check import VERDICT_VIEWS, check_pair, is_match, pair_thresholds  # noqa: E402
+from DeFacerLib.qa.check import VERDICT_VIEWS, check_pair, impostor_threshold, is_match, pair_thresholds  # noqa: E402
 from DeFacerLib.qa.recognize import MODELS, best_face, describe, similarity  # noqa: E402
 from DeFacerLib.qa.render import face_direction, render_views  # noqa: E402
 from markdown_out import publish  # noqa: E402
@@ -69,8 +69,8 @@ def thresholds_from(impostors: dict) -> dict:
     for view, per in impostors.items():
         out[view] = {}
         for model, values in per.items():
-            cut = np.quantile(values, 1 - FALSE_MATCH_RATE) if model == "sface" else np.quantile(values, FALSE_MATCH_RATE)
-            out[view][model] = {"threshold": round(float(cut), 4), "impostor_pairs": int(values.size),
+            cut = impostor_threshold(model, values, FALSE_MATCH_RATE)
+            out[view][model] = {"threshold": round(cut, 4), "impostor_pairs": int(values.size),
                                 "impostor_median": round(float(np.median(values)), 4)}
     return out
 

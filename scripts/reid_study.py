@@ -58,6 +58,7 @@ from peers import peer_venv  # noqa: E402
 
 from DeFacerLib.io import read_volume  # noqa: E402
 from DeFacerLib.qa import face_direction, render_views  # noqa: E402
+from DeFacerLib.qa.check import impostor_threshold  # noqa: E402
 from DeFacerLib.qa.render import FaceBox  # noqa: E402
 from DeFacerLib.qa.recognize import FACE_PRESENT_SCORE, MODELS, best_face, describe, detect_faces_dlib, similarity  # noqa: E402
 
@@ -207,12 +208,11 @@ def calibrate(originals: list[dict]) -> dict:
                         continue
                     (genuine if i == j else impostor).append(similarity(g[model], p[model]))
         impostor, genuine = np.asarray(impostor), np.asarray(genuine)
+        cut = impostor_threshold(model, impostor)
         if model == "sface":
-            cut = float(np.quantile(impostor, 0.99))
             accept = float(np.mean(genuine >= cut))
             rule = "cosine similarity >= threshold is a match"
         else:
-            cut = float(np.quantile(impostor, 0.01))
             accept = float(np.mean(genuine <= cut))
             rule = "distance <= threshold is a match"
         thresholds[model] = {"threshold": round(cut, 4), "rule": rule, "impostor_pairs": int(impostor.size),

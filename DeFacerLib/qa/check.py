@@ -68,6 +68,13 @@ def threshold_for(model: str, view: str | None = None) -> float:
     return pair_thresholds().get(view, render_thresholds())[model]
 
 
+def impostor_threshold(model: str, impostor_scores, false_match_rate: float = 0.01) -> float:
+    """The score ``false_match_rate`` of different-person pairs reach: how the shipped
+    thresholds are calibrated (SFace: cosine, higher is closer; dlib: distance, lower is)."""
+    rate = 1.0 - false_match_rate if model == "sface" else false_match_rate
+    return float(np.quantile(np.asarray(impostor_scores, float), rate))
+
+
 def is_match(model: str, value: float, view: str | None = None) -> bool:
     threshold = threshold_for(model, view)
     return value >= threshold if model == "sface" else value <= threshold
@@ -162,4 +169,4 @@ def _matched_models(check: ViewCheck) -> str:
 
 
 __all__ = ["CHECK_VIEWS", "DEFAULT_VIEWS", "VERDICT_VIEWS", "RiskCheck", "ViewCheck", "box_of", "check_pair",
-           "pair_thresholds", "render_thresholds"]
+           "impostor_threshold", "pair_thresholds", "render_thresholds"]
