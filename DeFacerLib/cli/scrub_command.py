@@ -105,6 +105,11 @@ def _print_summary(summary: dict) -> None:
         console.print(f"  skipped {entry['file']}: {entry['reason']}")
     for entry in summary["duplicate_sop_instance_uids"][:10]:
         console.print(f"  warning: {entry['file']} has the same SOP Instance UID as {entry['same_sop_instance_uid_as']}")
+    burned_in = summary.get("burned_in_annotation") or []
+    if burned_in:
+        console.print(f"  [red]warning:[/] {len(burned_in)} written file(s) say their pixels carry burned-in text "
+                      f"(Burned In Annotation YES; first: {burned_in[0]}); headers only were scrubbed: "
+                      "rerun with --clean-pixel-data or check those images before sharing")
     in_paths = summary["paths_holding_phi"]
     if in_paths:
         first = in_paths[0]

@@ -120,13 +120,17 @@ def shift_dates(elem: DataElement, offset_days: int) -> bool:
     return True
 
 
-def clean_text_value(text: str, phi_pattern: re.Pattern | None) -> str:
+def clean_text_value(text: str, phi_pattern: re.Pattern | None, old_uids: tuple = ()) -> str:
+    """Text without the input's PHI strings, its replaced UIDs (``old_uids``, longest first:
+    literal digits and dots, no pattern needed) and anything that looks like a date."""
+    for uid in old_uids:
+        text = text.replace(uid, "")
     if phi_pattern is not None:
         text = phi_pattern.sub("", text)
     return DATE_LIKE.sub("", text).strip()
 
 
-def clean_text(elem: DataElement, phi_pattern: re.Pattern | None, key: bytes) -> None:
+def clean_text(elem: DataElement, phi_pattern: re.Pattern | None, key: bytes, old_uids=()) -> None:
     """Clean one element in place: text keeps its non-identifying words, others get tokens."""
     vr = elem.VR
     if vr == "AE":
@@ -136,7 +140,8 @@ def clean_text(elem: DataElement, phi_pattern: re.Pattern | None, key: bytes) ->
         values = [str(v) for v in _values(elem)]
         _set_values(elem, ["ANON^" + short_token(key, v, "person") for v in values if v] or [""])
     elif vr in FREE_TEXT_VRS or vr in ("CS", "UR"):
-        values = [clean_text_value(str(v), phi_pattern) for v in _values(elem)]
+        old_uids = tuple(sorted(old_uids, key=len, reverse=True))
+        values = [clean_text_value(str(v), phi_pattern, old_uids) for v in _values(elem)]
         limit = MAX_LENGTH.get(vr, 0)
         if limit:
             values = [v[:limit] for v in values]

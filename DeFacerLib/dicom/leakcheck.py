@@ -9,6 +9,7 @@ text (pixel data excepted: burned-in text is the OCR's job).
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 from dataclasses import dataclass, field
 
@@ -33,7 +34,13 @@ IDENTIFYING_KEYWORDS = {
 }
 PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 MIN_LENGTH = 3
+MIN_LENGTH_WIDE = 2  # ideographic names: a family name is often two characters (山田)
 IGNORED = {DUMMY_TEXT, *DUMMY_BY_VR.values(), "ANONYMOUS", "NONE", "UNKNOWN", "YES", "NO"}
+
+
+def _wide(value: str) -> bool:
+    """Holds East Asian wide characters (each says as much as a short word)."""
+    return not value.isascii() and any(unicodedata.east_asian_width(ch) in "WF" for ch in value)
 
 
 @dataclass
@@ -62,7 +69,7 @@ class PhiSet:
 
     def add(self, value: str, where: str) -> None:
         value = value.strip().strip("\x00").strip()
-        if len(value) < MIN_LENGTH or value.upper() in IGNORED or value.replace(".", "").replace("0", "") == "":
+        if len(value) < (MIN_LENGTH_WIDE if _wide(value) else MIN_LENGTH) or value.upper() in IGNORED or value.replace(".", "").replace("0", "") == "":
             return
         self.sources.setdefault(value, where)
 
@@ -317,7 +324,26 @@ _SEQUENCE_VALUES_MAX = 512  # entries, each of at most _SEQUENCE_VALUES_MAX_BYTE
 _SEQUENCE_VALUES_MAX_BYTES = 64 << 10
 
 
+# Character sets whose bytes the byte patterns cover (ASCII, Latin-1, UTF-8); text of any other
+# (Latin-2, Cyrillic, Greek, ISO 2022 Japanese...) is decoded before it is searched.
+PLAIN_CODECS = frozenset({"iso8859", "latin_1", "UTF8"})
+CHARSET_VRS = frozenset({"SH", "LO", "UC", "ST", "LT", "UT", "PN"})  # PS3.5 6.1.2.3: encoded by the character set
+
+
+def _foreign(ds: Dataset) -> bool:
+    codecs = ds._character_set
+    return not PLAIN_CODECS.issuperset([codecs] if isinstance(codecs, str) else codecs)
+
+
+def _decoded(ds: Dataset, tag, raw: RawDataElement):
+    """The element as pydicom decodes it; ``ds`` keeps the raw one, for the writer to copy."""
+    elem = ds[tag]
+    ds._dict[tag] = raw
+    return elem
+
+
 def _gather(ds: Dataset, blobs: list, strings: list, uid_values: list, skip_uids: bool) -> None:
+    foreign = _foreign(ds)
     for tag, elem in list(ds._dict.items()):
         if tag in PIXEL_TAGS:
             continue
@@ -334,11 +360,14 @@ def _gather(ds: Dataset, blobs: list, strings: list, uid_values: list, skip_uids
             if vr == "SQ" or (vr is None and _dictionary_vr(tag) == "SQ"):
                 _gather_raw_sequence(ds, tag, elem, blobs, strings, uid_values, skip_uids)
                 continue
-            if vr != "UN":
+            if vr == "UN":
+                elem = ds[tag]  # converted: it may be text, or a sequence, by the dictionary
+            elif foreign and (vr or _dictionary_vr(tag)) in CHARSET_VRS:
+                elem = _decoded(ds, tag, elem)
+            else:
                 if elem.value:
                     blobs.append(elem.value)
                 continue
-            elem = ds[tag]  # UN: converted (it may be text, or a sequence, by the dictionary)
         value = elem.value
         if elem.VR == "SQ":
             for item in value or []:
@@ -372,6 +401,7 @@ def _gather_raw_sequence(ds: Dataset, tag, raw: RawDataElement, blobs: list, str
 
 
 def _scan(ds: Dataset, prefix: str, text, raw, phi: PhiSet, leaks: list, limit: int, skip_uids: bool = False) -> None:
+    foreign = _foreign(ds)
     for tag in list(ds.keys()):
         if len(leaks) >= limit:
             return
@@ -385,10 +415,12 @@ def _scan(ds: Dataset, prefix: str, text, raw, phi: PhiSet, leaks: list, limit: 
             value = elem.value
             if elem.VR == "SQ" or (elem.VR is None and _is_sequence_tag(tag)) or elem.VR == "UN":
                 elem = ds[tag]  # convert to scan items (and UN that is really text)
+            elif foreign and (elem.VR or _dictionary_vr(tag)) in CHARSET_VRS:
+                elem = _decoded(ds, tag, elem)
             elif value:
                 match = raw.search(value)
                 if match:
-                    _add(leaks, where, tag, match.group(0).decode("latin-1", "replace"), phi)
+                    _add(leaks, where, tag, _text_of(match.group(0)), phi)
                 continue
             else:
                 continue
@@ -401,7 +433,7 @@ def _scan(ds: Dataset, prefix: str, text, raw, phi: PhiSet, leaks: list, limit: 
             continue
         if isinstance(value, (bytes, bytearray)):
             match = raw.search(bytes(value))
-            found = match.group(0).decode("latin-1", "replace") if match else None
+            found = _text_of(match.group(0)) if match else None
         else:
             match = text.search(str(value) if not isinstance(value, (list, tuple)) else "\\".join(map(str, value)))
             if match is None and type(value).__name__ == "MultiValue":
@@ -409,6 +441,15 @@ def _scan(ds: Dataset, prefix: str, text, raw, phi: PhiSet, leaks: list, limit: 
             found = match.group(0) if match else None
         if found:
             _add(leaks, where, tag, found, phi)
+
+
+def _text_of(found: bytes) -> str:
+    """Matched bytes as the PHI string they encode (UTF-8 or Latin-1, as the patterns), so
+    that a report names 'MÜLLER' from PatientName, not 'MÃ\x9cLLER' from the input."""
+    try:
+        return found.decode("utf-8")
+    except UnicodeDecodeError:
+        return found.decode("latin-1", "replace")
 
 
 def _scan_uids(ds: Dataset, prefix: str, phi: PhiSet, leaks: list, limit: int, active: frozenset) -> None:

@@ -58,12 +58,32 @@ class ProfileOptions:
             raise ValueError("choose one of Retain Longitudinal Full Dates and Modified Dates, not both")
         if "{hash8}" not in self.pseudonym_format and "{hash16}" not in self.pseudonym_format:
             raise ValueError("the pseudonym format must contain {hash8} or {hash16}, e.g. DEFACER-{hash8}")
+        _check_pseudonym_format(self.pseudonym_format)
 
     def selected_columns(self) -> set[str]:
         return {column for column, field in OPTION_FIELDS.items() if getattr(self, field)}
 
     def with_(self, **changes) -> "ProfileOptions":
         return dataclasses.replace(self, **changes)
+
+
+PSEUDONYM_MAX_CHARS = 64  # Patient ID (LO) and a Patient's Name component group (PN)
+
+
+def _check_pseudonym_format(fmt: str) -> None:
+    """The pseudonym becomes Patient's Name and Patient ID in every file: it must format with
+    {hash8}/{hash16} only, and give one plain-ASCII value that fits both (a backslash would
+    make a second value, an accent cannot be written without a matching character set)."""
+    try:
+        sample = fmt.format(hash8="0" * 8, hash16="0" * 16)
+    except (KeyError, IndexError, ValueError, AttributeError) as error:
+        raise ValueError(f"the pseudonym format {fmt!r} is not valid ({type(error).__name__}: {error}); "
+                         "use only {hash8} or {hash16} in braces, e.g. DEFACER-{hash8}") from None
+    if not sample.isascii() or not sample.isprintable() or "\\" in sample:
+        raise ValueError(f"the pseudonym format {fmt!r} must be printable ASCII without a backslash")
+    if len(sample) > PSEUDONYM_MAX_CHARS:
+        raise ValueError(f"the pseudonym format {fmt!r} gives {len(sample)} characters; "
+                         f"Patient ID and Patient's Name hold at most {PSEUDONYM_MAX_CHARS}")
 
 
 # Table column -> ProfileOptions field.

@@ -35,6 +35,10 @@ MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
 # File meta attributes that name the sending/receiving systems: removed (not in Table E.1-1).
 META_REMOVED = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)
 NEW_SERIES_NAMESPACE = "defaced"
+# Overlay Description and Overlay Label: free text the table has no row for; cleaned like
+# Overlay Comments when Clean Graphics keeps the overlay (kept as-is they may name the patient).
+OVERLAY_TEXT_ELEMENTS = (0x0022, 0x1500)
+PREAMBLE = bytes(128)  # the file preamble written: zeros (PS3.10 7.1), never the input's
 PRIVATE = "private"  # tag-info action of odd groups: the private rules decide, not the table
 CACHE_MAX = 4096  # patients remembered per run (bounded memory on huge trees)
 # Sequences remembered per run: small ones only (references, code items repeat from file to
@@ -175,6 +179,8 @@ class Scrubber:
                     result.uid_map[f"{old} (defaced)"] = new
         if meta is not None and SOP_INSTANCE_UID in ds._dict:
             _copy_sop_instance_uid(ds, meta)
+        if any(getattr(ds, "preamble", None) or b""):  # free bytes before "DICM": anything, a name too
+            ds.preamble = PREAMBLE
         if self.options.clean_pixel_data:
             from DeFacerLib.dicom.pixels_ocr import clean_burned_in_text
 
@@ -230,7 +236,9 @@ class Scrubber:
             entry = self.table.overlay.get(tag & 0xFFFF)
             if entry is None:  # overlay rows, columns, origin...: go with the overlay data
                 data_action = self.table.overlay.get(0x3000, (REMOVE, None))[0]
-                return REMOVE if data_action == REMOVE else KEEP
+                if data_action == REMOVE:
+                    return REMOVE
+                return CLEAN if tag & 0xFFFF in OVERLAY_TEXT_ELEMENTS else KEEP
             return entry[0]
         entry = self.table.exact.get(tag)
         return entry[0] if entry is not None else KEEP
@@ -322,6 +330,18 @@ class _Walk:
         self.s.remember_sequence(key, encoded, effects)
 
     def items(self, ds: Dataset, prefix: str, clean: bool) -> None:
+        """Scrub one dataset or item. An item naming a patient of its own (a DICOMDIR's PATIENT
+        records) gets that patient's pseudonym, the one its image files get, not the file's."""
+        if not prefix or (PATIENT_ID not in ds._dict and PATIENT_NAME not in ds._dict):
+            self._items(ds, prefix, clean)
+            return
+        outer, self.alias = self.alias, self.s._patient(_patient_key(ds))[1]
+        try:
+            self._items(ds, prefix, clean)
+        finally:
+            self.alias = outer
+
+    def _items(self, ds: Dataset, prefix: str, clean: bool) -> None:
         encoding = _single_byte_encoding(ds)
         info_of = self.s.info_of
         tag_info = self.s.tag_info
@@ -492,7 +512,7 @@ class _Walk:
         elif vr == "UI":
             actions.replace_uids(elem, self.key, mapping=self.r.uid_map)
         else:
-            actions.clean_text(elem, self.phi_pattern, self.key)
+            actions.clean_text(elem, self.phi_pattern, self.key, old_uids=self.r.phi.uids)
 
     def _private(self, ds: Dataset, tag, number: int) -> bool:
         """Keep a private element only under Retain Safe Private and when it is on the list."""

@@ -10,6 +10,7 @@ the original identifiers.
 from __future__ import annotations
 
 import os
+import stat
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -19,6 +20,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from DeFacerLib.dicom.leakcheck import phi_in_path
+from DeFacerLib.dicom.markers import BURNED_IN_ANNOTATION
 from DeFacerLib.dicom.profile import ProfileOptions
 from DeFacerLib.dicom.scrub import SOP_INSTANCE_UID, Scrubber, peek_value
 from DeFacerLib.errors import DeFacerError, GuaranteeError, InputError, OutputError
@@ -96,7 +98,15 @@ def _read(path: str | Path):
     """(dataset, None) or (None, ('skipped'|'failed', reason)). Tags are looked up as numbers:
     a keyword costs a failed int() inside pydicom's Tag() first (an exception per lookup)."""
     try:
-        ds = pydicom.dcmread(path)
+        status = os.stat(path)
+    except OSError:
+        status = None
+    if status is None or not stat.S_ISREG(status.st_mode):  # a pipe would block the read forever
+        return None, ("skipped", "not a regular file (a pipe, a device or a broken link)")
+    try:
+        with warnings.catch_warnings(record=True) as caught:  # pydicom only warns when a file ends early
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path)
     except InvalidDicomError:
         try:
             with warnings.catch_warnings():  # a forced read of any file warns about what it guessed
@@ -113,6 +123,9 @@ def _read(path: str | Path):
     meta = getattr(ds, "file_meta", None)
     if meta is None or TRANSFER_SYNTAX_UID not in meta._dict:
         return None, ("failed", "missing transfer syntax in the file meta; re-export it as a DICOM Part 10 file")
+    cut = _ends_early(ds, caught, status.st_size) or _image_without_pixels(ds)
+    if cut:
+        return None, ("failed", f"truncated: {cut}")
     if PIXEL_DATA in ds._dict and not meta[TRANSFER_SYNTAX_UID].value.is_compressed:
         expected = _expected_pixel_bytes(ds)
         pixels = ds.get_item(PIXEL_DATA)  # raw: its length without converting the value
@@ -120,6 +133,57 @@ def _read(path: str | Path):
         if expected is not None and actual < expected:
             return None, ("failed", f"truncated: pixel data has {actual} of {expected} bytes")
     return ds, None
+
+
+ROWS, COLUMNS = 0x00280010, 0x00280011
+# Pixel Data, Float and Double Float Pixel Data, Spectroscopy Data: what an image's Rows and
+# Columns describe
+IMAGE_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009, 0x56000020)
+
+
+def _image_without_pixels(ds) -> str | None:
+    """An image header (Rows and Columns) with no image data after it: a file cut exactly between
+    two elements, which reads as a complete, shorter file; written, it is an image without pixels."""
+    elements = ds._dict
+    if ROWS in elements and COLUMNS in elements and not any(tag in elements for tag in IMAGE_DATA_TAGS):
+        return "the image has Rows and Columns but no pixel data"
+    return None
+
+
+def _says_burned_in(ds) -> bool:
+    """The file itself says its pixels carry burned-in text (BurnedInAnnotation YES, kept as
+    the source said when the pixels were not cleaned): header scrubbing does not remove it."""
+    return str(peek_value(ds, BURNED_IN_ANNOTATION, "") or "").strip().upper() == "YES"
+
+
+def _ends_early(ds, caught, file_bytes: int) -> str | None:
+    """Why a file read without error still ends before its last element does, else None.
+
+    pydicom keeps what it got: a short last value (a defined length cut off), after a
+    warning an undefined-length one (compressed pixel data, a sequence) without its end,
+    and it drops a last element header cut off after fewer than 8 bytes. Written as it is,
+    the output would be an image without its pixels or with corrupt ones."""
+    for warning in caught:
+        if "End of file reached" in str(warning.message):
+            return "the file ends inside its last element (no sequence delimiter)"
+    elements = ds._dict
+    if not elements:
+        return "nothing after the file meta"
+    last = elements[next(reversed(elements))]
+    length = getattr(last, "length", 0)
+    if isinstance(last.value, (bytes, bytearray)) and length != 0xFFFFFFFF and len(last.value) < length:
+        return f"the file ends inside {_tag_name(last.tag)} ({len(last.value)} of {length} bytes)"
+    end = getattr(last, "value_tell", None)
+    if isinstance(last.value, (bytes, bytearray)) and length != 0xFFFFFFFF and end is not None \
+            and 0 < file_bytes - (end + length) < 8:
+        return f"the file ends inside the header of the element after {_tag_name(last.tag)}"
+    return None
+
+
+def _tag_name(tag) -> str:
+    from pydicom.datadict import keyword_for_tag
+
+    return keyword_for_tag(tag) or f"({int(tag) >> 16:04X},{int(tag) & 0xFFFF:04X})"
 
 
 def header_phi_in_path(in_path, rel: str, options: ProfileOptions, key: bytes) -> str | None:
@@ -147,7 +211,9 @@ def scrub_file(task: tuple) -> dict:
         return record
     record["sop_instance_uid_old"] = str(peek_value(ds, SOP_INSTANCE_UID, ""))
     try:
-        result = _scrubber(options, key).scrub(ds, where=rel)
+        with warnings.catch_warnings():  # pydicom's notes on the input's own non-conformant values
+            warnings.simplefilter("ignore")
+            result = _scrubber(options, key).scrub(ds, where=rel)
     except DeFacerError as error:
         record["status"], record["reason"] = "failed", str(error)
         return record
@@ -159,6 +225,8 @@ def scrub_file(task: tuple) -> dict:
     record["kept_untouched"] = result.kept
     record["uid_map"] = result.uid_map
     record["patient"] = list(result.patient) if result.patient else None
+    if result.pixels_cleaned is None and _says_burned_in(ds):
+        record["burned_in_annotation"] = True
     if result.pixels_cleaned is not None:
         record["pixels_cleaned"] = {"boxes": result.pixels_cleaned["boxes"], "words": len(result.pixels_cleaned["words"]),
                                     "decompressed_from": result.pixels_cleaned["decompressed_from"]}
@@ -186,9 +254,15 @@ def scrub_tree(input_path: str | Path, output_path: str | Path, options: Profile
     source, target = Path(input_path), Path(output_path)
     inputs = scrub_inputs(source)
     target = check_output_path(source, target, overwrite)
+    if target.exists() and target.is_dir() != source.is_dir():  # --overwrite: cannot replace one with the other
+        kind, wanted = ("a folder", "a file") if target.is_dir() else ("a file", "a folder")
+        raise OutputError(f"output {output_path} is {kind} but this input gives {wanted}; remove it or choose another path")
     audit = Path(audit_dir) if audit_dir else default_audit_dir(target)
-    if audit.resolve() == target or source.resolve() in audit.resolve().parents:
+    if _within(audit, target) or _within(audit, source):
         raise OutputError(f"audit folder {audit} must be outside the input and the output")
+    if not overwrite and audit.is_dir() and any(audit.iterdir()):  # its mappings are the only way back
+        raise OutputError(f"audit folder {audit} holds an earlier run's mappings; pass --overwrite to replace them "
+                          "or choose another --audit-dir")
     if options.clean_pixel_data:
         from DeFacerLib.dicom.pixels_ocr import require_tesseract
 
@@ -219,6 +293,10 @@ def scrub_tree(input_path: str | Path, output_path: str | Path, options: Profile
                     progress(len(records), len(tasks))
         if single and records[0]["status"] != "written" and not records[0].get("leaks"):  # nothing to publish or audit
             raise InputError(f"{source} was not scrubbed: {records[0]['reason']}")
+        if not any(r["status"] == "written" or r.get("leaks") for r in records):  # an empty tree is no output
+            first = records[0]
+            raise InputError(f"{source} holds no DICOM file that could be scrubbed ({len(records)} file(s); "
+                             f"first: {first['file']}: {first['reason']})")
         summary, uid_map, patient_map = _summarize(records, source, target, audit, options, time.perf_counter() - started)
         leaked = [r for r in records if r.get("leaks")]
         audit_files = _write_audit(audit, uid_map, patient_map, records, summary)
@@ -229,6 +307,13 @@ def scrub_tree(input_path: str | Path, output_path: str | Path, options: Profile
                 f"{leaked[0]['file']}: {leaked[0]['leaks'][0]} (details in {audit_files['summary']})"
             )
     return summary
+
+
+def _within(path: Path, root: Path) -> bool:
+    """``path`` is ``root`` or lies inside it: an audit folder there would be published with
+    the output (or removed when the output is replaced) or would change the input."""
+    path, root = Path(path).resolve(), Path(root).resolve()
+    return path == root or root in path.parents
 
 
 def _write_audit(audit: Path, uid_map, patient_map, records, summary) -> dict:
@@ -267,6 +352,7 @@ def _summarize(records, source, target, audit, options, seconds):
         "patients": len(patient_map),
         "uids_replaced": len(uid_map),
         "pixels_cleaned": sum(1 for r in records if "pixels_cleaned" in r),
+        "burned_in_annotation": [r["file"] for r in records if r.get("burned_in_annotation") and r["status"] == "written"],
         "paths_holding_phi": [{"file": r["file"], "holds": r["path_holds_phi"]} for r in records if "path_holds_phi" in r],
         "options": {k: v for k, v in vars(options).items()},
         "seconds": round(seconds, 3),

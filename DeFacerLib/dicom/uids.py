@@ -27,12 +27,15 @@ def default_key_path() -> Path:
 def load_or_create_key(path: str | Path | None = None) -> tuple[bytes, Path, bool]:
     """(key, where it is stored, created now?). A missing key file is created (mode 0600)."""
     path = Path(path) if path else default_key_path()
+    if path.is_dir():
+        raise InputError(f"key file {path} is a folder; give the path of a key file (created when missing)")
     if path.is_file():
-        text = path.read_text().strip()
         try:
-            key = bytes.fromhex(text)
-        except ValueError:
+            key = bytes.fromhex(path.read_bytes().decode("ascii").strip())
+        except ValueError:  # UnicodeDecodeError included: a binary file is no hex key either
             raise InputError(f"key file {path} does not hold a hex key; restore it or point --key-file elsewhere") from None
+        except OSError as error:
+            raise InputError(f"cannot read the key file {path}: {error.strerror or error}") from None
         if len(key) < 16:
             raise InputError(f"key file {path} holds a key shorter than 16 bytes; use a longer key")
         return key, path, False
