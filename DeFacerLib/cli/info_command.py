@@ -24,7 +24,7 @@ def run(args) -> dict:
     if volume.source is not None and volume.source.format.startswith("dicom"):
         found = "DICOM attributes: de-identified to PS3.15 by `defacer deface` and `defacer scrub`"
     else:
-        found = without_identifying_header(volume)[1] or "none found"
+        found = without_identifying_header(volume)[1] + replaced_description(volume) or "none found"
     description["identifying header content"] = found
     if not args.quiet and not args.json:
         table = Table(title=str(args.input), show_header=False)
@@ -32,3 +32,12 @@ def run(args) -> dict:
             table.add_row(key, str(value))
         Console().print(table)
     return description
+
+
+def replaced_description(volume) -> list[str]:
+    """NIfTI's free-text ``descrip``, which `defacer deface` overwrites with its own note: converters
+    put the acquisition time there (dcm2niix: 'TE=2.5;Time=153152.362'), users put names."""
+    text = (volume.source.extra.get("descrip") or "").strip() if volume.source is not None else ""
+    if not text or text.startswith("DeFacer "):  # empty, or the note of an earlier deface
+        return []
+    return [f"NIfTI descrip {text!r} (replaced by the deface note)"]

@@ -16,6 +16,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("defaced", help="the defaced head, same grid")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the report, JSON and pictures")
     parser.add_argument("--name", help="report name (default: the defaced file's name)")
+    # a folder with several series: read errors say "pick one with --series UID"; a defaced DICOM
+    # series has a new UID, so the defaced folder gets its own option
+    parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID of the original when its folder holds several")
+    parser.add_argument("--defaced-series", metavar="UID",
+                        help="SeriesInstanceUID of the defaced copy when its folder holds several")
 
 
 def run(args) -> dict:
@@ -25,11 +30,14 @@ def run(args) -> dict:
 
     from DeFacerLib.errors import FaceStillRecognisable
     from DeFacerLib.io import read_volume
+    from DeFacerLib.io.atomic import check_output_folder
     from DeFacerLib.qa.check import check_pair
     from DeFacerLib.qa.report import write_report
 
-    original = read_volume(args.original)
-    defaced = read_volume(args.defaced)
+    check_output_folder(args.out, "--out folder")
+    original = read_volume(args.original, series_uid=args.series)
+    defaced = _read_defaced(args.defaced, args.defaced_series)
+    require_same_grid(original, defaced, args.original, args.defaced)
     check, before, after = check_pair(original, defaced)
     name = args.name or Path(args.defaced).name.split(".")[0]
     files = write_report(check, before, after, args.out, name=name)
@@ -49,3 +57,33 @@ def run(args) -> dict:
         raise FaceStillRecognisable("re-identification check FAILED: " + "; ".join(check.reasons)
                                     + f" (report: {files['html']})")
     return result
+
+
+GRID_TOLERANCE_MM = 0.01  # float32 headers and DICOM's decimal strings round the same grid differently
+
+
+def require_same_grid(original, defaced, original_path, defaced_path) -> None:
+    """A defaced copy lies on its original's grid. Two different grids mean a wrong pair (another
+    scan, another person), whose renders differ anyway: the check would PASS without judging
+    the defacing."""
+    import numpy as np
+
+    from DeFacerLib.errors import InputError
+
+    if original.shape3 != defaced.shape3:
+        raise InputError(f"{defaced_path} ({'x'.join(map(str, defaced.shape3))}) is not on the grid of {original_path} "
+                         f"({'x'.join(map(str, original.shape3))}); qa compares a head with its own defaced copy")
+    if not np.allclose(original.affine_lps, defaced.affine_lps, rtol=0, atol=GRID_TOLERANCE_MM):
+        raise InputError(f"{defaced_path} is placed differently in space from {original_path} (another voxel size, "
+                         "origin or orientation); qa compares a head with its own defaced copy")
+
+
+def _read_defaced(path, series_uid):
+    """The defaced copy; a "--series" hint in its error becomes the option that reads it."""
+    from DeFacerLib.errors import InputError
+    from DeFacerLib.io import read_volume
+
+    try:
+        return read_volume(path, series_uid=series_uid)
+    except InputError as error:
+        raise InputError(str(error).replace("--series UID", "--defaced-series UID")) from None

@@ -53,6 +53,7 @@ def deface_file(
 
     if not Path(input_path).exists():
         raise InputError(f"{input_path} does not exist")
+    _check_outputs_before_work(input_path, output_path, labels_path, protect_path, qa_dir)
     check_output_path(input_path, output_path, overwrite)
     audit_dir = _audit_dir(input_path, output_path, overwrite)
     sidecar = provenance.sidecar_path(output_path)
@@ -141,6 +142,26 @@ def deface_file(
         outcome["qa_figure"] = str(write_qa_figure(volume, result.volume, qa_dir, Path(written).name))
     progress("done", 1.0)
     return outcome
+
+
+def _check_outputs_before_work(input_path, output_path, labels_path, protect_path, qa_dir) -> None:
+    """Refuse, before the defacing, an output that is another input (with --overwrite it
+    replaced the label map), an output whose name does not fit the input's format (found after
+    the run, it cost the whole run) and a QA folder that cannot be made (found after the
+    output was written, an internal error)."""
+    from DeFacerLib.io import formats
+    from DeFacerLib.io.atomic import check_output_folder
+
+    output = Path(output_path).resolve()
+    for option, given in (("--features-from", labels_path), ("--protect-from", protect_path)):
+        if given is not None and (Path(given).resolve() == output or output in Path(given).resolve().parents):
+            raise OutputError(f"output {output_path} is the {option} input {given}; choose another path "
+                              "(inputs are never modified)")
+    fmt = formats.detect_format(input_path)
+    if fmt not in formats.DICOM_FORMATS:  # DICOM: a folder may hold one enhanced file, a file be one
+        formats.check_output_format(fmt, output_path)  # 2D slice (refused on reading): known once read
+    if qa_dir is not None:
+        check_output_folder(qa_dir, "QA folder")
 
 
 def _features_of(volume, labels_path, input_name: str, progress: Progress):

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 
 from DeFacerLib.errors import InputError, OutputError
 from DeFacerLib.io import formats
-from DeFacerLib.io.atomic import atomic_path, check_output_path
+from DeFacerLib.io.atomic import atomic_path, check_output_path, os_error_reason
 from DeFacerLib.io.dicom_enhanced import read_dicom_enhanced, write_dicom_enhanced
 from DeFacerLib.io.dicom_series import SeriesSummary, list_dicom_series, read_dicom_series, write_dicom_series
 from DeFacerLib.io.itk_formats import read_itk, write_itk
@@ -85,20 +85,27 @@ def write_volume(
     is_folder = fmt == formats.DICOM_SERIES
     if fmt in (formats.DICOM_SERIES, formats.DICOM_ENHANCED) and not volume.source.header:
         raise OutputError(f"cannot write DICOM {target} without a DICOM source to take the tags from; write NIfTI instead")
-    with atomic_path(target, directory=is_folder) as temp:
-        if fmt == formats.NIFTI:
-            write_nifti(volume, temp, description)
-        elif fmt == formats.MGZ:
-            write_mgz(volume, temp, description)
-        elif fmt in (formats.NRRD, formats.METAIMAGE):
-            write_itk(volume, temp, fmt, description)
-        elif fmt == formats.DICOM_SERIES:
-            write_dicom_series(volume, temp, dicom_hook)
-        elif fmt == formats.DICOM_ENHANCED:
-            write_dicom_enhanced(volume, temp, dicom_hook)
-        else:
-            raise OutputError(f"cannot write format {fmt!r}")
+    try:
+        with atomic_path(target, directory=is_folder) as temp:
+            _write_as(fmt, volume, temp, description, dicom_hook)
+    except OSError as error:  # a full disk, a quota, a vanished folder: the output's fault, not a bug
+        raise OutputError(f"cannot write {path}: {os_error_reason(error)}") from None
     return target
+
+
+def _write_as(fmt: str, volume: Volume, temp: Path, description: str | None, dicom_hook: DicomHook | None) -> None:
+    if fmt == formats.NIFTI:
+        write_nifti(volume, temp, description)
+    elif fmt == formats.MGZ:
+        write_mgz(volume, temp, description)
+    elif fmt in (formats.NRRD, formats.METAIMAGE):
+        write_itk(volume, temp, fmt, description)
+    elif fmt == formats.DICOM_SERIES:
+        write_dicom_series(volume, temp, dicom_hook)
+    elif fmt == formats.DICOM_ENHANCED:
+        write_dicom_enhanced(volume, temp, dicom_hook)
+    else:
+        raise OutputError(f"cannot write format {fmt!r}")
 
 
 def with_format(volume: Volume, fmt: str, path: str | Path = "") -> Volume:
@@ -130,12 +137,24 @@ def describe(volume: Volume) -> dict:
         "modality": volume.modality,
         "slope": float(volume.slope),
         "intercept": float(volume.intercept),
-        "value_range": (float(np.min(physical)), float(np.max(physical))),
-        "stored_range": (float(np.min(volume.array)), float(np.max(volume.array))),
+        "value_range": _finite_range(physical),
+        "stored_range": _finite_range(volume.array),
     }
+    not_finite = int(volume.array.size - np.count_nonzero(np.isfinite(volume.array)))
+    if not_finite:  # NaN outside a resampled field of view is common in float volumes
+        info["non_finite_voxels"] = not_finite
     if source is not None:
         for key in ("series_uid", "series_description", "dicom_modality", "file_count", "frame_count",
                     "skipped_files", "per_slice_rescale", "decompressed_from"):
             if key in source.extra:
                 info[key] = source.extra[key]
     return info
+
+
+def _finite_range(values: np.ndarray) -> tuple[float, float] | None:
+    """(min, max) over the finite values, None when there are none: NaN would make the
+    range meaningless and ``--json`` invalid JSON."""
+    finite = values if np.issubdtype(values.dtype, np.integer) else values[np.isfinite(values)]
+    if finite.size == 0:
+        return None
+    return float(np.min(finite)), float(np.max(finite))

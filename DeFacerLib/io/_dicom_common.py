@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from DeFacerLib.errors import InputError, OutputError
+from DeFacerLib.io.atomic import os_error_reason
 
 DECODER_HINT = "install a decoder (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pylibjpeg-rle) or decompress it first (e.g. gdcmconv --raw)"
 MODALITY_OF_DICOM = {"MR": "MR", "CT": "CT", "PT": "PT"}
@@ -111,8 +112,8 @@ def check_same_geometry(volume, affine_lps: np.ndarray, path: str) -> None:
 def save_dataset(ds: Dataset, target: Path) -> None:
     try:
         ds.save_as(target, enforce_file_format=False)
-    except OSError as error:
-        raise OutputError(f"cannot write {target}: {error.strerror or error}") from None
+    except OSError as error:  # pydicom re-raises it with its traceback in the message
+        raise OutputError(f"cannot write {target}: {os_error_reason(error)}") from None
 
 
 def dicom_modality(ds: Dataset) -> str | None:

@@ -27,8 +27,12 @@ def check_output_path(input_path: str | os.PathLike | None, output_path: str | o
             raise OutputError(f"output {output_path} is the input; choose another path (inputs are never modified)")
         if source.is_dir() and source in target.parents:
             raise OutputError(f"output {output_path} is inside the input folder {input_path}; choose another path")
+        if target in source.parents:  # replacing it would delete the input with it
+            raise OutputError(f"output {output_path} holds the input {input_path}; choose another path")
     if target.exists() and not overwrite:
         raise OutputError(f"output {output_path} exists; pass --overwrite to replace it")
+    if input_path and Path(input_path).is_dir() and target.is_dir():
+        _check_folder_is_replaceable(target, Path(input_path), output_path)
     parent = target.parent
     if not parent.is_dir():
         raise OutputError(f"output folder {parent} does not exist")
@@ -37,13 +41,53 @@ def check_output_path(input_path: str | os.PathLike | None, output_path: str | o
     return target
 
 
+def check_output_folder(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """Refuse, before any work, a folder for side outputs (QA pictures, reports) that cannot be
+    made or written: a file of that name, a file in its path, a read-only or missing place.
+    Nothing is created here, so a refused run leaves nothing behind."""
+    folder = Path(folder)
+    existing = folder.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        blocker = "is a file" if existing == folder.resolve() else f"cannot be made: {existing} is a file"
+        raise OutputError(f"{what} {folder} {blocker}; give a folder path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {folder} cannot be written ({existing} is not writable)")
+    return folder
+
+
+def _check_folder_is_replaceable(target: Path, source: Path, output_path) -> None:
+    """--overwrite replaces a whole output folder: allow it only for an empty folder or a
+    previous output of this input (entries named as the input's, files for files, folders for
+    folders), never a folder of other work, which would be deleted with it."""
+    kind = {p.name: p.is_dir() for p in source.iterdir()}
+    foreign = sorted(entry.name for entry in target.iterdir()
+                     if entry.is_symlink() or kind.get(entry.name) is not entry.is_dir())
+    if foreign:
+        raise OutputError(
+            f"output folder {output_path} holds files that are not a previous output of this input "
+            f"(e.g. {foreign[0]!r}); --overwrite would delete them: choose a new or empty folder"
+        )
+
+
+def os_error_reason(error: BaseException) -> str:
+    """The operating system's short reason ('No space left on device') for a failed write,
+    also when a library re-raised it with its own traceback text in the message (pydicom)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.strerror:
+            return error.strerror
+        error = error.__cause__ or error.__context__
+    return "write failed"
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success move it to ``target``.
 
     With ``directory=True`` the temporary path is a fresh folder (for DICOM series).
-    The temporary name keeps the target's suffixes so that format writers keyed on the
-    extension (".nii.gz", ".mgz", ".nrrd") behave as for the real name.
+    The temporary name keeps the target's suffixes, in lower case, so that format writers keyed
+    on the extension (".nii.gz", ".mgz", ".nrrd", ".mha") behave as for the real name.
     """
     target = Path(target)
     parent = target.parent
@@ -51,7 +95,7 @@ def atomic_path(target: str | os.PathLike, directory: bool = False) -> Iterator[
         if directory:
             temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=parent))
         else:
-            suffix = "".join(target.suffixes) or ""
+            suffix = "".join(target.suffixes).lower()  # ITK writes "X.MHA" as a detached X.mhd + X.zraw
             handle, name = tempfile.mkstemp(prefix=f".{target.name}.partial.", suffix=suffix, dir=parent)
             os.close(handle)
             temp = Path(name)

@@ -90,9 +90,10 @@ def check_output_format(fmt: str, output: str | Path) -> None:
     extensions = WRITE_EXTENSIONS.get(fmt)
     if extensions is None:
         raise OutputError(f"cannot write format {fmt!r} (known: {', '.join(FORMATS)})")
+    if output.is_dir():  # `deface head.nii.gz out/`: a folder to write into, as for DICOM
+        raise OutputError(f"output {output} is a folder; give a file path ending in {extensions[0]}, "
+                          f"e.g. {output / ('defaced' + extensions[0])}")
     if not output.name.lower().endswith(extensions):
         raise OutputError(
             f"output {output} does not fit the input's format ({fmt}); name it with {' or '.join(extensions)}"
         )
-    if output.is_dir():
-        raise OutputError(f"output {output} is a folder; give a file path ending in {extensions[0]}")

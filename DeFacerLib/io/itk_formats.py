@@ -8,7 +8,12 @@ stores a rescale slope, so a scaled volume is written as its physical (float32) 
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import SimpleITK as sitk
@@ -20,6 +25,8 @@ from DeFacerLib.volume import SourceInfo, Volume
 READER_KEYS = ("ITK_InputFilterName", "ITK_original_direction", "ITK_original_spacing")
 DESCRIPTION_KEY = "DeFacer"
 FORMAT_NAMES = {NRRD: "NRRD", METAIMAGE: "MetaImage"}
+# Named, not guessed from the extension: ITK's guess is case-sensitive and refused "HEAD.MHA"
+IMAGE_IO = {NRRD: "NrrdImageIO", METAIMAGE: "MetaImageIO"}
 
 
 def _is_compressed(path: Path) -> bool:
@@ -39,12 +46,43 @@ def _is_compressed(path: Path) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def _native_stderr(captured: list[str]) -> Iterator[None]:
+    """Send what C++ code writes to file descriptor 2 into ``captured`` instead of the terminal.
+
+    ITK's MetaImage reader prints its own lines ('M_ReadElementsData: data not read
+    completely') around our one-line error, and its exception then names only errno's
+    stale 'No such file or directory'; its printed line is the real reason."""
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.append(sink.read().decode("utf-8", errors="replace"))
+
+
+def _read_reason(error: RuntimeError, native_lines: str) -> str:
+    """The most telling line: the reader's own complaint, else the exception's last line."""
+    printed = [line.removeprefix("MetaImage:").strip() for line in native_lines.splitlines() if line.strip()]
+    lines = str(error).strip().splitlines()
+    reason = " ".join(printed) if printed else (lines[-1] if lines else "unreadable")
+    return reason.replace("sitk::ERROR:", "").strip()[:160]
+
+
 def read_itk(path: Path, fmt: str) -> Volume:
+    native: list[str] = []
     try:
-        image = sitk.ReadImage(str(path))
+        # only MetaImage's reader prints; fd 2 is the whole process's (Slicer's too), so it is
+        # taken for no other reader
+        with _native_stderr(native) if fmt == METAIMAGE else contextlib.nullcontext():
+            image = sitk.ReadImage(str(path), imageIO=IMAGE_IO[fmt])
     except RuntimeError as error:
-        lines = str(error).strip().splitlines()
-        reason = (lines[-1] if lines else "unreadable").replace("sitk::ERROR:", "").strip()[:160]
+        reason = _read_reason(error, "".join(native))
         raise InputError(f"{path} cannot be read as {FORMAT_NAMES[fmt]} ({reason}); the file is corrupt or truncated") from None
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{path} has {image.GetNumberOfComponentsPerPixel()} values per voxel (colour/vector); DeFacer needs a scalar volume")
@@ -104,3 +142,5 @@ def write_itk(volume: Volume, target: Path, fmt: str, description: str | None = 
         sitk.WriteImage(image, str(target), bool(info.get("compressed", True)))
     except RuntimeError as error:
         raise OutputError(f"cannot write {target}: {str(error).strip().splitlines()[-1][:160]}") from None
+    if target.stat().st_size == 0:  # the writer put the data elsewhere (a detached header and data file)
+        raise OutputError(f"cannot write {target.name}: the {FORMAT_NAMES[fmt]} writer left it empty")

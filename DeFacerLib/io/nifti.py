@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import itertools
+import logging
 import math
 import struct
 import zlib
@@ -38,11 +39,20 @@ def read_file_bytes(path: Path) -> bytes:
         raw = path.read_bytes()
         if path.name.lower().endswith((".gz", ".mgz")):
             raw = gzip.decompress(raw)
+    except MemoryError:
+        raise _too_large(path) from None
     except EOFError:
         raise InputError(f"{path} is truncated (the compressed stream ends early); re-export or re-copy it") from None
     except (OSError, zlib.error) as error:
         raise InputError(f"{path} is corrupt or not gzip-compressed ({error}); re-export or re-copy it") from None
     return raw
+
+
+def _too_large(path: Path) -> InputError:
+    """Out of memory is not a corrupt file: say what it is, and how big the file is."""
+    size_mb = path.stat().st_size / 1e6
+    return InputError(f"{path} ({size_mb:,.0f} MB on disk) is too large to read in the memory available; "
+                      "free memory or use a machine with more")
 
 
 def write_file_bytes(target: Path, chunks, compress: bool) -> None:
@@ -80,7 +90,12 @@ def native(array: np.ndarray) -> np.ndarray:
 
 
 # ---- NIfTI ------------------------------------------------------------------------------
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def _nifti_class(raw: bytes, path: Path):
+    if raw[:2] == GZIP_MAGIC and not path.name.lower().endswith(".gz"):  # read_file_bytes gunzips .gz names
+        raise InputError(f"{path} is gzip-compressed but not named .nii.gz; rename it to end in .nii.gz")
     if len(raw) < 348:
         raise InputError(f"{path} is too short to be a NIfTI file ({len(raw)} bytes); it is truncated or not NIfTI")
     for endian in "<>":
@@ -96,12 +111,15 @@ def read_nifti(path: Path) -> Volume:
     raw = read_file_bytes(path)
     klass = _nifti_class(raw, path)
     try:
-        img = klass.from_bytes(raw)
+        with _quiet_nibabel():
+            img = klass.from_bytes(raw)
         shape = img.shape
         check_3d(shape, path)
         data = img.dataobj.get_unscaled()
     except InputError:
         raise
+    except MemoryError:
+        raise _too_large(path) from None
     except Exception as error:  # nibabel raises many types for bad headers and short data
         raise InputError(f"{path} cannot be read as NIfTI ({_first_line(error)}); the file is corrupt or truncated") from None
     if data.dtype.fields is not None or np.iscomplexobj(data):
@@ -319,11 +337,14 @@ def read_mgz(path: Path) -> Volume:
     if len(raw) < MGH_HEADER_BYTES:
         raise InputError(f"{path} is too short to be an MGH/MGZ file ({len(raw)} bytes)")
     try:
-        img = nib.MGHImage.from_bytes(raw)
+        with _quiet_nibabel():
+            img = nib.MGHImage.from_bytes(raw)
         check_3d(img.shape, path)
         data = np.asarray(img.dataobj)
     except InputError:
         raise
+    except MemoryError:
+        raise _too_large(path) from None
     except Exception as error:
         raise InputError(f"{path} cannot be read as MGH/MGZ ({_first_line(error)}); the file is corrupt or truncated") from None
     spacing, origin, direction = geometry_from_ras_affine(img.affine, path)
@@ -377,6 +398,19 @@ def _mgh_array(array: np.ndarray, target: Path) -> np.ndarray:
         if np.array_equal(converted, array):
             return converted
     raise OutputError(f"cannot store {array.dtype} voxels in MGH/MGZ {target.name} without loss; write NIfTI instead")
+
+
+@contextlib.contextmanager
+def _quiet_nibabel():
+    """nibabel logs the header fixes it makes ('pixdim[1,2,3] should be positive') to stderr,
+    around our one-line errors; the written header keeps the file's own bytes anyway."""
+    logger = nib.imageglobals.logger
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _first_line(error: BaseException) -> str:

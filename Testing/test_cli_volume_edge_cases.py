@@ -1,0 +1,291 @@
+"""`defacer info / deface / qa` on real volumes at their edges: outputs that would delete the input or
+other work, full disks, native reader noise, NaN voxels, mismatched QA pairs, side-output folders."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from DeFacerLib.errors import OutputError
+from DeFacerLib.io import describe, read_volume, write_volume
+
+IXI = "heads/ixi/t1/IXI132-HH-1415_T1.nii.gz"
+TRIO = "dicom/siemens_trio_mprage_1mm"
+
+
+def defacer(*args, preexec_fn=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "DeFacerLib", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, preexec_fn=preexec_fn)
+
+
+def one_line_error(result: subprocess.CompletedProcess, exit_code: int, *words: str) -> str:
+    assert result.returncode == exit_code, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("defacer: error:"), result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def digest(folder: Path) -> str:
+    sha = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        sha.update(path.name.encode() + path.read_bytes())
+    return sha.hexdigest()
+
+
+def trio_slices(data_dir: Path, target: Path, count: int = 4) -> Path:
+    """A short real DICOM series (enough slices to read as 3D)."""
+    target.mkdir(parents=True)
+    for index in range(80, 80 + count):
+        shutil.copy(data_dir / TRIO / f"{index:05d}.dcm", target)
+    return target
+
+
+def limit_file_size(max_bytes: int):
+    """preexec_fn: files may not grow past max_bytes (writes then fail with EFBIG, as on a full disk)."""
+    def apply():
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+    return apply
+
+
+# ---- outputs that would delete what is not theirs -------------------------------------------
+def test_output_folder_holding_the_input_series_is_refused(data_dir, tmp_path):
+    """`deface parent/series parent --overwrite` replaced `parent` as a whole: the input series and
+    everything beside it were deleted, then the run died with an internal error."""
+    parent = tmp_path / "parent"
+    series = trio_slices(data_dir, parent / "series")
+    (parent / "notes.txt").write_text("keep me")
+    before = digest(parent)
+    with pytest.raises(OutputError, match="holds the input"):
+        write_volume(read_volume(series), parent, overwrite=True)
+    assert digest(parent) == before
+
+
+def test_overwrite_never_deletes_a_folder_of_other_work(data_dir, tmp_path):
+    """--overwrite replaces a previous output of the same series, but not a folder holding other files."""
+    series = trio_slices(data_dir, tmp_path / "series")
+    volume = read_volume(series)
+    output = tmp_path / "out"
+    write_volume(volume, output)
+    write_volume(volume, output, overwrite=True)  # a previous output of this input: replaced
+    assert sorted(p.name for p in output.iterdir()) == sorted(p.name for p in series.iterdir())
+
+    (output / "report.docx").write_text("someone's work")
+    with pytest.raises(OutputError, match="report.docx"):
+        write_volume(volume, output, overwrite=True)
+    assert (output / "report.docx").read_text() == "someone's work"
+
+
+# ---- a full disk ------------------------------------------------------------------------------
+def test_a_full_disk_is_an_output_error_not_a_bug(data_dir, tmp_path):
+    """A write that the file system refuses (here: a file-size limit, as a full disk or a quota)
+    is exit 4 with one line, not exit 1 'internal error', and leaves no partial file."""
+    out = tmp_path / "out"
+    out.mkdir()
+    result = defacer("deface", data_dir / IXI, out / "defaced.nii.gz", "-q", preexec_fn=limit_file_size(100_000))
+    one_line_error(result, 4, "cannot write", "defaced.nii.gz")
+    assert list(out.iterdir()) == []
+
+
+def test_a_full_disk_under_a_dicom_series_names_no_traceback(data_dir, tmp_path):
+    """pydicom re-raises the OSError with its whole traceback in the message; the error keeps one reason."""
+    series = trio_slices(data_dir, tmp_path / "series")
+    script = ("import sys\nfrom DeFacerLib.io import read_volume, write_volume\nfrom DeFacerLib.errors import OutputError\n"
+              f"volume = read_volume({str(series)!r})\n"
+              f"try:\n    write_volume(volume, {str(tmp_path / 'out')!r})\n"
+              "except OutputError as error:\n    print(error)\n    sys.exit(4)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            preexec_fn=limit_file_size(20_000))
+    assert result.returncode == 4, result.stderr
+    message = result.stdout.strip()
+    assert "\n" not in message and "Traceback" not in message and "File \"" not in message, message
+    assert message.endswith("File too large"), message
+    assert not (tmp_path / "out").exists()
+
+
+# ---- readers ------------------------------------------------------------------------------------
+def test_truncated_metaimage_is_one_line_with_the_real_reason(data_dir, tmp_path):
+    """ITK's MetaImage reader printed two lines of its own around the error, which then blamed
+    'No such file or directory' for a file that exists but ends early."""
+    import SimpleITK as sitk
+
+    whole = tmp_path / "head.mha"
+    sitk.WriteImage(sitk.ReadImage(str(data_dir / IXI)), str(whole), True)
+    cut = tmp_path / "cut.mha"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])
+    message = one_line_error(defacer("info", cut), 3, "cut.mha", "not read completely")
+    assert "No such file" not in message
+
+
+def test_info_on_a_volume_with_nans_gives_finite_ranges_and_valid_json(data_dir, tmp_path):
+    """A float head with NaN outside its field of view (resampled data) printed (nan, nan) as its
+    range, and `--json` wrote NaN, which JSON parsers refuse."""
+    image = nib.load(data_dir / IXI)
+    values = np.asarray(image.dataobj, dtype=np.float32)
+    values[:4, :4, :4] = np.nan
+    path = tmp_path / "nan_head.nii.gz"
+    nib.save(nib.Nifti1Image(values, image.affine), path)
+
+    info = describe(read_volume(path))
+    assert info["non_finite_voxels"] == 64
+    assert info["value_range"] == (0.0, pytest.approx(float(np.nanmax(values))))
+    result = defacer("info", "--json", path)
+    assert result.returncode == 0, result.stderr
+    parsed = json.loads(result.stdout, parse_constant=lambda name: pytest.fail(f"{name} in --json output"))
+    assert parsed["non_finite_voxels"] == 64
+
+
+# ---- qa pairs and side-output folders ------------------------------------------------------------
+def test_qa_refuses_a_pair_on_different_grids(data_dir, tmp_path):
+    """qa on a head and a different grid (another scan, another person) said PASS: two different
+    renders never match, whatever the defacing did."""
+    image = nib.load(data_dir / IXI)
+    thinned = tmp_path / "thinned.nii.gz"
+    affine = image.affine.copy()
+    affine[:3, 2] *= 2
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj)[:, :, ::2], affine, image.header), thinned)
+    other = data_dir / "heads/single/mne_sample_T1.mgz"
+    for defaced in (thinned, other):
+        one_line_error(defacer("qa", data_dir / IXI, defaced, "--out", tmp_path / "qa"), 3, "grid")
+    assert not (tmp_path / "qa").exists()
+
+
+def test_qa_out_that_is_a_file_is_an_output_error(data_dir, tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    one_line_error(defacer("qa", data_dir / IXI, data_dir / IXI, "--out", taken), 4, "--out", "is a file")
+    assert taken.read_text() == "a file"
+
+
+def test_deface_qa_folder_that_is_a_file_is_refused_before_writing(data_dir, tmp_path):
+    """--qa naming a file failed as 'internal error' (exit 1) after the defaced output and its
+    sidecar were already written."""
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    out = tmp_path / "out"
+    out.mkdir()
+    one_line_error(defacer("deface", data_dir / IXI, out / "defaced.nii.gz", "--qa", taken), 4, "QA folder", "is a file")
+    assert list(out.iterdir()) == []
+
+
+def test_deface_refuses_an_output_of_another_format_before_reading_the_head(data_dir, tmp_path):
+    """The output's extension was checked only after the whole run (5-20 s a head, lost): now it is
+    refused first, so even an input that is no head gets the output's error, exit 4."""
+    image = nib.load(data_dir / IXI)
+    blank = tmp_path / "blank.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(image.shape, np.uint8), image.affine), blank)
+    one_line_error(defacer("deface", blank, tmp_path / "blank_defaced.nrrd"), 4, ".nii.gz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blank.nii.gz"]
+
+
+def test_info_names_the_nifti_description_that_deface_replaces(data_dir):
+    """dcm2niix writes the acquisition time into descrip; `deface` overwrites it, but `info` said
+    'none found' for this head's header."""
+    result = defacer("info", "--json", data_dir / "heads/single/niivue_T2w.nii.gz")
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)["identifying header content"]
+    assert any("descrip" in item and "Time=" in item for item in found), found
+
+
+def test_a_compressed_nifti_named_nii_says_so(data_dir, tmp_path):
+    """A .nii.gz renamed .nii was called 'not a NIfTI file (header size field ...)'."""
+    renamed = tmp_path / "head.nii"
+    shutil.copy(data_dir / IXI, renamed)
+    one_line_error(defacer("info", renamed), 3, "gzip-compressed", ".nii.gz")
+
+
+@pytest.mark.parametrize("suffix", [".MHA", ".NRRD"])
+def test_upper_case_itk_extensions_read_and_write_whole_files(data_dir, tmp_path, suffix):
+    """HEAD.MHA could not be read ('corrupt or truncated'), and `deface x.mha OUT.MHA` exited 0
+    with OUT.MHA empty: ITK wrote the voxels to a hidden .partial.mhd + .zraw pair left beside it."""
+    import SimpleITK as sitk
+
+    source = tmp_path / f"head{suffix}"
+    sitk.WriteImage(sitk.ReadImage(str(data_dir / IXI)), str(tmp_path / f"head{suffix.lower()}"), True)
+    (tmp_path / f"head{suffix.lower()}").rename(source)
+    volume = read_volume(source)
+    out = tmp_path / "out"
+    out.mkdir()
+    written = write_volume(volume, out / f"defaced{suffix}")
+    assert [p.name for p in out.iterdir()] == [f"defaced{suffix}"]
+    again = read_volume(written)
+    assert np.array_equal(again.array, volume.array)
+    assert np.allclose(again.affine_lps, volume.affine_lps)
+
+
+def test_nibabel_header_fixes_do_not_break_the_one_line_error(data_dir, tmp_path):
+    """A header with a zero voxel size: nibabel printed 'pixdim[1,2,3] should be non-zero; setting 0
+    dims to 1' twice before our error, three lines where the contract promises one."""
+    image = nib.load(data_dir / IXI)
+    one_slice = nib.Nifti1Image(np.asarray(image.dataobj)[:, :, 40:41], image.affine, image.header)
+    one_slice.header["pixdim"][1] = 0
+    path = tmp_path / "slice.nii"
+    nib.save(one_slice, path)
+    one_line_error(defacer("info", path), 3, "2D")
+
+
+def test_output_that_is_the_protect_mask_is_refused_even_with_overwrite(data_dir, tmp_path):
+    """`deface head mask.nii.gz --protect-from mask.nii.gz --overwrite` replaced the mask, an input,
+    with the defaced head; only the head itself was compared with the output."""
+    mask = tmp_path / "brain.nii.gz"
+    shutil.copy(data_dir / "heads/ixi/brain_labels/IXI132-HH-1415_T1_DLMUSE.nii.gz", mask)
+    before = mask.read_bytes()
+    one_line_error(defacer("deface", data_dir / IXI, mask, "--protect-from", mask, "--overwrite", "-q"), 4,
+                   "--protect-from")
+    assert mask.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["brain.nii.gz"]
+
+
+def test_qa_can_pick_a_series_in_a_folder_holding_several(data_dir, tmp_path):
+    """qa's error said 'pick one with --series UID', an option qa did not have (exit 2 when tried)."""
+    import pydicom
+
+    folder = trio_slices(data_dir, tmp_path / "mixed")
+    shutil.copy(data_dir / "dicom/siemens_xa30_enhanced_multiframe_t1/0001.dcm", folder / "enhanced.dcm")
+    trio_uid = str(pydicom.dcmread(folder / "00080.dcm", stop_before_pixels=True).SeriesInstanceUID)
+    one_line_error(defacer("qa", folder, folder, "--out", tmp_path / "qa"), 3, "--series UID")
+    # the original is read with --series; the defaced copy (its own new UID) needs --defaced-series
+    one_line_error(defacer("qa", folder, folder, "--out", tmp_path / "qa", "--series", trio_uid), 3,
+                   "--defaced-series UID")
+    assert not (tmp_path / "qa").exists()
+
+
+def test_deface_into_a_folder_says_to_name_the_file(data_dir, tmp_path):
+    """`deface head.nii.gz out/` said 'exists; pass --overwrite to replace it', and with --overwrite
+    failed after the whole run: a folder can never take a NIfTI output."""
+    out = tmp_path / "out"
+    out.mkdir()
+    message = one_line_error(defacer("deface", data_dir / IXI, out), 4, "is a folder", "defaced.nii.gz")
+    assert "--overwrite" not in message
+    assert list(out.iterdir()) == []
+
+
+def test_out_of_memory_is_not_called_a_corrupt_file(data_dir, tmp_path):
+    """A valid 4D series larger than the memory left was 'cannot be read as NIfTI (MemoryError);
+    the file is corrupt or truncated': a data manager would re-export a file that is fine."""
+    image = nib.load(data_dir / IXI)
+    frames = np.repeat(np.asarray(image.dataobj, dtype=np.int16)[..., None], 120, axis=3)  # ~310 MB
+    path = tmp_path / "series.nii"
+    nib.save(nib.Nifti1Image(frames, image.affine), path)
+    del frames
+    script = ("import resource, re, sys\nfrom DeFacerLib.io import read_volume\nfrom DeFacerLib.errors import InputError\n"
+              "vm = int(re.search(r'VmSize:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) * 1024\n"
+              "resource.setrlimit(resource.RLIMIT_AS, (vm + 200_000_000, resource.RLIM_INFINITY))\n"
+              f"try:\n    read_volume({str(path)!r})\nexcept InputError as error:\n    print(error)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "too large to read in the memory available" in result.stdout, result.stdout
+    assert "corrupt" not in result.stdout
