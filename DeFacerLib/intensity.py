@@ -11,6 +11,8 @@ HU_AIR_FRACTION = 0.05  # a head CT in HU has at least this share of its voxels 
 def looks_like_hu(physical_values: np.ndarray) -> bool:
     """True for CT in Hounsfield units (air near -1000 HU), False for rescaled CT or MR."""
     sample = np.asarray(physical_values).reshape(-1)[::7]
+    if sample.dtype.kind == "f":
+        sample = sample[np.isfinite(sample)]  # NaN outside a resampled field of view is not air
     if sample.size == 0:
         return False
     return float(np.count_nonzero(sample <= HU_AIR_CUT)) / sample.size >= HU_AIR_FRACTION
@@ -27,3 +29,38 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     mean1 = (sum0[-1] - sum0) / np.maximum(weight1, 1)
     between = weight0 * weight1 * (mean0 - mean1) ** 2
     return float(edges[int(np.argmax(between[:-1])) + 1])
+
+
+def finite_only(values: np.ndarray) -> np.ndarray:
+    """``values`` without its NaN and +/-inf voxels (as a flat array when any are dropped).
+
+    Float volumes carry NaN outside a resampled field of view; one NaN turns a median or a
+    percentile into NaN, and that NaN would become the value written over a face."""
+    values = np.asarray(values)
+    if values.dtype.kind != "f":
+        return values
+    finite = np.isfinite(values)
+    return values if finite.all() else values[finite]
+
+
+def finite_range(values: np.ndarray) -> tuple[float, float] | None:
+    """(min, max) over the finite values (None when there are none)."""
+    finite = finite_only(values)
+    if finite.size == 0:
+        return None
+    return float(finite.min()), float(finite.max())
+
+
+def non_finite_as_background(values: np.ndarray, background: float | None = None) -> np.ndarray:
+    """``values`` with NaN and +/-inf voxels set to ``background`` (default: the smallest finite
+    value, i.e. the darkest air), so that they count as outside the head everywhere. The
+    array itself when it has no such voxel (integer data never has)."""
+    if values.dtype.kind != "f":
+        return values
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return values
+    if background is None:
+        found = finite_range(values)
+        background = found[0] if found is not None else 0.0
+    return np.where(bad, values.dtype.type(background), values)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from DeFacerLib.deface.skin_depth import dilate_mm
-from DeFacerLib.intensity import AIR_HU, looks_like_hu
+from DeFacerLib.intensity import AIR_HU, finite_only, finite_range, looks_like_hu
 from DeFacerLib.volume import Volume
 
 BACKGROUND_GAP_MM = 10.0  # skip the partial-volume rim and the near-face ghosts
@@ -25,10 +25,12 @@ def air_value(volume: Volume, head: np.ndarray | None = None) -> float:
     CT not in HU (rescaled) and MR -> the median of the physical values
     more than 10 mm outside the head (the typical background, noise floor included).
     PT -> 0 (no activity in air) when 0 lies within the data's range, else the background.
+    Every statistic is over finite voxels: the result is never NaN or infinite.
     """
     values = volume.array[..., 0] if volume.array.ndim == 4 else volume.array
-    minimum = float(values.min()) * volume.slope + volume.intercept
-    maximum = float(values.max()) * volume.slope + volume.intercept
+    stored_range = finite_range(values) or (0.0, 0.0)  # NaN/inf voxels (cut field of view) are no data
+    minimum = stored_range[0] * volume.slope + volume.intercept
+    maximum = stored_range[1] * volume.slope + volume.intercept
     low = min(minimum, maximum)
     if volume.modality == "CT" and looks_like_hu(values[::2, ::2, ::2] * volume.slope + volume.intercept):
         return AIR_HU
@@ -57,9 +59,11 @@ def _background_median(volume: Volume, values: np.ndarray, head: np.ndarray) -> 
         far = np.ones(small_head.shape, dtype=bool)
     if not far.any():
         far = ~small_head
-    stored = values[sub][far] if far.any() else values.ravel()
+    stored = finite_only(values[sub][far] if far.any() else values.ravel())
+    if stored.size == 0:  # the background is all NaN/inf: the darkest finite value is the air
+        stored = np.asarray([(finite_range(values) or (0.0, 0.0))[0]])
     physical = stored.astype(np.float64) * volume.slope + volume.intercept
-    return float(np.median(physical)) if physical.size else float(values.min() * volume.slope + volume.intercept)
+    return float(np.median(physical))
 
 
 def tissue_value(volume: Volume, head: np.ndarray) -> float:
@@ -70,7 +74,9 @@ def tissue_value(volume: Volume, head: np.ndarray) -> float:
     cross-section still reads as a face to a detector."""
     values = volume.array[..., 0] if volume.array.ndim == 4 else volume.array
     sub, _step = _about_2mm(volume)
-    inside = values[sub][np.asarray(head, dtype=bool)[sub]]
+    inside = finite_only(values[sub][np.asarray(head, dtype=bool)[sub]])
     if not inside.size:
-        inside = values.ravel()
+        inside = finite_only(values.ravel())
+    if not inside.size:
+        inside = np.zeros(1)
     return float(np.median(inside.astype(np.float64) * volume.slope + volume.intercept))

@@ -32,7 +32,7 @@ from scipy import ndimage as ndi
 
 from DeFacerLib.deface.skin_depth import bounding_box, dilate_mm, erode_mm
 from DeFacerLib.errors import InputError
-from DeFacerLib.intensity import otsu_threshold
+from DeFacerLib.intensity import non_finite_as_background, otsu_threshold
 from DeFacerLib.volume import Volume
 
 WORK_SPACING_MM = 2.0  # grid for the morphology; finer volumes are block-averaged to it
@@ -86,10 +86,7 @@ def _first_frame_physical(volume: Volume) -> np.ndarray:
     values = array.astype(np.float32, order="C")  # readers may give Fortran order; labelling is 2.5x slower on it
     if volume.slope != 1.0 or volume.intercept != 0.0:
         values = values * np.float32(volume.slope) + np.float32(volume.intercept)
-    if not np.all(np.isfinite(values)):
-        finite = values[np.isfinite(values)]
-        values = np.where(np.isfinite(values), values, finite.min() if finite.size else 0.0)
-    return values
+    return non_finite_as_background(values)  # NaN/inf count as air, never as head
 
 
 def _first_frame_stored(volume: Volume, factors: tuple[int, ...]) -> np.ndarray | None:

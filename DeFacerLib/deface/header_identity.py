@@ -13,8 +13,11 @@ machine or a file, which no head image needs:
   DICOM tags; NRRD's free-text ``content`` field (ITK's NRRD_content: a converter or a user
   writes what the scan is, often whose); and any other key whose name says it holds a person,
   a place or a date (IDENTIFYING_KEY_WORDS: "patient:=...", "scan_date", "Operator"), since
-  nothing else knows what a free key holds. Acquisition keys (DWMRI_*, "0018|0080",
-  "PatientPosition", which is a DICOM attribute the profile keeps) stay.
+  nothing else knows what a free key holds; the NIfTI free text ITK copies into the metadata
+  (descrip, ITK_FileNotes, aux_file, db_name) goes as in a NIfTI output. Acquisition and
+  geometry keys (DWMRI_*, "0018|0080", "PatientPosition", which is a DICOM attribute the
+  profile keeps, and "name" keys that name a code, an intent, a sequence, a coil or a
+  scanner model: qform_code_name, intent_name, sequence_name) stay.
 
 DICOM outputs are scrubbed to PS3.15 by dicom.hook instead.
 """
@@ -28,7 +31,10 @@ from DeFacerLib.io.formats import METAIMAGE, MGZ, NIFTI, NRRD
 from DeFacerLib.volume import Volume
 
 DICOM_TAG_KEY = re.compile(r"^\(?([0-9A-Fa-f]{4})[|,]([0-9A-Fa-f]{4})\)?$")
-FREE_TEXT_KEYS = frozenset({"NRRD_content"})
+# Free text a converter or a user fills in: NRRD's content, and the NIfTI header's own free-text
+# fields that ITK copies into the metadata of an NRRD/MetaImage made from a NIfTI (descrip is
+# also ITK_FileNotes; dcm2niix writes the acquisition time there; the NIfTI path drops them too).
+FREE_TEXT_KEYS = frozenset({"NRRD_content", "ITK_FileNotes", "descrip", "aux_file", "db_name"})
 # A free key (not a DICOM attribute's tag or keyword) goes when one of its words is one of these.
 IDENTIFYING_KEY_WORDS = frozenset({
     "patient", "subject", "participant", "name", "names", "birth", "birthdate", "dob", "born", "age", "sex",
@@ -36,6 +42,11 @@ IDENTIFYING_KEY_WORDS = frozenset({
     "address", "phone", "telephone", "email", "accession", "mrn", "ssn", "referring", "performing",
 })
 _KEY_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+# "name" right after one of these names a thing, not a person or a place: an enumerated code
+# (ITK's qform_code_name, sform_code_name from a NIfTI), the data's intent (NIfTI intent_name,
+# which the NIfTI path keeps), a pulse sequence, a coil or a scanner model (PS3.15 keeps
+# SequenceName, ReceiveCoilName and ManufacturerModelName).
+HARMLESS_NAME_QUALIFIERS = frozenset({"code", "intent", "sequence", "coil", "model"})
 
 
 def without_identifying_header(volume: Volume) -> tuple[Volume, list[str]]:
@@ -74,7 +85,14 @@ def _identifying_key(key: str) -> bool:
         return group % 2 == 1 or (group, element) in tags
     if tag_for_keyword(key) is not None:  # a DICOM attribute by keyword: the profile decides
         return key in keywords
-    return key in FREE_TEXT_KEYS or any(word.lower() in IDENTIFYING_KEY_WORDS for word in _KEY_WORD.findall(key))
+    return key in FREE_TEXT_KEYS or bool(_identifying_words(key))
+
+
+def _identifying_words(key: str) -> list[str]:
+    """The words of a free key that say it holds a person, a place or a date."""
+    words = [word.lower() for word in _KEY_WORD.findall(key)]
+    return [word for position, word in enumerate(words) if word in IDENTIFYING_KEY_WORDS
+            and not (word in ("name", "names") and position > 0 and words[position - 1] in HARMLESS_NAME_QUALIFIERS)]
 
 
 @lru_cache(maxsize=1)

@@ -25,6 +25,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from DeFacerLib.deface.pinna import lateral_extent
+from DeFacerLib.intensity import non_finite_as_background
 from DeFacerLib.orientation import canonical_reorientation
 from DeFacerLib.volume import Volume
 
@@ -57,7 +58,8 @@ def find_conchae(volume: Volume, head: np.ndarray | None, estimates_mm: dict,
         return {}
     reorientation = canonical_reorientation(volume)
     head = head_mask(volume) if head is None else head
-    values_c = reorientation.apply(volume.array[..., 0] if volume.array.ndim == 4 else volume.array)
+    values_c = reorientation.apply(non_finite_as_background(  # NaN/inf are air, not skin
+        volume.array[..., 0] if volume.array.ndim == 4 else volume.array))
     head_c = reorientation.apply(head)
     spacing_c = np.asarray(volume.spacing_mm, float)[list(reorientation.permutation)]
     # values_c hold stored values; a coarser sample than the renderer's moves the cut by 0-2 %

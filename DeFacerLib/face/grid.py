@@ -37,6 +37,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from DeFacerLib.deface.head_mask import head_mask
+from DeFacerLib.intensity import finite_only
 from DeFacerLib.orientation import Reorientation, canonical_reorientation
 from DeFacerLib.volume import Volume
 
@@ -183,6 +184,11 @@ def to_grid(volume: Volume, *, head: np.ndarray | None = None) -> tuple[np.ndarr
     normalised = np.clip((values - low) / (high - low), -0.5, 2.0).astype(np.float32)
     outside = _median_outside(volume, array, values, np.asarray(head, dtype=bool))
     background = float(np.clip((outside - low) / (high - low), -0.5, 2.0)) if outside is not None else 0.0
+    # NaN/inf voxels (outside a resampled field of view) are background: one NaN would spread
+    # through the resampling's sums over the whole grid, and the model would see no face
+    # (+/-inf too: clipping would make them the brightest tissue or the darkest air)
+    if array.dtype.kind == "f":  # stored integers are always finite
+        normalised[~np.isfinite(values)] = np.float32(background)
     return _sample(normalised, mapping, background), mapping
 
 
@@ -192,7 +198,7 @@ def _median_outside(volume: Volume, stored: np.ndarray, values: np.ndarray, head
     stored values converted as ``physical()`` does and interpolated by ``percentile`` itself
     (the scaling is monotonic, so the middle values are those of the stored integers)."""
     if stored.dtype.kind not in "iu" or stored.dtype.itemsize > 2 or not volume.slope > 0:
-        outside = values[~head]
+        outside = finite_only(values[~head])
         return np.percentile(outside, 50) if outside.size else None
     order = "F" if stored.flags.f_contiguous and not stored.flags.c_contiguous else "C"
     outside = stored.ravel(order=order)[~head.ravel(order=order)]
@@ -290,7 +296,9 @@ def _robust_range(values: np.ndarray, head: np.ndarray) -> tuple[float, float]:
     index = np.flatnonzero(head)  # C order of the (canonical) view, as values[head] would run
     if index.size > 2_000_000:  # percentiles of a subsample are as good and 10x faster
         index = index[:: index.size // 1_000_000]
-    inside = values[np.unravel_index(index, head.shape)]
+    inside = finite_only(values[np.unravel_index(index, head.shape)])
+    if inside.size == 0:
+        return 0.0, 1.0
     low, high = np.percentile(inside, [LOW_PERCENTILE, HIGH_PERCENTILE])
     if not high > low:
         high = low + 1.0

@@ -45,6 +45,7 @@ from DeFacerLib.deface.pinna import lateral_extent
 from DeFacerLib.errors import OutputError
 from DeFacerLib.face.concha import find_conchae
 from DeFacerLib.face.labels import LANDMARK_FEATURE, feature_centres
+from DeFacerLib.intensity import non_finite_as_background
 from DeFacerLib.orientation import canonical_reorientation
 from DeFacerLib.volume import Volume
 
@@ -135,6 +136,7 @@ def locate_landmarks(volume: Volume, *, vitreous_bright: bool, head: np.ndarray 
     values = array_c[crop].astype(np.float32)
     if volume.slope != 1.0 or volume.intercept != 0.0:  # as Volume.physical()
         values = values * np.float32(volume.slope) + np.float32(volume.intercept)
+    values = non_finite_as_background(values)  # a NaN would spread through every filter below
     head_c = np.ascontiguousarray(head_c[crop])
     near_index = {k: v - crop_lo for k, v in near_canonical.items()}
     face = _Face(spacing, values, head_c, stats_step_mm=2.0 if near_canonical else 0.0)
@@ -286,7 +288,7 @@ def _globes_near(volume: Volume, coarse: dict, bright: bool) -> dict[str, np.nda
     The model's eyes are 3 mm (median) from the verified centres on the held-out heads; the
     blob search, which looks for a pair across the whole orbit box, went 20-26 mm astray on
     three of their eyes (the maxillary sinus, the brow) and left them at the model's estimate."""
-    values = volume.array[..., 0] if volume.array.ndim == 4 else volume.array
+    values = non_finite_as_background(volume.array[..., 0] if volume.array.ndim == 4 else volume.array)
     found = {}
     for name in ("eye_left", "eye_right"):
         if name in coarse:
@@ -307,9 +309,9 @@ def _vitreous_looks_bright(volume: Volume, coarse: dict, head: np.ndarray | None
     if volume.modality == "CT":
         return True
     eyes = [coarse[e] for e in ("eye_left", "eye_right") if e in coarse]
-    values = volume.array[..., 0] if volume.array.ndim == 4 else volume.array
     if not eyes or head is None:
         return False
+    values = non_finite_as_background(volume.array[..., 0] if volume.array.ndim == 4 else volume.array)
     inner = []
     for point in eyes:
         centre = volume.world_to_index(np.asarray(point, float)[None, :])[0]

@@ -19,8 +19,8 @@ from typing import Iterator
 import numpy as np
 from scipy import ndimage
 
-from DeFacerLib.errors import OutputError
-from DeFacerLib.intensity import looks_like_hu, otsu_threshold
+from DeFacerLib.errors import InputError, OutputError
+from DeFacerLib.intensity import looks_like_hu, non_finite_as_background, otsu_threshold
 from DeFacerLib.volume import Volume
 
 # World (LPS) axes: +z is superior; the header's anterior is -y.
@@ -53,6 +53,14 @@ class RenderError(OutputError):
     """The QA pictures cannot be made (no offscreen OpenGL context, no head surface)."""
 
 
+class NoSurfaceError(RenderError, InputError):
+    """The volume shows no head surface to render (constant, empty): a problem with the
+    input, so it exits as one (3), not as an unwritable output (4). Still a RenderError for
+    callers that skip the pictures of such a volume."""
+
+    exit_code = InputError.exit_code
+
+
 # ---- thresholds and surfaces -----------------------------------------------------------------
 def _first_frame(volume: Volume) -> np.ndarray:
     """Physical values (float32) of the first frame of a 3D or 4D volume."""
@@ -60,7 +68,7 @@ def _first_frame(volume: Volume) -> np.ndarray:
     values = array.astype(np.float32)
     if volume.slope != 1.0 or volume.intercept != 0.0:
         values = values * np.float32(volume.slope) + np.float32(volume.intercept)
-    return np.nan_to_num(values, copy=False)
+    return non_finite_as_background(values)  # NaN/inf (cut field of view) are air: 0 would be tissue on CT
 
 
 
@@ -85,7 +93,7 @@ def skin_threshold(volume: Volume, sample_voxels: int = 2_000_000) -> float:
     small = ndimage.gaussian_filter(small, sigma=sigma_vox, truncate=2.0)
     low, high = (float(v) for v in np.percentile(small, [0.5, 99.5]))
     if not high > low:
-        raise RenderError(f"{_name(volume)}: the volume is constant; there is no head surface to render")
+        raise NoSurfaceError(f"{_name(volume)}: the volume is constant; there is no head surface to render")
     clipped = np.clip(small, low, high)
     otsu = otsu_threshold(clipped)
     background = float(np.median(clipped[clipped < otsu]))
@@ -154,7 +162,7 @@ def skin_surface(
         clean.Update()
         surface = clean.GetOutput()
     if surface.GetNumberOfPoints() == 0:
-        raise RenderError(f"{_name(volume)}: no skin surface at threshold {threshold:g}; is this a head volume?")
+        raise NoSurfaceError(f"{_name(volume)}: no skin surface at threshold {threshold:g}; is this a head volume?")
 
     # voxel index -> world LPS mm, through the full affine (oblique directions included)
     ijk = numpy_support.vtk_to_numpy(surface.GetPoints().GetData()).astype(float)
@@ -305,7 +313,7 @@ def _points_from(volume: Volume, surface_or_mask) -> np.ndarray:
         boundary = mask & ~ndimage.binary_erosion(mask)
         ijk = np.argwhere(boundary)
         if len(ijk) == 0:
-            raise RenderError(f"{_name(volume)}: the head mask is empty; cannot find the face")
+            raise NoSurfaceError(f"{_name(volume)}: the head mask is empty; cannot find the face")
         return volume.index_to_world(ijk)
     return surface_points_mm(surface_or_mask)
 
