@@ -134,6 +134,22 @@ def test_logic_deface_equals_library(logic, orientation, oblique_deg):
     assert np.array_equal(kji(node), before)  # the input node is untouched
 
 
+def test_label_map_without_brain_is_protected_by_the_model(logic):
+    """As `defacer deface --features-from`: a label map without label 5 gets the U-Net's brain
+    and frontal guard (pipeline.protect_unlabelled_brain), so its boxes cannot reach the brain."""
+    volume, labels, node, _ = phantom_nodes(logic)
+    no_brain = np.where(labels == LABEL_VALUES["brain"], 0, labels)
+    labels_node = logic.node_from_volume(volume.label_map(no_brain), "Labels without brain",
+                                         nodeClass="vtkMRMLLabelMapVolumeNode")
+    output, report = logic.deface(node, labelsNode=labels_node)
+    protection = report["brain_from_model"]
+    assert protection["brain_voxels"] > 10_000 and protection["guard_voxels"] > 0
+    result = logic.volume_from_node(output)
+    brain = labels == LABEL_VALUES["brain"]
+    assert int((result.array[brain] != volume.array[brain]).sum()) == 0
+    assert sorted(report["features_removed"]) == ["ears", "eyes", "mouth", "nose"]
+
+
 def test_ct_phantom_physical_values(logic):
     volume, labels, node, labels_node = phantom_nodes(logic, "RAS", modality="CT")
     assert volume.intercept == -1024.0 and kji(node).dtype == np.float32  # the node holds HU

@@ -140,11 +140,16 @@ class DeFacerLogic:
         if key in self._mask_cache:
             return self._mask_cache[key]
         if labelsNode is not None:
-            from DeFacerLib.deface.pipeline import masks_from_labels
+            from DeFacerLib.deface.pipeline import masks_from_labels, protect_unlabelled_brain
 
             labels = self.volume_from_node(labelsNode, modality="OT")
-            features = {"masks": masks_from_labels(labels, volume, label_name=f"label map '{labelsNode.GetName()}'"),
-                        "guard": None, "head": None, "found": None}
+            masks = masks_from_labels(labels, volume, label_name=f"label map '{labelsNode.GetName()}'")
+            try:  # no brain label (5): the model's brain protects it
+                head, guard, brain_report = protect_unlabelled_brain(volume, masks, progress)
+            except ImportError as error:
+                raise UsageError(f"a label map without a brain label (5) is protected by the face model's brain, which "
+                                 f"needs the package {error.name or 'onnxruntime'}: install it, or add the brain label") from None
+            features = {"masks": masks, "guard": guard, "head": head, "found": None, "brain_from_model": brain_report}
         else:
             features = self._find_features(volume, progress)
         self._mask_cache = {key: features}  # one entry: masks are as large as the volume
@@ -314,6 +319,8 @@ class DeFacerLogic:
         report = dict(result.report)
         if found is not None:  # as deface_file reports it
             report["segmentation"] = segmentation_report(found)
+        if features_found.get("brain_from_model"):
+            report["brain_from_model"] = features_found["brain_from_model"]
         report["features_removed"] = list(result.features_removed)
         report["features_missing"] = list(result.features_missing)
         report["boxes_from"] = "rois" if rois is not None else ("labels" if labelsNode is not None else "model")

@@ -18,6 +18,7 @@ from DeFacerLib.deface.pipeline import (
     find_features,
     masks_from_labels,
     nonzero_mask,
+    protect_unlabelled_brain,
     require_face,
     segmentation_report,
 )
@@ -66,13 +67,13 @@ def deface_file(
     protected = None
     if protect_path is not None:
         protected = nonzero_mask(read_volume(protect_path), volume, label_name=str(protect_path))
-    masks, found, head = _features_of(volume, labels_path, Path(input_path).name, progress)
+    masks, found, head, guard, brain_report = _features_of(volume, labels_path, Path(input_path).name, progress)
     result = deface_volume(
         volume,
         masks,
         parameters=parameters,
         protected=protected,
-        guard=found.guard if found is not None else None,
+        guard=guard,
         head=head,
         landmarks=found.landmarks if found is not None else None,
         progress=lambda message, fraction: progress(message, 0.35 + 0.5 * fraction),
@@ -90,6 +91,8 @@ def deface_file(
         )
     if found is not None:
         result.report["segmentation"] = segmentation_report(found)
+    if brain_report is not None:  # a label map without a brain: what protected it
+        result.report["brain_from_model"] = brain_report
 
     progress("writing", 0.85)
     defaced, result.report["header_removed"] = without_identifying_header(result.volume)
@@ -165,19 +168,23 @@ def _check_outputs_before_work(input_path, output_path, labels_path, protect_pat
 
 
 def _features_of(volume, labels_path, input_name: str, progress: Progress):
-    """(feature masks, FoundFeatures or None, head mask or None): from the label map the user
-    gave, else found by the U-Net (which refuses a volume with no face: require_face)."""
+    """(feature masks, FoundFeatures or None, head mask or None, guard or None, brain report or
+    None): from the label map the user gave (without a brain label, the U-Net's brain protects
+    it: protect_unlabelled_brain), else found by the U-Net (which refuses a volume with no
+    face: require_face)."""
     from DeFacerLib.io import read_volume
 
     if labels_path is not None:
-        return masks_from_labels(read_volume(labels_path), volume, label_name=str(labels_path)), None, None
+        masks = masks_from_labels(read_volume(labels_path), volume, label_name=str(labels_path))
+        head, guard, brain_report = protect_unlabelled_brain(volume, masks, progress=lambda m, f: progress(m, 0.35 * f))
+        return masks, None, head, guard, brain_report
     from DeFacerLib.deface import head_mask
 
     progress("finding the head", 0.05)
     head = head_mask(volume)
     found = find_features(volume, head=head, progress=lambda message, fraction: progress(message, 0.05 + 0.3 * fraction))
     require_face(found, input_name)
-    return found.masks, found, head
+    return found.masks, found, head, found.guard, None
 
 
 def _audit_dir(input_path, output_path, overwrite: bool) -> Path | None:
