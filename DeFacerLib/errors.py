@@ -49,4 +49,6 @@ EXIT_CODES = {
     OutputError.exit_code: "output cannot be written",
     GuaranteeError.exit_code: "a safety guarantee would be broken; nothing written",
     FaceStillRecognisable.exit_code: "QA verdict FAIL: a face is still recognisable",
+    130: "interrupted (Ctrl-C); what was being written is removed",
+    143: "terminated (SIGTERM, e.g. a scheduler's time limit); what was being written is removed",
 }

@@ -347,3 +347,26 @@ def test_no_feature_found_is_an_error_not_a_silent_copy(phantom_files, tmp_path)
     result = defacer("deface", head_path, out, "--features-from", labels_path, "--features", "nose")
     assert_one_line_error(result, 3, "already defaced")
     assert not out.exists() and not (tmp_path / "out.defacer.json").exists()
+
+
+def test_sigterm_mid_write_leaves_no_partial_output(data_dir, tmp_path):
+    """SIGTERM (a scheduler's time limit) ends a run as Ctrl-C does: the temporary output
+    folder, which is written into while the series is scrubbed, is removed; exit 143, one line."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "DeFacerLib", "scrub", str(data_dir / "dicom" / "siemens_trio_mprage_1mm"),
+         str(out / "series"), "--key-file", str(tmp_path / "project.key"), "-q"],
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(entry.name.endswith(".partial") for entry in out.iterdir()):  # the write has begun
+        assert process.poll() is None and time.monotonic() < deadline, "the scrub ended before its output was begun"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    stderr = process.communicate(timeout=120)[1]
+    result = subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
+    assert_one_line_error(result, 143, "terminated")
+    assert list(out.iterdir()) == []

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from DeFacerLib import __version__
 from DeFacerLib.errors import EXIT_CODES, DeFacerError
+from DeFacerLib.interrupts import SIGTERM_EXIT, Terminated, sigterm_as_interrupt
 
-EPILOG = "exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
+EPILOG = "exit codes:\n" + "\n".join(f"  {code:<3}  {meaning}" for code, meaning in EXIT_CODES.items())
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,6 +86,11 @@ QUIET_NATIVE_LOGS = {"OPENCV_LOG_LEVEL": "ERROR", "OPENCV_FFMPEG_LOGLEVEL": "-8"
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    with sigterm_as_interrupt():
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     if "--debug" not in argv:
         for name, value in QUIET_NATIVE_LOGS.items():
             os.environ.setdefault(name, value)
@@ -99,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except DeFacerError as error:
         _print_error(str(error))
         return error.exit_code
+    except Terminated:
+        _print_error("terminated (SIGTERM); no output was written")
+        return SIGTERM_EXIT
     except KeyboardInterrupt:
         _print_error("interrupted; no output was written")
         return 130
