@@ -47,6 +47,8 @@ def run(args) -> dict:
 
     if args.max_frames is not None and args.max_frames < 1:
         raise UsageError(f"--max-frames must be at least 1 (got {args.max_frames})")
+    if args.method == "ksame" and args.k < 2:  # checked before a whole folder is read and searched
+        raise UsageError(f"--k must be at least 2 (got {args.k}); k=1 would leave every face as it is")
     options = PhotoOptions(method=args.method, region=args.region, detector=args.detector, landmarks=args.landmarks,
                            k=args.k, rotations=args.rotations, score_threshold=args.score)
     if args.camera is not None:

@@ -6,6 +6,7 @@ faces of all images given together (a folder), never on one face alone.
 """
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from DeFacerLib.errors import InputError, OutputError
-from DeFacerLib.photo.camera import FaceMemory, run_stream
+from DeFacerLib.photo.camera import FaceMemory, run_stream, stop_on_ctrl_c
 from DeFacerLib.photo.detect import DEFAULT_DETECTOR, MIN_FACE_PX, Face, detect_faces
 from DeFacerLib.photo.ksame import DEFAULT_K, k_same
 from DeFacerLib.photo.landmarks import add_landmarks
@@ -22,9 +23,10 @@ from DeFacerLib.photo.media import (
     VideoWriter,
     kind_of,
     open_video,
+    native_output,
     probe,
     read_dicom_image,
-    read_image,
+    read_image_native,
     write_dicom_image,
     write_image,
     write_unchanged,
@@ -126,13 +128,15 @@ def _inputs(path: Path) -> list[Path]:
 
 
 def _read_still(path: Path):
+    """(kind, the DICOM dataset or the image in its own mode, uint8 RGB for detection)."""
     if kind_of(path) == "dicom":
         dataset, rgb = read_dicom_image(path)
         return "dicom", dataset, rgb
-    return "image", None, read_image(path)
+    rgb, native = read_image_native(path)
+    return "image", native, rgb
 
 
-def _write_still(source: Path, path: Path, kind: str, dataset, rgb: np.ndarray, obscured: bool) -> None:
+def _write_still(source: Path, path: Path, kind: str, original, rgb: np.ndarray, out: np.ndarray, obscured: bool) -> None:
     if kind == "dicom" and not obscured:  # nothing to hide in the pixels: the file as it was
         from DeFacerLib.io.atomic import atomic_path
 
@@ -142,15 +146,46 @@ def _write_still(source: Path, path: Path, kind: str, dataset, rgb: np.ndarray, 
         except OSError as error:
             raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
     elif kind == "dicom":
-        write_dicom_image(path, dataset, rgb, obscured)
+        write_dicom_image(path, original, out, obscured)
     elif obscured:
-        write_image(path, rgb)
+        write_image(path, native_output(original, rgb, out))
     else:
-        write_unchanged(source, path, rgb)
+        write_unchanged(source, path, original)
+
+
+def _check_targets(files: list[Path], targets: list[Path], overwrite: bool) -> None:
+    for file, target in zip(files, targets):
+        if target.resolve() == file.resolve():
+            raise OutputError(f"{target}: would overwrite the input; choose another output")
+        if target.exists() and not overwrite:
+            raise OutputError(f"{target} exists; pass --overwrite or choose another output")
+
+
+def _write_all(jobs, destination: Path, folder: bool) -> None:
+    """Write every output, or none: a failed write removes the outputs of this run (and the
+    output folder when this run made it), so no half-done folder is left behind."""
+    made = folder and not destination.exists()
+    written: list[Path] = []
+    try:
+        if folder:
+            destination.mkdir(parents=True, exist_ok=True)
+        for job in jobs:
+            _write_still(*job)
+            written.append(job[1])
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if made:
+            shutil.rmtree(destination, ignore_errors=True)
+        raise
 
 
 def anonymize_path(source, destination, options: PhotoOptions, overwrite: bool = False) -> list[PhotoReport]:
-    """Anonymize a photo, a DICOM photo, a video, or a folder of photos into ``destination``."""
+    """Anonymize a photo, a DICOM photo, a video, or a folder of photos into ``destination``.
+
+    Everything is read and anonymized before the first write, and a failure removes what this
+    run wrote: a bad photo in a folder leaves no output folder behind.
+    """
     source, destination = Path(source), Path(destination)
     if source.is_file() and kind_of(source) == "video":
         return [anonymize_video(source, destination, options, overwrite=overwrite)]
@@ -158,15 +193,10 @@ def anonymize_path(source, destination, options: PhotoOptions, overwrite: bool =
     if source.is_dir():
         if destination.exists() and not destination.is_dir():
             raise OutputError(f"{destination}: the input is a folder, so the output must be a folder")
-        destination.mkdir(parents=True, exist_ok=True)
         targets = [destination / f.name for f in files]
     else:
         targets = [destination]
-    for file, target in zip(files, targets):
-        if target.resolve() == file.resolve():
-            raise OutputError(f"{target}: would overwrite the input; choose another output")
-        if target.exists() and not overwrite:
-            raise OutputError(f"{target} exists; pass --overwrite or choose another output")
+    _check_targets(files, targets, overwrite)
 
     read = [_read_still(f) for f in files]  # read everything first: a bad file stops before any write
     faces = [find_faces(rgb, options) for _, _, rgb in read]
@@ -174,9 +204,11 @@ def anonymize_path(source, destination, options: PhotoOptions, overwrite: bool =
         outputs = k_same([rgb for _, _, rgb in read], faces, options.k).images
     else:
         outputs = [obscure_faces(rgb, f, options.method, options.region) for (_, _, rgb), f in zip(read, faces)]
+    jobs = [(file, target, kind, original, rgb, out, bool(found))
+            for file, target, (kind, original, rgb), out, found in zip(files, targets, read, outputs, faces)]
+    _write_all(jobs, destination, source.is_dir())
     reports = []
-    for file, target, (kind, dataset, rgb), out, found in zip(files, targets, read, outputs, faces):
-        _write_still(file, target, kind, dataset, out if found else rgb, bool(found))
+    for file, target, (kind, _, _), found in zip(files, targets, read, faces):
         reports.append(PhotoReport(
             input=str(file), output=str(target), kind=kind, faces=len(found), method=options.method,
             de_identifying=is_de_identifying(options.method, options.region, options.landmarks),
@@ -264,8 +296,9 @@ def anonymize_camera(source, options: PhotoOptions, max_frames: int | None = Non
             fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
             writer = VideoWriter(destination, size[0], size[1], fps)
         started = time.perf_counter()
-        stats = run_stream(capture, frame_processor(options, max_side_px=DETECT_SIDE_CAMERA_PX), max_frames=max_frames, size=size,
-                           sink=None if writer is None else writer.write)
+        with stop_on_ctrl_c() as stop:  # Ctrl-C ends a live stream; the recording is kept
+            stats = run_stream(capture, frame_processor(options, max_side_px=DETECT_SIDE_CAMERA_PX), max_frames=max_frames,
+                               size=size, sink=None if writer is None else writer.write, stop=stop)
         if writer is not None:
             writer.close(stats.frames > 0)
             writer = None

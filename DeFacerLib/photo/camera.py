@@ -7,6 +7,7 @@ YuNet on every frame, and faces seen in the last few frames but missed now are s
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -51,18 +52,20 @@ def run_stream(
     max_frames: int | None = None,
     size: tuple[int, int] | None = (640, 480),
     sink: Callable[[np.ndarray], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> StreamStats:
-    """Read frames from ``capture`` until it ends or ``max_frames``; ``process(rgb) -> (rgb, faces)``.
+    """Read frames from ``capture`` until it ends, ``max_frames`` or ``stop()``; ``process(rgb) -> (rgb, faces)``.
 
     ``sink`` receives each anonymized RGB frame (a VideoWriter's ``write``, a display). The
-    measured fps covers reading, resizing, detection and obscuring (not the sink).
+    measured fps covers reading, resizing, detection and obscuring (not the sink). ``stop`` is
+    asked before each frame (``stop_on_ctrl_c``), so a live stream ends between frames.
     """
     import cv2
 
     frames = faces = 0
     width = height = 0
     busy = 0.0
-    while max_frames is None or frames < max_frames:
+    while (max_frames is None or frames < max_frames) and not (stop is not None and stop()):
         started = time.perf_counter()
         ok, bgr = capture.read()
         if not ok:
@@ -79,3 +82,28 @@ def run_stream(
         height, width = out.shape[:2]
     return StreamStats(frames=frames, seconds=round(busy, 3), fps=round(frames / busy, 2) if busy > 0 else 0.0,
                        faces=faces, width=width, height=height)
+
+
+@contextlib.contextmanager
+def stop_on_ctrl_c():
+    """A ``stop`` function for ``run_stream`` that turns the first Ctrl-C into the end of a live
+    stream (the recording is finished and kept: a webcam has no other end than Ctrl-C or
+    ``--max-frames``); a second Ctrl-C interrupts as usual. Outside the main thread: never stops."""
+    import signal
+    import threading
+
+    pressed = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield pressed.is_set
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        pressed.set()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield pressed.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)

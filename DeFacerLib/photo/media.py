@@ -46,6 +46,15 @@ def kind_of(path: Path) -> str:
 # ---- still images -------------------------------------------------------------------------------
 def read_image(path) -> np.ndarray:
     """Pixels of a JPEG/PNG/TIFF as uint8 RGB, upright (EXIF orientation applied)."""
+    return read_image_native(path)[0]
+
+
+def read_image_native(path):
+    """(uint8 RGB for detection, the upright pixels in the file's own mode) of a JPEG/PNG/TIFF.
+
+    The second is what outputs are written from (``native_output``), so that a grey, 16-bit or
+    transparent photo keeps its mode, depth and alpha, and unchanged pixels stay identical.
+    """
     from PIL import Image, ImageOps
 
     path = Path(path)
@@ -53,26 +62,91 @@ def read_image(path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()  # truncated files fail here, not later
-            upright = ImageOps.exif_transpose(image)
-            if upright.mode in ("I;16", "I;16B", "I", "F"):
-                array = np.asarray(upright, dtype=np.float64)
-                span = max(float(array.max() - array.min()), 1e-9)
-                rgb = np.round((array - array.min()) / span * 255).astype(np.uint8)
-                return np.repeat(rgb[..., None], 3, axis=-1)
-            return np.asarray(upright.convert("RGB"), dtype=np.uint8).copy()
+            native = _kept_mode(ImageOps.exif_transpose(image))
+            native.info.clear()  # metadata never reaches an output
+            return _as_rgb(native), native
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise InputError(f"{path}: cannot read the image ({error}); is it complete and a JPEG, PNG or TIFF?") from None
 
 
-def write_image(path, rgb: np.ndarray, format: str | None = None) -> Path:
-    """Write uint8 RGB pixels only (no metadata at all), atomically; format from the suffix."""
+_DEEP_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+_KEPT_MODES = ("L", "LA", "RGB", "RGBA") + _DEEP_MODES
+
+
+def _kept_mode(image):
+    """The image in a mode outputs keep: grey, grey+alpha, RGB(A) and deep grey as they are;
+    palette images as RGB(A), other modes (CMYK, YCbCr, bilevel) as RGB or grey."""
+    if image.mode in _KEPT_MODES:
+        return image.copy()
+    if image.mode in ("P", "PA"):
+        return image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB")
+    return image.convert("L" if image.mode == "1" else "RGB")
+
+
+def _deep_range(array: np.ndarray) -> tuple[float, float]:
+    """(low, span) of a deep grey image: its values are stretched onto 0-255 for detection."""
+    low = float(array.min())
+    return low, max(float(array.max()) - low, 1e-9)
+
+
+def _as_rgb(native) -> np.ndarray:
+    if native.mode in _DEEP_MODES:
+        array = np.asarray(native, dtype=np.float64)
+        low, span = _deep_range(array)
+        grey = np.round((array - low) / span * 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    return np.asarray(native.convert("RGB"), dtype=np.uint8).copy()
+
+
+def native_output(native, rgb_in: np.ndarray, rgb_out: np.ndarray):
+    """``native`` with the pixels that obscuring changed (``rgb_in`` -> ``rgb_out``) replaced, in
+    its own mode: alpha and untouched pixels stay exactly as they were; grey outputs take the
+    replacement's luminance, 16-bit ones its value mapped back onto the image's range."""
+    from PIL import Image
+
+    if native.mode == "RGB":
+        return Image.fromarray(np.asarray(rgb_out, dtype=np.uint8), "RGB")
+    changed = np.any(rgb_out != rgb_in, axis=-1)
+    if native.mode == "RGBA":
+        array = np.array(native)
+        array[..., :3] = rgb_out
+        return Image.fromarray(array, "RGBA")
+    weights = np.array([0.299, 0.587, 0.114])
+    grey = np.asarray(rgb_out, dtype=np.float64) @ weights
+    array = np.array(native)
+    if native.mode in _DEEP_MODES:
+        low, span = _deep_range(array.astype(np.float64))
+        values = low + grey / 255.0 * span
+        if np.issubdtype(array.dtype, np.integer):
+            values = np.clip(np.round(values), np.iinfo(array.dtype).min, np.iinfo(array.dtype).max)
+        array[changed] = values[changed].astype(array.dtype)
+        return Image.fromarray(array, native.mode) if native.mode in ("I", "F") else Image.fromarray(array)
+    channel = array[..., 0] if native.mode == "LA" else array
+    channel[changed] = np.round(grey[changed]).astype(np.uint8)
+    return Image.fromarray(array, native.mode)
+
+
+# What each output format can hold; anything else is written as 8-bit RGB.
+_FORMAT_MODES = {"JPEG": ("L", "RGB"), "PNG": ("L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B"),
+                 "TIFF": ("L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "F")}
+
+
+def write_image(path, rgb, format: str | None = None) -> Path:
+    """Write pixels only (no metadata at all), atomically; format from the suffix.
+
+    ``rgb`` is uint8 RGB or a Pillow image (``native_output``), kept in its mode where the
+    format can hold it (JPEG cannot hold alpha or 16 bits: those are written as 8-bit RGB).
+    """
     from PIL import Image
 
     path = Path(path)
     format = format or IMAGE_SUFFIXES.get(path.suffix.lower(), "PNG")
-    image = Image.fromarray(np.asarray(rgb, dtype=np.uint8), "RGB")
+    if isinstance(rgb, Image.Image):
+        image = rgb if rgb.mode in _FORMAT_MODES[format] else Image.fromarray(_as_rgb(rgb), "RGB")
+    else:
+        image = Image.fromarray(np.asarray(rgb, dtype=np.uint8), "RGB")
     options = {"quality": JPEG_QUALITY, "subsampling": 0} if format == "JPEG" else {}
     try:
         with atomic_path(path) as temporary:
@@ -227,11 +301,18 @@ class VideoWriter:
         command += ["-i", "-"]
         if audio_from is not None:
             command += ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a?", "-c:a", "copy"]
+        filters = []
+        if width % 2 or height % 2:  # H.264 in yuv420p needs even sides: one black row/column added
+            filters.append("pad=ceil(iw/2)*2:ceil(ih/2)*2")
         if video_start_s > 0:  # the picture starts this long after the sound: keep them in step
-            command += ["-vf", f"setpts=PTS+{video_start_s:.6f}/TB"]
+            filters.append(f"setpts=PTS+{video_start_s:.6f}/TB")
+        if filters:
+            command += ["-vf", ",".join(filters)]
         command += ["-map_metadata", "-1", "-fflags", "+bitexact", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf),
                     "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", str(temporary)]
-        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        # its own session: a Ctrl-C at the terminal reaches Python, which decides (the camera
+        # finishes its recording), not ffmpeg, which would stop with an error mid-file
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         self.frames = 0
 
     def write(self, rgb: np.ndarray) -> None:
@@ -291,11 +372,13 @@ def strip_jpeg_metadata(data: bytes) -> bytes:
     raise ValueError("no image data")
 
 
-def write_unchanged(source, target, rgb: np.ndarray) -> Path:
+def write_unchanged(source, target, rgb) -> Path:
     """Write a photo in which nothing was obscured: identical pixels, no metadata.
 
     JPEGs keep their coded data byte for byte (only metadata segments go), unless an EXIF
-    orientation had to be applied to the pixels; other formats are rewritten losslessly.
+    orientation had to be applied to the pixels; other formats are rewritten losslessly
+    (``rgb``: the pixels, best the file's own ``read_image_native`` image, so that mode,
+    depth and alpha stay).
     """
     from PIL import Image
 
