@@ -23,6 +23,15 @@ class InputError(DeFacerError):
     exit_code = 3
 
 
+class NoHeadFound(InputError):
+    """No head in the volume (uniform, no bright object against a dark background, too small)."""
+
+
+class FaceNotFound(InputError):
+    """A head, but no face to remove (the eyes and the nose were not both found): defaced
+    already, cut above the nose, skull-stripped, or a contrast the model does not know."""
+
+
 class OutputError(DeFacerError):
     """The output cannot be written where asked (exists, same as input, read-only)."""
 

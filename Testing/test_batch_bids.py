@@ -25,7 +25,7 @@ pytest.importorskip("distributed")
 from DeFacerLib.batch import run_batch  # noqa: E402
 from DeFacerLib.batch.bids import scrub_dated_table, scrub_sidecar  # noqa: E402
 from DeFacerLib.batch.discover import (  # noqa: E402
-    BIDS, COPY, DATED_TABLE, DEFACE_VOLUME, DESCRIPTION, SIDECAR, classify,
+    BIDS, COPY, DATED_TABLE, DEFACE_VOLUME, DESCRIPTION, FACE_CHECK, SIDECAR, classify,
 )
 from DeFacerLib.dicom import ProfileOptions, load_or_create_key  # noqa: E402
 from DeFacerLib.dicom.uids import DATE_OFFSET_RANGE_DAYS, date_offset_days  # noqa: E402
@@ -103,8 +103,9 @@ def test_plan_classifies_bids_files():
         "dataset_description.json": DESCRIPTION, "participants.tsv": COPY,
         "sub-01/anat/sub-01_T1w.nii.gz": DEFACE_VOLUME, "sub-01/anat/sub-01_T1w.json": SIDECAR,
         "sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii": DEFACE_VOLUME, "sub-01/func/sub-01_task-rest_bold.nii.gz": COPY,
-        "sub-01/pet/sub-01_pet.nii.gz": DEFACE_VOLUME, "sub-01/anat/sub-01_T1map.nii.gz": COPY,
-        "derivatives/x/sub-01_T1w.nii.gz": COPY, "sub-01/sub-01_scans.tsv": DATED_TABLE,
+        # a quantitative map and a derivative head may show the face: defaced, or copied only without skin
+        "sub-01/pet/sub-01_pet.nii.gz": DEFACE_VOLUME, "sub-01/anat/sub-01_T1map.nii.gz": FACE_CHECK,
+        "derivatives/x/sub-01_T1w.nii.gz": FACE_CHECK, "sub-01/sub-01_scans.tsv": DATED_TABLE,
         "sub-01/ses-1/sub-01_ses-1_scans.tsv": DATED_TABLE, "sub-01/sub-01_sessions.tsv": DATED_TABLE,
         "phenotype/moca.tsv": COPY,
     }

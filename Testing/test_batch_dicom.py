@@ -16,17 +16,9 @@ pytest.importorskip("distributed")
 
 from DeFacerLib.batch import run_batch  # noqa: E402
 from DeFacerLib.dicom import keyed_uid, load_or_create_key  # noqa: E402
-from DeFacerLib.resources import resource_path  # noqa: E402
 
 TRIO_FILES = 176
 TREE_FILES = TRIO_FILES + 1 + 2 + 9 + 1 + 1  # MPRAGE, .nfo, CT, samples, enhanced, corrupt
-
-
-def _model_present() -> bool:
-    try:
-        return resource_path("Models", "face_unet.onnx").is_file()
-    except FileNotFoundError:
-        return False
 
 
 def make_dicom_tree(data_dir: Path, root: Path) -> Path:
@@ -198,7 +190,6 @@ def test_a_path_that_holds_its_own_phi_is_counted_not_named_in_the_shared_report
     assert "'SIMPSON' from PatientName" in logs  # the private audit says which
 
 
-@pytest.mark.skipif(not _model_present(), reason="face model not built")
 def test_a_defaced_series_under_a_path_holding_its_phi_is_counted_too(data_dir, tmp_path):
     """A head series published under a folder named after its patient: defaced (not only
     scrubbed) files are mirrored as is as well, so they are counted the same way; the private

@@ -13,14 +13,6 @@ pytest.importorskip("distributed")
 
 from DeFacerLib.batch import run_batch  # noqa: E402
 from DeFacerLib.io import read_volume  # noqa: E402
-from DeFacerLib.resources import resource_path  # noqa: E402
-
-
-def _model_present() -> bool:
-    try:
-        return resource_path("Models", "face_unet.onnx").is_file()
-    except FileNotFoundError:
-        return False
 
 
 def make_ixi_bids(pairs, root: Path) -> dict[str, Path]:

@@ -31,6 +31,31 @@ DATE_COLUMNS = ("acq_time",)
 MISSING = "n/a"
 
 
+# participants.tsv and phenotype/*.tsv are the study's own choice of what to share (age, sex,
+# scores) and are copied as they are; a column whose name says it names, locates, contacts or
+# dates a person is reported on the console and in the summary, because such a column is almost
+# always a mistake in a dataset about to be published. Words of a column name (split at
+# non-letters, case-insensitive; two neighbouring words are tried joined, "first_name" ->
+# "firstname") are compared with this list; a word starting with "birth" counts too.
+IDENTIFYING_COLUMN_WORDS = frozenset({
+    "name", "firstname", "lastname", "surname", "fullname", "initials", "dob", "birthdate", "birthday", "date",
+    "address", "street", "postcode", "zipcode", "zip", "city", "phone", "telephone", "mobile", "email", "mail",
+    "mrn", "ssn", "nhs", "patientid", "hospitalid", "accession",
+})
+PARTICIPANT_TABLE = re.compile(r"^(participants\.tsv|phenotype/[^/]+\.tsv)$")
+
+
+def identifying_columns(header_line: str) -> list[str]:
+    """Column names of a TSV header that say they name, locate, contact or date a person."""
+    found = []
+    for column in header_line.rstrip("\r\n").split("\t"):
+        words = [w for w in re.split(r"[^a-z0-9]+", column.lower()) if w]
+        candidates = set(words) | {a + b for a, b in zip(words, words[1:])}
+        if candidates & IDENTIFYING_COLUMN_WORDS or any(w.startswith("birth") for w in words):
+            found.append(column)
+    return found
+
+
 def scrub_dated_table(text: str, dates: str, offset_days: int = 0) -> tuple[str, int]:
     """(the table with its DATE_COLUMNS cleaned, how many values changed). ``dates``: "remove"
     (every value "n/a"), "modified" (the date part shifted by ``offset_days``; a value that does
@@ -158,7 +183,8 @@ def add_generated_by(description: dict, features: tuple[str, ...]) -> dict:
     entries.append({
         "Name": GENERATED_BY_NAME,
         "Version": __version__,
-        "Description": (f"facial features removed ({', '.join(features)}) from anatomical, PET and CT images; "
+        "Description": (f"facial features removed ({', '.join(features)}) from anatomical, PET and CT images and from "
+                        "every other head image (quantitative maps, derivatives, sourcedata) in which a face was found; "
                         "PHI fields removed from the JSON sidecars and acq_time dates from the scans and sessions "
                         "tables; other files copied"),
     })

@@ -24,6 +24,7 @@ LAYOUTS = (BIDS, DICOM, VOLUMES)
 
 # Item kinds: what the worker does with it.
 DEFACE_VOLUME = "volume"          # a NIfTI/MGZ/NRRD/MetaImage head: deface_file
+FACE_CHECK = "volume, if a face"  # BIDS: any other 3D volume: defaced, copied only if it has no skin, or failed
 DICOM_SERIES = "dicom-series"     # one series: deface (head volume) or scrub only, always scrubbed
 DICOM_FILE = "dicom-file"         # a file whose header could not be grouped: scrub_file decides
 COPY = "copy"                     # BIDS metadata and other files: copied unchanged
@@ -35,9 +36,21 @@ SKIP = "skip"                     # nothing written, reason recorded
 WRITABLE_VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".mha")
 DETACHED_VOLUME_SUFFIXES = (".nhdr", ".mhd")
 # BIDS images that show the face: anatomical MRI, PET and CT, at the dataset's top level.
+# Every non-parametric anat suffix (and UNIT1, MP2RAGE's uniform T1-weighted image) shows it.
+BIDS_ANAT_IMAGE_SUFFIXES = ("T1w", "T2w", "FLAIR", "PD", "PDw", "T2starw", "T2star", "FLASH", "PDT2", "inplaneT1",
+                            "inplaneT2", "angio", "MP2RAGE", "UNIT1", "MEGRE", "MESE", "VFA", "IRT1", "MPM", "MTS", "MTR")
+# The quantitative maps show the head's surface as well (an MP2RAGE T1map, an R2* map).
+BIDS_QUANTITATIVE_SUFFIXES = ("T1map", "T2map", "T2starmap", "R1map", "R2map", "R2starmap", "PDmap", "M0map", "S0map",
+                              "MTRmap", "MTsat", "MTVmap", "MWFmap", "T1rho", "Chimap")
+# Segmentations are copied: label maps and masks of the brain hold no skin (a whole-head
+# segmentation would: see docs/batch.md).
+BIDS_SEGMENTATION_SUFFIXES = ("dseg", "mask", "probseg", "defacemask")
+# EPI-type series (functional, diffusion, field maps, perfusion) are copied, 3D or 4D: their faces
+# are low-resolution and distorted; docs/batch.md says so.
+BIDS_EPI_FOLDERS = ("func", "dwi", "fmap", "perf")
 BIDS_FACE_IMAGE = re.compile(
     r"^sub-[^/]+/(ses-[^/]+/)?("
-    r"anat/[^/]+_(T1w|T2w|FLAIR|PD|PDw|T2starw)"
+    rf"anat/[^/]+_({'|'.join(BIDS_ANAT_IMAGE_SUFFIXES)})"
     r"|pet/[^/]+_pet"
     r"|ct/[^/]+"
     r"|anat/[^/]+_ct"
@@ -71,11 +84,21 @@ class Plan:
 
 
 def list_files(root: Path) -> list[str]:
-    """Every regular file under ``root`` (relative, POSIX, sorted), hidden folders of DeFacer excluded."""
+    """Every regular file under ``root`` (relative, POSIX, sorted), hidden folders of DeFacer excluded.
+
+    Symlinked folders are followed (a dataset assembled from links must not lose subjects
+    silently), each real folder once, so a link loop ends.
+    """
     if root.is_file():
         return [root.name]
     found = []
-    for folder, dirs, names in os.walk(root):
+    seen: set[str] = set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if d != MANIFEST_FOLDER)
         base = Path(folder).relative_to(root)
         for name in sorted(names):
@@ -111,14 +134,18 @@ def classify(root: Path, files: list[str], layout: str) -> tuple[list[Item], lis
     dicom_candidates: list[str] = []
     for rel in files:
         suffix = _volume_suffix(rel)
-        if suffix in DETACHED_VOLUME_SUFFIXES:
+        hidden = hidden_folder(rel)
+        if hidden:
+            items.append(Item(rel, SKIP, rel, (rel,), reason=f"in the hidden folder {hidden}/ (version control or "
+                                                              "converter state, which may hold the original files): not copied"))
+        elif suffix in DETACHED_VOLUME_SUFFIXES:
             items.append(Item(rel, SKIP, rel, (rel,), reason="detached-header volumes are not batch-processed; "
                                                               "convert to .nrrd/.mha first"))
         elif suffix is not None:
             if layout != BIDS or BIDS_FACE_IMAGE.match(rel):
                 items.append(Item(rel, DEFACE_VOLUME, rel, (rel,)))
             else:
-                items.append(Item(rel, COPY, rel, (rel,)))
+                items.append(Item(rel, bids_volume_kind(rel), rel, (rel,)))
         elif layout == BIDS and rel == "dataset_description.json":
             items.append(Item(rel, DESCRIPTION, rel, (rel,)))
         elif layout == BIDS and rel.lower().endswith(".json"):
@@ -132,6 +159,43 @@ def classify(root: Path, files: list[str], layout: str) -> tuple[list[Item], lis
         else:  # DICOM tree (any file), or a DICOM file inside a BIDS dataset (sourcedata/)
             dicom_candidates.append(rel)
     return items, dicom_candidates
+
+
+def bids_volume_kind(rel: str) -> str:
+    """COPY or FACE_CHECK for a BIDS volume the anatomical rule (BIDS_FACE_IMAGE) does not deface.
+
+    Quantitative maps, derivatives/ (fmriprep's desc-preproc_T1w keeps the face), sourcedata/ and
+    any other volume may show a face: the worker tries to deface it and copies it only when it
+    proves to have no skin (tasks._face_check). Segmentations and EPI-type series are copied."""
+    parts = rel.split("/")
+    if any(part in BIDS_EPI_FOLDERS for part in parts[:-1]):
+        return COPY
+    if bids_suffix(rel) in BIDS_SEGMENTATION_SUFFIXES:
+        return COPY
+    return FACE_CHECK
+
+
+def bids_suffix(rel: str) -> str:
+    """The BIDS suffix of a file name ("T1w" for sub-01_desc-preproc_T1w.nii.gz), or ''."""
+    name = rel.rsplit("/", 1)[-1]
+    stem = name[: -len(_volume_suffix(name) or "")] if _volume_suffix(name) else name.split(".", 1)[0]
+    return stem.rsplit("_", 1)[-1] if "_" in stem else ""
+
+
+def looks_anatomical(rel: str) -> bool:
+    """Named as an anatomical image or a quantitative map (any entities, anywhere in the tree)."""
+    return bids_suffix(rel) in BIDS_ANAT_IMAGE_SUFFIXES + BIDS_QUANTITATIVE_SUFFIXES
+
+
+def hidden_folder(rel: str) -> str:
+    """The first hidden folder on a relative path ('.git', '.datalad', '.heudiconv'), or ''.
+
+    Such folders are never published: git and git-annex objects are the original, un-defaced
+    files, and converter folders (.heudiconv) hold DICOM header dumps with names."""
+    for part in rel.split("/")[:-1]:
+        if part.startswith("."):
+            return part
+    return ""
 
 
 def scan_dicom_headers(root: str, rels: list[str]) -> list[tuple[str, dict | None]]:

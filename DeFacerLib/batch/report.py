@@ -1,8 +1,9 @@
 """The run's account: report.csv and report.html (one row per item) and summary.json in
 OUTPUT/.defacer/, and the merged UID / patient mappings in the private audit folder.
 
-Reports hold relative paths, counts, features removed, protected voxels changed and the QA
-verdict (YuNet on the defaced front render), never an original identifier.
+Reports hold relative paths and folder names (never an absolute path: runner._shareable),
+counts, features removed, protected voxels changed and the QA verdict (YuNet on the defaced
+front render), never an original identifier.
 """
 from __future__ import annotations
 
@@ -71,7 +72,10 @@ def _html_text(rows: list[dict], summary: dict) -> str:
         ("protected (brain) voxels changed", summary["protected_voxels_changed"]),
         ("QA: faces found after defacing", summary["qa_faces_found"]),
         ("DICOM files whose path holds PHI of their own header (mirrored as is: rename before sharing)",
-         summary.get("paths_holding_phi", 0)), ("seconds", summary["seconds"]),
+         summary.get("paths_holding_phi", 0)),
+        ("participants / phenotype columns that may name or date a person (copied as they are: check them)",
+         "; ".join(f"{t['name']}: {', '.join(t['columns'])}" for t in summary.get("identifying_columns", [])) or "none"),
+        ("seconds", summary["seconds"]),
     ]
     fact_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
     return f"""<!DOCTYPE html>

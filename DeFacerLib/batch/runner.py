@@ -5,8 +5,9 @@ Execution is Dask's: a ``LocalCluster`` of worker processes (one thread each) by
 or an existing cluster (``scheduler="tcp://host:8786"``, or a ``Client`` passed in). A
 worker that dies mid-task is replaced and its task re-run elsewhere by the scheduler
 (``distributed.scheduler.allowed-failures``); outputs are written atomically, so a re-run
-task simply writes them again. Ctrl-C stops cleanly: every finished item is already
-committed to the manifest, and the same command resumes.
+task simply writes them again. Ctrl-C (exit 130) and SIGTERM (a SLURM time limit, exit 143)
+stop cleanly: every finished item is already committed to the manifest, and the same command
+resumes.
 """
 from __future__ import annotations
 
@@ -23,15 +24,21 @@ from DeFacerLib.batch.tasks import BatchConfig, BatchWorkerPlugin, process_item
 from DeFacerLib.deface.pipeline import DefaceParameters
 from DeFacerLib.dicom.profile import ProfileOptions
 from DeFacerLib.errors import DeFacerError, InputError, OutputError, UsageError
+from DeFacerLib.interrupts import CTRL_C_EXIT, exit_code_of, sigterm_as_interrupt, stopped_by
 
 MANIFEST_NAME = "manifest.sqlite"
 HEADER_CHUNK_FILES = 512
 
 
 class BatchInterrupted(DeFacerError):
-    """Ctrl-C: the run stopped; what finished is in the manifest and a rerun resumes."""
+    """Ctrl-C (exit 130) or SIGTERM (exit 143): the run stopped; what finished is in the manifest
+    and a rerun resumes."""
 
-    exit_code = 130
+    exit_code = CTRL_C_EXIT
+
+    def __init__(self, message: str, exit_code: int = CTRL_C_EXIT):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class BatchProgress:
@@ -74,6 +81,8 @@ def run_batch(
     _check_paths(source, target, overwrite)
     if workers < 1:
         raise UsageError("--workers must be at least 1")
+    if max_items is not None and max_items < 1:  # a negative N sliced the work list: all but the last N items
+        raise UsageError(f"--max-items must be at least 1 (got {max_items})")
     if layout not in ("auto",) + disc.LAYOUTS:
         raise UsageError(f"unknown layout {layout!r}; choose auto, {', '.join(disc.LAYOUTS)}")
     if labels_dir is not None and not Path(labels_dir).is_dir():
@@ -102,7 +111,32 @@ def run_batch(
     os.chmod(audit, 0o700)
     _sweep_partials(target)
     started = time.perf_counter()
-    interrupted = False
+    with sigterm_as_interrupt():
+        plan, stop = _run(config, client, scheduler, workers, source, layout, key, files, target, token, max_items,
+                          progress)
+        if plan is None:  # stopped while the cluster started or the input was listed: no item ran
+            raise BatchInterrupted(f"{stopped_by(stop)}: before any item ran; rerun the same command to start",
+                                   exit_code=exit_code_of(stop))
+        with Manifest(config.meta_root / MANIFEST_NAME) as manifest:
+            summary = _summary(manifest, plan, source, target, audit, key_path, time.perf_counter() - started)
+            outcomes = manifest.outcomes()
+            states = manifest.state_of()
+        _remove_empty_folders(target, [rel for item in plan.items if states.get(item.id, ("",))[0] == FAILED
+                                       for rel in item.files])
+        from DeFacerLib.batch.report import merge_audit, write_reports
+
+        summary["audit"] = merge_audit(audit)
+        summary["reports"] = write_reports(config.meta_root, outcomes, _shareable(summary, source, target, audit, key_path))
+    if stop is not None:
+        raise BatchInterrupted(f"{stopped_by(stop)}: {summary['items_finished']} of {summary['items']} items are "
+                               f"recorded in {summary['manifest']}; rerun the same command to resume",
+                               exit_code=exit_code_of(stop))
+    return summary
+
+
+def _run(config, client, scheduler, workers, source, layout, key, files, target, token, max_items, progress):
+    """(the plan or None, the KeyboardInterrupt/Terminated that stopped the run or None)."""
+    plan, stop = None, None
     try:
         with Manifest(config.meta_root / MANIFEST_NAME) as manifest, \
                 _dask_client(client, scheduler, workers) as dask_client:
@@ -110,7 +144,8 @@ def run_batch(
             _register_plugin(dask_client, BatchWorkerPlugin(config))
             plan, series_info = discover_plan(dask_client, source, layout, key, files)
             todo, fingerprints = _work_left(manifest, plan, target, token)
-            manifest.set_meta("run", {"input": str(source), "layout": plan.layout, "config": token,
+            # the manifest is shared: the input's folder name only, never the path above it
+            manifest.set_meta("run", {"input": source.name, "layout": plan.layout, "config": token,
                                       "files": plan.file_count, "items": len(plan.items)})
             already = len(plan.items) - len(todo)
             if max_items is not None:
@@ -118,24 +153,26 @@ def run_batch(
             progress.discovered(plan, len(todo), already)
             try:
                 _run_items(dask_client, manifest, todo, config, series_info, fingerprints, token, progress)
-            except KeyboardInterrupt:
-                interrupted = True
+            except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM (interrupts.Terminated)
+                stop = error
             finally:
                 progress.close()
+    except KeyboardInterrupt as error:  # while the cluster started, the input was listed or the cluster closed
+        stop = error
     finally:  # temporaries of tasks cut short (killed worker, Ctrl-C, full disk) never stay behind
         _sweep_partials(target)
-        shutil.rmtree(audit / ".work", ignore_errors=True)
-    with Manifest(config.meta_root / MANIFEST_NAME) as manifest:
-        summary = _summary(manifest, plan, source, target, audit, key_path, time.perf_counter() - started)
-        outcomes = manifest.outcomes()
-    from DeFacerLib.batch.report import merge_audit, write_reports
+        shutil.rmtree(Path(config.audit_root) / ".work", ignore_errors=True)
+    return plan, stop
 
-    summary["audit"] = merge_audit(audit)
-    summary["reports"] = write_reports(config.meta_root, outcomes, summary)
-    if interrupted:
-        raise BatchInterrupted(f"interrupted: {summary['items_finished']} of {summary['items']} items are recorded in "
-                               f"{summary['manifest']}; rerun the same command to resume")
-    return summary
+
+def _shareable(summary: dict, source: Path, target: Path, audit: Path, key_path) -> dict:
+    """The summary as summary.json and report.html hold it: they are shared with the data, so
+    folder names and paths relative to the output or the audit folder, never the absolute paths
+    (the folders above may name a patient, a site or a user); the console shows the full ones."""
+    shared = dict(summary, input=source.name, output=target.name, manifest=f"{disc.MANIFEST_FOLDER}/{MANIFEST_NAME}",
+                  audit_folder=audit.name, key_file=Path(key_path).name)
+    shared["audit"] = {name: f"{audit.name}/{Path(path).name}" for name, path in summary.get("audit", {}).items()}
+    return shared
 
 
 def discover_plan(client, source: Path, layout: str, key: bytes, files: list[str] | None = None):
@@ -160,15 +197,31 @@ def discover_plan(client, source: Path, layout: str, key: bytes, files: list[str
 
 
 def _work_left(manifest, plan, target: Path, token: str):
-    """Items not done yet, failed, changed (inputs or settings), or whose outputs went missing."""
+    """Items not done yet, failed, changed (inputs or settings), whose outputs went missing, or
+    whose kind changed since they were recorded."""
     fingerprints = {item.id: disc.fingerprint(plan.root, item.files) for item in plan.items}
     manifest.forget_missing(set(fingerprints))
     known = manifest.state_of()
-    outputs_of = {o["id"]: o.get("outputs", []) for o in manifest.outcomes()} if known else {}
-    todo = [item for item in plan.items
-            if manifest.needs_work(known, item.id, fingerprints[item.id], token)
-            or not _outputs_present(target, outputs_of.get(item.id, []))]
+    recorded = {o["id"]: o for o in manifest.outcomes()} if known else {}
+    todo = []
+    for item in plan.items:
+        before = recorded.get(item.id, {})
+        if before and before.get("kind") != item.kind:
+            _remove_stale_outputs(target, before.get("outputs", []))
+            todo.append(item)
+        elif manifest.needs_work(known, item.id, fingerprints[item.id], token) \
+                or not _outputs_present(target, before.get("outputs", [])):
+            todo.append(item)
     return todo, fingerprints
+
+
+def _remove_stale_outputs(target: Path, rels) -> None:
+    """Outputs of an item whose kind changed (a rule got stricter: a quantitative map or a
+    derivatives head once copied with its face, a .git object once copied): removed before the
+    item is redone, so that a rerun into an older output publishes nothing the new rule refuses."""
+    for rel in rels:
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            (target / rel).unlink()
 
 
 def _run_items(client, manifest, todo, config, series_info, fingerprints, token, progress) -> None:
@@ -231,16 +284,46 @@ def _dask_client(client, scheduler: str | None, workers: int):
             own.close()
         return
     dashboard = ":0" if _has_bokeh() else None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=dashboard,
-                           silence_logs=logging.ERROR)
-    own = Client(cluster)
+    # Dask's own log lines stay off the terminal, errors too: an item's failure is the manifest's
+    # and the report's (with its reason), a dead worker's task is re-run, and a run stopped by
+    # Ctrl-C or SIGTERM made the scheduler log "Couldn't gather keys" around the one-line message
+    # (LocalCluster restores the log level as it closes, before the last connections do: the
+    # "distributed" logger itself stays quiet until the cluster is gone)
+    dask_logger = logging.getLogger("distributed")
+    level = dask_logger.level
+    dask_logger.setLevel(logging.CRITICAL)
     try:
-        yield own
+        with _workers_ignore_ctrl_c():
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=dashboard,
+                                   silence_logs=logging.CRITICAL)
+        own = Client(cluster)
+        try:
+            yield own
+        finally:
+            with contextlib.suppress(Exception):
+                own.close()
+            with contextlib.suppress(Exception):
+                cluster.close()
     finally:
-        with contextlib.suppress(Exception):
-            own.close()
-        with contextlib.suppress(Exception):
-            cluster.close()
+        dask_logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c():
+    """Start worker processes with SIGINT ignored: a Ctrl-C at the terminal reaches the whole
+    process group, and each worker would print a KeyboardInterrupt traceback; this process alone
+    handles it (stops the cluster, keeps the manifest) and the workers are closed with it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _check_face_model() -> None:
@@ -293,6 +376,19 @@ def _outputs_present(root: Path, rels) -> bool:
     return all((root / rel).exists() for rel in rels)
 
 
+def _remove_empty_folders(root: Path, rels) -> None:
+    """Folders made for the outputs of failed items and left empty (a failed subject must not
+    leave an empty sub-XX/anat/ in the shared tree); run once the workers are done."""
+    for rel in rels:
+        folder = (root / rel).parent
+        while folder != root and root in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (other items' outputs) or already gone
+                break
+            folder = folder.parent
+
+
 def _sweep_partials(root: Path) -> int:
     """Remove temporaries of writes cut short (a killed worker, Ctrl-C): '.NAME.partial...' entries."""
     removed = 0
@@ -340,6 +436,9 @@ def _summary(manifest, plan, source, target, audit, key_path, seconds: float) ->
         "protected_voxels_changed": sum(o.get("protected_voxels_changed", 0) for o in recorded),
         "qa_faces_found": sum(1 for o in recorded if o.get("qa_face_found")),
         "paths_holding_phi": sum(o.get("paths_holding_phi", 0) for o in recorded),
+        # participants.tsv / phenotype/*.tsv columns named like a name, birth date, address...
+        "identifying_columns": [{"name": o["name"], "columns": o["identifying_columns"]}
+                                for o in recorded if o.get("identifying_columns")],
         "failed_items": [{"name": o["name"], "reason": o["reason"]} for o in recorded if o["state"] == FAILED][:100],
         "manifest": str(target / disc.MANIFEST_FOLDER / MANIFEST_NAME),
         "audit_folder": str(audit),

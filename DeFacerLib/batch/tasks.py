@@ -25,15 +25,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from DeFacerLib.batch import bids
 from DeFacerLib.batch.discover import (
-    COPY, DATED_TABLE, DEFACE_VOLUME, DESCRIPTION, DICOM_FILE, DICOM_SERIES, MANIFEST_FOLDER, SIDECAR, Item,
-    sha256_files,
+    COPY, DATED_TABLE, DEFACE_VOLUME, DESCRIPTION, DICOM_FILE, DICOM_SERIES, FACE_CHECK, MANIFEST_FOLDER, SIDECAR, Item,
+    looks_anatomical, sha256_files,
 )
 from DeFacerLib.batch.manifest import DONE, FAILED, SKIPPED
 from DeFacerLib.deface.pipeline import DefaceParameters
 from DeFacerLib.dicom.profile import ProfileOptions
-from DeFacerLib.errors import DeFacerError, InputError
+from DeFacerLib.errors import DeFacerError, FaceNotFound, InputError, NoHeadFound
 
 HEAD_MODALITIES = ("MR", "CT", "PT")
 MIN_HEAD_SLICES = 16  # fewer slices (or frames) than this is a localizer or a few slices, not a head volume
@@ -132,7 +134,7 @@ def process_item(item: Item, config: BatchConfig, series_info: dict | None = Non
         handler(item, config, series_info or {}, outcome)
     except Exception as error:  # bad input or full disk: this item fails, the run goes on
         _remove_outputs(config, item.files)
-        outcome.update(state=FAILED, reason=_redact(_reason(error), item), written=0, skipped=0, failed=len(item.files),
+        outcome.update(state=FAILED, reason=_redact(_reason(error), item, config), written=0, skipped=0, failed=len(item.files),
                        outputs=[], disk_full=_is_disk_full(error))
         if not isinstance(error, (DeFacerError, OSError, ValueError)):
             outcome["reason"] = f"{type(error).__name__}: {outcome['reason']}"
@@ -161,6 +163,54 @@ def _deface_volume(item: Item, config: BatchConfig, info: dict, outcome: dict) -
         _qa(config, target, rel, outcome)
 
 
+def _face_check(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
+    """A BIDS volume outside the anatomical rule (a quantitative map, derivatives/, sourcedata/):
+    defaced through the same path as an anatomical image when the face model finds a face there;
+    otherwise copied only if it has no skin surface (batch.facecheck: a skull-stripped brain, a
+    brain label map), and failed if it may show a face, so that a run that publishes a face
+    never ends with exit code 0. A series of frames (4D) is copied, as func/ and dwi/ are."""
+    rel = item.files[0]
+    if config.scrub_only:
+        _deface_volume(item, config, info, outcome)  # skipped, as every volume of a scrub-only run
+        return
+    source = Path(config.input_root) / rel
+    frames = _frames(source)
+    if frames > 1:
+        _copy(item, config, info, outcome)
+        outcome["reason"] = f"{frames} frames (a series, not one head image): copied"
+        return
+    if config.labels_dir is None or (Path(config.labels_dir) / rel).is_file():
+        try:
+            _deface_volume(item, config, info, outcome)
+            return
+        except (FaceNotFound, NoHeadFound):
+            _remove_outputs(config, item.files)
+    from DeFacerLib.batch.facecheck import skin_check
+    from DeFacerLib.io import read_volume
+
+    check = skin_check(read_volume(source))
+    if check.skin or (check.skin is None and looks_anatomical(rel)):
+        raise InputError(f"may show a face and no face was found ({check.describe()}): not published; "
+                         "deface it by hand or pass labels")
+    _copy(item, config, info, outcome)
+    outcome.update(reason=f"no face found: copied (no skin surface: {check.describe()})", skin_litres=round(check.litres, 2),
+                   front_gap_mm=round(check.front_gap_mm, 1))
+
+
+def _frames(path: Path) -> int:
+    """Frames of a volume (1 for 3D), from the header alone where nibabel reads it (NIfTI, MGZ):
+    a derivatives bold series can be gigabytes."""
+    try:
+        import nibabel as nib
+
+        shape = nib.load(str(path)).shape
+    except Exception:  # NRRD, MetaImage, or a header nibabel refuses: the reader decides
+        from DeFacerLib.io import read_volume
+
+        shape = read_volume(path).array.shape
+    return int(np.prod(shape[3:])) if len(shape) > 3 else 1
+
+
 def _dicom_series(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
     if config.scrub_only:
         _scrub_files(item, config, outcome, reason="scrub-only run: headers de-identified, pixels not defaced")
@@ -171,12 +221,9 @@ def _dicom_series(item: Item, config: BatchConfig, info: dict, outcome: dict) ->
         return
     try:
         _deface_series(item, config, outcome)
-    except InputError as error:
-        text = str(error)
-        if "no head found" not in text:
-            raise
+    except NoHeadFound as error:
         _remove_outputs(config, item.files)
-        _scrub_files(item, config, outcome, reason=f"not a head ({_redact(text, item)}); headers de-identified")
+        _scrub_files(item, config, outcome, reason=f"not a head ({_redact(str(error), item, config)}); headers de-identified")
 
 
 def _not_a_head_volume(info: dict) -> str:
@@ -327,6 +374,19 @@ def _copy(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
                 temp.unlink()
     _publish(source, target, copy=True)
     outcome.update(action="copied", written=1, outputs=[rel])
+    if bids.PARTICIPANT_TABLE.match(rel):
+        _warn_identifying_columns(source, outcome)
+
+
+def _warn_identifying_columns(source: Path, outcome: dict) -> None:
+    """participants.tsv / phenotype/*.tsv are copied as the study wrote them; columns named like
+    a person's name, birth date, address or record number are reported (bids.identifying_columns)."""
+    with open(source, encoding="utf-8", errors="replace", newline="") as table:
+        columns = bids.identifying_columns(table.readline())
+    if columns:
+        outcome["identifying_columns"] = columns
+        outcome["reason"] = (f"copied as it is, but column(s) {', '.join(columns)} may name or date a person: "
+                             "check before sharing")
 
 
 def _sidecar(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
@@ -379,6 +439,7 @@ def _description(item: Item, config: BatchConfig, info: dict, outcome: dict) -> 
 
 _HANDLERS = {
     DEFACE_VOLUME: _deface_volume,
+    FACE_CHECK: _face_check,
     DICOM_SERIES: _dicom_series,
     DICOM_FILE: _dicom_file,
     COPY: _copy,
@@ -493,10 +554,18 @@ def _remove_outputs(config: BatchConfig, rels) -> None:
             (out_root / rel).unlink()
 
 
-def _redact(text: str, item: Item) -> str:
-    """Error texts may quote the staging path or the original series UID: keep them out of reports."""
+def _redact(text: str, item: Item, config: BatchConfig | None = None) -> str:
+    """Error texts may quote the staging path, absolute paths or the original series UID: keep them
+    out of the reports, which are shared (their paths are relative to the input; a folder above it
+    may name the patient or the site)."""
     if item.series_uid:
         text = text.replace(item.series_uid, "<series>")
+    if config is not None:
+        staging = Path(config.audit_root) / ".work" / item.id
+        text = text.replace(f"{staging / item.id}", item.id).replace(f"{staging}/", "")
+        roots = ((config.input_root, ""), (config.output_root, ""), (config.audit_root, "<audit>/"))
+        for root, shown in sorted(roots, key=lambda pair: -len(pair[0])):  # "/d/in_out/" before "/d/in/"
+            text = text.replace(f"{root}/", shown)
     return text
 
 

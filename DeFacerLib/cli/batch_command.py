@@ -1,8 +1,10 @@
 """De-identify a whole archive: a BIDS dataset, a DICOM tree or a folder of volumes.
 
-BIDS: anatomical (T1w, T2w, FLAIR, PD), PET and CT images are defaced, JSON sidecars lose
-their PHI fields, dataset_description.json gains a GeneratedBy entry, everything else is
-copied. DICOM: files are grouped into series by SeriesInstanceUID wherever they lie; a
+BIDS: anatomical (T1w, T2w, FLAIR, PD, ...), PET and CT images are defaced; every other 3D
+volume (quantitative maps, derivatives/, sourcedata/) is defaced when the face model finds a
+face, copied when it has no skin surface (a skull-stripped brain), and fails otherwise; JSON
+sidecars lose their PHI fields, dataset_description.json gains a GeneratedBy entry, everything
+else is copied (participants/phenotype columns named like a name or a birth date are warned about). DICOM: files are grouped into series by SeriesInstanceUID wherever they lie; a
 series that is a 3D head volume is defaced, every series is de-identified (PS3.15). The
 output tree mirrors the input. Work runs on Dask: a local cluster of --workers processes,
 or an existing cluster (--scheduler). OUTPUT/.defacer/ holds the manifest (a rerun of the
@@ -129,6 +131,9 @@ def _print_summary(summary: dict) -> None:
     if summary.get("paths_holding_phi"):
         console.print(f"  [red]warning:[/] {summary['paths_holding_phi']} DICOM file path(s) hold PHI of their own header "
                       f"(which, in {summary['audit_folder']}); the tree is mirrored as it is: rename them before sharing")
+    for table in summary.get("identifying_columns", []):
+        console.print(f"  [red]warning:[/] {table['name']} was copied as it is, but its column(s) "
+                      f"{', '.join(table['columns'])} may name or date a person: check them before sharing")
     if summary["qa_faces_found"]:
         console.print(f"  [red]QA: a face was still found on {summary['qa_faces_found']} defaced output(s)[/]")
     console.print(f"  report: {summary['reports']['html']}")

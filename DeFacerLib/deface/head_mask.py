@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from DeFacerLib.deface.skin_depth import bounding_box, dilate_mm, erode_mm
-from DeFacerLib.errors import InputError
+from DeFacerLib.errors import NoHeadFound
 from DeFacerLib.intensity import non_finite_as_background, otsu_threshold
 from DeFacerLib.volume import Volume
 
@@ -45,7 +45,7 @@ MIN_HEAD_FRACTION = 0.01  # a head smaller than 1 % of the field of view is "no 
 def head_mask(volume: Volume) -> np.ndarray:
     """Boolean head mask in ``volume``'s array frame (first frame of a 4D volume).
 
-    Raises InputError when no head can be found (no clear foreground, or too small).
+    Raises NoHeadFound (an InputError) when no head can be found (no clear foreground, or too small).
     """
     spacing = np.asarray(volume.spacing_mm, dtype=float)
     name = _name(volume)
@@ -65,7 +65,7 @@ def head_mask(volume: Volume) -> np.ndarray:
     core = _dilate(core, OPEN_RADIUS_MM, coarse_spacing)
     core = _largest_component(core)
     if core is None or _fraction(core) < MIN_HEAD_FRACTION:
-        raise InputError(f"{name}: no head found (no large bright object against a dark background); "
+        raise NoHeadFound(f"{name}: no head found (no large bright object against a dark background); "
                          "check that the file is a head scan")
     mask = raw & _dilate(core, RESTORE_MM, coarse_spacing)
     mask = _largest_component(mask | core)
@@ -74,7 +74,7 @@ def head_mask(volume: Volume) -> np.ndarray:
     if coarse is not values:
         mask = _refine_to_full(mask, factors, values.shape, values, threshold)
     if _fraction(mask) < MIN_HEAD_FRACTION:
-        raise InputError(f"{name}: no head found (the head would occupy {100 * _fraction(mask):.2f} % of the volume); "
+        raise NoHeadFound(f"{name}: no head found (the head would occupy {100 * _fraction(mask):.2f} % of the volume); "
                          "check that the file is a head scan")
     return mask
 
@@ -118,7 +118,7 @@ def _tissue_threshold(values: np.ndarray, name: str) -> float:
     sample = values.ravel()[:: max(1, values.size // 2_000_000)]
     lo, hi = np.percentile(sample, [0.5, 99.5])
     if not hi > lo:
-        raise InputError(f"{name}: no head found (the image is uniform); check that the file is a head scan")
+        raise NoHeadFound(f"{name}: no head found (the image is uniform); check that the file is a head scan")
     clipped = np.clip(sample, lo, hi)
     otsu = otsu_threshold(clipped)
     background = clipped[clipped <= otsu]
@@ -127,7 +127,7 @@ def _tissue_threshold(values: np.ndarray, name: str) -> float:
     bg_sd = max(1.4826 * float(np.median(np.abs(background - bg_level))), 1e-3 * float(hi - lo))
     contrast = (float(tissue.mean()) - bg_level) / bg_sd
     if contrast < MIN_CONTRAST:
-        raise InputError(f"{name}: no head found (no contrast between background and tissue, "
+        raise NoHeadFound(f"{name}: no head found (no contrast between background and tissue, "
                          f"{contrast:.1f} noise sd); check that the file is a head scan")
     span = otsu - bg_level
     return float(np.clip(bg_level + 6.0 * bg_sd, bg_level + 0.1 * span, bg_level + 0.5 * span))

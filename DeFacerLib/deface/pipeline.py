@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from DeFacerLib.errors import InputError, UsageError
+from DeFacerLib.errors import FaceNotFound, InputError, UsageError
 from DeFacerLib.features import BRAIN, FEATURES, LABEL_VALUES
 from DeFacerLib.volume import Volume
 
@@ -110,7 +110,7 @@ def require_face(found: FoundFeatures, name: str) -> None:
     if all(found.present[feature] for feature in FACE_FEATURES):
         return
     seen = ", ".join(feature for feature, present in found.present.items() if present) or "nothing"
-    raise InputError(f"{name}: the face was not found (found: {seen}; a face needs both eyes and a nose); "
+    raise FaceNotFound(f"{name}: the face was not found (found: {seen}; a face needs both eyes and a nose); "
                      "is it already defaced, cut above the nose, or not a head? nothing written "
                      "(give the features as a label map to deface it anyway)")
 

@@ -22,7 +22,7 @@ from DeFacerLib.deface.pipeline import (
     require_face,
     segmentation_report,
 )
-from DeFacerLib.errors import DeFacerError, InputError, OutputError
+from DeFacerLib.errors import DeFacerError, FaceNotFound, InputError, OutputError
 
 CENTRAL_FEATURES = FACE_FEATURES  # with a label map: without both of these, no output is written
 
@@ -85,7 +85,7 @@ def deface_file(
         # input is most likely defaced already, or not a head. A mouth or ears merely out of
         # view are skipped and reported instead.
         missing = ", ".join(result.features_missing)
-        raise InputError(
+        raise FaceNotFound(
             f"{Path(input_path).name}: the face was not found (missing: {missing}); is it already defaced, "
             "or not a head? nothing written"
         )

@@ -1,0 +1,144 @@
+"""`defacer batch` on a BIDS dataset built from real IXI heads, as a researcher shares
+one: a DataLad/git dataset, MP2RAGE images, subjects linked in from elsewhere, and Ctrl-C
+pressed at the terminal (docs/batch.md)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from DeFacerLib.batch.discover import BIDS, COPY, DEFACE_VOLUME, FACE_CHECK, SKIP, classify, list_files
+
+pytest.importorskip("distributed")
+
+
+def _heads(data_dir, count: int) -> list[Path]:
+    return sorted((data_dir / "heads" / "ixi" / "t1").glob("IXI*_T1.nii.gz"))[:count]
+
+
+def _shared_dataset(data_dir, root: Path) -> Path:
+    """A BIDS dataset as DataLad leaves it: .git holding the original image, an MP2RAGE
+    image, and a subject whose folder is a link to storage elsewhere."""
+    first, second, third = _heads(data_dir, 3)
+    (root / "bids").mkdir(parents=True)
+    bids = root / "bids"
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "audit", "BIDSVersion": "1.9.0"}))
+    (bids / "sub-01" / "anat").mkdir(parents=True)
+    (bids / "sub-01" / "anat" / "sub-01_inv-2_MP2RAGE.nii.gz").symlink_to(first)
+    annex = bids / ".git" / "annex" / "objects" / "Xk" / "MD5E-s1--0a.nii.gz"
+    annex.parent.mkdir(parents=True)
+    annex.symlink_to(second)
+    (bids / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    elsewhere = root / "storage" / "sub-02" / "anat"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "sub-02_T1w.nii.gz").symlink_to(third)
+    (bids / "sub-02").symlink_to(elsewhere.parent)
+    return bids
+
+
+def test_plan_defaces_every_anatomical_image_and_skips_hidden_folders():
+    files = ["sub-01/anat/sub-01_inv-2_MP2RAGE.nii.gz", "sub-01/anat/sub-01_UNIT1.nii.gz",
+             "sub-01/anat/sub-01_echo-1_MEGRE.nii.gz", "sub-01/anat/sub-01_inplaneT2.nii", "sub-01/anat/sub-01_angio.nii.gz",
+             "sub-01/anat/sub-01_T1map.nii.gz", ".git/annex/objects/Xk/MD5E-s1--0a.nii.gz",
+             ".heudiconv/01/info/dicominfo.tsv", ".bidsignore"]
+    items, _ = classify(Path("/nonexistent"), files, BIDS)
+    kinds = {item.files[0]: item.kind for item in items}
+    assert {kinds[f] for f in files[:5]} == {DEFACE_VOLUME}
+    assert kinds["sub-01/anat/sub-01_T1map.nii.gz"] == FACE_CHECK  # defaced, or copied only without a skin surface
+    assert kinds[".git/annex/objects/Xk/MD5E-s1--0a.nii.gz"] == SKIP
+    assert kinds[".heudiconv/01/info/dicominfo.tsv"] == SKIP
+    assert kinds[".bidsignore"] == COPY  # a hidden file of the dataset itself is part of it
+
+
+def test_shared_datalad_dataset_leaks_no_face(data_dir, tmp_path):
+    from DeFacerLib.batch import run_batch
+    from DeFacerLib.io import read_volume
+
+    bids = _shared_dataset(data_dir, tmp_path)
+    assert "sub-02/anat/sub-02_T1w.nii.gz" in list_files(bids)
+    out = tmp_path / "out"
+    summary = run_batch(bids, out, key_file=tmp_path / "key", workers=1)
+    assert summary["files"] == 5 and summary["failed"] == 0 and summary["defaced"] == 2
+    assert not (out / ".git").exists()  # the annexed original is not published
+    for rel in ("sub-01/anat/sub-01_inv-2_MP2RAGE.nii.gz", "sub-02/anat/sub-02_T1w.nii.gz"):
+        before, after = read_volume(bids / rel).array, read_volume(out / rel).array
+        assert before.shape == after.shape and np.count_nonzero(before != after) > 10_000, rel
+
+
+@pytest.mark.parametrize("sent,exit_code,said", [(signal.SIGINT, 130, "interrupted:"),
+                                                   (signal.SIGTERM, 143, "interrupted by SIGTERM:")])
+def test_a_stop_at_the_terminal_prints_one_line_and_resumes(data_dir, tmp_path, sent, exit_code, said):
+    """Ctrl-C, and a SLURM time limit's SIGTERM, reach the whole process group, Dask's worker
+    processes included: they printed KeyboardInterrupt tracebacks; the CLI promises one line,
+    the manifest keeps what finished, and the same command resumes."""
+    bids = tmp_path / "bids"
+    for index, head in enumerate(_heads(data_dir, 4)):
+        anat = bids / f"sub-{index:02d}" / "anat"
+        anat.mkdir(parents=True)
+        (anat / f"sub-{index:02d}_T1w.nii.gz").symlink_to(head)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "audit", "BIDSVersion": "1.9.0"}))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "DeFacerLib", "batch", str(bids), str(out), "--workers", "2",
+               "--key-file", str(tmp_path / "key"), "-q"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and process.poll() is None:  # stop once the first head is recorded
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(out / ".defacer" / "manifest.sqlite") as db:
+                if db.execute("select count(*) from items where id like '%_T1w.nii.gz'").fetchone()[0]:
+                    break
+        except sqlite3.Error:
+            continue
+    os.killpg(process.pid, sent)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == exit_code, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert len(err.strip().splitlines()) == 1 and said in err and "rerun the same command to resume" in err, err
+    assert not [p for p in out.rglob("*") if ".partial" in p.name]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert len(list(out.glob("sub-*/anat/*_T1w.nii.gz"))) == 4
+
+
+def test_failure_reason_in_the_shared_report_is_relative(data_dir, tmp_path):
+    """A corrupt head fails with its one-line reason, the run exits non-zero, and the reason in
+    report.csv names the file relative to the input, not the folders above it (which may name a
+    patient or a site)."""
+    from DeFacerLib.batch import run_batch
+
+    bids = tmp_path / "Doe_John_MRN555" / "bids"
+    anat = bids / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    head = _heads(data_dir, 1)[0].read_bytes()
+    (anat / "sub-01_T1w.nii.gz").write_bytes(head[: len(head) // 2])
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "audit", "BIDSVersion": "1.9.0"}))
+    out = tmp_path / "out"
+    summary = run_batch(bids, out, key_file=tmp_path / "key", workers=1)
+    assert summary["failed"] == 1 and summary["written"] == 1
+    reason = summary["failed_items"][0]["reason"]
+    assert reason.startswith("sub-01/anat/sub-01_T1w.nii.gz") and "\n" not in reason
+    assert "Doe_John" not in (out / ".defacer" / "report.csv").read_text()
+    assert not (out / "sub-01").exists()  # no file, and no empty subject folder either
+
+
+@pytest.mark.parametrize("count", ["0", "-1"])
+def test_max_items_below_one_is_a_usage_error(tmp_path, count):
+    """--max-items -1 used to do all items but the last, 0 to make an output that did nothing."""
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "notes.txt").write_text("x\n")
+    result = subprocess.run([sys.executable, "-m", "DeFacerLib", "batch", str(source), str(tmp_path / "out"),
+                             "--scrub-only", "--max-items", count, "--key-file", str(tmp_path / "key")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--max-items" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
