@@ -181,6 +181,8 @@ def test_dicom_series_in_gives_dicom_series_out(data_dir, tmp_path):
     assert first_out.SeriesInstanceUID != first_in.SeriesInstanceUID
     assert first_out.SOPInstanceUID.startswith("2.25.")
     assert first_out.PatientIdentityRemoved == "YES"
+    # its pixels are derived from the scan's: ORIGINAL\PRIMARY\M\ND\NORM -> DERIVED\SECONDARY\M\ND\NORM
+    assert list(first_out.ImageType) == ["DERIVED", "SECONDARY", *list(first_in.ImageType)[2:]]
     codes = {item.CodeValue for item in first_out.DeidentificationMethodCodeSequence}
     assert {"113100", "113102"} <= codes
     assert str(first_in.PatientName) not in str(first_out.PatientName)

@@ -177,6 +177,7 @@ class Scrubber:
                     new = keyed_uid(self.key, old, NEW_SERIES_NAMESPACE)
                     ds[tag].value = new
                     result.uid_map[f"{old} (defaced)"] = new
+            mark_derived(ds)
         if meta is not None and SOP_INSTANCE_UID in ds._dict:
             _copy_sop_instance_uid(ds, meta)
         if any(getattr(ds, "preamble", None) or b""):  # free bytes before "DICM": anything, a name too
@@ -544,6 +545,32 @@ def _encode_sequence(ds: Dataset, elem: DataElement, raw: RawDataElement) -> Raw
     write_sequence(fp, elem, convert_encodings(ds._character_set))
     data = fp.getvalue()
     return RawDataElement(raw.tag, raw.VR, len(data), data, 0, raw.is_implicit_VR, raw.is_little_endian)
+
+
+IMAGE_TYPE = 0x00080008
+FRAME_TYPE = 0x00089007
+# Enhanced images repeat the image type per frame, in these functional-group sequences
+FRAME_TYPE_SEQUENCES = (0x00189226, 0x00189329, 0x00189751)  # MR, CT, PET Image Frame Type
+FUNCTIONAL_GROUPS = (0x52009229, 0x52009230)  # Shared, Per-frame
+
+
+def mark_derived(ds: Dataset) -> None:
+    """A defaced image's pixels are derived from the scan's, after it: Image Type (and each
+    enhanced frame's Frame Type) becomes DERIVED\\SECONDARY, its other values kept (PS3.3
+    C.7.6.1.1.2: ORIGINAL is for pixel values as acquired)."""
+    def derive(elem) -> None:
+        values = [str(v) for v in (elem.value if elem.VM > 1 else [elem.value])] if elem.value else []
+        values = (["DERIVED", "SECONDARY"] + values[2:]) if values else ["DERIVED", "SECONDARY"]
+        elem.value = values
+
+    if IMAGE_TYPE in ds._dict:
+        derive(ds[IMAGE_TYPE])
+    for group_tag in FUNCTIONAL_GROUPS:
+        for group in (ds[group_tag].value if group_tag in ds._dict else []):
+            for sequence_tag in FRAME_TYPE_SEQUENCES:
+                for item in (group[sequence_tag].value if sequence_tag in group._dict else []):
+                    if FRAME_TYPE in item._dict:
+                        derive(item[FRAME_TYPE])
 
 
 def _copy_sop_instance_uid(ds: Dataset, meta: Dataset) -> None:
