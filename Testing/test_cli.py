@@ -193,6 +193,28 @@ def test_dicom_series_in_gives_dicom_series_out(data_dir, tmp_path):
     assert record["report"]["protected_voxels_changed"] == 0
 
 
+def test_enhanced_dicom_folder_in_gives_folder_out(data_dir, tmp_path):
+    """A folder holding one enhanced multi-frame file gives a folder holding one defaced file of
+    the same name (it asked for a .dcm file name instead); a .dcm output still names a file."""
+    folder = data_dir / "dicom/siemens_xa30_enhanced_multiframe_t1"
+    head = read_volume(folder)
+    labels_path, _ = _nose_block_labels(head, tmp_path / "labels.nii.gz")
+    out = tmp_path / "defaced"
+    result = defacer("deface", folder, out, "--features-from", labels_path, "--features", "nose",
+                     "--key-file", tmp_path / "project.key", "-q")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in folder.iterdir()) == ["0001.dcm"]
+    defaced = read_volume(out)
+    assert defaced.source.format == "dicom-enhanced" and defaced.shape3 == head.shape3 == (128, 128, 96)
+    assert np.allclose(defaced.affine_lps, head.affine_lps, atol=1e-4)
+    assert np.count_nonzero(defaced.array != head.array) > 1000
+    assert list(pydicom.dcmread(out / "0001.dcm", stop_before_pixels=True).ImageType)[:2] == ["DERIVED", "SECONDARY"]
+    as_file = tmp_path / "defaced.dcm"
+    result = defacer("deface", folder, as_file, "--features-from", labels_path, "--features", "nose",
+                     "--key-file", tmp_path / "project.key", "-q")
+    assert result.returncode == 0 and as_file.is_file(), result.stderr
+
+
 # ---- bad input: one line, right exit code, no partial output, input untouched --------------
 
 def test_truncated_gzip(data_dir, tmp_path, phantom_files):

@@ -63,7 +63,8 @@ def parameters_from_args(args):
 
 def add_arguments(parser) -> None:
     parser.add_argument("input", help="head volume file or DICOM series folder")
-    parser.add_argument("output", help="output path, in the input's format (a folder for a DICOM series)")
+    parser.add_argument("output", help="output path, in the input's format (a folder for a DICOM folder, "
+                                       "an enhanced file's too, unless it ends in .dcm)")
     add_removal_arguments(parser)
     parser.add_argument(
         "--features-from",

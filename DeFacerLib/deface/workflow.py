@@ -49,7 +49,7 @@ def deface_file(
     audit trail go to ``OUTPUT.audit/`` (they name the input, which may carry PHI).
     """
     from DeFacerLib import provenance
-    from DeFacerLib.io import read_volume, write_volume
+    from DeFacerLib.io import read_volume
     from DeFacerLib.io.atomic import check_output_path
 
     if not Path(input_path).exists():
@@ -98,8 +98,9 @@ def deface_file(
     defaced, result.report["header_removed"] = without_identifying_header(result.volume)
     hook = _dicom_hook(volume, dicom_options, key_file)
     try:
-        written = write_volume(
+        written = _write_output(
             defaced,
+            input_path,
             output_path,
             overwrite=overwrite,
             description=provenance.short_description(result.features_removed),
@@ -145,6 +146,22 @@ def deface_file(
         outcome["qa_figure"] = str(write_qa_figure(volume, result.volume, qa_dir, Path(written).name))
     progress("done", 1.0)
     return outcome
+
+
+def _write_output(volume, input_path, output_path, **options) -> Path:
+    """write_volume, but an enhanced (multi-frame) DICOM file read from a folder goes into a folder
+    unless the output names a file (.dcm): DICOM in gives DICOM out, a folder for a folder, the
+    file's name kept, as a classic series' folder keeps its files' names."""
+    from DeFacerLib.io import formats, write_volume
+    from DeFacerLib.io.atomic import atomic_path
+
+    output = Path(output_path)
+    names_a_file = formats.format_from_extension(output.name) is not None or output.suffix.lower() in formats.DICOM_EXTENSIONS
+    if volume.source.format != formats.DICOM_ENHANCED or not Path(input_path).is_dir() or names_a_file:
+        return write_volume(volume, output, **options)
+    with atomic_path(output, directory=True) as folder:
+        write_volume(volume, folder / Path(volume.source.path).name, **options)
+    return output
 
 
 def _check_outputs_before_work(input_path, output_path, labels_path, protect_path, qa_dir) -> None:
