@@ -349,6 +349,26 @@ def test_mixed_series_folder_lists_series(data_dir, tmp_path):
     assert_one_line_error(result, 3, "--series")
 
 
+def test_a_shield_that_cannot_be_placed_is_refused(phantom_files, tmp_path):
+    """--shield was silently left out (exit 0, sidecar "shield": true, no shield): with options it
+    cannot go with it is a usage error before any work; unplaceable on the head (no eyes
+    labelled) it is exit 5 with nothing written."""
+    head, labels_path, labels = phantom_files
+    out = tmp_path / "out.nii.gz"
+    assert_one_line_error(defacer("deface", head, out, "--features-from", labels_path, "--shield", "--no-whole-face"),
+                          2, "--no-whole-face")
+    assert_one_line_error(defacer("deface", head, out, "--features-from", labels_path, "--shield", "--features", "ears"),
+                          2, "--features")
+    no_eyes = read_volume(labels_path)
+    no_eyes.array[labels == LABEL_VALUES["eyes"]] = 0
+    no_eyes_path = write_volume(no_eyes, tmp_path / "no_eyes.nii.gz")
+    assert_one_line_error(defacer("deface", head, out, "--features-from", no_eyes_path, "--shield"), 5, "face shield")
+    assert not out.exists() and list(tmp_path.iterdir()) == [no_eyes_path]
+    placed = defacer("deface", head, out, "--features-from", labels_path, "--shield", "--json")
+    assert placed.returncode == 0, placed.stderr
+    assert json.loads(placed.stdout)["report"]["shield_voxels"] > 10_000
+
+
 def test_demo_runs_end_to_end(tmp_path):
     # as `make demo` runs it: a relative output folder below the current directory
     result = defacer("demo", "--out", "demo", "--json", cwd=tmp_path)

@@ -13,6 +13,7 @@ import pytest
 from DeFacerLib.deface import changed_region_mask, head_mask
 from DeFacerLib.deface.pipeline import DefaceParameters, deface_volume, find_features
 from DeFacerLib.deface.shield import SHIELD_AHEAD_OF_EYES_MM
+from DeFacerLib.errors import UsageError
 from DeFacerLib.io import read_volume
 
 HEAD = "heads/ixi/t1/IXI206-HH-1650_T1.nii.gz"  # held out from training
@@ -72,9 +73,8 @@ def test_shield_fills_the_front_to_a_plane_and_keeps_head_and_brain(data_dir, tm
     assert detect_faces_dlib(render) == []
     assert getattr(best_face(render), "score", 0.0) < FACE_PRESENT_SCORE
 
-    no_span = deface_volume(volume, found.masks, guard=found.guard, head=head,
-                            parameters=DefaceParameters(shield=True, whole_face=False))
-    assert no_span.report["shield_voxels"] is None  # the shield stands on the whole face's frame
+    with pytest.raises(UsageError, match="--no-whole-face"):  # the shield stands on the whole face's frame
+        DefaceParameters(shield=True, whole_face=False)
 
 
 @pytest.mark.slow

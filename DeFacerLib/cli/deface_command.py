@@ -138,9 +138,7 @@ def _print_summary(outcome: dict) -> None:
     if removed:
         more = f"; and {len(removed) - 4} more (listed in the sidecar)" if len(removed) > 5 else ""
         console.print("removed from the header: " + "; ".join(removed[:4] if more else removed) + more)
-    if report.get("parameters", {}).get("shield"):
-        filled = report.get("shield_voxels")
-        console.print(f"face shield: {filled:,} voxels filled" if filled is not None else
-                      "face shield: not placed (it needs the whole face with the eyes and a mouth or nose)")
+    if report.get("shield_voxels") is not None:  # asked for and not placed is refused (pipeline.deface_volume)
+        console.print(f"face shield: {report['shield_voxels']:,} voxels filled")
     if outcome.get("qa_figure"):
         console.print(f"QA picture: {outcome['qa_figure']} (private: it shows the original face above the defaced one)")

@@ -6,11 +6,12 @@ writing stay with the caller so that Slicer can hand over its own nodes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from DeFacerLib.errors import FaceNotFound, InputError, UsageError
+from DeFacerLib.errors import FaceNotFound, GuaranteeError, InputError, UsageError
 from DeFacerLib.features import BRAIN, FEATURES, LABEL_VALUES
 from DeFacerLib.volume import Volume
 
@@ -32,6 +33,16 @@ class DefaceParameters:
     whole_face: bool | None = None  # also the tissue between the face parts (face_cut.face_span_box)
     seal_mm: float | None = None  # tissue-valued bottom of each face cut (removal.DEFAULT_SEAL_MM); 0: air only
     shield: bool | None = None  # the face shield: a featureless, hollow block over the front (shield.SHIELD_*)
+
+    def __post_init__(self):
+        """A shield asked for must be placeable: it closes the front after the whole-face cut and is
+        placed from the eyes and the nose or mouth (else it was silently left out, exit 0)."""
+        if self.shield and self.whole_face is False:
+            raise UsageError("the face shield closes the front after the whole-face cut: --shield cannot go with "
+                             "--no-whole-face")
+        if self.shield and ("eyes" not in self.features or not {"nose", "mouth"} & set(self.features)):
+            raise UsageError("the face shield is placed from the eyes and the nose or mouth: --shield needs them "
+                             f"in --features (given: {','.join(self.features)})")
 
     def engine_kwargs(self) -> dict:
         chosen = {
@@ -226,6 +237,10 @@ def deface_volume(
     deep_margin_mm = DEEP_PROTECT_MARGIN_MM if guard is not None else 0.0
     defaced, report = remove_features(volume, selected, kept, head=head, feature_cores=cores,
                                       deep_margin_mm=deep_margin_mm, **parameters.engine_kwargs())
+    if parameters.shield and report.shield_voxels is None:  # asked for, and a head without it is not what was asked
+        name = Path(volume.source.path).name if volume.source is not None and volume.source.path else "the volume"
+        raise GuaranteeError(f"{name}: the face shield could not be placed (it needs the eyes and a nose or "
+                             "mouth, found or labelled, and room in the field of view); nothing written")
     progress("done", 1.0)
     report_dict = report.to_dict()
     report_dict["protected_voxels"] = int(np.count_nonzero(kept))
