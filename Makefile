@@ -40,7 +40,7 @@ TF_TESTS := Testing/test_face_model.py
 test: $(BIN)/.installed $(SLICER_BIN)/.installed
 	DEFACER_TEST_DATA="$(DEFACER_TEST_DATA)" $(BIN)/python -m pytest Testing --ignore=$(TF_TESTS) $(PYTEST_ARGS)
 	DEFACER_TEST_DATA="$(DEFACER_TEST_DATA)" $(BIN)/python -m pytest $(TF_TESTS) $(PYTEST_ARGS)
-	DEFACER_TEST_DATA="$(DEFACER_TEST_DATA)" DEFACER_REQUIRE_SLICER=1 $(SLICER_BIN)/python -m pytest Testing/test_slicer_logic.py Testing/test_slicer_batch.py Testing/test_slicer_widget_standins.py $(PYTEST_ARGS)
+	DEFACER_TEST_DATA="$(DEFACER_TEST_DATA)" DEFACER_REQUIRE_SLICER=1 $(SLICER_BIN)/python -m pytest Testing/test_slicer_logic.py Testing/test_slicer_batch.py Testing/test_slicer_widget_standins.py Testing/test_slicer_edges.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SLICER_VENV) demo_output .pytest_cache

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _slicer_for_tests import slicer_core
+
 from DeFacerLib.features import LABEL_VALUES
 from DeFacerLib.io import read_volume, write_volume
 from DeFacerLib.phantom import make_phantom
@@ -114,10 +116,7 @@ def test_run_loop_keeps_going_and_returns_first_failure_code(batch, tree):
 # ---- the script's own per-input function, on a real MRML scene ---------------------------------------
 @pytest.fixture()
 def headless_logic():
-    slicer = pytest.importorskip("slicer", reason="slicer-core is not installed in this Python (it needs vtk==9.6.2)")
-    if not hasattr(slicer, "vtkMRMLScene"):
-        pytest.skip("the 'slicer' module here is not slicer-core")
-    sys.path.insert(0, str(REPO / "DeFacer"))
+    slicer = slicer_core()
     from DeFacerLogicLib.logic import DeFacerLogic
 
     return DeFacerLogic(slicer.vtkMRMLScene())

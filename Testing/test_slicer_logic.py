@@ -7,17 +7,12 @@ the phantom. slicer-core pins vtk==9.6.2, so these tests run in the interpreter 
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-slicer = pytest.importorskip("slicer", reason="slicer-core is not installed in this Python (it needs vtk==9.6.2)")
-if not hasattr(slicer, "vtkMRMLScene"):
-    pytest.skip("the 'slicer' module here is not slicer-core", allow_module_level=True)
-sys.path.insert(0, str(REPO / "DeFacer"))
+from _slicer_for_tests import slicer_core
+
+slicer = slicer_core()
 
 import vtk  # noqa: E402
 

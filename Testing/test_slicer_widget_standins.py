@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _slicer_for_tests import slicer_core
+
 REPO = Path(__file__).resolve().parents[1]
-real_slicer = pytest.importorskip("slicer", reason="slicer-core is not installed in this Python (it needs vtk==9.6.2)")
-if not hasattr(real_slicer, "vtkMRMLScene"):
-    pytest.skip("the 'slicer' module here is not slicer-core", allow_module_level=True)
-sys.path.insert(0, str(REPO / "DeFacer"))
+real_slicer = slicer_core()
 
 from DeFacerLib.features import LABEL_VALUES  # noqa: E402
 from DeFacerLib.phantom import make_phantom  # noqa: E402

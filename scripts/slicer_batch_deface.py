@@ -112,7 +112,11 @@ def run(args: argparse.Namespace, deface_one: Callable[..., dict], log: Callable
     """Deface every input with ``deface_one(input, output, labels, qa_dir, args)``; write the
     summary; return the exit code (0, or the first failure's)."""
     inputs = find_inputs(args.input)
-    args.output.mkdir(parents=True, exist_ok=True)
+    try:
+        args.output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # an existing file, no permission: the output cannot be written (4)
+        log(f"cannot create the output folder {args.output}: {error.strerror or error}")
+        return 4
     records, exit_code = [], 0
     if not inputs:
         log(f"no head volumes or DICOM series found under {args.input}")
@@ -176,11 +180,21 @@ def main(argv: list[str] | None = None) -> int:
     return run(args, slicer_deface_one)
 
 
-if __name__ == "__main__":
+def _main_exit_code() -> int:
+    """main()'s exit code; any error becomes one line on stderr and its DeFacer code (1 when it
+    has none), never a traceback: inside Slicer a traceback would leave the application running."""
     try:
-        code = main()
+        return main()
     except SystemExit as stop:  # argparse errors: usage, code 2
-        code = stop.code if isinstance(stop.code, int) else 2
+        return stop.code if isinstance(stop.code, int) else 2
+    except Exception as error:  # noqa: BLE001 - the batch's last line of defence
+        print(f"slicer_batch_deface.py: error: {str(error).splitlines()[0] if str(error) else type(error).__name__}",
+              file=sys.stderr)
+        return int(getattr(error, "exit_code", 1))
+
+
+if __name__ == "__main__":
+    code = _main_exit_code()
     try:
         import slicer
 

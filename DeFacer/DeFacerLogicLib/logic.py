@@ -35,6 +35,7 @@ ATTR_FEATURES = "DeFacer.FeaturesRemoved"
 ATTR_REPORT = "DeFacer.Report"
 ATTR_FEATURE = "DeFacer.Feature"  # on ROI nodes: which feature the box is for
 ATTR_SOURCE_ID = "DeFacer.SourceVolumeID"  # on ROI/model/point nodes: the node ID they belong to
+ATTR_SHOWN_FOR = "DeFacer.BoxesShownFor"  # on ROI nodes: the features 'Show feature boxes' was run for
 ATTR_LANDMARKS = "DeFacer.Landmarks"  # on the point list of where the model found the features
 ATTR_MODALITY = "DeFacer.Modality"  # optional override on an input node: MR, CT, PT, OT
 PAIRED = ("eyes", "ears")  # as removal.PAIRED_FEATURES: two boxes allowed
@@ -46,6 +47,19 @@ class DefaceCancelled(Exception):
 
 def _no_progress(message: str, fraction: float) -> None:
     return None
+
+
+def transform_between(fromNode, toNode) -> np.ndarray:
+    """4x4 matrix from ``fromNode``'s frame (its parent transform's space) to ``toNode``'s: the
+    identity when both are under the same transform. Raises UsageError where a non-linear transform
+    lies between them: voxels and boxes are compared in one linear frame."""
+    matrix = vtk.vtkMatrix4x4()
+    parents = [node.GetParentTransformNode() if node is not None else None for node in (fromNode, toNode)]
+    if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(parents[0], parents[1], matrix):
+        names = " and ".join(f"'{node.GetName()}'" for node in (fromNode, toNode) if node is not None)
+        raise UsageError(f"a non-linear transform lies between {names}: harden it (Data module, right-click, "
+                         "Harden transform) or put them under the same transform")
+    return matrix_to_numpy(matrix)
 
 
 def matrix_to_numpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
@@ -135,6 +149,8 @@ class DeFacerLogic:
         """{"masks", "guard" (the model's frontal guard or None), "head" (or None), "found" (model output or None)},
         computed once per (volume, labels) content: 'Show feature boxes' then 'Apply' run the model once."""
         volume = volume if volume is not None else self.volume_from_node(volumeNode)
+        if labelsNode is not None:
+            _check_labels_node(labelsNode, volumeNode)
         key = (volumeNode.GetID(), _content_stamp(volumeNode),
                labelsNode.GetID() if labelsNode else None, _content_stamp(labelsNode))
         if key in self._mask_cache:
@@ -188,6 +204,7 @@ class DeFacerLogic:
         """
         volume = volume if volume is not None else self.volume_from_node(volumeNode)
         self.remove_feature_rois(volumeNode)
+        shown_for = [*report.get("features_removed", []), *report.get("features_missing", [])] or FEATURES
         rois = []
         for feature in FEATURES:
             item = report.get("features", {}).get(feature)
@@ -204,8 +221,10 @@ class DeFacerLogic:
                 roi.SetAndObserveObjectToNodeMatrix(numpy_to_matrix(object_to_node))
                 roi.SetCenter(*centre)
                 roi.SetSize(*size)
+                roi.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())  # drawn where the head is shown
                 roi.SetAttribute(ATTR_FEATURE, feature)
                 roi.SetAttribute(ATTR_SOURCE_ID, volumeNode.GetID())
+                roi.SetAttribute(ATTR_SHOWN_FOR, ",".join(shown_for))
                 rois.append(roi)
         return rois
 
@@ -220,6 +239,7 @@ class DeFacerLogic:
         if not landmarks:
             return None
         points = self.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", f"{LANDMARKS_BASE_NAME} {volumeNode.GetName()}")
+        points.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
         points.SetAttribute(ATTR_SOURCE_ID, volumeNode.GetID())
         points.SetAttribute(ATTR_LANDMARKS, "true")
         for name, point in landmarks.items():
@@ -247,8 +267,13 @@ class DeFacerLogic:
         for roi in self.rois_of(volumeNode):
             self.scene.RemoveNode(roi)
 
-    def masks_from_rois(self, volume: Volume, roiNodes: Iterable, features: Iterable[str]) -> dict[str, np.ndarray]:
-        """Feature masks = voxels inside each feature's ROI(s), for the chosen features."""
+    def masks_from_rois(self, volume: Volume, roiNodes: Iterable, features: Iterable[str],
+                        volumeNode=None) -> dict[str, np.ndarray]:
+        """Feature masks = voxels inside each feature's ROI(s), for the chosen features.
+
+        Each box is taken where it is drawn: from the ROI's frame into ``volumeNode``'s (its parent
+        transform's space; world without a node). A box that holds no voxel of the volume is
+        refused: the user meant to remove something there (deleting a box keeps the feature)."""
         masks: dict[str, np.ndarray] = {}
         counts: dict[str, int] = {}
         for roi in roiNodes:
@@ -259,12 +284,10 @@ class DeFacerLogic:
             allowed = 2 if feature in PAIRED else 1
             if counts[feature] > allowed:
                 raise UsageError(f"{counts[feature]} boxes for {feature}; at most {allowed}: delete the extra ROI")
-            matrix = matrix_to_numpy(roi.GetObjectToWorldMatrix())
-            axes = matrix[:3, :3] / np.linalg.norm(matrix[:3, :3], axis=0)[None, :]
-            size, centre = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
-            roi.GetSizeWorld(size)
-            roi.GetCenterWorld(centre)
-            mask = slicer_convert.roi_mask(volume, centre, size, axes)
+            mask = slicer_convert.roi_mask(volume, *_roi_box_in_frame_of(roi, volumeNode))
+            if not mask.any():
+                raise UsageError(f"the box '{roi.GetName()}' holds no voxel of the volume (moved outside it or "
+                                 f"resized to nothing): move it back, or delete it to keep the {feature}")
             masks[feature] = masks[feature] | mask if feature in masks else mask
         return masks
 
@@ -305,16 +328,20 @@ class DeFacerLogic:
         masks = features_found["masks"]
         rois = list(roiNodes) if roiNodes is not None else None
         if rois is not None:
-            box_masks = self.masks_from_rois(volume, rois, features)
+            _check_boxes_cover(rois, features)
+            box_masks = self.masks_from_rois(volume, rois, features, volumeNode=volumeNode)
             masks = {**{k: v for k, v in masks.items() if k == BRAIN}, **box_masks}
             margin_mm = 0.0  # the ROI is the box: its margin is already drawn
         parameters = DefaceParameters(features=features, margin_mm=margin_mm, max_depth_mm=max_depth_mm,
                                       protect_margin_mm=protect_margin_mm, whole_face=whole_face, seal_mm=seal_mm,
                                       shield=shield)
         found = features_found["found"]
+        # the model's eye centres give the eyes' core (the back of the globe, removed at any depth,
+        # clipped to the eye boxes): kept with the user's boxes too, unless the eye boxes were deleted
+        use_landmarks = found is not None and (rois is None or "eyes" in masks)
         result = deface_volume(volume, masks, parameters=parameters, guard=features_found["guard"],
                                head=features_found["head"],
-                               landmarks=found.landmarks if found is not None and rois is None else None,
+                               landmarks=found.landmarks if use_landmarks else None,
                                progress=lambda message, fraction: progress(message, 0.3 + 0.6 * fraction))
         report = dict(result.report)
         if found is not None:  # as deface_file reports it
@@ -370,6 +397,7 @@ class DeFacerLogic:
         if modelNode is None:
             modelNode = self.scene.AddNewNodeByClass("vtkMRMLModelNode", name or f"{SKIN_BASE_NAME} {volumeNode.GetName()}")
         modelNode.SetAndObservePolyData(to_ras.GetOutput())
+        modelNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
         modelNode.SetAttribute(ATTR_SOURCE_ID, volumeNode.GetID())
         return modelNode
 
@@ -447,6 +475,46 @@ class DeFacerLogic:
                 except OSError:
                     shutil.copy2(source, target)
             return scrub_tree(staging, output_dir, options or ProfileOptions(), key, progress=progress)
+
+
+def _roi_box_in_frame_of(roi, volumeNode) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(centre, size mm, unit axes) of ``roi`` in ``volumeNode``'s frame (world when None)."""
+    object_to_node = matrix_to_numpy(roi.GetObjectToNodeMatrix())
+    size, centre = np.array(roi.GetSize(), dtype=float), np.array(roi.GetCenter(), dtype=float)
+    if volumeNode is None:
+        to_frame = matrix_to_numpy(roi.GetObjectToWorldMatrix()) @ np.linalg.inv(object_to_node)
+    else:
+        to_frame = transform_between(roi, volumeNode)
+    linear = to_frame[:3, :3] @ object_to_node[:3, :3]
+    scale = np.linalg.norm(linear, axis=0)
+    centre_frame = to_frame[:3, :3] @ np.asarray(centre) + to_frame[:3, 3]
+    return centre_frame, np.asarray(size) * scale, linear / np.where(scale > 0, scale, 1.0)[None, :]
+
+
+def _check_boxes_cover(roiNodes: list, features: Iterable[str]) -> None:
+    """Refuse features the shown boxes were not made for: without a box such a feature would be
+    silently kept and reported 'not found' (a box deleted by the user keeps its feature, by design)."""
+    shown = [roi.GetAttribute(ATTR_SHOWN_FOR) for roi in roiNodes]
+    if not shown or any(value is None for value in shown):  # boxes made by hand or by an older version
+        return
+    shown_for = {name for value in shown for name in value.split(",") if name}
+    missing = [name for name in features if name not in shown_for]
+    if missing:
+        raise UsageError(f"the boxes shown are for {', '.join(sorted(shown_for))} only: click 'Show feature boxes' "
+                         f"again to remove {', '.join(missing)} too, or uncheck {'it' if len(missing) == 1 else 'them'}")
+
+
+def _check_labels_node(labelsNode, volumeNode) -> None:
+    """A label map volume, drawn where the head is: its voxels are matched to the head's in the
+    nodes' own grids, so a transform between the two would move every feature."""
+    if not labelsNode.IsA("vtkMRMLScalarVolumeNode"):
+        kind = "a segmentation" if labelsNode.IsA("vtkMRMLSegmentationNode") else f"a {labelsNode.GetClassName()}"
+        raise UsageError(f"'{labelsNode.GetName()}' is {kind}, not a label map volume: export it to a label map "
+                         "with the input volume as reference (Segmentations module, Export to label map)")
+    between = transform_between(labelsNode, volumeNode)
+    if not np.allclose(between, np.eye(4), atol=1e-6):
+        raise InputError(f"label map '{labelsNode.GetName()}' is under another transform than '{volumeNode.GetName()}': "
+                         "put both under the same transform, or harden the transform and resample the labels onto the head")
 
 
 def _content_stamp(node) -> tuple | None:
