@@ -111,6 +111,10 @@ def test_run_loop_keeps_going_and_returns_first_failure_code(batch, tree):
     assert (summary["succeeded"], summary["failed"], summary["exit_code"]) == (3, 1, 3)
     assert [item["status"] for item in summary["items"]] == ["ok", "ok", "failed", "ok"]
     assert "FAILED" in lines[2] and lines[-1].startswith("3 defaced, 1 failed")
+    # the summary is in the shared output: no folder above the ones given (they may name a patient)
+    text = (tree / "out" / batch.SUMMARY_NAME).read_text()
+    assert str(tree) not in text and (summary["input"], summary["output"]) == ("in", "out")
+    assert summary["items"][2]["input"] == "bad.nii.gz" and summary["items"][2]["error"] == "bad.nii.gz is not a NIfTI file"
 
 
 # ---- the script's own per-input function, on a real MRML scene ---------------------------------------

@@ -108,6 +108,26 @@ def _stem(path: Path) -> str:
     return name
 
 
+def _relative(path, root) -> str:
+    """``path`` relative to the folder ``root`` (its name when ``root`` is the path itself)."""
+    path, root = Path(path), Path(root)
+    if path == root:
+        return path.name
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _without_roots(message: str, args: argparse.Namespace) -> str:
+    """An error text with the input, output and labels folders' own paths taken out."""
+    roots = [Path(root) for root in (args.input, args.output, getattr(args, "labels", None)) if root is not None]
+    for root in sorted(roots, key=lambda r: -len(str(r))):
+        base = root.parent if root.is_file() else root
+        message = message.replace(f"{base}/", "")
+    return message
+
+
 def run(args: argparse.Namespace, deface_one: Callable[..., dict], log: Callable[[str], None] = print) -> int:
     """Deface every input with ``deface_one(input, output, labels, qa_dir, args)``; write the
     summary; return the exit code (0, or the first failure's)."""
@@ -126,7 +146,10 @@ def run(args: argparse.Namespace, deface_one: Callable[..., dict], log: Callable
         labels = labels_for(path, args.input, args.labels)
         qa_dir = args.output / "qa" if args.screenshots else None
         started = time.perf_counter()
-        record = {"input": str(path), "output": str(output), "labels": None if labels is None else str(labels)}
+        # the summary lies in the output, which is shared: paths relative to the folders given,
+        # never the folders above them (they may name a patient, a site or a user)
+        record = {"input": _relative(path, args.input), "output": _relative(output, args.output),
+                  "labels": None if labels is None else _relative(labels, args.labels)}
         try:
             outcome = deface_one(path, output, labels, qa_dir, args)
             record.update(status="ok", features_removed=outcome.get("features_removed", []),
@@ -135,12 +158,13 @@ def run(args: argparse.Namespace, deface_one: Callable[..., dict], log: Callable
             log(f"[{number}/{len(inputs)}] {path} -> {output}: removed {', '.join(record['features_removed']) or 'nothing'}")
         except Exception as error:  # one bad input must not stop the batch; its code is kept
             code = int(getattr(error, "exit_code", 1))
-            record.update(status="failed", exit_code=code, error=str(error).splitlines()[0] if str(error) else type(error).__name__)
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            record.update(status="failed", exit_code=code, error=_without_roots(message, args))
             exit_code = exit_code or code
             log(f"[{number}/{len(inputs)}] {path}: FAILED ({record['error']})")
         record["seconds"] = round(time.perf_counter() - started, 2)
         records.append(record)
-    summary = {"input": str(args.input), "output": str(args.output), "features": list(args.features),
+    summary = {"input": Path(args.input).name, "output": Path(args.output).name, "features": list(args.features),
                "succeeded": sum(r["status"] == "ok" for r in records),
                "failed": sum(r["status"] == "failed" for r in records), "exit_code": exit_code, "items": records}
     (args.output / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
