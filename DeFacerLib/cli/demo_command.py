@@ -24,6 +24,21 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> dict:
+    from DeFacerLib.io.atomic import check_output_folder, make_folder
+
+    out = Path(args.out)
+    check_output_folder(out, "--out folder")
+    created = make_folder(out if args.no_qa else out / "qa", "demo folder")
+    written: list[Path] = []
+    try:
+        return {"outputs": [_demo_head(args, out, stem, modality, orientation, written)
+                            for stem, modality, orientation in DEMO_HEADS]}
+    except BaseException:  # an error or Ctrl-C half way: no partial demo is left behind
+        _remove_written(written, created)
+        raise
+
+
+def _demo_head(args, out: Path, stem: str, modality: str, orientation: str, written: list[Path]) -> dict:
     from rich.console import Console
 
     from DeFacerLib.cli.progress import progress_callback
@@ -31,29 +46,40 @@ def run(args) -> dict:
     from DeFacerLib.io import write_volume
     from DeFacerLib.phantom import make_phantom
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for stem, modality, orientation in DEMO_HEADS:
-        head, labels = make_phantom(modality=modality, orientation=orientation)
-        head_path = write_volume(head, out / f"{stem}.nii.gz", overwrite=args.overwrite)
-        labels_path = write_volume(head.label_map(labels), out / f"{stem}_labels.nii.gz", overwrite=args.overwrite)
-        with progress_callback(f"defacing {stem}", args.quiet) as progress:
-            outcome = deface_file(
-                head_path,
-                out / f"{stem}_defaced.nii.gz",
-                labels_path=labels_path,
-                qa_dir=None if args.no_qa else out / "qa",
-                overwrite=args.overwrite,
-                progress=progress,
-            )
-        results.append(outcome)
-        if not args.quiet and not args.json:
-            removed = ", ".join(
-                f"{name} {entry['voxels_removed']:,}" for name, entry in outcome["report"]["features"].items()
-            )
-            Console().print(f"[bold]{stem}[/] ({modality}, {orientation}): removed voxels: {removed}; "
-                            f"protected voxels changed: {outcome['report']['protected_voxels_changed']}")
-            if outcome.get("qa_figure"):
-                Console().print(f"  QA picture: {outcome['qa_figure']}")
-    return {"outputs": results}
+    head, labels = make_phantom(modality=modality, orientation=orientation)
+    head_path = write_volume(head, out / f"{stem}.nii.gz", overwrite=args.overwrite)
+    written.append(Path(head_path))
+    labels_path = write_volume(head.label_map(labels), out / f"{stem}_labels.nii.gz", overwrite=args.overwrite)
+    written.append(Path(labels_path))
+    with progress_callback(f"defacing {stem}", args.quiet) as progress:
+        outcome = deface_file(
+            head_path,
+            out / f"{stem}_defaced.nii.gz",
+            labels_path=labels_path,
+            qa_dir=None if args.no_qa else out / "qa",
+            overwrite=args.overwrite,
+            progress=progress,
+        )
+    written += [Path(outcome[key]) for key in ("output", "sidecar", "qa_figure") if outcome.get(key)]
+    if not args.quiet and not args.json:
+        removed = ", ".join(
+            f"{name} {entry['voxels_removed']:,}" for name, entry in outcome["report"]["features"].items()
+        )
+        console = Console()
+        console.print(f"{stem} ({modality}, {orientation}): removed voxels: {removed}; "
+                      f"protected voxels changed: {outcome['report']['protected_voxels_changed']}", markup=False)
+        if outcome.get("qa_figure"):  # markup off: a "[/x]" in --out is a path, not rich markup
+            console.print(f"  QA picture: {outcome['qa_figure']}", markup=False)
+    return outcome
+
+
+def _remove_written(written: list[Path], created: list[Path]) -> None:
+    """Delete what this run wrote, then the folders it made (when left empty)."""
+    import contextlib
+
+    from DeFacerLib.io.atomic import remove_made_folders
+
+    for path in written:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    remove_made_folders(created)

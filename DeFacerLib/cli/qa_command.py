@@ -24,29 +24,37 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> dict:
-    from pathlib import Path
-
     from rich.console import Console
 
     from DeFacerLib.errors import FaceStillRecognisable
     from DeFacerLib.io import read_volume
-    from DeFacerLib.io.atomic import check_output_folder
+    from DeFacerLib.io.atomic import check_output_folder, make_folder, remove_made_folders
     from DeFacerLib.qa.check import check_pair
     from DeFacerLib.qa.report import write_report
 
+    name = report_name(args.name, args.defaced)
     check_output_folder(args.out, "--out folder")
-    original = read_volume(args.original, series_uid=args.series)
-    defaced = _read_defaced(args.defaced, args.defaced_series)
-    require_same_grid(original, defaced, args.original, args.defaced)
-    check, before, after = check_pair(original, defaced)
-    name = args.name or Path(args.defaced).name.split(".")[0]
-    files = write_report(check, before, after, args.out, name=name)
-    result = {"verdict": check.verdict, "reasons": check.reasons, "files": files, "check": check.to_dict()}
+    refuse_out_inside_inputs(args.out, (args.original, args.defaced))
+    created = make_folder(args.out, "--out folder")
+    try:
+        original = read_volume(args.original, series_uid=args.series)
+        defaced = _read_defaced(args.defaced, args.defaced_series)
+        require_same_grid(original, defaced, args.original, args.defaced)
+        check, before, after = check_pair(original, defaced)
+        inputs = {"original": str(args.original), "defaced": str(args.defaced)}
+        files = write_report(check, before, after, args.out, name=name, inputs=inputs)
+    except BaseException:  # no empty report folder is left behind by a refused or failed run
+        remove_made_folders(created)
+        raise
+    result = {"verdict": check.verdict, "reasons": check.reasons, "inputs": inputs, "files": files,
+              "check": check.to_dict()}
     if not args.quiet and not args.json:
         console = Console()
         style = "bold green" if check.verdict == "PASS" else "bold red"
-        console.print(f"[{style}]{check.verdict}[/]  " + ("; ".join(check.reasons) or "no facial view matches the original"))
-        console.print(f"report: {files['html']} (private: it shows the original face)")
+        console.print(check.verdict, style=style, end="  ")
+        # markup off: a path or name holding "[...]" is text, not rich markup (a "[/x]" crashed)
+        console.print("; ".join(check.reasons) or "no facial view matches the original", markup=False)
+        console.print(f"report: {files['html']} (private: it shows the original face)", markup=False)
     if check.verdict != "PASS":
         if args.json:  # the report is still wanted on stdout when the verdict is FAIL
             import json
@@ -57,6 +65,43 @@ def run(args) -> dict:
         raise FaceStillRecognisable("re-identification check FAILED: " + "; ".join(check.reasons)
                                     + f" (report: {files['html']})")
     return result
+
+
+def report_name(name: str | None, defaced_path: str) -> str:
+    """--name, else the defaced input's name without its volume extension: DICOM folders named
+    by UIDs ("1.3.12.2...") keep their whole name, so that two of them do not share one report.
+    A name is a plain file name: a path in it would write outside --out."""
+    from DeFacerLib.errors import UsageError
+    from DeFacerLib.io.formats import DICOM_EXTENSIONS, READ_EXTENSIONS
+
+    if name is not None:
+        if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
+            raise UsageError(f"--name {name!r} must be a plain file name (no folder), e.g. sub-01")
+        return name
+    from pathlib import Path
+
+    base = Path(defaced_path).resolve().name
+    lowered = base.lower()
+    extensions = [e for group in READ_EXTENSIONS.values() for e in group] + list(DICOM_EXTENSIONS)
+    for extension in sorted(extensions, key=len, reverse=True):
+        if lowered.endswith(extension) and len(base) > len(extension):
+            return base[: -len(extension)]
+    return base
+
+
+def refuse_out_inside_inputs(out, inputs) -> None:
+    """--out inside an input folder (a DICOM series) would change that input, and inside the
+    defaced folder it would ship the ORIGINAL face renders with the data meant to be shared."""
+    from pathlib import Path
+
+    from DeFacerLib.errors import OutputError
+
+    target = Path(out).resolve()
+    for path in inputs:
+        source = Path(path).resolve()
+        if source.is_dir() and (target == source or source in target.parents):
+            raise OutputError(f"--out folder {out} is inside the input folder {path}; choose a folder outside "
+                              "the inputs (the report shows the original face)")
 
 
 GRID_TOLERANCE_MM = 0.01  # float32 headers and DICOM's decimal strings round the same grid differently

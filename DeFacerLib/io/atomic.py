@@ -57,6 +57,30 @@ def check_output_folder(folder: str | os.PathLike, what: str = "output folder") 
     return folder
 
 
+def make_folder(folder: str | os.PathLike, what: str = "output folder") -> list[Path]:
+    """Make ``folder`` and its parents before the work, so that a place that cannot be made is
+    refused at once (root passes os.access checks on /proc and read-only mounts); returns the
+    folders this call created, deepest first, for a failed run to remove (remove_made_folders)."""
+    folder = Path(folder)
+    created = []
+    probe = folder
+    while not probe.exists():
+        created.append(probe)
+        probe = probe.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot make the {what} {folder}: {error.strerror or error}") from None
+    return created
+
+
+def remove_made_folders(created: list[Path]) -> None:
+    """Remove the folders make_folder created, where they are still empty."""
+    for folder in created:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def _check_folder_is_replaceable(target: Path, source: Path, output_path) -> None:
     """--overwrite replaces a whole output folder: allow it only for an empty folder or a
     previous output of this input (entries named as the input's, files for files, folders for

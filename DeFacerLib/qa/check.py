@@ -16,6 +16,7 @@ pure side views, where an unchanged skull outline always resembles itself, are r
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -33,7 +34,7 @@ from DeFacerLib.qa.recognize import (
     similarity,
 )
 from DeFacerLib.resources import resource_path
-from DeFacerLib.qa.render import DEFAULT_VIEWS, face_direction, render_views
+from DeFacerLib.qa.render import DEFAULT_VIEWS, face_direction, render_views, skin_surface
 from DeFacerLib.volume import Volume
 
 CHECK_VIEWS = ("front", "front_left", "front_right", "left", "right")
@@ -91,6 +92,13 @@ class ViewCheck:
     similarity: dict[str, float | None] = field(default_factory=dict)  # detected defaced face vs original
     similarity_forced: dict[str, float | None] = field(default_factory=dict)  # aligned where the original face was
     match: bool = False
+    # "" for the standard pass (first frame, camera on the original's face); else what differs
+    variant: str = ""
+
+    @property
+    def label(self) -> str:
+        """The view's name in the report and the image keys: 'front', 'front (frame 3)'."""
+        return f"{self.view} ({self.variant})" if self.variant else self.view
 
     @property
     def defaced_face_detected(self) -> bool:
@@ -113,12 +121,27 @@ class RiskCheck:
 
 def check_pair(original: Volume, defaced: Volume, views=CHECK_VIEWS, size=(400, 400)):
     """(RiskCheck, original renders, defaced renders). Both heads are seen from the same,
-    original face direction, so a removed face cannot hide by turning the camera."""
+    original face direction, so a removed face cannot hide by turning the camera. Two more
+    passes close the ways an intact face could still hide: the defaced head seen from its OWN
+    face direction when it differs (a face moved by an array written flipped or permuted under
+    the original header: what a naive attacker renders), and, for 4D data, the frame changed
+    least by the defacing (a frame left undefaced). Render keys are ``ViewCheck.label``s."""
     face = face_direction(original)
-    before = render_views(original, views=views, size=size, face=face)
-    after = render_views(defaced, views=views, size=size, face=face)
+    first = _frame(original, 0)
+    before = render_views(first, views=views, size=size, face=face)
+    after_surface = skin_surface(_frame(defaced, 0))
+    after = render_views(_frame(defaced, 0), views=views, size=size, surface=after_surface, face=face)
     checks = [_check_view(name, before[name], after[name]) for name in views]
-    reasons = [f"{c.view}: the defaced face still matches the original ({_matched_models(c)})"
+    own_face = face_direction(_frame(defaced, 0), after_surface)
+    if not np.allclose(own_face, face):
+        _add_pass(checks, before, after, "defaced head's own face side", before,
+                  render_views(_frame(defaced, 0), views=views, size=size, surface=after_surface, face=own_face))
+    frame = least_changed_frame(original, defaced)
+    if frame:
+        _add_pass(checks, before, after, f"frame {frame}",
+                  render_views(_frame(original, frame), views=views, size=size, face=face),
+                  render_views(_frame(defaced, frame), views=views, size=size, face=face))
+    reasons = [f"{c.label}: the defaced face still matches the original ({_matched_models(c)})"
                for c in checks if c.match and c.view in VERDICT_VIEWS]
     if not any(c.original_face_score > 0 for c in checks):
         reasons.append("no face was detected on the ORIGINAL renders either: the check cannot judge this head")
@@ -127,6 +150,34 @@ def check_pair(original: Volume, defaced: Volume, views=CHECK_VIEWS, size=(400, 
                   for model, rule in (("sface", "cosine similarity >="), ("dlib", "distance <="))}
     thresholds.update({"yunet": "score >= 0.75 counts as a face", "verdict_views": ", ".join(VERDICT_VIEWS)})
     return RiskCheck(checks, verdict, reasons, thresholds), before, after
+
+
+def _add_pass(checks, before, after, variant, pass_before, pass_after) -> None:
+    """Check one more pass view by view; its renders join ``before``/``after`` under their labels."""
+    for name in pass_after:
+        check = _check_view(name, pass_before[name], pass_after[name])
+        check.variant = variant
+        checks.append(check)
+        before[check.label], after[check.label] = pass_before[name], pass_after[name]
+
+
+def _frame(volume: Volume, index: int) -> Volume:
+    """Frame ``index`` of a 4D volume as a 3D one (a 3D volume is its own only frame)."""
+    if volume.array.ndim == 3:
+        return volume
+    return dataclasses.replace(volume, array=volume.array[..., min(index, volume.array.shape[3] - 1)])
+
+
+def least_changed_frame(original: Volume, defaced: Volume) -> int:
+    """The defaced frame that differs from its original frame in the fewest voxels (0 for 3D):
+    where a face is most likely left, e.g. by a tool that defaced only the first frame."""
+    if defaced.array.ndim == 3:
+        return 0
+    reference = _frame(original, 0).physical()
+    tolerance = 1e-3 * float(np.ptp(reference) or 1.0)
+    changed = [int(np.count_nonzero(np.abs(_frame(defaced, k).physical() - _frame(original, k).physical()) > tolerance))
+               for k in range(defaced.array.shape[3])]
+    return int(np.argmin(changed))
 
 
 def _check_view(name: str, before: np.ndarray, after: np.ndarray) -> ViewCheck:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from DeFacerLib.errors import OutputError
 from DeFacerLib.io.atomic import atomic_path
 from DeFacerLib.qa.check import VERDICT_VIEWS, RiskCheck
 from DeFacerLib.qa.figure import before_after_figure
@@ -31,13 +32,20 @@ def _cell(value) -> str:
     return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else html.escape(str(value))
 
 
-def write_report(check: RiskCheck, before: dict, after: dict, out_dir, name: str = "qa") -> dict[str, str]:
-    """Write NAME_report.html (images embedded), NAME_report.json and NAME_before_after.png."""
+def write_report(check: RiskCheck, before: dict, after: dict, out_dir, name: str = "qa",
+                 inputs: dict[str, str] | None = None) -> dict[str, str]:
+    """Write NAME_report.html (images embedded), NAME_report.json and NAME_before_after.png.
+    ``inputs`` ({"original": path, "defaced": path}) names the pair judged, in both reports."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # root passes os.access checks on /proc, read-only mounts
+        raise OutputError(f"cannot make the report folder {out_dir}: {error.strerror or error}") from None
     figure = out_dir / f"{name}_before_after.png"
-    before_after_figure(before, after, figure, title=f"{name}: original (top) and defaced (bottom)")
+    before_after_figure(before, after, figure, title=f"{name}: ORIGINAL, identifying face (top) and defaced (bottom)")
     data = check.to_dict()
+    if inputs:
+        data = {"inputs": dict(inputs), **data}
     json_path = out_dir / f"{name}_report.json"
     with atomic_path(json_path) as temp:
         temp.write_text(json.dumps(data, indent=1) + "\n")
@@ -47,7 +55,7 @@ def write_report(check: RiskCheck, before: dict, after: dict, out_dir, name: str
     for view in check.views:
         rows.append(
             "<tr>" + "".join(f"<td>{cell}</td>" for cell in (
-                html.escape(view.view) + ("" if view.view in VERDICT_VIEWS else " (reported only)"),
+                html.escape(view.label) + ("" if view.view in VERDICT_VIEWS else " (reported only)"),
                 _cell(view.original_face_score), _cell(view.defaced_face_score),
                 f"{view.original_dlib_faces} / {view.defaced_dlib_faces}", view.landmarks_found,
                 _cell(view.similarity.get("sface")), _cell(view.similarity.get("dlib")),
@@ -56,10 +64,12 @@ def write_report(check: RiskCheck, before: dict, after: dict, out_dir, name: str
             )) + "</tr>"
         )
     images = "".join(
-        f"<figure><img src='{_png_data_uri(before[v])}' width=200><img src='{_png_data_uri(after[v])}' width=200>"
-        f"<figcaption>{html.escape(v)}: original | defaced</figcaption></figure>"
+        f"<figure><img src='{_png_data_uri(before[v])}' width=200 alt='ORIGINAL (identifying): {html.escape(v)}'>"
+        f"<img src='{_png_data_uri(after[v])}' width=200 alt='defaced: {html.escape(v)}'>"
+        f"<figcaption>{html.escape(v)}: <b>ORIGINAL (identifying)</b> left | defaced right</figcaption></figure>"
         for v in before
     )
+    pair = "".join(f"<li>{html.escape(role)}: {html.escape(str(path))}</li>" for role, path in (inputs or {}).items())
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in check.reasons) or "<li>no facial view matches</li>"
     thresholds = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in check.thresholds.items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>DeFacer QA: {html.escape(name)}</title>
@@ -68,6 +78,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}figure{{display:i
 .verdict{{font-size:2em;color:{colour};font-weight:bold}}</style></head><body>
 <h1>Re-identification check: {html.escape(name)}</h1>
 <p style="border:2px solid #b42318;padding:6px 10px"><b>Private:</b> {html.escape(ORIGINAL_FACE_NOTICE)}</p>
+<ul>{pair}</ul>
 <p class="verdict">{check.verdict}</p><ul>{reasons}</ul>
 <table><tr><th>view</th><th>YuNet score original</th><th>YuNet score defaced</th><th>dlib faces orig / defaced</th>
 <th>landmarks (defaced)</th><th>SFace similarity</th><th>dlib distance</th><th>SFace, cut at original face</th>

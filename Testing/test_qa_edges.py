@@ -1,0 +1,169 @@
+"""The QA verdict and its report under hostile and odd inputs, on a real IXI head.
+
+An intact face must never PASS, however it hides (moved by a flipped array, left in a later
+frame); the report must say which pair it judged and show odd names as text; the CLI keeps its
+contract (one-line errors, exit codes, nothing left behind) for qa and demo.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from DeFacerLib.cli.qa_command import report_name
+from DeFacerLib.deface.pipeline import DefaceParameters
+from DeFacerLib.deface.workflow import deface_file
+from DeFacerLib.io import read_volume
+from DeFacerLib.qa.check import VERDICT_VIEWS, check_pair, least_changed_frame
+
+IXI = "heads/ixi/t1/IXI132-HH-1415_T1.nii.gz"  # PSR: array axis 0 runs anterior-posterior
+OWN_SIDE = "defaced head's own face side"
+
+
+def _defacer(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "DeFacerLib", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def ixi_pair(data_dir, tmp_path_factory):
+    """(original path, defaced path): IXI132 defaced by the default pipeline."""
+    out = tmp_path_factory.mktemp("defaced") / "IXI132_defaced.nii.gz"
+    deface_file(data_dir / IXI, out)
+    return data_dir / IXI, out
+
+
+def test_face_moved_by_a_flipped_array_fails(ixi_pair):
+    """An array written flipped front to back under the original header puts the intact face at
+    the back of the head: seen from the original's face side it showed no face and PASSed."""
+    original = read_volume(ixi_pair[0])
+    moved = original.with_array(np.ascontiguousarray(original.array[::-1]))
+    check, before, after = check_pair(original, moved, views=VERDICT_VIEWS)
+    assert check.verdict == "FAIL"
+    standard = {v.view: v for v in check.views if not v.variant}
+    own = {v.view: v for v in check.views if v.variant == OWN_SIDE}
+    assert set(own) == set(VERDICT_VIEWS)
+    assert standard["front"].defaced_face_score == 0.0  # the original's face side: the back of the head
+    assert own["front"].defaced_face_score > 0.85 and own["front"].similarity["sface"] > 0.85
+    assert f"front ({OWN_SIDE})" in after and len(before) == len(after) == 6
+
+
+def test_a_frame_left_undefaced_fails(ixi_pair):
+    """4D data: only the first frame was rendered, so a frame left undefaced PASSed."""
+    original, defaced = (read_volume(p) for p in ixi_pair)
+    four_d = defaced.with_array(np.stack([defaced.array, original.array, defaced.array], axis=-1))
+    assert least_changed_frame(original, four_d) == 1
+    check, _, _ = check_pair(original, four_d, views=VERDICT_VIEWS)
+    assert check.verdict == "FAIL"
+    frame = {v.view: v for v in check.views if v.variant == "frame 1"}
+    assert frame["front"].similarity_forced["sface"] == pytest.approx(1.0, abs=1e-3)
+    assert all(not v.match for v in check.views if not v.variant)  # frame 0 is defaced
+    # every frame defaced: the standard pass alone, and a PASS
+    all_defaced = dataclasses.replace(four_d, array=np.stack([defaced.array] * 3, axis=-1))
+    assert least_changed_frame(original, all_defaced) == 0
+
+
+def test_ears_only_defacing_fails(ixi_pair, tmp_path):
+    ears = tmp_path / "ears.nii.gz"
+    deface_file(ixi_pair[0], ears, parameters=DefaceParameters(features=("ears",)))
+    check, _, _ = check_pair(read_volume(ixi_pair[0]), read_volume(ears), views=VERDICT_VIEWS)
+    assert check.verdict == "FAIL"
+    assert all(v.match and v.similarity_forced["sface"] > 0.9 for v in check.views)
+
+
+def test_report_of_an_odd_name_in_an_odd_folder(ixi_pair, tmp_path):
+    """Markup-like "[red]"/"[/x]" in a path crashed the console line (exit 1 after the report)
+    or vanished from it; HTML special characters must be text in the page, which is
+    self-contained, names the pair judged and agrees with the JSON and the exit code."""
+    folder = tmp_path / "<script>alert(1)<"  # with the file's name below, the path reads "...</script>..."
+    folder.mkdir()
+    odd = folder / "script> sub 01 [red] é.nii.gz"
+    shutil.copy(ixi_pair[1], odd)
+    out = tmp_path / "qa [/x]"
+    result = _defacer("qa", ixi_pair[0], odd, "--out", out)
+    assert result.returncode == 0, result.stderr
+    name = "script> sub 01 [red] é"
+    html_path, json_path = out / f"{name}_report.html", out / f"{name}_report.json"
+    assert "".join(f"report: {html_path}".split()) in "".join(result.stdout.split())  # rich wraps long lines
+    page = html_path.read_text(encoding="utf-8")
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; sub 01 [red] é.nii.gz</li>" in page
+    assert "<title>DeFacer QA: script&gt; sub 01 [red] é</title>" in page
+    assert not re.search(r"""(src|href)=['"](?!data:image/png;base64,)|url\(|https?://""", page)
+    assert page.count("data:image/png;base64,") == 10
+    assert page.count("ORIGINAL (identifying)") >= 5
+    report = json.loads(json_path.read_text())
+    assert report["verdict"] == "PASS" and ">PASS</p>" in page
+    assert report["inputs"] == {"original": str(ixi_pair[0]), "defaced": str(odd)}
+    forced = [v["similarity_forced"]["sface"] for v in report["views"] if v["view"] in VERDICT_VIEWS]
+    assert len(forced) == 3 and max(forced) < 0.55
+
+
+def test_out_inside_an_input_folder_is_refused(data_dir, tmp_path):
+    """A report folder inside a DICOM series folder changes that input (and inside the defaced
+    one, ships the original face with the data to share)."""
+    series = tmp_path / "series"
+    shutil.copytree(data_dir / "dicom/siemens_xa30_enhanced_multiframe_t1", series)
+    before = sorted(p.name for p in series.iterdir())
+    result = _defacer("qa", series, series, "--out", series / "qa")
+    assert result.returncode == 4 and result.stderr.count("\n") == 1
+    assert "inside the input folder" in result.stderr
+    assert sorted(p.name for p in series.iterdir()) == before
+
+
+def test_unmakeable_out_and_path_like_names_are_refused_before_the_work(ixi_pair, tmp_path):
+    result = _defacer("qa", ixi_pair[0], ixi_pair[1], "--out", "/proc/defacer_qa_test")
+    assert result.returncode == 4 and "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    for name in ("../escaped", "a/b", ".."):
+        result = _defacer("qa", ixi_pair[0], ixi_pair[1], "--out", tmp_path / "qa", "--name", name)
+        assert result.returncode == 2, (name, result.stderr)
+    assert not (tmp_path / "qa").exists() and not list(tmp_path.glob("escaped*"))
+
+
+def test_failed_run_leaves_no_report_folder(ixi_pair, tmp_path):
+    result = _defacer("qa", ixi_pair[0], tmp_path / "missing.nii.gz", "--out", tmp_path / "new" / "qa")
+    assert result.returncode == 3
+    assert not (tmp_path / "new").exists()
+
+
+def test_default_report_names_keep_dotted_stems():
+    """A name cut at the first dot gave every UID-named DICOM folder the report name "1": each
+    run replaced the last one's report."""
+    assert report_name(None, "/data/1.3.12.2.1107.5.2.32") == "1.3.12.2.1107.5.2.32"
+    assert report_name(None, "/data/1.3.12.2.1107.5.2.33/") == "1.3.12.2.1107.5.2.33"
+    assert report_name(None, "sub-01_acq.fast_T1w.nii.gz") == "sub-01_acq.fast_T1w"
+    assert report_name(None, "head.MGZ") == "head"
+    assert report_name(None, ".hidden.nii.gz") == ".hidden"
+    assert report_name("sub-01", "x.nii.gz") == "sub-01"
+
+
+def test_demo_twice_and_in_bad_places(tmp_path):
+    """A "[/x]" in --out crashed the demo (exit 1) half way, leaving one head's outputs; a file
+    as --out or an unmakeable one was an internal error; a run stopped by an existing output
+    left the outputs it had written."""
+    out = tmp_path / "demo [/x]"
+    first = _defacer("demo", "--out", out)
+    assert first.returncode == 0, first.stderr
+    assert "".join(f"QA picture: {out}/qa/phantom_ct_defaced_before_after.png".split()) in "".join(first.stdout.split())
+    assert len(list(out.iterdir())) == 9 and len(list((out / "qa").iterdir())) == 2
+    again = _defacer("demo", "--out", out, "--no-qa")
+    assert again.returncode == 4 and "exists; pass --overwrite" in again.stderr
+    assert _defacer("demo", "--out", out, "--no-qa", "-q", "--overwrite").returncode == 0
+
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    for place in (a_file, "/proc/defacer_demo_test"):
+        result = _defacer("demo", "--out", place)
+        assert result.returncode == 4 and result.stderr.count("\n") == 1, result.stderr
+
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    (stopped / "phantom_ct.nii.gz").write_text("earlier work")
+    result = _defacer("demo", "--out", stopped, "-q")
+    assert result.returncode == 4
+    assert sorted(p.name for p in stopped.iterdir()) == ["phantom_ct.nii.gz"]
