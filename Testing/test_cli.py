@@ -369,6 +369,23 @@ def test_a_shield_that_cannot_be_placed_is_refused(phantom_files, tmp_path):
     assert json.loads(placed.stdout)["report"]["shield_voxels"] > 10_000
 
 
+def test_qa_folder_inside_the_output_or_an_input_and_odd_names(data_dir, phantom_files, tmp_path):
+    """The QA picture shows the ORIGINAL face: inside a DICOM output it would ship with the data
+    meant to be shared, inside the input folder it would change it; both are refused before any
+    work. A "[/x]" in the QA folder's name is text (the console read it as markup: exit 1 after
+    the outputs were written)."""
+    series = data_dir / "dicom/siemens_trio_mprage_1mm"
+    out = tmp_path / "series_defaced"
+    for qa in (out / "qa", series / "qa"):
+        assert_one_line_error(defacer("deface", series, out, "--qa", qa, "--key-file", tmp_path / "k.key"), 4, "QA folder")
+    assert not out.exists() and not (series / "qa").exists() and not (tmp_path / "k.key").exists()
+    head, labels_path, _ = phantom_files
+    odd = tmp_path / "qa[/x]"
+    result = defacer("deface", head, tmp_path / "out.nii.gz", "--features-from", labels_path, "--qa", odd)
+    assert result.returncode == 0, result.stderr
+    assert "qa[/x]" in result.stdout and (odd / "out_before_after.png").is_file()
+
+
 def test_demo_runs_end_to_end(tmp_path):
     # as `make demo` runs it: a relative output folder below the current directory
     result = defacer("demo", "--out", "demo", "--json", cwd=tmp_path)

@@ -119,9 +119,12 @@ def dicom_options_from_args(args):
 def _print_summary(outcome: dict) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     report = outcome["report"]
-    table = Table(title=f"{outcome['output']}")
+    # markup off wherever paths and header text are shown: "[...]" in a name is text, not rich
+    # markup (a "[/x]" in the --qa folder's name ended the run with an internal error)
+    table = Table(title=Text(str(outcome["output"])))
     for column in ("feature", "status", "voxels removed", "box (LPS mm)"):
         table.add_column(column)
     for name, entry in report["features"].items():
@@ -133,12 +136,14 @@ def _print_summary(outcome: dict) -> None:
             table.add_row(name, "not found: skipped", "0", "")
     console = Console()
     console.print(table)
-    console.print(f"protected voxels changed: {report['protected_voxels_changed']}  sidecar: {outcome['sidecar']}")
+    console.print(f"protected voxels changed: {report['protected_voxels_changed']}  sidecar: {outcome['sidecar']}",
+                  markup=False)
     removed = report.get("header_removed", [])
     if removed:
         more = f"; and {len(removed) - 4} more (listed in the sidecar)" if len(removed) > 5 else ""
-        console.print("removed from the header: " + "; ".join(removed[:4] if more else removed) + more)
+        console.print("removed from the header: " + "; ".join(removed[:4] if more else removed) + more, markup=False)
     if report.get("shield_voxels") is not None:  # asked for and not placed is refused (pipeline.deface_volume)
         console.print(f"face shield: {report['shield_voxels']:,} voxels filled")
     if outcome.get("qa_figure"):
-        console.print(f"QA picture: {outcome['qa_figure']} (private: it shows the original face above the defaced one)")
+        console.print(f"QA picture: {outcome['qa_figure']} (private: it shows the original face above the defaced one)",
+                      markup=False)

@@ -182,6 +182,12 @@ def _check_outputs_before_work(input_path, output_path, labels_path, protect_pat
         formats.check_output_format(fmt, output_path)  # 2D slice (refused on reading): known once read
     if qa_dir is not None:
         check_output_folder(qa_dir, "QA folder")
+        qa = Path(qa_dir).resolve()
+        for what, folder in (("the output", output), ("the input", Path(input_path).resolve())):
+            # in the output it would ship the ORIGINAL face's render with the data to be shared
+            if (folder.is_dir() or what == "the output") and (qa == folder or folder in qa.parents):
+                raise OutputError(f"QA folder {qa_dir} is inside {what} {folder.name}; choose a folder outside both "
+                                  "(its picture shows the original face)")
 
 
 def _features_of(volume, labels_path, input_name: str, progress: Progress):
@@ -245,14 +251,15 @@ def _forget_new_key(hook) -> None:
 
 def write_qa_figure(original, defaced, qa_dir, name: str) -> Path:
     """Before/after skin renders of the same head, one PNG in ``qa_dir``."""
-    from DeFacerLib.qa import before_after_figure, render_views
+    from DeFacerLib.qa import before_after_figure, face_direction, render_views
 
     qa_dir = Path(qa_dir)
     qa_dir.mkdir(parents=True, exist_ok=True)
     stem = name.split(".")[0]
     figure = qa_dir / f"{stem}_before_after.png"
-    before = render_views(original)
-    after = render_views(defaced)
+    face = face_direction(original)  # both from the original's face side: a removed face cannot turn away
+    before = render_views(original, face=face)
+    after = render_views(defaced, face=face)
     before_after_figure(before, after, figure, title=f"{stem}: before (top) and after (bottom)")
     return figure
 
