@@ -250,6 +250,8 @@ class DeFacerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         rois = self.logic.rois_of(inputVolume) if node.useAdjustedBoxes else []
         if not rois and node.labelsVolume is None and not ensurePackages("model"):
             return
+        if overwrite and ensurePackages("qa"):  # its voxels are about to go: the "before" skin is taken now
+            self._setSkinModel("before", inputVolume)
         self._startWork()
         try:
             with slicer.util.tryWithErrorDisplay(_("Failed to deface the volume."), waitCursor=True):
@@ -267,28 +269,33 @@ class DeFacerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.text = _("Removed: {removed}; not found: {missing}; brain voxels changed: 0").format(
                     removed=", ".join(report["features_removed"]) or "-",
                     missing=", ".join(report["features_missing"]) or "-")
-                self._updateSkinModels(inputVolume, outputVolume)
+                self._updateSkinModels(None if overwrite else inputVolume, outputVolume)
         finally:
             self._endWork()
 
     # ---- before/after 3D view ------------------------------------------------------------------
     def _updateSkinModels(self, beforeVolume, afterVolume) -> None:
-        """Skin surfaces of before and after as model nodes; the check box picks which is shown."""
+        """Skin surfaces of before and after as model nodes; the check box picks which is shown.
+        ``beforeVolume`` None: the "before" model was taken already (the input is overwritten)."""
         if not ensurePackages("qa"):
             return
         for key, volume in (("before", beforeVolume), ("after", afterVolume)):
-            model = self._skinModels.get(key)
-            if model is not None and slicer.mrmlScene.IsNodePresent(model):
-                self.logic.skin_model(volume, modelNode=model)
-            else:
-                model = self.logic.skin_model(volume, name=f"DeFacer skin {key}")
-                model.CreateDefaultDisplayNodes()
-                model.GetDisplayNode().SetColor(0.93, 0.76, 0.65)
-                self._skinModels[key] = model
+            if volume is not None:
+                self._setSkinModel(key, volume)
         self.onShowAfterToggled(self._parameterNode.showAfter)
         threeDView = slicer.app.layoutManager().threeDWidget(0).threeDView()
         threeDView.lookFromAxis(ctkAxis("Anterior"))
         threeDView.resetFocalPoint()
+
+    def _setSkinModel(self, key: str, volume) -> None:
+        model = self._skinModels.get(key)
+        if model is not None and slicer.mrmlScene.IsNodePresent(model):
+            self.logic.skin_model(volume, modelNode=model)
+        else:
+            model = self.logic.skin_model(volume, name=f"DeFacer skin {key}")
+            model.CreateDefaultDisplayNodes()
+            model.GetDisplayNode().SetColor(0.93, 0.76, 0.65)
+            self._skinModels[key] = model
 
     def onShowAfterToggled(self, showAfter: bool) -> None:
         for key, model in self._skinModels.items():

@@ -311,6 +311,10 @@ def test_output_equal_to_input_needs_confirmation(module, widget):
     widget.ui.applyButton.emit("clicked(bool)")
     assert int((module.util.arrayFromVolume(node) != before).sum()) > 0  # agreed: replaced in place
     assert volume_names(module.slicer.mrmlScene) == ["Phantom head", "labels"]
+    # the "before" skin is the input's as it was, taken before its voxels were replaced
+    points = {key: model.GetPolyData().GetNumberOfPoints() for key, model in widget._skinModels.items()}
+    reference = widget.logic.skin_model(widget.logic.node_from_volume(_volume, "original again"))
+    assert points["before"] == reference.GetPolyData().GetNumberOfPoints() != points["after"]
 
 
 def test_cancel_stops_and_adds_nothing(module, widget):
