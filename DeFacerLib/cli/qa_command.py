@@ -95,11 +95,10 @@ def refuse_out_inside_inputs(out, inputs) -> None:
     from pathlib import Path
 
     from DeFacerLib.errors import OutputError
+    from DeFacerLib.io.atomic import is_within
 
-    target = Path(out).resolve()
     for path in inputs:
-        source = Path(path).resolve()
-        if source.is_dir() and (target == source or source in target.parents):
+        if Path(path).is_dir() and is_within(out, path):
             raise OutputError(f"--out folder {out} is inside the input folder {path}; choose a folder outside "
                               "the inputs (the report shows the original face)")
 

@@ -170,11 +170,10 @@ def _check_outputs_before_work(input_path, output_path, labels_path, protect_pat
     the run, it cost the whole run) and a QA folder that cannot be made (found after the
     output was written, an internal error)."""
     from DeFacerLib.io import formats
-    from DeFacerLib.io.atomic import check_output_folder
+    from DeFacerLib.io.atomic import check_output_folder, is_within
 
-    output = Path(output_path).resolve()
     for option, given in (("--features-from", labels_path), ("--protect-from", protect_path)):
-        if given is not None and (Path(given).resolve() == output or output in Path(given).resolve().parents):
+        if given is not None and is_within(given, output_path):
             raise OutputError(f"output {output_path} is the {option} input {given}; choose another path "
                               "(inputs are never modified)")
     fmt = formats.detect_format(input_path)
@@ -182,12 +181,11 @@ def _check_outputs_before_work(input_path, output_path, labels_path, protect_pat
         formats.check_output_format(fmt, output_path)  # 2D slice (refused on reading): known once read
     if qa_dir is not None:
         check_output_folder(qa_dir, "QA folder")
-        qa = Path(qa_dir).resolve()
-        for what, folder in (("the output", output), ("the input", Path(input_path).resolve())):
+        for what, folder in (("the output", Path(output_path)), ("the input", Path(input_path))):
             # in the output it would ship the ORIGINAL face's render with the data to be shared
-            if (folder.is_dir() or what == "the output") and (qa == folder or folder in qa.parents):
-                raise OutputError(f"QA folder {qa_dir} is inside {what} {folder.name}; choose a folder outside both "
-                                  "(its picture shows the original face)")
+            if (folder.is_dir() or what == "the output") and is_within(qa_dir, folder):
+                raise OutputError(f"QA folder {qa_dir} is inside {what} {folder.resolve().name}; choose a folder "
+                                  "outside both (its picture shows the original face)")
 
 
 def _features_of(volume, labels_path, input_name: str, progress: Progress):

@@ -24,7 +24,7 @@ from DeFacerLib.dicom.markers import BURNED_IN_ANNOTATION
 from DeFacerLib.dicom.profile import ProfileOptions
 from DeFacerLib.dicom.scrub import SOP_INSTANCE_UID, Scrubber, peek_value
 from DeFacerLib.errors import DeFacerError, GuaranteeError, InputError, OutputError
-from DeFacerLib.io.atomic import atomic_path, check_output_path
+from DeFacerLib.io.atomic import atomic_path, check_output_path, is_within
 
 _SCRUBBERS: dict = {}
 MIN_FILES_PER_WORKER = 16
@@ -258,7 +258,9 @@ def scrub_tree(input_path: str | Path, output_path: str | Path, options: Profile
         kind, wanted = ("a folder", "a file") if target.is_dir() else ("a file", "a folder")
         raise OutputError(f"output {output_path} is {kind} but this input gives {wanted}; remove it or choose another path")
     audit = Path(audit_dir) if audit_dir else default_audit_dir(target)
-    if _within(audit, target) or _within(audit, source):
+    # an audit folder there would be published with the output (or removed when it is replaced)
+    # or would change the input
+    if is_within(audit, target) or is_within(audit, source):
         raise OutputError(f"audit folder {audit} must be outside the input and the output")
     if not overwrite and audit.is_dir() and any(audit.iterdir()):  # its mappings are the only way back
         raise OutputError(f"audit folder {audit} holds an earlier run's mappings; pass --overwrite to replace them "
@@ -307,13 +309,6 @@ def scrub_tree(input_path: str | Path, output_path: str | Path, options: Profile
                 f"{leaked[0]['file']}: {leaked[0]['leaks'][0]} (details in {audit_files['summary']})"
             )
     return summary
-
-
-def _within(path: Path, root: Path) -> bool:
-    """``path`` is ``root`` or lies inside it: an audit folder there would be published with
-    the output (or removed when the output is replaced) or would change the input."""
-    path, root = Path(path).resolve(), Path(root).resolve()
-    return path == root or root in path.parents
 
 
 def _write_audit(audit: Path, uid_map, patient_map, records, summary) -> dict:

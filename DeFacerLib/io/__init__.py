@@ -15,6 +15,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from DeFacerLib.errors import InputError, OutputError
+from DeFacerLib.intensity import finite_range
 from DeFacerLib.io import formats
 from DeFacerLib.io.atomic import atomic_path, check_output_path, os_error_reason
 from DeFacerLib.io.dicom_enhanced import read_dicom_enhanced, write_dicom_enhanced
@@ -137,8 +138,8 @@ def describe(volume: Volume) -> dict:
         "modality": volume.modality,
         "slope": float(volume.slope),
         "intercept": float(volume.intercept),
-        "value_range": _finite_range(physical),
-        "stored_range": _finite_range(volume.array),
+        "value_range": finite_range(physical),  # NaN would make --json invalid JSON
+        "stored_range": finite_range(volume.array),
     }
     not_finite = int(volume.array.size - np.count_nonzero(np.isfinite(volume.array)))
     if not_finite:  # NaN outside a resampled field of view is common in float volumes
@@ -149,12 +150,3 @@ def describe(volume: Volume) -> dict:
             if key in source.extra:
                 info[key] = source.extra[key]
     return info
-
-
-def _finite_range(values: np.ndarray) -> tuple[float, float] | None:
-    """(min, max) over the finite values, None when there are none: NaN would make the
-    range meaningless and ``--json`` invalid JSON."""
-    finite = values if np.issubdtype(values.dtype, np.integer) else values[np.isfinite(values)]
-    if finite.size == 0:
-        return None
-    return float(np.min(finite)), float(np.max(finite))

@@ -41,6 +41,13 @@ def check_output_path(input_path: str | os.PathLike | None, output_path: str | o
     return target
 
 
+def is_within(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """``path`` is ``root`` or lies inside it (both resolved): what replacing or writing into
+    ``root`` would reach."""
+    path, root = Path(path).resolve(), Path(root).resolve()
+    return path == root or root in path.parents
+
+
 def check_output_folder(folder: str | os.PathLike, what: str = "output folder") -> Path:
     """Refuse, before any work, a folder for side outputs (QA pictures, reports) that cannot be
     made or written: a file of that name, a file in its path, a read-only or missing place.
