@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 SEPARATORS = (",", ":")
@@ -47,17 +49,39 @@ def _log_line(record: dict, encoded: dict[int, str]) -> str:
 
 
 def write_audit(folder: Path, uid_map: dict, patient_map: dict, records: list[dict], summary: dict) -> dict[str, str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)
-    paths = {
-        "uid_mapping": folder / "uid_mapping.csv",
-        "patid_mapping": folder / "patid_mapping.csv",
-        "actions_log": folder / "actions.jsonl",
-        "summary": folder / "summary.json",
-    }
-    write_mapping(paths["uid_mapping"], uid_map)
-    write_mapping(paths["patid_mapping"], patient_map)
-    write_log(paths["actions_log"], records)
-    paths["summary"].write_text(json.dumps(summary, indent=1) + "\n")
-    os.chmod(paths["summary"], 0o600)
-    return {name: str(p) for name, p in paths.items()}
+    """Write the four files into a fresh private folder beside ``folder``, then put it in
+    place whole: an earlier run's audit is replaced only by a complete one, never left half
+    overwritten (its mappings are the only way back from the pseudonyms)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))  # mode 0700
+    try:
+        names = {"uid_mapping": "uid_mapping.csv", "patid_mapping": "patid_mapping.csv",
+                 "actions_log": "actions.jsonl", "summary": "summary.json"}
+        write_mapping(temp / names["uid_mapping"], uid_map)
+        write_mapping(temp / names["patid_mapping"], patient_map)
+        write_log(temp / names["actions_log"], records)
+        (temp / names["summary"]).write_text(json.dumps(summary, indent=1) + "\n")
+        os.chmod(temp / names["summary"], 0o600)
+        replace_folder(temp, folder)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return {name: str(folder / file_name) for name, file_name in names.items()}
+
+
+def replace_folder(new: Path, folder: Path) -> None:
+    """Move ``new`` to ``folder``; an existing ``folder`` is set aside first and removed only
+    once ``new`` is in place."""
+    old = None
+    if folder.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+        os.replace(folder, old / folder.name)
+    try:
+        os.replace(new, folder)
+    except BaseException:
+        if old is not None:
+            os.replace(old / folder.name, folder)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

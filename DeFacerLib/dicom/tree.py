@@ -5,11 +5,13 @@ no transfer syntax, undecodable pixels for Clean Pixel Data, PHI left after scru
 with its reason. The output tree appears atomically (temp folder + rename); if the leak
 check finds any input PHI left in any file, nothing is published. The audit trail (UID and
 patient mappings, per-file action log, summary) goes to a separate folder, since it holds
-the original identifiers.
+the original identifiers; a run that publishes nothing writes it to AUDIT.failed instead, so
+that the audit of an output already in place keeps matching it.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import time
 import warnings
@@ -35,6 +37,12 @@ TRANSFER_SYNTAX_UID, PIXEL_DATA = 0x00020010, 0x7FE00010
 
 def default_audit_dir(output: Path) -> Path:
     return output.with_name(output.name + ".audit")
+
+
+def failed_audit_dir(audit: Path) -> Path:
+    """Where a run that published nothing (the leak check failed) writes its audit: beside the
+    audit of the output in place, which must keep matching that output."""
+    return audit.with_name(audit.name + ".failed")
 
 
 def list_inputs(root: Path) -> list[tuple[str, str]]:
@@ -260,7 +268,7 @@ def scrub_tree(input_path: str | Path, output_path: str | Path, options: Profile
     audit = Path(audit_dir) if audit_dir else default_audit_dir(target)
     # an audit folder there would be published with the output (or removed when it is replaced)
     # or would change the input
-    if is_within(audit, target) or is_within(audit, source):
+    if any(is_within(folder, target) or is_within(folder, source) for folder in (audit, failed_audit_dir(audit))):
         raise OutputError(f"audit folder {audit} must be outside the input and the output")
     if not overwrite and audit.is_dir() and any(audit.iterdir()):  # its mappings are the only way back
         raise OutputError(f"audit folder {audit} holds an earlier run's mappings; pass --overwrite to replace them "
@@ -301,13 +309,14 @@ def scrub_tree(input_path: str | Path, output_path: str | Path, options: Profile
                              f"first: {first['file']}: {first['reason']})")
         summary, uid_map, patient_map = _summarize(records, source, target, audit, options, time.perf_counter() - started)
         leaked = [r for r in records if r.get("leaks")]
-        audit_files = _write_audit(audit, uid_map, patient_map, records, summary)
-        summary["audit"] = audit_files
-        if leaked:
+        if leaked:  # nothing is published, so the audit of what is published stays as it was
+            audit_files = _write_audit(failed_audit_dir(audit), uid_map, patient_map, records, summary)
             raise GuaranteeError(
                 f"PHI left after scrubbing in {len(leaked)} file(s), nothing was written to {target}: "
                 f"{leaked[0]['file']}: {leaked[0]['leaks'][0]} (details in {audit_files['summary']})"
             )
+        summary["audit"] = _write_audit(audit, uid_map, patient_map, records, summary)
+    shutil.rmtree(failed_audit_dir(audit), ignore_errors=True)  # an earlier failed run's report, superseded
     return summary
 
 
