@@ -198,6 +198,30 @@ def test_ct_head_is_defaced_with_the_face_found(data_dir, tmp_path):
     assert_cut_surface_blended(head, out, report)
     assert report["fill_value_physical"] < out.physical()[changed][seal][0]  # tissue is brighter than air
     assert outcome["report"]["segmentation"]["present"]["eyes"]
+    assert_no_chin_overhang(head, out, report, changed)
+
+
+def assert_no_chin_overhang(before: Volume, after: Volume, report: dict, changed: np.ndarray) -> None:
+    """Nothing hangs under the whole face's cut: the span box's floor met this CT's chin at its
+    underside and left a shelf one voxel thick (1,650 voxels), a brim under the cut in every
+    side render, above the jaw's underside. Under the floor, all of what hung from the cut is
+    air now (9,809 voxels changed), and nothing else there changed: the neck, whose columns run
+    on, is kept voxel for voxel."""
+    from DeFacerLib.deface.face_cut import chin_overhang, chin_overhang_box, down_axis
+
+    span = [np.asarray(v) for v in report["features"]["face"]["component_boxes"][0]]
+    slab = chin_overhang_box(before, span)
+    axis, down = down_axis(before)
+    region = tuple(slice(int(a), int(b) + 1) for a, b in zip(*slab))
+    floor = np.take(changed[tuple(slice(int(a), int(b) + 1) for a, b in zip(*span))], 0 if down < 0 else -1, axis=axis)
+    hung = chin_overhang(head_mask(before)[region], floor, axis, down)
+    assert hung.sum() > 5000 and changed[region].sum() > 5000
+    assert not (changed[region] & ~hung).any()
+    assert (after.array[region][hung] == after.stored_value(report["fill_value_physical"])).all()
+    from DeFacerLib.deface.removal import changed_region_mask  # the report's boxes hold every change
+
+    assert len(report["features"]["face"]["component_boxes"]) == 2
+    assert not (changed & ~changed_region_mask(report, before.shape3)).any()
 
 
 @pytest.mark.slow

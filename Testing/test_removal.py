@@ -354,3 +354,31 @@ def test_a_feature_core_goes_at_any_depth_inside_its_boxes_never_near_the_brain(
     assert not changed[~_boxes_union(report, volume.shape3)].any(), "the core went outside the eyes' boxes"
     with pytest.raises(InputError):
         remove_features(volume, {"eyes": eyes}, brain, feature_cores={"eyes": core[:-1]})
+
+
+@pytest.mark.parametrize("down", [-1, 1])
+def test_chin_overhang_takes_what_hangs_in_air_and_keeps_what_runs_on(down):
+    """Column by column under the face span's floor: tissue hanging from a cut floor voxel that
+    ends in air inside the slab goes; a column that runs through the slab (the neck), or hangs
+    from a kept floor voxel, stays whole."""
+    from DeFacerLib.deface.face_cut import chin_overhang
+
+    slab = np.zeros((4, 3, 6), bool)  # axis 2 is "down"; index 0 is next to the floor when down > 0
+    slab[0, 0, :2] = True  # a 2-voxel shelf under a cut voxel: goes
+    slab[1, 0, :] = True  # runs through the slab (the neck): stays
+    slab[2, 0, :3] = True  # a shelf under a kept floor voxel: stays
+    slab[3, 0, 1:3] = True  # not touching the floor: stays
+    floor_cut = np.zeros((4, 3), bool)
+    floor_cut[[0, 1, 3], 0] = True
+    if down < 0:  # the floor lies at the slab's high end
+        hung = chin_overhang(slab[..., ::-1], floor_cut, 2, down)[..., ::-1]
+    else:
+        hung = chin_overhang(slab, floor_cut, 2, down)
+    expected = np.zeros_like(slab)
+    expected[0, 0, :2] = True
+    assert np.array_equal(hung, expected)
+    # where the slab ends at the field of view's edge, a column under a cut voxel that runs to
+    # the edge is a slice of chin or neck under the cut: it goes too
+    edge = chin_overhang(slab, floor_cut, 2, 1, ends_at_edge=True)
+    expected[1, 0, :] = True
+    assert np.array_equal(edge, expected)

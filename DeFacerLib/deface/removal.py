@@ -6,7 +6,9 @@ For each feature the removal region is
 
 and its voxels are set to the image's air value. With the whole face (the default) one more
 region joins them: the box spanning the eyes, nose and mouth down past the chin, cut to the
-same shell and also flat at a face plane (face_span_box, face_plane_regions); the deepest
+same shell and also flat at a face plane (face_span_box, face_plane_regions), and under that
+box's floor what hangs from the cut over air (the chin's underside, face_cut.chin_overhang,
+its box reported as the face's second component box); the deepest
 part of every face cut is the seal, set to the head's tissue value (DEFAULT_SEAL_MM), and so
 is every face-cut voxel next to the guard (what the guard keeps is not left bare), and so is
 the eye visor (EYE_VISOR_*: around the eyes the cut is tissue up to a flat plane just in front
@@ -68,10 +70,14 @@ from scipy import ndimage as ndi
 from DeFacerLib.deface.air import air_value, tissue_value
 from DeFacerLib.deface.face_cut import (
     CHIN_BELOW_MOUTH_MM,
+    CHIN_OVERHANG_MM,
     DEFAULT_WHOLE_FACE,
     FACE_REGION,
     blend_plane_surface,
     blend_values,
+    chin_overhang,
+    chin_overhang_box,
+    down_axis,
     face_frame,
     face_plane_regions,
     face_span_box,
@@ -296,6 +302,7 @@ def remove_features(
             "whole_face": bool(whole_face),
             "seal_mm": seal_thickness_mm(seal_mm, volume.spacing_mm),
             "chin_below_mouth_mm": CHIN_BELOW_MOUTH_MM,
+            "chin_overhang_mm": CHIN_OVERHANG_MM,
             "shield": bool(shield),
         },
     )
@@ -471,7 +478,8 @@ def _plan_cut(volume: Volume, head, guard: _Guard, boxes: dict, span, features: 
     pinna_boxes = [(np.maximum(lo - reach_vox, 0), np.minimum(hi + reach_vox, shape - 1)) for lo, hi in boxes.get("ears", [])]
     if pinna_boxes:
         features["ears"].reach_boxes = [_key(a, b) for a, b in pinna_boxes]
-    every = [b for bl in [*boxes.values(), pinna_boxes] for b in bl]
+    slab = chin_overhang_box(volume, span) if span is not None else None  # under the span: the chin's overhang
+    every = [b for bl in [*boxes.values(), pinna_boxes, [slab] if slab else []] for b in bl]
     lo, hi = np.min([b[0] for b in every], axis=0), np.max([b[1] for b in every], axis=0)
     crop_shape = tuple(int(v) for v in hi - lo + 1)
     cut = _Cut(lo, np.zeros(crop_shape, dtype=bool), np.zeros(crop_shape, dtype=bool))
@@ -498,7 +506,30 @@ def _plan_cut(volume: Volume, head, guard: _Guard, boxes: dict, span, features: 
         if seal_mm:  # what the guard keeps is not left bare either
             air &= ~(span_seal_guard if span_seal_guard is not None
                      else dilate_mm_on_box(guard.protected, guard.protect_margin_mm + seal_mm, guard.spacing, span))
+    if slab is not None:
+        _cut_chin_overhang(cut, volume, head, guard, span, slab, features)
     return cut
+
+
+def _cut_chin_overhang(cut: _Cut, volume: Volume, head, guard: _Guard, span, slab, features: dict) -> None:
+    """In place: what hangs under the face span's cut floor (face_cut.chin_overhang) becomes air;
+    the whole face's report gets its voxels and their box."""
+    axis, down = down_axis(volume)
+    floor_lo, floor_hi = np.array(span[0]), np.array(span[1])
+    floor_lo[axis] = floor_hi[axis] = span[0][axis] if down < 0 else span[1][axis]
+    floor_cut = np.take(cut.removal[cut.local(floor_lo, floor_hi)], 0, axis=axis)
+    head_slab = np.asarray(head)[tuple(slice(int(a), int(b) + 1) for a, b in zip(*slab))]
+    ends_at_edge = slab[0][axis] == 0 if down < 0 else slab[1][axis] == volume.shape3[axis] - 1
+    overhang = chin_overhang(head_slab, floor_cut, axis, down, ends_at_edge) & ~guard.on(*slab)
+    if not overhang.any():
+        return
+    local = cut.local(*slab)
+    cut.removal[local] |= overhang
+    cut.air[local] |= overhang
+    found = np.argwhere(overhang)
+    box = (np.asarray(slab[0]) + found.min(axis=0), np.asarray(slab[0]) + found.max(axis=0))
+    removed = features[FACE_REGION].voxels_removed + int(overhang.sum())
+    features[FACE_REGION] = dataclasses.replace(_removal_of(volume, [span, box]), voxels_removed=removed)
 
 
 def _cut_shells(cut: _Cut, volume: Volume, head, guard: _Guard, boxes: dict, features: dict, feature_cores: dict,
