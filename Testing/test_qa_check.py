@@ -54,6 +54,7 @@ def test_intact_face_fails_through_the_cli(data_dir, tmp_path):
                              str(tmp_path / "qa"), "--json"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 6, result.stderr
     assert result.stderr.startswith("defacer: error: re-identification check FAILED")
+    assert "--shield" in result.stderr and len(result.stderr.strip().splitlines()) == 1  # what to do, in one line
     report = json.loads(result.stdout)
     assert report["verdict"] == "FAIL"
     views = {v["view"]: v for v in report["check"]["views"]}
@@ -62,6 +63,7 @@ def test_intact_face_fails_through_the_cli(data_dir, tmp_path):
         assert views[view]["similarity"]["sface"] == pytest.approx(1.0, abs=1e-3)
     page = Path(report["files"]["html"]).read_text()
     assert "FAIL" in page and page.count("data:image/png;base64,") == 10
+    assert "<b>What to do:</b>" in page and "defacer deface --shield" in page
     assert "<b>Private:</b> this report shows renders of the original, undefaced head" in page
 
 

@@ -30,7 +30,7 @@ def run(args) -> dict:
     from DeFacerLib.io import read_volume
     from DeFacerLib.io.atomic import check_output_folder, make_folder, remove_made_folders
     from DeFacerLib.qa.check import check_pair
-    from DeFacerLib.qa.report import write_report
+    from DeFacerLib.qa.report import FAIL_ADVICE, write_report
 
     name = report_name(args.name, args.defaced)
     check_output_folder(args.out, "--out folder")
@@ -63,7 +63,7 @@ def run(args) -> dict:
             json.dump(result, sys.stdout, indent=2)
             sys.stdout.write("\n")
         raise FaceStillRecognisable("re-identification check FAILED: " + "; ".join(check.reasons)
-                                    + f" (report: {files['html']})")
+                                    + f" (report: {files['html']}); {FAIL_ADVICE}")
     return result
 
 

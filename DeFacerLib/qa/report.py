@@ -16,6 +16,10 @@ from DeFacerLib.qa.figure import before_after_figure
 
 
 # The QA pictures render the undefaced head too: its face identifies the patient.
+# What a FAIL asks of the user: the one remedy measured to close what the default leaves (the
+# shield passed qa on all 27 IXI heads and on niivue_T2w, whose default copy fails; docs/qa.md).
+FAIL_ADVICE = ("do not share this copy; `defacer deface --shield` also closes the front of the head with "
+               "featureless tissue: deface the original with it and check that copy")
 ORIGINAL_FACE_NOTICE = ("this report shows renders of the original, undefaced head, whose face identifies the "
                         "patient: keep it with the original data and share only the defaced images")
 
@@ -71,6 +75,7 @@ def write_report(check: RiskCheck, before: dict, after: dict, out_dir, name: str
     )
     pair = "".join(f"<li>{html.escape(role)}: {html.escape(str(path))}</li>" for role, path in (inputs or {}).items())
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in check.reasons) or "<li>no facial view matches</li>"
+    advice = "" if check.verdict == "PASS" else f"<p><b>What to do:</b> {html.escape(FAIL_ADVICE)}</p>"
     thresholds = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in check.thresholds.items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>DeFacer QA: {html.escape(name)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
@@ -79,7 +84,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}figure{{display:i
 <h1>Re-identification check: {html.escape(name)}</h1>
 <p style="border:2px solid #b42318;padding:6px 10px"><b>Private:</b> {html.escape(ORIGINAL_FACE_NOTICE)}</p>
 <ul>{pair}</ul>
-<p class="verdict">{check.verdict}</p><ul>{reasons}</ul>
+<p class="verdict">{check.verdict}</p><ul>{reasons}</ul>{advice}
 <table><tr><th>view</th><th>YuNet score original</th><th>YuNet score defaced</th><th>dlib faces orig / defaced</th>
 <th>landmarks (defaced)</th><th>SFace similarity</th><th>dlib distance</th><th>SFace, cut at original face</th>
 <th>dlib, cut at original face</th><th>result</th></tr>{''.join(rows)}</table>
