@@ -19,6 +19,11 @@ KEY_BYTES = 32
 DATE_OFFSET_RANGE_DAYS = (-3650, -365)
 
 
+# The folders load_or_create_key made for a new key file, deepest first, so that a run that
+# publishes nothing removes them with the key (forget_new_key).
+_FOLDERS_MADE_FOR: dict[Path, list[Path]] = {}
+
+
 def default_key_path() -> Path:
     env = os.environ.get("DEFACER_KEY_FILE")
     return Path(env) if env else Path.home() / ".config" / "defacer" / "deid.key"
@@ -40,6 +45,7 @@ def load_or_create_key(path: str | Path | None = None) -> tuple[bytes, Path, boo
             raise InputError(f"key file {path} holds a key shorter than 16 bytes; use a longer key")
         return key, path, False
     key = secrets.token_bytes(KEY_BYTES)
+    _FOLDERS_MADE_FOR[path] = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -56,6 +62,11 @@ def forget_new_key(path: str | Path, created: bool) -> None:
     is never touched."""
     if created:
         Path(path).unlink(missing_ok=True)
+        for folder in _FOLDERS_MADE_FOR.pop(Path(path), []):  # deepest first; a mistyped path leaves nothing
+            try:
+                folder.rmdir()
+            except OSError:  # something else was put there meanwhile: it stays
+                break
 
 
 def _digest(key: bytes, namespace: str, value: str) -> bytes:
