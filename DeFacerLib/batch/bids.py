@@ -117,6 +117,7 @@ def scrub_sidecar(data, options=None, offset_days: int = 0):
     removed: set[str] = set()
     removed_values: list[str] = []
     to_clean: list[tuple[dict, str]] = []
+    kept_text: list[tuple[dict, str]] = []
 
     def clean(value):
         if isinstance(value, dict):
@@ -125,6 +126,8 @@ def scrub_sidecar(data, options=None, offset_days: int = 0):
                 action, vr = actions.get(key, ("K", ""))
                 if action == "K" or (action == "C" and vr == "TM"):
                     kept[key] = clean(inner)
+                    if not isinstance(inner, dict):  # text under a key the profile keeps or does not know
+                        kept_text.append((kept, key))
                 elif action == "C" and vr in DATE_VRS and isinstance(inner, str):
                     shifted = _shift_datetime(inner, offset_days)
                     if shifted is None:
@@ -144,8 +147,8 @@ def scrub_sidecar(data, options=None, offset_days: int = 0):
 
     cleaned = clean(data)
     phi = [v.lower() for v in removed_values if len(v) >= 3]
-    for holder, key in to_clean:  # a description that names what was removed goes too
-        if any(v in holder[key].lower() for v in phi):
+    for holder, key in to_clean + kept_text:  # any text that names what was removed goes too
+        if key in holder and any(v in text.lower() for text in _strings(holder[key]) for v in phi):
             del holder[key]
             removed.add(key)
     return cleaned, sorted(removed)
@@ -175,18 +178,27 @@ def _sidecar_actions(options) -> dict[str, tuple[str, str]]:
     return actions
 
 
-def add_generated_by(description: dict, features: tuple[str, ...]) -> dict:
-    """dataset_description.json with DeFacer appended to GeneratedBy (once, deterministic)."""
+ACQ_TIME_DONE = {"remove": "acq_time dates removed from", "modified": "acq_time dates shifted in",
+                 "full": "acq_time dates kept in"}
+
+
+def add_generated_by(description: dict, features: tuple[str, ...], dates: str = "remove") -> dict:
+    """dataset_description.json with DeFacer appended to GeneratedBy (once, deterministic); what
+    the entry says is what this run did (no features: a scrub-only run defaced nothing)."""
     out = dict(description)
-    entries = [entry for entry in out.get("GeneratedBy", []) or []
+    before = out.get("GeneratedBy") or []
+    if not isinstance(before, list):  # one entry given without its list: kept as it is, not split up
+        before = [before]
+    entries = [entry for entry in before
                if not (isinstance(entry, dict) and entry.get("Name") == GENERATED_BY_NAME)]
+    defaced = (f"facial features removed ({', '.join(features)}) from anatomical, PET and CT images and from "
+               "every other head image (quantitative maps, derivatives, sourcedata) in which a face was found"
+               if features else "no image defaced (DICOM headers de-identified only)")
     entries.append({
         "Name": GENERATED_BY_NAME,
         "Version": __version__,
-        "Description": (f"facial features removed ({', '.join(features)}) from anatomical, PET and CT images and from "
-                        "every other head image (quantitative maps, derivatives, sourcedata) in which a face was found; "
-                        "PHI fields removed from the JSON sidecars and acq_time dates from the scans and sessions "
-                        "tables; other files copied"),
+        "Description": (f"{defaced}; PHI fields removed from the JSON sidecars and {ACQ_TIME_DONE[dates]} the scans "
+                        "and sessions tables; other files copied"),
     })
     out["GeneratedBy"] = entries
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ SIDECAR = "sidecar"               # BIDS JSON sidecar: PHI fields removed
 DATED_TABLE = "dated table"       # BIDS scans/sessions table: acq_time under the dates policy
 DESCRIPTION = "description"       # BIDS dataset_description.json: GeneratedBy added
 SKIP = "skip"                     # nothing written, reason recorded
+MISSING = "missing"               # a broken link: nothing to read, the item fails (its file is not lost silently)
 
 WRITABLE_VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".mha")
 DETACHED_VOLUME_SUFFIXES = (".nhdr", ".mhd")
@@ -103,7 +105,7 @@ def list_files(root: Path) -> list[str]:
         base = Path(folder).relative_to(root)
         for name in sorted(names):
             path = Path(folder) / name
-            if path.is_file():
+            if path.is_file() or (path.is_symlink() and not path.exists()):  # a broken link is listed, to fail
                 found.append((base / name).as_posix())
     return found
 
@@ -138,6 +140,9 @@ def classify(root: Path, files: list[str], layout: str) -> tuple[list[Item], lis
         if hidden:
             items.append(Item(rel, SKIP, rel, (rel,), reason=f"in the hidden folder {hidden}/ (version control or "
                                                               "converter state, which may hold the original files): not copied"))
+        elif (root / rel).is_symlink() and not (root / rel).exists():
+            items.append(Item(rel, MISSING, rel, (rel,), reason="a broken link: its target is missing (git-annex or "
+                                                                 "DataLad content not fetched?); fetch it and rerun"))
         elif suffix in DETACHED_VOLUME_SUFFIXES:
             items.append(Item(rel, SKIP, rel, (rel,), reason="detached-header volumes are not batch-processed; "
                                                               "convert to .nrrd/.mha first"))
@@ -208,22 +213,35 @@ def scan_dicom_headers(root: str, rels: list[str]) -> list[tuple[str, dict | Non
     out = []
     for rel in rels:
         try:
-            ds = pydicom.dcmread(Path(root) / rel, stop_before_pixels=True, specific_tags=list(DICOM_HEADER_TAGS))
-            uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+            with warnings.catch_warnings():  # pydicom's notes on invalid values ("1?" as IS): not the console's
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(Path(root) / rel, stop_before_pixels=True, specific_tags=list(DICOM_HEADER_TAGS))
+                uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
         except Exception:
             uid = ""
         if not uid:
             out.append((rel, None))
             continue
-        out.append((rel, {
-            "series_uid": uid,
-            "modality": str(ds.get("Modality", "") or ""),
-            "rows": int(ds.get("Rows", 0) or 0),
-            "columns": int(ds.get("Columns", 0) or 0),
-            "frames": int(ds.get("NumberOfFrames", 1) or 1),
-            "samples": int(ds.get("SamplesPerPixel", 1) or 1),
-        }))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out.append((rel, {
+                "series_uid": uid,
+                "modality": str(ds.get("Modality", "") or ""),
+                "rows": _as_int(ds.get("Rows"), 0),
+                "columns": _as_int(ds.get("Columns"), 0),
+                "frames": _as_int(ds.get("NumberOfFrames"), 1),
+                "samples": _as_int(ds.get("SamplesPerPixel"), 1),
+            }))
     return out
+
+
+def _as_int(value, default: int) -> int:
+    """A count from the header, or ``default`` when it is missing or invalid (an IS of "1?", two
+    values): the file stays in its series, whose reading decides, rather than stopping the run."""
+    try:
+        return int(value) or default
+    except (TypeError, ValueError):
+        return default
 
 
 def group_dicom(scanned: list[tuple[str, dict | None]], key: bytes) -> tuple[list[Item], dict[str, dict]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import shutil
 import time
 from pathlib import Path
@@ -99,6 +100,10 @@ def run_batch(
     files = disc.list_files(source)  # before anything is made: an empty input leaves no output behind
     if not files:
         raise InputError(f"{source} holds no files")
+    undecodable = [rel for rel in files if not _is_utf8(rel)]
+    if undecodable:  # the manifest, the reports and Dask's task names are UTF-8 text
+        raise InputError(f"{len(undecodable)} file or folder name(s) in {source} are not UTF-8 (first: "
+                         f"{os.fsencode(undecodable[0])!r}); rename them (e.g. convmv -f latin1 -t utf8) and rerun")
     key, key_path, _created = load_or_create_key(key_file)
     config = BatchConfig(
         input_root=str(source), output_root=str(target), audit_root=str(audit), key_file=str(key_path),
@@ -121,7 +126,11 @@ def run_batch(
             summary = _summary(manifest, plan, source, target, audit, key_path, time.perf_counter() - started)
             outcomes = manifest.outcomes()
             states = manifest.state_of()
-        _remove_empty_folders(target, [rel for item in plan.items if states.get(item.id, ("",))[0] == FAILED
+        unrecorded = [item for item in plan.items if item.id not in states]
+        if stop is not None:  # finished by a worker as the run stopped, never recorded: not published
+            _remove_unrecorded_outputs(target, config.meta_root, unrecorded)
+        _remove_empty_folders(target, [rel for item in plan.items
+                                       if states.get(item.id, ("",))[0] == FAILED or item.id not in states
                                        for rel in item.files])
         from DeFacerLib.batch.report import merge_audit, write_reports
 
@@ -163,6 +172,24 @@ def _run(config, client, scheduler, workers, source, layout, key, files, target,
         _sweep_partials(target)
         shutil.rmtree(Path(config.audit_root) / ".work", ignore_errors=True)
     return plan, stop
+
+
+def _is_own_child(pid: int) -> bool:
+    """``pid`` is still a process this one started (a worker of its own LocalCluster), not a
+    number the system has since given to another process (Linux /proc; elsewhere never)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return any(line.split()[1:2] == [str(os.getpid())] for line in status.splitlines() if line.startswith("PPid:"))
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os.walk gives undecodable bytes as lone surrogates
+        return False
+    return True
 
 
 def _shareable(summary: dict, source: Path, target: Path, audit: Path, key_path) -> dict:
@@ -229,10 +256,12 @@ def _run_items(client, manifest, todo, config, series_info, fingerprints, token,
 
     pending = []
     for item in todo:
-        if item.kind == disc.SKIP:
+        if item.kind in (disc.SKIP, disc.MISSING):
+            missing = item.kind == disc.MISSING
             outcome = {"id": item.id, "kind": item.kind, "name": item.name, "files": len(item.files),
-                       "state": SKIPPED, "reason": item.reason, "action": "none", "written": 0,
-                       "skipped": len(item.files), "failed": 0, "outputs": []}
+                       "state": FAILED if missing else SKIPPED, "reason": item.reason, "action": "none",
+                       "written": 0, "skipped": 0 if missing else len(item.files),
+                       "failed": len(item.files) if missing else 0, "outputs": []}
             manifest.record(outcome, fingerprint=fingerprints[item.id], config=token)
             progress.item_done(outcome)
         else:
@@ -300,10 +329,15 @@ def _dask_client(client, scheduler: str | None, workers: int):
         try:
             yield own
         finally:
+            pids = [nanny.pid for nanny in list(cluster.workers.values()) if getattr(nanny, "pid", None)]
             with contextlib.suppress(Exception):
                 own.close()
             with contextlib.suppress(Exception):
                 cluster.close()
+            for pid in pids:  # a worker busy with a task outlives close(): it must not write after the sweep
+                if _is_own_child(pid):
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
     finally:
         dask_logger.setLevel(level)
 
@@ -374,6 +408,16 @@ def _make_folder(path: Path) -> None:
 
 def _outputs_present(root: Path, rels) -> bool:
     return all((root / rel).exists() for rel in rels)
+
+
+def _remove_unrecorded_outputs(target: Path, meta_root: Path, items) -> None:
+    """The mirrored outputs (and provenance records) of items the manifest does not hold: a
+    worker finished them while the run stopped; the rerun redoes them."""
+    for item in items:
+        for rel in item.files:
+            for path in (target / rel, Path(meta_root) / "provenance" / f"{rel}.defacer.json"):
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                    path.unlink()
 
 
 def _remove_empty_folders(root: Path, rels) -> None:

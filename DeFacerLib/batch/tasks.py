@@ -312,7 +312,8 @@ def _scrub_files(item: Item, config: BatchConfig, outcome: dict, reason: str = "
     _write_scrub_audit(config, item, records, uid_map, patients)
     counts = {status: sum(1 for r in records if r["status"] == status) for status in ("written", "skipped", "failed")}
     outputs = [r["file"] for r in records if r["status"] == "written"]
-    problems = [f"{r['file']}: {r['reason']}" for r in records if r["status"] != "written"]
+    problems = [r["reason"] if r["file"] == item.name else f"{r['file']}: {r['reason']}"  # a file item is named by it
+                for r in records if r["status"] != "written"]
     state = FAILED if counts["failed"] else (SKIPPED if not counts["written"] else DONE)
     text = "; ".join(part for part in [reason, *problems[:3]] if part)
     if len(problems) > 3:
@@ -433,7 +434,8 @@ def _description(item: Item, config: BatchConfig, info: dict, outcome: dict) -> 
     if not isinstance(data, dict):
         raise InputError(f"{rel} is not a JSON object; fix dataset_description.json")
     features = () if config.scrub_only else config.parameters.features
-    _write_text(Path(config.output_root) / rel, bids.dumps(bids.add_generated_by(data, features)))
+    dates, _ = _dates_policy(config, rel)
+    _write_text(Path(config.output_root) / rel, bids.dumps(bids.add_generated_by(data, features, dates)))
     outcome.update(action="GeneratedBy added", written=1, outputs=[rel])
 
 

@@ -131,6 +131,10 @@ def _read(path: str | Path):
     meta = getattr(ds, "file_meta", None)
     if meta is None or TRANSFER_SYNTAX_UID not in meta._dict:
         return None, ("failed", "missing transfer syntax in the file meta; re-export it as a DICOM Part 10 file")
+    syntax = meta[TRANSFER_SYNTAX_UID].value
+    if not getattr(syntax, "is_transfer_syntax", False):  # JPEG XL, a vendor's private syntax: pydicom cannot say how it is encoded
+        return None, ("failed", f"unknown transfer syntax {str(syntax).strip() or '(empty)'} in the file meta; "
+                                "re-export it with a standard transfer syntax")
     cut = _ends_early(ds, caught, status.st_size) or _image_without_pixels(ds)
     if cut:
         return None, ("failed", f"truncated: {cut}")

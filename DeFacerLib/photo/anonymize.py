@@ -21,6 +21,7 @@ from DeFacerLib.photo.landmarks import add_landmarks
 from DeFacerLib.photo.media import (
     IMAGE_SUFFIXES,
     VideoWriter,
+    check_output_suffix,
     kind_of,
     open_video,
     native_output,
@@ -196,6 +197,7 @@ def anonymize_path(source, destination, options: PhotoOptions, overwrite: bool =
         targets = [destination / f.name for f in files]
     else:
         targets = [destination]
+        check_output_suffix(kind_of(source), destination)
     _check_targets(files, targets, overwrite)
 
     read = [_read_still(f) for f in files]  # read everything first: a bad file stops before any write
@@ -248,6 +250,7 @@ def anonymize_video(source, destination, options: PhotoOptions, overwrite: bool 
     source, destination = Path(source), Path(destination)
     if options.method == "ksame":
         raise InputError(f"{source}: k-Same is for sets of photos, not video; choose fill, blur or pixelate")
+    check_output_suffix("video", destination)
     if destination.exists() and not overwrite:
         raise OutputError(f"{destination} exists; pass --overwrite or choose another output")
     if destination.resolve() == source.resolve():
@@ -284,6 +287,8 @@ def anonymize_video(source, destination, options: PhotoOptions, overwrite: bool 
 def anonymize_camera(source, options: PhotoOptions, max_frames: int | None = None, destination=None,
                      size=(640, 480), overwrite: bool = False):
     """Anonymize a live stream (camera index, URL or file) in real time; optionally record it."""
+    if destination is not None:  # before the camera is opened
+        check_output_suffix("video", Path(destination))
     capture = open_video(source)
     writer = None
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,23 @@ DICOM_SUFFIXES = {".dcm", ".dicom"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".m4v", ".webm"}
 JPEG_QUALITY = 95
 MAX_PIXELS = 400_000_000  # Pillow's decompression-bomb guard, raised for big clinical scans
+
+
+WRITTEN_SUFFIXES = {"image": tuple(IMAGE_SUFFIXES), "dicom": tuple(DICOM_SUFFIXES) + ("",),
+                    "video": (".mp4", ".m4v", ".mov")}
+
+
+def check_output_suffix(kind: str, path: Path) -> None:
+    """The output's name must say what is written into it: a photo as JPEG/PNG/TIFF (from its
+    suffix), a DICOM photo as DICOM, a video as H.264 MP4; else a usage error before any work."""
+    allowed = WRITTEN_SUFFIXES[kind]
+    if Path(path).suffix.lower() not in allowed:
+        from DeFacerLib.errors import UsageError
+
+        what = {"image": "a photo is written as JPEG, PNG or TIFF", "dicom": "a DICOM photo is written as DICOM",
+                "video": "a video is written as H.264 MP4"}[kind]
+        names = " ".join(suffix or "(no suffix)" for suffix in allowed)
+        raise UsageError(f"{path}: {what}; name the output {names}")
 
 
 def kind_of(path: Path) -> str:
@@ -60,15 +78,39 @@ def read_image_native(path):
     path = Path(path)
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():  # over MAX_PIXELS (Pillow only warns below twice that): refused
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            if getattr(image, "n_frames", 1) > 1:  # a multi-page TIFF, an animated PNG: only the first would be seen
+                raise InputError(f"{path}: holds {image.n_frames} pages or frames; only single-image files are "
+                                 "supported: save each page as its own file")
+            if _deep_colour(image):  # Pillow would give 8 bits per channel: "unchanged" pixels would not be
+                raise InputError(f"{path}: 16 bits per colour channel is not supported (only grey is kept at 16 "
+                                 "bits); convert it to 8-bit colour or to 16-bit grey")
             image.load()  # truncated files fail here, not later
             native = _kept_mode(ImageOps.exif_transpose(image))
             native.info.clear()  # metadata never reaches an output
             return _as_rgb(native), native
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise InputError(f"{path}: the image is too large ({error}); split or downscale it") from None
+    except (OSError, ValueError, SyntaxError) as error:
         raise InputError(f"{path}: cannot read the image ({error}); is it complete and a JPEG, PNG or TIFF?") from None
+
+
+def _deep_colour(image) -> bool:
+    """A colour image with more than 8 bits per channel (48/64-bit PNG, 16-bit RGB TIFF), which
+    Pillow opens, without a word, as 8-bit RGB(A); looked at before the pixels are loaded."""
+    if image.mode not in ("RGB", "RGBA"):
+        return False
+    if image.format == "PNG":
+        return any("16" in str(tile[3]) for tile in image.tile)
+    if image.format == "TIFF":
+        bits = image.tag_v2.get(258, (8,))
+        return max(bits if isinstance(bits, tuple) else (bits,)) > 8
+    return False
 
 
 _DEEP_MODES = ("I;16", "I;16B", "I;16L", "I", "F")

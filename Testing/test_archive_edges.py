@@ -1,0 +1,178 @@
+"""Edge cases of `defacer batch`, `defacer scrub` and `defacer photo` found by feeding them what
+archives hold: sidecars naming the patient under unknown keys, links to content never fetched,
+names that are not UTF-8, transfer syntaxes pydicom does not know, invalid header counts,
+multi-page TIFFs, 16-bit colour, and output names that say another format. Each failed before
+its fix (exit 0 with a leak or a loss, or an internal error)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from DeFacerLib.cli.main import main
+
+KEY = bytes(range(32))
+
+
+def _key(tmp_path: Path) -> Path:
+    path = tmp_path / "project.key"
+    path.write_text(KEY.hex() + "\n")
+    return path
+
+
+def _bids(root: Path) -> Path:
+    root.mkdir(parents=True)
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "edges", "BIDSVersion": "1.9.0"}))
+    return root
+
+
+def _batch(tmp_path: Path, source: Path, output: Path, *flags: str) -> int:
+    return main(["batch", str(source), str(output), "--key-file", str(_key(tmp_path)), "--workers", "1", "-q", *flags])
+
+
+def test_a_sidecar_naming_the_patient_under_an_unknown_key_is_cleaned(tmp_path):
+    """PatientName was removed, but 'Comment' and 'ProcedureStepDescription' (no keyword the
+    profile keeps or knows) carried the same name into the shared dataset."""
+    bids = _bids(tmp_path / "bids")
+    (bids / "sub-01" / "anat").mkdir(parents=True)
+    (bids / "sub-01" / "anat" / "sub-01_T1w.json").write_text(json.dumps({
+        "PatientName": "Smith^John", "Comment": "patient John Smith", "ProcedureStepDescription": "Smith head",
+        "EchoTime": 0.0046, "ImageType": ["ORIGINAL", "PRIMARY"], "Notes": {"Scanner": "Smith room"}}))
+    assert _batch(tmp_path, bids, tmp_path / "out", "--scrub-only") == 0
+    text = (tmp_path / "out" / "sub-01" / "anat" / "sub-01_T1w.json").read_text()
+    assert "smith" not in text.lower() and "john" not in text.lower()
+    kept = json.loads(text)
+    assert kept["EchoTime"] == 0.0046 and kept["ImageType"] == ["ORIGINAL", "PRIMARY"]
+
+
+def test_a_link_to_content_never_fetched_fails_instead_of_vanishing(tmp_path, data_dir):
+    """A DataLad dataset whose image was never fetched: the broken link was left out of the
+    plan, the report said every file was written, exit 0."""
+    bids = _bids(tmp_path / "bids")
+    (bids / "sub-01" / "anat").mkdir(parents=True)
+    (bids / "sub-01" / "anat" / "sub-01_T1w.json").write_text("{}")
+    (bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz").symlink_to("/nonexistent/annex/objects/sub-01_T1w.nii.gz")
+    assert _batch(tmp_path, bids, tmp_path / "out", "--scrub-only") == 3
+    summary = json.loads((tmp_path / "out" / ".defacer" / "summary.json").read_text())
+    assert summary["files"] == 3 and summary["failed"] == 1
+    assert not (tmp_path / "out" / "sub-01" / "anat" / "sub-01_T1w.nii.gz").exists()
+
+
+def test_a_name_that_is_not_utf8_is_refused_before_anything_is_made(tmp_path, capfd):
+    """Dask could not encode the task's name: a 20-line traceback, exit 1, and a manifest and an
+    audit folder left behind."""
+    bids = _bids(tmp_path / "bids")
+    (bids / "sub-01" / "anat").mkdir(parents=True)
+    name = os.fsdecode(b"sub-01_acq-M\xfcller_T1w.json")
+    (bids / "sub-01" / "anat" / name).write_text("{}")
+    assert _batch(tmp_path, bids, tmp_path / "out", "--scrub-only") == 3
+    err = capfd.readouterr().err
+    assert "not UTF-8" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.audit").exists()
+
+
+def _with_syntax(data_dir: Path, target: Path, syntax: str) -> Path:
+    """ctbrain1 with another Transfer Syntax UID in its file meta, put in as bytes (pydicom
+    refuses to write a syntax it does not know); ``syntax`` must pad to the old value's length."""
+    raw = (data_dir / "dicom" / "fake_phi_ct" / "ctbrain1.dcm").read_bytes()
+    at = raw.index(b"\x02\x00\x10\x00UI") + 6  # (0002,0010), explicit VR little endian
+    length = int.from_bytes(raw[at:at + 2], "little")
+    value = syntax.encode("ascii").ljust(length, b"\0")
+    assert len(value) == length
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(raw[:at + 2] + value + raw[at + 2 + length:])
+    return target
+
+
+def test_an_unknown_transfer_syntax_fails_that_file_only(tmp_path, data_dir):
+    """JPEG XL (1.2.840.10008.1.2.4.110) or a vendor's private syntax: pydicom cannot say how it
+    is encoded, and the whole tree stopped with an internal error."""
+    tree = tmp_path / "in"
+    shutil.copy(data_dir / "dicom" / "fake_phi_ct" / "ctbrain2.dcm", tmp_path / "good.dcm")
+    (tree).mkdir()
+    shutil.copy(tmp_path / "good.dcm", tree / "good.dcm")
+    _with_syntax(data_dir, tree / "private.dcm", "1.2.840.99999.1.2.4.50")  # a vendor's own
+    code = main(["scrub", str(tree), str(tmp_path / "out"), "--key-file", str(_key(tmp_path)), "-q"])
+    assert code == 3
+    summary = json.loads((tmp_path / "out.audit" / "summary.json").read_text())
+    failed = {entry["file"]: entry["reason"] for entry in summary["failed_files"]}
+    assert list(failed) == ["private.dcm"] and "unknown transfer syntax" in failed["private.dcm"]
+    assert (tmp_path / "out" / "good.dcm").is_file()
+
+
+def test_an_invalid_frame_count_in_a_batch_tree_is_read_as_its_series(tmp_path, data_dir, capfd):
+    """NumberOfFrames "1?" (an invalid IS) was an internal error in batch's header scan, with
+    pydicom's warnings on the console; `defacer scrub` handled the same file."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    ds = pydicom.dcmread(data_dir / "dicom" / "fake_phi_ct" / "ctbrain1.dcm")
+    ds.NumberOfFrames = "1"
+    ds.save_as(tree / "a.dcm")
+    raw = (tree / "a.dcm").read_bytes()
+    at = raw.index(b"\x28\x00\x08\x00IS") + 6  # pydicom refuses to write "1?": put in as bytes
+    (tree / "a.dcm").write_bytes(raw[:at] + b"\x02\x00" + b"1?" + raw[at + 4:])
+    assert _batch(tmp_path, tree, tmp_path / "out", "--scrub-only") == 0
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "UserWarning" not in err and "internal error" not in err
+    assert pydicom.dcmread(tmp_path / "out" / "a.dcm").PatientName != ds.PatientName
+
+
+def test_generated_by_keeps_the_datasets_own_entry_and_says_what_was_done():
+    from DeFacerLib.batch.bids import add_generated_by
+
+    for before in ({"Name": "heudiconv"}, "heudiconv"):
+        entries = add_generated_by({"Name": "x", "GeneratedBy": before}, ())["GeneratedBy"]
+        assert entries[0] == before and len(entries) == 2  # not split into keys or characters
+        assert "no image defaced" in entries[1]["Description"]
+    defaced = add_generated_by({"Name": "x"}, ("eyes", "nose"), "modified")["GeneratedBy"][0]["Description"]
+    assert "facial features removed (eyes, nose)" in defaced and "acq_time dates shifted" in defaced
+
+
+def _face_photo(data_dir: Path) -> Path:
+    return data_dir / "photos" / "known_people" / "obama-480p.jpg"
+
+
+def test_a_multi_page_tiff_is_refused_not_cut_to_its_first_page(tmp_path, data_dir, capfd):
+    """Page 2 (a face) was dropped without a word, and the output reported as 'no face found:
+    pixels written unchanged'."""
+    face = Image.open(_face_photo(data_dir)).convert("RGB")
+    blank = Image.new("RGB", face.size, (128, 128, 128))
+    blank.save(tmp_path / "pages.tif", save_all=True, append_images=[face])
+    assert main(["photo", str(tmp_path / "pages.tif"), "-o", str(tmp_path / "out.tif"), "-q"]) == 3
+    assert "2 pages" in capfd.readouterr().err and not (tmp_path / "out.tif").exists()
+
+
+def test_sixteen_bit_colour_is_refused_not_cut_to_eight_bits(tmp_path, capfd):
+    """Pillow opens a 48-bit PNG as 8-bit RGB: 40000 became 156 while the report said the pixels
+    were written unchanged."""
+    import cv2
+
+    pixels = np.zeros((64, 64, 3), np.uint16)
+    pixels[:, :32] = 40000
+    cv2.imwrite(str(tmp_path / "rgb16.png"), pixels)
+    assert main(["photo", str(tmp_path / "rgb16.png"), "-o", str(tmp_path / "out.png"), "-q"]) == 3
+    assert "16 bits per colour channel" in capfd.readouterr().err and not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("name", ["out.dcm", "out.mp4", "out"])
+def test_an_output_name_of_another_format_is_a_usage_error(tmp_path, data_dir, name, capfd):
+    """A photo written to '.dcm' or '.mp4' was a PNG under that name, exit 0."""
+    code = main(["photo", str(_face_photo(data_dir)), "-o", str(tmp_path / name), "-q"])
+    assert code == 2 and not (tmp_path / name).exists()
+    assert len(capfd.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_camera_recording_named_as_another_format_is_refused_before_the_camera_opens(tmp_path, data_dir):
+    from DeFacerLib.errors import UsageError
+    from DeFacerLib.photo.anonymize import PhotoOptions, anonymize_camera
+
+    with pytest.raises(UsageError, match="H.264 MP4"):
+        anonymize_camera(str(data_dir / "photos" / "known_people" / "short_hamilton_clip.mp4"), PhotoOptions(),
+                         destination=tmp_path / "session.avi", max_frames=2)
+    assert not (tmp_path / "session.avi").exists()
