@@ -176,3 +176,22 @@ def test_a_camera_recording_named_as_another_format_is_refused_before_the_camera
         anonymize_camera(str(data_dir / "photos" / "known_people" / "short_hamilton_clip.mp4"), PhotoOptions(),
                          destination=tmp_path / "session.avi", max_frames=2)
     assert not (tmp_path / "session.avi").exists()
+
+
+def test_a_photo_folder_says_what_it_left_out(tmp_path, data_dir, capsys):
+    """Videos, .heic photos and subfolders in a photo folder were left out of the output without
+    a word; a folder of only .heic photos said just 'no photos'."""
+    folder = tmp_path / "visit"
+    (folder / "day2").mkdir(parents=True)
+    shutil.copy(_face_photo(data_dir), folder / "a.jpg")
+    (folder / "b.heic").write_bytes(b"\0" * 16)
+    (folder / ".DS_Store").write_bytes(b"\0")
+    assert main(["photo", str(folder), "-o", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "left out" in err and "b.heic" in err and "day2/" in err and ".DS_Store" not in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg"]
+    assert main(["photo", str(folder), "-o", str(tmp_path / "out"), "--json", "--overwrite"]) == 0
+    assert json.loads(capsys.readouterr().out)["left_out"] == ["b.heic", "day2/"]
+    (folder / "a.jpg").unlink()
+    assert main(["photo", str(folder), "-o", str(tmp_path / "out2")]) == 3
+    assert "it holds b.heic, day2/" in capsys.readouterr().err

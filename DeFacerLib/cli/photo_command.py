@@ -15,6 +15,9 @@ examples:
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 NAME = "photo"
 HELP = "anonymize faces in photos, DICOM photos, folders, video or a camera stream"
 
@@ -43,7 +46,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> dict:
     from DeFacerLib.errors import UsageError
-    from DeFacerLib.photo.anonymize import PhotoOptions, anonymize_camera, anonymize_path, summarize
+    from DeFacerLib.photo.anonymize import PhotoOptions, anonymize_camera, anonymize_path, folder_contents, summarize
 
     if args.max_frames is not None and args.max_frames < 1:
         raise UsageError(f"--max-frames must be at least 1 (got {args.max_frames})")
@@ -63,10 +66,15 @@ def run(args) -> dict:
     if not args.input or not args.output:
         raise UsageError("give an INPUT and -o OUTPUT (or --camera SOURCE)")
     reports = anonymize_path(args.input, args.output, options, overwrite=args.overwrite)
+    left_out = folder_contents(Path(args.input))[1] if Path(args.input).is_dir() else []
     if not args.quiet and not args.json:
+        if left_out:  # not in the output: say so, so that a folder of .heic photos or videos does not look done
+            print(f"left out, not photos this command reads from a folder: {', '.join(left_out[:10])}"
+                  + (f" and {len(left_out) - 10} more" if len(left_out) > 10 else "")
+                  + " (give a video as its own INPUT)", file=sys.stderr)
         for report in reports:
             extra = f", {report.frames} frames, audio {'kept' if report.audio else 'none'}" if report.kind == "video" else ""
             label = "" if report.de_identifying else " (cosmetic: not de-identifying)"
             print(f"{report.input} -> {report.output}: {report.faces} face(s), {report.method}{label}{extra}"
                   + (f"; {report.note}" if report.note else ""))
-    return summarize(reports)
+    return {**summarize(reports), "left_out": left_out}

@@ -116,12 +116,26 @@ def anonymize_array(rgb: np.ndarray, options: PhotoOptions, faces: list[Face] | 
 
 
 # ---- files and folders ----------------------------------------------------------------------------
+def folder_contents(folder: Path) -> tuple[list[Path], list[str]]:
+    """(the photos a folder run anonymizes, the names of what it leaves out: videos, other
+    formats such as .heic, subfolders; hidden entries are neither)."""
+    photos, others = [], []
+    for entry in sorted(Path(folder).iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file() and (entry.suffix.lower() in IMAGE_SUFFIXES or entry.suffix.lower() in (".dcm", ".dicom")):
+            photos.append(entry)
+        else:
+            others.append(entry.name + ("/" if entry.is_dir() else ""))
+    return photos, others
+
+
 def _inputs(path: Path) -> list[Path]:
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                       and (p.suffix.lower() in IMAGE_SUFFIXES or p.suffix.lower() in (".dcm", ".dicom")))
+        files, others = folder_contents(path)
         if not files:
-            raise InputError(f"{path}: no photos (.jpg .png .tif .dcm) in this folder")
+            found = f" (it holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''})" if others else ""
+            raise InputError(f"{path}: no photos (.jpg .png .tif .dcm) in this folder{found}")
         return files
     if not path.exists():
         raise InputError(f"{path}: file not found")
