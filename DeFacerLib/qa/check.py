@@ -41,7 +41,7 @@ CHECK_VIEWS = ("front", "front_left", "front_right", "left", "right")
 VERDICT_VIEWS = ("front", "front_left", "front_right")
 # The defaced head's own face side is checked too when its shape puts the face elsewhere by more
 # than this (render.face_direction_details' scores, mm). A face moved by a flipped array wins by
-# 40 mm or more; a head whose face was cut flat has no side that stands out, and the back of
+# 43 mm (IXI132 written flipped front to back); a head whose face was cut flat has no side that stands out, and the back of
 # IXI132, defaced, scored 0.6 mm over its front: a tie, not a face, rendered again for nothing.
 OWN_SIDE_MARGIN_MM = 5.0
 
