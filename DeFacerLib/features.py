@@ -15,6 +15,8 @@ def parse_features(text: str) -> tuple[str, ...]:
     if text.strip().lower() in ("", "all"):
         return FEATURES
     names = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
+    if not names:  # "," or ", ,": it ran the whole model, then said "the face was not found (missing: )"
+        raise ValueError(f"--features {text!r} names no feature; choose from {', '.join(FEATURES)} (or 'all')")
     unknown = [name for name in names if name not in FEATURES]
     if unknown:
         raise ValueError(f"unknown feature(s) {', '.join(unknown)}; choose from {', '.join(FEATURES)}")

@@ -220,3 +220,16 @@ def test_batch_output_that_is_a_file_exits_4_in_one_line(tmp_path):
     assert "Traceback" not in run.stderr + run.stdout
     assert "cannot create the output folder" in run.stdout + run.stderr
     assert (tmp_path / "out").read_text() == "a file, not a folder"
+
+
+def test_a_protect_margin_that_keeps_the_whole_face_is_refused_and_adds_nothing(logic, scene):
+    """A feature found but not one voxel of it removed (all within the protect margin): the
+    engine's guarantee now refuses it in the pipeline, so the module (which calls the pipeline,
+    not the CLI's workflow) no longer adds an 'output' that is the face unchanged."""
+    from DeFacerLib.errors import GuaranteeError
+
+    node, labels_node = phantom_nodes(logic)
+    before = volume_count(scene)
+    with pytest.raises(GuaranteeError, match="no voxel of the"):
+        logic.deface(node, labelsNode=labels_node, protect_margin_mm=1000.0)
+    assert volume_count(scene) == before

@@ -35,14 +35,14 @@ def add_removal_arguments(parser) -> None:
 
 def distance_mm(text: str) -> float:
     """argparse type of the millimetre options: a finite number, not negative."""
-    from DeFacerLib.deface.removal import distance_is_valid
+    from DeFacerLib.deface.removal import MAX_DISTANCE_MM, distance_is_valid
 
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not distance_is_valid(value):
-        raise argparse.ArgumentTypeError(f"must be a finite distance >= 0 mm (got {text})")
+        raise argparse.ArgumentTypeError(f"must be a finite distance >= 0 mm and <= {MAX_DISTANCE_MM:g} mm (got {text})")
     return value
 
 
@@ -62,6 +62,8 @@ def parameters_from_args(args):
 
 
 def add_arguments(parser) -> None:
+    from DeFacerLib.cli.main import folder_path
+
     parser.add_argument("input", help="head volume file or DICOM series folder")
     parser.add_argument("output", help="output path, in the input's format (a folder for a DICOM folder, "
                                        "an enhanced file's too, unless it ends in .dcm)")
@@ -72,7 +74,7 @@ def add_arguments(parser) -> None:
         help="label map on the head's grid: 1 eyes, 2 nose, 3 mouth, 4 ears, 5 brain (brain is protected)",
     )
     parser.add_argument("--protect-from", metavar="MASK", help="extra mask (non-zero = protected) on the head's grid")
-    parser.add_argument("--qa", metavar="DIR", help="also write a before/after skin render to this folder")
+    parser.add_argument("--qa", metavar="DIR", type=folder_path, help="also write a before/after skin render to this folder")
     parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read when a folder holds several")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     dicom = parser.add_argument_group(

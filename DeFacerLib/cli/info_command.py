@@ -14,6 +14,7 @@ def add_arguments(parser) -> None:
 def run(args) -> dict:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from DeFacerLib.deface.header_identity import without_identifying_header
     from DeFacerLib.io import describe, read_volume
@@ -27,9 +28,11 @@ def run(args) -> dict:
         found = without_identifying_header(volume)[1] + replaced_description(volume) or "none found"
     description["identifying header content"] = found
     if not args.quiet and not args.json:
-        table = Table(title=str(args.input), show_header=False)
+        # Text, not markup: a path or header text holding "[/x]" ended in an internal error, and
+        # a descrip "[red]Doe[/red]" was shown as "Doe"
+        table = Table(title=Text(str(args.input)), show_header=False)
         for key, value in description.items():
-            table.add_row(key, str(value))
+            table.add_row(Text(key), Text(str(value)))
         Console().print(table)
     return description
 

@@ -132,6 +132,14 @@ def _print_error(message: str) -> None:
     sys.stderr.write(f"defacer: error: {one_line}\n")
 
 
+def folder_path(text: str) -> str:
+    """argparse type for output folders (--out, --qa): an empty one (an unset "$OUT") is the
+    current folder, where demo and qa wrote their files without a word."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a folder path (use . for the current folder)")
+    return text
+
+
 def input_path(text: str) -> Path:
     """argparse type for inputs: the file or folder must exist."""
     return Path(text)

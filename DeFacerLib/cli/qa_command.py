@@ -12,9 +12,11 @@ HELP = "check whether a defaced head's face is still recognisable (renders + fac
 
 
 def add_arguments(parser) -> None:
+    from DeFacerLib.cli.main import folder_path
+
     parser.add_argument("original", help="the original head (any supported format)")
     parser.add_argument("defaced", help="the defaced head, same grid")
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the report, JSON and pictures")
+    parser.add_argument("--out", required=True, metavar="DIR", type=folder_path, help="folder for the report, JSON and pictures")
     parser.add_argument("--name", help="report name (default: the defaced file's name)")
     # a folder with several series: read errors say "pick one with --series UID"; a defaced DICOM
     # series has a new UID, so the defaced folder gets its own option

@@ -77,6 +77,16 @@ def masks_from_labels(labels: Volume, volume: Volume, label_name: str = "labels"
             "different voxel-to-world matrix); resample it onto the head first"
         )
     values = _first_frame(labels)
+    known = np.isin(values, [0, *LABEL_VALUES.values()])
+    if not known.all():  # an image or another tool's parcellation, whose 1-5 are not eyes..brain:
+        # the head itself given as its label map cut 45 % of IXI132's reference brain, exit 0
+        others = np.unique(values[~known])
+        shown = ", ".join(f"{float(v):g}" for v in others[:4]) + (", ..." if others.size > 4 else "")
+        raise InputError(
+            f"{label_name} is not a DeFacer label map: {np.count_nonzero(~known):,} voxels hold other values than "
+            f"0-5 ({shown}); labels are 1 eyes, 2 nose, 3 mouth, 4 ears, 5 brain: is it an image, or another "
+            "tool's parcellation?"
+        )
     return {name: values == code for name, code in LABEL_VALUES.items()}
 
 
@@ -88,7 +98,15 @@ def nonzero_mask(mask: Volume, volume: Volume, label_name: str = "mask") -> np.n
 
 
 def _first_frame(volume: Volume) -> np.ndarray:
-    return np.asarray(volume.array[..., 0] if volume.array.ndim == 4 else volume.array)
+    """The first frame's values as the file means them: a label map written as floats into an
+    int16 header is stored through a slope and intercept (nibabel picks them), and its stored
+    values (-32768 for 0) matched no label and were all 'non-zero' in a --protect-from mask."""
+    array = np.asarray(volume.array[..., 0] if volume.array.ndim == 4 else volume.array)
+    if (volume.slope, volume.intercept) == (1.0, 0.0):
+        return array
+    values = array.astype(np.float64) * volume.slope + volume.intercept
+    rounded = np.rint(values)
+    return np.where(np.abs(values - rounded) < 1e-3, rounded, values)  # float error of the scaling
 
 
 @dataclass
@@ -241,6 +259,13 @@ def deface_volume(
         name = Path(volume.source.path).name if volume.source is not None and volume.source.path else "the volume"
         raise GuaranteeError(f"{name}: the face shield could not be placed (it needs the eyes and a nose or "
                              "mouth, found or labelled, and room in the field of view); nothing written")
+    untouched = [name for name in parameters.features
+                 if report.features[name].present and not report.features[name].voxels_removed]
+    if untouched:  # found, but not one voxel removed: it exited 0, its table saying "removed ... 0", the face kept
+        name = Path(volume.source.path).name if volume.source is not None and volume.source.path else "the volume"
+        raise GuaranteeError(
+            f"{name}: no voxel of the {', '.join(untouched)} could be removed (every one lies within the protected "
+            "region or its margin: check --protect-margin-mm and --protect-from); nothing written")
     progress("done", 1.0)
     report_dict = report.to_dict()
     report_dict["protected_voxels"] = int(np.count_nonzero(kept))

@@ -193,10 +193,14 @@ class RemovalReport:
         return _plain(data)
 
 
+MAX_DISTANCE_MM = 1000.0  # larger than any head; 1e308 mm overflowed to a negative voxel count (internal error)
+
+
 def distance_is_valid(value_mm: float) -> bool:
     """A margin, depth or seal: a finite number of millimetres, not negative (a negative margin
-    would shrink what the user asked to protect or remove)."""
-    return isinstance(value_mm, (int, float, np.floating, np.integer)) and bool(np.isfinite(value_mm)) and value_mm >= 0
+    would shrink what the user asked to protect or remove), at most MAX_DISTANCE_MM."""
+    return (isinstance(value_mm, (int, float, np.floating, np.integer)) and bool(np.isfinite(value_mm))
+            and 0 <= value_mm <= MAX_DISTANCE_MM)
 
 
 def remove_features(
@@ -247,7 +251,7 @@ def remove_features(
                           ("protect_margin_mm", protect_margin_mm), ("seal_mm", seal_mm),
                           ("deep_margin_mm", deep_margin_mm)):
         if not distance_is_valid(value):
-            raise InputError(f"{option} must be a finite distance >= 0 mm (got {value})")
+            raise InputError(f"{option} must be a finite distance >= 0 mm and <= {MAX_DISTANCE_MM:g} mm (got {value})")
     deep_margin_mm = max(protect_margin_mm, deep_margin_mm) if deep_margin_mm > 0 else 0.0  # never under the margin
 
     features, boxes = _feature_boxes(volume, feature_masks, margin_mm, name)

@@ -64,6 +64,7 @@ def deface_file(
         _check_qa_available()
     progress("reading", 0.02)
     volume = read_volume(input_path, series_uid=series_uid)
+    require_orientation(volume, input_path)
     protected = None
     if protect_path is not None:
         protected = nonzero_mask(read_volume(protect_path), volume, label_name=str(protect_path))
@@ -85,6 +86,9 @@ def deface_file(
         # input is most likely defaced already, or not a head. A mouth or ears merely out of
         # view are skipped and reported instead.
         missing = ", ".join(result.features_missing)
+        if labels_path is not None:  # the map says so, not the head: "already defaced?" misled
+            raise FaceNotFound(f"{labels_path} labels none of {missing} (1 eyes, 2 nose, 3 mouth, 4 ears): is "
+                               f"{Path(input_path).name} already defaced, or the map not made for it? nothing written")
         raise FaceNotFound(
             f"{Path(input_path).name}: the face was not found (missing: {missing}); is it already defaced, "
             "or not a head? nothing written"
@@ -146,6 +150,18 @@ def deface_file(
         outcome["qa_figure"] = str(write_qa_figure(volume, result.volume, qa_dir, Path(written).name))
     progress("done", 1.0)
     return outcome
+
+
+def require_orientation(volume, input_path) -> None:
+    """Refuse a head without an orientation: "in front of the eyes", "above them" and the brain
+    guard are taken along axes it does not have (IXI132 with both codes set to 0: 258 brain voxels
+    cut, exit 0; IXI162 189, IXI206 87, IXI335 1061)."""
+    from DeFacerLib.io import has_no_orientation
+
+    if has_no_orientation(volume):
+        raise InputError(f"{input_path} has no orientation in its header (qform_code and sform_code are both 0), so "
+                         "where the face is cannot be known; set its orientation (e.g. fslorient -setqformcode 1, "
+                         "or nibabel's set_qform/set_sform with code 1) and deface the fixed file; nothing written")
 
 
 def _write_output(volume, input_path, output_path, **options) -> Path:
@@ -251,9 +267,13 @@ def write_qa_figure(original, defaced, qa_dir, name: str) -> Path:
     """Before/after skin renders of the same head, one PNG in ``qa_dir``."""
     from DeFacerLib.qa import before_after_figure, face_direction, render_views
 
+    from DeFacerLib.provenance import sidecar_path
+
     qa_dir = Path(qa_dir)
     qa_dir.mkdir(parents=True, exist_ok=True)
-    stem = name.split(".")[0]
+    # the name less its volume extension, as the sidecar's: split(".")[0] gave sub-01.run-1.nii.gz
+    # and sub-01.run-2.nii.gz one picture, the second replacing the first
+    stem = sidecar_path(name).name.removesuffix(".defacer.json") or name
     figure = qa_dir / f"{stem}_before_after.png"
     face = face_direction(original)  # both from the original's face side: a removed face cannot turn away
     before = render_views(original, face=face)

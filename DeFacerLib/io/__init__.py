@@ -123,6 +123,14 @@ def with_format(volume: Volume, fmt: str, path: str | Path = "") -> Volume:
     return dataclasses.replace(volume, source=source)
 
 
+def has_no_orientation(volume: Volume) -> bool:
+    """A NIfTI file whose qform_code and sform_code are both 0 says nothing of where its axes
+    point (NIfTI's 'method 1', for old Analyze files): nibabel gives it a plain scaling matrix."""
+    source = volume.source
+    return (source is not None and source.format == formats.NIFTI
+            and source.extra.get("qform_code") == 0 and source.extra.get("sform_code") == 0)
+
+
 def describe(volume: Volume) -> dict:
     """What ``defacer info`` prints: format, grid, geometry, modality, scaling, value range."""
     physical = volume.physical()
@@ -133,7 +141,8 @@ def describe(volume: Volume) -> dict:
         "shape": tuple(int(n) for n in volume.array.shape),
         "dtype": str(volume.array.dtype),
         "spacing_mm": tuple(round(float(s), 6) for s in volume.spacing_mm),
-        "orientation": volume.describe_orientation(),
+        "orientation": volume.describe_orientation() + (
+            " (not in the header: qform_code and sform_code are 0)" if has_no_orientation(volume) else ""),
         "origin_mm": tuple(round(float(o), 4) for o in volume.origin_mm),
         "modality": volume.modality,
         "slope": float(volume.slope),

@@ -127,6 +127,8 @@ def read_dataset(path: Path, stop_before_pixels: bool = False) -> Dataset | None
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except pydicom.errors.InvalidDicomError:
         return None
+    except PermissionError:  # not damaged: "re-export or remove it" would lose a good slice
+        raise InputError(f"{path} cannot be read (permission denied); check the file's permissions") from None
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"{path} is a damaged DICOM file ({reason}); re-export or remove it") from None

@@ -6,6 +6,7 @@ else is refused with one line that lists what DeFacer reads.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from DeFacerLib.errors import InputError, OutputError
@@ -65,9 +66,13 @@ def detect_format(path: str | Path) -> str:
     if not path.exists():
         raise InputError(f"{path} does not exist; check the path")
     if path.is_dir():
+        if not os.access(path, os.R_OK | os.X_OK):  # listing it was an internal error
+            raise InputError(f"{path} cannot be read (permission denied); check the folder's permissions")
         return DICOM_SERIES
     if not path.is_file():
         raise InputError(f"{path} is not a regular file or folder")
+    if not os.access(path, os.R_OK):  # each reader called this a corrupt file, to re-export
+        raise InputError(f"{path} cannot be read (permission denied); check the file's permissions")
     fmt = format_from_extension(path.name)
     if fmt is not None:
         return fmt

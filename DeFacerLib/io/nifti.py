@@ -37,6 +37,11 @@ def read_file_bytes(path: Path) -> bytes:
     """The file's content, gunzipped when its name says so; InputError when unreadable."""
     try:
         raw = path.read_bytes()
+    except MemoryError:
+        raise _too_large(path) from None
+    except OSError as error:  # permission denied, an I/O error: not a corrupt file to re-export
+        raise InputError(f"{path} cannot be read ({error.strerror or error})") from None
+    try:
         if path.name.lower().endswith((".gz", ".mgz")):
             raw = gzip.decompress(raw)
     except MemoryError:
@@ -69,7 +74,8 @@ def write_file_bytes(target: Path, chunks, compress: bool) -> None:
 
 def geometry_from_ras_affine(affine_ras: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(spacing_mm, origin_mm, direction) in LPS from a nibabel RAS affine."""
-    affine_lps = LPS_FROM_RAS @ np.asarray(affine_ras, dtype=float)
+    with np.errstate(all="ignore"):  # an inf pixdim: the check below says it in one line
+        affine_lps = LPS_FROM_RAS @ np.asarray(affine_ras, dtype=float)
     linear = affine_lps[:3, :3]
     spacing = np.linalg.norm(linear, axis=0)
     if not np.all(np.isfinite(affine_lps)) or np.any(spacing <= 0):
@@ -78,6 +84,9 @@ def geometry_from_ras_affine(affine_ras: np.ndarray, path: Path) -> tuple[np.nda
 
 
 def check_3d(shape: tuple[int, ...], path: Path) -> None:
+    dims = tuple(int(n) for n in shape)
+    if not dims or min(dims) < 1:  # a dim of 0 or below (a 4th of 0 gave an internal error)
+        raise InputError(f"{path} has a header with an empty or negative dimension (shape {dims}); it is corrupt")
     if len(shape) < 3 or any(int(n) <= 1 for n in shape[:3]):
         raise InputError(f"{path} is 2D (shape {tuple(int(n) for n in shape)}), DeFacer needs a 3D head volume")
     if len(shape) > 4:
@@ -111,10 +120,11 @@ def read_nifti(path: Path) -> Volume:
     raw = read_file_bytes(path)
     klass = _nifti_class(raw, path)
     try:
-        with _quiet_nibabel():
+        with _quiet_nibabel(), np.errstate(all="ignore"):  # nibabel's affine of an inf pixdim warns
             img = klass.from_bytes(raw)
         shape = img.shape
         check_3d(shape, path)
+        _check_data_size(img, len(raw), path)
         data = img.dataobj.get_unscaled()
     except InputError:
         raise
@@ -154,6 +164,16 @@ def read_nifti(path: Path) -> Volume:
     )
 
 
+def _check_data_size(img, file_bytes: int, path: Path) -> None:
+    """A header whose shape needs more voxel bytes than the file holds is truncated or corrupt,
+    not too large for memory (32767^3 voxels claimed by a 1 MB file was 'too large to read')."""
+    needed = math.prod(int(n) for n in img.shape) * img.header.get_data_dtype().itemsize
+    held = max(0, file_bytes - int(img.dataobj.offset))
+    if needed > held:
+        raise InputError(f"{path} is corrupt or truncated: its header's shape {tuple(int(n) for n in img.shape)} "
+                         f"needs {needed:,} bytes of voxels, the file holds {held:,}")
+
+
 def _header_scaling(header) -> tuple[float, float]:
     slope, inter = float(header["scl_slope"]), float(header["scl_inter"])
     if slope == 0 or not math.isfinite(slope):
@@ -176,7 +196,9 @@ def write_nifti(volume: Volume, target: Path, description: str | None = None) ->
         klass = getattr(nib, info["nifti_class"])
         prefix = info["prefix"]
         header = klass.header_class(prefix[: klass.header_class.sizeof_hdr], check=False)
-        best_affine = header.get_best_affine()
+        # the geometry as read: nibabel repairs a header whose pixdim is 0 or negative before
+        # taking its affine, and get_best_affine() on the raw bytes raises (or differs) there
+        best_affine = info["affine_ras"]
     else:
         klass, prefix = nib.Nifti1Image, None
         header = nib.Nifti1Header()
@@ -334,12 +356,20 @@ def mgh_footer_without_identity(footer: bytes) -> tuple[bytes, list[str]]:
 
 def read_mgz(path: Path) -> Volume:
     raw = read_file_bytes(path)
+    if raw[:2] == GZIP_MAGIC:  # read_file_bytes gunzips .mgz names only
+        raise InputError(f"{path} is gzip-compressed but named .mgh; rename it to end in .mgz")
+    if len(raw) >= 4 and 348 in (struct.unpack("<i", raw[:4])[0], struct.unpack(">i", raw[:4])[0]):
+        raise InputError(f"{path} is a NIfTI file, not MGH/MGZ; rename it to end in .nii.gz (or .nii)")
     if len(raw) < MGH_HEADER_BYTES:
         raise InputError(f"{path} is too short to be an MGH/MGZ file ({len(raw)} bytes)")
     try:
-        with _quiet_nibabel():
+        with _quiet_nibabel(), np.errstate(all="ignore"):  # nibabel's int32 byte count of 100000^3 overflows
             img = nib.MGHImage.from_bytes(raw)
         check_3d(img.shape, path)
+        needed = math.prod(int(n) for n in img.shape) * img.header.get_data_dtype().itemsize
+        if MGH_HEADER_BYTES + needed > len(raw):  # "negative count" / "too large" for a short file
+            raise InputError(f"{path} is corrupt or truncated: its header's shape {tuple(int(n) for n in img.shape)} "
+                             f"needs {needed:,} bytes of voxels, the file holds {len(raw) - MGH_HEADER_BYTES:,}")
         data = np.asarray(img.dataobj)
     except InputError:
         raise
