@@ -216,3 +216,17 @@ def test_qa_pictures_of_two_runs_of_one_subject_do_not_collide(data_dir, tmp_pat
         assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "qa").iterdir()) == [
         "sub-01.run-1_before_after.png", "sub-01.run-2_before_after.png"]
+
+
+def test_a_series_uid_for_a_file_that_holds_no_series_is_refused(data_dir, tmp_path):
+    """--series with a NIfTI input was silently ignored: the run defaced the file as if it had
+    picked the series asked for."""
+    out = tmp_path / "out.nii.gz"
+    one_line_error(defacer("deface", data_dir / IXI, out, "--series", "1.2.3"), 3, "picks nothing", "--series")
+    assert not out.exists()
+
+
+def test_an_output_under_a_file_names_the_file(data_dir, tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    out = tmp_path / "afile" / "x.nii.gz"
+    one_line_error(defacer("deface", data_dir / IXI, out), 4, "is a file")

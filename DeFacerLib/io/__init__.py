@@ -42,6 +42,9 @@ def read_volume(path: str | Path, *, series_uid: str | None = None) -> Volume:
     """Read a NIfTI/MGZ/NRRD/MetaImage file, an enhanced DICOM file or a DICOM series folder."""
     path = Path(path)
     fmt = formats.detect_format(path)
+    if series_uid and fmt not in formats.DICOM_FORMATS:  # it was ignored, and the run went on with the file
+        raise InputError(f"{path} is a {fmt} file, not a DICOM folder: a series UID picks nothing in it; "
+                         "leave out --series")
     if fmt == formats.NIFTI:
         volume = read_nifti(path)
     elif fmt == formats.MGZ:

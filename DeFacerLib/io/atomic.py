@@ -35,6 +35,9 @@ def check_output_path(input_path: str | os.PathLike | None, output_path: str | o
         _check_folder_is_replaceable(target, Path(input_path), output_path)
     parent = target.parent
     if not parent.is_dir():
+        blocking = next((folder for folder in (parent, *parent.parents) if folder.exists()), None)
+        if blocking is not None and not blocking.is_dir():  # "does not exist" sent users looking for a folder
+            raise OutputError(f"output folder {parent} cannot be made: {blocking} is a file")
         raise OutputError(f"output folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output folder {parent} is not writable")
