@@ -195,3 +195,15 @@ def test_a_photo_folder_says_what_it_left_out(tmp_path, data_dir, capsys):
     (folder / "a.jpg").unlink()
     assert main(["photo", str(folder), "-o", str(tmp_path / "out2")]) == 3
     assert "it holds b.heic, day2/" in capsys.readouterr().err
+
+
+def test_a_cameras_mpo_jpeg_is_anonymized_as_its_photo(tmp_path, data_dir):
+    """A JPEG with a second image (MPO: cameras store previews or depth maps so) is a photo, not
+    a multi-page file to refuse: its photo is anonymized and written as one JPEG."""
+    photo = Image.open(_face_photo(data_dir)).convert("RGB")
+    photo.save(tmp_path / "camera.jpg", format="MPO", save_all=True, append_images=[photo.resize((160, 90))])
+    assert Image.open(tmp_path / "camera.jpg").n_frames == 2
+    assert main(["photo", str(tmp_path / "camera.jpg"), "-o", str(tmp_path / "out.jpg"), "-q"]) == 0
+    out = Image.open(tmp_path / "out.jpg")
+    assert getattr(out, "n_frames", 1) == 1 and out.size == photo.size
+    assert np.abs(np.asarray(out, dtype=int) - np.asarray(photo, dtype=int)).max() > 50  # the face was obscured

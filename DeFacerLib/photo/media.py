@@ -82,7 +82,10 @@ def read_image_native(path):
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(path)
         with image:
-            if getattr(image, "n_frames", 1) > 1:  # a multi-page TIFF, an animated PNG: only the first would be seen
+            # a multi-page TIFF, an animated PNG: only the first page would be seen, the rest lost. (A
+            # camera's MPO JPEG holds its photo first, then previews or a depth map: the photo is
+            # anonymized and written as one JPEG, the rest not at all, as before.)
+            if image.format in ("TIFF", "PNG") and getattr(image, "n_frames", 1) > 1:
                 raise InputError(f"{path}: holds {image.n_frames} pages or frames; only single-image files are "
                                  "supported: save each page as its own file")
             if _deep_colour(image):  # Pillow would give 8 bits per channel: "unchanged" pixels would not be
