@@ -255,14 +255,13 @@ def deface_volume(
     deep_margin_mm = DEEP_PROTECT_MARGIN_MM if guard is not None else 0.0
     defaced, report = remove_features(volume, selected, kept, head=head, feature_cores=cores,
                                       deep_margin_mm=deep_margin_mm, **parameters.engine_kwargs())
+    name = Path(volume.source.path).name if volume.source is not None and volume.source.path else "the volume"
     if parameters.shield and report.shield_voxels is None:  # asked for, and a head without it is not what was asked
-        name = Path(volume.source.path).name if volume.source is not None and volume.source.path else "the volume"
         raise GuaranteeError(f"{name}: the face shield could not be placed (it needs the eyes and a nose or "
                              "mouth, found or labelled, and room in the field of view); nothing written")
     untouched = [name for name in parameters.features
                  if report.features[name].present and not report.features[name].voxels_removed]
     if untouched:  # found, but not one voxel removed: it exited 0, its table saying "removed ... 0", the face kept
-        name = Path(volume.source.path).name if volume.source is not None and volume.source.path else "the volume"
         raise GuaranteeError(
             f"{name}: no voxel of the {', '.join(untouched)} could be removed (every one lies within the protected "
             "region or its margin: check --protect-margin-mm and --protect-from); nothing written")

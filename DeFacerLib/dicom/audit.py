@@ -9,8 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 SEPARATORS = (",", ":")
@@ -49,39 +47,19 @@ def _log_line(record: dict, encoded: dict[int, str]) -> str:
 
 
 def write_audit(folder: Path, uid_map: dict, patient_map: dict, records: list[dict], summary: dict) -> dict[str, str]:
-    """Write the four files into a fresh private folder beside ``folder``, then put it in
-    place whole: an earlier run's audit is replaced only by a complete one, never left half
-    overwritten (its mappings are the only way back from the pseudonyms)."""
+    """Write the four files into a fresh private folder beside ``folder``, then put it in place
+    whole (io.atomic.atomic_path): an earlier run's audit is replaced only by a complete one,
+    never left half overwritten (its mappings are the only way back from the pseudonyms)."""
+    from DeFacerLib.io.atomic import atomic_path
+
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))  # mode 0700
-    try:
-        names = {"uid_mapping": "uid_mapping.csv", "patid_mapping": "patid_mapping.csv",
-                 "actions_log": "actions.jsonl", "summary": "summary.json"}
+    names = {"uid_mapping": "uid_mapping.csv", "patid_mapping": "patid_mapping.csv",
+             "actions_log": "actions.jsonl", "summary": "summary.json"}
+    with atomic_path(folder, directory=True, private=True) as temp:  # mkdtemp: mode 0700
         write_mapping(temp / names["uid_mapping"], uid_map)
         write_mapping(temp / names["patid_mapping"], patient_map)
         write_log(temp / names["actions_log"], records)
         (temp / names["summary"]).write_text(json.dumps(summary, indent=1) + "\n")
         os.chmod(temp / names["summary"], 0o600)
-        replace_folder(temp, folder)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
     return {name: str(folder / file_name) for name, file_name in names.items()}
-
-
-def replace_folder(new: Path, folder: Path) -> None:
-    """Move ``new`` to ``folder``; an existing ``folder`` is set aside first and removed only
-    once ``new`` is in place."""
-    old = None
-    if folder.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
-        os.replace(folder, old / folder.name)
-    try:
-        os.replace(new, folder)
-    except BaseException:
-        if old is not None:
-            os.replace(old / folder.name, folder)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from DeFacerLib.errors import InputError, OutputError
+from DeFacerLib.io.atomic import make_folder, remove_made_folders
 
 KEY_BYTES = 32
 DATE_OFFSET_RANGE_DAYS = (-3650, -365)
@@ -45,9 +46,8 @@ def load_or_create_key(path: str | Path | None = None) -> tuple[bytes, Path, boo
             raise InputError(f"key file {path} holds a key shorter than 16 bytes; use a longer key")
         return key, path, False
     key = secrets.token_bytes(KEY_BYTES)
-    _FOLDERS_MADE_FOR[path] = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+    _FOLDERS_MADE_FOR[path] = make_folder(path.parent, "key file's folder")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(key.hex() + "\n")
@@ -62,11 +62,7 @@ def forget_new_key(path: str | Path, created: bool) -> None:
     is never touched."""
     if created:
         Path(path).unlink(missing_ok=True)
-        for folder in _FOLDERS_MADE_FOR.pop(Path(path), []):  # deepest first; a mistyped path leaves nothing
-            try:
-                folder.rmdir()
-            except OSError:  # something else was put there meanwhile: it stays
-                break
+        remove_made_folders(_FOLDERS_MADE_FOR.pop(Path(path), []))  # a mistyped path leaves nothing
 
 
 def _digest(key: bytes, namespace: str, value: str) -> bytes:

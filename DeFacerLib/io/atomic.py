@@ -35,9 +35,7 @@ def check_output_path(input_path: str | os.PathLike | None, output_path: str | o
         _check_folder_is_replaceable(target, Path(input_path), output_path)
     parent = target.parent
     if not parent.is_dir():
-        blocking = next((folder for folder in (parent, *parent.parents) if folder.exists()), None)
-        if blocking is not None and not blocking.is_dir():  # "does not exist" sent users looking for a folder
-            raise OutputError(f"output folder {parent} cannot be made: {blocking} is a file")
+        check_output_folder(parent)  # a file in the way is named: "does not exist" sent users looking for a folder
         raise OutputError(f"output folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output folder {parent} is not writable")
@@ -116,12 +114,15 @@ def os_error_reason(error: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, directory: bool = False, private: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success move it to ``target``.
 
     With ``directory=True`` the temporary path is a fresh folder (for DICOM series).
     The temporary name keeps the target's suffixes, in lower case, so that format writers keyed
     on the extension (".nii.gz", ".mgz", ".nrrd", ".mha") behave as for the real name.
+    ``private``: keep the modes the writer set (an audit trail's 0700/0600) instead of the
+    user's usual umask. A folder already at ``target`` is set aside and removed only once the
+    new one is in place.
     """
     target = Path(target)
     parent = target.parent
@@ -137,10 +138,12 @@ def atomic_path(target: str | os.PathLike, directory: bool = False) -> Iterator[
         raise OutputError(f"cannot write in {parent}: {error.strerror or error}") from None
     try:
         yield temp
-        _apply_default_permissions(temp)
+        if not private:
+            _apply_default_permissions(temp)
         if directory and target.is_dir():
-            shutil.rmtree(target)
-        os.replace(temp, target)
+            _replace_folder(temp, target)
+        else:
+            os.replace(temp, target)
     except BaseException:
         if temp.is_dir():
             shutil.rmtree(temp, ignore_errors=True)
@@ -148,6 +151,19 @@ def atomic_path(target: str | os.PathLike, directory: bool = False) -> Iterator[
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
         raise
+
+
+def _replace_folder(new: Path, folder: Path) -> None:
+    """Move ``new`` to ``folder``, the old folder set aside first and removed only once ``new``
+    is in place (put back if the move fails)."""
+    old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+    os.replace(folder, old / folder.name)
+    try:
+        os.replace(new, folder)
+    except BaseException:
+        os.replace(old / folder.name, folder)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _apply_default_permissions(path: Path) -> None:

@@ -124,7 +124,7 @@ def read_nifti(path: Path) -> Volume:
             img = klass.from_bytes(raw)
         shape = img.shape
         check_3d(shape, path)
-        _check_data_size(img, len(raw), path)
+        _check_data_size(img, max(0, len(raw) - int(img.dataobj.offset)), path)
         data = img.dataobj.get_unscaled()
     except InputError:
         raise
@@ -164,11 +164,11 @@ def read_nifti(path: Path) -> Volume:
     )
 
 
-def _check_data_size(img, file_bytes: int, path: Path) -> None:
-    """A header whose shape needs more voxel bytes than the file holds is truncated or corrupt,
-    not too large for memory (32767^3 voxels claimed by a 1 MB file was 'too large to read')."""
+def _check_data_size(img, held: int, path: Path) -> None:
+    """A header whose shape needs more voxel bytes than the file holds (``held``, after the
+    header) is truncated or corrupt, not too large for memory (32767^3 voxels claimed by a 1 MB
+    file was 'too large to read')."""
     needed = math.prod(int(n) for n in img.shape) * img.header.get_data_dtype().itemsize
-    held = max(0, file_bytes - int(img.dataobj.offset))
     if needed > held:
         raise InputError(f"{path} is corrupt or truncated: its header's shape {tuple(int(n) for n in img.shape)} "
                          f"needs {needed:,} bytes of voxels, the file holds {held:,}")
@@ -366,10 +366,7 @@ def read_mgz(path: Path) -> Volume:
         with _quiet_nibabel(), np.errstate(all="ignore"):  # nibabel's int32 byte count of 100000^3 overflows
             img = nib.MGHImage.from_bytes(raw)
         check_3d(img.shape, path)
-        needed = math.prod(int(n) for n in img.shape) * img.header.get_data_dtype().itemsize
-        if MGH_HEADER_BYTES + needed > len(raw):  # "negative count" / "too large" for a short file
-            raise InputError(f"{path} is corrupt or truncated: its header's shape {tuple(int(n) for n in img.shape)} "
-                             f"needs {needed:,} bytes of voxels, the file holds {len(raw) - MGH_HEADER_BYTES:,}")
+        _check_data_size(img, len(raw) - MGH_HEADER_BYTES, path)  # "negative count" / "too large" for a short file
         data = np.asarray(img.dataobj)
     except InputError:
         raise
