@@ -15,17 +15,11 @@ from pathlib import Path
 from DeFacerLib import __version__
 from DeFacerLib.io.atomic import atomic_path
 
-_VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
-
-
 def sidecar_path(output_path: str | os.PathLike) -> Path:
+    from DeFacerLib.io.formats import volume_stem
+
     output = Path(output_path)
-    name = output.name
-    for suffix in _VOLUME_SUFFIXES:
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return output.with_name(name + ".defacer.json")
+    return output.with_name(volume_stem(output.name) + ".defacer.json")
 
 
 def sha256_of(path: str | os.PathLike) -> str:

@@ -74,7 +74,7 @@ def report_name(name: str | None, defaced_path: str) -> str:
     by UIDs ("1.3.12.2...") keep their whole name, so that two of them do not share one report.
     A name is a plain file name: a path in it would write outside --out."""
     from DeFacerLib.errors import UsageError
-    from DeFacerLib.io.formats import DICOM_EXTENSIONS, READ_EXTENSIONS
+    from DeFacerLib.io.formats import volume_stem
 
     if name is not None:
         if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
@@ -82,13 +82,7 @@ def report_name(name: str | None, defaced_path: str) -> str:
         return name
     from pathlib import Path
 
-    base = Path(defaced_path).resolve().name
-    lowered = base.lower()
-    extensions = [e for group in READ_EXTENSIONS.values() for e in group] + list(DICOM_EXTENSIONS)
-    for extension in sorted(extensions, key=len, reverse=True):
-        if lowered.endswith(extension) and len(base) > len(extension):
-            return base[: -len(extension)]
-    return base
+    return volume_stem(Path(defaced_path).resolve().name)
 
 
 def refuse_out_inside_inputs(out, inputs) -> None:

@@ -267,13 +267,12 @@ def write_qa_figure(original, defaced, qa_dir, name: str) -> Path:
     """Before/after skin renders of the same head, one PNG in ``qa_dir``."""
     from DeFacerLib.qa import before_after_figure, face_direction, render_views
 
-    from DeFacerLib.provenance import sidecar_path
+    from DeFacerLib.io.formats import volume_stem
 
     qa_dir = Path(qa_dir)
     qa_dir.mkdir(parents=True, exist_ok=True)
-    # the name less its volume extension, as the sidecar's: split(".")[0] gave sub-01.run-1.nii.gz
-    # and sub-01.run-2.nii.gz one picture, the second replacing the first
-    stem = sidecar_path(name).name.removesuffix(".defacer.json") or name
+    # split(".")[0] gave sub-01.run-1.nii.gz and sub-01.run-2.nii.gz one picture, the second replacing the first
+    stem = volume_stem(name)
     figure = qa_dir / f"{stem}_before_after.png"
     face = face_direction(original)  # both from the original's face side: a removed face cannot turn away
     before = render_views(original, face=face)

@@ -42,6 +42,17 @@ DICOM_EXTENSIONS = (".dcm", ".dicom", ".ima")
 SUPPORTED_TEXT = ".nii/.nii.gz, .mgz/.mgh, .nrrd/.nhdr, .mha/.mhd, a DICOM file or a DICOM series folder"
 
 
+def volume_stem(name: str) -> str:
+    """``name`` less its longest volume extension (`sub-01.run-1.nii.gz` -> `sub-01.run-1`), kept
+    whole when nothing else would remain: sidecars, QA reports and pictures are named by it."""
+    lowered = name.lower()
+    extensions = [e for group in READ_EXTENSIONS.values() for e in group] + list(DICOM_EXTENSIONS)
+    for extension in sorted(extensions, key=len, reverse=True):
+        if lowered.endswith(extension) and len(name) > len(extension):
+            return name[: -len(extension)]
+    return name
+
+
 def has_dicom_magic(path: Path) -> bool:
     """True when the file carries the DICOM Part 10 preamble marker 'DICM' at byte 128."""
     try:
