@@ -262,6 +262,32 @@ def test_a_dicom_write_that_fails_leaves_no_new_key(data_dir, tmp_path, monkeypa
     assert not key_file.exists() and not out.exists()
 
 
+@pytest.mark.parametrize("failing", ["render", "figure"])
+def test_qa_that_fails_leaves_no_output(failing, data_dir, tmp_path, monkeypatch):
+    """``--qa`` asks for the output and its picture: all of it or nothing. A render that fails (no
+    OpenGL here) stops the run before anything is written; a picture that cannot be saved after
+    the output was published takes the output, its audit folder and the new key back. Before,
+    both left a defaced series and its audit behind a non-zero exit."""
+    import DeFacerLib.qa
+    from DeFacerLib.deface.pipeline import DefaceParameters
+    from DeFacerLib.deface.workflow import deface_file
+
+    series = data_dir / "dicom/siemens_trio_mprage_1mm"
+    labels_path, _block = _nose_block_labels(read_volume(series), tmp_path / "labels.nii.gz")
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("no OpenGL context" if failing == "render" else "No space left on device")
+
+    monkeypatch.setattr(DeFacerLib.qa, "render_views" if failing == "render" else "before_after_figure", fails)
+    key_file, out, qa_dir = tmp_path / "new.key", tmp_path / "defaced_series", tmp_path / "qa"
+    with pytest.raises(RuntimeError):
+        deface_file(series, out, parameters=DefaceParameters(features=("nose",), margin_mm=0.0),
+                    labels_path=labels_path, key_file=key_file, qa_dir=qa_dir)
+    assert not key_file.exists() and not out.exists() and not (tmp_path / "defaced_series.audit").exists()
+    assert not qa_dir.exists() or not any(qa_dir.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["labels.nii.gz", *(["qa"] if qa_dir.exists() else [])])
+
+
 def test_nothing_to_scrub_or_batch_leaves_no_output(tmp_path):
     """An empty folder, or one non-DICOM file, is an error before any output or audit trail exists."""
     empty = tmp_path / "empty"

@@ -161,3 +161,24 @@ def test_batch_screenshots(batch, tmp_path, phantom, headless_logic):
     assert len(written) == 11 and "head_before_after.png" in written and "head_after_front.png" in written
     summary = json.loads((tmp_path / "out" / batch.SUMMARY_NAME).read_text())
     assert len(summary["items"][0]["screenshots"]) == 11
+
+
+def test_batch_screenshots_that_fail_fail_the_item_whole(batch, tmp_path, phantom, headless_logic, monkeypatch):
+    """Screenshots asked for and not made (a render that fails) fail the item, and a failed item
+    has no output: the defaced head and its sidecar written before them are taken back, and no
+    volume node is left in the scene. Before, the summary said failed beside a published output."""
+    volume, labels = phantom
+    write(volume, tmp_path / "in" / "head.nii.gz")
+    write(volume.label_map(labels), tmp_path / "labels" / "head.nii.gz")
+
+    def no_render(*args, **kwargs):
+        raise RuntimeError("no OpenGL context")
+
+    monkeypatch.setattr(headless_logic, "save_qa_screenshots", no_render)
+    args = batch.parse_args(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                             "--labels", str(tmp_path / "labels"), "--screenshots"])
+    assert batch.run(args, functools.partial(batch.slicer_deface_one, logic=headless_logic), log=lambda line: None) == 1
+    summary = json.loads((tmp_path / "out" / batch.SUMMARY_NAME).read_text())
+    assert [(item["status"], item["error"]) for item in summary["items"]] == [("failed", "no OpenGL context")]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [batch.SUMMARY_NAME]
+    assert headless_logic.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 0

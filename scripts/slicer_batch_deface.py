@@ -176,6 +176,7 @@ def run(args: argparse.Namespace, deface_one: Callable[..., dict], log: Callable
 def slicer_deface_one(path: Path, output: Path, labels: Path | None, qa_dir: Path | None, args, logic=None) -> dict:
     """Deface one input through the DeFacer module's Logic (inside Slicer: ``DeFacer.DeFacerLogic``
     on the application's scene); the QA renders are made offscreen from nodes in that scene."""
+    from DeFacerLib.deface.workflow import take_back
     from DeFacerLib.io import read_volume
 
     if logic is None:
@@ -188,14 +189,18 @@ def slicer_deface_one(path: Path, output: Path, labels: Path | None, qa_dir: Pat
                                 whole_face=args.whole_face, seal_mm=args.seal_mm, labels_path=labels,
                                 overwrite=args.overwrite)
     if qa_dir is not None:
-        before = logic.node_from_volume(read_volume(path), "DeFacer batch input")
-        after = logic.node_from_volume(read_volume(outcome["output"]), "DeFacer batch output")
+        nodes = []
         try:
+            nodes.append(logic.node_from_volume(read_volume(path), "DeFacer batch input"))
+            nodes.append(logic.node_from_volume(read_volume(outcome["output"]), "DeFacer batch output"))
             stem = "_".join(output.relative_to(args.output).parts[:-1] + (_stem(output),))
-            outcome["screenshots"] = [str(p) for p in logic.save_qa_screenshots(before, after, qa_dir, stem=stem)]
+            outcome["screenshots"] = [str(p) for p in logic.save_qa_screenshots(*nodes, qa_dir, stem=stem)]
+        except BaseException:  # a failed item has no output: screenshots asked for and not made fail it whole
+            take_back(outcome)
+            raise
         finally:
-            logic.scene.RemoveNode(before)
-            logic.scene.RemoveNode(after)
+            for node in nodes:
+                logic.scene.RemoveNode(node)
     return outcome
 
 

@@ -98,6 +98,10 @@ def deface_file(
     if brain_report is not None:  # a label map without a brain: what protected it
         result.report["brain_from_model"] = brain_report
 
+    qa_views = None
+    if qa_dir is not None:  # before anything is written: a render that fails leaves no output behind
+        progress("rendering QA pictures", 0.8)
+        qa_views = render_qa_views(volume, result.volume)
     progress("writing", 0.85)
     defaced, result.report["header_removed"] = without_identifying_header(result.volume)
     hook = _dicom_hook(volume, dicom_options, key_file)
@@ -133,8 +137,7 @@ def deface_file(
             record["dicom"] = {"key_file": str(hook.key_path), "audit": hook.write_audit(audit_dir)}
         sidecar = provenance.write_sidecar(record, written, overwrite=overwrite, path=audit_dir and audit_dir / "defacer.json")
     except BaseException:
-        _remove(written)
-        _forget_new_key(hook)
+        _unpublish(written, audit_dir, hook)
         raise
 
     outcome = {
@@ -145,9 +148,12 @@ def deface_file(
         "features_missing": result.features_missing,
         "report": result.report,
     }
-    if qa_dir is not None:
-        progress("rendering QA pictures", 0.9)
-        outcome["qa_figure"] = str(write_qa_figure(volume, result.volume, qa_dir, Path(written).name))
+    if qa_views is not None:
+        try:
+            outcome["qa_figure"] = str(write_qa_figure(qa_views, qa_dir, Path(written).name))
+        except BaseException:  # all that was asked for, or nothing
+            _unpublish(written, audit_dir or sidecar, hook)
+            raise
     progress("done", 1.0)
     return outcome
 
@@ -263,21 +269,26 @@ def _forget_new_key(hook) -> None:
         forget_new_key(hook.key_path, hook.key_created)
 
 
-def write_qa_figure(original, defaced, qa_dir, name: str) -> Path:
-    """Before/after skin renders of the same head, one PNG in ``qa_dir``."""
-    from DeFacerLib.qa import before_after_figure, face_direction, render_views
+def render_qa_views(original, defaced) -> tuple[dict, dict]:
+    """The skin renders of the head before and after (qa.render_views), both seen from the
+    original's face side: a removed face cannot turn the camera away."""
+    from DeFacerLib.qa import face_direction, render_views
 
+    face = face_direction(original)
+    return render_views(original, face=face), render_views(defaced, face=face)
+
+
+def write_qa_figure(views: tuple[dict, dict], qa_dir, name: str) -> Path:
+    """The before/after renders (render_qa_views) as one PNG in ``qa_dir``, named for ``name``."""
     from DeFacerLib.io.formats import volume_stem
+    from DeFacerLib.qa import before_after_figure
 
     qa_dir = Path(qa_dir)
     qa_dir.mkdir(parents=True, exist_ok=True)
     # split(".")[0] gave sub-01.run-1.nii.gz and sub-01.run-2.nii.gz one picture, the second replacing the first
     stem = volume_stem(name)
     figure = qa_dir / f"{stem}_before_after.png"
-    face = face_direction(original)  # both from the original's face side: a removed face cannot turn away
-    before = render_views(original, face=face)
-    after = render_views(defaced, face=face)
-    before_after_figure(before, after, figure, title=f"{stem}: before (top) and after (bottom)")
+    before_after_figure(*views, figure, title=f"{stem}: before (top) and after (bottom)")
     return figure
 
 
@@ -286,6 +297,23 @@ def _check_qa_available() -> None:
         import vtk  # noqa: F401
     except ImportError:
         raise DeFacerError("--qa needs the rendering extra: pip install 'defacer[qa]'") from None
+
+
+def take_back(outcome: dict) -> None:
+    """Remove what deface_file published (its ``outcome``): the output and its provenance, e.g.
+    when a step the caller asked for after it (the Slicer batch's screenshots) fails."""
+    sidecar = Path(outcome["sidecar"])
+    audit = sidecar.parent if Path(outcome["output"]).is_dir() else None  # a DICOM output's audit folder
+    _unpublish(outcome["output"], audit or sidecar, None)
+
+
+def _unpublish(written, provenance_path, hook) -> None:
+    """Take back a published output (a file or a DICOM folder) and its provenance (the sidecar,
+    or the DICOM output's audit folder), and forget a key made for it."""
+    _remove(written)
+    if provenance_path is not None:
+        _remove(provenance_path)
+    _forget_new_key(hook)
 
 
 def _remove(path) -> None:
