@@ -1,8 +1,10 @@
 """Remove the chosen facial features from a head volume, keeping its format, geometry and header.
 
-Only voxels inside each feature's bounding box (plus a margin), within a maximum depth of
-the skin, and outside the protected brain region are changed; a JSON provenance sidecar
-is written beside the output.
+Only voxels in the chosen features' boxes (plus a margin; around the ears also what stands
+proud of the head's side), in the whole face's box in front of the face plane and under its
+floor (--whole-face, the default) and, with --shield, in the shield's block change, never the
+protected brain (see README.md for the millimetre defaults); a JSON provenance sidecar is
+written beside the output (for a DICOM series, in OUTPUT.audit/).
 """
 from __future__ import annotations
 

@@ -34,7 +34,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--region", choices=REGIONS, help="part of the face to hide (default: head, hair included; bar always covers eyes)")
     parser.add_argument("--detector", choices=DETECTORS, default="yunet", help="face detector (default yunet)")
     parser.add_argument("--landmarks", choices=("5", "68", "auto"), default="5",
-                        help="5: YuNet points (permissive); 68: dlib predictor (NON-COMMERCIAL licence)")
+                        help="5 (default): YuNet points (permissive); 68: dlib predictor (NON-COMMERCIAL licence); "
+                             "auto: 68 where dlib is installed, else 5")
     parser.add_argument("--k", type=int, default=3, help="k for --method ksame (default 3)")
     parser.add_argument("--rotations", choices=tuple(ROTATIONS), default="none",
                         help="also search rotated copies: upright (+-30 deg) or all (90, 180 too)")

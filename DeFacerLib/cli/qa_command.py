@@ -17,7 +17,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("original", help="the original head (any supported format)")
     parser.add_argument("defaced", help="the defaced head, same grid")
     parser.add_argument("--out", required=True, metavar="DIR", type=folder_path, help="folder for the report, JSON and pictures")
-    parser.add_argument("--name", help="report name (default: the defaced file's name)")
+    parser.add_argument("--name", help="report name (default: the defaced file's name without its volume extension)")
     # a folder with several series: read errors say "pick one with --series UID"; a defaced DICOM
     # series has a new UID, so the defaced folder gets its own option
     parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID of the original when its folder holds several")
