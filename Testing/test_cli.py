@@ -208,7 +208,7 @@ def test_enhanced_dicom_folder_in_gives_folder_out(data_dir, tmp_path):
     assert defaced.source.format == "dicom-enhanced" and defaced.shape3 == head.shape3 == (128, 128, 96)
     assert np.allclose(defaced.affine_lps, head.affine_lps, atol=1e-4)
     assert np.count_nonzero(defaced.array != head.array) > 1000
-    assert list(pydicom.dcmread(out / "0001.dcm", stop_before_pixels=True).ImageType)[:2] == ["DERIVED", "SECONDARY"]
+    assert list(pydicom.dcmread(out / "0001.dcm", stop_before_pixels=True).ImageType)[:2] == ["DERIVED", "PRIMARY"]
     as_file = tmp_path / "defaced.dcm"
     result = defacer("deface", folder, as_file, "--features-from", labels_path, "--features", "nose",
                      "--key-file", tmp_path / "project.key", "-q")

@@ -161,6 +161,7 @@ class Scrubber:
         result.date_offset_days, alias = self._patient(patient)
         result.patient = (str(peek_value(ds, PATIENT_ID, "") or patient), alias)
         burned_in = str(peek_value(ds, BURNED_IN_ANNOTATION, "") or "") or None
+        pixel_codes = _pixel_codes_before(ds)
         walk = _Walk(self, result, alias)
         walk.items(ds, "", clean=False)
         meta = getattr(ds, "file_meta", None)
@@ -186,7 +187,11 @@ class Scrubber:
             from DeFacerLib.dicom.pixels_ocr import clean_burned_in_text
 
             result.pixels_cleaned = clean_burned_in_text(ds, where or "dataset")
-        options = self.options.with_(clean_recognizable_visual_features=True) if defaced else self.options
+        options = self.options
+        if defaced or "113102" in pixel_codes:  # pixels untouched here: what they said still holds
+            options = options.with_(clean_recognizable_visual_features=True)
+        if "113101" in pixel_codes:
+            options = options.with_(clean_pixel_data=True)
         set_markers(ds, options, edition=self.edition, version=self.version,
                     pixels_cleaned=result.pixels_cleaned is not None, burned_in_before=burned_in)
         result.leaks = find_leaks(ds, result.phi, skip_uids=self.options.retain_uids)
@@ -556,11 +561,15 @@ FUNCTIONAL_GROUPS = (0x52009229, 0x52009230)  # Shared, Per-frame
 
 def mark_derived(ds: Dataset) -> None:
     """A defaced image's pixels are derived from the scan's, after it: Image Type (and each
-    enhanced frame's Frame Type) becomes DERIVED\\SECONDARY, its other values kept (PS3.3
-    C.7.6.1.1.2: ORIGINAL is for pixel values as acquired)."""
+    enhanced frame's Frame Type) becomes DERIVED\\SECONDARY, or DERIVED\\PRIMARY in an enhanced
+    image, its other values kept (PS3.3 C.7.6.1.1.2: ORIGINAL is for pixel values as acquired)."""
+    # Enhanced CT/MR/PET (functional groups): Value 2 has the one Enumerated Value PRIMARY
+    # (PS3.3 C.8.16.1.2); SECONDARY is for the classic IODs only
+    second = "PRIMARY" if any(tag in ds._dict for tag in FUNCTIONAL_GROUPS) else "SECONDARY"
+
     def derive(elem) -> None:
         values = [str(v) for v in (elem.value if elem.VM > 1 else [elem.value])] if elem.value else []
-        values = (["DERIVED", "SECONDARY"] + values[2:]) if values else ["DERIVED", "SECONDARY"]
+        values = (["DERIVED", second] + values[2:]) if values else ["DERIVED", second]
         elem.value = values
 
     if IMAGE_TYPE in ds._dict:
@@ -663,6 +672,20 @@ def peek_value(ds: Dataset, tag: int, default=None):
         _PEEKED[key] = found
     return found
 
+
+
+PIXEL_METHOD_CODES = ("113101", "113102")  # what was done to the pixels, which a scrub copies as they are
+
+
+def _pixel_codes_before(ds: Dataset) -> set[str]:
+    """The input's 113101/113102 (Clean Pixel Data, Clean Recognizable Visual Features) items of
+    De-identification Method Code Sequence, as BurnedInAnnotation: a header-only scrub keeps the
+    pixels, so what they said of the pixels stays true."""
+    if str(peek_value(ds, 0x00120062, "") or "").strip().upper() != "YES":
+        return set()
+    items = peek_value(ds, 0x00120064, None) or []
+    return {str(item.get("CodeValue", "")) for item in items
+            if str(item.get("CodingSchemeDesignator", "")) == "DCM"} & set(PIXEL_METHOD_CODES)
 
 
 def _patient_key(ds: Dataset) -> str:

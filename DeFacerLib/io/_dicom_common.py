@@ -99,6 +99,30 @@ def to_stored(values: np.ndarray, volume_rescale: tuple[float, float], slice_res
     return np.ascontiguousarray(values.astype(dtype, copy=False))
 
 
+def pixel_bytes(values: np.ndarray, dtype: np.dtype, ds: Dataset) -> bytes:
+    """Native PixelData bytes in the byte order of the dataset's transfer syntax (Explicit VR
+    Big Endian stores OW words big-endian; pydicom writes the bytes as they are)."""
+    syntax = transfer_syntax(ds)
+    order = ">" if syntax is not None and not syntax.is_little_endian else "<"
+    return values.astype(dtype.newbyteorder(order), copy=False).tobytes()
+
+
+def refresh_pixel_range(ds: Dataset, stored: np.ndarray) -> None:
+    """New pixels: Smallest/Largest Image Pixel Value (Type 3), if present, say their range (the
+    face often held a slice's brightest voxels: 35 of the 176 MPRAGE files kept a stale maximum)."""
+    for tag, value in ((0x00280106, stored.min()), (0x00280107, stored.max())):
+        if tag in ds:
+            ds[tag].value = int(value)
+    drop_series_pixel_range(ds)
+
+
+def drop_series_pixel_range(ds: Dataset) -> None:
+    """Smallest/Largest Pixel Value in Series (Type 3) go: one file cannot know them anew."""
+    for tag in (0x00280108, 0x00280109):
+        if tag in ds:
+            del ds[tag]
+
+
 def check_same_geometry(volume, affine_lps: np.ndarray, path: str) -> None:
     if volume.array.ndim != 3:
         raise OutputError(f"DICOM write-back needs a 3D volume, got shape {volume.array.shape}")

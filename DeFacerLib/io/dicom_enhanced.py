@@ -112,7 +112,8 @@ def write_dicom_enhanced(volume: Volume, target: Path, dicom_hook: DicomHook | N
         frames[frame] = common.to_stored(volume.array[:, :, k].T, volume_rescale, header["rescale_of_frame"][frame], original, dtype)
     ds = copy.deepcopy(original)
     if not np.array_equal(frames, common.pixel_frames(original, target)):
-        ds.PixelData = frames.astype(dtype.newbyteorder("<"), copy=False).tobytes()
+        ds.PixelData = common.pixel_bytes(frames, dtype, ds)
+        common.refresh_pixel_range(ds, frames)
     if dicom_hook is not None:
         dicom_hook(ds, 0)
     common.save_dataset(ds, target)

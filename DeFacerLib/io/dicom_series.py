@@ -184,12 +184,17 @@ def write_dicom_series(volume: Volume, target_dir: Path, dicom_hook: DicomHook |
         raise OutputError(f"the volume's shape {volume.array.shape} no longer matches its DICOM source {expected}")
     volume_rescale = (volume.slope, volume.intercept)
     dtype = np.dtype(header["stored_dtype"])
-    for index, (name, original) in enumerate(zip(files, datasets)):
-        k = header["slice_of_file"][index]
-        stored = common.to_stored(volume.array[:, :, k].T, volume_rescale, header["rescale_of_file"][index], original, dtype)
+    slices = [common.to_stored(volume.array[:, :, header["slice_of_file"][index]].T, volume_rescale,
+                               header["rescale_of_file"][index], original, dtype) for index, original in enumerate(datasets)]
+    changed = [not np.array_equal(stored, common.pixel_frames(original, Path(name))[0])
+               for name, original, stored in zip(files, datasets, slices)]
+    for index, (name, original, stored) in enumerate(zip(files, datasets, slices)):
         ds = copy.deepcopy(original)
-        if not np.array_equal(stored, common.pixel_frames(original, Path(name))[0]):
-            ds.PixelData = stored.astype(dtype.newbyteorder("<"), copy=False).tobytes()
+        if changed[index]:
+            ds.PixelData = common.pixel_bytes(stored, dtype, ds)
+            common.refresh_pixel_range(ds, stored)
+        if any(changed):  # no file of a changed series can know the series' range
+            common.drop_series_pixel_range(ds)
         if dicom_hook is not None:
             dicom_hook(ds, index)
         common.save_dataset(ds, target_dir / name)
