@@ -108,3 +108,21 @@ def test_scrub_of_a_defaced_series_keeps_what_its_pixels_are(data_dir, tmp_path)
     claimed.PatientIdentityRemoved = "NO"
     Scrubber(ProfileOptions(), KEY).scrub(claimed)
     assert "113102" not in codes(claimed)
+
+
+def test_a_series_that_does_not_read_back_as_written_is_not_published(data_dir, tmp_path, monkeypatch):
+    """The DICOM writers are DeFacer's own code, so `deface` reads the written series back and
+    refuses (exit 5, nothing left) unless every voxel the defacing kept, the brain's among them,
+    comes back as it was. Checked here with the byte-order fault above put back: a big-endian
+    series whose new pixels are stored little-endian."""
+    import DeFacerLib.io._dicom_common as common
+    from DeFacerLib.deface.pipeline import DefaceParameters
+    from DeFacerLib.deface.workflow import deface_file
+    from DeFacerLib.errors import GuaranteeError
+
+    source = _as_big_endian(data_dir / "dicom" / "siemens_xa30_enhanced_multiframe_t1", tmp_path / "big_endian")
+    monkeypatch.setattr(common, "pixel_bytes", lambda values, dtype, ds: values.astype(dtype.newbyteorder("<")).tobytes())
+    key_file, out = tmp_path / "new.key", tmp_path / "defaced"
+    with pytest.raises(GuaranteeError, match="reads back with [0-9,]+ of the voxels the defacing kept changed"):
+        deface_file(source, out, parameters=DefaceParameters(), key_file=key_file)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big_endian"]
