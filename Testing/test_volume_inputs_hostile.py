@@ -112,6 +112,27 @@ def test_a_scaled_label_map_is_read_by_its_values(data_dir, ixi_labels, tmp_path
     assert defacer("deface", data_dir / IXI, protected, "--protect-from", scaled, "-q").returncode == 0
 
 
+def test_a_label_map_whose_frames_differ_is_refused(data_dir, ixi_labels, tmp_path):
+    """A 4D label map or protection mask was read by its first frame alone: a brain marked in the
+    second frame was left unprotected. Frames that differ are refused (exit 3, nothing written);
+    frames that agree are one map."""
+    plain = np.asarray(nib.load(ixi_labels).dataobj)
+    brain_later = np.stack([np.where(plain == 5, 0, plain), plain], axis=-1).astype(np.uint8)
+    same = np.stack([plain, plain], axis=-1).astype(np.uint8)
+    affine = nib.load(ixi_labels).affine
+    for name, frames in (("brain_later", brain_later), ("same", same)):
+        nib.save(nib.Nifti1Image(frames, affine, dtype=np.uint8), tmp_path / f"{name}.nii.gz")
+    for option in ("--features-from", "--protect-from"):
+        out = tmp_path / f"out{option}.nii.gz"
+        one_line_error(defacer("deface", data_dir / IXI, out, option, tmp_path / "brain_later.nii.gz"), 3,
+                       "2 frames that differ")
+        assert not out.exists()
+    same_out, plain_out = tmp_path / "same_out.nii.gz", tmp_path / "plain_out.nii.gz"
+    for labels, out in ((tmp_path / "same.nii.gz", same_out), (ixi_labels, plain_out)):
+        assert defacer("deface", data_dir / IXI, out, "--features-from", labels, "-q").returncode == 0
+    assert np.array_equal(np.asarray(nib.load(same_out).dataobj), np.asarray(nib.load(plain_out).dataobj))
+
+
 @pytest.mark.parametrize("case, fields, words", [
     ("fourth_dim_zero", {"dim": [4, 120, 120, 90, 0, 1, 1, 1]}, ["empty or negative dimension"]),  # internal error
     ("negative_dim", {"dim": [3, 120, -120, 90, 1, 1, 1, 1]}, ["empty or negative dimension"]),  # said "2D"

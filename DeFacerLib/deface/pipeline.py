@@ -76,7 +76,7 @@ def masks_from_labels(labels: Volume, volume: Volume, label_name: str = "labels"
             f"{label_name} is on another grid than the head (shape {labels.shape3} vs {volume.shape3} or "
             "different voxel-to-world matrix); resample it onto the head first"
         )
-    values = _first_frame(labels)
+    values = _first_frame(labels, label_name)
     known = np.isin(values, [0, *LABEL_VALUES.values()])
     if not known.all():  # an image or another tool's parcellation, whose 1-5 are not eyes..brain:
         # the head itself given as its label map cut 45 % of IXI132's reference brain, exit 0
@@ -94,14 +94,20 @@ def nonzero_mask(mask: Volume, volume: Volume, label_name: str = "mask") -> np.n
     """A protection mask file (non-zero = protected) as a boolean array on the head's grid."""
     if not same_grid(mask, volume):
         raise InputError(f"{label_name} is on another grid than the head; resample it onto the head first")
-    return _first_frame(mask) != 0
+    return _first_frame(mask, label_name) != 0
 
 
-def _first_frame(volume: Volume) -> np.ndarray:
-    """The first frame's values as the file means them: a label map written as floats into an
-    int16 header is stored through a slope and intercept (nibabel picks them), and its stored
-    values (-32768 for 0) matched no label and were all 'non-zero' in a --protect-from mask."""
-    array = np.asarray(volume.array[..., 0] if volume.array.ndim == 4 else volume.array)
+def _first_frame(volume: Volume, label_name: str) -> np.ndarray:
+    """The values as the file means them: a label map written as floats into an int16 header is
+    stored through a slope and intercept (nibabel picks them), and its stored values (-32768 for
+    0) matched no label and were all 'non-zero' in a --protect-from mask. A map with several
+    frames is taken only when they agree: else which frame is meant cannot be known (the first
+    alone was taken, and a brain marked in the second was left unprotected)."""
+    array = np.asarray(volume.array)
+    if array.ndim == 4:
+        if any(not np.array_equal(array[..., t], array[..., 0]) for t in range(1, array.shape[3])):
+            raise InputError(f"{label_name} has {array.shape[3]} frames that differ; give one 3D map")
+        array = array[..., 0]
     if (volume.slope, volume.intercept) == (1.0, 0.0):
         return array
     values = array.astype(np.float64) * volume.slope + volume.intercept
