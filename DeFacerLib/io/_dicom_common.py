@@ -113,7 +113,6 @@ def refresh_pixel_range(ds: Dataset, stored: np.ndarray) -> None:
     for tag, value in ((0x00280106, stored.min()), (0x00280107, stored.max())):
         if tag in ds:
             ds[tag].value = int(value)
-    drop_series_pixel_range(ds)
 
 
 def drop_series_pixel_range(ds: Dataset) -> None:

@@ -114,6 +114,7 @@ def write_dicom_enhanced(volume: Volume, target: Path, dicom_hook: DicomHook | N
     if not np.array_equal(frames, common.pixel_frames(original, target)):
         ds.PixelData = common.pixel_bytes(frames, dtype, ds)
         common.refresh_pixel_range(ds, frames)
+        common.drop_series_pixel_range(ds)
     if dicom_hook is not None:
         dicom_hook(ds, 0)
     common.save_dataset(ds, target)
