@@ -20,7 +20,7 @@ from DeFacerLib.cli.qa_command import report_name
 from DeFacerLib.deface.pipeline import DefaceParameters
 from DeFacerLib.deface.workflow import deface_file
 from DeFacerLib.io import read_volume
-from DeFacerLib.qa.check import VERDICT_VIEWS, check_pair, least_changed_frame
+from DeFacerLib.qa.check import RESIDUAL_FACE_R, VERDICT_VIEWS, check_pair, least_changed_frame, residual_correlation
 
 IXI = "heads/ixi/t1/IXI132-HH-1415_T1.nii.gz"  # PSR: array axis 0 runs anterior-posterior
 OWN_SIDE = "defaced head's own face side"
@@ -67,6 +67,37 @@ def test_a_frame_left_undefaced_fails(ixi_pair):
     # every frame defaced: the standard pass alone, and a PASS
     all_defaced = dataclasses.replace(four_d, array=np.stack([defaced.array] * 3, axis=-1))
     assert least_changed_frame(original, all_defaced) == 0
+    # the frame left undefaced but rescaled (every voxel changed, 1.02x): found all the same; it was
+    # passed over for the defaced frame, which changes fewer voxels, and the pair PASSed
+    rescaled = np.rint(original.array.astype(np.float64) * 1.02).astype(original.array.dtype)
+    hidden = dataclasses.replace(four_d, array=np.stack([defaced.array, rescaled, defaced.array], axis=-1))
+    assert least_changed_frame(original, hidden) == 1
+    check, _, _ = check_pair(original, hidden, views=VERDICT_VIEWS)
+    assert check.verdict == "FAIL"
+
+
+def test_a_face_dimmed_or_noised_in_place_fails(ixi_pair):
+    """A face kept at a fifth of its brightness, or buried in noise, falls under the render's skin
+    threshold and PASSed, though windowing or a median filter brings it back (front SFace 0.71 on
+    the noised copy). Where the defacing changed voxels, they must not still follow the original's:
+    r = 0.98-1.00 for these, 0.18-0.47 for DeFacer's own outputs of the 27 IXI heads."""
+    original, defaced = (read_volume(p) for p in ixi_pair)
+    changed = defaced.array != original.array
+    values = original.array.astype(np.float64)
+    dimmed = values.copy()
+    dimmed[changed] *= 0.2
+    noised = values.copy()
+    noise = np.random.default_rng(7).normal(0.0, 0.6 * float(values[changed].std()), values.shape)
+    noised[changed] += noise[changed]
+    as_volume = {name: original.with_array(np.clip(np.rint(v), 0, None).astype(original.array.dtype))
+                 for name, v in (("dimmed", dimmed), ("noised", noised))}
+    own = residual_correlation(original, defaced)
+    assert own is not None and own < 0.5
+    for name, volume in as_volume.items():
+        assert residual_correlation(original, volume) >= RESIDUAL_FACE_R, name
+    check, _, _ = check_pair(original, as_volume["dimmed"], views=VERDICT_VIEWS)
+    assert check.verdict == "FAIL"
+    assert any("still follow the original" in reason for reason in check.reasons), check.reasons
 
 
 def test_ears_only_defacing_fails(ixi_pair, tmp_path):

@@ -44,6 +44,13 @@ VERDICT_VIEWS = ("front", "front_left", "front_right")
 # 43 mm (IXI132 written flipped front to back); a head whose face was cut flat has no side that stands out, and the back of
 # IXI132, defaced, scored 0.6 mm over its front: a tie, not a face, rendered again for nothing.
 OWN_SIDE_MARGIN_MM = 5.0
+# The voxels the defacing changed must not still follow the original's: a face dimmed in place
+# (a soft mask), buried in noise or otherwise rescaled is removed from the render's one skin
+# threshold, yet windowing or smoothing brings it back. Correlation of the changed voxels with the
+# original's (after the image-wide intensity map is taken out), raw or smoothed 1.5 voxels.
+RESIDUAL_FACE_R = 0.9
+_RESIDUAL_MIN_VOXELS = 500
+_RESIDUAL_SMOOTHING_VOXELS = 1.5
 
 
 @lru_cache(maxsize=1)
@@ -149,12 +156,21 @@ def check_pair(original: Volume, defaced: Volume, views=CHECK_VIEWS, size=(400, 
                   render_views(_frame(defaced, frame), views=views, size=size, face=face))
     reasons = [f"{c.label}: the defaced face still matches the original ({_matched_models(c)})"
                for c in checks if c.match and c.view in VERDICT_VIEWS]
+    residual = {}
+    for index in sorted({0, frame}):
+        r = residual_correlation(_frame(original, index), _frame(defaced, index))
+        residual[f"frame {index}"] = r
+        if r is not None and r >= RESIDUAL_FACE_R:
+            reasons.append(f"frame {index}: the voxels the defacing changed still follow the original's (r = {r:.3f} "
+                           f">= {RESIDUAL_FACE_R}): the face is dimmed, blurred or noised, not removed")
     if not any(c.original_face_score > 0 for c in checks):
         reasons.append("no face was detected on the ORIGINAL renders either: the check cannot judge this head")
     verdict = "FAIL" if reasons else "PASS"
     thresholds = {model: "; ".join(f"{view}: {rule} {threshold_for(model, view)}" for view in VERDICT_VIEWS)
                   for model, rule in (("sface", "cosine similarity >="), ("dlib", "distance <="))}
-    thresholds.update({"yunet": "score >= 0.75 counts as a face", "verdict_views": ", ".join(VERDICT_VIEWS)})
+    thresholds.update({"yunet": "score >= 0.75 counts as a face", "verdict_views": ", ".join(VERDICT_VIEWS),
+                       "residual": f"changed voxels' correlation with the original < {RESIDUAL_FACE_R}; measured "
+                       + ", ".join(f"{k}: {'n/a' if v is None else round(v, 3)}" for k, v in residual.items())})
     return RiskCheck(checks, verdict, reasons, thresholds), before, after
 
 
@@ -175,15 +191,66 @@ def _frame(volume: Volume, index: int) -> Volume:
 
 
 def least_changed_frame(original: Volume, defaced: Volume) -> int:
-    """The defaced frame that differs from its original frame in the fewest voxels (0 for 3D):
-    where a face is most likely left, e.g. by a tool that defaced only the first frame."""
+    """The defaced frame most like its original frame where the defacing changed frame 0 (0 for
+    3D): where a face is most likely left, e.g. by a tool that defaced only the first frame. Judged
+    by correlation, not by a count of changed voxels, so that a frame left undefaced but rescaled,
+    noised or retyped (every voxel changed) is still the one found."""
     if defaced.array.ndim == 3:
         return 0
     reference = _frame(original, 0).physical()
     tolerance = 1e-3 * float(np.ptp(reference) or 1.0)
-    changed = [int(np.count_nonzero(np.abs(_frame(defaced, k).physical() - _frame(original, k).physical()) > tolerance))
-               for k in range(defaced.array.shape[3])]
-    return int(np.argmin(changed))
+    region = np.abs(_frame(defaced, 0).physical() - reference) > tolerance
+    frames = range(defaced.array.shape[3])
+    if np.count_nonzero(region) < _RESIDUAL_MIN_VOXELS:  # frame 0 left as it was: count changes, as before
+        changed = [int(np.count_nonzero(np.abs(_frame(defaced, k).physical() - _frame(original, k).physical()) > tolerance))
+                   for k in frames]
+        return int(np.argmin(changed))
+    likeness = [_correlation(_frame(original, k).physical()[region], _frame(defaced, k).physical()[region]) for k in frames]
+    return int(np.nanargmax(np.nan_to_num(likeness, nan=-1.0)))
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.astype(np.float64) - a.mean()
+    b = b.astype(np.float64) - b.mean()
+    denominator = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def residual_correlation(original: Volume, defaced: Volume) -> float | None:
+    """How closely the voxels the defacing changed still follow the original's (3D volumes): the
+    larger of the raw and the smoothed correlation there, after the image-wide linear intensity
+    map (a rescaled or retyped copy) is taken out. None when too few voxels changed to judge."""
+    from scipy import ndimage
+
+    o = original.physical()
+    d = defaced.physical()
+    o = np.where(np.isfinite(o), o, 0.0).astype(np.float32)
+    d = np.where(np.isfinite(d), d, 0.0).astype(np.float32)
+    # take out an image-wide linear intensity map (a rescaled or retyped copy), robustly (medians):
+    # the defaced voxels are outliers that a least-squares fit would follow
+    # (Theil-Sen slope on random pairs of voxels, median intercept)
+    rng = np.random.default_rng(0)
+    i, j = rng.integers(0, o.size, (2, 200_000))
+    step = o.ravel()[i] - o.ravel()[j]
+    keep = np.abs(step) > 1e-3 * float(np.ptp(o) or 1.0)
+    if np.count_nonzero(keep) > 1000:
+        slope = float(np.median((d.ravel()[i] - d.ravel()[j])[keep] / step[keep]))
+        if abs(slope) > 1e-6:
+            d = ((d - float(np.median(d - slope * o))) / slope).astype(np.float32)
+    tolerance = 1e-3 * float(np.ptp(o) or 1.0)
+    residual = np.abs(d - o)
+    changed = residual > max(tolerance, 5.0 * float(np.median(residual)))
+    if np.count_nonzero(changed) < _RESIDUAL_MIN_VOXELS:
+        return None
+    raw = _correlation(o[changed], d[changed])
+    sigma = _RESIDUAL_SMOOTHING_VOXELS
+    pad = int(np.ceil(4 * sigma))  # the filter's reach: smoothing the changed voxels' box is enough
+    found = np.argwhere(changed)
+    box = tuple(slice(max(0, int(a) - pad), int(b) + pad + 1) for a, b in zip(found.min(axis=0), found.max(axis=0)))
+    smooth = _correlation(ndimage.gaussian_filter(o[box], sigma)[changed[box]],
+                          ndimage.gaussian_filter(d[box], sigma)[changed[box]])
+    values = [abs(v) for v in (raw, smooth) if np.isfinite(v)]  # a face inverted in place is there too
+    return round(max(values), 4) if values else None
 
 
 def _check_view(name: str, before: np.ndarray, after: np.ndarray) -> ViewCheck:
