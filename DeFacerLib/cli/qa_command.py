@@ -48,7 +48,7 @@ def run(args) -> dict:
     except BaseException:  # no empty report folder is left behind by a refused or failed run
         remove_made_folders(created)
         raise
-    result = {"verdict": check.verdict, "reasons": check.reasons, "inputs": inputs, "files": files,
+    result = {"verdict": check.verdict, "reasons": check.reasons, "warnings": check.warnings, "inputs": inputs, "files": files,
               "check": check.to_dict()}
     if not args.quiet and not args.json:
         console = Console()
@@ -56,6 +56,8 @@ def run(args) -> dict:
         console.print(check.verdict, style=style, end="  ")
         # markup off: a path or name holding "[...]" is text, not rich markup (a "[/x]" crashed)
         console.print("; ".join(check.reasons) or "no facial view matches the original", markup=False)
+        for warning in check.warnings:
+            console.print(f"warning: {warning}", style="yellow", markup=False)
         console.print(f"report: {files['html']} (private: it shows the original face)", markup=False)
     if check.verdict != "PASS":
         if args.json:  # the report is still wanted on stdout when the verdict is FAIL

@@ -123,6 +123,9 @@ class RiskCheck:
     verdict: str  # "PASS" or "FAIL"
     reasons: list[str]
     thresholds: dict[str, str]
+    # not a verdict: a face still detected on the defaced front (features left, e.g. --features
+    # eyes: IXI132 PASSes, its nose, mouth and chin plain to a person, YuNet 0.92)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -166,12 +169,16 @@ def check_pair(original: Volume, defaced: Volume, views=CHECK_VIEWS, size=(400, 
     if not any(c.original_face_score > 0 for c in checks):
         reasons.append("no face was detected on the ORIGINAL renders either: the check cannot judge this head")
     verdict = "FAIL" if reasons else "PASS"
+    warnings = [f"{c.label}: a face is still detected on the defaced render (YuNet {c.defaced_face_score:.2f}, "
+                f"dlib {c.defaced_dlib_faces} face(s)); the recognisers do not match it to the original, but what "
+                "was left of the face (the features not removed) may still be recognised by a person"
+                for c in checks if c.view == "front" and not c.variant and c.defaced_face_detected]
     thresholds = {model: "; ".join(f"{view}: {rule} {threshold_for(model, view)}" for view in VERDICT_VIEWS)
                   for model, rule in (("sface", "cosine similarity >="), ("dlib", "distance <="))}
     thresholds.update({"yunet": "score >= 0.75 counts as a face", "verdict_views": ", ".join(VERDICT_VIEWS),
                        "residual": f"changed voxels' correlation with the original < {RESIDUAL_FACE_R}; measured "
                        + ", ".join(f"{k}: {'n/a' if v is None else round(v, 3)}" for k, v in residual.items())})
-    return RiskCheck(checks, verdict, reasons, thresholds), before, after
+    return RiskCheck(checks, verdict, reasons, thresholds, warnings), before, after
 
 
 def _add_pass(checks, before, after, variant, pass_before, pass_after) -> None:

@@ -76,6 +76,8 @@ def write_report(check: RiskCheck, before: dict, after: dict, out_dir, name: str
     pair = "".join(f"<li>{html.escape(role)}: {html.escape(str(path))}</li>" for role, path in (inputs or {}).items())
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in check.reasons) or "<li>no facial view matches</li>"
     advice = "" if check.verdict == "PASS" else f"<p><b>What to do:</b> {html.escape(FAIL_ADVICE)}</p>"
+    if check.warnings:
+        advice += "<p><b>Warning:</b></p><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in check.warnings) + "</ul>"
     thresholds = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in check.thresholds.items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>DeFacer QA: {html.escape(name)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
