@@ -288,6 +288,45 @@ def test_qa_that_fails_leaves_no_output(failing, data_dir, tmp_path, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["labels.nii.gz", *(["qa"] if qa_dir.exists() else [])])
 
 
+def test_qa_that_fails_keeps_the_output_it_would_have_replaced(data_dir, tmp_path, monkeypatch):
+    """With --overwrite, a QA picture that cannot be saved left neither the earlier output nor the
+    new one (the new had replaced the old before the picture failed, and was then taken back). The
+    picture is now saved before the output is written: the earlier output and its sidecar stay
+    byte for byte."""
+    import DeFacerLib.qa
+    from DeFacerLib.deface.pipeline import DefaceParameters
+    from DeFacerLib.deface.workflow import deface_file
+
+    source = data_dir / "heads/ixi/t1/IXI132-HH-1415_T1.nii.gz"
+    out = tmp_path / "defaced.nii.gz"
+    deface_file(source, out, parameters=DefaceParameters(features=("eyes",)))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(DeFacerLib.qa, "before_after_figure", full_disk)
+    with pytest.raises(OSError):
+        deface_file(source, out, parameters=DefaceParameters(), qa_dir=tmp_path / "qa", overwrite=True)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != "qa"}
+    assert after == before and sorted(before) == ["defaced.defacer.json", "defaced.nii.gz"]
+
+
+def test_take_back_removes_an_enhanced_files_audit_folder(data_dir, tmp_path):
+    """take_back (the Slicer batch's undo of an item) found a DICOM output's audit folder only
+    beside a folder output: an enhanced image written as one .dcm file kept OUT.audit/, whose
+    mappings hold the original patient IDs."""
+    from DeFacerLib.deface.pipeline import DefaceParameters
+    from DeFacerLib.deface.workflow import deface_file, take_back
+
+    out = tmp_path / "defaced.dcm"
+    outcome = deface_file(data_dir / "dicom/siemens_xa30_enhanced_multiframe_t1", out,
+                          parameters=DefaceParameters(), key_file=tmp_path / "project.key")
+    assert out.is_file() and (tmp_path / "defaced.dcm.audit" / "defacer.json").is_file()
+    take_back(outcome)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project.key"]
+
+
 def test_nothing_to_scrub_or_batch_leaves_no_output(tmp_path):
     """An empty folder, or one non-DICOM file, is an error before any output or audit trail exists."""
     empty = tmp_path / "empty"

@@ -251,3 +251,15 @@ def test_an_output_under_a_file_names_the_file(data_dir, tmp_path):
     (tmp_path / "afile").write_text("not a folder")
     out = tmp_path / "afile" / "x.nii.gz"
     one_line_error(defacer("deface", data_dir / IXI, out), 4, "is a file")
+
+
+def test_a_float_mask_whose_frames_agree_but_for_nan_is_one_mask(data_dir):
+    """NaN never equals NaN: a float mask with a NaN background was refused as 'frames that differ'
+    though its frames were the same."""
+    from DeFacerLib.deface.pipeline import nonzero_mask
+    from DeFacerLib.io import read_volume
+
+    head = read_volume(data_dir / IXI)
+    frame = np.where(head.array > np.percentile(head.array, 90), 1.0, np.nan).astype(np.float32)
+    mask = head.label_map(np.zeros(head.shape3, np.uint8)).with_array(np.stack([frame, frame], axis=-1))
+    assert np.array_equal(nonzero_mask(mask, head), frame != 0)

@@ -105,7 +105,8 @@ def _first_frame(volume: Volume, label_name: str) -> np.ndarray:
     alone was taken, and a brain marked in the second was left unprotected)."""
     array = np.asarray(volume.array)
     if array.ndim == 4:
-        if any(not np.array_equal(array[..., t], array[..., 0]) for t in range(1, array.shape[3])):
+        nan_equal = array.dtype.kind in "fc"  # a float map's NaN background is the same in every frame
+        if any(not np.array_equal(array[..., t], array[..., 0], equal_nan=nan_equal) for t in range(1, array.shape[3])):
             raise InputError(f"{label_name} has {array.shape[3]} frames that differ; give one 3D map")
         array = array[..., 0]
     if (volume.slope, volume.intercept) == (1.0, 0.0):

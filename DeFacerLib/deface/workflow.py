@@ -100,69 +100,71 @@ def deface_file(
     if brain_report is not None:  # a label map without a brain: what protected it
         result.report["brain_from_model"] = brain_report
 
-    qa_views = None
-    if qa_dir is not None:  # before anything is written: a render that fails leaves no output behind
+    figure = None
+    if qa_dir is not None:  # before the output is written: a picture that cannot be made or saved
+        # leaves nothing, and an output --overwrite would replace stays as it was
         progress("rendering QA pictures", 0.8)
-        qa_views = render_qa_views(volume, result.volume)
-    progress("writing", 0.85)
-    defaced, result.report["header_removed"] = without_identifying_header(result.volume)
-    hook = _dicom_hook(volume, dicom_options, key_file)
+        figure = write_qa_figure(render_qa_views(volume, result.volume), qa_dir, Path(output_path).name)
     try:
-        written = _write_output(
-            defaced,
-            input_path,
-            output_path,
-            overwrite=overwrite,
-            description=provenance.short_description(result.features_removed),
-            dicom_hook=hook,
-        )
-    except BaseException:
-        _forget_new_key(hook)
-        raise
-    if hook is not None:
+        progress("writing", 0.85)
+        defaced, result.report["header_removed"] = without_identifying_header(result.volume)
+        hook = _dicom_hook(volume, dicom_options, key_file)
         try:
-            progress("checking the written series", 0.9)
-            verify_dicom_written(written, volume, defaced)
+            written = _write_output(
+                defaced,
+                input_path,
+                output_path,
+                overwrite=overwrite,
+                description=provenance.short_description(result.features_removed),
+                dicom_hook=hook,
+            )
         except BaseException:
-            _unpublish(written, None, hook)
+            _forget_new_key(hook)
             raise
-    used = result.report.get("parameters", {})  # the engine's values, defaults resolved
-    record = provenance.build_record(
-        input_path=input_path,
-        output_path=written,
-        parameters={
-            "features": list(parameters.features),
-            **{name: used.get(name, chosen) for name, chosen in (
-                ("margin_mm", parameters.margin_mm), ("max_depth_mm", parameters.max_depth_mm),
-                ("protect_margin_mm", parameters.protect_margin_mm), ("whole_face", parameters.whole_face),
-                ("seal_mm", parameters.seal_mm), ("shield", parameters.shield))},
-            "features_from": "face model" if labels_path is None else Path(labels_path).name,
-            "protect_from": None if protect_path is None else Path(protect_path).name,
-        },
-        report=result.report,
-    )
-    try:
         if hook is not None:
-            record["dicom"] = {"key_file": str(hook.key_path), "audit": hook.write_audit(audit_dir)}
-        sidecar = provenance.write_sidecar(record, written, overwrite=overwrite, path=audit_dir and audit_dir / "defacer.json")
-    except BaseException:
-        _unpublish(written, audit_dir, hook)
-        raise
-
-    outcome = {
-        "input": str(input_path),
-        "output": str(written),
-        "sidecar": str(sidecar),
-        "features_removed": result.features_removed,
-        "features_missing": result.features_missing,
-        "report": result.report,
-    }
-    if qa_views is not None:
+            try:
+                progress("checking the written series", 0.9)
+                verify_dicom_written(written, volume, defaced)
+            except BaseException:
+                _unpublish(written, None, hook)
+                raise
+        used = result.report.get("parameters", {})  # the engine's values, defaults resolved
+        record = provenance.build_record(
+            input_path=input_path,
+            output_path=written,
+            parameters={
+                "features": list(parameters.features),
+                **{name: used.get(name, chosen) for name, chosen in (
+                    ("margin_mm", parameters.margin_mm), ("max_depth_mm", parameters.max_depth_mm),
+                    ("protect_margin_mm", parameters.protect_margin_mm), ("whole_face", parameters.whole_face),
+                    ("seal_mm", parameters.seal_mm), ("shield", parameters.shield))},
+                "features_from": "face model" if labels_path is None else Path(labels_path).name,
+                "protect_from": None if protect_path is None else Path(protect_path).name,
+            },
+            report=result.report,
+        )
         try:
-            outcome["qa_figure"] = str(write_qa_figure(qa_views, qa_dir, Path(written).name))
-        except BaseException:  # all that was asked for, or nothing
-            _unpublish(written, audit_dir or sidecar, hook)
+            if hook is not None:
+                record["dicom"] = {"key_file": str(hook.key_path), "audit": hook.write_audit(audit_dir)}
+            sidecar = provenance.write_sidecar(record, written, overwrite=overwrite, path=audit_dir and audit_dir / "defacer.json")
+        except BaseException:
+            _unpublish(written, audit_dir, hook)
             raise
+
+        outcome = {
+            "input": str(input_path),
+            "output": str(written),
+            "sidecar": str(sidecar),
+            "features_removed": result.features_removed,
+            "features_missing": result.features_missing,
+            "report": result.report,
+        }
+    except BaseException:  # all that was asked for, or nothing
+        if figure is not None:
+            _remove(figure)
+        raise
+    if figure is not None:
+        outcome["qa_figure"] = str(figure)
     progress("done", 1.0)
     return outcome
 
@@ -329,8 +331,11 @@ def _check_qa_available() -> None:
 def take_back(outcome: dict) -> None:
     """Remove what deface_file published (its ``outcome``): the output and its provenance, e.g.
     when a step the caller asked for after it (the Slicer batch's screenshots) fails."""
+    from DeFacerLib.dicom.tree import default_audit_dir
+
     sidecar = Path(outcome["sidecar"])
-    audit = sidecar.parent if Path(outcome["output"]).is_dir() else None  # a DICOM output's audit folder
+    # a DICOM output's audit folder (a series' folder, or an enhanced image written as one .dcm file)
+    audit = sidecar.parent if sidecar.parent.resolve() == default_audit_dir(Path(outcome["output"])).resolve() else None
     _unpublish(outcome["output"], audit or sidecar, None)
 
 

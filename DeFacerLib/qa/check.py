@@ -165,7 +165,7 @@ def check_pair(original: Volume, defaced: Volume, views=CHECK_VIEWS, size=(400, 
         residual[f"frame {index}"] = r
         if r is not None and r >= RESIDUAL_FACE_R:
             reasons.append(f"frame {index}: the voxels the defacing changed still follow the original's (r = {r:.3f} "
-                           f">= {RESIDUAL_FACE_R}): the face is dimmed, blurred or noised, not removed")
+                           f">= {RESIDUAL_FACE_R}): what was there is dimmed, blurred or noised rather than removed")
     if not any(c.original_face_score > 0 for c in checks):
         reasons.append("no face was detected on the ORIGINAL renders either: the check cannot judge this head")
     verdict = "FAIL" if reasons else "PASS"
