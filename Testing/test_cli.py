@@ -191,6 +191,8 @@ def test_dicom_series_in_gives_dicom_series_out(data_dir, tmp_path):
     assert (audit / "uid_mapping.csv").is_file() and (audit / "defacer.json").is_file()
     record = json.loads((audit / "defacer.json").read_text())
     assert record["report"]["protected_voxels_changed"] == 0
+    # the series' notes file is not an image of it: not copied, and the private sidecar says so
+    assert record["dicom"]["files_not_copied"] == ["00001.dcm.nfo"] and not (out / "00001.dcm.nfo").exists()
 
 
 def test_enhanced_dicom_folder_in_gives_folder_out(data_dir, tmp_path):

@@ -146,6 +146,9 @@ def _print_summary(outcome: dict) -> None:
     if removed:
         more = f"; and {len(removed) - 4} more (listed in the sidecar)" if len(removed) > 5 else ""
         console.print("removed from the header: " + "; ".join(removed[:4] if more else removed) + more, markup=False)
+    if outcome.get("files_not_copied"):
+        console.print(f"{outcome['files_not_copied']} other file(s) in the input folder (not of this series: notes, "
+                      "a DICOMDIR, other series) were not copied; the sidecar names them", markup=False)
     if report.get("shield_voxels") is not None:  # asked for and not placed is refused (pipeline.deface_volume)
         console.print(f"face shield: {report['shield_voxels']:,} voxels filled")
     if outcome.get("qa_figure"):

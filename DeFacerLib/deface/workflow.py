@@ -145,7 +145,9 @@ def deface_file(
         )
         try:
             if hook is not None:
-                record["dicom"] = {"key_file": str(hook.key_path), "audit": hook.write_audit(audit_dir)}
+                record["dicom"] = {"key_file": str(hook.key_path), "audit": hook.write_audit(audit_dir),
+                                   # the folder's other files (notes, a DICOMDIR, other series): not copied
+                                   "files_not_copied": list(volume.source.extra.get("skipped_files", []))}
             sidecar = provenance.write_sidecar(record, written, overwrite=overwrite, path=audit_dir and audit_dir / "defacer.json")
         except BaseException:
             _unpublish(written, audit_dir, hook)
@@ -159,6 +161,8 @@ def deface_file(
             "features_missing": result.features_missing,
             "report": result.report,
         }
+        if hook is not None:
+            outcome["files_not_copied"] = len(record["dicom"]["files_not_copied"])
     except BaseException:  # all that was asked for, or nothing
         if figure is not None:
             _remove(figure)
