@@ -121,8 +121,16 @@ def test_a_series_that_does_not_read_back_as_written_is_not_published(data_dir, 
     from DeFacerLib.errors import GuaranteeError
 
     source = _as_big_endian(data_dir / "dicom" / "siemens_xa30_enhanced_multiframe_t1", tmp_path / "big_endian")
-    monkeypatch.setattr(common, "pixel_bytes", lambda values, dtype, ds: values.astype(dtype.newbyteorder("<")).tobytes())
     key_file, out = tmp_path / "new.key", tmp_path / "defaced"
-    with pytest.raises(GuaranteeError, match="reads back with [0-9,]+ of the voxels the defacing kept changed"):
+    earlier = tmp_path / "earlier"  # an output made before, which --overwrite would replace
+    deface_file(source, earlier, parameters=DefaceParameters(), key_file=tmp_path / "earlier.key")
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file() and p.relative_to(tmp_path).parts[0].startswith("earlier")}
+    assert len(before) == 7  # the image, the key, and the audit folder's sidecar, mappings, actions and summary
+    monkeypatch.setattr(common, "pixel_bytes", lambda values, dtype, ds: values.astype(dtype.newbyteorder("<")).tobytes())
+    with pytest.raises(GuaranteeError, match="defaced reads back with [0-9,]+ of the voxels the defacing kept changed"):
         deface_file(source, out, parameters=DefaceParameters(), key_file=key_file)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["big_endian"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big_endian", "earlier", "earlier.audit", "earlier.key"]
+    # checked before it is published: the earlier output and its audit stay as they were
+    with pytest.raises(GuaranteeError):
+        deface_file(source, earlier, parameters=DefaceParameters(), key_file=tmp_path / "earlier.key", overwrite=True)
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file() and p.relative_to(tmp_path).parts[0].startswith("earlier")} == before

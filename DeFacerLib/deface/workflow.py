@@ -109,6 +109,11 @@ def deface_file(
         progress("writing", 0.85)
         defaced, result.report["header_removed"] = without_identifying_header(result.volume)
         hook = _dicom_hook(volume, dicom_options, key_file)
+
+        def check_dicom(path: Path) -> None:  # before it is published: an earlier output stays if it fails
+            progress("checking the written series", 0.9)
+            verify_dicom_written(path, volume, defaced, name=Path(output_path).name)
+
         try:
             written = _write_output(
                 defaced,
@@ -117,17 +122,11 @@ def deface_file(
                 overwrite=overwrite,
                 description=provenance.short_description(result.features_removed),
                 dicom_hook=hook,
+                check=check_dicom if hook is not None else None,
             )
         except BaseException:
             _forget_new_key(hook)
             raise
-        if hook is not None:
-            try:
-                progress("checking the written series", 0.9)
-                verify_dicom_written(written, volume, defaced)
-            except BaseException:
-                _unpublish(written, None, hook)
-                raise
         used = result.report.get("parameters", {})  # the engine's values, defaults resolved
         record = provenance.build_record(
             input_path=input_path,
@@ -173,21 +172,22 @@ def deface_file(
     return outcome
 
 
-def verify_dicom_written(written, original, defaced) -> None:
-    """Read the written DICOM output back: every voxel the defacing kept (the brain among them)
-    must come back exactly as it was read. The DICOM writers are this project's own code (byte
+def verify_dicom_written(written, original, defaced, name: str | None = None) -> None:
+    """Read the written DICOM output back (``name``: what it is published as): every voxel the
+    defacing kept (the brain among them) must come back exactly as it was read. The DICOM writers are this project's own code (byte
     order, per-file rescaling, frames); an Explicit VR Big Endian series once came back with
     11.3 M of 11.5 M voxels byte-swapped behind exit 0. A writer fault is refused, not shipped."""
     from DeFacerLib.io import read_volume
 
+    name = name or Path(written).name
     back = read_volume(written)
     kept = np.asarray(defaced.array) == np.asarray(original.array)
     if back.array.shape != original.array.shape:
-        raise GuaranteeError(f"{Path(written).name} reads back with shape {back.array.shape}, not "
+        raise GuaranteeError(f"{name} reads back with shape {back.array.shape}, not "
                              f"{original.array.shape}: not published (a fault of DeFacer's DICOM writer; please report it)")
     differ = int(np.count_nonzero(back.array[kept] != np.asarray(original.array)[kept]))
     if differ:
-        raise GuaranteeError(f"{Path(written).name} reads back with {differ:,} of the voxels the defacing kept changed: "
+        raise GuaranteeError(f"{name} reads back with {differ:,} of the voxels the defacing kept changed: "
                              "not published (a fault of DeFacer's DICOM writer; please report it)")
 
 

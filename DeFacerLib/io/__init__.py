@@ -69,8 +69,12 @@ def write_volume(
     overwrite: bool = False,
     description: str | None = None,
     dicom_hook: DicomHook | None = None,
+    check: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write ``volume`` to ``path`` in its source's format; returns the written path.
+
+    ``check(temporary_path)`` runs on what was written before it takes the place of ``path``: if it
+    raises, nothing is published and what ``path`` held before stays.
 
     ``description`` goes where the format keeps a free note (NIfTI ``descrip``, 80 bytes;
     NRRD/MetaImage key ``DeFacer``; ignored for MGZ and DICOM). ``dicom_hook(dataset, index)``
@@ -92,6 +96,8 @@ def write_volume(
     try:
         with atomic_path(target, directory=is_folder) as temp:
             _write_as(fmt, volume, temp, description, dicom_hook)
+            if check is not None:
+                check(temp)
     except OSError as error:  # a full disk, a quota, a vanished folder: the output's fault, not a bug
         raise OutputError(f"cannot write {path}: {os_error_reason(error)}") from None
     return target
