@@ -174,9 +174,10 @@ def deface_file(
 
 def verify_dicom_written(written, original, defaced, name: str | None = None) -> None:
     """Read the written DICOM output back (``name``: what it is published as): every voxel the
-    defacing kept (the brain among them) must come back exactly as it was read. The DICOM writers are this project's own code (byte
-    order, per-file rescaling, frames); an Explicit VR Big Endian series once came back with
-    11.3 M of 11.5 M voxels byte-swapped behind exit 0. A writer fault is refused, not shipped."""
+    defacing kept (the brain among them) must come back exactly as it was read. The DICOM
+    writers are this project's own code (byte order, per-file rescaling, frames); an Explicit VR
+    Big Endian series once came back with 11.3 M of 11.5 M voxels byte-swapped behind exit 0.
+    A writer fault is refused, not shipped."""
     from DeFacerLib.io import read_volume
 
     name = name or Path(written).name
