@@ -1,7 +1,9 @@
 """The de-identification markers, rebuilt from what was actually done (PS3.15 E.1.1, PS3.16 CID 7050).
 
 Whatever the input said (a stale PatientIdentityRemoved, an older method sequence) is
-replaced: the markers describe this output only.
+replaced: the markers describe this output only, but for what the input said of pixels passed on
+unchanged (BurnedInAnnotation, and the PIXEL_OPTIONS codes of an input declaring its identity
+removed: a header-only scrub of a defaced series still says its face was removed).
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ METHOD_CODES = (
     ("113111", "Retain Safe Private Option", "retain_safe_private"),
     ("113112", "Retain Institution Identity Option", "retain_institution_identity"),
 )
+PIXEL_OPTIONS = ("clean_pixel_data", "clean_recognizable_visual_features")  # what was done to the pixels
+PIXEL_CODES = {code: field for code, _, field in METHOD_CODES if field in PIXEL_OPTIONS}
 STALE_TAGS = (0x00120062, 0x00120063, 0x00120064, 0x00280303)
 BURNED_IN_ANNOTATION = 0x00280301
 

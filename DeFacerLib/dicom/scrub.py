@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 
 from DeFacerLib.dicom import actions
 from DeFacerLib.dicom.leakcheck import IDENTIFYING_TAGS, Leak, PhiSet, collect_strings, find_leaks
-from DeFacerLib.dicom.markers import BURNED_IN_ANNOTATION, set_markers
+from DeFacerLib.dicom.markers import BURNED_IN_ANNOTATION, PIXEL_CODES, set_markers
 from DeFacerLib.dicom.profile import (
     CLEAN, DUMMY, KEEP, REMOVE, UID, UID_SEQUENCE, ZERO, ActionTable, ProfileOptions, compile_actions,
     load_profile, load_safe_private,
@@ -161,7 +161,7 @@ class Scrubber:
         result.date_offset_days, alias = self._patient(patient)
         result.patient = (str(peek_value(ds, PATIENT_ID, "") or patient), alias)
         burned_in = str(peek_value(ds, BURNED_IN_ANNOTATION, "") or "") or None
-        pixel_codes = _pixel_codes_before(ds)
+        pixel_options = _pixel_options_before(ds)
         walk = _Walk(self, result, alias)
         walk.items(ds, "", clean=False)
         meta = getattr(ds, "file_meta", None)
@@ -187,11 +187,9 @@ class Scrubber:
             from DeFacerLib.dicom.pixels_ocr import clean_burned_in_text
 
             result.pixels_cleaned = clean_burned_in_text(ds, where or "dataset")
-        options = self.options
-        if defaced or "113102" in pixel_codes:  # pixels untouched here: what they said still holds
-            options = options.with_(clean_recognizable_visual_features=True)
-        if "113101" in pixel_codes:
-            options = options.with_(clean_pixel_data=True)
+        if defaced:
+            pixel_options.add("clean_recognizable_visual_features")
+        options = self.options.with_(**dict.fromkeys(pixel_options, True)) if pixel_options else self.options
         set_markers(ds, options, edition=self.edition, version=self.version,
                     pixels_cleaned=result.pixels_cleaned is not None, burned_in_before=burned_in)
         result.leaks = find_leaks(ds, result.phi, skip_uids=self.options.retain_uids)
@@ -673,19 +671,15 @@ def peek_value(ds: Dataset, tag: int, default=None):
     return found
 
 
-
-PIXEL_METHOD_CODES = ("113101", "113102")  # what was done to the pixels, which a scrub copies as they are
-
-
-def _pixel_codes_before(ds: Dataset) -> set[str]:
-    """The input's 113101/113102 (Clean Pixel Data, Clean Recognizable Visual Features) items of
-    De-identification Method Code Sequence, as BurnedInAnnotation: a header-only scrub keeps the
-    pixels, so what they said of the pixels stays true."""
+def _pixel_options_before(ds: Dataset) -> set[str]:
+    """The markers.PIXEL_OPTIONS whose codes an input declaring PatientIdentityRemoved lists in
+    its De-identification Method Code Sequence: a header-only scrub passes the pixels on as they
+    are, so what was said of them stays true (as BurnedInAnnotation does)."""
     if str(peek_value(ds, 0x00120062, "") or "").strip().upper() != "YES":
         return set()
     items = peek_value(ds, 0x00120064, None) or []
-    return {str(item.get("CodeValue", "")) for item in items
-            if str(item.get("CodingSchemeDesignator", "")) == "DCM"} & set(PIXEL_METHOD_CODES)
+    codes = {str(item.get("CodeValue", "")) for item in items if str(item.get("CodingSchemeDesignator", "")) == "DCM"}
+    return {PIXEL_CODES[code] for code in codes & PIXEL_CODES.keys()}
 
 
 def _patient_key(ds: Dataset) -> str:
