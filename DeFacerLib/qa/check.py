@@ -229,6 +229,8 @@ def residual_correlation(original: Volume, defaced: Volume) -> float | None:
     map (a rescaled or retyped copy) is taken out. None when too few voxels changed to judge."""
     from scipy import ndimage
 
+    from DeFacerLib.deface.skin_depth import bounding_box
+
     o = original.physical()
     d = defaced.physical()
     o = np.where(np.isfinite(o), o, 0.0).astype(np.float32)
@@ -252,8 +254,7 @@ def residual_correlation(original: Volume, defaced: Volume) -> float | None:
     raw = _correlation(o[changed], d[changed])
     sigma = _RESIDUAL_SMOOTHING_VOXELS
     pad = int(np.ceil(4 * sigma))  # the filter's reach: smoothing the changed voxels' box is enough
-    found = np.argwhere(changed)
-    box = tuple(slice(max(0, int(a) - pad), int(b) + pad + 1) for a, b in zip(found.min(axis=0), found.max(axis=0)))
+    box = tuple(slice(max(0, edge.start - pad), edge.stop + pad) for edge in bounding_box(changed))
     smooth = _correlation(ndimage.gaussian_filter(o[box], sigma)[changed[box]],
                           ndimage.gaussian_filter(d[box], sigma)[changed[box]])
     values = [abs(v) for v in (raw, smooth) if np.isfinite(v)]  # a face inverted in place is there too
