@@ -423,15 +423,12 @@ class DeFacerLogic:
                             views=("front", "left", "right", "front_left", "front_right")) -> list[Path]:
         """Offscreen skin renders of before and after from fixed angles (PNG per view) and one
         before/after figure; names carry ``stem`` only, never a node or patient name."""
-        from DeFacerLib.qa import before_after_figure, face_direction, render_views, save_png, skin_surface
+        from DeFacerLib.qa import before_after_figure, render_before_after, save_png
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        before_volume = self.volume_from_node(beforeNode)
-        before_surface = skin_surface(before_volume)
-        face = face_direction(before_volume, before_surface)  # both renders look from the same side
-        before = render_views(before_volume, views=views, surface=before_surface, face=face)
-        after = render_views(self.volume_from_node(afterNode), views=views, face=face)
+        before, after = render_before_after(self.volume_from_node(beforeNode), self.volume_from_node(afterNode),
+                                            views=views)
         written = []
         for view in views:
             written.append(save_png(before[view], directory / f"{stem}_before_{view}.png"))

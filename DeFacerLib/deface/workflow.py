@@ -104,7 +104,9 @@ def deface_file(
     if qa_dir is not None:  # before the output is written: a picture that cannot be made or saved
         # leaves nothing, and an output --overwrite would replace stays as it was
         progress("rendering QA pictures", 0.8)
-        figure = write_qa_figure(render_qa_views(volume, result.volume), qa_dir, Path(output_path).name)
+        from DeFacerLib.qa import render_before_after
+
+        figure = write_qa_figure(render_before_after(volume, result.volume), qa_dir, Path(output_path).name)
     try:
         progress("writing", 0.85)
         defaced, result.report["header_removed"] = without_identifying_header(result.volume)
@@ -303,17 +305,8 @@ def _forget_new_key(hook) -> None:
         forget_new_key(hook.key_path, hook.key_created)
 
 
-def render_qa_views(original, defaced) -> tuple[dict, dict]:
-    """The skin renders of the head before and after (qa.render_views), both seen from the
-    original's face side: a removed face cannot turn the camera away."""
-    from DeFacerLib.qa import face_direction, render_views
-
-    face = face_direction(original)
-    return render_views(original, face=face), render_views(defaced, face=face)
-
-
 def write_qa_figure(views: tuple[dict, dict], qa_dir, name: str) -> Path:
-    """The before/after renders (render_qa_views) as one PNG in ``qa_dir``, named for ``name``."""
+    """The before/after renders (qa.render_before_after) as one PNG in ``qa_dir``, named for ``name``."""
     from DeFacerLib.io.formats import volume_stem
     from DeFacerLib.qa import before_after_figure
 

@@ -538,6 +538,16 @@ def render_views(
     return images
 
 
+
+def render_before_after(original: Volume, defaced: Volume, views=DEFAULT_VIEWS,
+                        size: tuple[int, int] = (400, 400)) -> tuple[dict, dict]:
+    """(original's renders, defaced's renders) of ``views``, both seen from the ORIGINAL's face
+    side: a removed face cannot turn the camera away (deface --qa, the Slicer module's QA)."""
+    surface = skin_surface(original)
+    face = face_direction(original, surface)
+    return (render_views(original, views=views, size=size, surface=surface, face=face),
+            render_views(defaced, views=views, size=size, face=face))
+
 def _add_lit_skin(renderer, surface) -> None:
     """The skin surface, skin-coloured and matte, lit by a headlight and a key light from the
     camera's upper left, as in a portrait: the same lighting for every view and every head."""
