@@ -271,6 +271,7 @@ def test_qa_that_fails_leaves_no_output(failing, data_dir, tmp_path, monkeypatch
     the output was published takes the output, its audit folder and the new key back. Before,
     both left a defaced series and its audit behind a non-zero exit."""
     import DeFacerLib.qa
+    import DeFacerLib.qa.render
     from DeFacerLib.deface.pipeline import DefaceParameters
     from DeFacerLib.deface.workflow import deface_file
 
@@ -280,7 +281,10 @@ def test_qa_that_fails_leaves_no_output(failing, data_dir, tmp_path, monkeypatch
     def fails(*args, **kwargs):
         raise RuntimeError("no OpenGL context" if failing == "render" else "No space left on device")
 
-    monkeypatch.setattr(DeFacerLib.qa, "render_views" if failing == "render" else "before_after_figure", fails)
+    if failing == "render":
+        monkeypatch.setattr(DeFacerLib.qa.render, "render_views", fails)
+    else:
+        monkeypatch.setattr(DeFacerLib.qa, "before_after_figure", fails)
     key_file, out, qa_dir = tmp_path / "new.key", tmp_path / "defaced_series", tmp_path / "qa"
     with pytest.raises(RuntimeError):
         deface_file(series, out, parameters=DefaceParameters(features=("nose",), margin_mm=0.0),
