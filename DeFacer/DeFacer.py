@@ -26,6 +26,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from DeFacerLib.features import DEFAULT_MARGIN_MM, DEFAULT_MAX_DEPTH_MM, DEFAULT_SHIELD, DEFAULT_WHOLE_FACE
 from DeFacerLogicLib import packages
 from DeFacerLogicLib.logic import DefaceCancelled
 from DeFacerLogicLib.logic import DeFacerLogic as HeadlessDeFacerLogic
@@ -83,10 +84,10 @@ class DeFacerParameterNode:
     removeNose: bool = True
     removeMouth: bool = True
     removeEars: bool = True
-    wholeFace: bool = True  # also the tissue between eyes, nose and mouth, and the chin
-    faceShield: bool = False  # a featureless, hollow block over the front (defacer deface --shield)
-    marginMm: Annotated[float, WithinRange(0.0, 30.0)] = 10.0
-    maxDepthMm: Annotated[float, WithinRange(5.0, 60.0)] = 25.0
+    wholeFace: bool = DEFAULT_WHOLE_FACE  # also the tissue between eyes, nose and mouth, and the chin
+    faceShield: bool = DEFAULT_SHIELD  # a featureless, hollow block over the front (defacer deface --shield)
+    marginMm: Annotated[float, WithinRange(0.0, 30.0)] = DEFAULT_MARGIN_MM
+    maxDepthMm: Annotated[float, WithinRange(5.0, 60.0)] = DEFAULT_MAX_DEPTH_MM
     useAdjustedBoxes: bool = True
     showAfter: bool = True
     qaDirectory: pathlib.Path

@@ -139,3 +139,19 @@ def test_sidecar_has_the_keys_the_readme_names(data_dir, tmp_path):
     assert {"version", "parameters", "input", "output"} <= set(sidecar)
     assert sidecar["input"]["sha256"] and sidecar["output"]["sha256"]
     assert sidecar["parameters"]["margin_mm"] == 10.0 and report["shield_voxels"] is None
+
+
+
+def test_deface_help_shows_the_engine_defaults():
+    """`deface --help` names the millimetre defaults the engine uses (they were only in README)."""
+    from DeFacerLib.cli.main import build_parser
+    from DeFacerLib.deface import removal
+
+    parser = build_parser("deface")
+    sub = next(a for a in parser._actions if a.dest == "command").choices["deface"]
+    helps = {flag: action.help for action in sub._actions for flag in action.option_strings}
+    assert f"(default: {removal.DEFAULT_MARGIN_MM:g})" in helps["--margin-mm"]
+    assert f"(default: {removal.DEFAULT_MAX_DEPTH_MM:g}; the ears at most {removal.EARS_MAX_DEPTH_MM:g})" \
+        in helps["--max-depth-mm"]
+    assert f"(default: {removal.DEFAULT_PROTECT_MARGIN_MM:g};" in helps["--protect-margin-mm"]
+    assert f"default: {removal.DEFAULT_SEAL_MM:g}, at least {removal.SEAL_MIN_VOXELS} voxels" in helps["--seal-mm"]

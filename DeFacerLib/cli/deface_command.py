@@ -3,7 +3,7 @@
 Only voxels in the chosen features' boxes (plus a margin; around the ears also what stands
 proud of the head's side), in the whole face's box in front of the face plane and under its
 floor (--whole-face, the default) and, with --shield, in the shield's block change, never the
-protected brain (see README.md for the millimetre defaults); a JSON provenance sidecar is
+protected brain (README.md says how far each cut reaches, and why); a JSON provenance sidecar is
 written beside the output (for a DICOM series, in OUTPUT.audit/).
 """
 from __future__ import annotations
@@ -12,6 +12,16 @@ import argparse
 from pathlib import Path
 
 from DeFacerLib.cli.scrub_command import FLAGS, add_profile_arguments, options_from_args
+from DeFacerLib.features import (
+    DEFAULT_MARGIN_MM,
+    DEFAULT_MAX_DEPTH_MM,
+    DEFAULT_PROTECT_MARGIN_MM,
+    DEFAULT_SEAL_MM,
+    DEFAULT_SHIELD,
+    DEFAULT_WHOLE_FACE,
+    EARS_MAX_DEPTH_MM,
+    SEAL_MIN_VOXELS,
+)
 
 NAME = "deface"
 HELP = "remove eyes, nose, mouth and/or ears from a head volume"
@@ -20,19 +30,26 @@ HELP = "remove eyes, nose, mouth and/or ears from a head volume"
 def add_removal_arguments(parser) -> None:
     """What to remove and how far (shared with ``batch``)."""
     parser.add_argument("--features", default="all", help="comma-separated subset of eyes,nose,mouth,ears (default: all)")
-    parser.add_argument("--margin-mm", type=distance_mm, help="margin added around each feature's bounding box")
-    parser.add_argument("--max-depth-mm", type=distance_mm, help="deepest tissue below the skin that may be removed")
-    parser.add_argument("--protect-margin-mm", type=distance_mm, help="safety distance kept from the protected region")
-    parser.add_argument("--seal-mm", type=distance_mm, help="deepest part of each face cut set to tissue, not air, so the "
-                                                       "new surface is the cut, with the eye visor (0: air only, no visor; default: the engine's)")
+    parser.add_argument("--margin-mm", type=distance_mm,
+                        help=f"margin added around each feature's bounding box (default: {DEFAULT_MARGIN_MM:g})")
+    parser.add_argument("--max-depth-mm", type=distance_mm,
+                        help=f"deepest tissue below the skin that may be removed (default: {DEFAULT_MAX_DEPTH_MM:g}; "
+                             f"the ears at most {EARS_MAX_DEPTH_MM:g})")
+    parser.add_argument("--protect-margin-mm", type=distance_mm,
+                        help=f"safety distance kept from the protected region (default: {DEFAULT_PROTECT_MARGIN_MM:g}; "
+                             "deep cuts next to a predicted brain keep more)")
+    parser.add_argument("--seal-mm", type=distance_mm,
+                        help="deepest part of each face cut set to tissue, not air, so the new surface is the cut, "
+                             f"with the eye visor (0: air only, no visor; default: {DEFAULT_SEAL_MM:g}, at least "
+                             f"{SEAL_MIN_VOXELS} voxels)")
     parser.add_argument("--whole-face", action=argparse.BooleanOptionalAction, default=None,
                         help="also remove the tissue between the chosen eyes, nose and mouth and down past the "
-                             "chin, as one box (default: on; --no-whole-face removes each feature's own box only)")
+                             "chin, as one box (default: " + ("on" if DEFAULT_WHOLE_FACE else "off") + "; --no-whole-face removes each feature's own box only)")
     parser.add_argument("--shield", action=argparse.BooleanOptionalAction, default=None,
                         help="also close the front of the head, forehead to chin, with a hollow block of tissue up to a "
                              "flat plane 35 mm in front of the eyes, so it is the same featureless front on everyone "
                              "(stronger against re-identification from head shape; adds tissue to the image; "
-                             "default: off; needs the whole face)")
+                             "default: " + ("on" if DEFAULT_SHIELD else "off") + "; needs the whole face)")
 
 
 def distance_mm(text: str) -> float:

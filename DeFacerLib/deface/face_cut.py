@@ -14,11 +14,10 @@ from DeFacerLib.volume import Volume
 # The whole face: the boxes of the eyes, nose and mouth alone leave the cheeks, the nasal
 # bridge, the chin and the jaw line between and below them, and that outline is still a face
 # to a detector (96 % of defaced IXI fronts) and to recognition by a renderer's owner. So by
-# default the tissue spanning the chosen face parts is removed too, as one box, reaching down
+# default (features.DEFAULT_WHOLE_FACE) the tissue spanning the chosen face parts is removed too, as one box, reaching down
 # past the chin: soft-tissue menton lies 40-50 mm below the lips' midline in adults.
 FACE_PARTS = ("eyes", "nose", "mouth")
 FACE_REGION = "face"
-DEFAULT_WHOLE_FACE = True
 CHIN_BELOW_MOUTH_MM = 50.0
 # Where the chin reaches lower than that (or the span's floor meets its underside), what hangs
 # under the cut stayed: a shelf of the chin's underside, one voxel thick on the CT head and a

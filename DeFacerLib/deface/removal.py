@@ -71,7 +71,6 @@ from DeFacerLib.deface.air import air_value, tissue_value
 from DeFacerLib.deface.face_cut import (
     CHIN_BELOW_MOUTH_MM,
     CHIN_OVERHANG_MM,
-    DEFAULT_WHOLE_FACE,
     FACE_REGION,
     blend_plane_surface,
     blend_values,
@@ -84,19 +83,22 @@ from DeFacerLib.deface.face_cut import (
 )
 from DeFacerLib.deface.head_mask import head_mask as compute_head_mask
 from DeFacerLib.deface.pinna import SideOutlines
-from DeFacerLib.deface.shield import DEFAULT_SHIELD, fill_shield
+from DeFacerLib.deface.shield import fill_shield
 from DeFacerLib.deface.skin_depth import bounding_box, depths_at_most, dilate_mm_on_box, dilations_mm_on_box, local_box
 from DeFacerLib.errors import GuaranteeError, InputError
-from DeFacerLib.features import FEATURES
+from DeFacerLib.features import (  # noqa: F401  (the defaults are re-exported: removal's names)
+    DEFAULT_MARGIN_MM,
+    DEFAULT_MAX_DEPTH_MM,
+    DEFAULT_PROTECT_MARGIN_MM,
+    DEFAULT_SEAL_MM,
+    DEFAULT_SHIELD,
+    DEFAULT_WHOLE_FACE,
+    EARS_MAX_DEPTH_MM,
+    FEATURES,
+    SEAL_MIN_VOXELS,
+)
 from DeFacerLib.volume import Volume
 
-DEFAULT_MARGIN_MM = 10.0
-DEFAULT_MAX_DEPTH_MM = 25.0
-DEFAULT_PROTECT_MARGIN_MM = 5.0
-# The pinna stands off the head, so 10 mm takes all of it; deeper, above and in front of the
-# ear, the temporal lobe lies 13-17 mm under the skin (on held-out IXI heads a 25 mm cut
-# there reached 40 reference-brain voxels the predicted brain had missed).
-EARS_MAX_DEPTH_MM = 10.0
 # What stands proud of the head's side outline (pinna.py) is cut in each ear box grown by this:
 # the U-Net's ear region plus the margin can stop short of the helix rim or the lobule (8 mm
 # short on IXI206's left ear).
@@ -116,17 +118,8 @@ PINNA_REACH_MM = 15.0
 # orbits' roofs in a face box cut to make IXI162's front render match its original again.
 DEEP_MM = 10.0
 DEEP_PROTECT_MARGIN_MM = 10.0
-# A cut filled with air alone exposes what lies behind it: sinuses, nasal cavity, orbits and
-# bone are darker than the skin threshold, and their cross-section still reads as a face to a
-# detector. So the deepest layer of each cut (inside the cut, never beyond it) is set to the
-# head's typical tissue value (air.tissue_value): the new skin surface is the cut itself.
-DEFAULT_SEAL_MM = 6.0
-# and at least this many voxels: renderers smooth before the isosurface (DeFacer's QA by 0.8
-# voxel or more), and a 1-2 voxel seal over an open cavity (the nasal cavity, at 2 mm) blurs
-# below the skin threshold, so the render looks through it again.
-SEAL_MIN_VOXELS = 3
-# Not the ears: their cut is 10 mm deep, so a seal layer would keep a shrunken copy of a pinna or
-# concha thicker than 14 mm (the phantom's does). Their cut is instead filled with tissue up to
+# The seal (features.DEFAULT_SEAL_MM) is not laid in the ears' cut: it is 10 mm deep, so a seal layer would keep a shrunken copy of a
+# pinna or concha thicker than 14 mm (the phantom's does). Their cut is instead filled with tissue up to
 # the head's side outline (pinna.side_outline_masks): a floor that is nobody's ear.
 UNSEALED_FEATURES = ("ears",)
 # Where a face cut stops at the guard (the frontal guard, the protected brain grown by its

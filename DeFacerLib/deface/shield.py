@@ -29,7 +29,6 @@ SHIELD_HALF_WIDTH_MM = 90.0  # either side of the eyes' midpoint
 SHIELD_ABOVE_EYES_MM = 110.0
 SHIELD_BELOW_EYES_MM = 130.0
 SHIELD_CLEAR_OF_EDGE_VOXELS = 2
-DEFAULT_SHIELD = False
 
 
 def fill_shield(volume: Volume, head: np.ndarray, removed_crop, frame, result: np.ndarray, tissue_stored,
