@@ -14,7 +14,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
 from DeFacerLib.dicom import dates
-from DeFacerLib.dicom.uids import keyed_uid, short_token
+from DeFacerLib.dicom.uids import DICOM_ROOT, keyed_uid, short_token
 
 TEXT_VRS = {"LO", "SH", "ST", "LT", "UT", "UC", "CS", "UR", "AE", "AS", "PN", "DA", "DT", "TM", "DS", "IS", "UI"}
 FREE_TEXT_VRS = {"LO", "SH", "ST", "LT", "UT", "UC"}
@@ -79,7 +79,7 @@ def _set_values(elem: DataElement, values: list) -> None:
 
 
 def replace_uids(elem: DataElement, key: bytes, namespace: str = "uid", mapping: dict | None = None) -> None:
-    """Every UID value becomes its keyed ``2.25.`` UID (empty stays empty)."""
+    """Every UID value becomes its keyed ``2.25.`` UID (empty stays empty, the standard's own stay)."""
     values = _values(elem)
     if not values:
         return
@@ -88,7 +88,7 @@ def replace_uids(elem: DataElement, key: bytes, namespace: str = "uid", mapping:
     new = []
     for old in values:
         old = str(old).strip()
-        if not old:
+        if not old or old.startswith(DICOM_ROOT):
             new.append(old)
             continue
         uid = keyed_uid(key, old, namespace)
@@ -100,7 +100,7 @@ def replace_uids(elem: DataElement, key: bytes, namespace: str = "uid", mapping:
 
 def map_uid(key: bytes, old: str, mapping: dict | None, namespace: str = "uid") -> str:
     old = old.strip().strip("\x00")
-    if not old:
+    if not old or old.startswith(DICOM_ROOT):
         return old
     new = keyed_uid(key, old, namespace)
     if mapping is not None:
@@ -108,16 +108,17 @@ def map_uid(key: bytes, old: str, mapping: dict | None, namespace: str = "uid") 
     return new
 
 
-def shift_dates(elem: DataElement, offset_days: int) -> bool:
-    """Shift DA/DT values in place; False when some value could not be parsed (caller dummies it)."""
+def shift_dates(elem: DataElement, offset_days: int) -> list[str] | None:
+    """Shift DA/DT values in place and return them; None when some value could not be parsed
+    (the caller dummies it)."""
     shift = dates.shift_da if elem.VR == "DA" else dates.shift_dt
     values = [str(v) for v in _values(elem)]
     shifted = [shift(v, offset_days) for v in values]
     if any(s is None for s in shifted):
-        return False
+        return None
     if shifted:
         _set_values(elem, shifted)
-    return True
+    return shifted
 
 
 def clean_text_value(text: str, phi_pattern: re.Pattern | None, old_uids: tuple = ()) -> str:

@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from DeFacerLib.dicom.actions import DUMMY_BY_VR, DUMMY_TEXT
+from DeFacerLib.dicom.uids import DICOM_ROOT
 
 IDENTIFYING_KEYWORDS = {
     "PatientID", "OtherPatientIDs", "IssuerOfPatientID", "AccessionNumber", "StudyID", "InstitutionName",
@@ -56,6 +57,7 @@ class PhiSet:
     sources: dict[str, str] = field(default_factory=dict)  # value -> attribute it came from
     uids: dict[str, str] = field(default_factory=dict)
     allowed: set[str] = field(default_factory=set)  # values an option keeps elsewhere in the file
+    shifted: set[str] = field(default_factory=set)  # dates this scrub wrote (Modified Dates): not the input's
 
     def allow(self, value: str) -> None:
         """A value a retained attribute keeps on purpose (e.g. the institution's name under
@@ -63,9 +65,10 @@ class PhiSet:
         self.allowed.add(value.strip().strip("\x00").strip().upper())
 
     def _active(self) -> frozenset:
+        sources = self.sources.keys() - self.shifted if self.shifted else self.sources
         if not self.allowed:
-            return frozenset(self.sources)
-        return frozenset(v for v in self.sources if not any(v.upper() in kept for kept in self.allowed))
+            return frozenset(sources)
+        return frozenset(v for v in sources if not any(v.upper() in kept for kept in self.allowed))
 
     def add(self, value: str, where: str) -> None:
         value = value.strip().strip("\x00").strip()
@@ -75,7 +78,7 @@ class PhiSet:
 
     def add_uid(self, value: str, where: str) -> None:
         value = value.strip().strip("\x00").strip()
-        if len(value) >= 8:
+        if len(value) >= 8 and not value.startswith(DICOM_ROOT):  # the standard's own stay (actions.replace_uids)
             self.uids.setdefault(value, where)
 
     def add_name(self, name: str, where: str) -> None:
@@ -307,13 +310,14 @@ def _any_match(ds: Dataset, meta, matcher: _Matcher, uids, skip_uids: bool) -> t
 
 
 def _uid_hits(uid: str, phi: PhiSet, active: frozenset) -> bool:
-    return uid in phi.uids or not active.isdisjoint(uid.split("."))
+    return uid in phi.uids or (not uid.startswith(DICOM_ROOT) and not active.isdisjoint(uid.split(".")))
 
 
 def _any_uid_hits(uids: list[str], phi: PhiSet, active: frozenset) -> bool:
     """``any(_uid_hits(uid) for uid in uids)`` in two set operations: joined with dots, the
     UIDs split into exactly their components (a per-UID loop cost more than the scan)."""
-    return not phi.uids.keys().isdisjoint(uids) or not active.isdisjoint(".".join(uids).split("."))
+    return not phi.uids.keys().isdisjoint(uids) or not active.isdisjoint(
+        ".".join(uid for uid in uids if not uid.startswith(DICOM_ROOT)).split("."))
 
 
 # Values gathered from a raw (still encoded) sequence, by its bytes: a series repeats the same

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import DicomDictionary, dictionary_VR, keyword_for_tag
 from pydicom.charset import convert_encodings
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.filebase import DicomBytesIO
@@ -39,6 +39,18 @@ NEW_SERIES_NAMESPACE = "defaced"
 # Overlay Comments when Clean Graphics keeps the overlay (kept as-is they may name the patient).
 OVERLAY_TEXT_ELEMENTS = (0x0022, 0x1500)
 PREAMBLE = bytes(128)  # the file preamble written: zeros (PS3.10 7.1), never the input's
+# UI attributes that name an instance, a frame of reference or an event, which Table E.1-1
+# (2024b) has no row for: kept as they are they carry the original UID (and the dates and serial
+# numbers vendors put in it) and point at the old UID while the instance they name gets a new one.
+# SOP Class, Transfer Syntax, coding scheme and context UIDs are the standard's own and stay.
+UNLISTED_INSTANCE_UIDS = frozenset(
+    tag for tag, (vr, _vm, _name, _retired, keyword) in DicomDictionary.items()
+    if vr == "UI" and tag >> 16 not in (0x0000, 0x0002) and (
+        "InstanceUID" in keyword or keyword.endswith("FrameOfReferenceUID") or keyword in (
+            "RadiopharmaceuticalAdministrationEventUID", "FindingsGroupUIDTrial", "ReferencedFindingsGroupUIDTrial",
+            "AssertionUID", "ReferencedAssertionUID", "ModelGroupUID", "ReferencedFiducialUID",
+            "VolumetricPresentationInputSetUID", "TableTopPositionAlignmentUID"))
+)
 PRIVATE = "private"  # tag-info action of odd groups: the private rules decide, not the table
 CACHE_MAX = 4096  # patients remembered per run (bounded memory on huge trees)
 # Sequences remembered per run: small ones only (references, code items repeat from file to
@@ -245,6 +257,8 @@ class Scrubber:
                 return CLEAN if tag & 0xFFFF in OVERLAY_TEXT_ELEMENTS else KEEP
             return entry[0]
         entry = self.table.exact.get(tag)
+        if entry is None and not self.options.retain_uids and tag in UNLISTED_INSTANCE_UIDS:
+            return UID  # an instance's own UID the table has no row for: replaced like its listed kin
         return entry[0] if entry is not None else KEEP
 
 
@@ -508,8 +522,12 @@ class _Walk:
         if vr in ("DA", "DT"):
             if self.s.options.retain_long_full_dates:
                 return
-            if not (self.s.options.retain_long_modified_dates and actions.shift_dates(elem, self.r.date_offset_days)):
+            shifted = actions.shift_dates(elem, self.r.date_offset_days) \
+                if self.s.options.retain_long_modified_dates else None
+            if shifted is None:
                 actions.dummy(elem, self.key)
+            else:  # a shifted date may equal another input date by chance: that is no leak
+                self.r.phi.shifted.update(text for value in shifted for text in (value.strip(), value.strip()[:8]))
         elif vr == "TM":
             if not (self.s.options.retain_long_full_dates or self.s.options.retain_long_modified_dates):
                 actions.dummy(elem, self.key)

@@ -69,6 +69,11 @@ def _digest(key: bytes, namespace: str, value: str) -> bytes:
     return hmac.new(key, f"{namespace}\0{value}".encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
 
 
+# The standard's own UIDs (SOP classes, transfer syntaxes, the well-known colour palettes'
+# instances of PS3.6 Annex A): they name no patient, and a reference to one must keep working.
+DICOM_ROOT = "1.2.840.10008."
+
+
 @lru_cache(maxsize=16384)
 def keyed_uid(key: bytes, uid: str, namespace: str = "uid") -> str:
     """``2.25.<int>`` from the first 128 bits of the HMAC: at most 44 characters (<= 64).
