@@ -301,6 +301,10 @@ def anonymize_video(source, destination, options: PhotoOptions, overwrite: bool 
 def anonymize_camera(source, options: PhotoOptions, max_frames: int | None = None, destination=None,
                      size=(640, 480), overwrite: bool = False):
     """Anonymize a live stream (camera index, URL or file) in real time; optionally record it."""
+    if options.method == "ksame":  # before the camera is opened: obscure_faces cannot average one stream
+        from DeFacerLib.errors import UsageError
+
+        raise UsageError("k-Same is for sets of photos, not a camera stream; choose fill, blur or pixelate")
     if destination is not None:  # before the camera is opened
         check_output_suffix("video", Path(destination))
     capture = open_video(source)

@@ -239,7 +239,7 @@ def detect_faces(
     rgb = np.asarray(image, dtype=np.uint8)
     if rgb.ndim == 2:
         rgb = np.repeat(rgb[..., None], 3, axis=-1)
-    bgr = np.ascontiguousarray(rgb[..., 2::-1])
+    bgr = full_bgr = np.ascontiguousarray(rgb[..., 2::-1])
     scale = detection_scale(bgr.shape, detector, min_face_px, max_side_px)
     if scale != 1.0:
         interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
@@ -255,8 +255,34 @@ def detect_faces(
         rotated = cv2.warpAffine(bgr, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         inverse = cv2.invertAffineTransform(matrix)
         found += [_map_back(f, inverse, scale, angle) for f in _detect_once(rotated, detector, threshold)]
+    small_face_scale = detection_scale(rgb.shape, detector, min_face_px, max_side_px=10**9)
+    if scale < small_face_scale:  # a huge image, searched downscaled: its small faces are searched in tiles
+        found += _detect_tiles(full_bgr, detector, threshold, small_face_scale, max_side_px)
     faces = non_max_suppression(found)
     return _clip_to_image(faces, rgb.shape)
+
+
+TILE_OVERLAP_PX = 256  # faces up to this size lie whole in some tile; bigger ones are found downscaled
+
+
+def _detect_tiles(bgr: np.ndarray, detector: str, threshold: float, scale: float, max_side_px: int) -> list[Face]:
+    """Faces of a huge image searched tile by tile at the small-face scale (each tile at most
+    ``max_side_px`` once scaled), in the image's pixels: a 20 px face in a 24 Mpx photo would be
+    7 px in the downscaled copy, below what any detector finds."""
+    import cv2
+
+    h, w = bgr.shape[:2]
+    tile = max(int(max_side_px / scale), 2 * TILE_OVERLAP_PX)
+    step = tile - TILE_OVERLAP_PX
+    found: list[Face] = []
+    for y0 in range(0, max(h - TILE_OVERLAP_PX, 1), step):
+        for x0 in range(0, max(w - TILE_OVERLAP_PX, 1), step):
+            crop = bgr[y0:y0 + tile, x0:x0 + tile]
+            size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+            scaled = cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR)
+            tile_to_image = np.array([[1.0, 0, x0 * scale], [0, 1.0, y0 * scale]])  # in scaled pixels
+            found += [_map_back(f, tile_to_image, scale, 0.0) for f in _detect_once(scaled, detector, threshold)]
+    return found
 
 
 def _clip_to_image(faces: list[Face], shape) -> list[Face]:

@@ -137,7 +137,9 @@ def _groups(descriptors: list[np.ndarray], k: int) -> list[list[int]]:
     over while others remain (several photos of one patient must not fill a group, or the
     surrogate would still be that patient). The fewer than k faces left over join the smallest
     group that holds nobody the recogniser takes for the same person, so every group has at
-    least k members.
+    least k members, all different people. When that is impossible (fewer than k people among
+    the faces left) k-Same refuses with InputError: a group of one person's photos averages to
+    that person.
     """
     remaining = list(range(len(descriptors)))
     groups: list[list[int]] = []
@@ -150,11 +152,11 @@ def _groups(descriptors: list[np.ndarray], k: int) -> list[list[int]]:
                 break
             if not any(same_person(descriptors[j], descriptors[m]) for m in group):
                 group.append(j)
-        for j in ranked:  # not enough distinct people left: fill with the nearest
-            if len(group) == k:
-                break
-            if j not in group:
-                group.append(j)
+        if len(group) < k:  # the faces left are fewer than k people: a surrogate would show one of them
+            raise InputError(
+                f"k-Same with k={k}: the faces cannot be split into groups of {k} different people (a recogniser "
+                f"takes several faces for the same person: photos of one patient are no gallery); add photos of "
+                f"other people or choose another method (fill)")
         groups.append(group)
         remaining = [j for j in remaining if j not in group]
     for j in remaining:  # leftovers join a group holding nobody the recogniser takes for the same person
@@ -162,7 +164,12 @@ def _groups(descriptors: list[np.ndarray], k: int) -> list[list[int]]:
             clash = any(same_person(descriptors[j], descriptors[m]) for m in group)
             return (clash, len(group), min(distance(descriptors[j], descriptors[m]) for m in group))
 
-        min(groups, key=cost).append(j)
+        best = min(groups, key=cost)
+        if cost(best)[0]:  # every group holds someone the recogniser takes for this face's person
+            raise InputError(
+                f"k-Same with k={k}: a face is the same person as someone in every group; add photos of other "
+                f"people or choose another method (fill)")
+        best.append(j)
     return groups
 
 

@@ -390,8 +390,11 @@ _DROP_MARKERS = set(range(0xE1, 0xEE)) | {0xEF, 0xFE}  # APP1-APP13, APP15 (EXIF
 def strip_jpeg_metadata(data: bytes) -> bytes:
     """The same JPEG without EXIF/XMP/IPTC/ICC/comment segments; the coded image is untouched.
 
-    Keeps APP0 (JFIF) and APP14 (Adobe colour transform), which decoders need. Raises ValueError
-    on a malformed stream.
+    Keeps APP0 (JFIF, its thumbnail emptied; JFXX thumbnail extensions go) and APP14 (Adobe colour
+    transform), which decoders need. Metadata between the scans of a progressive JPEG goes too, and
+    so does everything after the end of the image: an MPO's second picture, an Ultra HDR gain map,
+    a phone's motion-photo video, which may show the face the photo itself does not. Raises
+    ValueError on a malformed stream.
     """
     if data[:2] != b"\xff\xd8":
         raise ValueError("not a JPEG stream")
@@ -404,17 +407,41 @@ def strip_jpeg_metadata(data: bytes) -> bytes:
         if marker == 0xFF:  # fill byte
             position += 1
             continue
-        if marker == 0xDA:  # start of scan: the rest is entropy-coded data and the end marker
-            out += data[position:]
+        if marker == 0xD9:  # end of image: whatever follows is not this picture
+            out += b"\xff\xd9"
             return bytes(out)
+        if 0xD0 <= marker <= 0xD7:  # a restart marker outside entropy data: no length
+            out += data[position:position + 2]
+            position += 2
+            continue
         length = int.from_bytes(data[position + 2:position + 4], "big")
         segment = data[position:position + 2 + length]
         if len(segment) < 2 + length:
             raise ValueError("truncated segment")
-        if marker not in _DROP_MARKERS:
-            out += segment
         position += 2 + length
-    raise ValueError("no image data")
+        if marker == 0xE0:  # APP0: JFIF kept without its thumbnail, JFXX (thumbnails only) dropped
+            if segment[4:9] == b"JFIF\x00" and length >= 16:
+                out += b"\xff\xe0\x00\x10" + segment[4:16] + b"\x00\x00"
+            continue
+        if marker in _DROP_MARKERS:
+            continue
+        out += segment
+        if marker == 0xDA:  # start of scan: entropy-coded data up to the next marker
+            scan = position
+            while True:
+                scan = data.find(b"\xff", scan)
+                if scan < 0 or scan + 1 >= len(data):
+                    raise ValueError("no end of image")
+                following = data[scan + 1]
+                if following == 0x00 or 0xD0 <= following <= 0xD7:  # stuffed byte, restart marker
+                    scan += 2
+                elif following == 0xFF:  # fill bytes before a marker
+                    scan += 1
+                else:
+                    break
+            out += data[position:scan]
+            position = scan
+    raise ValueError("no end of image")
 
 
 def write_unchanged(source, target, rgb) -> Path:

@@ -64,7 +64,10 @@ def region_polygons(face: Face, region: str) -> list[np.ndarray]:
     p68 = face.landmarks68
     if region == "head":  # hair, ears and forehead too: a bigger ellipse, raised
         centre = eye + up * 0.2 * h
-        return [_ellipse(centre, right, up, 1.75 * d, 1.6 * h + 1.2 * d)]
+        # a turned head (profile) brings the eyes together in the image, not the head: the
+        # detector's box, widened to the head, covers cheek, jaw, ear and hair that an ellipse
+        # sized by the inter-ocular distance leaves out
+        return [_ellipse(centre, right, up, 1.75 * d, 1.6 * h + 1.2 * d), _box_ellipse(face, pad=0.5)]
     if region == "face":
         top = eye + up * 1.1 * h
         bottom = mouth - up * 0.95 * h
