@@ -21,7 +21,7 @@ from pathlib import Path
 
 from DeFacerLib.batch import discover as disc
 from DeFacerLib.batch.manifest import DONE, FAILED, SKIPPED, Manifest
-from DeFacerLib.batch.tasks import BatchConfig, BatchWorkerPlugin, process_item
+from DeFacerLib.batch.tasks import BatchConfig, BatchWorkerPlugin, key_check_of, process_item
 from DeFacerLib.deface.pipeline import DefaceParameters
 from DeFacerLib.dicom.profile import ProfileOptions
 from DeFacerLib.errors import DeFacerError, InputError, OutputError, UsageError
@@ -46,7 +46,7 @@ class BatchProgress:
     """What the runner tells its caller; the CLI draws a rich bar from it. All no-ops here."""
 
     def cluster(self, client) -> None: ...
-    def discovered(self, plan, todo: int, already: int) -> None: ...
+    def discovered(self, plan, todo: int, already: int, removed: int = 0) -> None: ...
     def item_done(self, outcome: dict) -> None: ...
     def close(self) -> None: ...
 
@@ -105,25 +105,36 @@ def run_batch(
         raise InputError(f"{len(undecodable)} file or folder name(s) in {source} are not UTF-8 (first: "
                          f"{os.fsencode(undecodable[0])!r}); rename them (e.g. convmv -f latin1 -t utf8) and rerun")
     key, key_path, _created = load_or_create_key(key_file)
+    key_path = Path(key_path).resolve()  # workers run in other folders (a cluster): never a relative path
     config = BatchConfig(
         input_root=str(source), output_root=str(target), audit_root=str(audit), key_file=str(key_path),
+        key_check=key_check_of(key),
         parameters=parameters, dicom_options=dicom_options,
         labels_dir=str(Path(labels_dir).resolve()) if labels_dir else None, qa=qa, scrub_only=scrub_only,
     )
     token = config.token(key)
+    made = [path for path in (target, audit) if not path.exists()]
     _make_folder(target)
     _make_folder(audit)
     os.chmod(audit, 0o700)
+    lock = _lock(config.meta_root)  # one run at a time per output folder
+    for name in ("summary.json", "report.html", "report.csv"):  # an earlier run's: stale if this one is killed
+        with contextlib.suppress(FileNotFoundError):
+            (config.meta_root / name).unlink()
     _sweep_partials(target)
     started = time.perf_counter()
-    with sigterm_as_interrupt():
-        plan, stop = _run(config, client, scheduler, workers, source, layout, key, files, target, token, max_items,
-                          progress)
+    with lock, sigterm_as_interrupt():
+        try:
+            plan, stop, left = _run(config, client, scheduler, workers, source, layout, key, files, target, token,
+                                    max_items, progress)
+        except DeFacerError:
+            _remove_if_untouched(made, config.meta_root)  # e.g. a scheduler that cannot be reached
+            raise
         if plan is None:  # stopped while the cluster started or the input was listed: no item ran
             raise BatchInterrupted(f"{stopped_by(stop)}: before any item ran; rerun the same command to start",
                                    exit_code=exit_code_of(stop))
         with Manifest(config.meta_root / MANIFEST_NAME) as manifest:
-            summary = _summary(manifest, plan, source, target, audit, key_path, time.perf_counter() - started)
+            summary = _summary(manifest, plan, source, target, audit, key_path, time.perf_counter() - started, left)
             outcomes = manifest.outcomes()
             states = manifest.state_of()
         unrecorded = [item for item in plan.items if item.id not in states]
@@ -144,24 +155,26 @@ def run_batch(
 
 
 def _run(config, client, scheduler, workers, source, layout, key, files, target, token, max_items, progress):
-    """(the plan or None, the KeyboardInterrupt/Terminated that stopped the run or None)."""
-    plan, stop = None, None
+    """(the plan or None, the KeyboardInterrupt/Terminated that stopped the run or None, the ids of
+    the items that needed work and were not done in this run: --max-items, a stop)."""
+    plan, stop, left = None, None, set()
     try:
         with Manifest(config.meta_root / MANIFEST_NAME) as manifest, \
                 _dask_client(client, scheduler, workers) as dask_client:
             progress.cluster(dask_client)
             _register_plugin(dask_client, BatchWorkerPlugin(config))
             plan, series_info = discover_plan(dask_client, source, layout, key, files)
-            todo, fingerprints = _work_left(manifest, plan, target, token)
+            todo, fingerprints, gone = _work_left(manifest, plan, target, token, config.labels_dir)
             # the manifest is shared: the input's folder name only, never the path above it
             manifest.set_meta("run", {"input": source.name, "layout": plan.layout, "config": token,
                                       "files": plan.file_count, "items": len(plan.items)})
             already = len(plan.items) - len(todo)
+            left = {item.id for item in todo}  # an item done under other settings or inputs is not finished
             if max_items is not None:
                 todo = todo[:max_items]
-            progress.discovered(plan, len(todo), already)
+            progress.discovered(plan, len(todo), already, removed=len(gone))
             try:
-                _run_items(dask_client, manifest, todo, config, series_info, fingerprints, token, progress)
+                _run_items(dask_client, manifest, todo, config, series_info, fingerprints, token, progress, left)
             except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM (interrupts.Terminated)
                 stop = error
             finally:
@@ -171,7 +184,7 @@ def _run(config, client, scheduler, workers, source, layout, key, files, target,
     finally:  # temporaries of tasks cut short (killed worker, Ctrl-C, full disk) never stay behind
         _sweep_partials(target)
         shutil.rmtree(Path(config.audit_root) / ".work", ignore_errors=True)
-    return plan, stop
+    return plan, stop, left
 
 
 def _is_own_child(pid: int) -> bool:
@@ -223,10 +236,26 @@ def discover_plan(client, source: Path, layout: str, key: bytes, files: list[str
     return plan, series_info
 
 
-def _work_left(manifest, plan, target: Path, token: str):
-    """Items not done yet, failed, changed (inputs or settings), whose outputs went missing, or
-    whose kind changed since they were recorded."""
-    fingerprints = {item.id: disc.fingerprint(plan.root, item.files) for item in plan.items}
+def _fingerprint(plan, item, labels_dir) -> str:
+    """The item's inputs' fingerprint and, with --features-from, its label map's: a corrected
+    label map is an input too (a nose added to the map must be removed on the rerun)."""
+    found = disc.fingerprint(plan.root, item.files)
+    if labels_dir is None:
+        return found
+    maps = (str(Path(item.files[0]).parent) + ".nii.gz",) if item.kind == disc.DICOM_SERIES else item.files
+    return found + disc.fingerprint(Path(labels_dir), tuple(maps))[:32]
+
+
+def _work_left(manifest, plan, target: Path, token: str, labels_dir=None):
+    """(items not done yet, failed, changed (inputs or settings), whose outputs went missing, or
+    whose kind changed since they were recorded; their fingerprints; the outputs removed because
+    their input is gone)."""
+    fingerprints = {item.id: _fingerprint(plan, item, labels_dir) for item in plan.items}
+    gone = _outputs_of_gone_inputs(manifest, plan)
+    provenance = target / disc.MANIFEST_FOLDER / "provenance"
+    for root, rels in ((target, gone), (provenance, [f"{rel}.defacer.json" for rel in gone])):
+        _remove_stale_outputs(root, rels)
+        _remove_empty_folders(root, rels)
     manifest.forget_missing(set(fingerprints))
     known = manifest.state_of()
     recorded = {o["id"]: o for o in manifest.outcomes()} if known else {}
@@ -239,7 +268,14 @@ def _work_left(manifest, plan, target: Path, token: str):
         elif manifest.needs_work(known, item.id, fingerprints[item.id], token) \
                 or not _outputs_present(target, before.get("outputs", [])):
             todo.append(item)
-    return todo, fingerprints
+    return todo, fingerprints, gone
+
+
+def _outputs_of_gone_inputs(manifest, plan) -> list[str]:
+    """Recorded outputs whose input is no longer there (a withdrawn subject, a file gone from a
+    series): the output tree mirrors the input, so they go (outputs keep their input's path)."""
+    current = {rel for item in plan.items for rel in item.files}
+    return [rel for outcome in manifest.outcomes() for rel in outcome.get("outputs", []) if rel not in current]
 
 
 def _remove_stale_outputs(target: Path, rels) -> None:
@@ -251,19 +287,23 @@ def _remove_stale_outputs(target: Path, rels) -> None:
             (target / rel).unlink()
 
 
-def _run_items(client, manifest, todo, config, series_info, fingerprints, token, progress) -> None:
+def _run_items(client, manifest, todo, config, series_info, fingerprints, token, progress, left: set) -> None:
+    """Run ``todo``, recording each outcome as it comes; ``left`` loses each recorded item's id."""
     from distributed import as_completed
+
+    def record(outcome: dict) -> None:
+        manifest.record(outcome, fingerprint=fingerprints[outcome["id"]], config=token)
+        left.discard(outcome["id"])
+        progress.item_done(outcome)
 
     pending = []
     for item in todo:
         if item.kind in (disc.SKIP, disc.MISSING):
             missing = item.kind == disc.MISSING
-            outcome = {"id": item.id, "kind": item.kind, "name": item.name, "files": len(item.files),
-                       "state": FAILED if missing else SKIPPED, "reason": item.reason, "action": "none",
-                       "written": 0, "skipped": 0 if missing else len(item.files),
-                       "failed": len(item.files) if missing else 0, "outputs": []}
-            manifest.record(outcome, fingerprint=fingerprints[item.id], config=token)
-            progress.item_done(outcome)
+            record({"id": item.id, "kind": item.kind, "name": item.name, "files": len(item.files),
+                    "state": FAILED if missing else SKIPPED, "reason": item.reason, "action": "none",
+                    "written": 0, "skipped": 0 if missing else len(item.files),
+                    "failed": len(item.files) if missing else 0, "outputs": []})
         else:
             pending.append(item)
     futures = {client.submit(process_item, item, config, series_info.get(item.id), pure=False,
@@ -274,9 +314,13 @@ def _run_items(client, manifest, todo, config, series_info, fingerprints, token,
             try:
                 outcome = future.result()
             except Exception as error:  # e.g. KilledWorker: the item took down a worker allowed-failures times
+                if _scheduler_lost(client, error):  # not the item's fault: it stays pending for the rerun
+                    recorded = sum(1 for item in todo if item.id not in left)
+                    raise DeFacerError(f"lost the connection to the Dask scheduler {client.scheduler.address} "
+                                       f"({recorded} of {len(todo)} items recorded); "
+                                       "rerun the same command to resume") from None
                 outcome = _crashed(futures[future], error)
-            manifest.record(outcome, fingerprint=fingerprints[outcome["id"]], config=token)
-            progress.item_done(outcome)
+            record(outcome)
             if outcome.get("disk_full"):
                 raise OutputError(f"the output disk is full ({outcome['name']}: {outcome['reason']}); "
                                   "free space and rerun the same command to resume (finished items are kept)")
@@ -284,6 +328,11 @@ def _run_items(client, manifest, todo, config, series_info, fingerprints, token,
         for future in futures:
             if not future.done():
                 future.cancel()
+
+
+def _scheduler_lost(client, error: Exception) -> bool:
+    """The scheduler went away (killed, its host down): no item's fault, no item's failure."""
+    return "scheduler-connection-lost" in str(error) or getattr(client, "status", "running") not in ("running", "connecting")
 
 
 def _crashed(item, error: Exception) -> dict:
@@ -303,14 +352,24 @@ def _dask_client(client, scheduler: str | None, workers: int):
     from distributed import Client, LocalCluster
 
     if scheduler:
+        # a lost scheduler is the run's one-line error, not a traceback logged by distributed.client
+        loggers = [logging.getLogger(name) for name in ("distributed", "distributed.client")]
+        levels = [logger.level for logger in loggers]
+        for logger in loggers:
+            logger.setLevel(logging.CRITICAL)
         try:
-            own = Client(scheduler, timeout="20s")
-        except OSError as error:
-            raise UsageError(f"cannot reach the Dask scheduler {scheduler}: {error}") from None
-        try:
-            yield own
+            try:
+                own = Client(scheduler, timeout="20s")
+            except (OSError, ValueError, TypeError) as error:  # ValueError: "http://..." (unknown scheme)
+                raise UsageError(f"cannot reach the Dask scheduler {scheduler}: {error}") from None
+            try:
+                yield own
+            finally:
+                with contextlib.suppress(Exception):
+                    own.close()
         finally:
-            own.close()
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
         return
     dashboard = ":0" if _has_bokeh() else None
     # Dask's own log lines stay off the terminal, errors too: an item's failure is the manifest's
@@ -399,6 +458,46 @@ def _check_paths(source: Path, target: Path, overwrite: bool) -> None:
                           "or pass --overwrite to write into it")
 
 
+@contextlib.contextmanager
+def _held(handle):
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+def _lock(meta_root: Path):
+    """An exclusive lock on OUTPUT/.defacer/run.lock for the run (released when the process ends,
+    even by SIGKILL): a second run into the same output would redo the same items and sweep the
+    first one's temporaries."""
+    import fcntl
+
+    meta_root.mkdir(parents=True, exist_ok=True)
+    handle = open(meta_root / "run.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise OutputError(f"another defacer batch is writing into {meta_root.parent}; wait for it to end "
+                          "(or stop it) and rerun") from None
+    return _held(handle)
+
+
+def _remove_if_untouched(made, meta_root: Path) -> None:
+    """Folders this run made, when no item ran: nothing but an empty manifest and the lock in them."""
+    for path in made:
+        if path == meta_root.parent:
+            with Manifest(meta_root / MANIFEST_NAME) as manifest:
+                if manifest.state_of():
+                    continue
+            extra = [p for p in path.rglob("*") if p.is_file() and p.parent != meta_root]
+            if not extra:
+                shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
 def _make_folder(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -450,8 +549,8 @@ def _sweep_partials(root: Path) -> int:
     return removed
 
 
-def _summary(manifest, plan, source, target, audit, key_path, seconds: float) -> dict:
-    ids = {item.id for item in plan.items}
+def _summary(manifest, plan, source, target, audit, key_path, seconds: float, left=frozenset()) -> dict:
+    ids = {item.id for item in plan.items} - set(left)  # recorded under other settings or inputs: pending
     recorded = [o for o in manifest.outcomes() if o["id"] in ids]
     files_recorded = sum(o["files"] for o in recorded)
     written = sum(o.get("written", 0) for o in recorded)

@@ -54,6 +54,7 @@ class BatchConfig:
     labels_dir: str | None = None
     qa: bool = False
     scrub_only: bool = False
+    key_check: str = ""  # keyed check of the driver's key: a worker that reads another key refuses to work
 
     def token(self, key: bytes) -> str:
         """What a finished item depends on besides its inputs: a change means redo."""
@@ -87,14 +88,31 @@ class WorkerContext:
 _CONTEXTS: dict[str, WorkerContext] = {}
 
 
+def key_check_of(key: bytes) -> str:
+    from DeFacerLib.dicom.uids import short_token
+
+    return short_token(key, "batch-config", "key-check", 16)
+
+
 def context_for(config: BatchConfig) -> WorkerContext:
-    """The key of this config, read once per process."""
-    context = _CONTEXTS.get(config.key_file)
+    """The key of this config, read once per process and run (a long-lived cluster's worker
+    serves runs with other keys at the same path). A worker never makes a key: one that cannot
+    read the driver's key file, or reads another key there (a relative path, storage the
+    workers do not share), stops the item instead of pseudonymising with a key of its own."""
+    cache = (config.key_file, config.key_check)
+    context = _CONTEXTS.get(cache)
     if context is None:
         from DeFacerLib.dicom import load_or_create_key
 
-        key, path, _ = load_or_create_key(config.key_file)
-        context = _CONTEXTS[config.key_file] = WorkerContext(key, path)
+        path = Path(config.key_file)
+        if not path.is_absolute() or not path.is_file():
+            raise InputError(f"this worker cannot read the key file {config.key_file}; the key file must be on "
+                             "storage every worker sees, given as an absolute path")
+        key, path, _ = load_or_create_key(path)
+        if config.key_check and key_check_of(key) != config.key_check:
+            raise InputError(f"this worker reads another key at {config.key_file} than the run started with; "
+                             "the key file must be on storage every worker sees")
+        context = _CONTEXTS[cache] = WorkerContext(key, path)
     return context
 
 
@@ -116,7 +134,8 @@ class BatchWorkerPlugin(WorkerPlugin):
         import DeFacerLib.deface.workflow  # noqa: F401  (import cost paid once, not by the first item)
         import DeFacerLib.dicom.tree  # noqa: F401  (the scrubber module)
 
-        context_for(self.config)
+        with contextlib.suppress(DeFacerError):  # a key this worker cannot read fails each item, with the reason
+            context_for(self.config)
 
 
 # ---- one item -----------------------------------------------------------------------------------
@@ -130,6 +149,7 @@ def process_item(item: Item, config: BatchConfig, series_info: dict | None = Non
     root = Path(config.input_root)
     try:
         outcome["input_sha256"] = sha256_files(root, item.files)
+        context_for(config)  # the driver's key, or this item fails (never a worker's own key)
         handler = _HANDLERS[item.kind]
         handler(item, config, series_info or {}, outcome)
     except Exception as error:  # bad input or full disk: this item fails, the run goes on
@@ -509,7 +529,10 @@ def _keep_provenance(config: BatchConfig, sidecar: Path, rel: str) -> None:
     """Move the provenance JSON out of the data tree (a BIDS validator would flag it) into .defacer/."""
     target = config.meta_root / "provenance" / (rel + ".defacer.json")
     target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(sidecar, target)
+    record = json.loads(sidecar.read_text(encoding="utf-8"))
+    record["output"]["path"] = rel  # shared with the data: relative, as the reports are (never /data/<site>/...)
+    _write_text(target, json.dumps(record, indent=2) + "\n")
+    sidecar.unlink()
 
 
 def _publish(source: Path, target: Path, copy: bool = False) -> None:

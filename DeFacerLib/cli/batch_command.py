@@ -14,11 +14,13 @@ OUTPUT.audit/ holds the UID and patient mappings (original identifiers: keep it 
 from __future__ import annotations
 
 import sys
+import time
 
 from DeFacerLib.cli.deface_command import add_removal_arguments, parameters_from_args
 from DeFacerLib.cli.scrub_command import add_profile_arguments, options_from_args
 
 NAME = "batch"
+LOG_EVERY_S = 60  # progress lines when standard error is not a terminal
 HELP = "deface and de-identify a whole BIDS dataset, DICOM tree or folder of volumes (Dask, resumable)"
 
 
@@ -84,7 +86,7 @@ class RichBatchProgress:
         STDERR.print(f"Dask: {workers} worker(s)" + (f", dashboard {link}" if link else
                                                      " (pip install bokeh for the dashboard)"))
 
-    def discovered(self, plan, todo: int, already: int) -> None:
+    def discovered(self, plan, todo: int, already: int, removed: int = 0) -> None:
         if self.quiet:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -92,7 +94,8 @@ class RichBatchProgress:
         from DeFacerLib.cli.progress import STDERR
 
         STDERR.print(f"{plan.layout}: {plan.file_count} files in {len(plan.items)} items; "
-                     f"{already} already done, {todo} to do")
+                     f"{already} already done, {todo} to do"
+                     + (f"; {removed} output(s) of inputs that are gone removed" if removed else ""))
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[rate]} items/s"), TextColumn("ETA"), TimeRemainingColumn(),
                             TimeElapsedColumn(), TextColumn("{task.fields[failed]}"), console=STDERR,
@@ -100,6 +103,8 @@ class RichBatchProgress:
         self.bar.start()
         self.task = self.bar.add_task("de-identifying", total=todo, rate="-", failed="")
         self.failed = 0
+        self.lines = not sys.stderr.isatty()  # a job log (SLURM, nohup): a line now and then instead of the bar
+        self.last_line = time.monotonic()
 
     def item_done(self, outcome: dict) -> None:
         if self.bar is None:
@@ -110,6 +115,13 @@ class RichBatchProgress:
         speed = task.finished_speed or task.speed
         self.bar.update(self.task, rate=f"{speed:.2f}" if speed else "-",
                         failed=f"[red]{self.failed} failed" if self.failed else "")
+        if self.lines and (time.monotonic() - self.last_line >= LOG_EVERY_S or task.finished):
+            from DeFacerLib.cli.progress import STDERR
+
+            self.last_line = time.monotonic()
+            left = task.time_remaining
+            STDERR.print(f"{int(task.completed)}/{int(task.total)} items, {self.failed} failed"
+                         + (f", {speed:.2f} items/s" if speed else "") + (f", ETA {left:.0f} s" if left else ""))
 
     def close(self) -> None:
         if self.bar is not None:

@@ -1,0 +1,169 @@
+"""`defacer batch` across runs (helper audit "batchscale"): the key a long-lived cluster's workers
+use, a corrected label map, a settings change cut short, withdrawn subjects, two runs on one
+output, a scheduler address that is none, shareable provenance, progress in a job log.
+Phantom heads with their own labels (no model). Each test failed before its fix."""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+from DeFacerLib.batch import run_batch  # noqa: E402
+from DeFacerLib.batch.tasks import BatchConfig, context_for, key_check_of  # noqa: E402
+from DeFacerLib.dicom import ProfileOptions  # noqa: E402
+from DeFacerLib.deface.pipeline import DefaceParameters  # noqa: E402
+from DeFacerLib.errors import InputError, OutputError, UsageError  # noqa: E402
+from DeFacerLib.features import LABEL_VALUES  # noqa: E402
+from DeFacerLib.io import read_volume, write_volume  # noqa: E402
+from test_batch_bids import make_phantom_bids  # noqa: E402
+
+SUBJECTS = 2
+MODIFIED_DATES = ProfileOptions(retain_long_modified_dates=True)  # acq_time moves by the keyed offset
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    base = tmp_path_factory.mktemp("resume")
+    make_phantom_bids(base / "in", base / "labels", subjects=SUBJECTS)
+    return base
+
+
+def _copy_input(dataset: Path, tmp_path: Path) -> Path:
+    shutil.copytree(dataset / "in", tmp_path / "in")
+    return tmp_path / "in"
+
+
+def _provenance(output: Path, sub: str) -> dict:
+    path = output / ".defacer" / "provenance" / sub / "anat" / f"{sub}_T1w.nii.gz.defacer.json"
+    return json.loads(path.read_text())
+
+
+def test_a_long_lived_cluster_reads_the_key_of_each_run(dataset, tmp_path):
+    """A worker kept the key it read first, by path: after the key file changed, one output
+    mixed two keys (the scans tables shifted by the old key's offset)."""
+    from distributed import Client, LocalCluster
+
+    key = tmp_path / "site.key"
+    key.write_text(bytes(range(32)).hex())
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        run_batch(dataset / "in", tmp_path / "first", labels_dir=dataset / "labels", key_file=key,
+                  dicom_options=MODIFIED_DATES, client=client)
+        key.write_text(bytes(range(32, 64)).hex())
+        run_batch(dataset / "in", tmp_path / "second", labels_dir=dataset / "labels", key_file=key,
+                  dicom_options=MODIFIED_DATES, client=client)
+    run_batch(dataset / "in", tmp_path / "fresh", labels_dir=dataset / "labels", key_file=key,
+              dicom_options=MODIFIED_DATES, workers=1)
+    scans = "sub-01/sub-01_scans.tsv"
+    assert (tmp_path / "second" / scans).read_text() == (tmp_path / "fresh" / scans).read_text()
+    assert (tmp_path / "second" / scans).read_text() != (tmp_path / "first" / scans).read_text()
+
+
+def test_a_worker_never_makes_a_key_of_its_own(tmp_path, monkeypatch):
+    """A relative --key-file made each worker of a cluster (another working folder) create and
+    use a new random key: pseudonyms nobody could link back."""
+    monkeypatch.chdir(tmp_path)
+    key = tmp_path / "site.key"
+    key.write_text(bytes(range(32)).hex())
+    base = dict(input_root="in", output_root="out", audit_root="out.audit")
+    with pytest.raises(InputError, match="absolute path"):
+        context_for(BatchConfig(**base, key_file="elsewhere.key"))
+    with pytest.raises(InputError, match="absolute path"):
+        context_for(BatchConfig(**base, key_file=str(tmp_path / "missing.key")))
+    with pytest.raises(InputError, match="another key"):
+        context_for(BatchConfig(**base, key_file=str(key), key_check=key_check_of(bytes(32))))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site.key"]
+    assert context_for(BatchConfig(**base, key_file=str(key), key_check=key_check_of(bytes(range(32))))).key \
+        == bytes(range(32))
+
+
+def test_a_corrected_label_map_is_applied_on_the_rerun(dataset, tmp_path):
+    """The label maps were no input of an item: a map given the nose it had missed was
+    'already done', and the nose stayed on the face."""
+    labels = tmp_path / "labels"
+    for path in (dataset / "labels").rglob("*.nii.gz"):
+        full = read_volume(path)
+        eyes_and_brain = np.where(np.isin(full.array, (LABEL_VALUES["eyes"], LABEL_VALUES["brain"])), full.array, 0)
+        target = labels / path.relative_to(dataset / "labels")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_volume(dataclasses.replace(full, array=eyes_and_brain.astype(full.array.dtype)), target)
+    key, out = tmp_path / "key", tmp_path / "out"
+    run_batch(dataset / "in", out, labels_dir=labels, key_file=key, workers=1)
+    assert _provenance(out, "sub-01")["report"]["features"]["nose"]["voxels_removed"] == 0
+    shutil.rmtree(labels)
+    shutil.copytree(dataset / "labels", labels)
+    run_batch(dataset / "in", out, labels_dir=labels, key_file=key, workers=1)
+    for sub in ("sub-01", "sub-02"):
+        assert _provenance(out, sub)["report"]["features"]["nose"]["voxels_removed"] > 1000
+
+
+def test_a_settings_change_cut_short_is_not_complete(dataset, tmp_path):
+    """After --features changed, --max-items 3 redid three items and said complete: true,
+    with every head still defaced the old way."""
+    key, out = tmp_path / "key", tmp_path / "out"
+    run_batch(dataset / "in", out, labels_dir=dataset / "labels", key_file=key, workers=1)
+    eyes_only = DefaceParameters(features=("eyes",))
+    summary = run_batch(dataset / "in", out, labels_dir=dataset / "labels", key_file=key, workers=1,
+                        parameters=eyes_only, max_items=3)
+    assert not summary["complete"] and summary["items_finished"] == 3
+    assert summary["items_pending"] == summary["items"] - 3
+    assert not json.loads((out / ".defacer" / "summary.json").read_text())["complete"]
+    rest = run_batch(dataset / "in", out, labels_dir=dataset / "labels", key_file=key, workers=1,
+                     parameters=eyes_only)
+    assert rest["complete"] and rest["items_pending"] == 0
+
+
+def test_outputs_of_withdrawn_subjects_are_removed(dataset, tmp_path, capsys):
+    """A subject deleted from the input kept its defaced head in the output tree, while the
+    reports no longer named it."""
+    source, key, out = _copy_input(dataset, tmp_path), tmp_path / "key", tmp_path / "out"
+    run_batch(source, out, labels_dir=dataset / "labels", key_file=key, workers=1)
+    assert (out / "sub-02" / "anat" / "sub-02_T1w.nii.gz").is_file()
+    shutil.rmtree(source / "sub-02")
+    summary = run_batch(source, out, labels_dir=dataset / "labels", key_file=key, workers=1)
+    assert summary["complete"]
+    assert not (out / "sub-02").exists() and not (out / ".defacer" / "provenance" / "sub-02").exists()
+    assert (out / "sub-01" / "anat" / "sub-01_T1w.nii.gz").is_file()
+
+
+def test_a_second_run_into_the_same_output_is_refused(dataset, tmp_path):
+    """Two runs on one output redid each other's items and swept each other's temporaries."""
+    key, out = tmp_path / "key", tmp_path / "out"
+    run_batch(dataset / "in", out, labels_dir=dataset / "labels", key_file=key, workers=1, max_items=1)
+    with open(out / ".defacer" / "run.lock", "a+") as held:  # as the first run holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(OutputError, match="another defacer batch"):
+            run_batch(dataset / "in", out, labels_dir=dataset / "labels", key_file=key, workers=1)
+    assert run_batch(dataset / "in", out, labels_dir=dataset / "labels", key_file=key, workers=1)["complete"]
+
+
+def test_a_scheduler_address_that_is_none_leaves_nothing(dataset, tmp_path):
+    """`--scheduler http://...` was an internal error, and the output and audit folders stayed."""
+    with pytest.raises(UsageError, match="cannot reach the Dask scheduler"):
+        run_batch(dataset / "in", tmp_path / "out", key_file=tmp_path / "key", scheduler="http://127.0.0.1:8799")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["key"]
+
+
+def test_provenance_records_and_job_logs(dataset, tmp_path):
+    """The shareable provenance records held the output's absolute path; a job log (stderr not
+    a terminal) showed no progress at all."""
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "DeFacerLib", "batch", str(dataset / "in"), str(out),
+                             "--features-from", str(dataset / "labels"), "--key-file", str(tmp_path / "key"),
+                             "--workers", "1"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    items = json.loads((out / ".defacer" / "summary.json").read_text())["items"]
+    assert f"{items}/{items} items, 0 failed" in result.stderr
+    record = _provenance(out, "sub-01")
+    assert record["output"]["path"] == "sub-01/anat/sub-01_T1w.nii.gz"
+    assert str(tmp_path) not in json.dumps(record)
