@@ -40,6 +40,10 @@ OPEN_RADIUS_MM = 4.0  # ghosts/bed touch the head through bridges thinner than ~
 RESTORE_MM = 8.0  # detail within this distance of the opened core is given back
 MIN_CONTRAST = 5.0  # (tissue mean - background mean) / background sd; pure noise gives < 3
 MIN_HEAD_FRACTION = 0.01  # a head smaller than 1 % of the field of view is "no head"
+# CT: nothing is darker than air. A reconstruction pads outside its circular field of view with
+# -2048 or -3024 HU; left in, Otsu split that padding (22 % of a head CT's voxels) from all else,
+# the "head" was the whole circle, air included, and the face went unfound (exit 3).
+CT_AIR_HU = -1024.0
 
 
 def head_mask(volume: Volume) -> np.ndarray:
@@ -54,6 +58,8 @@ def head_mask(volume: Volume) -> np.ndarray:
     values = _first_frame_stored(volume, factors) if any(f > 1 for f in factors) else None
     if values is None:
         values = _first_frame_physical(volume)
+    if volume.modality == "CT" and values.min() < CT_AIR_HU:  # stored values here are the physical ones
+        values = np.maximum(values, np.asarray(CT_AIR_HU).astype(values.dtype))
     coarse = _block_mean(values, factors) if any(f > 1 for f in factors) else values
     coarse_spacing = spacing * np.asarray(factors)
 

@@ -253,7 +253,10 @@ def deface_volume(
 
     progress("removing features", 0.4)
     cores = None
-    eye_points = {name: point["mm"] for name, point in (landmarks or {}).items() if name.startswith("eye_")}
+    # the eyes' core is cut at any depth, next to the brain too: only around eyes the anatomy
+    # confirmed (a model's estimate can be 10 mm off, and there the core reached the frontal lobe)
+    eye_points = {name: point["mm"] for name, point in (landmarks or {}).items()
+                  if name.startswith("eye_") and point.get("by") != "model"}
     if eye_points and "eyes" in parameters.features:
         from DeFacerLib.face.labels import eye_tissue
 

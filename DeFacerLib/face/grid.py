@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from DeFacerLib.deface.head_mask import head_mask
+from DeFacerLib.deface.head_mask import CT_AIR_HU, head_mask
 from DeFacerLib.intensity import finite_only
 from DeFacerLib.orientation import Reorientation, canonical_reorientation
 from DeFacerLib.volume import Volume
@@ -179,6 +179,8 @@ def to_grid(volume: Volume, *, head: np.ndarray | None = None) -> tuple[np.ndarr
 
     array = volume.array[..., 0] if volume.array.ndim == 4 else volume.array
     values = volume.with_array(array).physical()
+    if volume.modality == "CT":  # a reconstruction's padding (-2048, -3024 HU) is air to the model too
+        values = np.maximum(values, CT_AIR_HU)
     values_c = reorientation.apply(values)  # canonical order for the (sub-sampled) statistics
     low, high = _robust_range(values_c, head_c)
     normalised = np.clip((values - low) / (high - low), -0.5, 2.0).astype(np.float32)

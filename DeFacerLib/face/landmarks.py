@@ -75,6 +75,10 @@ MODEL_CENTROID_OFFSET_MM = {
 # around it. Farther than this the cue has found something else (another blob; the lips or the
 # brow for the nose tip) and the model's estimate stands.
 SNAP_MM = {"eyes": 10.0, "nose": 12.0, "mouth": 12.0, "ears": 12.0}
+# A fit at the edge of its own search (the globe's GLOBE_SEARCH_MM is the eyes' SNAP_MM) lies
+# 10 mm plus rounding from its start: 10.000000112 mm lost a right globe fit on an oblique IXI255,
+# and the model's eye, 10 mm too high, was cut at any depth into the frontal lobe.
+SNAP_TOLERANCE_MM = 1e-3
 SEARCH_RADIUS_MM = 20.0
 # The globe fit (globe_centre): vitreous ball, the shell around the globe, how far it may move.
 GLOBE_BALL_MM = 8.0
@@ -226,7 +230,7 @@ def refine_landmarks(volume: Volume, labels: np.ndarray, head: np.ndarray | None
     for name, estimate in coarse.items():
         snapped = search.landmarks.get(name)
         limit = SNAP_MM.get(LANDMARK_FEATURE[name])
-        if snapped is not None and limit is not None and np.linalg.norm(snapped - estimate) <= limit:
+        if snapped is not None and limit is not None and np.linalg.norm(snapped - estimate) <= limit + SNAP_TOLERANCE_MM:
             result[name] = {"mm": _rounded(snapped), "by": "anatomy"}
         else:
             result[name] = {"mm": _rounded(estimate), "by": "model"}
