@@ -167,3 +167,40 @@ def test_provenance_records_and_job_logs(dataset, tmp_path):
     record = _provenance(out, "sub-01")
     assert record["output"]["path"] == "sub-01/anat/sub-01_T1w.nii.gz"
     assert str(tmp_path) not in json.dumps(record)
+
+
+def test_outputs_of_a_subject_out_of_reach_stay(dataset, tmp_path):
+    """A subject folder linked to storage that is not mounted now is not a withdrawn subject:
+    its outputs were deleted as if it were."""
+    source, storage, key, out = tmp_path / "in", tmp_path / "storage", tmp_path / "key", tmp_path / "out"
+    shutil.copytree(dataset / "in", source)
+    shutil.move(source / "sub-02", storage)
+    (source / "sub-02").symlink_to(storage, target_is_directory=True)
+    run_batch(source, out, labels_dir=dataset / "labels", key_file=key, workers=1)
+    assert (out / "sub-02" / "anat" / "sub-02_T1w.nii.gz").is_file()
+    storage.rename(tmp_path / "unmounted")
+    run_batch(source, out, labels_dir=dataset / "labels", key_file=key, workers=1)
+    assert (out / "sub-02" / "anat" / "sub-02_T1w.nii.gz").is_file()
+
+
+def test_a_run_that_cannot_start_keeps_the_last_reports(dataset, tmp_path):
+    """A mistyped --scheduler (exit 2) deleted the finished run's summary and reports."""
+    key, out = tmp_path / "key", tmp_path / "out"
+    run_batch(dataset / "in", out, labels_dir=dataset / "labels", key_file=key, workers=1)
+    with pytest.raises(UsageError):
+        run_batch(dataset / "in", out, labels_dir=dataset / "labels", key_file=key, scheduler="http://127.0.0.1:8799")
+    assert json.loads((out / ".defacer" / "summary.json").read_text())["complete"]
+
+
+def test_a_file_system_without_locks_still_runs(dataset, tmp_path, monkeypatch):
+    """flock failing with ENOLCK (Lustre without -o flock) was taken for another run: every run
+    was refused."""
+    import errno
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    summary = run_batch(dataset / "in", tmp_path / "out", labels_dir=dataset / "labels", key_file=tmp_path / "key",
+                        workers=1)
+    assert summary["complete"]

@@ -100,3 +100,12 @@ def test_a_real_date_left_in_kept_text_is_still_a_leak(tmp_path, data_dir, capsy
     source = _ct(data_dir, tmp_path, Manufacturer=f"ACME {ds.StudyDate}")
     assert _scrub(tmp_path, source, tmp_path / "out", "--dates", "modified") == 5
     assert ds.StudyDate in capsys.readouterr().err
+
+
+def test_a_device_numbering_its_studies_under_the_standards_root_is_still_pseudonymised(tmp_path, data_dir):
+    """Only the UIDs the standard registers are its own: a non-conformant device's study UID
+    under 1.2.840.10008 was kept, and the leak check looked away."""
+    study = "1.2.840.10008.99.20190315.4711.1"
+    source = _ct(data_dir, tmp_path, StudyInstanceUID=study)
+    assert _scrub(tmp_path, source, tmp_path / "out") == 0
+    assert pydicom.dcmread(tmp_path / "out" / "ct.dcm").StudyInstanceUID.startswith("2.25.")

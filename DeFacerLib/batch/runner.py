@@ -118,9 +118,6 @@ def run_batch(
     _make_folder(audit)
     os.chmod(audit, 0o700)
     lock = _lock(config.meta_root)  # one run at a time per output folder
-    for name in ("summary.json", "report.html", "report.csv"):  # an earlier run's: stale if this one is killed
-        with contextlib.suppress(FileNotFoundError):
-            (config.meta_root / name).unlink()
     _sweep_partials(target)
     started = time.perf_counter()
     with lock, sigterm_as_interrupt():
@@ -164,6 +161,11 @@ def _run(config, client, scheduler, workers, source, layout, key, files, target,
             progress.cluster(dask_client)
             _register_plugin(dask_client, BatchWorkerPlugin(config))
             plan, series_info = discover_plan(dask_client, source, layout, key, files)
+            # the earlier run's reports are stale from here on (if this run is killed outright);
+            # not before: a run that cannot start (an unreachable scheduler) changes nothing
+            for name in ("summary.json", "report.html", "report.csv"):
+                with contextlib.suppress(FileNotFoundError):
+                    (config.meta_root / name).unlink()
             todo, fingerprints, gone = _work_left(manifest, plan, target, token, config.labels_dir)
             # the manifest is shared: the input's folder name only, never the path above it
             manifest.set_meta("run", {"input": source.name, "layout": plan.layout, "config": token,
@@ -275,7 +277,11 @@ def _outputs_of_gone_inputs(manifest, plan) -> list[str]:
     """Recorded outputs whose input is no longer there (a withdrawn subject, a file gone from a
     series): the output tree mirrors the input, so they go (outputs keep their input's path)."""
     current = {rel for item in plan.items for rel in item.files}
-    return [rel for outcome in manifest.outcomes() for rel in outcome.get("outputs", []) if rel not in current]
+    # a broken link to a folder (storage not mounted, content not fetched) is one MISSING item:
+    # what lies under it is out of reach now, not withdrawn, and its outputs stay
+    unreachable = tuple(item.files[0] + "/" for item in plan.items if item.kind == disc.MISSING)
+    return [rel for outcome in manifest.outcomes() for rel in outcome.get("outputs", [])
+            if rel not in current and not rel.startswith(unreachable)]
 
 
 def _remove_stale_outputs(target: Path, rels) -> None:
@@ -476,10 +482,13 @@ def _lock(meta_root: Path):
     handle = open(meta_root / "run.lock", "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:  # EWOULDBLOCK: another run holds it
         handle.close()
         raise OutputError(f"another defacer batch is writing into {meta_root.parent}; wait for it to end "
                           "(or stop it) and rerun") from None
+    except OSError as error:  # a file system without flock (Lustre mounted without -o flock): no lock
+        logging.getLogger(__name__).warning("cannot lock %s (%s); do not start a second run into this output",
+                                            meta_root / "run.lock", error.strerror or error)
     return _held(handle)
 
 

@@ -14,7 +14,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
 from DeFacerLib.dicom import dates
-from DeFacerLib.dicom.uids import DICOM_ROOT, keyed_uid, short_token
+from DeFacerLib.dicom.uids import is_standard_uid, keyed_uid, short_token
 
 TEXT_VRS = {"LO", "SH", "ST", "LT", "UT", "UC", "CS", "UR", "AE", "AS", "PN", "DA", "DT", "TM", "DS", "IS", "UI"}
 FREE_TEXT_VRS = {"LO", "SH", "ST", "LT", "UT", "UC"}
@@ -88,7 +88,7 @@ def replace_uids(elem: DataElement, key: bytes, namespace: str = "uid", mapping:
     new = []
     for old in values:
         old = str(old).strip()
-        if not old or old.startswith(DICOM_ROOT):
+        if not old or is_standard_uid(old):
             new.append(old)
             continue
         uid = keyed_uid(key, old, namespace)
@@ -100,7 +100,7 @@ def replace_uids(elem: DataElement, key: bytes, namespace: str = "uid", mapping:
 
 def map_uid(key: bytes, old: str, mapping: dict | None, namespace: str = "uid") -> str:
     old = old.strip().strip("\x00")
-    if not old or old.startswith(DICOM_ROOT):
+    if not old or is_standard_uid(old):
         return old
     new = keyed_uid(key, old, namespace)
     if mapping is not None:

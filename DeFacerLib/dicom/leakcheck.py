@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from DeFacerLib.dicom.actions import DUMMY_BY_VR, DUMMY_TEXT
-from DeFacerLib.dicom.uids import DICOM_ROOT
+from DeFacerLib.dicom.uids import is_standard_uid
 
 IDENTIFYING_KEYWORDS = {
     "PatientID", "OtherPatientIDs", "IssuerOfPatientID", "AccessionNumber", "StudyID", "InstitutionName",
@@ -78,7 +78,7 @@ class PhiSet:
 
     def add_uid(self, value: str, where: str) -> None:
         value = value.strip().strip("\x00").strip()
-        if len(value) >= 8 and not value.startswith(DICOM_ROOT):  # the standard's own stay (actions.replace_uids)
+        if len(value) >= 8 and not is_standard_uid(value):  # the standard's own stay (actions.replace_uids)
             self.uids.setdefault(value, where)
 
     def add_name(self, name: str, where: str) -> None:
@@ -310,14 +310,14 @@ def _any_match(ds: Dataset, meta, matcher: _Matcher, uids, skip_uids: bool) -> t
 
 
 def _uid_hits(uid: str, phi: PhiSet, active: frozenset) -> bool:
-    return uid in phi.uids or (not uid.startswith(DICOM_ROOT) and not active.isdisjoint(uid.split(".")))
+    return uid in phi.uids or (not is_standard_uid(uid) and not active.isdisjoint(uid.split(".")))
 
 
 def _any_uid_hits(uids: list[str], phi: PhiSet, active: frozenset) -> bool:
     """``any(_uid_hits(uid) for uid in uids)`` in two set operations: joined with dots, the
     UIDs split into exactly their components (a per-UID loop cost more than the scan)."""
     return not phi.uids.keys().isdisjoint(uids) or not active.isdisjoint(
-        ".".join(uid for uid in uids if not uid.startswith(DICOM_ROOT)).split("."))
+        ".".join(uid for uid in uids if not is_standard_uid(uid)).split("."))
 
 
 # Values gathered from a raw (still encoded) sequence, by its bytes: a series repeats the same

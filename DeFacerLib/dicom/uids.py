@@ -9,9 +9,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
+
+from pydicom.uid import UID_dictionary
 
 from DeFacerLib.errors import InputError, OutputError
 from DeFacerLib.io.atomic import make_folder, remove_made_folders
@@ -71,7 +74,14 @@ def _digest(key: bytes, namespace: str, value: str) -> bytes:
 
 # The standard's own UIDs (SOP classes, transfer syntaxes, the well-known colour palettes'
 # instances of PS3.6 Annex A): they name no patient, and a reference to one must keep working.
-DICOM_ROOT = "1.2.840.10008."
+_CONTEXT_GROUP = re.compile(r"1\.2\.840\.10008\.6\.1\.\d+")
+
+
+def is_standard_uid(uid: str) -> bool:
+    """A UID the standard registers (PS3.6 Annex A: SOP classes, transfer syntaxes, well-known
+    instances, coding schemes, context groups), not merely one under its root: a non-conformant
+    device that numbers its studies under 1.2.840.10008 would publish them unchanged."""
+    return uid in UID_dictionary or _CONTEXT_GROUP.fullmatch(uid) is not None
 
 
 @lru_cache(maxsize=16384)

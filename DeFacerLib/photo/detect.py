@@ -256,7 +256,9 @@ def detect_faces(
         inverse = cv2.invertAffineTransform(matrix)
         found += [_map_back(f, inverse, scale, angle) for f in _detect_once(rotated, detector, threshold)]
     small_face_scale = detection_scale(rgb.shape, detector, min_face_px, max_side_px=10**9)
-    if scale < small_face_scale:  # a huge image, searched downscaled: its small faces are searched in tiles
+    # a huge photo, searched downscaled: its small faces are searched in tiles (not a video frame or a
+    # camera's, which ask for a smaller copy to keep their pace: docs/photo.md)
+    if scale < small_face_scale and max_side_px >= MAX_DETECT_SIDE_PX:
         found += _detect_tiles(full_bgr, detector, threshold, small_face_scale, max_side_px)
     faces = non_max_suppression(found)
     return _clip_to_image(faces, rgb.shape)

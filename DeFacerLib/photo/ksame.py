@@ -144,8 +144,10 @@ def _groups(descriptors: list[np.ndarray], k: int) -> list[list[int]]:
     remaining = list(range(len(descriptors)))
     groups: list[list[int]] = []
     while len(remaining) >= k:
-        seed = remaining[0]
-        ranked = sorted(remaining[1:], key=lambda j: (distance(descriptors[seed], descriptors[j]), j))
+        # the face with the most look-alikes left goes first: its person needs the most partners, and
+        # another seed could take the only ones it has (a valid split was refused)
+        seed = max(remaining, key=lambda i: (sum(same_person(descriptors[i], descriptors[j]) for j in remaining), -i))
+        ranked = sorted((j for j in remaining if j != seed), key=lambda j: (distance(descriptors[seed], descriptors[j]), j))
         group = [seed]
         for j in ranked:
             if len(group) == k:
