@@ -109,3 +109,14 @@ def test_a_device_numbering_its_studies_under_the_standards_root_is_still_pseudo
     source = _ct(data_dir, tmp_path, StudyInstanceUID=study)
     assert _scrub(tmp_path, source, tmp_path / "out") == 0
     assert pydicom.dcmread(tmp_path / "out" / "ct.dcm").StudyInstanceUID.startswith("2.25.")
+
+
+def test_a_removed_date_equal_to_a_shifted_one_is_still_found_in_kept_text(tmp_path, data_dir, capsys):
+    """The exemption above left that input date out of the whole check: kept text holding it was
+    published (exit 0)."""
+    source = _ct(data_dir, tmp_path)
+    assert _scrub(tmp_path, source, tmp_path / "first", "--dates", "modified") == 0
+    shifted_study_date = pydicom.dcmread(tmp_path / "first" / "ct.dcm").StudyDate
+    source = _ct(data_dir, tmp_path, DateOfLastCalibration=shifted_study_date, Manufacturer=f"ACME {shifted_study_date}")
+    assert _scrub(tmp_path, source, tmp_path / "out", "--dates", "modified") == 5
+    assert f"still holds '{shifted_study_date}' from DateOfLastCalibration" in capsys.readouterr().err
