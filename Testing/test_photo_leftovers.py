@@ -119,3 +119,16 @@ def test_k_same_finds_groups_of_different_people_a_greedy_first_seed_missed():
     assert same_person(b1, b2) and not same_person(a, c)
     groups = _groups([a, c, b1, b2], 2)
     assert sorted(map(sorted, groups)) == [[0, 2], [1, 3]] or sorted(map(sorted, groups)) == [[0, 3], [1, 2]]
+
+
+@pytest.mark.parametrize("arguments, said", [
+    (["--camera", "0", "IN"], "not both"),  # INPUT was ignored and the camera opened
+    (["IN", "-o", "OUT", "--max-frames", "5"], "--max-frames is for --camera"),
+    (["IN", "-o", "OUT", "--k", "5"], "--k is for --method ksame"),  # k-Same was meant, fill was done
+])
+def test_options_that_would_be_ignored_are_usage_errors(data_dir, tmp_path, arguments, said, capsys):
+    photo = str(data_dir / "photos" / "known_people" / "obama-240p.jpg")
+    arguments = [photo if a == "IN" else str(tmp_path / "out.jpg") if a == "OUT" else a for a in arguments]
+    assert main(["photo", *arguments]) == 2
+    assert said in capsys.readouterr().err
+    assert not (tmp_path / "out.jpg").exists()

@@ -36,7 +36,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--landmarks", choices=("5", "68", "auto"), default="5",
                         help="5 (default): YuNet points (permissive); 68: dlib predictor (NON-COMMERCIAL licence); "
                              "auto: 68 where dlib is installed, else 5")
-    parser.add_argument("--k", type=int, default=3, help="k for --method ksame (default 3)")
+    parser.add_argument("--k", type=int, help="k for --method ksame (default 3)")
     parser.add_argument("--rotations", choices=tuple(ROTATIONS), default="none",
                         help="also search rotated copies: upright (+-30 deg) or all (90, 180 too)")
     parser.add_argument("--score", type=float, help="detector score threshold (default: the recall-first value)")
@@ -49,12 +49,20 @@ def run(args) -> dict:
     from DeFacerLib.errors import UsageError
     from DeFacerLib.photo.anonymize import PhotoOptions, anonymize_camera, anonymize_path, folder_contents, summarize
 
+    # options that would be ignored are refused: a user who asked for them meant something else
+    if args.camera is not None and args.input:
+        raise UsageError("give an INPUT or --camera SOURCE, not both")
+    if args.max_frames is not None and args.camera is None:
+        raise UsageError("--max-frames is for --camera; a video is read to its end")
+    if args.k is not None and args.method != "ksame":
+        raise UsageError(f"--k is for --method ksame (the method is {args.method})")
     if args.max_frames is not None and args.max_frames < 1:
         raise UsageError(f"--max-frames must be at least 1 (got {args.max_frames})")
-    if args.method == "ksame" and args.k < 2:  # checked before a whole folder is read and searched
-        raise UsageError(f"--k must be at least 2 (got {args.k}); k=1 would leave every face as it is")
+    k = 3 if args.k is None else args.k
+    if args.method == "ksame" and k < 2:  # checked before a whole folder is read and searched
+        raise UsageError(f"--k must be at least 2 (got {k}); k=1 would leave every face as it is")
     options = PhotoOptions(method=args.method, region=args.region, detector=args.detector, landmarks=args.landmarks,
-                           k=args.k, rotations=args.rotations, score_threshold=args.score)
+                           k=k, rotations=args.rotations, score_threshold=args.score)
     if args.camera is not None:
         source = int(args.camera) if args.camera.isdigit() else args.camera
         stats, _ = anonymize_camera(source, options, max_frames=args.max_frames, destination=args.output,
