@@ -21,7 +21,7 @@ from pathlib import Path
 
 from DeFacerLib.batch import discover as disc
 from DeFacerLib.batch.manifest import DONE, FAILED, SKIPPED, Manifest
-from DeFacerLib.batch.tasks import BatchConfig, BatchWorkerPlugin, key_check_of, process_item
+from DeFacerLib.batch.tasks import BatchConfig, BatchWorkerPlugin, key_check_of, label_map_rel, process_item
 from DeFacerLib.deface.pipeline import DefaceParameters
 from DeFacerLib.dicom.profile import ProfileOptions
 from DeFacerLib.errors import DeFacerError, InputError, OutputError, UsageError
@@ -244,8 +244,7 @@ def _fingerprint(plan, item, labels_dir) -> str:
     found = disc.fingerprint(plan.root, item.files)
     if labels_dir is None:
         return found
-    maps = (str(Path(item.files[0]).parent) + ".nii.gz",) if item.kind == disc.DICOM_SERIES else item.files
-    return found + disc.fingerprint(Path(labels_dir), tuple(maps))[:32]
+    return found + disc.fingerprint(Path(labels_dir), (label_map_rel(item),))[:32]
 
 
 def _work_left(manifest, plan, target: Path, token: str, labels_dir=None):

@@ -284,7 +284,7 @@ def _deface_series(item: Item, config: BatchConfig, outcome: dict) -> None:
         source, target = staging / next(iter(names)), out_dir / next(iter(names))
     try:
         result = deface_file(source, target, parameters=config.parameters, series_uid=item.series_uid,
-                             labels_path=_labels_for(config, folder + ".nii.gz"), dicom_options=config.dicom_options,
+                             labels_path=_labels_for(config, label_map_rel(item)), dicom_options=config.dicom_options,
                              key_file=config.key_file, overwrite=True)
         produced = sorted(p.name for p in out_dir.iterdir() if not p.name.endswith(".audit"))
         if sorted(names) != produced:
@@ -514,6 +514,14 @@ def _qa(config: BatchConfig, output: Path, rel: str, outcome: dict, files=None) 
 
 
 # ---- file plumbing -------------------------------------------------------------------------------
+
+def label_map_rel(item: Item) -> str:
+    """Where ``--features-from DIR`` holds the item's label map: at a volume's own relative path,
+    at a DICOM series' folder path + .nii.gz."""
+    if item.kind == DICOM_SERIES:
+        return str(Path(item.files[0]).parent) + ".nii.gz"
+    return item.files[0]
+
 
 def _labels_for(config: BatchConfig, rel: str) -> Path | None:
     """``--features-from DIR``: the label map at the item's relative path (None: the U-Net finds them)."""
