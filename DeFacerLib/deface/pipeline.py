@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from DeFacerLib.errors import FaceNotFound, GuaranteeError, InputError, UsageError
-from DeFacerLib.features import BRAIN, FEATURES, LABEL_VALUES
+from DeFacerLib.features import BRAIN, DEFAULT_PROTECT_MARGIN_MM, FEATURES, LABEL_VALUES
 from DeFacerLib.volume import Volume
 
 Progress = Callable[[str, float], None]
@@ -114,6 +114,12 @@ def _first_frame(volume: Volume, label_name: str) -> np.ndarray:
     values = array.astype(np.float64) * volume.slope + volume.intercept
     rounded = np.rint(values)
     return np.where(np.abs(values - rounded) < 1e-3, rounded, values)  # float error of the scaling
+
+
+# A 4D volume's head motion is measured around the features to remove, this far beyond them
+# (the brain next to the cuts moves with the skin there; the neck at the field of view's edge
+# changes from frame to frame more than the head moves).
+MOTION_REACH_MM = 15.0
 
 
 @dataclass
@@ -233,11 +239,25 @@ def deface_volume(
     box instead reached reference brain 20-24 mm behind the globes on three of them.
     """
     from DeFacerLib.deface import head_mask, remove_features
+    from DeFacerLib.deface.head_mask import frames_motion_mm
+    from DeFacerLib.deface.skin_depth import bounding_box
     from DeFacerLib.deface.removal import DEEP_PROTECT_MARGIN_MM
 
     if head is None:
         progress("finding the head", 0.1)
         head = head_mask(volume)
+    engine = parameters.engine_kwargs()
+    motion_mm = 0.0
+    features_found = np.zeros(volume.shape3, dtype=bool)
+    for name in parameters.features:
+        if feature_masks.get(name) is not None:
+            features_found |= feature_masks[name]
+    if volume.array.ndim == 4 and features_found.any():
+        reach = np.ceil(MOTION_REACH_MM / np.asarray(volume.spacing_mm)).astype(int)
+        crop = tuple(slice(max(0, s.start - r), s.stop + r) for s, r in zip(bounding_box(features_found), reach))
+        motion_mm = frames_motion_mm(volume, np.asarray(head, dtype=bool), crop)
+    if motion_mm > 0:  # the brain, found on the first frame, may lie this much elsewhere in another
+        engine["protect_margin_mm"] = engine.get("protect_margin_mm", DEFAULT_PROTECT_MARGIN_MM) + motion_mm
 
     kept = np.zeros(volume.shape3, dtype=bool)
     if protected is not None:
@@ -262,9 +282,9 @@ def deface_volume(
 
         cores = {"eyes": eye_tissue(volume, eye_points)}
     # a predicted brain (the model's, with its guard) is kept with the deep margin too (removal.DEEP_MM)
-    deep_margin_mm = DEEP_PROTECT_MARGIN_MM if guard is not None else 0.0
+    deep_margin_mm = DEEP_PROTECT_MARGIN_MM + motion_mm if guard is not None else 0.0
     defaced, report = remove_features(volume, selected, kept, head=head, feature_cores=cores,
-                                      deep_margin_mm=deep_margin_mm, **parameters.engine_kwargs())
+                                      deep_margin_mm=deep_margin_mm, **engine)
     name = Path(volume.source.path).name if volume.source is not None and volume.source.path else "the volume"
     if parameters.shield and report.shield_voxels is None:  # asked for, and a head without it is not what was asked
         raise GuaranteeError(f"{name}: the face shield could not be placed (it needs the eyes and a nose or "
@@ -278,6 +298,7 @@ def deface_volume(
     progress("done", 1.0)
     report_dict = report.to_dict()
     report_dict["protected_voxels"] = int(np.count_nonzero(kept))
+    report_dict["frames_motion_mm"] = round(motion_mm, 2)  # added to the protect margins (head_mask.frames_motion_mm)
     removed = [name for name in parameters.features if report_dict["features"][name]["present"]]
     missing = [name for name in parameters.features if not report_dict["features"][name]["present"]]
     return DefaceResult(defaced, report_dict, removed, missing, report.removed_mask(volume.shape3))
