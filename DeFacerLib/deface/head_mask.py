@@ -265,16 +265,26 @@ def _name(volume: Volume) -> str:
     return "volume"
 
 
-def frames_motion_mm(volume: Volume, head: np.ndarray, crop: tuple[slice, ...]) -> float:
-    """How far the head's surface in ``crop`` (around the features to remove: the neck at the
-    field of view's edge wanders more than the head moves) in any frame of a 4D volume lies from
-    the first frame's (``head``), in mm; 0 for one frame. The head and the brain are found on the first frame and
-    the same cut is made in every frame, so a head that moves between frames (an fMRI run: a
-    roll with a sideways and upward shift overwrote 22 brain voxels in 12 of 300 frames) needs
-    the protect margin grown by this much (pipeline.deface_volume)."""
-    if volume.array.ndim != 4 or volume.array.shape[3] < 2:
+# A 4D volume's head motion is measured around the features to remove, this far beyond them
+# (the brain next to the cuts moves with the skin there; the neck at the field of view's edge
+# changes from frame to frame more than the head moves).
+MOTION_REACH_MM = 15.0
+
+
+def frames_motion_mm(volume: Volume, head: np.ndarray, features: np.ndarray) -> float:
+    """How far the head's surface within MOTION_REACH_MM of ``features`` lies, in any frame of a
+    4D volume, from the first frame's (``head``), in mm; 0 for one frame or no features.
+
+    The head and the brain are found on the first frame and the same cut is made in every frame,
+    so a head that moves between frames (an fMRI run: a roll with a sideways and upward shift
+    overwrote 22 brain voxels in 12 of 300 frames) needs the protect margin grown by this much
+    (pipeline.deface_volume). An upper bound: the mask's own noise counts too."""
+    box = bounding_box(features)
+    if volume.array.ndim != 4 or volume.array.shape[3] < 2 or box is None:
         return 0.0
     spacing = np.asarray(volume.spacing_mm, dtype=float)
+    reach = np.ceil(MOTION_REACH_MM / spacing).astype(int)
+    crop = tuple(slice(max(0, s.start - r), s.stop + r) for s, r in zip(box, reach))
     first = head[crop]
     to_head = ndi.distance_transform_edt(~first, sampling=spacing)  # outside: how far from the head
     to_air = ndi.distance_transform_edt(first, sampling=spacing)  # inside: how far from its surface
@@ -288,4 +298,3 @@ def frames_motion_mm(volume: Volume, head: np.ndarray, crop: tuple[slice, ...]) 
         if moved.any():
             worst = max(worst, float(distance[moved].max()))
     return worst
-

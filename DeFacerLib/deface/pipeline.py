@@ -116,12 +116,6 @@ def _first_frame(volume: Volume, label_name: str) -> np.ndarray:
     return np.where(np.abs(values - rounded) < 1e-3, rounded, values)  # float error of the scaling
 
 
-# A 4D volume's head motion is measured around the features to remove, this far beyond them
-# (the brain next to the cuts moves with the skin there; the neck at the field of view's edge
-# changes from frame to frame more than the head moves).
-MOTION_REACH_MM = 15.0
-
-
 @dataclass
 class FoundFeatures:
     """What the U-Net found: masks (FEATURES + BRAIN) on the volume's grid, and how sure it is."""
@@ -240,7 +234,6 @@ def deface_volume(
     """
     from DeFacerLib.deface import head_mask, remove_features
     from DeFacerLib.deface.head_mask import frames_motion_mm
-    from DeFacerLib.deface.skin_depth import bounding_box
     from DeFacerLib.deface.removal import DEEP_PROTECT_MARGIN_MM
 
     if head is None:
@@ -248,14 +241,9 @@ def deface_volume(
         head = head_mask(volume)
     engine = parameters.engine_kwargs()
     motion_mm = 0.0
-    features_found = np.zeros(volume.shape3, dtype=bool)
-    for name in parameters.features:
-        if feature_masks.get(name) is not None:
-            features_found |= feature_masks[name]
-    if volume.array.ndim == 4 and features_found.any():
-        reach = np.ceil(MOTION_REACH_MM / np.asarray(volume.spacing_mm)).astype(int)
-        crop = tuple(slice(max(0, s.start - r), s.stop + r) for s, r in zip(bounding_box(features_found), reach))
-        motion_mm = frames_motion_mm(volume, np.asarray(head, dtype=bool), crop)
+    chosen = [feature_masks[name] for name in parameters.features if feature_masks.get(name) is not None]
+    if volume.array.ndim == 4 and chosen:
+        motion_mm = frames_motion_mm(volume, np.asarray(head, dtype=bool), np.logical_or.reduce(chosen))
     if motion_mm > 0:  # the brain, found on the first frame, may lie this much elsewhere in another
         engine["protect_margin_mm"] = engine.get("protect_margin_mm", DEFAULT_PROTECT_MARGIN_MM) + motion_mm
 

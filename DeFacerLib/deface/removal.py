@@ -86,7 +86,7 @@ from DeFacerLib.deface.pinna import SideOutlines
 from DeFacerLib.deface.shield import fill_shield
 from DeFacerLib.deface.skin_depth import bounding_box, depths_at_most, dilate_mm_on_box, dilations_mm_on_box, local_box
 from DeFacerLib.errors import GuaranteeError, InputError
-from DeFacerLib.features import (  # noqa: F401  (the defaults are re-exported: removal's names)
+from DeFacerLib.features import (
     DEFAULT_MARGIN_MM,
     DEFAULT_MAX_DEPTH_MM,
     DEFAULT_PROTECT_MARGIN_MM,
