@@ -58,12 +58,15 @@ def assert_cut_surface_blended(before: Volume, after: Volume, report: dict) -> N
     hold air + share * (seal - air), shares below one half (in front of the surface) as well as
     above (behind it); with only one half blended the surface jumps a voxel every other step
     and the chin's tilted plane renders as terraces. An air-side voxel touches the seal, so
-    nothing floats in front of the face. (The ears' floor, also blended, is checked by its print.)"""
+    nothing floats in front of the face. (The ears' floor, also blended, is checked by its print;
+    where the face's box reaches the ears' reach, off the face itself, that floor's blends are left out.)"""
     from scipy import ndimage
 
     face = np.zeros(before.shape3, bool)
     for lo, hi in report["features"]["face"]["component_boxes"]:
         face[tuple(slice(a, b + 1) for a, b in zip(lo, hi))] = True
+    for lo, hi in report["features"].get("ears", {}).get("reach_boxes", []):  # the ears' floor's own blends
+        face[tuple(slice(a, b + 1) for a, b in zip(lo, hi))] = False
     changed = (after.array != before.array) & face
     air = after.stored_value(report["fill_value_physical"])
     seal = report["seal_value_stored"]
@@ -207,9 +210,11 @@ def assert_no_chin_overhang(before: Volume, after: Volume, report: dict, changed
     side render, above the jaw's underside. Under the floor, all of what hung from the cut is
     air now (9,809 voxels changed), and nothing else there changed: the neck, whose columns run
     on, is kept voxel for voxel."""
-    from DeFacerLib.deface.face_cut import chin_overhang, chin_overhang_box, down_axis
+    from DeFacerLib.deface.face_cut import FACE_PARTS, chin_overhang, chin_overhang_box, down_axis, face_span_box
 
-    span = [np.asarray(v) for v in report["features"]["face"]["component_boxes"][0]]
+    parts = {name: [[np.asarray(v) for v in box] for box in report["features"][name]["component_boxes"]]
+             for name in FACE_PARTS if report["features"][name]["present"]}
+    span = face_span_box(before, parts)  # the face's box along the voxel axes: the overhang hangs from its floor
     slab = chin_overhang_box(before, span)
     axis, down = down_axis(before)
     region = tuple(slice(int(a), int(b) + 1) for a, b in zip(*slab))

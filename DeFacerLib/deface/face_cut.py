@@ -6,6 +6,9 @@ between and below them, square to the face's own axes (found from the parts, not
 """
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
+
 import numpy as np
 
 from DeFacerLib.deface.skin_depth import local_box
@@ -77,6 +80,54 @@ def face_span_box(volume: Volume, boxes: dict[str, list]) -> tuple[np.ndarray, n
     return lo, hi
 
 
+@dataclass(frozen=True)
+class FaceSpan:
+    """Where the whole face's cut may go (face_span)."""
+    box: tuple  # (lo, hi) inclusive voxel indices around all of the face
+    in_face: np.ndarray | None  # on ``box``, the face's voxels (None: all of them)
+    voxel_box: tuple  # face_span_box, along the voxel axes: the chin's overhang hangs from its floor
+
+
+def face_span(volume: Volume, head: np.ndarray, boxes: dict[str, list]) -> FaceSpan | None:
+    """The whole face's span; None with fewer than two face parts (face_span_box).
+
+    The face is face_span_box, the box along the voxel axes, and also the box square to the
+    face's own axes (face_frame) around the parts' boxes, reaching CHIN_BELOW_MOUTH_MM under
+    the mouth's centre along the face's down. With the head turned about two or three axes the
+    voxel box alone no longer held the face: the cheek and jaw line on the side turned forward
+    stood outside it, in front of the face plane, and kept a face to recognition (8 of 16 such
+    IXI runs failed qa). The span is the voxel box around both; what lies in it outside both
+    is not the face and is not cut."""
+    span = face_span_box(volume, boxes)
+    frame = face_frame(volume, head, boxes) if span is not None else None
+    if frame is None:
+        return None if span is None else FaceSpan(span, None, span)
+    eyes, up, forward, lower = frame
+    side = np.cross(up, forward)
+    axes = np.stack([side, up, forward])
+    corners = [volume.index_to_world(_corners(box)) - eyes for name in FACE_PARTS for box in boxes.get(name, [])]
+    in_frame_mm = np.concatenate(corners) @ axes.T
+    low_mm, high_mm = in_frame_mm.min(axis=0), in_frame_mm.max(axis=0)
+    if boxes.get("mouth"):  # then ``lower`` is the mouth's centre
+        low_mm[1] = min(low_mm[1], (lower - eyes) @ up - CHIN_BELOW_MOUTH_MM)
+    frame_corners = eyes + _corners((low_mm, high_mm)) @ axes
+    frame_index = volume.world_to_index(frame_corners)
+    shape = np.asarray(volume.shape3)
+    lo = np.clip(np.minimum(span[0], np.floor(frame_index.min(axis=0) + 1e-6)), 0, shape - 1).astype(int)
+    hi = np.clip(np.maximum(span[1], np.ceil(frame_index.max(axis=0) - 1e-6)), 0, shape - 1).astype(int)
+    in_face = np.ones(tuple(int(b - a) + 1 for a, b in zip(lo, hi)), bool)
+    for axis_mm, a, b in zip(axes, low_mm, high_mm):
+        along_mm = _projection_mm(volume, lo, hi, eyes, axis_mm)
+        in_face &= (along_mm >= a - 1e-6) & (along_mm <= b + 1e-6)
+    in_face[local_box(*span, lo)] = True
+    return FaceSpan((lo, hi), in_face, span)
+
+
+def _corners(box) -> np.ndarray:
+    """The 8 corners (8, 3) of the box low..high."""
+    return np.array(list(itertools.product(*zip(*(np.asarray(v, float) for v in box)))))
+
+
 def down_axis(volume: Volume) -> tuple[int, int]:
     """(voxel axis closest to world inferior, index step that goes down along it)."""
     superior_per_voxel_mm = volume.affine_lps[2, :3]
@@ -120,7 +171,21 @@ def chin_overhang(head_slab: np.ndarray, floor_cut: np.ndarray, axis: int, down:
     return np.moveaxis(overhang, 0, axis)
 
 
-def face_plane_regions(volume, head, guarded, boxes, span, seal_mm):
+def _projection_mm(volume, lo, hi, point, vector) -> np.ndarray:
+    """(world(i, j, k) - point) . vector on the box lo..hi (inclusive), float64: the sum of one
+    term per axis, broadcast; no (N, 3) index or world arrays (about 100 bytes a voxel on the
+    face's span, 1.3 GB of the peak of a 0.5 mm head)."""
+    linear = np.asarray(volume.direction, float) * np.asarray(volume.spacing_mm, float)[None, :]
+    per_axis = linear.T @ np.asarray(vector, float)
+    total = np.full(tuple(int(b - a) + 1 for a, b in zip(lo, hi)), float((volume.origin_mm - point) @ vector))
+    for axis, (a, b) in enumerate(zip(lo, hi)):
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        total += (np.arange(int(a), int(b) + 1, dtype=float) * per_axis[axis]).reshape(shape)
+    return total
+
+
+def face_plane_regions(volume, head, guarded, boxes, span, seal_mm, in_face=None):
     """On the face span: the voxels in front of the face plane (cut), those of them that
     become air (all but the head's last ``seal_mm`` before the plane, which are the seal, and
     the eye visor: EYE_VISOR_*), the visor's tissue voxels (which no other cut may make air),
@@ -130,27 +195,27 @@ def face_plane_regions(volume, head, guarded, boxes, span, seal_mm):
     The plane is square to the face's forward direction (face_axes), at the depths the
     FACE_PLANE_* constants give (why: see there), and tilted back below the mouth by
     CHIN_PLANE_SLOPE. ``guarded`` (on the span: the protected region grown by its margin)
-    is never in either region."""
+    is never in either region, nor what lies outside ``in_face`` (face_span; None: all)."""
     frame = face_frame(volume, head, boxes)
     if frame is None:
         return (np.zeros(tuple(int(b - a) + 1 for a, b in zip(*span)), bool),) * 3 + (None,)
     eyes, up, forward, lower = frame
     lo, hi = (np.asarray(v) for v in span)
-    grid = np.stack(np.meshgrid(*(np.arange(a, b + 1) for a, b in zip(lo, hi)), indexing="ij"), axis=-1)
-    offsets_mm = volume.index_to_world(grid.reshape(-1, 3)) - eyes
-    height_mm = offsets_mm.dot(up).reshape(grid.shape[:3])
+    height_mm = _projection_mm(volume, lo, hi, eyes, up)  # (world - eyes) . up, voxel by voxel
     mouth_height_mm = float((lower - eyes).dot(up))
     behind_mm = np.where(height_mm < 0, FACE_PLANE_BEHIND_EYES_MM, FACE_PLANE_ABOVE_EYES_BEHIND_MM)
     behind_mm = behind_mm + CHIN_PLANE_SLOPE * np.clip(mouth_height_mm - height_mm, 0.0, None)
-    ahead_mm = offsets_mm.dot(forward).reshape(grid.shape[:3]) + behind_mm
+    forward_mm = _projection_mm(volume, lo, hi, eyes, forward)
+    ahead_mm = forward_mm + behind_mm
     inside = behind_the_face(np.asarray(head)[local_box(lo, hi, (0, 0, 0))], volume, forward)
     cut = (ahead_mm > 0) & ~guarded
+    if in_face is not None:
+        cut &= in_face
     # The new surface lies seal_mm in front of the plane, and at the eye visor's plane where the
     # visor is (it is always the farther forward of the two there). One voxel across it, along
     # the voxel axis closest to forward, the share behind it runs from 1 to 0.
     surface_ahead_mm = ahead_mm - seal_mm
     visor = (height_mm >= -EYE_VISOR_BELOW_EYES_MM) if seal_mm > 0 else np.zeros(cut.shape, bool)
-    forward_mm = offsets_mm.dot(forward).reshape(grid.shape[:3])
     surface_ahead_mm[visor] = forward_mm[visor] - EYE_VISOR_AHEAD_OF_EYES_MM
     along = volume.direction.T @ forward
     axis = int(np.argmax(np.abs(along)))
@@ -190,6 +255,7 @@ def blend_plane_surface(values: np.ndarray, removal: np.ndarray, plane_share, ai
     the surface jumping a whole voxel every other step, terraces on the chin's tilted plane."""
     tissue_share, axis, back = plane_share
     sealed = values == seal_stored if values.ndim == 3 else (values == seal_stored).all(axis=-1)
+    sealed &= removal  # tissue the cut left that happens to hold the seal's value is not the seal
     is_air = values == air_stored if values.ndim == 3 else (values == air_stored).all(axis=-1)
     sealed_behind = np.zeros_like(sealed)
     source = [slice(None)] * 3

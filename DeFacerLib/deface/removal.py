@@ -6,7 +6,7 @@ For each feature the removal region is
 
 and its voxels are set to the image's air value. With the whole face (the default) one more
 region joins them: the box spanning the eyes, nose and mouth down past the chin, cut to the
-same shell and also flat at a face plane (face_span_box, face_plane_regions), and under that
+same shell and also flat at a face plane (face_span, face_plane_regions), and under that
 box's floor what hangs from the cut over air (the chin's underside, face_cut.chin_overhang,
 its box reported as the face's second component box); the deepest
 part of every face cut is the seal, set to the head's tissue value (DEFAULT_SEAL_MM), and so
@@ -72,6 +72,7 @@ from DeFacerLib.deface.face_cut import (
     CHIN_BELOW_MOUTH_MM,
     CHIN_OVERHANG_MM,
     FACE_REGION,
+    FaceSpan,
     blend_plane_surface,
     blend_values,
     chin_overhang,
@@ -79,7 +80,7 @@ from DeFacerLib.deface.face_cut import (
     down_axis,
     face_frame,
     face_plane_regions,
-    face_span_box,
+    face_span,
 )
 from DeFacerLib.deface.head_mask import head_mask as compute_head_mask
 from DeFacerLib.deface.pinna import SideOutlines
@@ -219,7 +220,7 @@ def remove_features(
     changed, nor anything within ``protect_margin_mm`` of it. A 4D volume gets the same
     removal in every frame. Ears are cut no deeper than EARS_MAX_DEPTH_MM (feature_max_depth_mm).
     ``whole_face``: also remove the box spanning the chosen face parts (FACE_PARTS) and the
-    chin below the mouth, reported as the region "face" (face_span_box). ``seal_mm``: the
+    chin below the mouth, reported as the region "face" (face_span). ``seal_mm``: the
     layer just deeper than each cut (and as guarded) is set to the head's tissue value, so the
     new surface is the cut (0: air only). ``shield``: close the front of the head with a hollow
     block of tissue up to a flat plane ahead of the eyes (SHIELD_*; needs the whole face's eyes
@@ -248,13 +249,14 @@ def remove_features(
     deep_margin_mm = max(protect_margin_mm, deep_margin_mm) if deep_margin_mm > 0 else 0.0  # never under the margin
 
     features, boxes = _feature_boxes(volume, feature_masks, margin_mm, name)
-    span = face_span_box(volume, boxes) if whole_face else None
+    if head is None and boxes:
+        head = compute_head_mask(volume)
+    face = face_span(volume, head, boxes) if whole_face and boxes else None
+    span = face.box if face is not None else None
     if span is not None:
         boxes[FACE_REGION] = [span]
         features[FACE_REGION] = _removal_of(volume, [span])
 
-    if head is None and boxes:
-        head = compute_head_mask(volume)
     if fill_value is None:
         fill_value = air_value(volume, head) if boxes else 0.0
     stored = volume.stored_value(fill_value)
@@ -265,7 +267,7 @@ def remove_features(
         head = _as_mask(head, shape, "head mask", name)
         guard = _Guard(protected, head, volume.spacing_mm, protect_margin_mm, deep_margin_mm, feature_cores.get("eyes"))
         seal = seal_thickness_mm(seal_mm, volume.spacing_mm) if seal_stored is not None else 0.0
-        cut = _plan_cut(volume, head, guard, boxes, span, features, feature_cores, max_depth_mm, seal)
+        cut = _plan_cut(volume, head, guard, boxes, face, features, feature_cores, max_depth_mm, seal)
         cut.write(result, stored, seal_stored)
 
     shield_voxels = shield_box = None
@@ -466,16 +468,17 @@ class _Cut:
             view[straddle] = blended[:, None] if result.ndim == 4 else blended
 
 
-def _plan_cut(volume: Volume, head, guard: _Guard, boxes: dict, span, features: dict, feature_cores: dict,
+def _plan_cut(volume: Volume, head, guard: _Guard, boxes: dict, face, features: dict, feature_cores: dict,
               max_depth_mm: float, seal_mm: float) -> _Cut:
     """Every cut (the shells under the skin, the ears' pinna, the face plane), on one crop;
-    each feature's FeatureRemoval gets its voxel count."""
+    each feature's FeatureRemoval gets its voxel count. ``face``: face_span's FaceSpan or None."""
+    span, in_face = (face.box, face.in_face) if face is not None else (None, None)
     shape = np.asarray(volume.shape3)
     reach_vox = np.ceil(PINNA_REACH_MM / volume.spacing_mm).astype(int)
     pinna_boxes = [(np.maximum(lo - reach_vox, 0), np.minimum(hi + reach_vox, shape - 1)) for lo, hi in boxes.get("ears", [])]
     if pinna_boxes:
         features["ears"].reach_boxes = [_key(a, b) for a, b in pinna_boxes]
-    slab = chin_overhang_box(volume, span) if span is not None else None  # under the span: the chin's overhang
+    slab = chin_overhang_box(volume, face.voxel_box) if face is not None else None  # under it: the chin's overhang
     every = [b for bl in [*boxes.values(), pinna_boxes, [slab] if slab else []] for b in bl]
     lo, hi = np.min([b[0] for b in every], axis=0), np.max([b[1] for b in every], axis=0)
     crop_shape = tuple(int(v) for v in hi - lo + 1)
@@ -488,13 +491,14 @@ def _plan_cut(volume: Volume, head, guard: _Guard, boxes: dict, span, features: 
         guard.on(*span)
     for box in pinna_boxes:  # before the ears' own boxes, which lie inside them: those are slices
         guard.on(*box)
-    _cut_shells(cut, volume, head, guard, boxes, features, feature_cores, max_depth_mm, seal_mm)
+    face_limit = {FACE_REGION: in_face} if in_face is not None else {}
+    _cut_shells(cut, volume, head, guard, boxes, features, feature_cores, max_depth_mm, seal_mm, face_limit)
     if pinna_boxes:
-        _cut_pinnae(cut, volume, head, guard, pinna_boxes, span, features, sealed=seal_mm > 0)
+        _cut_pinnae(cut, volume, head, guard, pinna_boxes, face, features, sealed=seal_mm > 0)
     if span is not None:
         cut.span_local = cut.local(*span)
         plane_cut, plane_air, visor, cut.plane_share = face_plane_regions(volume, head, guard.on(*span), boxes, span,
-                                                                         seal_mm)
+                                                                         seal_mm, in_face)
         removal, air = cut.removal[cut.span_local], cut.air[cut.span_local]
         features[FACE_REGION].voxels_removed += int((plane_cut & ~removal).sum())
         removal |= plane_cut
@@ -504,16 +508,16 @@ def _plan_cut(volume: Volume, head, guard: _Guard, boxes: dict, span, features: 
             air &= ~(span_seal_guard if span_seal_guard is not None
                      else dilate_mm_on_box(guard.protected, guard.protect_margin_mm + seal_mm, guard.spacing, span))
     if slab is not None:
-        _cut_chin_overhang(cut, volume, head, guard, span, slab, features)
+        _cut_chin_overhang(cut, volume, head, guard, face, slab, features)
     return cut
 
 
-def _cut_chin_overhang(cut: _Cut, volume: Volume, head, guard: _Guard, span, slab, features: dict) -> None:
-    """In place: what hangs under the face span's cut floor (face_cut.chin_overhang) becomes air;
-    the whole face's report gets its voxels and their box."""
+def _cut_chin_overhang(cut: _Cut, volume: Volume, head, guard: _Guard, face: FaceSpan, slab, features: dict) -> None:
+    """In place: what hangs under the cut floor of the face's box along the voxel axes
+    (face_cut.chin_overhang) becomes air; the whole face's report gets its voxels and their box."""
     axis, down = down_axis(volume)
-    floor_lo, floor_hi = np.array(span[0]), np.array(span[1])
-    floor_lo[axis] = floor_hi[axis] = span[0][axis] if down < 0 else span[1][axis]
+    floor_lo, floor_hi = np.array(face.voxel_box[0]), np.array(face.voxel_box[1])
+    floor_lo[axis] = floor_hi[axis] = floor_lo[axis] if down < 0 else floor_hi[axis]
     floor_cut = np.take(cut.removal[cut.local(floor_lo, floor_hi)], 0, axis=axis)
     head_slab = np.asarray(head)[tuple(slice(int(a), int(b) + 1) for a, b in zip(*slab))]
     ends_at_edge = slab[0][axis] == 0 if down < 0 else slab[1][axis] == volume.shape3[axis] - 1
@@ -526,13 +530,15 @@ def _cut_chin_overhang(cut: _Cut, volume: Volume, head, guard: _Guard, span, sla
     found = np.argwhere(overhang)
     box = (np.asarray(slab[0]) + found.min(axis=0), np.asarray(slab[0]) + found.max(axis=0))
     removed = features[FACE_REGION].voxels_removed + int(overhang.sum())
-    features[FACE_REGION] = dataclasses.replace(_removal_of(volume, [span, box]), voxels_removed=removed)
+    features[FACE_REGION] = dataclasses.replace(_removal_of(volume, [face.box, box]), voxels_removed=removed)
 
 
 def _cut_shells(cut: _Cut, volume: Volume, head, guard: _Guard, boxes: dict, features: dict, feature_cores: dict,
-                max_depth_mm: float, seal_mm: float) -> None:
+                max_depth_mm: float, seal_mm: float, limits: dict | None = None) -> None:
     """In place: each feature's box cut to its shell under the skin (feature_max_depth_mm) and
-    clear of the guard, plus its core at any depth; the shell's deepest ``seal_mm`` is the seal."""
+    clear of the guard, plus its core at any depth; the shell's deepest ``seal_mm`` is the seal.
+    ``limits``: per feature with one box, the voxels of that box it may cut (else all)."""
+    limits = limits or {}
     spacing = np.asarray(volume.spacing_mm, float)
     depths = {feature: feature_max_depth_mm(feature, max_depth_mm) for feature in boxes}
     for depth in sorted(set(depths.values())):
@@ -553,7 +559,7 @@ def _cut_shells(cut: _Cut, volume: Volume, head, guard: _Guard, boxes: dict, fea
         for feature in (f for f in boxes if depths[f] == depth):
             region = np.zeros(cut.removal.shape, dtype=bool)
             for lo, hi in boxes[feature]:
-                region[cut.local(lo, hi)] = True
+                region[cut.local(lo, hi)] = limits[feature] if feature in limits else True
             core = feature_cores.get(feature)
             region &= allowed
             for lo, hi in boxes[feature] if core is not None else ():  # its core, at any depth
@@ -563,11 +569,13 @@ def _cut_shells(cut: _Cut, volume: Volume, head, guard: _Guard, boxes: dict, fea
             cut.air |= region if feature in UNSEALED_FEATURES else region & shallow
 
 
-def _cut_pinnae(cut: _Cut, volume: Volume, head, guard: _Guard, pinna_boxes: list, span, features: dict,
+def _cut_pinnae(cut: _Cut, volume: Volume, head, guard: _Guard, pinna_boxes: list, face, features: dict,
                 sealed: bool) -> None:
     """In place: around the ears' boxes, all of the pinna however thick (what stands proud of
     the head's side outline, pinna.py); with a seal, the ears' cut under the outline becomes a
-    floor of tissue up to it, anti-aliased (``cut.ear_share``), not on the face's span."""
+    floor of tissue up to it, anti-aliased (``cut.ear_share``), not on the face (``face``:
+    face_span's FaceSpan or None)."""
+    span, in_face = (face.box, face.in_face) if face is not None else (None, None)
     outlines = SideOutlines(volume, head)
     pinna = np.zeros(cut.removal.shape, dtype=bool)
     ear_floor = np.zeros(cut.removal.shape, dtype=bool)
@@ -584,8 +592,9 @@ def _cut_pinnae(cut: _Cut, volume: Volume, head, guard: _Guard, pinna_boxes: lis
     cut.air |= pinna
     if sealed:
         if span is not None:
-            ear_floor[cut.local(*span)] = False
-            ear_share[cut.local(*span)] = np.nan
+            on_face = in_face if in_face is not None else np.ones(ear_floor[cut.local(*span)].shape, bool)
+            ear_floor[cut.local(*span)] &= ~on_face
+            ear_share[cut.local(*span)][on_face] = np.nan
         ear_floor &= cut.removal
         cut.air &= ~ear_floor
         ear_share[~(cut.removal & cut.air)] = np.nan
