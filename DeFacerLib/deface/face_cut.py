@@ -1,8 +1,10 @@
-"""The whole face's cut: one box spanning the eyes, nose and mouth down past the chin, flat at a
-face plane, with an eye visor and an anti-aliased surface (used by removal.remove_features).
+"""The whole face's cut: one box spanning the eyes, nose and mouth down past the chin (along
+the voxel axes and square to the face's own), flat at a face plane, with an eye visor and an
+anti-aliased surface (used by removal.remove_features).
 
 The boxes of the face parts alone leave the face's outline; this region takes what lies
-between and below them, square to the face's own axes (found from the parts, not the header).
+between and below them; the plane is square to the face's own axes (found from the parts, not
+the header).
 """
 from __future__ import annotations
 
@@ -86,6 +88,7 @@ class FaceSpan:
     box: tuple  # (lo, hi) inclusive voxel indices around all of the face
     in_face: np.ndarray | None  # on ``box``, the face's voxels (None: all of them)
     voxel_box: tuple  # face_span_box, along the voxel axes: the chin's overhang hangs from its floor
+    frame: tuple | None  # face_frame's (eyes, up, forward, lower), None where not found
 
 
 def face_span(volume: Volume, head: np.ndarray, boxes: dict[str, list]) -> FaceSpan | None:
@@ -101,7 +104,7 @@ def face_span(volume: Volume, head: np.ndarray, boxes: dict[str, list]) -> FaceS
     span = face_span_box(volume, boxes)
     frame = face_frame(volume, head, boxes) if span is not None else None
     if frame is None:
-        return None if span is None else FaceSpan(span, None, span)
+        return None if span is None else FaceSpan(span, None, span, None)
     eyes, up, forward, lower = frame
     side = np.cross(up, forward)
     axes = np.stack([side, up, forward])
@@ -120,7 +123,7 @@ def face_span(volume: Volume, head: np.ndarray, boxes: dict[str, list]) -> FaceS
         along_mm = _projection_mm(volume, lo, hi, eyes, axis_mm)
         in_face &= (along_mm >= a - 1e-6) & (along_mm <= b + 1e-6)
     in_face[local_box(*span, lo)] = True
-    return FaceSpan((lo, hi), in_face, span)
+    return FaceSpan((lo, hi), in_face, span, frame)
 
 
 def _corners(box) -> np.ndarray:
@@ -185,18 +188,17 @@ def _projection_mm(volume, lo, hi, point, vector) -> np.ndarray:
     return total
 
 
-def face_plane_regions(volume, head, guarded, boxes, span, seal_mm, in_face=None):
+def face_plane_regions(volume, head, guarded, frame, span, seal_mm, in_face=None):
     """On the face span: the voxels in front of the face plane (cut), those of them that
     become air (all but the head's last ``seal_mm`` before the plane, which are the seal, and
     the eye visor: EYE_VISOR_*), the visor's tissue voxels (which no other cut may make air),
     and for the cut voxels the new surface passes through, the share of the voxel behind it
     (float32, NaN elsewhere; see blend_plane_surface).
 
-    The plane is square to the face's forward direction (face_axes), at the depths the
+    The plane is square to the face's forward direction (``frame``: face_frame's), at the depths the
     FACE_PLANE_* constants give (why: see there), and tilted back below the mouth by
     CHIN_PLANE_SLOPE. ``guarded`` (on the span: the protected region grown by its margin)
     is never in either region, nor what lies outside ``in_face`` (face_span; None: all)."""
-    frame = face_frame(volume, head, boxes)
     if frame is None:
         return (np.zeros(tuple(int(b - a) + 1 for a, b in zip(*span)), bool),) * 3 + (None,)
     eyes, up, forward, lower = frame

@@ -30,7 +30,7 @@ class DefaceParameters:
     margin_mm: float | None = None
     max_depth_mm: float | None = None
     protect_margin_mm: float | None = None
-    whole_face: bool | None = None  # also the tissue between the face parts (face_cut.face_span_box)
+    whole_face: bool | None = None  # also the tissue between the face parts (face_cut.face_span)
     seal_mm: float | None = None  # tissue-valued bottom of each face cut (removal.DEFAULT_SEAL_MM); 0: air only
     shield: bool | None = None  # the face shield: a featureless, hollow block over the front (shield.SHIELD_*)
 

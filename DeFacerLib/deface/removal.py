@@ -78,7 +78,6 @@ from DeFacerLib.deface.face_cut import (
     chin_overhang,
     chin_overhang_box,
     down_axis,
-    face_frame,
     face_plane_regions,
     face_span,
 )
@@ -271,8 +270,8 @@ def remove_features(
         cut.write(result, stored, seal_stored)
 
     shield_voxels = shield_box = None
-    if shield and span is not None:
-        frame = face_frame(volume, head, boxes)
+    if shield and face is not None:
+        frame = face.frame
         if frame is not None:
             tissue = seal_stored if seal_stored is not None else volume.stored_value(tissue_value(volume, head))
             shield_voxels, shield_box = fill_shield(volume, head, cut.crop if cut else None, frame, result, tissue,
@@ -497,8 +496,8 @@ def _plan_cut(volume: Volume, head, guard: _Guard, boxes: dict, face, features: 
         _cut_pinnae(cut, volume, head, guard, pinna_boxes, face, features, sealed=seal_mm > 0)
     if span is not None:
         cut.span_local = cut.local(*span)
-        plane_cut, plane_air, visor, cut.plane_share = face_plane_regions(volume, head, guard.on(*span), boxes, span,
-                                                                         seal_mm, in_face)
+        plane_cut, plane_air, visor, cut.plane_share = face_plane_regions(volume, head, guard.on(*span), face.frame,
+                                                                         span, seal_mm, in_face)
         removal, air = cut.removal[cut.span_local], cut.air[cut.span_local]
         features[FACE_REGION].voxels_removed += int((plane_cut & ~removal).sum())
         removal |= plane_cut
