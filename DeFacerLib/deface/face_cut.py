@@ -98,9 +98,9 @@ def face_span(volume: Volume, head: np.ndarray, boxes: dict[str, list]) -> FaceS
     face's own axes (face_frame) around the parts' boxes, reaching CHIN_BELOW_MOUTH_MM under
     the mouth's centre along the face's down. With the head turned about two or three axes the
     voxel box alone no longer held the face: the cheek and jaw line on the side turned forward
-    stood outside it, in front of the face plane, and kept a face to recognition (8 of 16 such
-    IXI runs failed qa). The span is the voxel box around both; what lies in it outside both
-    is not the face and is not cut."""
+    stood outside it, in front of the face plane, and kept a face to recognition (8 of 17 such
+    IXI runs failed qa; 2 with both boxes). The span is the voxel box around both; what lies in
+    it outside both is not the face's to cut."""
     span = face_span_box(volume, boxes)
     frame = face_frame(volume, head, boxes) if span is not None else None
     if frame is None:
