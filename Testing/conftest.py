@@ -6,6 +6,7 @@ never touched a real head would prove nothing.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -28,6 +29,11 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_sessionstart(session):
+    # A run started in the background (`make test &`, a CI runner's job) inherits SIGINT ignored,
+    # as POSIX shells start asynchronous commands, and so would every CLI the tests start: the
+    # Ctrl-C tests then saw a batch finish (exit 0) instead of stopping. Ctrl-C is Python's again
+    # here, so the children start with it at its default and handle it as at a terminal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if not (DATA_DIR / "heads" / "ixi" / "t1").is_dir():
         raise pytest.UsageError(
             f"test data not found at {DATA_DIR}; set DEFACER_TEST_DATA to the shared data folder"
