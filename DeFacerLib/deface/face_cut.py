@@ -8,12 +8,11 @@ the header).
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
-from DeFacerLib.deface.skin_depth import local_box
+from DeFacerLib.deface.skin_depth import box_corners, local_box
 from DeFacerLib.volume import Volume
 
 # The whole face: the boxes of the eyes, nose and mouth alone leave the cheeks, the nasal
@@ -86,7 +85,7 @@ def face_span_box(volume: Volume, boxes: dict[str, list]) -> tuple[np.ndarray, n
 class FaceSpan:
     """Where the whole face's cut may go (face_span)."""
     box: tuple  # (lo, hi) inclusive voxel indices around all of the face
-    in_face: np.ndarray | None  # on ``box``, the face's voxels (None: all of them)
+    in_face: np.ndarray  # on ``box``, the face's voxels (bool)
     voxel_box: tuple  # face_span_box, along the voxel axes: the chin's overhang hangs from its floor
     frame: tuple | None  # face_frame's (eyes, up, forward, lower), None where not found
 
@@ -104,21 +103,21 @@ def face_span(volume: Volume, head: np.ndarray, boxes: dict[str, list]) -> FaceS
     span = face_span_box(volume, boxes)
     frame = face_frame(volume, head, boxes) if span is not None else None
     if frame is None:
-        return None if span is None else FaceSpan(span, None, span, None)
+        return None if span is None else FaceSpan(span, np.ones(_box_shape(span), bool), span, None)
     eyes, up, forward, lower = frame
     side = np.cross(up, forward)
     axes = np.stack([side, up, forward])
-    corners = [volume.index_to_world(_corners(box)) - eyes for name in FACE_PARTS for box in boxes.get(name, [])]
+    corners = [volume.index_to_world(box_corners(*box)) - eyes for name in FACE_PARTS for box in boxes.get(name, [])]
     in_frame_mm = np.concatenate(corners) @ axes.T
     low_mm, high_mm = in_frame_mm.min(axis=0), in_frame_mm.max(axis=0)
     if boxes.get("mouth"):  # then ``lower`` is the mouth's centre
         low_mm[1] = min(low_mm[1], (lower - eyes) @ up - CHIN_BELOW_MOUTH_MM)
-    frame_corners = eyes + _corners((low_mm, high_mm)) @ axes
+    frame_corners = eyes + box_corners(low_mm, high_mm) @ axes
     frame_index = volume.world_to_index(frame_corners)
     shape = np.asarray(volume.shape3)
     lo = np.clip(np.minimum(span[0], np.floor(frame_index.min(axis=0) + 1e-6)), 0, shape - 1).astype(int)
     hi = np.clip(np.maximum(span[1], np.ceil(frame_index.max(axis=0) - 1e-6)), 0, shape - 1).astype(int)
-    in_face = np.ones(tuple(int(b - a) + 1 for a, b in zip(lo, hi)), bool)
+    in_face = np.ones(_box_shape((lo, hi)), bool)
     for axis_mm, a, b in zip(axes, low_mm, high_mm):
         along_mm = _projection_mm(volume, lo, hi, eyes, axis_mm)
         in_face &= (along_mm >= a - 1e-6) & (along_mm <= b + 1e-6)
@@ -126,9 +125,8 @@ def face_span(volume: Volume, head: np.ndarray, boxes: dict[str, list]) -> FaceS
     return FaceSpan((lo, hi), in_face, span, frame)
 
 
-def _corners(box) -> np.ndarray:
-    """The 8 corners (8, 3) of the box low..high."""
-    return np.array(list(itertools.product(*zip(*(np.asarray(v, float) for v in box)))))
+def _box_shape(box) -> tuple[int, ...]:
+    return tuple(int(b - a) + 1 for a, b in zip(*box))
 
 
 def down_axis(volume: Volume) -> tuple[int, int]:
@@ -188,7 +186,7 @@ def _projection_mm(volume, lo, hi, point, vector) -> np.ndarray:
     return total
 
 
-def face_plane_regions(volume, head, guarded, frame, span, seal_mm, in_face=None):
+def face_plane_regions(volume, head, guarded, frame, span, seal_mm, in_face):
     """On the face span: the voxels in front of the face plane (cut), those of them that
     become air (all but the head's last ``seal_mm`` before the plane, which are the seal, and
     the eye visor: EYE_VISOR_*), the visor's tissue voxels (which no other cut may make air),
@@ -198,9 +196,9 @@ def face_plane_regions(volume, head, guarded, frame, span, seal_mm, in_face=None
     The plane is square to the face's forward direction (``frame``: face_frame's), at the depths the
     FACE_PLANE_* constants give (why: see there), and tilted back below the mouth by
     CHIN_PLANE_SLOPE. ``guarded`` (on the span: the protected region grown by its margin)
-    is never in either region, nor what lies outside ``in_face`` (face_span; None: all)."""
+    is never in either region, nor what lies outside ``in_face`` (face_span's)."""
     if frame is None:
-        return (np.zeros(tuple(int(b - a) + 1 for a, b in zip(*span)), bool),) * 3 + (None,)
+        return (np.zeros(_box_shape(span), bool),) * 3 + (None,)
     eyes, up, forward, lower = frame
     lo, hi = (np.asarray(v) for v in span)
     height_mm = _projection_mm(volume, lo, hi, eyes, up)  # (world - eyes) . up, voxel by voxel
@@ -210,9 +208,7 @@ def face_plane_regions(volume, head, guarded, frame, span, seal_mm, in_face=None
     forward_mm = _projection_mm(volume, lo, hi, eyes, forward)
     ahead_mm = forward_mm + behind_mm
     inside = behind_the_face(np.asarray(head)[local_box(lo, hi, (0, 0, 0))], volume, forward)
-    cut = (ahead_mm > 0) & ~guarded
-    if in_face is not None:
-        cut &= in_face
+    cut = (ahead_mm > 0) & ~guarded & in_face
     # The new surface lies seal_mm in front of the plane, and at the eye visor's plane where the
     # visor is (it is always the farther forward of the two there). One voxel across it, along
     # the voxel axis closest to forward, the share behind it runs from 1 to 0.

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from DeFacerLib.deface.skin_depth import bounding_box, depth_at_most, dilate_mm_on_box
+from DeFacerLib.deface.skin_depth import bounding_box, box_corners, depth_at_most, dilate_mm_on_box
 from DeFacerLib.volume import Volume
 
 ABOVE_EYE_CENTRES_MM = 10.0  # the globe's upper third stays removable; the orbital roof sits ~15-20 mm above centre
@@ -141,14 +141,12 @@ def _medial_strip(volume: Volume, head: np.ndarray, eyes: np.ndarray | None, eye
         return strip
     centre_mm = eyes_mm.mean(axis=0)
     shape = np.asarray(volume.shape3)
-    far_mm = volume.index_to_world(np.array(list(np.ndindex(2, 2, 2))) * (shape - 1)).max(axis=0)
+    far_mm = volume.index_to_world(box_corners(np.zeros(3), shape - 1)).max(axis=0)
     low_mm = np.array([centre_mm[0] - MEDIAL_HALF_WIDTH_MM, centre_mm[1] + MEDIAL_BEHIND_EYES_MM, eye_level_mm])
     high_mm = np.array([centre_mm[0] + MEDIAL_HALF_WIDTH_MM, far_mm[1], far_mm[2]])
     if np.any(high_mm < low_mm):
         return strip
-    corners_mm = np.array([[(low_mm, high_mm)[bit][axis] for axis, bit in enumerate(bits)]
-                           for bits in np.ndindex(2, 2, 2)])
-    corners = volume.world_to_index(corners_mm)
+    corners = volume.world_to_index(box_corners(low_mm, high_mm))
     lo = np.clip(np.floor(corners.min(axis=0)).astype(int) - 1, 0, shape - 1)
     hi = np.clip(np.ceil(corners.max(axis=0)).astype(int) + 1, 0, shape - 1)
     box = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))

@@ -84,7 +84,7 @@ from DeFacerLib.deface.face_cut import (
 from DeFacerLib.deface.head_mask import head_mask as compute_head_mask
 from DeFacerLib.deface.pinna import SideOutlines
 from DeFacerLib.deface.shield import fill_shield
-from DeFacerLib.deface.skin_depth import bounding_box, depths_at_most, dilate_mm_on_box, dilations_mm_on_box, local_box
+from DeFacerLib.deface.skin_depth import bounding_box, box_corners, depths_at_most, dilate_mm_on_box, dilations_mm_on_box, local_box
 from DeFacerLib.errors import GuaranteeError, InputError
 from DeFacerLib.features import (
     DEFAULT_MARGIN_MM,
@@ -490,7 +490,7 @@ def _plan_cut(volume: Volume, head, guard: _Guard, boxes: dict, face, features: 
         guard.on(*span)
     for box in pinna_boxes:  # before the ears' own boxes, which lie inside them: those are slices
         guard.on(*box)
-    face_limit = {FACE_REGION: in_face} if in_face is not None else {}
+    face_limit = {FACE_REGION: in_face} if face is not None else {}
     _cut_shells(cut, volume, head, guard, boxes, features, feature_cores, max_depth_mm, seal_mm, face_limit)
     if pinna_boxes:
         _cut_pinnae(cut, volume, head, guard, pinna_boxes, face, features, sealed=seal_mm > 0)
@@ -591,9 +591,8 @@ def _cut_pinnae(cut: _Cut, volume: Volume, head, guard: _Guard, pinna_boxes: lis
     cut.air |= pinna
     if sealed:
         if span is not None:
-            on_face = in_face if in_face is not None else np.ones(ear_floor[cut.local(*span)].shape, bool)
-            ear_floor[cut.local(*span)] &= ~on_face
-            ear_share[cut.local(*span)][on_face] = np.nan
+            ear_floor[cut.local(*span)] &= ~in_face
+            ear_share[cut.local(*span)][in_face] = np.nan
         ear_floor &= cut.removal
         cut.air &= ~ear_floor
         ear_share[~(cut.removal & cut.air)] = np.nan
@@ -670,9 +669,7 @@ def _within_depths(head: np.ndarray, max_depths_mm, spacing: np.ndarray, box) ->
 
 
 def _world_bounds(volume: Volume, lo: np.ndarray, hi: np.ndarray):
-    corners = np.array([[(lo, hi)[b][axis] for axis, b in enumerate(bits)]
-                        for bits in np.ndindex(2, 2, 2)], dtype=float)
-    world = volume.index_to_world(corners)
+    world = volume.index_to_world(box_corners(lo, hi))
     return (tuple(float(v) for v in world.min(axis=0)), tuple(float(v) for v in world.max(axis=0)))
 
 

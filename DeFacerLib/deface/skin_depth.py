@@ -28,6 +28,8 @@ so the callers ask only for what decides something, where it decides it:
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -303,6 +305,11 @@ def _ball_union(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.n
         out[max(d0, 0):n0 + min(d0, 0), max(d1, 0):n1 + min(d1, 0)] |= \
             source[max(-d0, 0):n0 + min(-d0, 0), max(-d1, 0):n1 + min(-d1, 0)]
     return np.moveaxis(out, 2, axis)
+
+
+def box_corners(lo, hi) -> np.ndarray:
+    """The 8 corners (8, 3) of the box lo..hi, as floats (index or world coordinates alike)."""
+    return np.array(list(itertools.product(*zip(np.asarray(lo, float), np.asarray(hi, float)))))
 
 
 def local_box(lo, hi, crop_lo) -> tuple[slice, ...]:
