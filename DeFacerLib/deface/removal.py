@@ -82,6 +82,7 @@ from DeFacerLib.deface.face_cut import (
     face_span,
 )
 from DeFacerLib.deface.head_mask import head_mask as compute_head_mask
+from DeFacerLib.deface.pieces import SECOND_PIECE_MIN_FRACTION, feature_pieces
 from DeFacerLib.deface.pinna import SideOutlines
 from DeFacerLib.deface.shield import fill_shield
 from DeFacerLib.deface.skin_depth import bounding_box, box_corners, depths_at_most, dilate_mm_on_box, dilations_mm_on_box, local_box
@@ -132,10 +133,10 @@ def feature_max_depth_mm(feature: str, max_depth_mm: float = DEFAULT_MAX_DEPTH_M
     """How deep below the skin ``feature`` may be cut: ``max_depth_mm``, ears at most EARS_MAX_DEPTH_MM."""
     return min(float(max_depth_mm), EARS_MAX_DEPTH_MM) if feature == "ears" else float(max_depth_mm)
 
-# Paired features keep their two largest components (both eyes, both ears); a second
-# component smaller than this fraction of the first is a stray speck and is ignored.
+# Paired features keep their two largest pieces (both eyes, both ears; two eyes the model
+# joined are split, pieces.py); a second piece under SECOND_PIECE_MIN_FRACTION of the first
+# is a stray speck and is ignored.
 PAIRED_FEATURES = ("eyes", "ears")
-SECOND_COMPONENT_MIN_FRACTION = 0.1
 
 
 @dataclass
@@ -357,7 +358,8 @@ def _feature_boxes(volume: Volume, feature_masks: dict, margin_mm: float, name: 
     for feature in (f for f in FEATURES if f in feature_masks):  # only the features asked for
         mask = feature_masks[feature]
         components = [] if mask is None else _component_boxes(
-            _as_mask(mask, volume.shape3, f"{feature} mask", name), keep=2 if feature in PAIRED_FEATURES else 1)
+            _as_mask(mask, volume.shape3, f"{feature} mask", name), volume.spacing_mm, feature,
+            keep=2 if feature in PAIRED_FEATURES else 1)
         if not components:
             features[feature] = FeatureRemoval(present=False)
             continue
@@ -609,16 +611,16 @@ def _as_mask(mask, shape, what: str, name: str) -> np.ndarray:
     return array.astype(bool, copy=False)
 
 
-def _component_boxes(mask: np.ndarray, keep: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Bounding boxes (inclusive index min, max) of the largest component(s), 26-connected."""
+def _component_boxes(mask: np.ndarray, spacing_mm, feature: str, keep: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Bounding boxes (inclusive index min, max) of the largest piece(s) (pieces.feature_pieces)."""
     box = bounding_box(mask)  # the mask's own box: label only that
     if box is None:
         return []
     offset = np.array([s.start for s in box])
-    labels, count = ndi.label(mask[box], structure=np.ones((3, 3, 3), bool))
+    labels, count = feature_pieces(mask[box], spacing_mm, feature)
     sizes = np.bincount(labels.ravel())[1:]
     order = np.argsort(-sizes)[:keep]
-    chosen = [int(order[0])] + [int(i) for i in order[1:] if sizes[i] >= SECOND_COMPONENT_MIN_FRACTION * sizes[order[0]]]
+    chosen = [int(order[0])] + [int(i) for i in order[1:] if sizes[i] >= SECOND_PIECE_MIN_FRACTION * sizes[order[0]]]
     slices = ndi.find_objects(labels)
     return [(offset + np.array([s.start for s in slices[i]]), offset + np.array([s.stop - 1 for s in slices[i]]))
             for i in chosen]

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from DeFacerLib.deface.head_mask import head_mask as compute_head_mask
+from DeFacerLib.deface.pieces import feature_pieces
 from DeFacerLib.deface.skin_depth import bounding_box, skin_depth_mm
 from DeFacerLib.errors import InputError
 from DeFacerLib.features import FEATURES, LABEL_VALUES
@@ -187,7 +187,7 @@ def feature_centres(volume: Volume, labels: np.ndarray, min_volume_mm3: float = 
         centres[feature] = []
         if box is None:
             continue
-        pieces, count = ndi.label(mask[box])
+        pieces, count = feature_pieces(mask[box], volume.spacing_mm, feature)
         flat = pieces.ravel()
         sizes = np.bincount(flat, minlength=count + 1)[1:].astype(float)
         coords = np.indices(pieces.shape).reshape(3, -1)
