@@ -1,9 +1,11 @@
 """Real-time anonymization of a frame stream: a webcam (``defacer photo --camera 0``), a URL or a file.
 
 The loop takes any cv2.VideoCapture source, so it is tested on a video file where no camera
-exists. Frames are resized to the requested size (640x480 by default), faces are found with
-YuNet on every frame, and faces seen in the last few frames but missed now are still obscured
-(a detector's one-frame miss must not show the face).
+exists. Frames are scaled down to fit within the requested size (640x480 by default), their
+aspect ratio kept: a 16:9 webcam gives 640x360 (stretched to 4:3, faces were distorted and fewer
+found), a smaller camera is not enlarged (that adds no detail). Faces are found with YuNet on
+every frame, and faces seen in the last few frames but missed now are still obscured (a
+detector's one-frame miss must not show the face).
 """
 from __future__ import annotations
 
@@ -15,6 +17,13 @@ from typing import Callable
 import numpy as np
 
 from DeFacerLib.photo.detect import Face
+
+
+def fit_size(width: int, height: int, bound: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) scaled down to fit within ``bound`` (w, h), aspect ratio kept, never enlarged."""
+    scale = min(bound[0] / width, bound[1] / height, 1.0)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
 
 HOLD_FRAMES = 3  # a face missed for up to this many frames stays obscured where it was last seen
 
@@ -56,8 +65,10 @@ def run_stream(
 ) -> StreamStats:
     """Read frames from ``capture`` until it ends, ``max_frames`` or ``stop()``; ``process(rgb) -> (rgb, faces)``.
 
-    ``sink`` receives each anonymized RGB frame (a VideoWriter's ``write``, a display). The
-    measured fps covers reading, resizing, detection and obscuring (not the sink). ``stop`` is
+    ``capture`` is anything with ``read() -> (ok, bgr)`` (a cv2.VideoCapture). With ``size``, frames
+    are scaled to fit within it (``fit_size`` of the first frame; every frame gets that size, as a
+    recording needs one). ``sink`` receives each anonymized RGB frame (a VideoWriter's ``write``, a
+    display). The measured fps covers reading, resizing, detection and obscuring (not the sink). ``stop`` is
     asked before each frame (``stop_on_ctrl_c``), so a live stream ends between frames.
     """
     import cv2
@@ -65,13 +76,16 @@ def run_stream(
     frames = faces = 0
     width = height = 0
     busy = 0.0
+    target = None
     while (max_frames is None or frames < max_frames) and not (stop is not None and stop()):
         started = time.perf_counter()
         ok, bgr = capture.read()
         if not ok:
             break
-        if size is not None and (bgr.shape[1], bgr.shape[0]) != tuple(size):
-            bgr = cv2.resize(bgr, tuple(size), interpolation=cv2.INTER_AREA)
+        if size is not None:
+            target = target or fit_size(bgr.shape[1], bgr.shape[0], size)
+            if (bgr.shape[1], bgr.shape[0]) != target:
+                bgr = cv2.resize(bgr, target, interpolation=cv2.INTER_AREA)
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         out, count = process(rgb)
         busy += time.perf_counter() - started

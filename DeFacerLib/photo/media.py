@@ -4,7 +4,8 @@ Outputs carry pixels only: no EXIF, XMP, IPTC, ICC or comments (GPS, names, date
 serials live there). The EXIF orientation is applied to the pixels before it is dropped, so the
 output stands the right way up. Video is decoded with OpenCV and encoded by the ffmpeg binary of
 the imageio-ffmpeg wheel, which also copies the original audio stream across and drops the
-container's metadata. Every unreadable input is a one-line InputError.
+container's metadata, every stream's tags and the chapters. Every unreadable input is a one-line
+InputError.
 """
 from __future__ import annotations
 
@@ -353,7 +354,9 @@ class VideoWriter:
             filters.append(f"setpts=PTS+{video_start_s:.6f}/TB")
         if filters:
             command += ["-vf", ",".join(filters)]
-        command += ["-map_metadata", "-1", "-fflags", "+bitexact", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf),
+        # no tags (global or per stream) and no chapters: titles, comments and chapter names can hold names
+        command += ["-map_metadata", "-1", "-map_chapters", "-1", "-fflags", "+bitexact",
+                    "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf),
                     "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", str(temporary)]
         # its own session: a Ctrl-C at the terminal reaches Python, which decides (the camera
         # finishes its recording), not ffmpeg, which would stop with an error mid-file
