@@ -79,6 +79,23 @@ class Volume:
         linear = self.direction * self.spacing_mm[None, :]
         return (xyz - self.origin_mm) @ np.linalg.inv(linear).T
 
+    def along_mm(self, vector, lo=None, hi=None, point=None, dtype=np.float64) -> np.ndarray:
+        """(world(i, j, k) - point) . vector at every voxel centre of the index box lo..hi
+        (inclusive; the whole grid by default; point: the world origin by default), as one
+        broadcast term per axis added in place: no (N, 3) index or world arrays, which cost about
+        100 bytes a voxel (1.3 GB of a 0.5 mm head's face). Summed in float64, then ``dtype``."""
+        lo = np.zeros(3, int) if lo is None else np.asarray(lo)
+        hi = np.asarray(self.shape3) - 1 if hi is None else np.asarray(hi)
+        vector = np.asarray(vector, float)
+        per_axis = (self.direction * self.spacing_mm[None, :]).T @ vector
+        start = self.origin_mm - (0.0 if point is None else np.asarray(point, float))
+        total = np.full(tuple(int(b - a) + 1 for a, b in zip(lo, hi)), float(start @ vector))
+        for axis, (a, b) in enumerate(zip(lo, hi)):
+            shape = [1, 1, 1]
+            shape[axis] = -1
+            total += (np.arange(int(a), int(b) + 1, dtype=float) * per_axis[axis]).reshape(shape)
+        return total if total.dtype == dtype else total.astype(dtype)
+
     # ---- values ---------------------------------------------------------------------
     def physical(self) -> np.ndarray:
         """Real-world values (float32), through slope and intercept; a view-free copy."""

@@ -119,7 +119,7 @@ def face_span(volume: Volume, head: np.ndarray, boxes: dict[str, list]) -> FaceS
     hi = np.clip(np.maximum(span[1], np.ceil(frame_index.max(axis=0) - 1e-6)), 0, shape - 1).astype(int)
     in_face = np.ones(_box_shape((lo, hi)), bool)
     for axis_mm, a, b in zip(axes, low_mm, high_mm):
-        along_mm = _projection_mm(volume, lo, hi, eyes, axis_mm)
+        along_mm = volume.along_mm(axis_mm, lo, hi, eyes)
         in_face &= (along_mm >= a - 1e-6) & (along_mm <= b + 1e-6)
     in_face[local_box(*span, lo)] = True
     return FaceSpan((lo, hi), in_face, span, frame)
@@ -172,20 +172,6 @@ def chin_overhang(head_slab: np.ndarray, floor_cut: np.ndarray, axis: int, down:
     return np.moveaxis(overhang, 0, axis)
 
 
-def _projection_mm(volume, lo, hi, point, vector) -> np.ndarray:
-    """(world(i, j, k) - point) . vector on the box lo..hi (inclusive), float64: the sum of one
-    term per axis, broadcast; no (N, 3) index or world arrays (about 100 bytes a voxel on the
-    face's span, 1.3 GB of the peak of a 0.5 mm head)."""
-    linear = np.asarray(volume.direction, float) * np.asarray(volume.spacing_mm, float)[None, :]
-    per_axis = linear.T @ np.asarray(vector, float)
-    total = np.full(tuple(int(b - a) + 1 for a, b in zip(lo, hi)), float((volume.origin_mm - point) @ vector))
-    for axis, (a, b) in enumerate(zip(lo, hi)):
-        shape = [1, 1, 1]
-        shape[axis] = -1
-        total += (np.arange(int(a), int(b) + 1, dtype=float) * per_axis[axis]).reshape(shape)
-    return total
-
-
 def face_plane_regions(volume, head, guarded, frame, span, seal_mm, in_face):
     """On the face span: the voxels in front of the face plane (cut), those of them that
     become air (all but the head's last ``seal_mm`` before the plane, which are the seal, and
@@ -201,11 +187,11 @@ def face_plane_regions(volume, head, guarded, frame, span, seal_mm, in_face):
         return (np.zeros(_box_shape(span), bool),) * 3 + (None,)
     eyes, up, forward, lower = frame
     lo, hi = (np.asarray(v) for v in span)
-    height_mm = _projection_mm(volume, lo, hi, eyes, up)  # (world - eyes) . up, voxel by voxel
+    height_mm = volume.along_mm(up, lo, hi, eyes)  # (world - eyes) . up, voxel by voxel
     mouth_height_mm = float((lower - eyes).dot(up))
     behind_mm = np.where(height_mm < 0, FACE_PLANE_BEHIND_EYES_MM, FACE_PLANE_ABOVE_EYES_BEHIND_MM)
     behind_mm = behind_mm + CHIN_PLANE_SLOPE * np.clip(mouth_height_mm - height_mm, 0.0, None)
-    forward_mm = _projection_mm(volume, lo, hi, eyes, forward)
+    forward_mm = volume.along_mm(forward, lo, hi, eyes)
     ahead_mm = forward_mm + behind_mm
     inside = behind_the_face(np.asarray(head)[local_box(lo, hi, (0, 0, 0))], volume, forward)
     cut = (ahead_mm > 0) & ~guarded & in_face

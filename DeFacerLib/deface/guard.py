@@ -72,9 +72,9 @@ def frontal_guard(volume: Volume, head: np.ndarray, eyes: np.ndarray | None, nos
     if not ((eyes is not None and eyes.any()) or (nose is not None and nose.any())):
         return np.zeros(volume.shape3, dtype=bool)
     up = _face_up(eye_points_mm)
-    above = _along_mm(volume, up) > _eyes_along_mm(volume, up, eyes, nose) + ABOVE_EYE_CENTRES_MM
+    above = volume.along_mm(up, dtype=np.float32) > _eyes_along_mm(volume, up, eyes, nose) + ABOVE_EYE_CENTRES_MM
     behind_mm = _eyes_along_mm(volume, WORLD_POSTERIOR, eyes, nose) + FRONTAL_REACH_BEHIND_EYES_MM
-    above &= _along_mm(volume, WORLD_POSTERIOR) <= behind_mm
+    above &= volume.along_mm(WORLD_POSTERIOR, dtype=np.float32) <= behind_mm
     # the medial strip is laid out in world axes (narrow, at the midline): its level is world superior
     medial = _medial_strip(volume, head, eyes, _eyes_along_mm(volume, WORLD_SUPERIOR, eyes, nose))
     if depth_mm is not None:
@@ -150,7 +150,7 @@ def _medial_strip(volume: Volume, head: np.ndarray, eyes: np.ndarray | None, eye
     lo = np.clip(np.floor(corners.min(axis=0)).astype(int) - 1, 0, shape - 1)
     hi = np.clip(np.ceil(corners.max(axis=0)).astype(int) + 1, 0, shape - 1)
     box = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
-    left_mm, behind_mm, up_mm = (_along_mm(volume, np.eye(3)[axis], box) for axis in range(3))
+    left_mm, behind_mm, up_mm = (volume.along_mm(np.eye(3)[axis], lo, hi, dtype=np.float32) for axis in range(3))
     strip[box] = (np.asarray(head, dtype=bool)[box] & (up_mm >= np.float32(eye_level_mm))
                   & (np.abs(left_mm - np.float32(centre_mm[0])) <= MEDIAL_HALF_WIDTH_MM)
                   & (behind_mm - np.float32(centre_mm[1]) >= MEDIAL_BEHIND_EYES_MM))
@@ -163,7 +163,8 @@ def _eyes_along_mm(volume: Volume, unit: np.ndarray, eyes: np.ndarray | None, no
     NOSE_AHEAD_OF_EYES_MM back."""
     feature = eyes if eyes is not None and eyes.any() else nose
     box = bounding_box(feature)
-    mean_mm = float(np.mean(_along_mm(volume, unit, box)[np.asarray(feature, dtype=bool)[box]]))
+    lo, hi = [b.start for b in box], [b.stop - 1 for b in box]
+    mean_mm = float(np.mean(volume.along_mm(unit, lo, hi, dtype=np.float32)[np.asarray(feature, dtype=bool)[box]]))
     if feature is eyes:
         return mean_mm
     nose_to_eyes_mm = np.array([0.0, NOSE_AHEAD_OF_EYES_MM, EYES_ABOVE_NOSE_CENTRE_MM])
@@ -184,14 +185,3 @@ def _face_up(eye_points_mm: dict | None) -> np.ndarray:
             if np.linalg.norm(square) > 0.5:  # the eyes are side by side, not one above the other
                 up = square / np.linalg.norm(square)
     return up
-
-
-def _along_mm(volume: Volume, unit: np.ndarray, box=None) -> np.ndarray:
-    """Every voxel centre's coordinate along a world LPS unit vector (0 left, 1 posterior, 2
-    superior for the axes), float32 (on the index ``box`` of slices when given)."""
-    affine = volume.affine_lps
-    weights = np.asarray(unit, dtype=float) @ affine[:3]
-    box = box or tuple(slice(0, n) for n in volume.shape3)
-    i, j, k = (np.arange(b.start, b.stop, dtype=np.float32) for b in box)
-    return (weights[0] * i[:, None, None] + weights[1] * j[None, :, None]
-            + weights[2] * k[None, None, :] + np.float32(weights[3])).astype(np.float32)
