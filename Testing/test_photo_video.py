@@ -1,6 +1,7 @@
 """Video and camera mode on the real 10 s clip: frame count and audio kept, silent video, frame loop speed."""
 from __future__ import annotations
 
+import json
 import subprocess
 
 import numpy as np
@@ -193,3 +194,132 @@ def test_video_frames_use_the_landmarks_asked_for(clip):
     np.testing.assert_array_equal(out, bars["68"])
     covered = {mode: int((bar != rgb).any(axis=-1).sum()) for mode, bar in bars.items()}
     assert covered["68"] > 4 * covered["5"] > 0  # measured 12819 and 2336 px: the two differ, and 68 was used
+
+
+# ---- what the CLI shows of a camera source, the camera's output, the video report's frame rates ----
+SECRET = "S3cretPass"
+
+
+def _defacer(*argv, cwd=None):
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "DeFacerLib", "photo", *map(str, argv)], capture_output=True, text=True,
+                          cwd=cwd)
+
+
+def test_shown_source_hides_a_urls_password():
+    from DeFacerLib.photo.media import shown_source
+
+    assert shown_source(f"rtsp://drsmith:{SECRET}@10.0.0.7:554/stream1") == "rtsp://drsmith:***@10.0.0.7:554/stream1"
+    assert shown_source("http://u:p@ss:w@cam.local/x?a=1") == "http://u:***@cam.local/x?a=1"  # '@' in the password
+    for kept in ("rtsp://10.0.0.7:554/stream1", "http://token@cam.local/x", "/data/visit:1@home.mp4", "0", 3):
+        assert shown_source(kept) == str(kept)
+
+
+@pytest.fixture
+def served_clip(short_clip, tmp_path):
+    """The short clip (moov first, so it streams) served over HTTP on this machine: a real URL
+    source; the server ignores the user and password the URL carries, as a camera would check them."""
+    import functools
+    import http.server
+    import threading
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(short_clip), "-c", "copy", "-movflags", "+faststart",
+                    str(folder / "cam.mp4")], check=True)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_camera_url_password_is_never_printed(served_clip, tmp_path):
+    """stderr of a failed open, the JSON and the console line of a run that worked: the URL's
+    password was echoed in full in each (rtsp://user:password@... ends up in logs)."""
+    url = f"http://drsmith:{SECRET}@127.0.0.1:{served_clip}/cam.mp4"
+    ok = _defacer("--camera", url, "--max-frames", "5", "--json", "-o", tmp_path / "rec.mp4")
+    assert ok.returncode == 0, ok.stderr
+    result = json.loads(ok.stdout)
+    assert result["frames"] == 5 and result["camera"] == f"http://drsmith:***@127.0.0.1:{served_clip}/cam.mp4"
+    console = _defacer("--camera", url, "--max-frames", "3")
+    assert console.returncode == 0 and "3 frames" in console.stdout, console.stderr
+    bad = _defacer("--camera", f"rtsp://drsmith:{SECRET}@127.0.0.1:1/cam", "--max-frames", "1")
+    assert bad.returncode == 3 and bad.stderr.count("\n") == 1, bad.stderr
+    assert "rtsp://drsmith:***@127.0.0.1:1/cam: cannot open" in bad.stderr
+    for run in (ok, console, bad):
+        assert SECRET not in run.stdout + run.stderr
+    assert SECRET.encode() not in (tmp_path / "rec.mp4").read_bytes()
+
+
+def test_camera_refuses_to_record_over_its_own_input(short_clip, tmp_path):
+    """--camera X.mp4 -o X.mp4 --overwrite replaced the input with 10 anonymized frames (exit 0);
+    the video path refuses that even with --overwrite, and now so does the camera, before it opens."""
+    source = tmp_path / "visit.mp4"
+    source.write_bytes(short_clip.read_bytes())
+    before = source.read_bytes()
+    for output in (source, tmp_path / "sub" / ".." / "visit.mp4"):
+        run = _defacer("--camera", source, "-o", output, "--overwrite", "--max-frames", "10")
+        assert run.returncode == 4 and run.stderr.count("\n") == 1, run.stderr
+        assert run.stderr.startswith("defacer: error:") and "would overwrite the input" in run.stderr
+    video = _defacer(source, "-o", source, "--overwrite")  # the video path's own refusal: the same words and code
+    assert video.returncode == 4 and "would overwrite the input" in video.stderr
+    assert source.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["visit.mp4"]
+
+
+def test_camera_summary_says_when_the_method_is_cosmetic(short_clip):
+    """Photo and video lines say "(cosmetic: not de-identifying)"; the camera's said only "faces hidden"."""
+    blur = _defacer("--camera", short_clip, "--max-frames", "5", "--method", "blur")
+    assert blur.returncode == 0, blur.stderr
+    assert "faces hidden" in blur.stdout and "(cosmetic: not de-identifying)" in blur.stdout
+    fill = _defacer("--camera", short_clip, "--max-frames", "5")
+    assert fill.returncode == 0 and "faces hidden" in fill.stdout and "cosmetic" not in fill.stdout
+    reports = {method: json.loads(_defacer("--camera", short_clip, "--max-frames", "3", "--method", method, "--json").stdout)
+               for method in ("blur", "fill")}
+    assert reports["blur"]["de_identifying"] is False and reports["fill"]["de_identifying"] is True
+
+
+def test_video_report_tells_the_frame_rate_from_the_processing_speed(short_clip, tmp_path):
+    """`fps` in the JSON was frames processed a second (24.7 for this 29.97 fps clip, on 2 busy cores)."""
+    run = _defacer(short_clip, "-o", tmp_path / "out.mp4", "--json")
+    assert run.returncode == 0, run.stderr
+    [report] = json.loads(run.stdout)["outputs"]
+    assert "fps" not in report
+    assert abs(report["video_fps"] - 29.97) < 0.01 and abs(report["video_fps"] - probe(tmp_path / "out.mp4").fps) < 0.01
+    assert report["processing_fps"] > 0
+    camera = json.loads(_defacer("--camera", short_clip, "--max-frames", "3", "--json").stdout)
+    assert "fps" not in camera and camera["processing_fps"] > 0
+
+
+def test_video_that_opencv_stops_reading_early_is_an_input_error(short_clip, tmp_path):
+    """4000 zeroed bytes halfway into the short clip: ffmpeg still decodes 59 of its 60 frames, OpenCV
+    stopped at the damage after 28, and the run wrote those 28 (0.9 s of picture with 2.85 s of
+    sound) and exited 0. The count to compare with is ffmpeg's decode (probe), not the container's:
+    OpenCV's CAP_PROP_FRAME_COUNT is an estimate outside MP4/MOV (85 for this clip as MKV, 60 read)."""
+    import cv2
+
+    fast = tmp_path / "fast.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(short_clip), "-c", "copy", "-movflags", "+faststart", str(fast)],
+                   check=True)
+    data = bytearray(fast.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 4000] = bytes(4000)
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    assert probe(damaged).frames == 59
+    with pytest.raises(InputError, match=r"damaged\.mp4: only 28 of its 59 frames could be read"):
+        anonymize_video(damaged, tmp_path / "out.mp4", PhotoOptions())
+    assert not (tmp_path / "out.mp4").exists()
+
+    mkv = tmp_path / "clip.mkv"  # a healthy file whose container count is wrong still works
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(short_clip), "-c", "copy", str(mkv)], check=True)
+    capture = open_video(str(mkv))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 85
+    capture.release()
+    assert anonymize_video(mkv, tmp_path / "mkv.mp4", PhotoOptions()).frames == probe(tmp_path / "mkv.mp4").frames == 60

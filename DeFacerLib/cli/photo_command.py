@@ -45,9 +45,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
+def label(de_identifying: bool) -> str:
+    """What every summary line adds for a cosmetic method, so "faces hidden" is not read as de-identified."""
+    return "" if de_identifying else " (cosmetic: not de-identifying)"
+
+
 def run(args) -> dict:
     from DeFacerLib.errors import UsageError
-    from DeFacerLib.photo.anonymize import PhotoOptions, anonymize_camera, anonymize_path, folder_contents, summarize
+    from DeFacerLib.photo.anonymize import (PhotoOptions, anonymize_camera, anonymize_path, folder_contents,
+                                            is_de_identifying, summarize)
+    from DeFacerLib.photo.media import shown_source
 
     # options that would be ignored are refused: a user who asked for them meant something else
     if args.camera is not None and args.input:
@@ -67,10 +74,13 @@ def run(args) -> dict:
         source = int(args.camera) if args.camera.isdigit() else args.camera
         stats, _ = anonymize_camera(source, options, max_frames=args.max_frames, destination=args.output,
                                     overwrite=args.overwrite)
-        result = {"camera": str(args.camera), "frames": stats.frames, "fps": stats.fps, "faces": stats.faces,
-                  "size": f"{stats.width}x{stats.height}", "output": args.output}
+        de_identifying = is_de_identifying(options.method, options.region, options.landmarks)
+        result = {"camera": shown_source(args.camera), "frames": stats.frames, "processing_fps": stats.fps,
+                  "faces": stats.faces, "size": f"{stats.width}x{stats.height}", "method": options.method,
+                  "de_identifying": de_identifying, "output": args.output}
         if not args.quiet and not args.json:
-            print(f"{stats.frames} frames at {stats.fps} fps ({stats.width}x{stats.height}), {stats.faces} faces hidden")
+            print(f"{stats.frames} frames processed at {stats.fps} fps ({stats.width}x{stats.height}), "
+                  f"{stats.faces} faces hidden, {options.method}{label(de_identifying)}")
         return result
     if not args.input or not args.output:
         raise UsageError("give an INPUT and -o OUTPUT (or --camera SOURCE)")
@@ -83,7 +93,6 @@ def run(args) -> dict:
                   + " (give a video as its own INPUT)", file=sys.stderr)
         for report in reports:
             extra = f", {report.frames} frames, audio {'kept' if report.audio else 'none'}" if report.kind == "video" else ""
-            label = "" if report.de_identifying else " (cosmetic: not de-identifying)"
-            print(f"{report.input} -> {report.output}: {report.faces} face(s), {report.method}{label}{extra}"
-                  + (f"; {report.note}" if report.note else ""))
+            print(f"{report.input} -> {report.output}: {report.faces} face(s), {report.method}"
+                  f"{label(report.de_identifying)}{extra}" + (f"; {report.note}" if report.note else ""))
     return {**summarize(reports), "left_out": left_out}

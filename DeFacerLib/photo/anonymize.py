@@ -90,7 +90,8 @@ class PhotoReport:
     method: str
     de_identifying: bool
     frames: int | None = None
-    fps: float | None = None
+    video_fps: float | None = None  # the video's own frame rate (kept in the output)
+    processing_fps: float | None = None  # frames anonymized a second: a speed, not a frame rate
     audio: bool | None = None
     note: str = ""
     boxes: list = field(default_factory=list)
@@ -169,10 +170,15 @@ def _write_still(source: Path, path: Path, kind: str, original, rgb: np.ndarray,
         write_unchanged(source, path, original)
 
 
+def refuse_input_as_output(source, target: Path) -> None:
+    """An output at the input's own path would replace the input: refused, --overwrite or not."""
+    if Path(target).resolve() == Path(source).resolve():
+        raise OutputError(f"{target}: would overwrite the input; choose another output")
+
+
 def _check_targets(files: list[Path], targets: list[Path], overwrite: bool) -> None:
     for file, target in zip(files, targets):
-        if target.resolve() == file.resolve():
-            raise OutputError(f"{target}: would overwrite the input; choose another output")
+        refuse_input_as_output(file, target)
         if target.exists() and not overwrite:
             raise OutputError(f"{target} exists; pass --overwrite or choose another output")
 
@@ -267,10 +273,9 @@ def anonymize_video(source, destination, options: PhotoOptions, overwrite: bool 
     if options.method == "ksame":
         raise InputError(f"{source}: k-Same is for sets of photos, not video; choose fill, blur or pixelate")
     check_output_suffix("video", destination)
+    refuse_input_as_output(source, destination)
     if destination.exists() and not overwrite:
         raise OutputError(f"{destination} exists; pass --overwrite or choose another output")
-    if destination.resolve() == source.resolve():
-        raise OutputError(f"{destination}: would overwrite the input; choose another output")
     info = probe(source)
     capture = open_video(str(source))
     try:
@@ -288,6 +293,12 @@ def anonymize_video(source, destination, options: PhotoOptions, overwrite: bool 
             stats = run_stream(capture, frame_processor(options), max_frames=max_frames, size=None, sink=writer.write)
             if stats.frames == 0:
                 raise InputError(f"{source}: the video has no readable frames")
+            # OpenCV stops at the first packet it cannot decode, so a damaged file gave a short output
+            # (its audio whole) and exit 0; ffmpeg's decode count is exact in every container, the
+            # container's own count is not (an estimate from the duration outside MP4/MOV)
+            if max_frames is None and info.frames and stats.frames < info.frames:
+                raise InputError(f"{source}: only {stats.frames} of its {info.frames} frames could be read (the file is "
+                                 "damaged); re-encode it (ffmpeg -i IN -c:v libx264 OUT.mp4) and anonymize that")
             ok = True
         finally:
             writer.close(ok)
@@ -295,7 +306,8 @@ def anonymize_video(source, destination, options: PhotoOptions, overwrite: bool 
         capture.release()
     return PhotoReport(
         input=str(source), output=str(destination), kind="video", faces=stats.faces, method=options.method,
-        de_identifying=is_de_identifying(options.method, options.region, options.landmarks), frames=stats.frames, fps=stats.fps, audio=info.has_audio,
+        de_identifying=is_de_identifying(options.method, options.region, options.landmarks), frames=stats.frames,
+        video_fps=round(fps, 3), processing_fps=stats.fps, audio=info.has_audio,
         note="" if info.has_audio else "the input has no audio stream",
     )
 
@@ -313,6 +325,8 @@ def anonymize_camera(source, options: PhotoOptions, max_frames: int | None = Non
         raise UsageError("k-Same is for sets of photos, not a camera stream; choose fill, blur or pixelate")
     if destination is not None:  # before the camera is opened
         check_output_suffix("video", Path(destination))
+        if not isinstance(source, int):  # a file played as a stream
+            refuse_input_as_output(source, destination)
     capture = open_video(source)
     writer = None
     try:

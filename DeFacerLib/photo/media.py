@@ -315,6 +315,15 @@ def probe(path) -> StreamInfo:
     )
 
 
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#:]*):[^/?#]*@")
+
+
+def shown_source(source) -> str:
+    """``source`` as DeFacer prints or writes it: a URL's password replaced by ***. An IP camera's
+    rtsp://user:password@host/ would otherwise end up in terminals, logs and JSON reports."""
+    return _URL_PASSWORD.sub(r"\1:***@", str(source), count=1)
+
+
 def open_video(source):
     """cv2.VideoCapture on a file, a camera index or a stream URL; InputError when it cannot open."""
     import cv2
@@ -323,7 +332,7 @@ def open_video(source):
     if not capture.isOpened():
         if isinstance(source, int):
             raise InputError(f"camera {source} cannot be opened (no such camera, no permission, or in use)")
-        raise InputError(f"{source}: cannot open the video (missing, unsupported or not a video)")
+        raise InputError(f"{shown_source(source)}: cannot open the video (missing, unsupported or not a video)")
     return capture
 
 
