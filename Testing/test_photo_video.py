@@ -323,3 +323,17 @@ def test_video_that_opencv_stops_reading_early_is_an_input_error(short_clip, tmp
     assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 85
     capture.release()
     assert anonymize_video(mkv, tmp_path / "mkv.mp4", PhotoOptions()).frames == probe(tmp_path / "mkv.mp4").frames == 60
+
+
+def test_a_camera_source_that_gives_no_frame_is_an_input_error(short_clip, tmp_path):
+    """The short clip cut to its first 20,000 bytes opens but yields no frame: the run printed
+    "frames": 0, exit 0, and named a recording it never wrote."""
+    source = tmp_path / "cut.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(short_clip), "-c", "copy", "-movflags", "+faststart",
+                    str(tmp_path / "fast.mp4")], check=True)
+    source.write_bytes((tmp_path / "fast.mp4").read_bytes()[:20_000])
+    run = _defacer("--camera", source, "-o", tmp_path / "rec.mp4", "--json")
+    assert run.returncode == 3 and run.stderr.count("\n") == 1, run.stderr
+    assert "cut.mp4: the stream gave no frame; nothing recorded" in run.stderr and run.stdout == ""
+    assert not (tmp_path / "rec.mp4").exists()
+

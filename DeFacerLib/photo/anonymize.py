@@ -28,6 +28,7 @@ from DeFacerLib.photo.media import (
     probe,
     read_dicom_image,
     read_image_native,
+    shown_source,
     write_dicom_image,
     write_image,
     write_unchanged,
@@ -348,8 +349,11 @@ def anonymize_camera(source, options: PhotoOptions, max_frames: int | None = Non
         with stop_on_ctrl_c() as stop:  # Ctrl-C ends a live stream; the recording is kept
             stats = run_stream(capture, frame_processor(options, max_side_px=DETECT_SIDE_CAMERA_PX), max_frames=max_frames,
                                size=size, sink=None if destination is None else record, stop=stop)
+        if stats.frames == 0:  # opened, but not one frame came: no recording, and not a "0 faces" success
+            raise InputError(f"{shown_source(source)}: the stream gave no frame; nothing "
+                             + ("recorded" if destination is not None else "shown"))
         if writer is not None:
-            writer.close(stats.frames > 0)
+            writer.close(True)
             writer = None
         return stats, time.perf_counter() - started
     finally:
