@@ -19,13 +19,13 @@ import numpy as np
 from DeFacerLib.photo.detect import Face
 
 
+HOLD_FRAMES = 3  # a face missed for up to this many frames stays obscured where it was last seen
+
+
 def fit_size(width: int, height: int, bound: tuple[int, int]) -> tuple[int, int]:
     """(width, height) scaled down to fit within ``bound`` (w, h), aspect ratio kept, never enlarged."""
     scale = min(bound[0] / width, bound[1] / height, 1.0)
     return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-HOLD_FRAMES = 3  # a face missed for up to this many frames stays obscured where it was last seen
 
 
 @dataclass
