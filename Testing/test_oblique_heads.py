@@ -56,18 +56,25 @@ def _deface(source, output) -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("degrees, grid_turned, was_cut", [
-    ((15, 15, 15), True, 50),  # the right globe's fit lay 10.000000112 mm from the model's eye: refused
-])
-def test_oblique_and_turned_heads_keep_the_brain(data_dir, tmp_path, degrees, grid_turned, was_cut):
-    head = next((data_dir / "heads" / "ixi" / "t1").glob("IXI255*_T1.nii.gz"))
-    labels = next((data_dir / "heads" / "ixi" / "brain_labels").glob("IXI255*_T1_DLMUSE.nii.gz"))
+def _turned_and_defaced(data_dir, tmp_path, subject, degrees, grid_turned):
+    """(the turned head's path, the voxels `defacer deface` changed, the reference brain) for an
+    IXI head resampled as ``_resampled`` says; the output is tmp_path/out.nii.gz."""
+    head = next((data_dir / "heads" / "ixi" / "t1").glob(f"{subject}*_T1.nii.gz"))
+    labels = next((data_dir / "heads" / "ixi" / "brain_labels").glob(f"{subject}*_T1_DLMUSE.nii.gz"))
     rotation = _rotation(degrees)
     source = tmp_path / "head.nii.gz"
     nib.save(_resampled(nib.load(head), rotation, grid_turned, order=1), source)
     brain = np.asarray(_resampled(nib.load(labels), rotation, grid_turned, order=0).dataobj) > 0
     _deface(source, tmp_path / "out.nii.gz")
     changed = np.asarray(nib.load(source).dataobj) != np.asarray(nib.load(tmp_path / "out.nii.gz").dataobj)
+    return source, changed, brain
+
+
+@pytest.mark.parametrize("degrees, grid_turned, was_cut", [
+    ((15, 15, 15), True, 50),  # the right globe's fit lay 10.000000112 mm from the model's eye: refused
+])
+def test_oblique_and_turned_heads_keep_the_brain(data_dir, tmp_path, degrees, grid_turned, was_cut):
+    _, changed, brain = _turned_and_defaced(data_dir, tmp_path, "IXI255", degrees, grid_turned)
     assert changed.sum() > 50_000  # the face went
     assert (changed & brain).sum() == 0, f"{(changed & brain).sum()} reference-brain voxels changed (was {was_cut})"
 
@@ -89,14 +96,7 @@ def test_a_head_turned_about_three_axes_loses_its_face(data_dir, tmp_path, subje
 
     from DeFacerLib.qa.check import threshold_for
 
-    head = next((data_dir / "heads" / "ixi" / "t1").glob(f"{subject}*_T1.nii.gz"))
-    labels = next((data_dir / "heads" / "ixi" / "brain_labels").glob(f"{subject}*_T1_DLMUSE.nii.gz"))
-    rotation = _rotation(degrees)
-    source = tmp_path / "head.nii.gz"
-    nib.save(_resampled(nib.load(head), rotation, False, order=1), source)
-    brain = np.asarray(_resampled(nib.load(labels), rotation, False, order=0).dataobj) > 0
-    _deface(source, tmp_path / "out.nii.gz")
-    changed = np.asarray(nib.load(source).dataobj) != np.asarray(nib.load(tmp_path / "out.nii.gz").dataobj)
+    source, changed, brain = _turned_and_defaced(data_dir, tmp_path, subject, degrees, grid_turned=False)
     assert (changed & brain).sum() == 0
     landmarks = json.loads((tmp_path / "out.defacer.json").read_text())["report"]["segmentation"]["landmarks_mm"]
     eyes = [landmarks[name] for name in ("eye_left", "eye_right") if name in landmarks]
