@@ -20,6 +20,7 @@ MODALITIES = ("MR", "CT", "PT", "OT")
 
 # nibabel speaks RAS, DICOM/ITK speak LPS: the two differ by flipping x and y.
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+ALONG_SLAB_VOXELS = 1 << 22  # Volume.along_mm sums in float64 slabs of about this many voxels (32 MB)
 
 
 @dataclass
@@ -83,18 +84,24 @@ class Volume:
         """(world(i, j, k) - point) . vector at every voxel centre of the index box lo..hi
         (inclusive; the whole grid by default; point: the world origin by default), as one
         broadcast term per axis added in place: no (N, 3) index or world arrays, which cost about
-        100 bytes a voxel (1.3 GB of a 0.5 mm head's face). Summed in float64, then ``dtype``."""
+        100 bytes a voxel (1.3 GB of a 0.5 mm head's face). Summed in float64, then ``dtype``,
+        slab by slab along the first axis: a float32 map of a whole 0.5 mm head no longer
+        passes through a float64 one of twice its size (1.3 GB of that head's peak)."""
         lo = np.zeros(3, int) if lo is None else np.asarray(lo)
         hi = np.asarray(self.shape3) - 1 if hi is None else np.asarray(hi)
         vector = np.asarray(vector, float)
         per_axis = (self.direction * self.spacing_mm[None, :]).T @ vector
         start = self.origin_mm - (0.0 if point is None else np.asarray(point, float))
-        total = np.full(tuple(int(b - a) + 1 for a, b in zip(lo, hi)), float(start @ vector))
-        for axis, (a, b) in enumerate(zip(lo, hi)):
-            shape = [1, 1, 1]
-            shape[axis] = -1
-            total += (np.arange(int(a), int(b) + 1, dtype=float) * per_axis[axis]).reshape(shape)
-        return total if total.dtype == dtype else total.astype(dtype)
+        terms = [np.arange(int(a), int(b) + 1, dtype=float) * per_axis[axis] for axis, (a, b) in enumerate(zip(lo, hi))]
+        out = np.empty(tuple(len(t) for t in terms), dtype)
+        rows = max(1, ALONG_SLAB_VOXELS // (out.shape[1] * out.shape[2]))
+        for i in range(0, out.shape[0], rows):
+            total = np.full((len(terms[0][i:i + rows]), *out.shape[1:]), float(start @ vector))
+            total += terms[0][i:i + rows, None, None]
+            total += terms[1][None, :, None]
+            total += terms[2][None, None, :]
+            out[i:i + rows] = total
+        return out
 
     # ---- values ---------------------------------------------------------------------
     def physical(self) -> np.ndarray:

@@ -61,13 +61,13 @@ def lateral_extent(head_c: np.ndarray, side: float, mid_i: int) -> np.ndarray:
     side (side > 0: the left, +i), as an index counted from the array's opposite edge (the left:
     i itself; the right: shape - 1 - i); -1 where the column holds no head on that side."""
     shape_i = head_c.shape[0]
-    half = head_c.copy()
-    idx = np.arange(shape_i)[:, None, None]
-    if side > 0:
-        half[:mid_i] = False
-        return np.where(half.any(axis=0), np.max(np.where(half, idx, -1), axis=0), -1).astype(float)
-    half[mid_i:] = False
-    return np.where(half.any(axis=0), shape_i - 1 - np.min(np.where(half, idx, shape_i + 5), axis=0), -1).astype(float)
+    # the outermost head voxel of each column is the first True from that side's edge (argmax
+    # of the flipped half, a view): no full-size copy or int64 index map (1 GB at 0.5 mm)
+    outward = head_c[mid_i:][::-1] if side > 0 else head_c[:mid_i]
+    if outward.shape[0] == 0:
+        return np.full(head_c.shape[1:], -1.0)
+    reach = shape_i - 1 - np.argmax(outward, axis=0)
+    return np.where(outward.any(axis=0), reach, -1).astype(float)
 
 
 def head_outline(lateral: np.ndarray, spacing_c) -> np.ndarray:

@@ -230,8 +230,18 @@ def write_nifti(volume: Volume, target: Path, description: str | None = None) ->
         prefix = block + b"\x00" * 4  # no extensions
     else:
         prefix = block + prefix[len(block):]
-    data = np.asarray(array, dtype=disk_dtype).tobytes(order="F")
-    write_file_bytes(target, [prefix, data], compress=target.name.lower().endswith(".gz"))
+    write_file_bytes(target, itertools.chain([prefix], fortran_slabs(array, disk_dtype)),
+                     compress=target.name.lower().endswith(".gz"))
+
+
+def fortran_slabs(array: np.ndarray, dtype, slab_bytes: int = 1 << 24):
+    """The voxel bytes as a file stores them (Fortran order, ``dtype``), a few slices of the last
+    axis at a time (lazily): one ``tobytes`` of the whole array was a copy of it, and its gzip
+    output another (together 0.7 GB of a 0.5 mm float32 head's peak)."""
+    per_slice = max(1, array[..., 0].size * np.dtype(dtype).itemsize)
+    step = max(1, slab_bytes // per_slice)
+    for start in range(0, array.shape[-1], step):
+        yield np.asarray(array[..., start:start + step], dtype=dtype).tobytes(order="F")
 
 
 # Free text a converter or a user may fill with names or paths (db_name: NIfTI-1 only)
