@@ -502,3 +502,81 @@ def test_sigterm_mid_write_leaves_no_partial_output(data_dir, tmp_path):
     result = subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
     assert_one_line_error(result, 143, "terminated")
     assert list(out.iterdir()) == []
+
+
+def test_a_failure_with_a_report_still_gives_it_under_json(data_dir, tmp_path):
+    """A scripted `scrub --json` (or batch) with a file that cannot be scrubbed exits 3 with the
+    one-line error, and still gives its summary on stdout, as qa gives its FAIL report: the
+    other files were published, and the script needs failed_files to know which one to redo.
+    Before, stdout was empty. Its ``seconds`` is the scrub's own, as in its summary.json."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in ("image1.dcm", "image2.dcm"):
+        shutil.copy(data_dir / "dicom/deid_samples" / name, tree / name)
+    (tree / "trunc.dcm").write_bytes((data_dir / "dicom/deid_samples/image3.dcm").read_bytes()[:3000])
+    result = defacer("scrub", tree, tmp_path / "out", "--key-file", tmp_path / "key", "--json")
+    assert_one_line_error(result, 3, "1 of 3 file(s) could not be scrubbed", "trunc.dcm")
+    summary = json.loads(result.stdout)
+    assert (summary["files"], summary["written"], summary["failed"]) == (3, 2, 1)
+    assert [entry["file"] for entry in summary["failed_files"]] == ["trunc.dcm"]
+    on_disk = json.loads((tmp_path / "out.audit" / "summary.json").read_text())
+    assert summary["seconds"] == on_disk["seconds"]  # not replaced by the command's wall time
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["image1.dcm", "image2.dcm"]
+    result = defacer("batch", tree, tmp_path / "batch", "--scrub-only", "--workers", "1", "--key-file", tmp_path / "key",
+                     "--json")
+    assert_one_line_error(result, 3, "1 of 3 file(s) failed", "trunc.dcm")
+    summary = json.loads(result.stdout)
+    assert (summary["files"], summary["written"], summary["failed"]) == (3, 2, 1)
+    assert "trunc.dcm" in summary["failed_items"][0]["reason"]
+
+
+def test_usage_mistakes_of_a_script_are_one_line_and_exit_2(tmp_path):
+    """Nothing on stdout, one line on stderr, exit 2, pointing at the command's own help."""
+    result = defacer()  # no command: was the whole help on stdout
+    assert_one_line_error(result, 2, "give a command", "deface", "scrub")
+    assert result.stdout == ""
+    result = defacer("--json", "info", tmp_path / "head.nii.gz")  # --json before the command
+    assert_one_line_error(result, 2, "--json goes after the command name", "defacer info --help")
+    assert result.stdout == ""
+    result = defacer("info", tmp_path / "head.nii.gz", "--bogus")
+    assert_one_line_error(result, 2, "unrecognized arguments: --bogus", "see defacer info --help")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_option_with_a_default_says_it_in_its_help():
+    """`defacer CMD --help` shows what an option does when it is not given."""
+    from DeFacerLib.cli.main import COMMAND_MODULES, build_parser
+
+    import argparse
+    import importlib
+
+    missing = []
+    for module_name in COMMAND_MODULES:
+        name = importlib.import_module(f"DeFacerLib.cli.{module_name}").NAME
+        commands = next(a for a in build_parser(name)._actions if isinstance(a, argparse._SubParsersAction))
+        for action in commands.choices[name]._actions:
+            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS) \
+                    and "default" not in (action.help or ""):
+                missing.append(f"{name} {action.option_strings[-1]}")
+    assert missing == []
+
+
+def test_scrub_and_batch_print_odd_folder_names_as_they_are(data_dir, tmp_path):
+    """A "[/x]" in an output folder's name (rich markup) ended a scrub or a batch that had published
+    its output with an internal error, exit 1; the path is now printed as it is."""
+    import os
+
+    def wide(*args):  # no line wrapping inside the paths
+        return subprocess.run([sys.executable, "-m", "DeFacerLib", *map(str, args)], capture_output=True, text=True,
+                              timeout=600, env={**os.environ, "COLUMNS": "1000"})
+
+    (tmp_path / "o[").mkdir()
+    out = tmp_path / "o[" / "x]"
+    result = wide("scrub", data_dir / "dicom/fake_phi_ct", out, "--key-file", tmp_path / "key")
+    assert result.returncode == 0, result.stderr
+    assert f"-> {out}\n" in result.stdout and f"{out}.audit\n" in result.stdout
+    batch_out = tmp_path / "o[" / "batch]"
+    result = wide("batch", data_dir / "dicom/fake_phi_ct", batch_out, "--scrub-only", "--workers", "1",
+                  "--key-file", tmp_path / "key")
+    assert result.returncode == 0, result.stderr
+    assert f"report: {batch_out}/.defacer/report.html\n" in result.stdout and f"{batch_out}.audit\n" in result.stdout

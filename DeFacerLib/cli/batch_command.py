@@ -62,9 +62,11 @@ def run(args) -> dict:
         from DeFacerLib.errors import InputError
 
         first = summary["failed_items"][0] if summary["failed_items"] else {"name": "?", "reason": "?"}
-        raise InputError(f"{summary['failed']} of {summary['files']} file(s) failed (first: {first['name']}: "
-                         f"{first['reason']}); the others are in {summary['output']}; see {summary['reports']['html']}; "
-                         "rerun the same command to retry the failed items")
+        error = InputError(f"{summary['failed']} of {summary['files']} file(s) failed (first: {first['name']}: "
+                           f"{first['reason']}); the others are in {summary['output']}; see {summary['reports']['html']}; "
+                           "rerun the same command to retry the failed items")
+        error.result = summary  # --json still gives the summary (failed_items) on stdout (cli/main.py)
+        raise error
     return summary
 
 
@@ -131,7 +133,10 @@ class RichBatchProgress:
 
 def _print_summary(summary: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
+    # paths and table columns are escaped: a "[/x]" in a folder's name ended a finished batch with
+    # an internal error (exit 1)
     console = Console()
     console.print(f"[bold]{summary['files']}[/] input files = {summary['written']} written + {summary['skipped']} skipped "
                   f"+ {summary['failed']} failed" + (f" + {summary['pending']} pending (rerun to continue)"
@@ -142,11 +147,12 @@ def _print_summary(summary: dict) -> None:
                   f"{summary['protected_voxels_changed']}")
     if summary.get("paths_holding_phi"):
         console.print(f"  [red]warning:[/] {summary['paths_holding_phi']} DICOM file path(s) hold PHI of their own header "
-                      f"(which, in {summary['audit_folder']}); the tree is mirrored as it is: rename them before sharing")
+                      f"(which, in {escape(str(summary['audit_folder']))}); the tree is mirrored as it is: rename them "
+                      "before sharing")
     for table in summary.get("identifying_columns", []):
-        console.print(f"  [red]warning:[/] {table['name']} was copied as it is, but its column(s) "
-                      f"{', '.join(table['columns'])} may name or date a person: check them before sharing")
+        console.print(f"  [red]warning:[/] {escape(str(table['name']))} was copied as it is, but its column(s) "
+                      f"{escape(', '.join(table['columns']))} may name or date a person: check them before sharing")
     if summary["qa_faces_found"]:
         console.print(f"  [red]QA: a face was still found on {summary['qa_faces_found']} defaced output(s)[/]")
-    console.print(f"  report: {summary['reports']['html']}")
-    console.print(f"  audit (original identifiers, keep private): {summary['audit_folder']}")
+    console.print(f"  report: {summary['reports']['html']}", markup=False)
+    console.print(f"  audit (original identifiers, keep private): {summary['audit_folder']}", markup=False)

@@ -95,14 +95,21 @@ def _main(argv: list[str]) -> int:
         for name, value in QUIET_NATIVE_LOGS.items():
             os.environ.setdefault(name, value)
     parser = build_parser(_command_in(argv))
-    args = parser.parse_args(argv)
-    if not getattr(args, "run", None):
-        parser.print_help()
-        return 2
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # what parse_args does, but naming the command's own help, and where --json goes
+        _refuse_unrecognized(parser, getattr(args, "command", None), extras, argv)
+    if not getattr(args, "run", None):  # a usage error: one line on stderr, nothing on stdout
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+        parser.error(f"give a command: {', '.join(commands)}")
     started = time.perf_counter()
     try:
         result = args.run(args)
     except DeFacerError as error:
+        # a failure that still has a report (qa's FAIL verdict, scrub's or batch's failed files):
+        # --json gives it on stdout, beside the one-line error and the exit code
+        report = getattr(error, "result", None)
+        if args.json and report is not None:
+            _print_json(report, started)
         _print_error(str(error))
         return error.exit_code
     except Terminated:
@@ -117,14 +124,40 @@ def _main(argv: list[str]) -> int:
         _print_error(f"internal error ({type(error).__name__}: {error}); rerun with --debug and report it")
         return 1
     if args.json and result is not None:
-        result = dict(result, seconds=round(time.perf_counter() - started, 3))
-        try:
-            json.dump(result, sys.stdout, indent=2)
-            sys.stdout.write("\n")
-            sys.stdout.flush()
-        except BrokenPipeError:  # the reader stopped (`| head`): the work is done, say nothing more
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _print_json(result, started)
     return 0
+
+
+def _print_json(result: dict, started: float) -> None:
+    """The --json report on stdout. A command that timed its own work (scrub, batch: their
+    ``seconds`` is also in their summary.json, console line and files_per_second) keeps its
+    figure; the others get the command's wall time."""
+    if "seconds" not in result:
+        result = dict(result, seconds=round(time.perf_counter() - started, 3))
+    try:
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader stopped (`| head`): the work is done, say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _refuse_unrecognized(parser: argparse.ArgumentParser, command: str | None, extras: list[str], argv: list[str]):
+    """Exit 2 for arguments no parser took, pointing at the command's own --help (argparse
+    pointed at the top-level one, which lists no command's options), and saying that the
+    common options go after the command (`defacer --json info x` is refused, `defacer info x
+    --json` works)."""
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    common = {option for action in _common_options()._actions for option in action.option_strings}
+    before = argv[:argv.index(command)] if command in argv else []
+    misplaced = [word for word in extras if word in common and word in before]
+    if misplaced:
+        message += f"; {', '.join(misplaced)} goes after the command name (defacer {command} ... {misplaced[0]})"
+    sub = None
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command:
+            sub = action.choices.get(command)
+    (sub or parser).error(message)
 
 
 def _print_error(message: str) -> None:

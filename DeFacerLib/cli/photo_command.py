@@ -38,10 +38,10 @@ def add_arguments(parser) -> None:
                              "auto: 68 where dlib is installed, else 5")
     parser.add_argument("--k", type=int, help="k for --method ksame (default 3)")
     parser.add_argument("--rotations", choices=tuple(ROTATIONS), default="none",
-                        help="also search rotated copies: upright (+-30 deg) or all (90, 180 too)")
+                        help="also search rotated copies: upright (+-30 deg) or all (90, 180 too) (default: none)")
     parser.add_argument("--score", type=float, help="detector score threshold (default: the recall-first value)")
     parser.add_argument("--camera", metavar="SOURCE", help="anonymize a live stream: camera index (0), URL or file")
-    parser.add_argument("--max-frames", type=int, help="stop the camera after this many frames")
+    parser.add_argument("--max-frames", type=int, metavar="N", help="stop the camera after this many frames (default: until the stream ends or Ctrl-C)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 

@@ -60,14 +60,10 @@ def run(args) -> dict:
             console.print(f"warning: {warning}", style="yellow", markup=False)
         console.print(f"report: {files['html']} (private: it shows the original face)", markup=False)
     if check.verdict != "PASS":
-        if args.json:  # the report is still wanted on stdout when the verdict is FAIL
-            import json
-            import sys
-
-            json.dump(result, sys.stdout, indent=2)
-            sys.stdout.write("\n")
-        raise FaceStillRecognisable("re-identification check FAILED: " + "; ".join(check.reasons)
-                                    + f" (report: {files['html']}); {FAIL_ADVICE}")
+        error = FaceStillRecognisable("re-identification check FAILED: " + "; ".join(check.reasons)
+                                      + f" (report: {files['html']}); {FAIL_ADVICE}")
+        error.result = result  # --json still gives the report on stdout when the verdict is FAIL (cli/main.py)
+        raise error
     return result
 
 

@@ -41,7 +41,8 @@ def add_profile_arguments(parser) -> None:
     parser.add_argument("--key-file", metavar="PATH", help="secret key for UIDs, pseudonyms and date shifts "
                         "(created with a fresh random key if missing; default $DEFACER_KEY_FILE or ~/.config/defacer/deid.key)")
     parser.add_argument("--dates", choices=("remove", "full", "modified"), default="remove",
-                        help="dates: remove (Basic profile), keep full dates, or shift them by a keyed per-patient offset")
+                        help="dates: remove (Basic profile), keep full dates, or shift them by a keyed per-patient offset "
+                             "(default: remove)")
     for flag, _, text in FLAGS:
         parser.add_argument(flag, action="store_true", help=text)
     parser.add_argument("--pseudonym-format", default="DEFACER-{hash8}", help="patient name/ID pseudonym (default DEFACER-{hash8})")
@@ -88,35 +89,44 @@ def run(args) -> dict:
         _print_summary(summary)
     if summary["failed"]:
         first = summary["failed_files"][0]
-        raise InputError(
+        error = InputError(
             f"{summary['failed']} of {summary['files']} file(s) could not be scrubbed (first: {first['file']}: {first['reason']}); "
             f"the {summary['written']} others are in {summary['output']}, see {summary['audit']['summary']}"
         )
+        error.result = summary  # --json still gives the summary (failed_files) on stdout (cli/main.py)
+        raise error
     return summary
 
 
 def _print_summary(summary: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
+    # paths, file names and reasons are escaped: a "[/x]" in the output folder's name ended a
+    # scrub that had published its output with an internal error (exit 1)
     console = Console(stderr=False)
     console.print(f"[bold]{summary['written']}[/] written, {summary['skipped']} skipped, {summary['failed']} failed "
-                  f"of {summary['files']} files in {summary['seconds']} s -> {summary['output']}")
+                  f"of {summary['files']} files in {summary['seconds']} s -> {escape(str(summary['output']))}")
     for entry in summary["skipped_files"][:10]:
-        console.print(f"  skipped {entry['file']}: {entry['reason']}")
+        console.print(f"  skipped {entry['file']}: {entry['reason']}", markup=False)
     for entry in summary["duplicate_sop_instance_uids"][:10]:
-        console.print(f"  warning: {entry['file']} has the same SOP Instance UID as {entry['same_sop_instance_uid_as']}")
+        console.print(f"  warning: {entry['file']} has the same SOP Instance UID as {entry['same_sop_instance_uid_as']}",
+                      markup=False)
     burned_in = summary.get("burned_in_annotation") or []
     if burned_in:
         console.print(f"  [red]warning:[/] {len(burned_in)} written file(s) say their pixels carry burned-in text "
-                      f"(Burned In Annotation YES; first: {burned_in[0]}); headers only were scrubbed: "
+                      f"(Burned In Annotation YES; first: {escape(str(burned_in[0]))}); headers only were scrubbed: "
                       "rerun with --clean-pixel-data or check those images before sharing")
     in_paths = summary["paths_holding_phi"]
     if in_paths:
         first = in_paths[0]
-        console.print(f"  [red]warning:[/] {len(in_paths)} output path(s) hold PHI of their own file (first: {first['file']} "
-                      f"holds {first['holds']}); the tree is mirrored as it is: rename those folders or files before sharing")
+        console.print(f"  [red]warning:[/] {len(in_paths)} output path(s) hold PHI of their own file (first: "
+                      f"{escape(str(first['file']))} holds {escape(str(first['holds']))}); the tree is mirrored as it is: "
+                      "rename those folders or files before sharing")
     if summary.get("key_created"):
-        console.print(f"  new key stored in {summary['key_file']} (keep it secret; reuse it to keep UIDs consistent)")
+        console.print(f"  new key stored in {summary['key_file']} (keep it secret; reuse it to keep UIDs consistent)",
+                      markup=False)
     else:
-        console.print(f"  key: {summary['key_file']}")
-    console.print(f"  audit trail (holds original IDs, keep private): {summary['audit']['summary'].rsplit('/', 1)[0]}")
+        console.print(f"  key: {summary['key_file']}", markup=False)
+    console.print(f"  audit trail (holds original IDs, keep private): {summary['audit']['summary'].rsplit('/', 1)[0]}",
+                  markup=False)
