@@ -83,6 +83,11 @@ def test_scrub_only_tree_mirrors_groups_and_accounts(dicom_tree, tmp_path):
     assert mapping[str(original.SeriesInstanceUID)] == keyed_uid(key, str(original.SeriesInstanceUID))
     assert not any(str(original.PatientName) in p.read_text(errors="ignore")
                    for p in (out / ".defacer").glob("report.*"))
+    # the ultrasound sample shows a name, an MRN and a birth date in its pixels and says so
+    # (BurnedInAnnotation YES): published with headers scrubbed, it is named, as `defacer scrub`
+    # names it (the batch said nothing of it before)
+    assert summary["burned_in_annotation"] == ["samples/GREYSCALE_IMAGE.dcm"]
+    assert "1: samples/GREYSCALE_IMAGE.dcm" in (out / ".defacer" / "report.html").read_text()
 
     # same key -> byte-identical outputs (UIDs, pseudonyms); another key -> other UIDs
     again = tmp_path / "again"

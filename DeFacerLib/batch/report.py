@@ -73,6 +73,8 @@ def _html_text(rows: list[dict], summary: dict) -> str:
         ("QA: faces found after defacing", summary["qa_faces_found"]),
         ("DICOM files whose path holds PHI of their own header (mirrored as is: rename before sharing)",
          summary.get("paths_holding_phi", 0)),
+        ("DICOM files that say their pixels carry burned-in text (headers only were scrubbed: check them, or "
+         "rerun with --clean-pixel-data)", _first_of(summary.get("burned_in_annotation", []))),
         ("participants / phenotype columns that may name or date a person (copied as they are: check them)",
          "; ".join(f"{t['name']}: {', '.join(t['columns'])}" for t in summary.get("identifying_columns", [])) or "none"),
         ("seconds", summary["seconds"]),
@@ -116,3 +118,11 @@ def _atomic_text(path: Path, text: str) -> None:
     temp = path.with_name(f".{path.name}.partial")
     temp.write_text(text, encoding="utf-8")
     os.replace(temp, path)
+
+
+def _first_of(names: list, shown: int = 5) -> str:
+    """A count and the first few names, for a fact of the report."""
+    if not names:
+        return "none"
+    return f"{len(names)}: " + ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+

@@ -340,7 +340,10 @@ def _scrub_files(item: Item, config: BatchConfig, outcome: dict, reason: str = "
         text += f"; and {len(problems) - 3} more"
     outcome.update(state=state, action="scrubbed" if counts["written"] else "none", written=counts["written"],
                    skipped=counts["skipped"], failed=counts["failed"], outputs=outputs, reason=text,
-                   paths_holding_phi=sum(1 for r in records if "path_holds_phi" in r and r["status"] == "written"))
+                   paths_holding_phi=sum(1 for r in records if "path_holds_phi" in r and r["status"] == "written"),
+                   # published with text in their pixels that header scrubbing left (BurnedInAnnotation YES)
+                   burned_in_annotation=[r["file"] for r in records
+                                         if r.get("burned_in_annotation") and r["status"] == "written"])
 
 
 def _mirrored_paths_holding_phi(item: Item, config: BatchConfig) -> int:

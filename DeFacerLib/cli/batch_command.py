@@ -17,7 +17,7 @@ import sys
 import time
 
 from DeFacerLib.cli.deface_command import add_removal_arguments, parameters_from_args
-from DeFacerLib.cli.scrub_command import add_profile_arguments, options_from_args
+from DeFacerLib.cli.scrub_command import add_profile_arguments, burned_in_warning, options_from_args
 
 NAME = "batch"
 LOG_EVERY_S = 60  # progress lines when standard error is not a terminal
@@ -149,6 +149,8 @@ def _print_summary(summary: dict) -> None:
         console.print(f"  [red]warning:[/] {summary['paths_holding_phi']} DICOM file path(s) hold PHI of their own header "
                       f"(which, in {escape(str(summary['audit_folder']))}); the tree is mirrored as it is: rename them "
                       "before sharing")
+    if summary.get("burned_in_annotation"):
+        console.print(burned_in_warning(summary["burned_in_annotation"]))
     for table in summary.get("identifying_columns", []):
         console.print(f"  [red]warning:[/] {escape(str(table['name']))} was copied as it is, but its column(s) "
                       f"{escape(', '.join(table['columns']))} may name or date a person: check them before sharing")

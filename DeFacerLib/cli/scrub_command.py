@@ -112,11 +112,8 @@ def _print_summary(summary: dict) -> None:
     for entry in summary["duplicate_sop_instance_uids"][:10]:
         console.print(f"  warning: {entry['file']} has the same SOP Instance UID as {entry['same_sop_instance_uid_as']}",
                       markup=False)
-    burned_in = summary.get("burned_in_annotation") or []
-    if burned_in:
-        console.print(f"  [red]warning:[/] {len(burned_in)} written file(s) say their pixels carry burned-in text "
-                      f"(Burned In Annotation YES; first: {escape(str(burned_in[0]))}); headers only were scrubbed: "
-                      "rerun with --clean-pixel-data or check those images before sharing")
+    if summary.get("burned_in_annotation"):
+        console.print(burned_in_warning(summary["burned_in_annotation"]))
     in_paths = summary["paths_holding_phi"]
     if in_paths:
         first = in_paths[0]
@@ -130,3 +127,13 @@ def _print_summary(summary: dict) -> None:
         console.print(f"  key: {summary['key_file']}", markup=False)
     console.print(f"  audit trail (holds original IDs, keep private): {summary['audit']['summary'].rsplit('/', 1)[0]}",
                   markup=False)
+
+
+def burned_in_warning(names: list[str]) -> str:
+    """The console line for written files that say their pixels carry text (scrub and batch)."""
+    from rich.markup import escape
+
+    return (f"  [red]warning:[/] {len(names)} written file(s) say their pixels carry burned-in text (Burned In "
+            f"Annotation YES; first: {escape(str(names[0]))}); headers only were scrubbed: rerun with "
+            "--clean-pixel-data or check those images before sharing")
+
