@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from DeFacerLib.errors import InputError, OutputError
+from DeFacerLib.errors import InputError, OutputError, UsageError
 from DeFacerLib.photo.camera import FaceMemory, run_stream, stop_on_ctrl_c
 from DeFacerLib.photo.detect import DEFAULT_DETECTOR, MIN_FACE_PX, Face, detect_faces
 from DeFacerLib.photo.ksame import DEFAULT_K, k_same
@@ -70,15 +70,15 @@ class PhotoOptions:
     score_threshold: float | None = None
     min_face_px: float = MIN_FACE_PX
 
-    def __post_init__(self):
+    def __post_init__(self):  # options a user chose: a bad one is a usage error (exit 2)
         if self.method not in METHODS:
-            raise InputError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+            raise UsageError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         if self.rotations not in ROTATIONS:
-            raise InputError(f"unknown rotations {self.rotations!r}; choose from {', '.join(ROTATIONS)}")
+            raise UsageError(f"unknown rotations {self.rotations!r}; choose from {', '.join(ROTATIONS)}")
         score = self.score_threshold
         if score is not None and not (np.isfinite(score) and (self.detector != "yunet" or 0 <= score < 1)):
             # YuNet's scores lie in [0, 1]: a threshold of 1 or more finds no face, and writes every photo as it was
-            raise InputError(f"score threshold {score} cannot work for {self.detector}"
+            raise UsageError(f"score threshold {score} cannot work for {self.detector}"
                              + ("; YuNet scores lie in 0-1" if self.detector == "yunet" else "; give a finite number"))
 
 
@@ -321,8 +321,6 @@ def anonymize_camera(source, options: PhotoOptions, max_frames: int | None = Non
     the recording takes the size of the first frame, known only once it is read.
     """
     if options.method == "ksame":  # before the camera is opened: obscure_faces cannot average one stream
-        from DeFacerLib.errors import UsageError
-
         raise UsageError("k-Same is for sets of photos, not a camera stream; choose fill, blur or pixelate")
     if destination is not None:  # before the camera is opened
         check_output_suffix("video", Path(destination))
