@@ -99,8 +99,7 @@ def _main(argv: list[str]) -> int:
     if extras:  # what parse_args does, but naming the command's own help, and where --json goes
         _refuse_unrecognized(parser, getattr(args, "command", None), extras, argv)
     if not getattr(args, "run", None):  # a usage error: one line on stderr, nothing on stdout
-        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-        parser.error(f"give a command: {', '.join(commands)}")
+        parser.error(f"give a command: {', '.join(_commands(parser))}")
     started = time.perf_counter()
     try:
         result = args.run(args)
@@ -153,11 +152,12 @@ def _refuse_unrecognized(parser: argparse.ArgumentParser, command: str | None, e
     misplaced = [word for word in extras if word in common and word in before]
     if misplaced:
         message += f"; {', '.join(misplaced)} goes after the command name (defacer {command} ... {misplaced[0]})"
-    sub = None
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction) and command:
-            sub = action.choices.get(command)
-    (sub or parser).error(message)
+    (_commands(parser).get(command) or parser).error(message)
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict:
+    """{command name: its parser}."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
 
 
 def _print_error(message: str) -> None:

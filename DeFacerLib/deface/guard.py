@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from DeFacerLib.deface.skin_depth import bounding_box, box_corners, depth_at_most, dilate_mm_on_box
+from DeFacerLib.deface.skin_depth import bounding_box, box_bounds, box_corners, depth_at_most, dilate_mm_on_box
 from DeFacerLib.volume import Volume
 
 ABOVE_EYE_CENTRES_MM = 10.0  # the globe's upper third stays removable; the orbital roof sits ~15-20 mm above centre
@@ -86,10 +86,9 @@ def frontal_guard(volume: Volume, head: np.ndarray, eyes: np.ndarray | None, nos
         box = bounding_box(candidates)
         forehead = np.zeros(volume.shape3, dtype=bool)
         if box is not None:
-            corners = ((b.start for b in box), (b.stop - 1 for b in box))
-            box_corners = tuple(tuple(int(v) for v in c) for c in corners)
+            bounds = tuple(tuple(bound) for bound in box_bounds(box))
             # float32: the guard has always compared skin_depth_mm's float32 map, which rounds ties
-            shallow = depth_at_most(head, volume.spacing_mm, SKIN_LAYER_MM, box=box_corners, precision=np.float32)
+            shallow = depth_at_most(head, volume.spacing_mm, SKIN_LAYER_MM, box=bounds, precision=np.float32)
             forehead[box] = candidates[box] & ~shallow
     return (forehead & ~_near_eyes(_eye_region(volume, eyes, eye_points_mm), volume.spacing_mm)) | medial
 
@@ -163,7 +162,7 @@ def _eyes_along_mm(volume: Volume, unit: np.ndarray, eyes: np.ndarray | None, no
     NOSE_AHEAD_OF_EYES_MM back."""
     feature = eyes if eyes is not None and eyes.any() else nose
     box = bounding_box(feature)
-    lo, hi = [b.start for b in box], [b.stop - 1 for b in box]
+    lo, hi = box_bounds(box)
     mean_mm = float(np.mean(volume.along_mm(unit, lo, hi, dtype=np.float32)[np.asarray(feature, dtype=bool)[box]]))
     if feature is eyes:
         return mean_mm

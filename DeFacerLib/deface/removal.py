@@ -85,7 +85,7 @@ from DeFacerLib.deface.head_mask import head_mask as compute_head_mask
 from DeFacerLib.deface.pieces import SECOND_PIECE_MIN_FRACTION, feature_pieces
 from DeFacerLib.deface.pinna import SideOutlines
 from DeFacerLib.deface.shield import fill_shield
-from DeFacerLib.deface.skin_depth import bounding_box, box_corners, depths_at_most, dilate_mm_on_box, dilations_mm_on_box, local_box
+from DeFacerLib.deface.skin_depth import bounding_box, box_bounds, box_corners, depths_at_most, dilate_mm_on_box, dilations_mm_on_box, local_box
 from DeFacerLib.errors import GuaranteeError, InputError
 from DeFacerLib.features import (
     DEFAULT_MARGIN_MM,
@@ -623,8 +623,7 @@ def _component_boxes(mask: np.ndarray, spacing_mm, feature: str, keep: int) -> l
     order = np.argsort(-sizes)[:keep]
     chosen = [int(order[0])] + [int(i) for i in order[1:] if sizes[i] >= SECOND_PIECE_MIN_FRACTION * sizes[order[0]]]
     slices = ndi.find_objects(labels)
-    return [(offset + np.array([s.start for s in slices[i]]), offset + np.array([s.stop - 1 for s in slices[i]]))
-            for i in chosen]
+    return [tuple(offset + np.array(bound) for bound in box_bounds(slices[i])) for i in chosen]
 
 
 def _distinct_boxes(boxes: dict[str, list]) -> list[tuple[np.ndarray, np.ndarray]]:

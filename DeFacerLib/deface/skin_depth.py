@@ -312,6 +312,11 @@ def box_corners(lo, hi) -> np.ndarray:
     return np.array(list(itertools.product(*zip(np.asarray(lo, float), np.asarray(hi, float)))))
 
 
+def box_bounds(box) -> tuple[list[int], list[int]]:
+    """(lo, hi), the inclusive index bounds of a box of slices (local_box's inverse at crop 0)."""
+    return [int(b.start) for b in box], [int(b.stop) - 1 for b in box]
+
+
 def local_box(lo, hi, crop_lo) -> tuple[slice, ...]:
     """Slices of the inclusive box lo..hi inside the crop that starts at crop_lo."""
     return tuple(slice(int(a - c), int(b - c) + 1) for a, b, c in zip(lo, hi, crop_lo))
