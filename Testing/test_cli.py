@@ -580,3 +580,40 @@ def test_scrub_and_batch_print_odd_folder_names_as_they_are(data_dir, tmp_path):
                   "--key-file", tmp_path / "key")
     assert result.returncode == 0, result.stderr
     assert f"report: {batch_out}/.defacer/report.html\n" in result.stdout and f"{batch_out}.audit\n" in result.stdout
+
+
+def test_safety_warnings_go_to_stderr_even_under_quiet(data_dir, tmp_path):
+    """What a user must act on before sharing is one `defacer: warning:` line on stderr, which -q
+    keeps (a quiet script's log holds it) and --json leaves to the JSON. Before, photo's cosmetic
+    method and its images written unchanged (no face found) were said only on stdout, and -q
+    silenced them; a DICOM series that says its pixels carry burned-in text was defaced without a
+    word, and its new key was made silently."""
+    import cv2
+
+    folder = tmp_path / "visit"
+    folder.mkdir()
+    shutil.copy(data_dir / "photos" / "known_people" / "obama-480p.jpg", folder / "face.jpg")
+    cv2.imwrite(str(folder / "wall.png"), np.full((240, 320, 3), 128, np.uint8))
+    result = defacer("photo", folder, "-o", tmp_path / "blurred", "--method", "blur", "-q")
+    assert result.returncode == 0 and result.stdout == "", result.stdout
+    warnings = result.stderr.splitlines()
+    assert len(warnings) == 2 and all(line.startswith("defacer: warning: ") for line in warnings), warnings
+    assert "blur (cosmetic: not de-identifying)" in warnings[0]
+    assert "1 image(s) had no face found" in warnings[1] and "wall.png" in warnings[1]
+    assert defacer("photo", folder / "face.jpg", "-o", tmp_path / "filled.jpg", "-q").stderr == ""  # the default de-identifies
+
+    series = tmp_path / "series"
+    series.mkdir()
+    ds = pydicom.dcmread(data_dir / "dicom" / "siemens_xa30_enhanced_multiframe_t1" / "0001.dcm")
+    ds.BurnedInAnnotation = "YES"  # the same series, saying text is burned into its pixels
+    ds.save_as(series / "0001.dcm")
+    key = tmp_path / "new.key"
+    result = defacer("deface", series, tmp_path / "defaced", "--key-file", key)
+    assert result.returncode == 0, result.stderr
+    assert f"new key stored in {key} (keep it secret" in " ".join(result.stdout.split()) and key.is_file()
+    assert result.stderr.startswith("defacer: warning: the input series says its pixels carry burned-in text")
+    assert len(result.stderr.splitlines()) == 1
+    as_json = defacer("deface", series, tmp_path / "defaced", "--key-file", key, "--json", "--overwrite")
+    report = json.loads(as_json.stdout)
+    assert as_json.stderr == "" and report["burned_in_annotation"] is True
+    assert report["key_created"] is False and report["key_file"] == str(key)

@@ -104,7 +104,7 @@ def run_batch(
     if undecodable:  # the manifest, the reports and Dask's task names are UTF-8 text
         raise InputError(f"{len(undecodable)} file or folder name(s) in {source} are not UTF-8 (first: "
                          f"{os.fsencode(undecodable[0])!r}); rename them (e.g. convmv -f latin1 -t utf8) and rerun")
-    key, key_path, _created = load_or_create_key(key_file)
+    key, key_path, key_created = load_or_create_key(key_file)
     key_path = Path(key_path).resolve()  # workers run in other folders (a cluster): never a relative path
     config = BatchConfig(
         input_root=str(source), output_root=str(target), audit_root=str(audit), key_file=str(key_path),
@@ -132,6 +132,7 @@ def run_batch(
                                    exit_code=exit_code_of(stop))
         with Manifest(config.meta_root / MANIFEST_NAME) as manifest:
             summary = _summary(manifest, plan, source, target, audit, key_path, time.perf_counter() - started, left)
+            summary["key_created"] = key_created
             outcomes = manifest.outcomes()
             states = manifest.state_of()
         unrecorded = [item for item in plan.items if item.id not in states]

@@ -17,7 +17,7 @@ import sys
 import time
 
 from DeFacerLib.cli.deface_command import add_removal_arguments, parameters_from_args
-from DeFacerLib.cli.scrub_command import add_profile_arguments, burned_in_warning, options_from_args
+from DeFacerLib.cli.scrub_command import add_profile_arguments, burned_in_warning, new_key_note, options_from_args
 
 NAME = "batch"
 LOG_EVERY_S = 60  # progress lines when standard error is not a terminal
@@ -133,9 +133,8 @@ class RichBatchProgress:
 
 def _print_summary(summary: dict) -> None:
     from rich.console import Console
-    from rich.markup import escape
 
-    # paths and table columns are escaped: a "[/x]" in a folder's name ended a finished batch with
+    # paths are printed without markup: a "[/x]" in a folder's name ended a finished batch with
     # an internal error (exit 1)
     console = Console()
     console.print(f"[bold]{summary['files']}[/] input files = {summary['written']} written + {summary['skipped']} skipped "
@@ -145,16 +144,23 @@ def _print_summary(summary: dict) -> None:
     console.print(f"  items: {summary['items_done']} done, {summary['items_skipped']} skipped, {summary['items_failed']} "
                   f"failed, {summary['items_pending']} pending; {summary['defaced']} defaced, protected voxels changed: "
                   f"{summary['protected_voxels_changed']}")
-    if summary.get("paths_holding_phi"):
-        console.print(f"  [red]warning:[/] {summary['paths_holding_phi']} DICOM file path(s) hold PHI of their own header "
-                      f"(which, in {escape(str(summary['audit_folder']))}); the tree is mirrored as it is: rename them "
-                      "before sharing")
-    if summary.get("burned_in_annotation"):
-        console.print(burned_in_warning(summary["burned_in_annotation"]))
-    for table in summary.get("identifying_columns", []):
-        console.print(f"  [red]warning:[/] {escape(str(table['name']))} was copied as it is, but its column(s) "
-                      f"{escape(', '.join(table['columns']))} may name or date a person: check them before sharing")
-    if summary["qa_faces_found"]:
-        console.print(f"  [red]QA: a face was still found on {summary['qa_faces_found']} defaced output(s)[/]")
+    if summary.get("key_created"):
+        console.print(f"  {new_key_note(summary['key_file'])}", markup=False)
     console.print(f"  report: {summary['reports']['html']}", markup=False)
     console.print(f"  audit (original identifiers, keep private): {summary['audit_folder']}", markup=False)
+
+
+def safety_warnings(summary: dict) -> list[str]:
+    """What to act on before sharing the batch's output (cli/main.py prints them on stderr)."""
+    lines = []
+    if summary.get("paths_holding_phi"):
+        lines.append(f"{summary['paths_holding_phi']} DICOM file path(s) hold PHI of their own header (which, in "
+                     f"{summary['audit_folder']}); the tree is mirrored as it is: rename them before sharing")
+    if summary.get("burned_in_annotation"):
+        lines.append(burned_in_warning(summary["burned_in_annotation"]))
+    lines += [f"{table['name']} was copied as it is, but its column(s) {', '.join(table['columns'])} may name or date "
+              "a person: check them before sharing" for table in summary.get("identifying_columns", [])]
+    if summary["qa_faces_found"]:
+        lines.append(f"QA: a face was still found on {summary['qa_faces_found']} defaced output(s); see "
+                     f"{summary['reports']['html']}")
+    return lines

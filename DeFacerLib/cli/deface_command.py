@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from DeFacerLib.cli.scrub_command import FLAGS, add_profile_arguments, options_from_args
+from DeFacerLib.cli.scrub_command import FLAGS, add_profile_arguments, new_key_note, options_from_args
 from DeFacerLib.features import (
     DEFAULT_MARGIN_MM,
     DEFAULT_MAX_DEPTH_MM,
@@ -128,6 +128,14 @@ def run(args) -> dict:
     return outcome
 
 
+def safety_warnings(outcome: dict) -> list[str]:
+    """What to act on before sharing the output (cli/main.py prints it on stderr)."""
+    if outcome.get("burned_in_annotation"):
+        return [f"the input series says its pixels carry burned-in text (Burned In Annotation YES): only the face "
+                f"was removed from {outcome['output']}; check its images before sharing"]
+    return []
+
+
 def dicom_options_from_args(args):
     """The PS3.15 options for a DICOM output, or None when every option is at its default
     (deface_file then uses ProfileOptions(), the same thing) so that defacing a NIfTI file
@@ -166,6 +174,8 @@ def _print_summary(outcome: dict) -> None:
     if outcome.get("files_not_copied"):
         console.print(f"{outcome['files_not_copied']} other file(s) in the input folder (not of this series: notes, "
                       "a DICOMDIR, other series) were not copied; the sidecar names them", markup=False)
+    if outcome.get("key_created"):
+        console.print(new_key_note(outcome["key_file"]), markup=False)
     if report.get("shield_voxels") is not None:  # asked for and not placed is refused (pipeline.deface_volume)
         console.print(f"face shield: {report['shield_voxels']:,} voxels filled")
     if outcome.get("qa_figure"):

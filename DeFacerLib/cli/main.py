@@ -29,7 +29,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    common.add_argument("-q", "--quiet", action="store_true",
+                        help="print nothing but errors and safety warnings (both on standard error)")
     common.add_argument("--json", action="store_true", help="print the result as JSON on standard output")
     common.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
     return common
@@ -66,7 +67,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         )
         if command is None or command == module.NAME:
             module.add_arguments(sub)
-        sub.set_defaults(run=module.run)
+        sub.set_defaults(run=module.run, safety_warnings=getattr(module, "safety_warnings", None))
     return parser
 
 
@@ -107,6 +108,8 @@ def _main(argv: list[str]) -> int:
         # a failure that still has a report (qa's FAIL verdict, scrub's or batch's failed files):
         # --json gives it on stdout, beside the one-line error and the exit code
         report = getattr(error, "result", None)
+        if report is not None:
+            _report_safety_warnings(args, report)
         if args.json and report is not None:
             _print_json(report, started)
         _print_error(str(error))
@@ -122,9 +125,21 @@ def _main(argv: list[str]) -> int:
             raise
         _print_error(f"internal error ({type(error).__name__}: {error}); rerun with --debug and report it")
         return 1
+    if result is not None:
+        _report_safety_warnings(args, result)
     if args.json and result is not None:
         _print_json(result, started)
     return 0
+
+
+def _report_safety_warnings(args, result: dict) -> None:
+    """What the user must act on before sharing (PHI in paths, burned-in text, a face still
+    found, a cosmetic method): one ``defacer: warning:`` line each on stderr, under ``-q`` too,
+    so that a quiet script's log still holds them. Under --json they are in the JSON instead."""
+    if args.json or not args.safety_warnings:
+        return
+    for line in args.safety_warnings(result):
+        sys.stderr.write(f"defacer: warning: {' '.join(line.split())}\n")
 
 
 def _print_json(result: dict, started: float) -> None:

@@ -56,8 +56,6 @@ def run(args) -> dict:
         console.print(check.verdict, style=style, end="  ")
         # markup off: a path or name holding "[...]" is text, not rich markup (a "[/x]" crashed)
         console.print("; ".join(check.reasons) or "no facial view matches the original", markup=False)
-        for warning in check.warnings:
-            console.print(f"warning: {warning}", style="yellow", markup=False)
         console.print(f"report: {files['html']} (private: it shows the original face)", markup=False)
     if check.verdict != "PASS":
         error = FaceStillRecognisable("re-identification check FAILED: " + "; ".join(check.reasons)
@@ -65,6 +63,11 @@ def run(args) -> dict:
         error.result = result  # --json still gives the report on stdout when the verdict is FAIL (cli/main.py)
         raise error
     return result
+
+
+def safety_warnings(result: dict) -> list[str]:
+    """Views that PASS by the threshold but still show a face (cli/main.py prints them on stderr)."""
+    return list(result["warnings"])
 
 
 def report_name(name: str | None, defaced_path: str) -> str:

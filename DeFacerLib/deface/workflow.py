@@ -164,6 +164,8 @@ def deface_file(
         }
         if hook is not None:
             outcome["files_not_copied"] = len(record["dicom"]["files_not_copied"])
+            outcome.update(key_file=str(hook.key_path), key_created=hook.key_created,
+                           burned_in_annotation=hook.burned_in_annotation)
     except BaseException:  # all that was asked for, or nothing
         if figure is not None:
             _remove(figure)
@@ -294,6 +296,8 @@ def _dicom_hook(volume, dicom_options, key_file):
     hook = deidentify_dataset_hook(dicom_options or ProfileOptions(), key, defaced=True, series_datasets=datasets)
     hook.key_path = key_path
     hook.key_created = created
+    # the face is defaced, but text the source says is burned into its pixels stays there
+    hook.burned_in_annotation = any(str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES" for ds in datasets)
     return hook
 
 
