@@ -188,7 +188,7 @@ def test_a_path_that_holds_its_own_phi_is_counted_not_named_in_the_shared_report
     (source / "ct.dcm").symlink_to(data_dir / "dicom/fake_phi_ct/ctbrain1.dcm")
     (tmp_path / "in" / "image1.dcm").symlink_to(data_dir / "dicom/deid_samples/image1.dcm")
     summary = run_batch(tmp_path / "in", tmp_path / "out", scrub_only=True, key_file=tmp_path / "key", workers=1)
-    assert summary["written"] == 2 and summary["paths_holding_phi"] == 1
+    assert summary["written"] == 2 and summary["paths_holding_phi_count"] == 1
     html = (tmp_path / "out" / ".defacer" / "report.html").read_text()
     assert "path holds PHI" in html and "from PatientName" not in html
     logs = "".join(p.read_text() for p in (tmp_path / "out.audit").rglob("actions.jsonl"))
@@ -206,7 +206,7 @@ def test_a_defaced_series_under_a_path_holding_its_phi_is_counted_too(data_dir, 
     summary = run_batch(tmp_path / "in", tmp_path / "out", key_file=tmp_path / "key", workers=1)
     report = _report(tmp_path / "out")
     assert [row["action"] for row in report.values()] == ["defaced"]
-    assert summary["written"] == 1 and summary["paths_holding_phi"] == 1
+    assert summary["written"] == 1 and summary["paths_holding_phi_count"] == 1
     found = [json.loads(p.read_text()) for p in (tmp_path / "out.audit").rglob("paths_holding_phi.json")]
     assert found == [[{"file": "XAtest_sub-July11/0001.dcm", "holds": "'XAtest_sub-July11' from PatientName"}]]
     html = (tmp_path / "out" / ".defacer" / "report.html").read_text()

@@ -58,7 +58,7 @@ def test_help_documents_commands_and_exit_codes():
         assert word in result.stdout
 
 
-def test_info_reports_real_geometry(data_dir):
+def test_info_reports_real_geometry(data_dir, tmp_path):
     head = data_dir / "heads/ixi/t1/IXI132-HH-1415_T1.nii.gz"
     result = defacer("info", head, "--json")
     assert result.returncode == 0, result.stderr
@@ -67,9 +67,13 @@ def test_info_reports_real_geometry(data_dir):
     assert np.allclose(info["spacing_mm"], [2, 2, 2])
     assert info["orientation"] == "PSR"
     assert info["modality"] == "MR"
-    assert info["identifying header content"] == ["NIfTI extension 4 (afni)"]  # IXI's AFNI history
+    assert info["identifying_header"] == ["NIfTI extension 4 (afni)"]  # IXI's AFNI history
     series = json.loads(defacer("info", data_dir / "dicom/siemens_trio_mprage_1mm", "--json").stdout)
-    assert "PS3.15" in series["identifying header content"]
+    assert len(series["identifying_header"]) == 1 and "PS3.15" in series["identifying_header"][0]
+    plain = tmp_path / "plain.nii.gz"  # the same voxels, no extension: an empty list, as a list
+    nib.save(nib.Nifti1Image(np.asarray(nib.load(head).dataobj), nib.load(head).affine), plain)
+    assert json.loads(defacer("info", plain, "--json").stdout)["identifying_header"] == []
+    assert "none found" in defacer("info", plain).stdout
 
 
 def test_json_into_a_closed_pipe_is_quiet(data_dir):

@@ -196,7 +196,7 @@ def test_info_names_the_nifti_description_that_deface_replaces(data_dir):
     'none found' for this head's header."""
     result = defacer("info", "--json", data_dir / "heads/single/niivue_T2w.nii.gz")
     assert result.returncode == 0, result.stderr
-    found = json.loads(result.stdout)["identifying header content"]
+    found = json.loads(result.stdout)["identifying_header"]
     assert any("descrip" in item and "Time=" in item for item in found), found
 
 

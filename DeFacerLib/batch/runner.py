@@ -587,7 +587,7 @@ def _summary(manifest, plan, source, target, audit, key_path, seconds: float, le
         "defaced": sum(1 for o in recorded if o.get("action") == "defaced"),
         "protected_voxels_changed": sum(o.get("protected_voxels_changed", 0) for o in recorded),
         "qa_faces_found": sum(1 for o in recorded if o.get("qa_face_found")),
-        "paths_holding_phi": sum(o.get("paths_holding_phi", 0) for o in recorded),
+        "paths_holding_phi_count": sum(o.get("paths_holding_phi", 0) for o in recorded),
         # scrubbed DICOM that says its pixels carry text (a name, a birth date): as `defacer scrub` lists them
         "burned_in_annotation": [name for o in recorded for name in o.get("burned_in_annotation", [])],
         # participants.tsv / phenotype/*.tsv columns named like a name, birth date, address...

@@ -153,8 +153,8 @@ def _print_summary(summary: dict) -> None:
 def safety_warnings(summary: dict) -> list[str]:
     """What to act on before sharing the batch's output (cli/main.py prints them on stderr)."""
     lines = []
-    if summary.get("paths_holding_phi"):
-        lines.append(f"{summary['paths_holding_phi']} DICOM file path(s) hold PHI of their own header (which, in "
+    if summary.get("paths_holding_phi_count"):
+        lines.append(f"{summary['paths_holding_phi_count']} DICOM file path(s) hold PHI of their own header (which, in "
                      f"{summary['audit_folder']}); the tree is mirrored as it is: rename them before sharing")
     if summary.get("burned_in_annotation"):
         lines.append(burned_in_warning(summary["burned_in_annotation"]))

@@ -21,18 +21,20 @@ def run(args) -> dict:
 
     volume = read_volume(args.input, series_uid=args.series)
     description = describe(volume)
-    # what `defacer deface` leaves out of this header: names, machines, paths
+    # what `defacer deface` leaves out of this header: names, machines, paths; always a list
     if volume.source is not None and volume.source.format.startswith("dicom"):
-        found = "DICOM attributes: de-identified to PS3.15 by `defacer deface` and `defacer scrub`"
+        found = ["DICOM attributes (patient, dates, UIDs, institution): de-identified to PS3.15 by "
+                 "`defacer deface` and `defacer scrub`"]
     else:
-        found = without_identifying_header(volume)[1] + replaced_description(volume) or "none found"
-    description["identifying header content"] = found
+        found = without_identifying_header(volume)[1] + replaced_description(volume)
+    description["identifying_header"] = found
     if not args.quiet and not args.json:
         # Text, not markup: a path or header text holding "[/x]" ended in an internal error, and
         # a descrip "[red]Doe[/red]" was shown as "Doe"
         table = Table(title=Text(str(args.input)), show_header=False)
         for key, value in description.items():
-            table.add_row(Text(key), Text(str(value)))
+            shown = ("; ".join(value) or "none found") if key == "identifying_header" else str(value)
+            table.add_row(Text(key), Text(shown))
         Console().print(table)
     return description
 
