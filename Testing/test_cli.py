@@ -532,6 +532,8 @@ def test_a_failure_with_a_report_still_gives_it_under_json(data_dir, tmp_path):
     summary = json.loads(result.stdout)
     assert (summary["files"], summary["written"], summary["failed"]) == (3, 2, 1)
     assert "trunc.dcm" in summary["failed_items"][0]["reason"]
+    # nothing of it was written: its reason no longer opens with "headers de-identified"
+    assert "de-identified" not in summary["failed_items"][0]["reason"], summary["failed_items"][0]
 
 
 def test_usage_mistakes_of_a_script_are_one_line_and_exit_2(tmp_path):

@@ -335,7 +335,8 @@ def _scrub_files(item: Item, config: BatchConfig, outcome: dict, reason: str = "
     problems = [r["reason"] if r["file"] == item.name else f"{r['file']}: {r['reason']}"  # a file item is named by it
                 for r in records if r["status"] != "written"]
     state = FAILED if counts["failed"] else (SKIPPED if not counts["written"] else DONE)
-    text = "; ".join(part for part in [reason, *problems[:3]] if part)
+    # the caller's reason says what was done to the files written: none written, it would mislead
+    text = "; ".join(part for part in [reason if counts["written"] else "", *problems[:3]] if part)
     if len(problems) > 3:
         text += f"; and {len(problems) - 3} more"
     outcome.update(state=state, action="scrubbed" if counts["written"] else "none", written=counts["written"],
