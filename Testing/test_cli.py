@@ -623,3 +623,44 @@ def test_safety_warnings_go_to_stderr_even_under_quiet(data_dir, tmp_path):
     report = json.loads(as_json.stdout)
     assert as_json.stderr == "" and report["burned_in_annotation"] is True
     assert report["key_created"] is False and report["key_file"] == str(key)
+
+
+def test_scrub_and_batch_print_colon_words_in_paths_as_they_are(data_dir, tmp_path):
+    """rich turned ":cd:" in a path into an emoji (/out:cd:x was printed as /out💿x, its audit
+    folder too): the paths a user copies from the console must be the real ones."""
+    import os
+
+    def wide(*args):
+        return subprocess.run([sys.executable, "-m", "DeFacerLib", *map(str, args)], capture_output=True, text=True,
+                              timeout=600, env={**os.environ, "COLUMNS": "1000"})
+
+    out = tmp_path / "out:cd:x"
+    result = wide("scrub", data_dir / "dicom/fake_phi_ct", out, "--key-file", tmp_path / "key")
+    assert result.returncode == 0, result.stderr
+    assert f"-> {out}\n" in result.stdout and f"{out}.audit\n" in result.stdout
+    batch_out = tmp_path / "batch:ok:"
+    result = wide("batch", data_dir / "dicom/fake_phi_ct", batch_out, "--scrub-only", "--workers", "1",
+                  "--key-file", tmp_path / "key")
+    assert result.returncode == 0, result.stderr
+    assert f"report: {batch_out}/.defacer/report.html\n" in result.stdout and f"{batch_out}.audit\n" in result.stdout
+
+
+def test_scrub_and_batch_keep_long_paths_on_one_line_in_a_log(data_dir, tmp_path):
+    """Their output piped to a log (no terminal: rich's 80 columns) folded a long output path
+    across two lines, so the path copied from the log was not the folder's."""
+    import os
+
+    deep = tmp_path / ("a_folder_name_long_enough_" * 4)
+    deep.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    out = deep / "out"
+    result = subprocess.run([sys.executable, "-m", "DeFacerLib", "scrub", str(data_dir / "dicom/fake_phi_ct"), str(out),
+                             "--key-file", str(tmp_path / "key")], capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"-> {out}\n" in result.stdout and f"private): {out}.audit\n" in result.stdout
+    batch_out = deep / "batch"
+    result = subprocess.run([sys.executable, "-m", "DeFacerLib", "batch", str(data_dir / "dicom/fake_phi_ct"), str(batch_out),
+                             "--scrub-only", "--workers", "1", "--key-file", str(tmp_path / "key")],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"report: {batch_out}/.defacer/report.html\n" in result.stdout and f"private): {batch_out}.audit\n" in result.stdout

@@ -337,3 +337,36 @@ def test_a_camera_source_that_gives_no_frame_is_an_input_error(short_clip, tmp_p
     assert "cut.mp4: the stream gave no frame; nothing recorded" in run.stderr and run.stdout == ""
     assert not (tmp_path / "rec.mp4").exists()
 
+
+
+def test_a_url_given_as_input_is_not_echoed_with_its_password(tmp_path):
+    """A stream URL given as INPUT (not --camera) was 'rtsp:/drsmith:PASSWORD@...: file not found'."""
+    run = _defacer(f"rtsp://drsmith:{SECRET}@127.0.0.1:1/cam", "-o", tmp_path / "out.mp4")
+    assert run.returncode == 3 and run.stderr.count("\n") == 1, run.stderr
+    assert SECRET not in run.stdout + run.stderr
+    assert "rtsp://drsmith:***@127.0.0.1:1/cam" in run.stderr and "--camera" in run.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_before_the_first_frame_is_an_interruption(monkeypatch):
+    """Ctrl-C while a camera has given no frame yet (a stream slow to start) ended as the input
+    error 'the stream gave no frame' (exit 3); it is an interruption (KeyboardInterrupt: exit 130)."""
+    import os
+    import signal
+
+    import DeFacerLib.photo.anonymize as anonymize
+
+    class Stalled:
+        def read(self):
+            os.kill(os.getpid(), signal.SIGINT)  # the user gives up while the first read waits
+            return False, None
+
+        def get(self, _):
+            return 0.0
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(anonymize, "open_video", lambda source: Stalled())
+    with pytest.raises(KeyboardInterrupt):
+        anonymize_camera(0, PhotoOptions(), max_frames=5)

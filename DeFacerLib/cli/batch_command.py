@@ -132,11 +132,11 @@ class RichBatchProgress:
 
 
 def _print_summary(summary: dict) -> None:
-    from rich.console import Console
+    from DeFacerLib.cli.progress import summary_console
 
     # paths are printed without markup: a "[/x]" in a folder's name ended a finished batch with
     # an internal error (exit 1)
-    console = Console()
+    console = summary_console()
     console.print(f"[bold]{summary['files']}[/] input files = {summary['written']} written + {summary['skipped']} skipped "
                   f"+ {summary['failed']} failed" + (f" + {summary['pending']} pending (rerun to continue)"
                                                      if summary["pending"] else "")

@@ -146,7 +146,7 @@ def dicom_options_from_args(args):
 
 
 def _print_summary(outcome: dict) -> None:
-    from rich.console import Console
+    from DeFacerLib.cli.progress import summary_console
     from rich.table import Table
     from rich.text import Text
 
@@ -163,7 +163,7 @@ def _print_summary(outcome: dict) -> None:
             table.add_row(name, "removed", f"{entry['voxels_removed']:,}", box)
         else:
             table.add_row(name, "not found: skipped", "0", "")
-    console = Console()
+    console = summary_console()
     console.print(table)
     console.print(f"protected voxels changed: {report['protected_voxels_changed']}  sidecar: {outcome['sidecar']}",
                   markup=False)

@@ -41,9 +41,7 @@ def run(args) -> dict:
 
 
 def _demo_head(args, out: Path, stem: str, modality: str, orientation: str, written: list[Path]) -> dict:
-    from rich.console import Console
-
-    from DeFacerLib.cli.progress import progress_callback
+    from DeFacerLib.cli.progress import progress_callback, summary_console
     from DeFacerLib.deface.workflow import deface_file
     from DeFacerLib.io import write_volume
     from DeFacerLib.phantom import make_phantom
@@ -67,7 +65,7 @@ def _demo_head(args, out: Path, stem: str, modality: str, orientation: str, writ
         removed = ", ".join(
             f"{name} {entry['voxels_removed']:,}" for name, entry in outcome["report"]["features"].items()
         )
-        console = Console()
+        console = summary_console()
         console.print(f"{stem} ({modality}, {orientation}): removed voxels: {removed}; "
                       f"protected voxels changed: {outcome['report']['protected_voxels_changed']}", markup=False)
         if outcome.get("qa_figure"):  # markup off: a "[/x]" in --out is a path, not rich markup

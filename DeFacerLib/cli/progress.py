@@ -1,5 +1,5 @@
 """Progress on the terminal (rich), as the plain ``progress(message, fraction)`` callback
-that library functions accept.
+that library functions accept, and the console every command prints its summary with.
 
 rich is imported only when a bar is drawn (a quiet or piped run never draws one), and
 ``STDERR``, the shared stderr console, is made on first use.
@@ -19,9 +19,17 @@ def __getattr__(name: str):
         if _CONSOLE is None:
             from rich.console import Console
 
-            _CONSOLE = Console(stderr=True)
+            _CONSOLE = Console(stderr=True, emoji=False)
         return _CONSOLE
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def summary_console():
+    """A rich console on stdout that prints paths as they are: no emoji for a ":cd:" in a folder's
+    name, and no line break inside a long path when the output goes to a log (80 columns)."""
+    from rich.console import Console
+
+    return Console(emoji=False, soft_wrap=True)
 
 
 @contextlib.contextmanager

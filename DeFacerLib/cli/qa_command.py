@@ -26,7 +26,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> dict:
-    from rich.console import Console
+    from DeFacerLib.cli.progress import summary_console
 
     from DeFacerLib.errors import FaceStillRecognisable
     from DeFacerLib.io import read_volume
@@ -51,7 +51,7 @@ def run(args) -> dict:
     result = {"verdict": check.verdict, "reasons": check.reasons, "warnings": check.warnings, "inputs": inputs, "files": files,
               "check": check.to_dict()}
     if not args.quiet and not args.json:
-        console = Console()
+        console = summary_console()
         style = "bold green" if check.verdict == "PASS" else "bold red"
         console.print(check.verdict, style=style, end="  ")
         # markup off: a path or name holding "[...]" is text, not rich markup (a "[/x]" crashed)

@@ -99,12 +99,12 @@ def run(args) -> dict:
 
 
 def _print_summary(summary: dict) -> None:
-    from rich.console import Console
+    from DeFacerLib.cli.progress import summary_console
     from rich.markup import escape
 
     # paths, file names and reasons are escaped: a "[/x]" in the output folder's name ended a
     # scrub that had published its output with an internal error (exit 1)
-    console = Console(stderr=False)
+    console = summary_console()
     console.print(f"[bold]{summary['written']}[/] written, {summary['skipped']} skipped, {summary['failed']} failed "
                   f"of {summary['files']} files in {summary['seconds']} s -> {escape(str(summary['output']))}")
     for entry in summary["skipped_files"][:10]:

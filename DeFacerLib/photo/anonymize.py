@@ -22,6 +22,7 @@ from DeFacerLib.photo.media import (
     IMAGE_SUFFIXES,
     VideoWriter,
     check_output_suffix,
+    is_url,
     kind_of,
     open_video,
     native_output,
@@ -209,6 +210,8 @@ def anonymize_path(source, destination, options: PhotoOptions, overwrite: bool =
     Everything is read and anonymized before the first write, and a failure removes what this
     run wrote: a bad photo in a folder leaves no output folder behind.
     """
+    if is_url(source) and not Path(source).exists():  # a stream, not a file: its password is not echoed
+        raise InputError(f"{shown_source(source)}: a URL is not a file; read a stream with --camera SOURCE")
     source, destination = Path(source), Path(destination)
     if source.is_file() and kind_of(source) == "video":
         return [anonymize_video(source, destination, options, overwrite=overwrite)]
@@ -347,6 +350,9 @@ def anonymize_camera(source, options: PhotoOptions, max_frames: int | None = Non
         with stop_on_ctrl_c() as stop:  # Ctrl-C ends a live stream; the recording is kept
             stats = run_stream(capture, frame_processor(options, max_side_px=DETECT_SIDE_CAMERA_PX), max_frames=max_frames,
                                size=size, sink=None if destination is None else record, stop=stop)
+            interrupted = stop()
+        if stats.frames == 0 and interrupted:  # Ctrl-C before the first frame came: interrupted (130), not bad input
+            raise KeyboardInterrupt
         if stats.frames == 0:  # opened, but not one frame came: no recording, and not a "0 faces" success
             raise InputError(f"{shown_source(source)}: the stream gave no frame; nothing "
                              + ("recorded" if destination is not None else "shown"))

@@ -316,6 +316,12 @@ def probe(path) -> StreamInfo:
 
 
 _URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#:]*):[^/?#]*@")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(source) -> bool:
+    """Whether ``source`` is written as a URL (scheme://...), a stream rather than a file."""
+    return isinstance(source, str) and _URL.match(source) is not None
 
 
 def shown_source(source) -> str:
