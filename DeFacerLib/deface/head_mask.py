@@ -32,7 +32,7 @@ from scipy import ndimage as ndi
 
 from DeFacerLib.deface.skin_depth import bounding_box, dilate_mm, erode_mm
 from DeFacerLib.errors import NoHeadFound
-from DeFacerLib.intensity import non_finite_as_background, otsu_threshold
+from DeFacerLib.intensity import first_frame_physical, otsu_threshold
 from DeFacerLib.volume import Volume
 
 WORK_SPACING_MM = 2.0  # grid for the morphology; finer volumes are block-averaged to it
@@ -57,7 +57,7 @@ def head_mask(volume: Volume) -> np.ndarray:
     factors = tuple(int(max(1, round(WORK_SPACING_MM / s))) if s < 0.75 * WORK_SPACING_MM else 1 for s in spacing)
     values = _first_frame_stored(volume, factors) if any(f > 1 for f in factors) else None
     if values is None:
-        values = _first_frame_physical(volume)
+        values = first_frame_physical(volume)
     if volume.modality == "CT" and values.min() < CT_AIR_HU:  # stored values here are the physical ones
         values = np.maximum(values, np.asarray(CT_AIR_HU).astype(values.dtype))
     coarse = _block_mean(values, factors) if any(f > 1 for f in factors) else values
@@ -69,12 +69,12 @@ def head_mask(volume: Volume) -> np.ndarray:
 
     core = _erode(raw, OPEN_RADIUS_MM, coarse_spacing)
     core = _dilate(core, OPEN_RADIUS_MM, coarse_spacing)
-    core = _largest_component(core)
+    core = largest_component(core)
     if core is None or _fraction(core) < MIN_HEAD_FRACTION:
         raise NoHeadFound(f"{name}: no head found (no large bright object against a dark background); "
                          "check that the file is a head scan")
     mask = raw & _dilate(core, RESTORE_MM, coarse_spacing)
-    mask = _largest_component(mask | core)
+    mask = largest_component(mask | core)
     mask = _fill_holes_with_border(mask)
 
     if coarse is not values:
@@ -86,14 +86,6 @@ def head_mask(volume: Volume) -> np.ndarray:
 
 
 # ---- steps --------------------------------------------------------------------------------
-
-def _first_frame_physical(volume: Volume) -> np.ndarray:
-    array = volume.array[..., 0] if volume.array.ndim == 4 else volume.array
-    values = array.astype(np.float32, order="C")  # readers may give Fortran order; labelling is 2.5x slower on it
-    if volume.slope != 1.0 or volume.intercept != 0.0:
-        values = values * np.float32(volume.slope) + np.float32(volume.intercept)
-    return non_finite_as_background(values)  # NaN/inf count as air, never as head
-
 
 def _first_frame_stored(volume: Volume, factors: tuple[int, ...]) -> np.ndarray | None:
     """The stored integers themselves when they are the physical values (slope 1, intercept 0)
@@ -148,7 +140,7 @@ def _dilate(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarr
     return dilate_mm(mask, radius_mm, spacing)
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray | None:
+def largest_component(mask: np.ndarray) -> np.ndarray | None:
     labels, count = ndi.label(mask)
     if count == 0:
         return None

@@ -156,7 +156,8 @@ def find_features(volume: Volume, *, head: np.ndarray | None = None, backend: st
     """Find eyes, nose, mouth, ears and the brain with the shipped 3D U-Net.
 
     A feature the scan does not show (cut field of view) comes back absent, never as a guess.
-    The predicted brain is protected together with a conservative geometric guard (guard.py).
+    The predicted brain is protected together with a conservative geometric guard (guard.py);
+    on PET, with the head's high-uptake piece too (uptake_brain.py).
     The landmarks are the regions' centres snapped to the anatomy (face.landmarks): reported,
     and the eyes' ones keep the guard clear of the eye tissue around them (guard.py).
     ``model_path``: another face_unet.onnx (or .keras) than the shipped one, e.g. to evaluate it.
@@ -179,6 +180,10 @@ def find_features(volume: Volume, *, head: np.ndarray | None = None, backend: st
     empty = np.zeros(volume.shape3, dtype=bool)
     masks = {name: (result.masks[name] if result.present[name] else empty) for name in FEATURES}
     masks[BRAIN] = result.masks[BRAIN]
+    if volume.modality == "PT":  # the U-Net's brain fell up to 14 mm short on PET-like heads
+        from DeFacerLib.deface.uptake_brain import uptake_brain
+
+        masks[BRAIN] = masks[BRAIN] | uptake_brain(volume, head)
     landmarks = {name: point for name, point in refine_landmarks(volume, result.labels, head).items()
                  if result.present[LANDMARK_FEATURE[name]]}
     eye_points = {name: landmarks[name]["mm"] for name in ("eye_left", "eye_right") if name in landmarks}

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from DeFacerLib.errors import InputError, OutputError
-from DeFacerLib.intensity import looks_like_hu, non_finite_as_background, otsu_threshold
+from DeFacerLib.intensity import first_frame_physical, looks_like_hu, otsu_threshold
 from DeFacerLib.volume import Volume
 
 # World (LPS) axes: +z is superior; the header's anterior is -y.
@@ -62,29 +62,19 @@ class NoSurfaceError(RenderError, InputError):
 
 
 # ---- thresholds and surfaces -----------------------------------------------------------------
-def _first_frame(volume: Volume) -> np.ndarray:
-    """Physical values (float32) of the first frame of a 3D or 4D volume."""
-    array = volume.array if volume.array.ndim == 3 else volume.array[..., 0]
-    values = array.astype(np.float32)
-    if volume.slope != 1.0 or volume.intercept != 0.0:
-        values = values * np.float32(volume.slope) + np.float32(volume.intercept)
-    return non_finite_as_background(values)  # NaN/inf (cut field of view) are air: 0 would be tissue on CT
-
-
-
-
 def skin_threshold(volume: Volume, sample_voxels: int = 2_000_000) -> float:
     """Physical value separating air from skin, chosen per modality and from the data.
 
     CT in HU uses the skin/air boundary (-250 HU). MR, PET and rescaled CT use Otsu's cut
-    between background and tissue on a smoothed, decimated copy (smoothing removes the
+    between background and tissue (PET: between background and the soft tissue, under the
+    brain's far higher uptake) on a smoothed, decimated copy (smoothing removes the
     background noise and ringing that would otherwise pull the cut down), bounded to 5-50 %
     of a robust high percentile so that a very bright or very dark tail cannot move it far.
     The cut is then moved 30 % of the way down towards the background level: Otsu's cut
     alone sits inside the tissue's partial-volume edge and frays lips, nostrils and eyelids.
     ``sample_voxels``: about how many voxels the decimated copy keeps.
     """
-    values = _first_frame(volume)
+    values = first_frame_physical(volume)
     if volume.modality == "CT" and looks_like_hu(values):
         return CT_SKIN_THRESHOLD_HU
     step = max(1, int(round((values.size / sample_voxels) ** (1 / 3))))
@@ -96,6 +86,8 @@ def skin_threshold(volume: Volume, sample_voxels: int = 2_000_000) -> float:
         raise NoSurfaceError(f"{_name(volume)}: the volume is constant; there is no head surface to render")
     clipped = np.clip(small, low, high)
     otsu = otsu_threshold(clipped)
+    if volume.modality == "PT":  # the brain's uptake is several times the face's: Otsu's cut falls
+        otsu = otsu_threshold(clipped[clipped < otsu])  # between them; the skin is below, at the next one
     background = float(np.median(clipped[clipped < otsu]))
     threshold = background + _OTSU_FRACTION * (otsu - background)
     return float(np.clip(threshold, low + 0.05 * (high - low), low + 0.5 * (high - low)))
@@ -124,7 +116,7 @@ def skin_surface(
         vtkQuadricClustering,
     )
 
-    values = _first_frame(volume)
+    values = first_frame_physical(volume)
     if threshold is None:
         threshold = skin_threshold(volume)
     if smoothing_mm > 0:

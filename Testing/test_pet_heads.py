@@ -1,0 +1,66 @@
+"""PET: the brain is kept and the face is seen, on PET-like copies of real IXI heads.
+
+No real head PET with a reference brain is at hand, so each head is a PET-like copy of an
+IXI T1 (scripts/evaluate_pet_like.py: soft tissue 1, reference brain 4, 6 mm FWHM, noise):
+a synthetic contrast on a real head's anatomy, named as such.
+"""
+from __future__ import annotations
+
+import numpy as np
+import nibabel as nib
+import pytest
+
+from evaluate_pet_like import pet_like_copy
+from DeFacerLib.deface import head_mask
+from DeFacerLib.deface.uptake_brain import uptake_brain
+from DeFacerLib.deface.workflow import deface_file
+from DeFacerLib.io import read_volume
+from DeFacerLib.qa.check import check_pair
+from DeFacerLib.qa.render import skin_threshold
+
+
+@pytest.fixture(scope="module")
+def pet_heads(ixi_pairs, tmp_path_factory):
+    """{subject: (PET-like copy, reference brain)} for IXI211 and IXI255, the heads whose
+    reference brain the cuts reached (6 and 62 voxels) when the U-Net's brain alone was kept."""
+    folder = tmp_path_factory.mktemp("pet")
+    chosen = {}
+    for t1, brain in ixi_pairs:
+        subject = t1.name.split("-")[0]
+        if subject in ("IXI211", "IXI255"):
+            chosen[subject] = (pet_like_copy(t1, brain, folder / f"{subject}_pet.nii.gz"), brain)
+    return chosen
+
+
+def test_the_brain_is_kept_and_the_face_removed(pet_heads, tmp_path):
+    for subject, (pet, brain_path) in pet_heads.items():
+        volume = read_volume(pet)
+        assert volume.modality == "PT"  # from the file name, as BIDS names PET
+        brain = np.asarray(nib.load(brain_path).dataobj) > 0
+        # the uptake brain covers the reference brain but for its blurred edge (99.5 % on both)
+        found = uptake_brain(volume, head_mask(volume))
+        assert (found & brain).sum() / brain.sum() > 0.99, subject
+        assert (found & ~brain).sum() / brain.sum() < 0.03, subject
+        out = tmp_path / f"{subject}_pet_defaced.nii.gz"
+        outcome = deface_file(pet, out)
+        assert {"eyes", "nose", "mouth"} <= set(outcome["features_removed"]), outcome["features_removed"]
+        changed = np.asarray(nib.load(pet).dataobj) != np.asarray(nib.load(out).dataobj)
+        assert changed.sum() > 80_000, (subject, int(changed.sum()))  # 87,556 and 136,027 voxels
+        assert int((changed & brain).sum()) == 0, subject  # it was 6 and 62 before the uptake brain
+
+
+def test_the_face_is_rendered_and_checked(pet_heads, tmp_path):
+    """The render's threshold was Otsu's single cut, between the face's soft tissue and the
+    brain's uptake: the QA rendered the brain, found no face on the original, and would PASS
+    any PET, defaced or not. It now cuts between the background and the soft tissue."""
+    pet, _ = pet_heads["IXI211"]
+    original = read_volume(pet)
+    assert skin_threshold(original) < 0.5 * 1000.0  # under the soft tissue's uptake (1000), not 1413
+    intact = check_pair(original, original)[0]
+    front = next(v for v in intact.views if v.view == "front" and not v.variant)
+    assert front.original_face_score >= 0.75 and intact.verdict == "FAIL"  # a face, and it is the person's
+    out = tmp_path / "IXI211_pet_defaced.nii.gz"
+    deface_file(pet, out)
+    check = check_pair(original, read_volume(out))[0]
+    assert check.verdict == "PASS", check.reasons
+    assert not any(v.defaced_face_detected for v in check.views if v.view == "front")
