@@ -26,6 +26,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from DeFacerLib import sharing_warnings
 from DeFacerLib.features import DEFAULT_MARGIN_MM, DEFAULT_MAX_DEPTH_MM, DEFAULT_SHIELD, DEFAULT_WHOLE_FACE
 from DeFacerLogicLib import packages
 from DeFacerLogicLib.logic import DefaceCancelled
@@ -349,7 +350,7 @@ class DeFacerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 files, output, options=options,
                 progress=lambda done, total: self._progress(_("de-identifying"), done / max(total, 1)))
             self.ui.dicomResultLabel.text = _("{written} file(s) written to {folder}").format(
-                written=summary.get("written", 0), folder=output)
+                written=summary.get("written", 0), folder=output) + warningLines(sharing_warnings.for_scrub(summary))
 
     # ---- photo ---------------------------------------------------------------------------------
     def onAnonymizePhotoButton(self) -> None:
@@ -363,10 +364,8 @@ class DeFacerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to anonymize the photo."), waitCursor=True):
             summary = self.logic.anonymize_photo(source, target, method=self.ui.photoMethodComboBox.currentText)
-            cosmetic = [o for o in summary["outputs"] if not o["de_identifying"]]
-            self.ui.photoResultLabel.text = _("{faces} face(s) hidden in {files} file(s){note}").format(
-                faces=summary["faces"], files=len(summary["outputs"]),
-                note=_("; this method is cosmetic, not de-identifying") if cosmetic else "")
+            self.ui.photoResultLabel.text = _("{faces} face(s) hidden in {files} file(s)").format(
+                faces=summary["faces"], files=len(summary["outputs"])) + warningLines(sharing_warnings.for_photo(summary))
 
 
 #
@@ -421,6 +420,11 @@ def _packageManager():
         if hasattr(module, "pip_ensure"):
             return module
     return None
+
+
+def warningLines(warnings: list) -> str:
+    """What to act on before sharing (DeFacerLib.sharing_warnings), one line each under a result."""
+    return "".join("\n" + _("warning: {text}").format(text=text) for text in warnings)
 
 
 def ctkAxis(name: str):

@@ -424,4 +424,25 @@ def test_photo_section_hides_the_face_of_a_real_photo(module, widget, data_dir, 
     widget.ui.photoMethodComboBox.currentText = "pixelate"
     widget._parameterNode.photoOutputPath = tmp_path / "obama_pixelated.jpg"
     widget.ui.anonymizePhotoButton.emit("clicked(bool)")
-    assert widget.ui.photoResultLabel.text.endswith("this method is cosmetic, not de-identifying")
+    assert widget.ui.photoResultLabel.text.splitlines()[1].startswith(
+        "warning: pixelate (cosmetic: not de-identifying): faces stay recognisable")
+
+
+def test_scrub_section_says_what_to_act_on_before_sharing(module, widget, data_dir, tmp_path, monkeypatch):
+    """The study's ultrasound says its pixels carry burned-in text: `defacer scrub` warned, the
+    module only said "9 file(s) written". Slicer's DICOM database is a stand-in here (the
+    application cannot run): it hands the module the study's files, as Slicer's would."""
+    files = sorted(str(p) for p in (data_dir / "dicom" / "deid_samples").glob("*.dcm"))
+    module.slicer.dicomDatabase = types.SimpleNamespace(
+        instanceValue=lambda uid, tag: "study", seriesForStudy=lambda study: ["series"],
+        filesForSeries=lambda series: files)
+    node = load_phantom(module, widget, with_labels=False)[2]
+    node.SetAttribute("DICOM.instanceUIDs", "1.2.3")
+    widget._parameterNode.dicomOutputDirectory = tmp_path / "out"
+    monkeypatch.setenv("DEFACER_KEY_FILE", str(tmp_path / "key"))
+    widget.ui.scrubDicomButton.emit("clicked(bool)")
+    assert module.util.errors == []
+    lines = widget.ui.dicomResultLabel.text.splitlines()
+    assert lines[0] == f"{len(files)} file(s) written to {tmp_path / 'out'}"
+    assert lines[1].startswith("warning: 1 written file(s) say their pixels carry burned-in text")
+    assert "GREYSCALE_IMAGE.dcm" in lines[1]

@@ -17,7 +17,7 @@ import sys
 import time
 
 from DeFacerLib.cli.deface_command import add_removal_arguments, parameters_from_args
-from DeFacerLib.cli.scrub_command import add_profile_arguments, burned_in_warning, new_key_note, options_from_args
+from DeFacerLib.cli.scrub_command import add_profile_arguments, new_key_note, options_from_args
 
 NAME = "batch"
 LOG_EVERY_S = 60  # progress lines when standard error is not a terminal
@@ -148,19 +148,3 @@ def _print_summary(summary: dict) -> None:
         console.print(f"  {new_key_note(summary['key_file'])}", markup=False)
     console.print(f"  report: {summary['reports']['html']}", markup=False)
     console.print(f"  audit (original identifiers, keep private): {summary['audit_folder']}", markup=False)
-
-
-def safety_warnings(summary: dict) -> list[str]:
-    """What to act on before sharing the batch's output (cli/main.py prints them on stderr)."""
-    lines = []
-    if summary.get("paths_holding_phi_count"):
-        lines.append(f"{summary['paths_holding_phi_count']} DICOM file path(s) hold PHI of their own header (which, in "
-                     f"{summary['audit_folder']}); the tree is mirrored as it is: rename them before sharing")
-    if summary.get("burned_in_annotation"):
-        lines.append(burned_in_warning(summary["burned_in_annotation"]))
-    lines += [f"{table['name']} was copied as it is, but its column(s) {', '.join(table['columns'])} may name or date "
-              "a person: check them before sharing" for table in summary.get("identifying_columns", [])]
-    if summary["qa_faces_found"]:
-        lines.append(f"QA: a face was still found on {summary['qa_faces_found']} defaced output(s); see "
-                     f"{summary['reports']['html']}")
-    return lines

@@ -128,14 +128,6 @@ def run(args) -> dict:
     return outcome
 
 
-def safety_warnings(outcome: dict) -> list[str]:
-    """What to act on before sharing the output (cli/main.py prints it on stderr)."""
-    if outcome.get("burned_in_annotation"):
-        return [f"the input series says its pixels carry burned-in text (Burned In Annotation YES): only the face "
-                f"was removed from {outcome['output']}; check its images before sharing"]
-    return []
-
-
 def dicom_options_from_args(args):
     """The PS3.15 options for a DICOM output, or None when every option is at its default
     (deface_file then uses ProfileOptions(), the same thing) so that defacing a NIfTI file

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from DeFacerLib import __version__
+from DeFacerLib import __version__, sharing_warnings
 from DeFacerLib.errors import EXIT_CODES, DeFacerError
 from DeFacerLib.interrupts import SIGTERM_EXIT, Terminated, sigterm_as_interrupt
 
@@ -36,6 +36,9 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
+# what each command's result may hold that the user must act on before sharing (sharing_warnings.py)
+SAFETY_WARNINGS = {"deface": sharing_warnings.for_deface, "scrub": sharing_warnings.for_scrub, "qa": sharing_warnings.for_qa,
+                   "batch": sharing_warnings.for_batch, "photo": sharing_warnings.for_photo}
 COMMAND_MODULES = ("info_command", "deface_command", "demo_command", "scrub_command", "qa_command", "batch_command",
                    "photo_command")
 
@@ -67,7 +70,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         )
         if command is None or command == module.NAME:
             module.add_arguments(sub)
-        sub.set_defaults(run=module.run, safety_warnings=getattr(module, "safety_warnings", None))
+        sub.set_defaults(run=module.run, safety_warnings=SAFETY_WARNINGS.get(module.NAME))
     return parser
 
 

@@ -46,28 +46,9 @@ def add_arguments(parser) -> None:
 
 def label(de_identifying: bool) -> str:
     """What every summary line adds for a cosmetic method, so "faces hidden" is not read as de-identified."""
-    return "" if de_identifying else " (cosmetic: not de-identifying)"
+    from DeFacerLib.sharing_warnings import COSMETIC
 
-
-def safety_warnings(result: dict) -> list[str]:
-    """What to check before sharing (cli/main.py prints them on stderr): a cosmetic method, images
-    written unchanged because no face was found in them (a missed face is published), and files
-    of the input folder this command left out (a folder of .heic photos must not look done)."""
-    outputs = result.get("outputs", [result])
-    lines = []
-    cosmetic = sorted({output["method"] for output in outputs if not output.get("de_identifying", True)})
-    if cosmetic:
-        lines.append(f"{', '.join(cosmetic)}{label(False)}: faces stay recognisable to face recognition "
-                     "(docs/photo.md); use --method fill or ksame with --region head to de-identify")
-    unchanged = [output["input"] for output in outputs if output.get("kind") not in (None, "video") and not output["faces"]]
-    if unchanged:
-        lines.append(f"{len(unchanged)} image(s) had no face found and were written with their pixels unchanged "
-                     f"(first: {unchanged[0]}): look at them before sharing")
-    left_out = result.get("left_out", [])
-    if left_out:
-        lines.append(f"left out, not photos this command reads from a folder: {', '.join(left_out[:10])}"
-                     + (f" and {len(left_out) - 10} more" if len(left_out) > 10 else "") + " (give a video as its own INPUT)")
-    return lines
+    return "" if de_identifying else f" ({COSMETIC})"
 
 
 def run(args) -> dict:

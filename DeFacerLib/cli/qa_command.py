@@ -65,11 +65,6 @@ def run(args) -> dict:
     return result
 
 
-def safety_warnings(result: dict) -> list[str]:
-    """Views that PASS by the threshold but still show a face (cli/main.py prints them on stderr)."""
-    return list(result["warnings"])
-
-
 def report_name(name: str | None, defaced_path: str) -> str:
     """--name, else the defaced input's name without its volume extension: DICOM folders named
     by UIDs ("1.3.12.2...") keep their whole name, so that two of them do not share one report.

@@ -117,25 +117,6 @@ def _print_summary(summary: dict) -> None:
                   markup=False)
 
 
-def safety_warnings(summary: dict) -> list[str]:
-    """What to act on before sharing the scrubbed tree (cli/main.py prints them on stderr)."""
-    lines = [f"{entry['file']} has the same SOP Instance UID as {entry['same_sop_instance_uid_as']}"
-             for entry in summary["duplicate_sop_instance_uids"][:10]]
-    if summary.get("burned_in_annotation"):
-        lines.append(burned_in_warning(summary["burned_in_annotation"]))
-    in_paths = summary["paths_holding_phi"]
-    if in_paths:
-        lines.append(f"{len(in_paths)} output path(s) hold PHI of their own file (first: {in_paths[0]['file']} holds "
-                     f"{in_paths[0]['holds']}); the tree is mirrored as it is: rename those folders or files before sharing")
-    return lines
-
-
 def new_key_note(key_file: str) -> str:
     """The console line when a run made the key (scrub, deface of DICOM, batch)."""
     return f"new key stored in {key_file} (keep it secret; reuse it to keep UIDs consistent)"
-
-
-def burned_in_warning(names: list[str]) -> str:
-    """The warning for written files that say their pixels carry text (scrub and batch)."""
-    return (f"{len(names)} written file(s) say their pixels carry burned-in text (Burned In Annotation YES; first: "
-            f"{names[0]}); headers only were scrubbed: rerun with --clean-pixel-data or check those images before sharing")

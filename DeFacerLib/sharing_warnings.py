@@ -1,0 +1,79 @@
+"""What a user must act on before sharing an output, from each command's result: PHI in a
+path, text burned into pixels, a face still found, identifying table columns, a cosmetic photo
+method, an image written unchanged because no face was found in it, files left out.
+
+One wording for every front end: the CLI prints them as `defacer: warning:` lines on stderr
+(under -q too), the Slicer module shows them under its result.
+"""
+from __future__ import annotations
+
+COSMETIC = "cosmetic: not de-identifying"
+
+
+def burned_in(names: list[str]) -> str:
+    """Written DICOM files that say their pixels carry text (scrub and batch)."""
+    return (f"{len(names)} written file(s) say their pixels carry burned-in text (Burned In Annotation YES; first: "
+            f"{names[0]}); headers only were scrubbed: rerun with --clean-pixel-data or check those images before sharing")
+
+
+def for_scrub(summary: dict) -> list[str]:
+    """A scrubbed tree (dicom.scrub_tree's summary)."""
+    lines = [f"{entry['file']} has the same SOP Instance UID as {entry['same_sop_instance_uid_as']}"
+             for entry in summary["duplicate_sop_instance_uids"][:10]]
+    if summary.get("burned_in_annotation"):
+        lines.append(burned_in(summary["burned_in_annotation"]))
+    in_paths = summary["paths_holding_phi"]
+    if in_paths:
+        lines.append(f"{len(in_paths)} output path(s) hold PHI of their own file (first: {in_paths[0]['file']} holds "
+                     f"{in_paths[0]['holds']}); the tree is mirrored as it is: rename those folders or files before sharing")
+    return lines
+
+
+def for_batch(summary: dict) -> list[str]:
+    """A batch's output (batch.run_batch's summary)."""
+    lines = []
+    if summary.get("paths_holding_phi_count"):
+        lines.append(f"{summary['paths_holding_phi_count']} DICOM file path(s) hold PHI of their own header (which, in "
+                     f"{summary['audit_folder']}); the tree is mirrored as it is: rename them before sharing")
+    if summary.get("burned_in_annotation"):
+        lines.append(burned_in(summary["burned_in_annotation"]))
+    lines += [f"{table['name']} was copied as it is, but its column(s) {', '.join(table['columns'])} may name or date "
+              "a person: check them before sharing" for table in summary.get("identifying_columns", [])]
+    if summary["qa_faces_found"]:
+        lines.append(f"QA: a face was still found on {summary['qa_faces_found']} defaced output(s); see "
+                     f"{summary['reports']['html']}")
+    return lines
+
+
+def for_deface(outcome: dict) -> list[str]:
+    """A defaced volume (deface.workflow.deface_file's outcome)."""
+    if outcome.get("burned_in_annotation"):
+        return [f"the input series says its pixels carry burned-in text (Burned In Annotation YES): only the face "
+                f"was removed from {outcome['output']}; check its images before sharing"]
+    return []
+
+
+def for_qa(result: dict) -> list[str]:
+    """Views that PASS by the threshold but still show a face (the qa command's result)."""
+    return list(result["warnings"])
+
+
+def for_photo(result: dict) -> list[str]:
+    """Photos, a video or a camera run (photo.summarize's result with ``left_out``, or the
+    camera's): a cosmetic method, images written unchanged because no face was found in them
+    (a missed face is published), and files of the input folder left out."""
+    outputs = result.get("outputs", [result])
+    lines = []
+    cosmetic = sorted({output["method"] for output in outputs if not output.get("de_identifying", True)})
+    if cosmetic:
+        lines.append(f"{', '.join(cosmetic)} ({COSMETIC}): faces stay recognisable to face recognition "
+                     "(docs/photo.md); use --method fill or ksame with --region head to de-identify")
+    unchanged = [output["input"] for output in outputs if output.get("kind") not in (None, "video") and not output["faces"]]
+    if unchanged:
+        lines.append(f"{len(unchanged)} image(s) had no face found and were written with their pixels unchanged "
+                     f"(first: {unchanged[0]}): look at them before sharing")
+    left_out = result.get("left_out", [])
+    if left_out:
+        lines.append(f"left out, not photos this command reads from a folder: {', '.join(left_out[:10])}"
+                     + (f" and {len(left_out) - 10} more" if len(left_out) > 10 else "") + " (give a video as its own INPUT)")
+    return lines
