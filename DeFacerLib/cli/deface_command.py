@@ -138,9 +138,10 @@ def dicom_options_from_args(args):
 
 
 def _print_summary(outcome: dict) -> None:
-    from DeFacerLib.cli.progress import summary_console
     from rich.table import Table
     from rich.text import Text
+
+    from DeFacerLib.cli.progress import summary_console
 
     report = outcome["report"]
     # markup off wherever paths and header text are shown: "[...]" in a name is text, not rich

@@ -27,7 +27,6 @@ def add_arguments(parser) -> None:
 
 def run(args) -> dict:
     from DeFacerLib.cli.progress import summary_console
-
     from DeFacerLib.errors import FaceStillRecognisable
     from DeFacerLib.io import read_volume
     from DeFacerLib.io.atomic import check_output_folder, make_folder, remove_made_folders

@@ -99,8 +99,9 @@ def run(args) -> dict:
 
 
 def _print_summary(summary: dict) -> None:
-    from DeFacerLib.cli.progress import summary_console
     from rich.markup import escape
+
+    from DeFacerLib.cli.progress import summary_console
 
     # paths, file names and reasons are escaped: a "[/x]" in the output folder's name ended a
     # scrub that had published its output with an internal error (exit 1)
