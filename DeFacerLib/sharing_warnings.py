@@ -60,18 +60,30 @@ def for_qa(result: dict) -> list[str]:
 
 def for_photo(result: dict) -> list[str]:
     """Photos, a video or a camera run (photo.summarize's result with ``left_out``, or the
-    camera's): a cosmetic method, images written unchanged because no face was found in them
-    (a missed face is published), and files of the input folder left out."""
+    camera's): a cosmetic method; images, DICOM photos (header too), videos and recordings
+    written unchanged because no face was found in them (a missed face is published); files
+    of the input folder left out."""
     outputs = result.get("outputs", [result])
     lines = []
     cosmetic = sorted({output["method"] for output in outputs if not output.get("de_identifying", True)})
     if cosmetic:
         lines.append(f"{', '.join(cosmetic)} ({COSMETIC}): faces stay recognisable to face recognition "
                      "(docs/photo.md); use --method fill or ksame with --region head to de-identify")
-    unchanged = [output["input"] for output in outputs if output.get("kind") not in (None, "video") and not output["faces"]]
+    unchanged = [output["input"] for output in outputs if output.get("kind") == "image" and not output["faces"]]
     if unchanged:
         lines.append(f"{len(unchanged)} image(s) had no face found and were written with their pixels unchanged "
                      f"(first: {unchanged[0]}): look at them before sharing")
+    copied = [output["input"] for output in outputs if output.get("kind") == "dicom" and not output["faces"]]
+    if copied:  # the file as it was: its header (name, birth date, IDs) too
+        lines.append(f"{len(copied)} DICOM file(s) had no face found and were copied as they were, header included "
+                     f"(first: {copied[0]}): look at them, and scrub their headers with `defacer scrub`, before sharing")
+    videos = [output["input"] for output in outputs if output.get("kind") == "video" and not output["faces"]]
+    if videos:
+        lines.append(f"{len(videos)} video(s) had no face found in any frame and were written with their frames "
+                     f"unchanged (first: {videos[0]}): look at them before sharing")
+    if "camera" in result and result.get("output") and not result["faces"]:
+        lines.append(f"no face was found in any frame of the recording {result['output']}: its frames are unchanged; "
+                     "look at it before sharing")
     left_out = result.get("left_out", [])
     if left_out:
         lines.append(f"left out, not photos this command reads from a folder: {', '.join(left_out[:10])}"

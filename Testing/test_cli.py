@@ -664,3 +664,22 @@ def test_scrub_and_batch_keep_long_paths_on_one_line_in_a_log(data_dir, tmp_path
                             capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr
     assert f"report: {batch_out}/.defacer/report.html\n" in result.stdout and f"private): {batch_out}.audit\n" in result.stdout
+
+
+def test_photo_warns_of_what_a_missed_face_leaves_in_dicom_video_and_recording(data_dir, tmp_path):
+    """A DICOM photo with no face found is copied as it was, its header (the patient's name)
+    included; a video or a camera recording with no face in any frame is written unchanged.
+    Under -q the first was said only by the stdout note, the others not at all."""
+    from DeFacerLib.sharing_warnings import for_photo as safety_warnings
+
+    source = data_dir / "dicom" / "deid_samples" / "GREYSCALE_IMAGE.dcm"  # an ultrasound: no face
+    result = defacer("photo", source, "-o", tmp_path / "out.dcm", "-q")
+    assert result.returncode == 0 and result.stdout == "", result.stderr
+    assert "header included" in result.stderr and "defacer scrub" in result.stderr, result.stderr
+    video = {"outputs": [{"input": "a.mp4", "output": "b.mp4", "kind": "video", "faces": 0, "method": "fill",
+                          "de_identifying": True}], "faces": 0}
+    assert any("no face found in any frame" in line and "a.mp4" in line for line in safety_warnings(video))
+    recording = {"camera": "0", "frames": 90, "faces": 0, "method": "fill", "de_identifying": True, "output": "rec.mp4"}
+    assert any("rec.mp4" in line for line in safety_warnings(recording))
+    assert safety_warnings({**recording, "output": None}) == []  # shown, not written
+    assert safety_warnings({**recording, "faces": 12}) == []

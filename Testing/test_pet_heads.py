@@ -64,3 +64,19 @@ def test_the_face_is_rendered_and_checked(pet_heads, tmp_path):
     check = check_pair(original, read_volume(out))[0]
     assert check.verdict == "PASS", check.reasons
     assert not any(v.defaced_face_detected for v in check.views if v.view == "front")
+
+
+@pytest.mark.parametrize("brain_uptake", [1.0, 1.3])
+def test_a_brain_no_hotter_than_the_face_protects_no_face(ixi_pairs, tmp_path, brain_uptake):
+    """A tracer the brain takes up little more of than the soft tissue: the head's high-uptake
+    piece was the whole head (2.6 times the U-Net's brain), protected, and the face was left:
+    34,000 voxels changed on IXI255 instead of 87,000, and `defacer qa` FAILed. It is now left
+    out (uptake_brain.plausible_uptake_brain) and the face is removed as on the brain-hot copy."""
+    t1, brain_path = next((t1, brain) for t1, brain in ixi_pairs if t1.name.startswith("IXI255"))
+    pet = pet_like_copy(t1, brain_path, tmp_path / "IXI255_flat_pet.nii.gz", brain_uptake=brain_uptake)
+    out = tmp_path / "IXI255_flat_pet_defaced.nii.gz"
+    outcome = deface_file(pet, out)
+    assert {"eyes", "nose", "mouth"} <= set(outcome["features_removed"]), outcome["features_removed"]
+    changed = np.asarray(nib.load(pet).dataobj) != np.asarray(nib.load(out).dataobj)
+    assert changed.sum() > 80_000, int(changed.sum())
+    assert int((changed & (np.asarray(nib.load(brain_path).dataobj) > 0)).sum()) == 0

@@ -214,3 +214,15 @@ def test_demo_twice_and_in_bad_places(tmp_path):
     result = _defacer("demo", "--out", stopped, "-q")
     assert result.returncode == 4
     assert sorted(p.name for p in stopped.iterdir()) == ["phantom_ct.nii.gz"]
+
+
+def test_a_matched_face_is_not_also_called_unmatched(ixi_pairs):
+    """An undefaced copy FAILs because its front still matches the original; its warning said
+    "the recognisers do not match it to the original" beside that reason (and -q now keeps it)."""
+    from DeFacerLib.io import read_volume
+    from DeFacerLib.qa.check import check_pair
+
+    original = read_volume(ixi_pairs[0][0])
+    check = check_pair(original, original)[0]
+    assert check.verdict == "FAIL" and any(r.startswith("front:") for r in check.reasons), check.reasons
+    assert not any("do not match it to the original" in w for w in check.warnings), check.warnings

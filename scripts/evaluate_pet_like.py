@@ -34,15 +34,17 @@ FWHM_MM = 6.0
 SCALE = 1000.0  # stored as float32 Bq/ml-like values
 
 
-def pet_like_copy(t1_path: Path, brain_path: Path, out_path: Path, seed: int = 0) -> Path:
-    """A PET-like copy of a T1 head (same grid and affine): see the module docstring."""
+def pet_like_copy(t1_path: Path, brain_path: Path, out_path: Path, seed: int = 0,
+                  brain_uptake: float = BRAIN_UPTAKE) -> Path:
+    """A PET-like copy of a T1 head (same grid and affine): see the module docstring.
+    ``brain_uptake``: the brain's over the soft tissue's (1: a tracer the brain takes no more of)."""
     from DeFacerLib.intensity import otsu_threshold
 
     image = nib.load(t1_path)
     t1 = np.asarray(image.dataobj, dtype=np.float32)
     brain = np.asarray(nib.load(brain_path).dataobj) > 0
     head = ndi.binary_fill_holes(ndi.binary_closing(t1 > otsu_threshold(t1), iterations=2))
-    uptake = SOFT_TISSUE_UPTAKE * head + (BRAIN_UPTAKE - SOFT_TISSUE_UPTAKE) * brain
+    uptake = SOFT_TISSUE_UPTAKE * head + (brain_uptake - SOFT_TISSUE_UPTAKE) * brain
     sigma_vox = FWHM_MM / 2.355 / np.asarray(image.header.get_zooms()[:3], dtype=float)
     uptake = ndi.gaussian_filter(uptake.astype(np.float32), sigma_vox)
     noise = np.random.default_rng(seed).normal(0.0, 0.05, uptake.shape).astype(np.float32)

@@ -181,9 +181,10 @@ def find_features(volume: Volume, *, head: np.ndarray | None = None, backend: st
     masks = {name: (result.masks[name] if result.present[name] else empty) for name in FEATURES}
     masks[BRAIN] = result.masks[BRAIN]
     if volume.modality == "PT":  # the U-Net's brain fell up to 14 mm short on PET-like heads
-        from DeFacerLib.deface.uptake_brain import uptake_brain
+        from DeFacerLib.deface.uptake_brain import plausible_uptake_brain
 
-        masks[BRAIN] = masks[BRAIN] | uptake_brain(volume, head)
+        face = masks["eyes"] | masks["nose"] | masks["mouth"]  # absent ones are empty
+        masks[BRAIN] = masks[BRAIN] | plausible_uptake_brain(volume, head, masks[BRAIN], face)
     landmarks = {name: point for name, point in refine_landmarks(volume, result.labels, head).items()
                  if result.present[LANDMARK_FEATURE[name]]}
     eye_points = {name: landmarks[name]["mm"] for name in ("eye_left", "eye_right") if name in landmarks}
