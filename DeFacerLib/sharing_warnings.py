@@ -49,7 +49,8 @@ def for_deface(outcome: dict) -> list[str]:
     """A defaced volume (deface.workflow.deface_file's outcome)."""
     if outcome.get("burned_in_annotation"):
         return [f"the input series says its pixels carry burned-in text (Burned In Annotation YES): only the face "
-                f"was removed from {outcome['output']}; check its images before sharing"]
+                f"was removed from {outcome['output']}; check its images, or scrub it with `defacer scrub "
+                "--clean-pixel-data`, before sharing"]
     return []
 
 

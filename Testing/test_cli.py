@@ -683,3 +683,13 @@ def test_photo_warns_of_what_a_missed_face_leaves_in_dicom_video_and_recording(d
     assert any("rec.mp4" in line for line in safety_warnings(recording))
     assert safety_warnings({**recording, "output": None}) == []  # shown, not written
     assert safety_warnings({**recording, "faces": 12}) == []
+
+
+def test_deface_refuses_ocr_pixel_cleaning_before_any_work(data_dir, tmp_path):
+    """`deface --clean-pixel-data` on an MR series ran for minutes, blacked out OCR "words" in
+    the anatomy, then exited 5 blaming the DICOM writer; it is a usage error up front (exit 2)
+    that says where the option belongs."""
+    series = data_dir / "dicom" / "siemens_xa30_enhanced_multiframe_t1"
+    result = defacer("deface", series, tmp_path / "out", "--clean-pixel-data", "--key-file", tmp_path / "key")
+    assert_one_line_error(result, 2, "is for `defacer scrub`", "deface first")
+    assert list(tmp_path.iterdir()) == []  # no output, no audit folder, no key

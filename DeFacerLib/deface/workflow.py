@@ -24,7 +24,7 @@ from DeFacerLib.deface.pipeline import (
     require_face,
     segmentation_report,
 )
-from DeFacerLib.errors import DeFacerError, FaceNotFound, GuaranteeError, InputError, OutputError
+from DeFacerLib.errors import DeFacerError, FaceNotFound, GuaranteeError, InputError, OutputError, UsageError
 
 CENTRAL_FEATURES = FACE_FEATURES  # with a label map: without both of these, no output is written
 
@@ -56,6 +56,11 @@ def deface_file(
 
     if not Path(input_path).exists():
         raise InputError(f"{input_path} does not exist")
+    if dicom_options is not None and dicom_options.clean_pixel_data:
+        # OCR over a head series finds "words" in the anatomy and blacks them out: the read-back
+        # check then refused the series after minutes of work, blaming the DICOM writer
+        raise UsageError("--clean-pixel-data (OCR of text burned into the pixels) is for `defacer scrub`; deface "
+                         "first, then scrub the defaced series with --clean-pixel-data if it carries burned-in text")
     _check_outputs_before_work(input_path, output_path, labels_path, protect_path, qa_dir)
     check_output_path(input_path, output_path, overwrite)
     audit_dir = _audit_dir(input_path, output_path, overwrite)
