@@ -315,8 +315,9 @@ def probe(path) -> StreamInfo:
     )
 
 
-_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#:]*):[^/?#]*@")
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_SCHEME = r"[A-Za-z][A-Za-z0-9+.-]*://"
+_URL_PASSWORD = re.compile(rf"^({_SCHEME}[^/?#:]*):[^/?#]*@")
+_URL = re.compile(rf"^{_SCHEME}")
 
 
 def is_url(source) -> bool:
