@@ -67,10 +67,8 @@ def non_finite_as_background(values: np.ndarray, background: float | None = None
 
 
 def first_frame_physical(volume) -> np.ndarray:
-    """The physical values (float32, C order) of a volume's first frame, NaN/inf as the darkest
-    air: what the head mask, the PET brain and the QA render threshold."""
-    array = volume.array[..., 0] if volume.array.ndim == 4 else volume.array
-    values = array.astype(np.float32, order="C")  # readers may give Fortran order; labelling is 2.5x slower on it
-    if volume.slope != 1.0 or volume.intercept != 0.0:
-        values = values * np.float32(volume.slope) + np.float32(volume.intercept)
-    return non_finite_as_background(values)  # NaN/inf count as air, never as head or skin
+    """``Volume.physical`` of a volume's first frame, in C order (readers may give Fortran order;
+    labelling is 2.5x slower on it), NaN/inf as the darkest air: what the head mask, the PET
+    brain and the QA render threshold."""
+    first = volume if volume.array.ndim == 3 else volume.with_array(volume.array[..., 0])
+    return non_finite_as_background(first.physical(order="C"))  # NaN/inf count as air, never as head or skin

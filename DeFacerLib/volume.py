@@ -104,9 +104,9 @@ class Volume:
         return out
 
     # ---- values ---------------------------------------------------------------------
-    def physical(self) -> np.ndarray:
-        """Real-world values (float32), through slope and intercept; a view-free copy."""
-        values = self.array.astype(np.float32)
+    def physical(self, order: str = "K") -> np.ndarray:
+        """Real-world values (float32), through slope and intercept; a view-free copy in ``order``."""
+        values = self.array.astype(np.float32, order=order)
         if self.slope != 1.0 or self.intercept != 0.0:
             values = values * np.float32(self.slope) + np.float32(self.intercept)
         return values
