@@ -66,9 +66,9 @@ def non_finite_as_background(values: np.ndarray, background: float | None = None
     return np.where(bad, values.dtype.type(background), values)
 
 
-def first_frame_physical(volume) -> np.ndarray:
-    """``Volume.physical`` of a volume's first frame, in C order (readers may give Fortran order;
+def reference_physical(volume) -> np.ndarray:
+    """``Volume.physical`` of the volume's reference frame (``Volume.reference_array``: the mean
+    of a 4D PET's frames, else the first frame), in C order (readers may give Fortran order;
     labelling is 2.5x slower on it), NaN/inf as the darkest air: what the head mask, the PET
     brain and the QA render threshold."""
-    first = volume if volume.array.ndim == 3 else volume.with_array(volume.array[..., 0])
-    return non_finite_as_background(first.physical(order="C"))  # NaN/inf count as air, never as head or skin
+    return non_finite_as_background(volume.reference_volume().physical(order="C"))  # NaN/inf count as air, never as head or skin

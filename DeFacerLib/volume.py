@@ -111,6 +111,25 @@ class Volume:
             values = values * np.float32(self.slope) + np.float32(self.intercept)
         return values
 
+    @property
+    def reference_frame(self) -> int | None:
+        """The frame the head, the face and the brain are found on (one cut serves every frame):
+        None for the mean of a 4D PET's frames, because a dynamic PET's first frames may come
+        before the tracer does (a blank first frame found no head at all); else the first (an
+        fMRI run's, a DWI's b0: the sharpest anatomy; a 3D volume's only one)."""
+        return None if self.modality == "PT" and self.array.ndim == 4 and self.array.shape[3] > 1 else 0
+
+    def reference_array(self) -> np.ndarray:
+        """The stored values of the reference frame (``reference_frame``), 3D."""
+        if self.array.ndim == 3:
+            return self.array
+        index = self.reference_frame
+        return self.array[..., index] if index is not None else self.array.mean(axis=3, dtype=np.float64).astype(np.float32)
+
+    def reference_volume(self) -> "Volume":
+        """``reference_array`` as a 3D volume (the volume itself when 3D)."""
+        return self if self.array.ndim == 3 else self.with_array(self.reference_array())
+
     def stored_value(self, physical_value: float) -> np.generic:
         """The stored value (in ``array``'s dtype) that best represents a physical value."""
         raw = (float(physical_value) - self.intercept) / (self.slope or 1.0)

@@ -80,3 +80,33 @@ def test_a_brain_no_hotter_than_the_face_protects_no_face(ixi_pairs, tmp_path, b
     changed = np.asarray(nib.load(pet).dataobj) != np.asarray(nib.load(out).dataobj)
     assert changed.sum() > 80_000, int(changed.sum())
     assert int((changed & (np.asarray(nib.load(brain_path).dataobj) > 0)).sum()) == 0
+
+
+def test_a_dynamic_pet_whose_first_frame_is_blank(pet_heads, tmp_path):
+    """A dynamic PET starts at the injection: its first frames come before the tracer does. The
+    head, the face and the brain were found on the first frame alone, so a blank first frame
+    stopped the run ("no head found", exit 3) and `defacer qa` could render no head. They are
+    now found on the mean of the frames (Volume.reference_frame), and the same cut is made in
+    every frame."""
+    pet, brain_path = pet_heads["IXI211"]
+    static = nib.load(pet)
+    uptake = np.asarray(static.dataobj, dtype=np.float32)
+    frames = np.stack([uptake * weight for weight in (0.0, 0.05, 0.3, 1.0)], axis=-1)
+    dynamic = tmp_path / "IXI211_dynamic_pet.nii.gz"
+    nib.save(nib.Nifti1Image(frames, static.affine), dynamic)
+    volume = read_volume(dynamic)
+    assert volume.modality == "PT" and volume.reference_frame is None
+    out = tmp_path / "IXI211_dynamic_pet_defaced.nii.gz"
+    outcome = deface_file(dynamic, out)
+    assert {"eyes", "nose", "mouth"} <= set(outcome["features_removed"]), outcome["features_removed"]
+    defaced = np.asarray(nib.load(out).dataobj)
+    changed = defaced != frames
+    brain = np.asarray(nib.load(brain_path).dataobj) > 0
+    for frame in range(1, 4):  # the same cut in every frame that holds activity
+        assert changed[..., frame].sum() > 80_000, (frame, int(changed[..., frame].sum()))
+        assert np.array_equal(changed[..., frame], changed[..., 3]), frame
+    assert int((changed & brain[..., None]).sum()) == 0
+    check = check_pair(volume, read_volume(out))[0]  # rendered from the mean, not the blank first frame
+    assert check.verdict == "PASS", check.reasons
+    front = next(v for v in check.views if v.view == "front" and not v.variant)
+    assert front.original_face_score >= 0.75 and not front.defaced_face_detected

@@ -27,7 +27,7 @@ def air_value(volume: Volume, head: np.ndarray | None = None) -> float:
     PT -> 0 (no activity in air) when 0 lies within the data's range, else the background.
     Every statistic is over finite voxels: the result is never NaN or infinite.
     """
-    values = volume.array[..., 0] if volume.array.ndim == 4 else volume.array
+    values = volume.reference_array()
     stored_range = finite_range(values) or (0.0, 0.0)  # NaN/inf voxels (cut field of view) are no data
     minimum = stored_range[0] * volume.slope + volume.intercept
     maximum = stored_range[1] * volume.slope + volume.intercept
@@ -72,7 +72,7 @@ def tissue_value(volume: Volume, head: np.ndarray) -> float:
     The seal at the bottom of a face cut (removal.DEFAULT_SEAL_MM) gets it, so that the new
     surface is the smooth cut itself and not the sinuses, bone and orbits behind it, whose
     cross-section still reads as a face to a detector."""
-    values = volume.array[..., 0] if volume.array.ndim == 4 else volume.array
+    values = volume.reference_array()
     sub, _step = _about_2mm(volume)
     inside = finite_only(values[sub][np.asarray(head, dtype=bool)[sub]])
     if not inside.size:

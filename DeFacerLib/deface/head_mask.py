@@ -32,7 +32,7 @@ from scipy import ndimage as ndi
 
 from DeFacerLib.deface.skin_depth import bounding_box, dilate_mm, erode_mm
 from DeFacerLib.errors import NoHeadFound
-from DeFacerLib.intensity import first_frame_physical, otsu_threshold
+from DeFacerLib.intensity import reference_physical, otsu_threshold
 from DeFacerLib.volume import Volume
 
 WORK_SPACING_MM = 2.0  # grid for the morphology; finer volumes are block-averaged to it
@@ -47,7 +47,7 @@ CT_AIR_HU = -1024.0
 
 
 def head_mask(volume: Volume) -> np.ndarray:
-    """Boolean head mask in ``volume``'s array frame (first frame of a 4D volume).
+    """Boolean head mask in ``volume``'s array frame (of its reference frame when 4D: Volume.reference_array).
 
     Raises NoHeadFound (an InputError) when no head can be found (no clear foreground, or too small).
     """
@@ -55,9 +55,9 @@ def head_mask(volume: Volume) -> np.ndarray:
     name = _name(volume)
 
     factors = tuple(int(max(1, round(WORK_SPACING_MM / s))) if s < 0.75 * WORK_SPACING_MM else 1 for s in spacing)
-    values = _first_frame_stored(volume, factors) if any(f > 1 for f in factors) else None
+    values = _reference_stored(volume, factors) if any(f > 1 for f in factors) else None
     if values is None:
-        values = first_frame_physical(volume)
+        values = reference_physical(volume)
     if volume.modality == "CT" and values.min() < CT_AIR_HU:  # stored values here are the physical ones
         values = np.maximum(values, np.asarray(CT_AIR_HU).astype(values.dtype))
     coarse = _block_mean(values, factors) if any(f > 1 for f in factors) else values
@@ -87,12 +87,14 @@ def head_mask(volume: Volume) -> np.ndarray:
 
 # ---- steps --------------------------------------------------------------------------------
 
-def _first_frame_stored(volume: Volume, factors: tuple[int, ...]) -> np.ndarray | None:
+def _reference_stored(volume: Volume, factors: tuple[int, ...]) -> np.ndarray | None:
     """The stored integers themselves when they are the physical values (slope 1, intercept 0)
     and float32 holds every block sum exactly: the block means and the full-resolution
     smoothing (float32 output) then equal those of the float32 copy, without making it."""
-    array = volume.array[..., 0] if volume.array.ndim == 4 else volume.array
-    if volume.slope != 1.0 or volume.intercept != 0.0 or array.dtype.kind not in "iu":
+    if volume.slope != 1.0 or volume.intercept != 0.0 or volume.array.dtype.kind not in "iu":
+        return None
+    array = volume.reference_array()
+    if array.dtype.kind not in "iu":  # a 4D PET's mean over frames
         return None
     largest = max(abs(int(np.iinfo(array.dtype).min)), int(np.iinfo(array.dtype).max))
     if largest * int(np.prod(factors)) >= 2 ** 24:
@@ -198,7 +200,7 @@ def _block_mean(values: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
     """Mean of each block of ``factors`` voxels (float32); the last partial block along an
     axis repeats the edge voxel."""
     if values.dtype.kind in "iu":
-        # Integer sums are exact (see _first_frame_stored): add the block's slices in int32 and
+        # Integer sums are exact (see _reference_stored): add the block's slices in int32 and
         # divide once, as the float32 mean does, ten times faster than a 6-axis reduction.
         total = values
         for axis, f in enumerate(factors):
@@ -265,9 +267,10 @@ MOTION_REACH_MM = 15.0
 
 def frames_motion_mm(volume: Volume, head: np.ndarray, features: np.ndarray) -> float:
     """How far the head's surface within MOTION_REACH_MM of ``features`` lies, in any frame of a
-    4D volume, from the first frame's (``head``), in mm; 0 for one frame or no features.
+    4D volume, from the reference frame's (``head``; Volume.reference_array), in mm; 0 for one
+    frame or no features.
 
-    The head and the brain are found on the first frame and the same cut is made in every frame,
+    The head and the brain are found on the reference frame and the same cut is made in every frame,
     so a head that moves between frames (an fMRI run: a roll with a sideways and upward shift
     overwrote 22 brain voxels in 12 of 300 frames) needs the protect margin grown by this much
     (pipeline.deface_volume). An upper bound: the mask's own noise counts too."""
@@ -282,7 +285,7 @@ def frames_motion_mm(volume: Volume, head: np.ndarray, features: np.ndarray) -> 
     to_air = ndi.distance_transform_edt(first, sampling=spacing)  # inside: how far from its surface
     distance = np.where(first, to_air, to_head)
     worst = 0.0
-    for frame in range(1, volume.array.shape[3]):
+    for frame in range(volume.array.shape[3]):  # frame 0 too: a PET's reference is the frames' mean
         try:
             moved = head_mask(volume.with_array(volume.array[..., frame]))[crop] ^ first
         except NoHeadFound:  # a blank frame: nothing in it to protect

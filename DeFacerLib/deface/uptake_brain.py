@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from DeFacerLib.deface.head_mask import fill_holes, largest_component
-from DeFacerLib.intensity import first_frame_physical, otsu_threshold
+from DeFacerLib.intensity import otsu_threshold, reference_physical
 from DeFacerLib.volume import Volume
 
 SMOOTHING_MM = 2.0  # PET noise: a hot voxel in the scalp is not brain
@@ -32,7 +32,7 @@ MAX_FACE_OVERLAP_ML = 1.0  # the uptake brain inside the U-Net's eyes, nose and 
 
 def uptake_brain(volume: Volume, head: np.ndarray) -> np.ndarray:
     """The brain of a PET volume as the head's high-uptake piece (the volume's array frame)."""
-    values = ndi.gaussian_filter(first_frame_physical(volume), np.asarray(SMOOTHING_MM) / volume.spacing_mm,
+    values = ndi.gaussian_filter(reference_physical(volume), np.asarray(SMOOTHING_MM) / volume.spacing_mm,
                                  truncate=2.0)
     inside = values[head]
     if inside.size == 0:

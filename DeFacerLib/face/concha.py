@@ -59,7 +59,7 @@ def find_conchae(volume: Volume, head: np.ndarray | None, estimates_mm: dict,
     reorientation = canonical_reorientation(volume)
     head = head_mask(volume) if head is None else head
     values_c = reorientation.apply(non_finite_as_background(  # NaN/inf are air, not skin
-        volume.array[..., 0] if volume.array.ndim == 4 else volume.array))
+        volume.reference_array()))
     head_c = reorientation.apply(head)
     spacing_c = np.asarray(volume.spacing_mm, float)[list(reorientation.permutation)]
     # values_c hold stored values; a coarser sample than the renderer's moves the cut by 0-2 %

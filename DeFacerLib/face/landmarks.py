@@ -119,7 +119,7 @@ def locate_landmarks(volume: Volume, *, vitreous_bright: bool, head: np.ndarray 
     reorientation = canonical_reorientation(volume)
     if head is None:
         head = head_mask(volume)
-    array_c = reorientation.apply(volume.array[..., 0] if volume.array.ndim == 4 else volume.array)  # views
+    array_c = reorientation.apply(volume.reference_array())  # views
     head_c = reorientation.apply(head)
     spacing = np.asarray(volume.spacing_mm, float)[list(reorientation.permutation)]
 
@@ -292,7 +292,7 @@ def _globes_near(volume: Volume, coarse: dict, bright: bool) -> dict[str, np.nda
     The model's eyes are 3 mm (median) from the verified centres on the held-out heads; the
     blob search, which looks for a pair across the whole orbit box, went 20-26 mm astray on
     three of their eyes (the maxillary sinus, the brow) and left them at the model's estimate."""
-    values = non_finite_as_background(volume.array[..., 0] if volume.array.ndim == 4 else volume.array)
+    values = non_finite_as_background(volume.reference_array())
     found = {}
     for name in ("eye_left", "eye_right"):
         if name in coarse:
@@ -315,7 +315,7 @@ def _vitreous_looks_bright(volume: Volume, coarse: dict, head: np.ndarray | None
     eyes = [coarse[e] for e in ("eye_left", "eye_right") if e in coarse]
     if not eyes or head is None:
         return False
-    values = non_finite_as_background(volume.array[..., 0] if volume.array.ndim == 4 else volume.array)
+    values = non_finite_as_background(volume.reference_array())
     inner = []
     for point in eyes:
         centre = volume.world_to_index(np.asarray(point, float)[None, :])[0]

@@ -34,7 +34,7 @@ from DeFacerLib.qa.recognize import (
     similarity,
 )
 from DeFacerLib.resources import resource_path
-from DeFacerLib.qa.render import DEFAULT_VIEWS, face_direction_details, render_views, skin_surface
+from DeFacerLib.qa.render import DEFAULT_VIEWS, NoSurfaceError, face_direction_details, render_views, skin_surface
 from DeFacerLib.volume import Volume
 
 CHECK_VIEWS = ("front", "front_left", "front_right", "left", "right")
@@ -143,20 +143,25 @@ def check_pair(original: Volume, defaced: Volume, views=CHECK_VIEWS, size=(400, 
     least by the defacing (a frame left undefaced). Render keys are ``ViewCheck.label``s."""
     original_side = face_direction_details(original)
     face = original_side.direction
-    first = _frame(original, 0)
-    before = render_views(first, views=views, size=size, face=face)
-    after_surface = skin_surface(_frame(defaced, 0))
-    after = render_views(_frame(defaced, 0), views=views, size=size, surface=after_surface, face=face)
+    # 4D: the frame the features were found on (Volume.reference_array: a dynamic PET's mean,
+    # whose first frame may be blank), then the frame the defacing changed least
+    reference = defaced.reference_volume()
+    before = render_views(original.reference_volume(), views=views, size=size, face=face)
+    after_surface = skin_surface(reference)
+    after = render_views(reference, views=views, size=size, surface=after_surface, face=face)
     checks = [_check_view(name, before[name], after[name]) for name in views]
-    own = face_direction_details(_frame(defaced, 0), after_surface)
+    own = face_direction_details(reference, after_surface)
     if own.label != original_side.label and own.scores_mm[own.label] - own.scores_mm[original_side.label] > OWN_SIDE_MARGIN_MM:
         _add_pass(checks, before, after, "defaced head's own face side", before,
-                  render_views(_frame(defaced, 0), views=views, size=size, surface=after_surface, face=own.direction))
+                  render_views(reference, views=views, size=size, surface=after_surface, face=own.direction))
     frame = least_changed_frame(original, defaced)
-    if frame:
-        _add_pass(checks, before, after, f"frame {frame}",
-                  render_views(_frame(original, frame), views=views, size=size, face=face),
-                  render_views(_frame(defaced, frame), views=views, size=size, face=face))
+    if frame != defaced.reference_frame:
+        try:
+            _add_pass(checks, before, after, f"frame {frame}",
+                      render_views(_frame(original, frame), views=views, size=size, face=face),
+                      render_views(_frame(defaced, frame), views=views, size=size, face=face))
+        except NoSurfaceError:  # a blank frame (a dynamic PET's before the tracer came) shows no face
+            pass
     reasons = [f"{c.label}: the defaced face still matches the original ({_matched_models(c)})"
                for c in checks if c.match and c.view in VERDICT_VIEWS]
     residual = {}

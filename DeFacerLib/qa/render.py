@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from DeFacerLib.errors import InputError, OutputError
-from DeFacerLib.intensity import first_frame_physical, looks_like_hu, otsu_threshold
+from DeFacerLib.intensity import looks_like_hu, otsu_threshold, reference_physical
 from DeFacerLib.volume import Volume
 
 # World (LPS) axes: +z is superior; the header's anterior is -y.
@@ -74,7 +74,7 @@ def skin_threshold(volume: Volume, sample_voxels: int = 2_000_000) -> float:
     alone sits inside the tissue's partial-volume edge and frays lips, nostrils and eyelids.
     ``sample_voxels``: about how many voxels the decimated copy keeps.
     """
-    values = first_frame_physical(volume)
+    values = reference_physical(volume)
     if volume.modality == "CT" and looks_like_hu(values):
         return CT_SKIN_THRESHOLD_HU
     step = max(1, int(round((values.size / sample_voxels) ** (1 / 3))))
@@ -116,7 +116,7 @@ def skin_surface(
         vtkQuadricClustering,
     )
 
-    values = first_frame_physical(volume)
+    values = reference_physical(volume)
     if threshold is None:
         threshold = skin_threshold(volume)
     if smoothing_mm > 0:
