@@ -6,6 +6,8 @@ a synthetic contrast on a real head's anatomy, named as such.
 """
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import nibabel as nib
 import pytest
@@ -110,3 +112,19 @@ def test_a_dynamic_pet_whose_first_frame_is_blank(pet_heads, tmp_path):
     assert check.verdict == "PASS", check.reasons
     front = next(v for v in check.views if v.view == "front" and not v.variant)
     assert front.original_face_score >= 0.75 and not front.defaced_face_detected
+
+
+def test_a_defaced_file_not_named_pet_is_still_checked_as_pet(pet_heads, tmp_path):
+    """The modality of a NIfTI comes from its name: `defacer qa sub_pet.nii.gz defaced.nii.gz`
+    read the defaced copy as MR and rendered it at Otsu's single cut, the brain's surface, so
+    that even the original itself, copied under a name without `_pet`, PASSed (exit 0). The
+    defaced copy is the same scan: it is rendered as the original's modality."""
+    pet, _ = pet_heads["IXI211"]
+    copy = tmp_path / "copy.nii.gz"  # not defaced at all
+    shutil.copyfile(pet, copy)
+    original, unchanged = read_volume(pet), read_volume(copy)
+    assert (original.modality, unchanged.modality) == ("PT", "MR")
+    check = check_pair(original, unchanged)[0]
+    assert check.verdict == "FAIL", check.reasons
+    front = next(v for v in check.views if v.view == "front" and not v.variant)
+    assert front.defaced_face_score >= 0.75 and front.match

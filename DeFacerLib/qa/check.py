@@ -140,7 +140,12 @@ def check_pair(original: Volume, defaced: Volume, views=CHECK_VIEWS, size=(400, 
     passes close the ways an intact face could still hide: the defaced head seen from its OWN
     face direction when it differs (a face moved by an array written flipped or permuted under
     the original header: what a naive attacker renders), and, for 4D data, the frame changed
-    least by the defacing (a frame left undefaced). Render keys are ``ViewCheck.label``s."""
+    least by the defacing (a frame left undefaced). Render keys are ``ViewCheck.label``s.
+    The defaced copy is the same scan, rendered as the original's modality: a NIfTI's comes
+    from its name, and a PET copy named without `_pet` was rendered as MR, at the brain's
+    surface, where no face is (its original itself PASSed)."""
+    if defaced.modality != original.modality:
+        defaced = dataclasses.replace(defaced, modality=original.modality)
     original_side = face_direction_details(original)
     face = original_side.direction
     # 4D: the frame the features were found on (Volume.reference_array: a dynamic PET's mean,
