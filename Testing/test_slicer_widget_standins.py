@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import shutil
 import sys
 import types
 import unittest
@@ -446,3 +447,21 @@ def test_scrub_section_says_what_to_act_on_before_sharing(module, widget, data_d
     assert lines[0] == f"{len(files)} file(s) written to {tmp_path / 'out'}"
     assert lines[1].startswith("warning: 1 written file(s) say their pixels carry burned-in text")
     assert "GREYSCALE_IMAGE.dcm" in lines[1]
+
+
+def test_photo_section_names_what_a_folder_run_left_out(module, widget, data_dir, tmp_path):
+    """A folder holding a video (and a .heic) beside its photo: `defacer photo` warns that they were
+    left out, the module said only "1 face(s) hidden in 1 file(s)", as if the folder were done."""
+    folder = tmp_path / "visit"
+    folder.mkdir()
+    shutil.copy(data_dir / "photos/known_people/obama.jpg", folder / "face.jpg")
+    shutil.copy(data_dir / "photos/known_people/short_hamilton_clip.mp4", folder / "clip.mp4")
+    (folder / "phone.heic").write_bytes(b"not read")
+    widget._parameterNode.photoInputPath = folder
+    widget._parameterNode.photoOutputPath = tmp_path / "out"
+    widget.ui.anonymizePhotoButton.emit("clicked(bool)")
+    assert module.util.errors == []
+    lines = widget.ui.photoResultLabel.text.splitlines()
+    assert lines[0] == "1 face(s) hidden in 1 file(s)"
+    assert len(lines) == 2 and lines[1].startswith("warning: left out, not photos this command reads from a folder")
+    assert "clip.mp4" in lines[1] and "phone.heic" in lines[1]

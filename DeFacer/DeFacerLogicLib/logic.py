@@ -445,7 +445,7 @@ class DeFacerLogic:
         from DeFacerLib.photo.anonymize import PhotoOptions, anonymize_path, summarize
 
         options = PhotoOptions() if method is None else PhotoOptions(method=method)
-        return summarize(anonymize_path(input_path, output_path, options, overwrite=overwrite))
+        return summarize(anonymize_path(input_path, output_path, options, overwrite=overwrite), input_path)
 
     def scrub_dicom_files(self, files: Iterable, output_dir, options=None, key_file=None,
                           progress: Callable[[int, int], None] | None = None) -> dict:

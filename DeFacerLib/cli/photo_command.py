@@ -15,8 +15,6 @@ examples:
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 NAME = "photo"
 HELP = "anonymize faces in photos, DICOM photos, folders, video or a camera stream"
 
@@ -53,8 +51,7 @@ def label(de_identifying: bool) -> str:
 
 def run(args) -> dict:
     from DeFacerLib.errors import UsageError
-    from DeFacerLib.photo.anonymize import (PhotoOptions, anonymize_camera, anonymize_path, folder_contents,
-                                            is_de_identifying, summarize)
+    from DeFacerLib.photo.anonymize import PhotoOptions, anonymize_camera, anonymize_path, is_de_identifying, summarize
     from DeFacerLib.photo.media import shown_source
 
     # options that would be ignored are refused: a user who asked for them meant something else
@@ -86,10 +83,9 @@ def run(args) -> dict:
     if not args.input or not args.output:
         raise UsageError("give an INPUT and -o OUTPUT (or --camera SOURCE)")
     reports = anonymize_path(args.input, args.output, options, overwrite=args.overwrite)
-    left_out = folder_contents(Path(args.input))[1] if Path(args.input).is_dir() else []
     if not args.quiet and not args.json:
         for report in reports:
             extra = f", {report.frames} frames, audio {'kept' if report.audio else 'none'}" if report.kind == "video" else ""
             print(f"{report.input} -> {report.output}: {report.faces} face(s), {report.method}"
                   f"{label(report.de_identifying)}{extra}" + (f"; {report.note}" if report.note else ""))
-    return {**summarize(reports), "left_out": left_out}
+    return summarize(reports, args.input)

@@ -246,9 +246,13 @@ def anonymize_path(source, destination, options: PhotoOptions, overwrite: bool =
     return reports
 
 
-def summarize(reports: list[PhotoReport]) -> dict:
-    """What the CLI prints as JSON and the Slicer module shows: every output, and faces in all."""
-    return {"outputs": [report.as_dict() for report in reports], "faces": sum(report.faces for report in reports)}
+def summarize(reports: list[PhotoReport], source=None) -> dict:
+    """What the CLI prints as JSON and the Slicer module shows: every output, faces in all, and
+    what a folder ``source`` held that was left out (sharing_warnings names it; the module's
+    folder run named none, as if the folder were done)."""
+    left_out = folder_contents(Path(source))[1] if source is not None and Path(source).is_dir() else []
+    return {"outputs": [report.as_dict() for report in reports], "faces": sum(report.faces for report in reports),
+            "left_out": left_out}
 
 
 # ---- video ------------------------------------------------------------------------------------------
