@@ -13,7 +13,9 @@ COSMETIC = "cosmetic: not de-identifying"
 def burned_in(names: list[str]) -> str:
     """Written DICOM files that say their pixels carry text (scrub and batch)."""
     return (f"{len(names)} written file(s) say their pixels carry burned-in text (Burned In Annotation YES; first: "
-            f"{names[0]}); headers only were scrubbed: rerun with --clean-pixel-data or check those images before sharing")
+            f"{names[0]}); headers only were scrubbed: check those images before sharing, and rerun with "
+            "--clean-pixel-data only those that are not head slices (its OCR blacks out what it reads as words in "
+            "the anatomy)")
 
 
 def for_scrub(summary: dict) -> list[str]:
@@ -48,9 +50,12 @@ def for_batch(summary: dict) -> list[str]:
 def for_deface(outcome: dict) -> list[str]:
     """A defaced volume (deface.workflow.deface_file's outcome)."""
     if outcome.get("burned_in_annotation"):
+        # not `scrub --clean-pixel-data`: its OCR over the head's slices blacks out "words" in
+        # the anatomy (104,235 voxels of the brain of a defaced Trio MPRAGE series, exit 0)
         return [f"the input series says its pixels carry burned-in text (Burned In Annotation YES): only the face "
-                f"was removed from {outcome['output']}; check its images, or scrub it with `defacer scrub "
-                "--clean-pixel-data`, before sharing"]
+                f"was removed from {outcome['output']}; look at its images before sharing (OCR cleaning, `defacer "
+                "scrub --clean-pixel-data`, blacks out what it reads as words in the anatomy, the brain too: keep it "
+                "for images that are not head slices, such as screen captures)"]
     return []
 
 

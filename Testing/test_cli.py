@@ -619,6 +619,9 @@ def test_safety_warnings_go_to_stderr_even_under_quiet(data_dir, tmp_path):
     assert f"new key stored in {key} (keep it secret" in " ".join(result.stdout.split()) and key.is_file()
     assert result.stderr.startswith("defacer: warning: the input series says its pixels carry burned-in text")
     assert len(result.stderr.splitlines()) == 1
+    # it sent the defaced head to `defacer scrub --clean-pixel-data`, whose OCR blacked out 104,235
+    # voxels of the brain the deface had kept (the Trio MPRAGE series said Burned In Annotation YES)
+    assert "blacks out" in result.stderr and "scrub it with" not in result.stderr, result.stderr
     as_json = defacer("deface", series, tmp_path / "defaced", "--key-file", key, "--json", "--overwrite")
     report = json.loads(as_json.stdout)
     assert as_json.stderr == "" and report["burned_in_annotation"] is True
@@ -691,5 +694,6 @@ def test_deface_refuses_ocr_pixel_cleaning_before_any_work(data_dir, tmp_path):
     that says where the option belongs."""
     series = data_dir / "dicom" / "siemens_xa30_enhanced_multiframe_t1"
     result = defacer("deface", series, tmp_path / "out", "--clean-pixel-data", "--key-file", tmp_path / "key")
-    assert_one_line_error(result, 2, "is for `defacer scrub`", "deface first")
+    assert_one_line_error(result, 2, "is for `defacer scrub`", "blacks out")
+    assert "scrub the defaced series with --clean-pixel-data" not in result.stderr  # the same OCR over the same head
     assert list(tmp_path.iterdir()) == []  # no output, no audit folder, no key

@@ -73,8 +73,8 @@ def _html_text(rows: list[dict], summary: dict) -> str:
         ("QA: faces found after defacing", summary["qa_faces_found"]),
         ("DICOM files whose path holds PHI of their own header (mirrored as is: rename before sharing)",
          summary.get("paths_holding_phi_count", 0)),
-        ("DICOM files that say their pixels carry burned-in text (headers only were scrubbed: check them, or "
-         "rerun with --clean-pixel-data)", _first_of(summary.get("burned_in_annotation", []))),
+        ("DICOM files that say their pixels carry burned-in text (headers only were scrubbed: check them; "
+         "--clean-pixel-data is for those that are not head slices)", _first_of(summary.get("burned_in_annotation", []))),
         ("participants / phenotype columns that may name or date a person (copied as they are: check them)",
          "; ".join(f"{t['name']}: {', '.join(t['columns'])}" for t in summary.get("identifying_columns", [])) or "none"),
         ("seconds", summary["seconds"]),

@@ -58,9 +58,11 @@ def deface_file(
         raise InputError(f"{input_path} does not exist")
     if dicom_options is not None and dicom_options.clean_pixel_data:
         # OCR over a head series finds "words" in the anatomy and blacks them out: the read-back
-        # check then refused the series after minutes of work, blaming the DICOM writer
-        raise UsageError("--clean-pixel-data (OCR of text burned into the pixels) is for `defacer scrub`; deface "
-                         "first, then scrub the defaced series with --clean-pixel-data if it carries burned-in text")
+        # check then refused the series after minutes of work, blaming the DICOM writer (and
+        # `defacer scrub --clean-pixel-data` of the defaced series blacks out the brain itself)
+        raise UsageError("--clean-pixel-data (OCR of text burned into the pixels) is for `defacer scrub` of images "
+                         "that are not head slices (ultrasound, screen captures): over a head series it blacks out "
+                         "what it reads as words in the anatomy, the brain too; deface without it and look at the images")
     _check_outputs_before_work(input_path, output_path, labels_path, protect_path, qa_dir)
     check_output_path(input_path, output_path, overwrite)
     audit_dir = _audit_dir(input_path, output_path, overwrite)
@@ -294,6 +296,7 @@ def _dicom_hook(volume, dicom_options, key_file):
     if volume.source is None or volume.source.format not in DICOM_FORMATS:
         return None
     from DeFacerLib.dicom import ProfileOptions, deidentify_dataset_hook, load_or_create_key
+    from DeFacerLib.dicom.tree import says_burned_in
 
     key, key_path, created = load_or_create_key(key_file)
     header = volume.source.header or {}
@@ -302,7 +305,7 @@ def _dicom_hook(volume, dicom_options, key_file):
     hook.key_path = key_path
     hook.key_created = created
     # the face is defaced, but text the source says is burned into its pixels stays there
-    hook.burned_in_annotation = any(str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES" for ds in datasets)
+    hook.burned_in_annotation = any(says_burned_in(ds) for ds in datasets)
     return hook
 
 

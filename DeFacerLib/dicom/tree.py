@@ -162,7 +162,7 @@ def _image_without_pixels(ds) -> str | None:
     return None
 
 
-def _says_burned_in(ds) -> bool:
+def says_burned_in(ds) -> bool:
     """The file itself says its pixels carry burned-in text (BurnedInAnnotation YES, kept as
     the source said when the pixels were not cleaned): header scrubbing does not remove it."""
     return str(peek_value(ds, BURNED_IN_ANNOTATION, "") or "").strip().upper() == "YES"
@@ -237,7 +237,7 @@ def scrub_file(task: tuple) -> dict:
     record["kept_untouched"] = result.kept
     record["uid_map"] = result.uid_map
     record["patient"] = list(result.patient) if result.patient else None
-    if result.pixels_cleaned is None and _says_burned_in(ds):
+    if result.pixels_cleaned is None and says_burned_in(ds):
         record["burned_in_annotation"] = True
     if result.pixels_cleaned is not None:
         record["pixels_cleaned"] = {"boxes": result.pixels_cleaned["boxes"], "words": len(result.pixels_cleaned["words"]),
