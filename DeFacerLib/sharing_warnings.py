@@ -24,6 +24,11 @@ def for_scrub(summary: dict) -> list[str]:
              for entry in summary["duplicate_sop_instance_uids"][:10]]
     if summary.get("burned_in_annotation"):
         lines.append(burned_in(summary["burned_in_annotation"]))
+    if summary.get("pixels_not_cleaned"):
+        names = summary["pixels_not_cleaned"]
+        lines.append(f"{len(names)} primary CT/MR/PET/NM image(s) were not OCR-cleaned, their pixels as they were (first: "
+                     f"{names[0]}): OCR reads words into anatomy and blacks them out, and they do not say Burned In "
+                     "Annotation YES; look at them if they may show text")
     in_paths = summary["paths_holding_phi"]
     if in_paths:
         lines.append(f"{len(in_paths)} output path(s) hold PHI of their own file (first: {in_paths[0]['file']} holds "
@@ -39,6 +44,11 @@ def for_batch(summary: dict) -> list[str]:
                      f"{summary['audit_folder']}); the tree is mirrored as it is: rename them before sharing")
     if summary.get("burned_in_annotation"):
         lines.append(burned_in(summary["burned_in_annotation"]))
+    if summary.get("pixels_not_cleaned"):
+        names = summary["pixels_not_cleaned"]
+        lines.append(f"{len(names)} primary CT/MR/PET/NM image(s) were not OCR-cleaned, their pixels as they were (first: "
+                     f"{names[0]}): OCR reads words into anatomy and blacks them out, and they do not say Burned In "
+                     "Annotation YES; look at them if they may show text")
     lines += [f"{table['name']} was copied as it is, but its column(s) {', '.join(table['columns'])} may name or date "
               "a person: check them before sharing" for table in summary.get("identifying_columns", [])]
     if summary["qa_faces_found"]:

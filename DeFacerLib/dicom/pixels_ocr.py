@@ -19,6 +19,30 @@ from DeFacerLib.errors import InputError
 MIN_CONFIDENCE = 30
 PAD_PX = 3
 MAX_PASSES = 2
+# Cross-sectional images: CT, MR, PET and NM, with their enhanced and legacy-converted forms
+CROSS_SECTIONAL_SOP_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2",
+    "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.4.4",
+    "1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.128.1", "1.2.840.10008.5.1.4.1.1.130",
+    "1.2.840.10008.5.1.4.1.1.20",
+})
+ANATOMY_NOT_CLEANED = ("a primary CT/MR/PET/NM image that does not say Burned In Annotation YES: anatomy, in which "
+                       "OCR reads words and blacks them out, so its pixels were left as they are")
+
+
+def ocr_skip_reason(sop_class_uid, image_type, burned_in) -> str:
+    """Why Clean Pixel Data leaves these pixels as they are ('' to clean them): a PRIMARY
+    cross-sectional image (the anatomy as acquired) that does not say it carries burned-in text.
+    Tesseract reads "words" into a head's slices: over the 176 slices of a Trio MPRAGE it blacked
+    out 426,390 voxels, 104,235 of them in the brain, exit 0. Screen captures, dose reports
+    (Secondary Capture, or a SECONDARY image type), ultrasound and every file that says YES
+    are cleaned."""
+    if str(burned_in or "").strip().upper() == "YES" or str(sop_class_uid or "").strip() not in CROSS_SECTIONAL_SOP_CLASSES:
+        return ""
+    values = image_type.split("\\") if isinstance(image_type, str) else list(image_type or [])
+    if len(values) < 2 or str(values[1]).strip().upper() != "PRIMARY":
+        return ""
+    return ANATOMY_NOT_CLEANED
 
 
 def tesseract_available() -> bool:

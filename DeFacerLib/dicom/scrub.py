@@ -30,7 +30,7 @@ from DeFacerLib.dicom.uids import date_offset_days, keyed_uid, pseudonym
 
 PATIENT_NAME, PATIENT_ID = 0x00100010, 0x00100020
 STUDY_INSTANCE_UID = 0x0020000D
-SOP_INSTANCE_UID, SERIES_INSTANCE_UID = 0x00080018, 0x0020000E
+SOP_CLASS_UID, SOP_INSTANCE_UID, SERIES_INSTANCE_UID = 0x00080016, 0x00080018, 0x0020000E
 MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
 # File meta attributes that name the sending/receiving systems: removed (not in Table E.1-1).
 META_REMOVED = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)
@@ -80,6 +80,7 @@ class ScrubResult:
     patient: tuple[str, str] | None = None  # (old id, pseudonym)
     date_offset_days: int | None = None
     pixels_cleaned: dict | None = None
+    pixels_not_cleaned: str = ""  # why Clean Pixel Data left the pixels (pixels_ocr.ocr_skip_reason)
 
     def action_rows(self) -> list[list[str]]:
         """[path, keyword, action] per attribute acted on (for the JSON-lines log). Read-only:
@@ -173,6 +174,13 @@ class Scrubber:
         result.date_offset_days, alias = self._patient(patient)
         result.patient = (str(peek_value(ds, PATIENT_ID, "") or patient), alias)
         burned_in = str(peek_value(ds, BURNED_IN_ANNOTATION, "") or "") or None
+        options = self.options
+        if options.clean_pixel_data:  # judged on the header as it came
+            from DeFacerLib.dicom.pixels_ocr import ocr_skip_reason
+
+            result.pixels_not_cleaned = ocr_skip_reason(peek_value(ds, SOP_CLASS_UID, ""), peek_value(ds, IMAGE_TYPE, ""), burned_in)
+            if result.pixels_not_cleaned:
+                options = options.with_(clean_pixel_data=False)  # 113101 is not claimed for these pixels
         pixel_options = _pixel_options_before(ds)
         walk = _Walk(self, result, alias)
         walk.items(ds, "", clean=False)
@@ -195,13 +203,13 @@ class Scrubber:
             _copy_sop_instance_uid(ds, meta)
         if any(getattr(ds, "preamble", None) or b""):  # free bytes before "DICM": anything, a name too
             ds.preamble = PREAMBLE
-        if self.options.clean_pixel_data:
+        if options.clean_pixel_data:
             from DeFacerLib.dicom.pixels_ocr import clean_burned_in_text
 
             result.pixels_cleaned = clean_burned_in_text(ds, where or "dataset")
         if defaced:
             pixel_options.add("clean_recognizable_visual_features")
-        options = self.options.with_(**dict.fromkeys(pixel_options, True)) if pixel_options else self.options
+        options = options.with_(**dict.fromkeys(pixel_options, True)) if pixel_options else options
         set_markers(ds, options, edition=self.edition, version=self.version,
                     pixels_cleaned=result.pixels_cleaned is not None, burned_in_before=burned_in)
         result.leaks = find_leaks(ds, result.phi, skip_uids=self.options.retain_uids)

@@ -239,6 +239,8 @@ def scrub_file(task: tuple) -> dict:
     record["patient"] = list(result.patient) if result.patient else None
     if result.pixels_cleaned is None and says_burned_in(ds):
         record["burned_in_annotation"] = True
+    if result.pixels_not_cleaned:
+        record["pixels_not_cleaned"] = result.pixels_not_cleaned
     if result.pixels_cleaned is not None:
         record["pixels_cleaned"] = {"boxes": result.pixels_cleaned["boxes"], "words": len(result.pixels_cleaned["words"]),
                                     "decompressed_from": result.pixels_cleaned["decompressed_from"]}
@@ -360,6 +362,8 @@ def _summarize(records, source, target, audit, options, seconds):
         "patients": len(patient_map),
         "uids_replaced": len(uid_map),
         "pixels_cleaned": sum(1 for r in records if "pixels_cleaned" in r),
+        # --clean-pixel-data left these (primary CT/MR/PET/NM images: pixels_ocr.ocr_skip_reason)
+        "pixels_not_cleaned": [r["file"] for r in records if r.get("pixels_not_cleaned") and r["status"] == "written"],
         "burned_in_annotation": [r["file"] for r in records if r.get("burned_in_annotation") and r["status"] == "written"],
         "paths_holding_phi": [{"file": r["file"], "holds": r["path_holds_phi"]} for r in records if "path_holds_phi" in r],
         "options": {k: v for k, v in vars(options).items()},
