@@ -212,6 +212,8 @@ def test_shown_source_hides_a_urls_password():
 
     assert shown_source(f"rtsp://drsmith:{SECRET}@10.0.0.7:554/stream1") == "rtsp://drsmith:***@10.0.0.7:554/stream1"
     assert shown_source("http://u:p@ss:w@cam.local/x?a=1") == "http://u:***@cam.local/x?a=1"  # '@' in the password
+    for typed in ("s3c/ret", "s3c?ret", "s3c#ret", "a/b@c?d"):  # not percent-encoded: the whole password was printed
+        assert shown_source(f"rtsp://admin:{typed}@10.0.0.1/stream") == "rtsp://admin:***@10.0.0.1/stream", typed
     for kept in ("rtsp://10.0.0.7:554/stream1", "http://token@cam.local/x", "/data/visit:1@home.mp4", "0", 3):
         assert shown_source(kept) == str(kept)
 

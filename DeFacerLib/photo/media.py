@@ -316,7 +316,10 @@ def probe(path) -> StreamInfo:
 
 
 _SCHEME = r"[A-Za-z][A-Za-z0-9+.-]*://"
-_URL_PASSWORD = re.compile(rf"^({_SCHEME}[^/?#:]*):[^/?#]*@")
+# user:password@ up to the URL's last '@': a password typed with '/', '?' or '#' in it (not
+# percent-encoded) was printed in full; more is hidden than the password when a later part of
+# the URL holds an '@' too, never less
+_URL_PASSWORD = re.compile(rf"^({_SCHEME}[^/?#:@]*):.*@")
 _URL = re.compile(rf"^{_SCHEME}")
 
 
