@@ -361,3 +361,30 @@ def test_edited_label_map_is_not_served_from_the_cache(logic):
     assert logic.feature_masks(node, labels_node)["nose"].sum() == 0
     _output, report = logic.deface(node, labelsNode=labels_node)
     assert "nose" in report["features_missing"]
+
+
+# ---- the modality a node's source states ---------------------------------------------------------
+def test_a_pet_loaded_into_slicer_is_defaced_as_pet(logic, ixi_pairs, tmp_path, monkeypatch):
+    """A node carries no modality: the module guessed it from the values alone, so a PET was taken
+    for MR, its uptake brain was not protected and the cut reached 6 reference-brain voxels of
+    IXI211's PET-like copy (0 through `defacer deface`). The DICOM Modality of the series it came
+    from, or a name that says PET, now makes it PET, as a file's name does on the command line."""
+    import nibabel as nib
+    from evaluate_pet_like import pet_like_copy
+
+    t1, brain_path = next((t1, brain) for t1, brain in ixi_pairs if t1.name.startswith("IXI211"))
+    pet = read_volume(pet_like_copy(t1, brain_path, tmp_path / "IXI211_pet.nii.gz"))
+    unnamed = logic.node_from_volume(pet, "Head")
+    assert logic.volume_from_node(unnamed).modality == "MR"  # nothing says PET: the values alone
+    # a stand-in for Slicer's DICOM database (the application's, not in slicer-core)
+    database = type("Database", (), {"instanceValue": lambda self, uid, tag: "PT" if (uid, tag) == ("1.2.3", "0008,0060") else ""})
+    monkeypatch.setattr(slicer, "dicomDatabase", database(), raising=False)
+    unnamed.SetAttribute("DICOM.instanceUIDs", "1.2.3 1.2.4")
+    assert logic.volume_from_node(unnamed).modality == "PT"
+    monkeypatch.setattr(slicer, "dicomDatabase", None, raising=False)
+    node = logic.node_from_volume(pet, "IXI211_pet")  # Slicer names a loaded file's node after it
+    assert logic.volume_from_node(node).modality == "PT"
+    output, report = logic.deface(node)
+    changed = kji(output) != kji(node)
+    brain = np.asarray(nib.load(brain_path).dataobj) > 0
+    assert changed.sum() > 80_000 and int((changed & brain.transpose(2, 1, 0)).sum()) == 0

@@ -102,13 +102,33 @@ class DeFacerLogic:
         spacing, origin, direction = slicer_convert.geometry_from_slicer(
             volumeNode.GetSpacing(), volumeNode.GetOrigin(), matrix_to_numpy(directions)[:3, :3])
         volume = Volume(array, spacing, origin, direction, modality="OT")
-        chosen = modality or volumeNode.GetAttribute(ATTR_MODALITY)
+        chosen = modality or volumeNode.GetAttribute(ATTR_MODALITY) or self.stated_modality(volumeNode)
         if chosen is None:
             from DeFacerLib.io.modality import guess_modality
 
             chosen = guess_modality(volume)
         volume.modality = chosen
         return volume
+
+    def stated_modality(self, volumeNode) -> str | None:
+        """The modality the node's source states: the DICOM Modality of the series it was loaded
+        from (Slicer's DICOM database), else a name that says it (its file's, or its own, as
+        "sub-01_pet"), as the command line reads a file. A PET loaded into Slicer was taken for MR:
+        its brain was not protected as a PET's, and its QA rendered the brain, not the face."""
+        from DeFacerLib.io.modality import modality_from_dicom, modality_from_name
+
+        uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
+        database = getattr(slicer, "dicomDatabase", None)
+        if uids and database is not None:
+            stated = modality_from_dicom(database.instanceValue(uids[0], "0008,0060"))
+            if stated:
+                return stated
+        storage = volumeNode.GetStorageNode()
+        for name in (storage.GetFileName() if storage is not None else None, volumeNode.GetName()):
+            stated = modality_from_name(name)
+            if stated:
+                return stated
+        return None
 
     def node_from_volume(self, volume: Volume, name: str, node=None, nodeClass: str = "vtkMRMLScalarVolumeNode"):
         """Put ``volume`` into a (new or given) volume node: real-world values, RAS geometry.

@@ -24,6 +24,11 @@ _NAME_HINTS = (
 _KNOWN_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 
 
+def modality_from_dicom(tag) -> str | None:
+    """The modality a DICOM Modality value (0008,0060) states: MR, CT or PT (NM counts as PT)."""
+    return _DICOM_MODALITIES.get(str(tag or "").strip().upper())
+
+
 def modality_from_name(path: str | Path | None) -> str | None:
     """The modality a BIDS-like filename states, e.g. 'sub-01_ct.nii.gz' -> 'CT'."""
     if path is None:
@@ -53,9 +58,9 @@ def guess_modality(volume_or_array: Volume | np.ndarray, path: str | Path | None
     """MR/CT/PT/OT from the DICOM tag, then the filename, then the intensities."""
     if isinstance(volume_or_array, Volume):
         volume = volume_or_array
-        tag = (volume.source.extra.get("dicom_modality") if volume.source else None) or ""
-        if tag.upper() in _DICOM_MODALITIES:
-            return _DICOM_MODALITIES[tag.upper()]
+        stated = modality_from_dicom(volume.source.extra.get("dicom_modality") if volume.source else None)
+        if stated:
+            return stated
         if path is None and volume.source is not None:
             path = volume.source.path
         sample = volume.array[::2, ::2, ::2, ...].astype(np.float32) * np.float32(volume.slope) + np.float32(volume.intercept)
