@@ -84,22 +84,31 @@ def test_a_brain_no_hotter_than_the_face_protects_no_face(ixi_pairs, tmp_path, b
     assert int((changed & (np.asarray(nib.load(brain_path).dataobj) > 0)).sum()) == 0
 
 
-def test_a_dynamic_pet_whose_first_frame_is_blank(pet_heads, tmp_path):
+@pytest.fixture(scope="module")
+def dynamic_pet(pet_heads, tmp_path_factory):
+    """(dynamic copy, its frames, defaced copy, outcome): IXI211's PET-like copy as 4 frames at 0,
+    5, 30 and 100 % of its uptake, the first blank as a dynamic PET's before the tracer comes."""
+    folder = tmp_path_factory.mktemp("dynamic")
+    pet, _ = pet_heads["IXI211"]
+    static = nib.load(pet)
+    uptake = np.asarray(static.dataobj, dtype=np.float32)
+    frames = np.stack([uptake * weight for weight in (0.0, 0.05, 0.3, 1.0)], axis=-1)
+    dynamic = folder / "IXI211_dynamic_pet.nii.gz"
+    nib.save(nib.Nifti1Image(frames, static.affine), dynamic)
+    out = folder / "IXI211_dynamic_pet_defaced.nii.gz"
+    return dynamic, frames, out, deface_file(dynamic, out)
+
+
+def test_a_dynamic_pet_whose_first_frame_is_blank(pet_heads, dynamic_pet):
     """A dynamic PET starts at the injection: its first frames come before the tracer does. The
     head, the face and the brain were found on the first frame alone, so a blank first frame
     stopped the run ("no head found", exit 3) and `defacer qa` could render no head. They are
     now found on the mean of the frames (Volume.reference_frame), and the same cut is made in
     every frame."""
-    pet, brain_path = pet_heads["IXI211"]
-    static = nib.load(pet)
-    uptake = np.asarray(static.dataobj, dtype=np.float32)
-    frames = np.stack([uptake * weight for weight in (0.0, 0.05, 0.3, 1.0)], axis=-1)
-    dynamic = tmp_path / "IXI211_dynamic_pet.nii.gz"
-    nib.save(nib.Nifti1Image(frames, static.affine), dynamic)
+    dynamic, frames, out, outcome = dynamic_pet
+    _, brain_path = pet_heads["IXI211"]
     volume = read_volume(dynamic)
     assert volume.modality == "PT" and volume.reference_frame is None
-    out = tmp_path / "IXI211_dynamic_pet_defaced.nii.gz"
-    outcome = deface_file(dynamic, out)
     assert {"eyes", "nose", "mouth"} <= set(outcome["features_removed"]), outcome["features_removed"]
     defaced = np.asarray(nib.load(out).dataobj)
     changed = defaced != frames
@@ -112,6 +121,21 @@ def test_a_dynamic_pet_whose_first_frame_is_blank(pet_heads, tmp_path):
     assert check.verdict == "PASS", check.reasons
     front = next(v for v in check.views if v.view == "front" and not v.variant)
     assert front.original_face_score >= 0.75 and not front.defaced_face_detected
+
+
+def test_a_frame_left_undefaced_behind_a_blank_one_is_found(dynamic_pet, tmp_path):
+    """A tool that left the blank first frame as it was and the 5 % frame undefaced: the frame
+    changed least was the blank one, which shows no face, so the frame with the face was never
+    rendered, and its share of the mean (4 %) hid it: PASS. Blank frames are no longer candidates."""
+    dynamic, frames, out, _ = dynamic_pet
+    image = nib.load(out)
+    tampered = np.asarray(image.dataobj).copy()
+    tampered[..., :2] = frames[..., :2]
+    path = tmp_path / "IXI211_dynamic_tampered.nii.gz"
+    nib.save(nib.Nifti1Image(tampered, image.affine), path)
+    check = check_pair(read_volume(dynamic), read_volume(path))[0]
+    assert check.verdict == "FAIL", [v.label for v in check.views]
+    assert any(v.variant == "frame 1" and v.match for v in check.views), [(v.label, v.match) for v in check.views]
 
 
 def test_a_defaced_file_not_named_pet_is_still_checked_as_pet(pet_heads, tmp_path):

@@ -24,6 +24,7 @@ import numpy as np
 import json
 from functools import lru_cache
 
+from DeFacerLib.intensity import finite_range
 from DeFacerLib.photo.identity import DLIB_DISTANCE_MATCH, SFACE_COSINE_MATCH
 from DeFacerLib.qa.recognize import (
     MODELS,
@@ -209,22 +210,31 @@ def _frame(volume: Volume, index: int) -> Volume:
 
 
 def least_changed_frame(original: Volume, defaced: Volume) -> int:
-    """The defaced frame most like its original frame where the defacing changed frame 0 (0 for
-    3D): where a face is most likely left, e.g. by a tool that defaced only the first frame. Judged
-    by correlation, not by a count of changed voxels, so that a frame left undefaced but rescaled,
-    noised or retyped (every voxel changed) is still the one found."""
+    """The defaced frame most like its original frame where the defacing changed the reference
+    (Volume.reference_frame: the first frame, or a dynamic PET's mean; 0 for 3D): where a face is
+    most likely left, e.g. by a tool that defaced only the first frame. Judged by correlation,
+    not by a count of changed voxels, so that a frame left undefaced but rescaled, noised or
+    retyped (every voxel changed) is still the one found. A blank frame (a dynamic PET's before
+    the tracer came) shows no face and is never the answer: left as it was, it hid a frame left
+    undefaced after it."""
     if defaced.array.ndim == 3:
         return 0
-    reference = _frame(original, 0).physical()
-    tolerance = 1e-3 * float(np.ptp(reference) or 1.0)
-    region = np.abs(_frame(defaced, 0).physical() - reference) > tolerance
-    frames = range(defaced.array.shape[3])
-    if np.count_nonzero(region) < _RESIDUAL_MIN_VOXELS:  # frame 0 left as it was: count changes, as before
+    frames = [k for k in range(defaced.array.shape[3]) if _spread(_frame(original, k).array) > 0] or [0]
+    reference = original.reference_volume().physical()
+    tolerance = 1e-3 * (_spread(reference) or 1.0)
+    region = np.abs(defaced.reference_volume().physical() - reference) > tolerance
+    if np.count_nonzero(region) < _RESIDUAL_MIN_VOXELS:  # the reference left as it was: count changes, as before
         changed = [int(np.count_nonzero(np.abs(_frame(defaced, k).physical() - _frame(original, k).physical()) > tolerance))
                    for k in frames]
-        return int(np.argmin(changed))
+        return frames[int(np.argmin(changed))]
     likeness = [_correlation(_frame(original, k).physical()[region], _frame(defaced, k).physical()[region]) for k in frames]
-    return int(np.nanargmax(np.nan_to_num(likeness, nan=-1.0)))
+    return frames[int(np.nanargmax(np.nan_to_num(likeness, nan=-1.0)))]
+
+
+def _spread(values: np.ndarray) -> float:
+    """Max - min over the finite values (0 when there are none)."""
+    found = finite_range(values)
+    return 0.0 if found is None else found[1] - found[0]
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
