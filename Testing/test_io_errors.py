@@ -168,6 +168,48 @@ def test_compressed_without_decoder(trio_dir, tmp_path):
     assert "pip install" in message
 
 
+def edited_trio(trio_dir: Path, folder: Path, edit, names=("00060.dcm", "00061.dcm", "00062.dcm")) -> Path:
+    """Three MPRAGE slices, each changed by ``edit(ds)``."""
+    folder.mkdir()
+    for name in names:
+        ds = pydicom.dcmread(trio_dir / name)
+        edit(ds)
+        ds.save_as(folder / name, enforce_file_format=False)
+    return folder
+
+
+def set_value(keyword: str, vr: str, value):
+    tag = pydicom.datadict.tag_for_keyword(keyword)
+    return lambda ds: ds.__setitem__(tag, pydicom.DataElement(tag, vr, value))
+
+
+@pytest.mark.parametrize("edit, match", [
+    # each placed no voxel: an internal error (IndexError, ValueError, OverflowError) or a NaN geometry
+    (set_value("PixelSpacing", "DS", "0\\0"), "PixelSpacing .* must be above 0 mm"),
+    (set_value("PixelSpacing", "DS", "-1\\-1"), "PixelSpacing .* must be above 0 mm"),
+    (set_value("PixelSpacing", "DS", "1.0"), "PixelSpacing 1.0, not 2 numbers"),
+    (set_value("ImageOrientationPatient", "DS", "0\\0\\0\\0\\0\\0"), "ImageOrientationPatient .* not at right angles"),
+    (set_value("ImageOrientationPatient", "DS", "1\\0\\0\\1\\0\\0"), "ImageOrientationPatient .* not at right angles"),
+    (set_value("ImagePositionPatient", "DS", "1\\2"), "ImagePositionPatient 1.2, not 3 numbers"),
+    (set_value("ImagePositionPatient", "DS", ""), "ImagePositionPatient .empty., not 3 numbers"),
+    (lambda ds: delattr(ds, "Rows"), "lacks Rows"),
+    (lambda ds: setattr(ds.file_meta, "TransferSyntaxUID", "1.2.3.4.5"), "unknown transfer syntax 1.2.3.4.5"),
+], ids=["spacing-zero", "spacing-negative", "spacing-one-value", "orientation-zero", "orientation-parallel",
+        "position-two-values", "position-empty", "no-rows", "unknown-transfer-syntax"])
+def test_a_slice_that_cannot_be_placed_is_an_input_error(trio_dir, tmp_path, edit, match):
+    input_error(edited_trio(trio_dir, tmp_path / "series", edit), match)
+
+
+def test_an_enhanced_frame_with_zero_pixel_spacing_is_an_input_error(data_dir, tmp_path):
+    """It read as a volume of infinite resolution; deface ended in an internal error (OverflowError)."""
+    ds = pydicom.dcmread(data_dir / "dicom" / "siemens_xa30_enhanced_multiframe_t1" / "0001.dcm")
+    for groups in [*ds.PerFrameFunctionalGroupsSequence, *ds.SharedFunctionalGroupsSequence]:
+        if "PixelMeasuresSequence" in groups:
+            groups.PixelMeasuresSequence[0].PixelSpacing = [0, 0]
+    ds.save_as(tmp_path / "enhanced.dcm", enforce_file_format=False)
+    input_error(tmp_path / "enhanced.dcm", "frame 1 has PixelSpacing .* must be above 0 mm")
+
+
 # ---- outputs ---------------------------------------------------------------------------------
 @pytest.fixture()
 def ixi_copy(ixi_path, tmp_path) -> Path:

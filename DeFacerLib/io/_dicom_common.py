@@ -9,6 +9,7 @@ original stored integers of an unchanged slice exactly.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,9 @@ def transfer_syntax(ds: Dataset) -> UID | None:
 def decompress_in_place(ds: Dataset, path: Path) -> str | None:
     """Decode compressed pixel data in ``ds`` (keeping its UIDs); returns the old syntax name."""
     syntax = transfer_syntax(ds)
+    if syntax is not None and not syntax.is_transfer_syntax:  # private or mistyped: an internal error in pydicom
+        raise InputError(f"{path} has an unknown transfer syntax {str(syntax).strip() or '(empty)'} in its file meta; "
+                         "re-export it with a standard transfer syntax")
     if syntax is None or not syntax.is_compressed:
         return None
     try:
@@ -155,6 +159,37 @@ def read_dataset(path: Path, stop_before_pixels: bool = False) -> Dataset | None
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"{path} is a damaged DICOM file ({reason}); re-export or remove it") from None
+
+
+ORTHOGONAL_COSINE = 0.01  # row and column directions this far from square (0.6 degrees) are not one plane's axes
+
+
+def plane_geometry(position, orientation, pixel_spacing, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ImagePositionPatient (3 numbers), ImageOrientationPatient (6) and PixelSpacing (2) as
+    float arrays. A wrong count, a non-number, a spacing that is not positive or direction
+    vectors of zero length or not square to each other place no voxel: each made a NaN or
+    empty geometry that ended, far from the file, in an internal error or a run on nonsense."""
+    values = []
+    for name, value, count in (("ImagePositionPatient", position, 3), ("ImageOrientationPatient", orientation, 6),
+                               ("PixelSpacing", pixel_spacing, 2)):
+        items = list(value) if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else [value]
+        try:
+            numbers = np.array([float(item) for item in items], dtype=float)
+        except (TypeError, ValueError):
+            numbers = np.array([])
+        if numbers.size != count or not np.all(np.isfinite(numbers)):
+            shown = "\\".join(str(item) for item in items if item is not None) or "(empty)"
+            raise InputError(f"{where} has {name} {shown}, not {count} numbers; DeFacer cannot place it in space")
+        values.append(numbers)
+    position, orientation, pixel_spacing = values
+    if np.any(pixel_spacing <= 0):
+        raise InputError(f"{where} has PixelSpacing {pixel_spacing.tolist()}; a voxel size must be above 0 mm")
+    row, col = orientation[:3], orientation[3:]
+    lengths = np.linalg.norm(row), np.linalg.norm(col)
+    if min(lengths) < 1e-6 or abs(row @ col) / (lengths[0] * lengths[1]) > ORTHOGONAL_COSINE:
+        raise InputError(f"{where} has ImageOrientationPatient {orientation.tolist()}, whose row and column directions "
+                         "are zero or not at right angles; DeFacer cannot place it in space")
+    return position, orientation, pixel_spacing
 
 
 def stack_geometry(positions: np.ndarray, orientation: np.ndarray, pixel_spacing: np.ndarray, where: str):

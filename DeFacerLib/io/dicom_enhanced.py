@@ -60,9 +60,11 @@ def read_dicom_enhanced(path: Path) -> Volume:
         measures = _group_item(ds, frame, "PixelMeasuresSequence")
         if position is None or orientation is None or measures is None or "PixelSpacing" not in measures:
             raise InputError(f"{path} frame {index + 1} lacks plane position, orientation or pixel spacing; DeFacer cannot place it in space")
-        positions.append(np.array(position.ImagePositionPatient, float))
-        orientations.append(np.array(orientation.ImageOrientationPatient, float))
-        spacings.append(np.array(measures.PixelSpacing, float))
+        where = f"{path} frame {index + 1}"
+        frame_geometry = common.plane_geometry(position.get("ImagePositionPatient"),
+                                               orientation.get("ImageOrientationPatient"), measures.PixelSpacing, where)
+        for values, found in zip((positions, orientations, spacings), frame_geometry):
+            values.append(found)
         rescale.append(common.rescale_of(_group_item(ds, frame, "PixelValueTransformationSequence") or ds))
     orientations, spacings = np.array(orientations), np.array(spacings)
     if not np.allclose(orientations, orientations[0], atol=1e-4) or not np.allclose(spacings, spacings[0], atol=1e-4):

@@ -122,24 +122,28 @@ def _build_volume(folder: Path, members: list[tuple[Path, Dataset]], skipped: li
     if len(members) == 1:
         raise InputError(f"{where} is 2D (one slice), DeFacer needs a 3D head volume")
     first = members[0][1]
+    geometry = []  # (position, orientation, pixel spacing) of each file
     for path, ds in members:
         common.check_scalar(ds, path)
+        for key in ("Rows", "Columns"):
+            if key not in ds:
+                raise InputError(f"{path} lacks {key}; the image is incomplete (re-export or remove it)")
         for key in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
             if key not in ds:
                 raise InputError(f"{path} lacks {key}; DeFacer cannot place its slices in space")
+        geometry.append(common.plane_geometry(ds.ImagePositionPatient, ds.ImageOrientationPatient, ds.PixelSpacing,
+                                              str(path)))
         if int(ds.get("NumberOfFrames", 1) or 1) != 1:
             raise InputError(f"{path} holds several frames inside a classic series; DeFacer reads one frame per file")
         if (ds.Rows, ds.Columns) != (first.Rows, first.Columns):
             raise InputError(f"{path} is {ds.Rows}x{ds.Columns} but {members[0][0].name} is {first.Rows}x{first.Columns}; slices of one series must match")
-        if not np.allclose(np.array(ds.ImageOrientationPatient, float), np.array(first.ImageOrientationPatient, float), atol=1e-4):
+        if not np.allclose(geometry[-1][1], geometry[0][1], atol=1e-4):
             raise InputError(f"{path} is oriented differently from {members[0][0].name}; slices of one series must share one orientation")
-        if not np.allclose(np.array(ds.PixelSpacing, float), np.array(first.PixelSpacing, float), atol=1e-4):
+        if not np.allclose(geometry[-1][2], geometry[0][2], atol=1e-4):
             raise InputError(f"{path} has a different pixel spacing from {members[0][0].name}")
     decompressed = [common.decompress_in_place(ds, path) for path, ds in members]
-    positions = np.array([np.array(ds.ImagePositionPatient, float) for _, ds in members])
-    order, spacing, origin, direction = common.stack_geometry(
-        positions, np.array(first.ImageOrientationPatient, float), np.array(first.PixelSpacing, float), where
-    )
+    positions = np.array([position for position, _, _ in geometry])
+    order, spacing, origin, direction = common.stack_geometry(positions, geometry[0][1], geometry[0][2], where)
     frames = [common.pixel_frames(ds, path)[0] for path, ds in members]
     dtypes = {frame.dtype for frame in frames}
     if len(dtypes) != 1:
