@@ -142,3 +142,35 @@ def test_max_items_below_one_is_a_usage_error(tmp_path, count):
     assert result.returncode == 2 and "--max-items" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_key_file_inside_the_output_is_refused_before_it_is_made(data_dir, tmp_path):
+    """--key-file OUT/deid.key wrote the secret key into the folder meant for sharing (exit 0):
+    with it a recipient recomputes the pseudonym of any patient ID he can guess."""
+    bids = tmp_path / "bids"
+    (bids / "sub-01" / "anat").mkdir(parents=True)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "audit", "BIDSVersion": "1.9.0"}))
+    (bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz").symlink_to(_heads(data_dir, 1)[0])
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "DeFacerLib", "batch", str(bids), str(out), "--scrub-only",
+                             "--workers", "1", "--key-file", str(out / "deid.key")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 4, result.stderr
+    assert "key file" in result.stderr and "inside the output" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not (tmp_path / "out.audit").exists()
+
+
+def test_a_scheduler_that_cannot_be_reached_leaves_no_new_key(tmp_path):
+    """The run made its key, then could not reach the scheduler (exit 2): the key stayed, looking
+    like one that had keyed an output."""
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "notes.txt").write_text("x\n")
+    key = tmp_path / "keys" / "deid.key"
+    result = subprocess.run([sys.executable, "-m", "DeFacerLib", "batch", str(source), str(tmp_path / "out"),
+                             "--scrub-only", "--scheduler", "::::", "--key-file", str(key)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "cannot reach the Dask scheduler" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not key.exists() and not (tmp_path / "keys").exists() and not (tmp_path / "out").exists()

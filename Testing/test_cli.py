@@ -268,6 +268,14 @@ def test_a_dicom_write_that_fails_leaves_no_new_key(data_dir, tmp_path, monkeypa
     assert not key_file.exists() and not out.exists()
 
 
+def test_a_key_file_inside_the_output_series_is_refused(data_dir, tmp_path):
+    """--key-file OUT/deid.key: the defaced series was published with its secret key in it."""
+    out = tmp_path / "defaced_series"
+    result = defacer("deface", data_dir / "dicom/siemens_trio_mprage_1mm", out, "--key-file", out / "deid.key")
+    assert_one_line_error(result, 4, "key file", "inside the output")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("failing", ["render", "figure"])
 def test_qa_that_fails_leaves_no_output(failing, data_dir, tmp_path, monkeypatch):
     """``--qa`` asks for the output and its picture: all of it or nothing. A render that fails (no

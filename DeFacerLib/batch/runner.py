@@ -76,6 +76,7 @@ def run_batch(
     report.csv). ``max_items`` stops after that many items (a partial, resumable run).
     """
     from DeFacerLib.dicom import load_or_create_key
+    from DeFacerLib.dicom.uids import forget_new_key, refuse_key_inside
 
     progress = progress or BatchProgress()
     source, target = Path(input_path).resolve(), Path(output_path).resolve()
@@ -104,6 +105,7 @@ def run_batch(
     if undecodable:  # the manifest, the reports and Dask's task names are UTF-8 text
         raise InputError(f"{len(undecodable)} file or folder name(s) in {source} are not UTF-8 (first: "
                          f"{os.fsencode(undecodable[0])!r}); rename them (e.g. convmv -f latin1 -t utf8) and rerun")
+    refuse_key_inside(key_file, source, target)
     key, key_path, key_created = load_or_create_key(key_file)
     key_path = Path(key_path).resolve()  # workers run in other folders (a cluster): never a relative path
     config = BatchConfig(
@@ -126,6 +128,7 @@ def run_batch(
                                     max_items, progress)
         except DeFacerError:
             _remove_if_untouched(made, config.meta_root)  # e.g. a scheduler that cannot be reached
+            forget_new_key(key_path, key_created)  # nothing was keyed with it (dicom.uids.forget_new_key)
             raise
         if plan is None:  # stopped while the cluster started or the input was listed: no item ran
             raise BatchInterrupted(f"{stopped_by(stop)}: before any item ran; rerun the same command to start",

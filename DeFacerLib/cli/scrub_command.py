@@ -28,7 +28,9 @@ FLAGS = (
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("input", help="DICOM file or folder tree")
+    from DeFacerLib.cli.main import input_path
+
+    parser.add_argument("input", type=input_path, help="DICOM file or folder tree")
     parser.add_argument("output", help="output file or folder (the tree is mirrored)")
     add_profile_arguments(parser)
     parser.add_argument("--workers", type=int, default=1, metavar="N",
@@ -69,7 +71,7 @@ def run(args) -> dict:
     from pathlib import Path
 
     from DeFacerLib.dicom import load_or_create_key, scrub_tree
-    from DeFacerLib.dicom.uids import forget_new_key
+    from DeFacerLib.dicom.uids import forget_new_key, refuse_key_inside
     from DeFacerLib.dicom.tree import scrub_inputs
     from DeFacerLib.errors import InputError, UsageError
 
@@ -77,6 +79,7 @@ def run(args) -> dict:
         raise UsageError("--workers must be at least 1")
     options = options_from_args(args)
     scrub_inputs(Path(args.input))  # a missing or empty input makes no key file either
+    refuse_key_inside(args.key_file, args.input, args.output)
     key, key_path, created = load_or_create_key(args.key_file)
     try:
         summary = scrub_tree(args.input, args.output, options, key, workers=args.workers,

@@ -66,6 +66,10 @@ def deface_file(
     _check_outputs_before_work(input_path, output_path, labels_path, protect_path, qa_dir)
     check_output_path(input_path, output_path, overwrite)
     audit_dir = _audit_dir(input_path, output_path, overwrite)
+    if audit_dir is not None:  # a DICOM input: its new series is keyed
+        from DeFacerLib.dicom.uids import refuse_key_inside
+
+        refuse_key_inside(key_file, input_path, output_path)
     sidecar = provenance.sidecar_path(output_path)
     if audit_dir is None and sidecar.exists() and not overwrite:
         raise OutputError(f"provenance file {sidecar} exists; pass --overwrite to replace it")

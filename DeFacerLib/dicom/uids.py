@@ -17,7 +17,7 @@ from pathlib import Path
 from pydicom.uid import UID_dictionary
 
 from DeFacerLib.errors import InputError, OutputError
-from DeFacerLib.io.atomic import make_folder, remove_made_folders
+from DeFacerLib.io.atomic import is_within, make_folder, remove_made_folders
 
 KEY_BYTES = 32
 DATE_OFFSET_RANGE_DAYS = (-3650, -365)
@@ -57,6 +57,18 @@ def load_or_create_key(path: str | Path | None = None) -> tuple[bytes, Path, boo
     except OSError as error:
         raise OutputError(f"cannot create the key file {path}: {error.strerror or error}") from None
     return key, path, True
+
+
+def refuse_key_inside(key_file: str | Path | None, input_path: str | Path, output_path: str | Path) -> None:
+    """A key file inside the output is shared with the data it keys: with it a recipient
+    recomputes the pseudonym and UIDs of any patient ID he can guess, and undoes the date
+    shifts. Inside the input it changes the input, and `batch` copies a BIDS tree's other files
+    to the output. Checked before the key is made or read."""
+    path = Path(key_file) if key_file else default_key_path()
+    for root, what in ((output_path, "output"), (input_path, "input")):
+        if is_within(path, root):
+            raise OutputError(f"key file {path} is inside the {what} {root}; keep it outside the input and the output "
+                              "(it is the secret behind the pseudonyms, UIDs and date shifts)")
 
 
 def forget_new_key(path: str | Path, created: bool) -> None:
