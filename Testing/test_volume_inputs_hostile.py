@@ -229,6 +229,22 @@ def test_options_that_name_nothing_are_usage_errors(data_dir, tmp_path, args):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("args", [
+    ("scrub", "", "OUT"),  # exit 0: it scrubbed the folder the shell stood in
+    ("batch", "", "OUT", "--scrub-only"),
+    ("info", ""),
+    ("deface", "IN", "OUT", "--features-from", ""),
+])
+def test_an_empty_input_is_not_the_current_folder(data_dir, tmp_path, args):
+    """An unset "$IN" read the current folder as the input."""
+    here = tmp_path / "here"
+    shutil.copytree(data_dir / "dicom" / "fake_phi_ct", here)
+    args = [data_dir / IXI if a == "IN" else tmp_path / "out" if a == "OUT" else a for a in args]
+    key = ["--key-file", tmp_path / "k.key"] if args[0] in ("scrub", "batch") else []
+    one_line_error(defacer(*args, *key, cwd=here), 2, "is empty")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here"]
+
+
 def test_qa_pictures_of_two_runs_of_one_subject_do_not_collide(data_dir, tmp_path):
     """sub-01.run-1 and sub-01.run-2 shared 'sub-01_before_after.png': the second replaced the first."""
     pytest.importorskip("vtk")
@@ -237,6 +253,15 @@ def test_qa_pictures_of_two_runs_of_one_subject_do_not_collide(data_dir, tmp_pat
         assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "qa").iterdir()) == [
         "sub-01.run-1_before_after.png", "sub-01.run-2_before_after.png"]
+
+
+@pytest.mark.parametrize("option", [("--key-file", "KEY"), ("--dates", "modified"), ("--retain-uids",),
+                                    ("--pseudonym-format", "P-{hash8}")])
+def test_dicom_header_options_for_a_volume_that_is_not_dicom_are_refused(data_dir, tmp_path, option):
+    """They were ignored without a word: `--dates modified` on a NIfTI head exited 0."""
+    option = [tmp_path / "k.key" if word == "KEY" else word for word in option]
+    one_line_error(defacer("deface", data_dir / IXI, tmp_path / "out.nii.gz", *option), 2, option[0], "not DICOM")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_a_series_uid_for_a_file_that_holds_no_series_is_refused(data_dir, tmp_path):

@@ -25,7 +25,9 @@ HELP = "deface and de-identify a whole BIDS dataset, DICOM tree or folder of vol
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("input", help="BIDS dataset root, DICOM folder tree or folder of volumes")
+    from DeFacerLib.cli.main import input_path
+
+    parser.add_argument("input", type=input_path, help="BIDS dataset root, DICOM folder tree or folder of volumes")
     parser.add_argument("output", help="output folder (mirrors the input); rerun into it to resume")
     parser.add_argument("--layout", choices=("auto", "bids", "dicom", "volumes"), default="auto",
                         help="how to read the input (default: auto, BIDS when dataset_description.json exists)")
@@ -33,7 +35,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--scheduler", metavar="ADDRESS", help="use an existing Dask cluster, e.g. tcp://host:8786 "
                         "(input, output, audit and key file must be on storage every worker sees)")
     add_removal_arguments(parser)
-    parser.add_argument("--features-from", metavar="DIR", help="label maps mirroring the input (same relative path; "
+    parser.add_argument("--features-from", metavar="DIR", type=input_path, help="label maps mirroring the input (same relative path; "
                         "a DICOM series folder F takes F.nii.gz) instead of the face model")
     parser.add_argument("--scrub-only", action="store_true", help="DICOM headers only: no defacing (volumes are skipped)")
     parser.add_argument("--qa", action="store_true", help="render each defaced output's front and look for a face (YuNet)")

@@ -81,18 +81,19 @@ def parameters_from_args(args):
 
 
 def add_arguments(parser) -> None:
-    from DeFacerLib.cli.main import folder_path
+    from DeFacerLib.cli.main import folder_path, input_path
 
-    parser.add_argument("input", help="head volume file or DICOM series folder")
+    parser.add_argument("input", type=input_path, help="head volume file or DICOM series folder")
     parser.add_argument("output", help="output path, in the input's format (a folder for a DICOM folder, "
                                        "an enhanced file's too, unless it ends in .dcm)")
     add_removal_arguments(parser)
     parser.add_argument(
         "--features-from",
         metavar="LABELS",
+        type=input_path,
         help="label map on the head's grid: 1 eyes, 2 nose, 3 mouth, 4 ears, 5 brain (brain is protected)",
     )
-    parser.add_argument("--protect-from", metavar="MASK", help="extra mask (non-zero = protected) on the head's grid")
+    parser.add_argument("--protect-from", metavar="MASK", type=input_path, help="extra mask (non-zero = protected) on the head's grid")
     parser.add_argument("--qa", metavar="DIR", type=folder_path, help="also write a before/after skin render to this folder")
     parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read when a folder holds several")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -109,6 +110,7 @@ def run(args) -> dict:
     from DeFacerLib.deface.workflow import deface_file
 
     parameters = parameters_from_args(args)
+    refuse_dicom_options_without_dicom(args)
     with progress_callback(f"defacing {Path(args.input).name}", args.quiet) as progress:
         outcome = deface_file(
             args.input,
@@ -126,6 +128,21 @@ def run(args) -> dict:
     if not args.quiet and not args.json:
         _print_summary(outcome)
     return outcome
+
+
+def refuse_dicom_options_without_dicom(args) -> None:
+    """--key-file and the PS3.15 options shape a DICOM output's header; for a NIfTI, MGZ, NRRD
+    or MetaImage input they were ignored without a word (a user who asked for --dates modified
+    believed the dates shifted). Refused as --series is for a file that holds no series."""
+    from DeFacerLib.errors import UsageError
+    from DeFacerLib.io.formats import DICOM_FORMATS, detect_format
+
+    given = [flag for flag, field, _ in FLAGS if getattr(args, field)]
+    given += ["--key-file"] * (args.key_file is not None) + ["--dates"] * (args.dates != "remove")
+    given += ["--pseudonym-format"] * (args.pseudonym_format != "DEFACER-{hash8}")
+    if given and detect_format(args.input) not in DICOM_FORMATS:
+        raise UsageError(f"{', '.join(given)}: for a DICOM input only (they set how its new series' header is "
+                         f"de-identified); {Path(args.input).name} is not DICOM: leave them out")
 
 
 def dicom_options_from_args(args):

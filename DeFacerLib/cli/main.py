@@ -191,9 +191,12 @@ def folder_path(text: str) -> str:
     return text
 
 
-def input_path(text: str) -> Path:
-    """argparse type for inputs: the file or folder must exist."""
-    return Path(text)
+def input_path(text: str) -> str:
+    """argparse type for inputs (files, folders, label maps): an empty one (an unset "$IN") was
+    read as the current folder, so `scrub "" out` scrubbed whatever tree the shell stood in."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a file or folder path (use . for the current folder)")
+    return text
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,10 +12,10 @@ HELP = "check whether a defaced head's face is still recognisable (renders + fac
 
 
 def add_arguments(parser) -> None:
-    from DeFacerLib.cli.main import folder_path
+    from DeFacerLib.cli.main import folder_path, input_path
 
-    parser.add_argument("original", help="the original head (any supported format)")
-    parser.add_argument("defaced", help="the defaced head, same grid")
+    parser.add_argument("original", type=input_path, help="the original head (any supported format)")
+    parser.add_argument("defaced", type=input_path, help="the defaced head, same grid")
     parser.add_argument("--out", required=True, metavar="DIR", type=folder_path, help="folder for the report, JSON and pictures")
     parser.add_argument("--name", help="report name (default: the defaced file's name without its volume extension)")
     # a folder with several series: read errors say "pick one with --series UID"; a defaced DICOM
