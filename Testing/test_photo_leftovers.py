@@ -132,3 +132,15 @@ def test_options_that_would_be_ignored_are_usage_errors(data_dir, tmp_path, argu
     assert main(["photo", *arguments]) == 2
     assert said in capsys.readouterr().err
     assert not (tmp_path / "out.jpg").exists()
+
+
+def test_an_output_folder_inside_the_input_folder_is_refused(data_dir, tmp_path, capsys):
+    """`photo visit/ -o visit/anon` wrote into the folder it read (exit 0), which the next run then
+    listed as one more thing in the input."""
+    folder = tmp_path / "visit"
+    folder.mkdir()
+    shutil.copy(_known(data_dir, "obama-240p.jpg")[0], folder)
+    for output in (folder / "anon", folder):
+        assert main(["photo", str(folder), "-o", str(output), "--overwrite"]) == 4
+        assert "inside the input folder" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["obama-240p.jpg"]

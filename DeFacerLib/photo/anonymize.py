@@ -219,6 +219,11 @@ def anonymize_path(source, destination, options: PhotoOptions, overwrite: bool =
     if source.is_dir():
         if destination.exists() and not destination.is_dir():
             raise OutputError(f"{destination}: the input is a folder, so the output must be a folder")
+        from DeFacerLib.io.atomic import is_within
+
+        if is_within(destination, source):  # it added a folder to the input, which the next run lists too
+            raise OutputError(f"{destination} is inside the input folder {source}; choose a folder outside it "
+                              "(inputs are never modified)")
         targets = [destination / f.name for f in files]
     else:
         targets = [destination]
