@@ -4,6 +4,7 @@ pressed at the terminal (docs/batch.md)."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import sqlite3
@@ -174,3 +175,33 @@ def test_a_scheduler_that_cannot_be_reached_leaves_no_new_key(tmp_path):
     assert result.returncode == 2 and "cannot reach the Dask scheduler" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not key.exists() and not (tmp_path / "keys").exists() and not (tmp_path / "out").exists()
+
+
+def test_the_voxel_data_of_a_skipped_detached_header_volume_is_not_published(data_dir, tmp_path):
+    """A detached-header volume (.mhd, .nhdr) is skipped, not defaced; its data file (.raw, here
+    also one named otherwise in the header) holds the head's voxels, face included, and was
+    copied into the published tree as "anything else" of a BIDS dataset."""
+    import SimpleITK as sitk
+
+    from DeFacerLib.batch import run_batch
+
+    bids = tmp_path / "bids"
+    anat = bids / "derivatives" / "conv" / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "audit", "BIDSVersion": "1.9.0"}))
+    head = sitk.ReadImage(str(_heads(data_dir, 1)[0]))
+    sitk.WriteImage(head, str(anat / "sub-01_T1w.mhd"))  # + sub-01_T1w.raw
+    sitk.WriteImage(head, str(anat / "sub-01_T2w.nhdr"))  # + sub-01_T2w.raw
+    (anat / "sub-01_T2w.raw").rename(anat / "voxels.dat")
+    nhdr = anat / "sub-01_T2w.nhdr"
+    nhdr.write_text(re.sub(r"(?m)^data ?file: .*$", "data file: voxels.dat", nhdr.read_text()))
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(nhdr))).any()  # a readable head with its data file
+
+    items, _ = classify(bids, list_files(bids), BIDS)
+    kinds = {item.files[0]: item.kind for item in items}
+    for data in ("sub-01_T1w.raw", "voxels.dat"):
+        assert kinds[f"derivatives/conv/sub-01/anat/{data}"] == SKIP, data
+    summary = run_batch(bids, tmp_path / "out", key_file=tmp_path / "key", workers=1)
+    published = sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file() and ".defacer" not in p.parts)
+    assert published == ["dataset_description.json"]
+    assert summary["files"] == 5 and summary["skipped"] == 4 and summary["failed"] == 0

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import re
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from DeFacerLib.batch import bids
 from DeFacerLib.io.formats import DICOM_EXTENSIONS, has_dicom_magic
@@ -126,6 +127,32 @@ def _volume_suffix(rel: str) -> str | None:
     return None
 
 
+_DATA_FILE_LINE = re.compile(r"^\s*(?:ElementDataFile\s*=|data ?file:)\s*(.*?)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def detached_data_files(root: Path, header_rel: str, files: list[str]) -> list[str]:
+    """The files of ``files`` that hold the voxels of the detached NRRD/MetaImage header
+    ``header_rel``: the header is skipped, and its data file, the head's voxels face included,
+    must not then be copied as an ordinary file. Where the header names no single file (a list,
+    a numbered pattern) or cannot be read, every file beside it with its stem counts (volumes,
+    which are defaced, and JSON sidecars, which hold no voxels, aside)."""
+    header = PurePosixPath(header_rel)
+    try:
+        with open(root / header_rel, "rb") as stream:
+            match = _DATA_FILE_LINE.search(stream.read(65536).decode("latin-1"))
+    except OSError:
+        match = None
+    named = match.group(1) if match else ""
+    if named.upper() == "LOCAL":  # the voxels follow the header in its own file
+        return []
+    if named and named.upper() != "LIST" and "%" not in named and " " not in named:
+        target = posixpath.normpath((header.parent / named).as_posix())
+        return [target] if target in files else []
+    stem = header.name[: -len(_volume_suffix(header_rel))]
+    return [rel for rel in files if PurePosixPath(rel).parent == header.parent and PurePosixPath(rel).name.startswith(stem + ".")
+            and _volume_suffix(rel) is None and not rel.lower().endswith(".json")]
+
+
 def _looks_dicom(path: Path) -> bool:
     return path.suffix.lower() in DICOM_EXTENSIONS or has_dicom_magic(path)
 
@@ -134,6 +161,8 @@ def classify(root: Path, files: list[str], layout: str) -> tuple[list[Item], lis
     """Items for every file that needs no header read, and the files whose DICOM header decides."""
     items: list[Item] = []
     dicom_candidates: list[str] = []
+    detached_data = {data: rel for rel in files if _volume_suffix(rel) in DETACHED_VOLUME_SUFFIXES
+                     for data in detached_data_files(root, rel, files)}
     for rel in files:
         suffix = _volume_suffix(rel)
         hidden = hidden_folder(rel)
@@ -146,6 +175,9 @@ def classify(root: Path, files: list[str], layout: str) -> tuple[list[Item], lis
         elif suffix in DETACHED_VOLUME_SUFFIXES:
             items.append(Item(rel, SKIP, rel, (rel,), reason="detached-header volumes are not batch-processed; "
                                                               "convert to .nrrd/.mha first"))
+        elif rel in detached_data:
+            items.append(Item(rel, SKIP, rel, (rel,), reason=f"the voxel data of {detached_data[rel]}, a detached-header "
+                                                              "volume, which is not batch-processed: not copied"))
         elif suffix is not None:
             if layout != BIDS or BIDS_FACE_IMAGE.match(rel):
                 items.append(Item(rel, DEFACE_VOLUME, rel, (rel,)))
