@@ -136,8 +136,14 @@ def read_nifti(path: Path) -> Volume:
         raise InputError(f"{path} holds {data.dtype} voxels (colour or complex); DeFacer needs scalar values")
     offset = int(img.dataobj.offset)
     header = klass.header_class(raw[: klass.header_class.sizeof_hdr], check=False)
-    spacing, origin, direction = geometry_from_ras_affine(img.affine, path)
     qform_code, sform_code = int(header["qform_code"]), int(header["sform_code"])
+    voxel_mm = np.asarray(header["pixdim"][1:4], dtype=float)
+    if sform_code == 0 and np.any(voxel_mm == 0):
+        # nibabel takes 1 mm for it: every margin, depth and the model's grid would then rest on
+        # a guessed scale (a negative size is taken as its magnitude, the NIfTI readers' rule)
+        raise InputError(f"{path} has a voxel size of 0 mm (pixdim {voxel_mm.tolist()}) and no sform: its geometry "
+                         "is unknown; set the voxel size in its header (e.g. nibabel, fslchpixdim)")
+    spacing, origin, direction = geometry_from_ras_affine(img.affine, path)
     source = SourceInfo(
         format=NIFTI,
         path=str(path),
