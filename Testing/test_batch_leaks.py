@@ -205,3 +205,19 @@ def test_the_voxel_data_of_a_skipped_detached_header_volume_is_not_published(dat
     published = sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file() and ".defacer" not in p.parts)
     assert published == ["dataset_description.json"]
     assert summary["files"] == 5 and summary["skipped"] == 4 and summary["failed"] == 0
+
+
+@pytest.mark.parametrize("option", [("--features-from", "LABELS"), ("--qa",)])
+def test_scrub_only_refuses_the_options_of_a_defacing_run(tmp_path, option):
+    """`batch --scrub-only --features-from DIR` (or --qa) ignored them without a word (bad-input audit)."""
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "notes.txt").write_text("x\n")
+    (tmp_path / "labels").mkdir()
+    option = [str(tmp_path / "labels") if word == "LABELS" else word for word in option]
+    result = subprocess.run([sys.executable, "-m", "DeFacerLib", "batch", str(source), str(tmp_path / "out"),
+                             "--scrub-only", *option, "--key-file", str(tmp_path / "key")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--scrub-only run defaces nothing" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "labels"]

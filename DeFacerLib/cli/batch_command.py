@@ -47,6 +47,11 @@ def add_arguments(parser) -> None:
 
 def run(args) -> dict:
     from DeFacerLib.batch import run_batch
+    from DeFacerLib.errors import UsageError
+
+    if args.scrub_only and (args.features_from or args.qa):  # a run that defaces nothing ignored them without a word
+        raise UsageError(f"{'--features-from' if args.features_from else '--qa'}: a --scrub-only run defaces "
+                         "nothing; leave it out")
     parameters = parameters_from_args(args)
     progress = RichBatchProgress(quiet=args.quiet or args.json)
     try:
