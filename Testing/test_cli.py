@@ -268,6 +268,14 @@ def test_a_dicom_write_that_fails_leaves_no_new_key(data_dir, tmp_path, monkeypa
     assert not key_file.exists() and not out.exists()
 
 
+@pytest.mark.parametrize("name", ["defaced.nii.gz", "defaced.mgz", "defaced.nrrd"])
+def test_a_dicom_input_refuses_another_formats_output_name_before_any_work(data_dir, tmp_path, name):
+    """DICOM in gives DICOM out: such a name was refused only once the model had run (6-8 s)."""
+    result = defacer("deface", data_dir / "dicom/siemens_trio_mprage_1mm", tmp_path / name, "--key-file", tmp_path / "k")
+    assert_one_line_error(result, 4, "named for another format", "DICOM in gives DICOM out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_a_key_file_inside_the_output_series_is_refused(data_dir, tmp_path):
     """--key-file OUT/deid.key: the defaced series was published with its secret key in it."""
     out = tmp_path / "defaced_series"

@@ -250,6 +250,9 @@ def _check_outputs_before_work(input_path, output_path, labels_path, protect_pat
     fmt = formats.detect_format(input_path)
     if fmt not in formats.DICOM_FORMATS:  # DICOM: a folder may hold one enhanced file, a file be one
         formats.check_output_format(fmt, output_path)  # 2D slice (refused on reading): known once read
+    elif formats.format_from_extension(Path(output_path).name) is not None:  # refused after the model ran (6-8 s)
+        raise OutputError(f"output {output_path} is named for another format; DICOM in gives DICOM out: give a folder "
+                          "(a series) or a .dcm file (an enhanced file)")
     if qa_dir is not None:
         check_output_folder(qa_dir, "QA folder")
         for what, folder in (("the output", Path(output_path)), ("the input", Path(input_path))):
