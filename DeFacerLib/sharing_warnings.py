@@ -18,6 +18,13 @@ def burned_in(names: list[str]) -> str:
             "the anatomy)")
 
 
+def not_ocr_cleaned(names: list[str]) -> str:
+    """Written DICOM files whose pixels --clean-pixel-data left (scrub and batch)."""
+    return (f"{len(names)} primary or defaced CT/MR/PET/NM image(s) were not OCR-cleaned, their pixels as they were "
+            f"(first: {names[0]}): OCR reads words into anatomy and blacks them out, and they do not say Burned In "
+            "Annotation YES; look at them if they may show text")
+
+
 def for_scrub(summary: dict) -> list[str]:
     """A scrubbed tree (dicom.scrub_tree's summary)."""
     lines = [f"{entry['file']} has the same SOP Instance UID as {entry['same_sop_instance_uid_as']}"
@@ -25,10 +32,7 @@ def for_scrub(summary: dict) -> list[str]:
     if summary.get("burned_in_annotation"):
         lines.append(burned_in(summary["burned_in_annotation"]))
     if summary.get("pixels_not_cleaned"):
-        names = summary["pixels_not_cleaned"]
-        lines.append(f"{len(names)} primary CT/MR/PET/NM image(s) were not OCR-cleaned, their pixels as they were (first: "
-                     f"{names[0]}): OCR reads words into anatomy and blacks them out, and they do not say Burned In "
-                     "Annotation YES; look at them if they may show text")
+        lines.append(not_ocr_cleaned(summary["pixels_not_cleaned"]))
     in_paths = summary["paths_holding_phi"]
     if in_paths:
         lines.append(f"{len(in_paths)} output path(s) hold PHI of their own file (first: {in_paths[0]['file']} holds "
@@ -45,10 +49,7 @@ def for_batch(summary: dict) -> list[str]:
     if summary.get("burned_in_annotation"):
         lines.append(burned_in(summary["burned_in_annotation"]))
     if summary.get("pixels_not_cleaned"):
-        names = summary["pixels_not_cleaned"]
-        lines.append(f"{len(names)} primary CT/MR/PET/NM image(s) were not OCR-cleaned, their pixels as they were (first: "
-                     f"{names[0]}): OCR reads words into anatomy and blacks them out, and they do not say Burned In "
-                     "Annotation YES; look at them if they may show text")
+        lines.append(not_ocr_cleaned(summary["pixels_not_cleaned"]))
     lines += [f"{table['name']} was copied as it is, but its column(s) {', '.join(table['columns'])} may name or date "
               "a person: check them before sharing" for table in summary.get("identifying_columns", [])]
     if summary["qa_faces_found"]:

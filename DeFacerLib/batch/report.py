@@ -75,6 +75,8 @@ def _html_text(rows: list[dict], summary: dict) -> str:
          summary.get("paths_holding_phi_count", 0)),
         ("DICOM files that say their pixels carry burned-in text (headers only were scrubbed: check them; "
          "--clean-pixel-data is for those that are not head slices)", _first_of(summary.get("burned_in_annotation", []))),
+        ("DICOM files --clean-pixel-data left as they were (primary or defaced CT/MR/PET/NM images: anatomy, in which "
+         "OCR reads words)", _first_of(summary.get("pixels_not_cleaned", []))),
         ("participants / phenotype columns that may name or date a person (copied as they are: check them)",
          "; ".join(f"{t['name']}: {', '.join(t['columns'])}" for t in summary.get("identifying_columns", [])) or "none"),
         ("seconds", summary["seconds"]),

@@ -593,6 +593,7 @@ def _summary(manifest, plan, source, target, audit, key_path, seconds: float, le
         "paths_holding_phi_count": sum(o.get("paths_holding_phi", 0) for o in recorded),
         # scrubbed DICOM that says its pixels carry text (a name, a birth date): as `defacer scrub` lists them
         "burned_in_annotation": [name for o in recorded for name in o.get("burned_in_annotation", [])],
+        "pixels_not_cleaned": [name for o in recorded for name in o.get("pixels_not_cleaned", [])],
         # participants.tsv / phenotype/*.tsv columns named like a name, birth date, address...
         "identifying_columns": [{"name": o["name"], "columns": o["identifying_columns"]}
                                 for o in recorded if o.get("identifying_columns")],

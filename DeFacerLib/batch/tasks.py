@@ -344,7 +344,9 @@ def _scrub_files(item: Item, config: BatchConfig, outcome: dict, reason: str = "
                    paths_holding_phi=sum(1 for r in records if "path_holds_phi" in r and r["status"] == "written"),
                    # published with text in their pixels that header scrubbing left (BurnedInAnnotation YES)
                    burned_in_annotation=[r["file"] for r in records
-                                         if r.get("burned_in_annotation") and r["status"] == "written"])
+                                         if r.get("burned_in_annotation") and r["status"] == "written"],
+                   # --clean-pixel-data left their pixels (pixels_ocr.ocr_skip_reason), as `defacer scrub` lists them
+                   pixels_not_cleaned=[r["file"] for r in records if r.get("pixels_not_cleaned") and r["status"] == "written"])
 
 
 def _mirrored_paths_holding_phi(item: Item, config: BatchConfig) -> int:

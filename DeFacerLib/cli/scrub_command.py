@@ -22,8 +22,8 @@ FLAGS = (
     ("--clean-descriptors", "clean_descriptors", "keep descriptions (series, study, protocol) with PHI removed"),
     ("--clean-structured-content", "clean_structured_content", "keep SR content with PHI removed"),
     ("--clean-graphics", "clean_graphics", "keep graphics and overlays, cleaned"),
-    ("--clean-pixel-data", "clean_pixel_data", "black out text burned into the pixels (Tesseract OCR; not in primary "
-                                                "CT/MR/PET/NM images that do not say Burned In Annotation YES)"),
+    ("--clean-pixel-data", "clean_pixel_data", "black out text burned into the pixels (Tesseract OCR; not in primary or "
+                                                "defaced CT/MR/PET/NM images that do not say Burned In Annotation YES)"),
 )
 
 

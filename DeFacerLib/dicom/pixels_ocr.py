@@ -26,21 +26,23 @@ CROSS_SECTIONAL_SOP_CLASSES = frozenset({
     "1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.128.1", "1.2.840.10008.5.1.4.1.1.130",
     "1.2.840.10008.5.1.4.1.1.20",
 })
-ANATOMY_NOT_CLEANED = ("a primary CT/MR/PET/NM image that does not say Burned In Annotation YES: anatomy, in which "
-                       "OCR reads words and blacks them out, so its pixels were left as they are")
+ANATOMY_NOT_CLEANED = ("a primary or defaced CT/MR/PET/NM image that does not say Burned In Annotation YES: "
+                       "anatomy, in which OCR reads words and blacks them out, so its pixels were left as they are")
 
 
-def ocr_skip_reason(sop_class_uid, image_type, burned_in) -> str:
-    """Why Clean Pixel Data leaves these pixels as they are ('' to clean them): a PRIMARY
-    cross-sectional image (the anatomy as acquired) that does not say it carries burned-in text.
-    Tesseract reads "words" into a head's slices: it blacked out 405,534 pixels in 122 of the 176
-    slices of a Trio MPRAGE (426,390 on its defaced copy, 104,235 of them in the brain), exit 0. Screen captures, dose reports
-    (Secondary Capture, or a SECONDARY image type), ultrasound and every file that says YES
-    are cleaned."""
+def ocr_skip_reason(sop_class_uid, image_type, burned_in, face_removed: bool = False) -> str:
+    """Why Clean Pixel Data leaves these pixels as they are ('' to clean them): a cross-sectional
+    image of the anatomy, PRIMARY (as acquired) or whose header says its face was removed
+    (``face_removed``: 113102, Clean Recognizable Visual Features, as a defaced series says: its
+    classic slices are DERIVED\\SECONDARY, scrub.mark_derived), that does not say it carries
+    burned-in text. Tesseract reads "words" into a head's slices: it blacked out 405,534 pixels in
+    122 of the 176 slices of a Trio MPRAGE (426,390 on its defaced copy, 104,235 of them in the
+    brain), exit 0. Screen captures, dose reports (Secondary Capture, or a SECONDARY image type),
+    ultrasound and every file that says YES are cleaned."""
     if str(burned_in or "").strip().upper() == "YES" or str(sop_class_uid or "").strip() not in CROSS_SECTIONAL_SOP_CLASSES:
         return ""
     values = image_type.split("\\") if isinstance(image_type, str) else list(image_type or [])
-    if len(values) < 2 or str(values[1]).strip().upper() != "PRIMARY":
+    if not face_removed and (len(values) < 2 or str(values[1]).strip().upper() != "PRIMARY"):
         return ""
     return ANATOMY_NOT_CLEANED
 

@@ -175,13 +175,14 @@ class Scrubber:
         result.patient = (str(peek_value(ds, PATIENT_ID, "") or patient), alias)
         burned_in = str(peek_value(ds, BURNED_IN_ANNOTATION, "") or "") or None
         options = self.options
+        pixel_options = _pixel_options_before(ds)
         if options.clean_pixel_data:  # judged on the header as it came
             from DeFacerLib.dicom.pixels_ocr import ocr_skip_reason
 
-            result.pixels_not_cleaned = ocr_skip_reason(peek_value(ds, SOP_CLASS_UID, ""), peek_value(ds, IMAGE_TYPE, ""), burned_in)
+            result.pixels_not_cleaned = ocr_skip_reason(peek_value(ds, SOP_CLASS_UID, ""), peek_value(ds, IMAGE_TYPE, ""),
+                                                        burned_in, "clean_recognizable_visual_features" in pixel_options)
             if result.pixels_not_cleaned:
                 options = options.with_(clean_pixel_data=False)  # 113101 is not claimed for these pixels
-        pixel_options = _pixel_options_before(ds)
         walk = _Walk(self, result, alias)
         walk.items(ds, "", clean=False)
         meta = getattr(ds, "file_meta", None)

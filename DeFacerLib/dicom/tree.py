@@ -362,7 +362,7 @@ def _summarize(records, source, target, audit, options, seconds):
         "patients": len(patient_map),
         "uids_replaced": len(uid_map),
         "pixels_cleaned": sum(1 for r in records if "pixels_cleaned" in r),
-        # --clean-pixel-data left these (primary CT/MR/PET/NM images: pixels_ocr.ocr_skip_reason)
+        # --clean-pixel-data left these (primary or defaced CT/MR/PET/NM images: pixels_ocr.ocr_skip_reason)
         "pixels_not_cleaned": [r["file"] for r in records if r.get("pixels_not_cleaned") and r["status"] == "written"],
         "burned_in_annotation": [r["file"] for r in records if r.get("burned_in_annotation") and r["status"] == "written"],
         "paths_holding_phi": [{"file": r["file"], "holds": r["path_holds_phi"]} for r in records if "path_holds_phi" in r],
