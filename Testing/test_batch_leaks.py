@@ -207,6 +207,49 @@ def test_the_voxel_data_of_a_skipped_detached_header_volume_is_not_published(dat
     assert summary["files"] == 5 and summary["skipped"] == 4 and summary["failed"] == 0
 
 
+def test_data_files_named_by_pattern_list_windows_or_absolute_path_are_not_published(data_dir, tmp_path):
+    """A detached header's data file line may name a Windows path (raw\\head.raw), an absolute
+    one, a numbered pattern (head_%02d.raw 1 3 1 2) or a LIST of files: each was read as one
+    relative name that matched no file, and the head's voxels, face included, were copied into
+    the published BIDS tree (5 files, exit 0)."""
+    import SimpleITK as sitk
+
+    from DeFacerLib.batch import run_batch
+
+    bids = tmp_path / "bids"
+    (bids / "derivatives").mkdir(parents=True)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "audit", "BIDSVersion": "1.9.0"}))
+    head = sitk.ReadImage(str(_heads(data_dir, 1)[0]))
+    voxels = sitk.GetArrayFromImage(sitk.Cast(head, sitk.sitkUInt8))  # z, y, x
+    thirds = np.array_split(voxels, 3)
+    lines = {"windows": "ElementDataFile = raw\\head.raw", "absolute": None, "pattern": "data file: head_%02d.raw 1 3 1 2",
+             "list": "data file: LIST 2\nslab_a.raw\nslab_b.raw\nslab_c.raw"}
+    data = {"windows": {"raw/head.raw": voxels}, "absolute": {"scan.raw": voxels},
+            "pattern": {f"head_{k + 1:02d}.raw": part for k, part in enumerate(thirds)},
+            "list": {f"slab_{c}.raw": part for c, part in zip("abc", thirds)}}
+    size = " ".join(str(n) for n in reversed(voxels.shape))
+    for case, line in lines.items():
+        folder = bids / "derivatives" / case
+        for rel, part in data[case].items():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_bytes(part.tobytes())
+        if case in ("windows", "absolute"):
+            line = line or f"ElementDataFile = {folder / 'scan.raw'}"
+            (folder / "head.mhd").write_text(f"ObjectType = Image\nNDims = 3\nDimSize = {size}\nElementType = MET_UCHAR\n{line}\n")
+        else:
+            (folder / "head.nhdr").write_text(f"NRRD0004\ntype: uint8\ndimension: 3\nsizes: {size}\nencoding: raw\n{line}\n")
+
+    items, _ = classify(bids, list_files(bids), BIDS)
+    kinds = {item.files[0]: item.kind for item in items}
+    for case in data:
+        for rel in data[case]:
+            assert kinds[f"derivatives/{case}/{rel}"] == SKIP, (case, rel)
+    summary = run_batch(bids, tmp_path / "out", scrub_only=True, key_file=tmp_path / "key", workers=1)
+    published = sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file() and ".defacer" not in p.parts)
+    assert published == ["dataset_description.json"], published
+    assert summary["failed"] == 0
+
+
 @pytest.mark.parametrize("option", [("--features-from", "LABELS"), ("--qa",)])
 def test_scrub_only_refuses_the_options_of_a_defacing_run(tmp_path, option):
     """`batch --scrub-only --features-from DIR` (or --qa) ignored them without a word (bad-input audit)."""

@@ -127,30 +127,65 @@ def _volume_suffix(rel: str) -> str | None:
     return None
 
 
-_DATA_FILE_LINE = re.compile(r"^\s*(?:ElementDataFile\s*=|data ?file:)\s*(.*?)\s*$", re.IGNORECASE | re.MULTILINE)
+_DATA_FILE_LINE = re.compile(r"^[ \t]*(?:ElementDataFile[ \t]*=|data ?file:)[ \t]*(.*?)[ \t]*$", re.IGNORECASE | re.MULTILINE)
+# "<format with %d> <first> <last> <step> [<axis>]": one data file per number (NRRD and MetaImage)
+_NUMBERED_DATA_FILES = re.compile(r"^(\S*%\S*)\s+(-?\d+)\s+(-?\d+)\s+(-?\d+)(?:\s+\d+)?$")
+_LISTED_DATA_FILES = re.compile(r"^LIST(?:\s+\d+)?$", re.IGNORECASE)
 
 
 def detached_data_files(root: Path, header_rel: str, files: list[str]) -> list[str]:
     """The files of ``files`` that hold the voxels of the detached NRRD/MetaImage header
     ``header_rel``: the header is skipped, and its data file, the head's voxels face included,
-    must not then be copied as an ordinary file. Where the header names no single file (a list,
-    a numbered pattern) or cannot be read, every file beside it with its stem counts (volumes,
-    which are defaced, and JSON sidecars, which hold no voxels, aside)."""
+    must not then be copied as an ordinary file. The header's data file line names one file (a
+    Windows '\\' or an absolute path inside ``root`` too), a numbered pattern or a LIST of the
+    lines after it; where none of them is in ``files`` or the header cannot be read, every file
+    beside it with its stem counts (volumes, which are defaced, and JSON sidecars, which hold
+    no voxels, aside)."""
     header = PurePosixPath(header_rel)
     try:
         with open(root / header_rel, "rb") as stream:
-            match = _DATA_FILE_LINE.search(stream.read(65536).decode("latin-1"))
+            text = stream.read(65536).decode("latin-1")
     except OSError:
-        match = None
+        text = ""
+    match = _DATA_FILE_LINE.search(text)
     named = match.group(1) if match else ""
     if named.upper() == "LOCAL":  # the voxels follow the header in its own file
         return []
-    if named and named.upper() != "LIST" and "%" not in named and " " not in named:
-        target = posixpath.normpath((header.parent / named).as_posix())
-        return [target] if target in files else []
+    listed = set(files)
+    names = _data_file_names(named, text[match.end():] if match else "")
+    found = [rel for rel in (_data_file_rel(root, header, name) for name in names) if rel in listed]
+    if found:
+        return found
     stem = header.name[: -len(_volume_suffix(header_rel))]
     return [rel for rel in files if PurePosixPath(rel).parent == header.parent and PurePosixPath(rel).name.startswith(stem + ".")
             and _volume_suffix(rel) is None and not rel.lower().endswith(".json")]
+
+
+def _data_file_names(named: str, after: str) -> list[str]:
+    """The file names a header's data file value gives: one, a LIST's following lines, or a
+    numbered pattern's (at most 100,000; [] for a pattern that does not format)."""
+    if _LISTED_DATA_FILES.match(named):
+        return [line.strip() for line in after.splitlines() if line.strip()]
+    numbered = _NUMBERED_DATA_FILES.match(named)
+    if numbered:
+        first, last, step = (int(numbered.group(k)) for k in (2, 3, 4))
+        numbers = range(first, last + (1 if step > 0 else -1), step) if step else range(0)
+        try:
+            return [numbered.group(1) % number for number in numbers[:100_000]]
+        except (TypeError, ValueError):
+            return []
+    return [named] if named else []
+
+
+def _data_file_rel(root: Path, header: PurePosixPath, name: str) -> str | None:
+    """``name``, from a header's data file line, relative to ``root`` (None when outside it)."""
+    name = name.replace("\\", "/")
+    if name.startswith("/") or re.match(r"^[A-Za-z]:/", name):
+        try:
+            return Path(name).resolve().relative_to(root.resolve()).as_posix()
+        except (ValueError, OSError):
+            return None
+    return posixpath.normpath((header.parent / name).as_posix())
 
 
 def _looks_dicom(path: Path) -> bool:
