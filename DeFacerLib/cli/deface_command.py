@@ -137,9 +137,7 @@ def refuse_dicom_options_without_dicom(args) -> None:
     from DeFacerLib.errors import UsageError
     from DeFacerLib.io.formats import DICOM_FORMATS, detect_format
 
-    given = [flag for flag, field, _ in FLAGS if getattr(args, field)]
-    given += ["--key-file"] * (args.key_file is not None) + ["--dates"] * (args.dates != "remove")
-    given += ["--pseudonym-format"] * (args.pseudonym_format != "DEFACER-{hash8}")
+    given = profile_options_given(args) + ["--key-file"] * (args.key_file is not None)
     if given and detect_format(args.input) not in DICOM_FORMATS:
         raise UsageError(f"{', '.join(given)}: for a DICOM input only (they set how its new series' header is "
                          f"de-identified); {Path(args.input).name} is not DICOM: leave them out")
@@ -149,9 +147,13 @@ def dicom_options_from_args(args):
     """The PS3.15 options for a DICOM output, or None when every option is at its default
     (deface_file then uses ProfileOptions(), the same thing) so that defacing a NIfTI file
     does not import the DICOM de-identification stack."""
-    changed = any(getattr(args, field) for _, field, _ in FLAGS) or args.dates != "remove" \
-        or args.pseudonym_format != "DEFACER-{hash8}"
-    return options_from_args(args) if changed else None
+    return options_from_args(args) if profile_options_given(args) else None
+
+
+def profile_options_given(args) -> list[str]:
+    """The PS3.15 options given away from their defaults (scrub_command.add_profile_arguments)."""
+    given = [flag for flag, field, _ in FLAGS if getattr(args, field)]
+    return given + ["--dates"] * (args.dates != "remove") + ["--pseudonym-format"] * (args.pseudonym_format != "DEFACER-{hash8}")
 
 
 def _print_summary(outcome: dict) -> None:
