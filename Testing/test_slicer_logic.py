@@ -18,7 +18,7 @@ import vtk  # noqa: E402
 
 from _nifti_for_tests import featureless_blob  # noqa: E402
 from DeFacerLib.deface.pipeline import DefaceParameters, deface_volume, masks_from_labels  # noqa: E402
-from DeFacerLib.errors import InputError, UsageError  # noqa: E402
+from DeFacerLib.errors import InputError, OutputError, UsageError  # noqa: E402
 from DeFacerLib.features import LABEL_VALUES  # noqa: E402
 from DeFacerLib.io import read_volume, write_volume  # noqa: E402
 from DeFacerLib.phantom import make_phantom  # noqa: E402
@@ -349,6 +349,15 @@ def test_scrub_dicom_files_of_a_study(logic, data_dir, tmp_path):
         text = path.read_bytes()
         assert b"SIMPSON" not in text and b"HOMER" not in text
         assert pydicom.dcmread(path).PatientIdentityRemoved == "YES"
+
+
+def test_scrub_refuses_a_key_file_inside_its_output(logic, data_dir, tmp_path):
+    """The module's DICOM scrub made the key inside the study folder it published (the command
+    line refuses it): with it a recipient recomputes the pseudonym of any patient ID he can guess."""
+    files = sorted((data_dir / "dicom" / "fake_phi_ct").glob("*.dcm"))
+    with pytest.raises(OutputError, match="inside the output"):
+        logic.scrub_dicom_files(files, tmp_path / "out", key_file=tmp_path / "out" / "deid.key")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_edited_label_map_is_not_served_from_the_cache(logic):

@@ -472,6 +472,7 @@ class DeFacerLogic:
         """De-identify the given DICOM files (e.g. a loaded study's) into ``output_dir`` with
         DeFacerLib.dicom.scrub_tree (PS3.15 Basic profile + ``options``); audit trail beside it."""
         from DeFacerLib.dicom import ProfileOptions, load_or_create_key, scrub_tree
+        from DeFacerLib.dicom.uids import refuse_key_inside
 
         files = [Path(f) for f in files]
         if not files:
@@ -479,6 +480,7 @@ class DeFacerLogic:
         missing = [f for f in files if not f.is_file()]
         if missing:
             raise InputError(f"{missing[0]} is missing ({len(missing)} of {len(files)} files); reload the study")
+        refuse_key_inside(key_file, None, output_dir)  # as `defacer scrub` does: it would be shared with the study
         key, _key_path, _created = load_or_create_key(key_file)
         with tempfile.TemporaryDirectory(prefix="defacer_study_") as staging:
             staging = Path(staging) / "study"

@@ -59,14 +59,14 @@ def load_or_create_key(path: str | Path | None = None) -> tuple[bytes, Path, boo
     return key, path, True
 
 
-def refuse_key_inside(key_file: str | Path | None, input_path: str | Path, output_path: str | Path) -> None:
+def refuse_key_inside(key_file: str | Path | None, input_path: str | Path | None, output_path: str | Path) -> None:
     """A key file inside the output is shared with the data it keys: with it a recipient
     recomputes the pseudonym and UIDs of any patient ID he can guess, and undoes the date
     shifts. Inside the input it changes the input, and `batch` copies a BIDS tree's other files
-    to the output. Checked before the key is made or read."""
+    to the output. Checked before the key is made or read (``input_path`` None: files, not a folder)."""
     path = Path(key_file) if key_file else default_key_path()
     for root, what in ((output_path, "output"), (input_path, "input")):
-        if is_within(path, root):
+        if root is not None and is_within(path, root):
             raise OutputError(f"key file {path} is inside the {what} {root}; keep it outside the input and the output "
                               "(it is the secret behind the pseudonyms, UIDs and date shifts)")
 
