@@ -148,10 +148,11 @@ def test_a_second_run_into_the_same_output_is_refused(dataset, tmp_path):
 
 
 def test_a_scheduler_address_that_is_none_leaves_nothing(dataset, tmp_path):
-    """`--scheduler http://...` was an internal error, and the output and audit folders stayed."""
+    """`--scheduler http://...` was an internal error, and the output and audit folders stayed; the
+    key the run made stayed too (keyed nothing), as if it had keyed an output."""
     with pytest.raises(UsageError, match="cannot reach the Dask scheduler"):
         run_batch(dataset / "in", tmp_path / "out", key_file=tmp_path / "key", scheduler="http://127.0.0.1:8799")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["key"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_provenance_records_and_job_logs(dataset, tmp_path):
