@@ -32,7 +32,7 @@ from scipy import ndimage as ndi
 
 from DeFacerLib.deface.skin_depth import bounding_box, dilate_mm, erode_mm
 from DeFacerLib.errors import NoHeadFound
-from DeFacerLib.intensity import reference_physical, otsu_threshold
+from DeFacerLib.intensity import otsu_threshold, reference_physical
 from DeFacerLib.volume import Volume
 
 WORK_SPACING_MM = 2.0  # grid for the morphology; finer volumes are block-averaged to it

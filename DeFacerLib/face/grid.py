@@ -177,8 +177,8 @@ def to_grid(volume: Volume, *, head: np.ndarray | None = None) -> tuple[np.ndarr
     offset = centre_mm / spacing - half * scale
     mapping = GridMapping(reorientation, tuple(head_c.shape), tuple(spacing), tuple(scale), tuple(offset))
 
-    array = volume.reference_array()
-    values = volume.with_array(array).physical()
+    reference = volume.reference_volume()
+    array, values = reference.array, reference.physical()
     if volume.modality == "CT":  # a reconstruction's padding (-2048, -3024 HU) is air to the model too
         values = np.maximum(values, CT_AIR_HU)
     values_c = reorientation.apply(values)  # canonical order for the (sub-sampled) statistics
