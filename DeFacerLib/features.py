@@ -35,8 +35,12 @@ DEFAULT_SHIELD = False
 
 
 def parse_features(text: str) -> tuple[str, ...]:
-    """'eyes,nose' -> ('eyes', 'nose'); 'all' -> every feature; unknown names are an error."""
-    if text.strip().lower() in ("", "all"):
+    """'eyes,nose' -> ('eyes', 'nose'); 'all' -> every feature; unknown names are an error.
+
+    An empty text is an error too, not 'all': `--features "$FEATURES"` with the variable unset
+    is a slip in a script, and the user should hear of it rather than get a choice made for them.
+    """
+    if text.strip().lower() == "all":
         return FEATURES
     names = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
     if not names:  # "," or ", ,": it ran the whole model, then said "the face was not found (missing: )"

@@ -228,6 +228,7 @@ def test_info_prints_markup_like_header_text_and_paths_as_text(data_dir, tmp_pat
 
 @pytest.mark.parametrize("args", [
     ("deface", "IN", "OUT", "--features", ","),  # ran the model, then "face not found (missing: )"
+    ("deface", "IN", "OUT", "--features", ""),  # an unset "$FEATURES" removed all four without a word
     ("deface", "IN", "OUT", "--margin-mm", "1e308"),  # internal error after the model
     ("deface", "IN", "OUT", "--qa", ""),  # "" is the current folder
     ("qa", "IN", "IN", "--out", ""),
