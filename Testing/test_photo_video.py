@@ -275,6 +275,16 @@ def test_camera_refuses_to_record_over_its_own_input(short_clip, tmp_path):
     assert source.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["visit.mp4"]
 
 
+def test_ksame_on_a_video_or_a_stream_is_one_usage_error(short_clip, tmp_path):
+    """k-Same averages a set of faces; it cannot run on a video (exit 3, an input error) nor on a
+    camera stream (exit 2): the same slip, now the same code, and nothing written."""
+    video = _defacer(short_clip, "-o", tmp_path / "out.mp4", "--method", "ksame")
+    camera = _defacer("--camera", short_clip, "-o", tmp_path / "rec.mp4", "--method", "ksame", "--max-frames", "3")
+    for run, words in ((video, "not video"), (camera, "not a camera stream")):
+        assert run.returncode == 2 and run.stderr.count("\n") == 1 and words in run.stderr, run.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_camera_summary_says_when_the_method_is_cosmetic(short_clip):
     """Photo and video lines say "(cosmetic: not de-identifying)"; the camera's said only "faces hidden"."""
     blur = _defacer("--camera", short_clip, "--max-frames", "5", "--method", "blur")

@@ -283,8 +283,8 @@ def anonymize_video(source, destination, options: PhotoOptions, overwrite: bool 
                     max_frames: int | None = None) -> PhotoReport:
     """Anonymize every frame of a video; the audio stream is copied unchanged; metadata dropped."""
     source, destination = Path(source), Path(destination)
-    if options.method == "ksame":
-        raise InputError(f"{source}: k-Same is for sets of photos, not video; choose fill, blur or pixelate")
+    if options.method == "ksame":  # a usage error, as on a camera stream: no frame is read
+        raise UsageError(f"{source}: k-Same is for sets of photos, not video; choose fill, blur or pixelate")
     check_output_suffix("video", destination)
     refuse_input_as_output(source, destination)
     if destination.exists() and not overwrite:
