@@ -29,6 +29,9 @@ def for_scrub(summary: dict) -> list[str]:
     """A scrubbed tree (dicom.scrub_tree's summary)."""
     lines = [f"{entry['file']} has the same SOP Instance UID as {entry['same_sop_instance_uid_as']}"
              for entry in summary["duplicate_sop_instance_uids"][:10]]
+    lines += [f"{' and '.join(files)} name one Patient ID with different Issuers of Patient ID: they got one pseudonym "
+              "and one date offset, as one patient; if they are different patients, scrub each issuer's files with "
+              "its own --key-file" for files in summary.get("patient_ids_from_several_issuers", [])[:10]]
     if summary.get("burned_in_annotation"):
         lines.append(burned_in(summary["burned_in_annotation"]))
     if summary.get("pixels_not_cleaned"):

@@ -306,7 +306,7 @@ def _deface_series(item: Item, config: BatchConfig, outcome: dict) -> None:
 
 def _scrub_files(item: Item, config: BatchConfig, outcome: dict, reason: str = "") -> None:
     """PS3.15 scrub of each file into its mirrored place; per-file status as ``defacer scrub`` gives it."""
-    from DeFacerLib.dicom.tree import scrub_file
+    from DeFacerLib.dicom.tree import for_the_log, scrub_file
 
     key = context_for(config).key
     out_root = Path(config.output_root)
@@ -327,8 +327,7 @@ def _scrub_files(item: Item, config: BatchConfig, outcome: dict, reason: str = "
         patient = record.pop("patient", None)
         if patient:
             patients[patient[0]] = patient[1]
-        record.pop("sop_instance_uid_old", None)
-        records.append(record)
+        records.append(for_the_log(record))
     _write_scrub_audit(config, item, records, uid_map, patients)
     counts = {status: sum(1 for r in records if r["status"] == status) for status in ("written", "skipped", "failed")}
     outputs = [r["file"] for r in records if r["status"] == "written"]

@@ -24,7 +24,7 @@ from pydicom.errors import InvalidDicomError
 from DeFacerLib.dicom.leakcheck import phi_in_path
 from DeFacerLib.dicom.markers import BURNED_IN_ANNOTATION
 from DeFacerLib.dicom.profile import ProfileOptions
-from DeFacerLib.dicom.scrub import SOP_INSTANCE_UID, Scrubber, peek_value
+from DeFacerLib.dicom.scrub import ISSUER_OF_PATIENT_ID, SOP_INSTANCE_UID, Scrubber, peek_value
 from DeFacerLib.errors import DeFacerError, GuaranteeError, InputError, OutputError
 from DeFacerLib.io.atomic import atomic_path, check_output_path, is_within
 
@@ -222,6 +222,7 @@ def scrub_file(task: tuple) -> dict:
         record["status"], record["reason"] = problem
         return record
     record["sop_instance_uid_old"] = str(peek_value(ds, SOP_INSTANCE_UID, ""))
+    record["issuer_old"] = str(peek_value(ds, ISSUER_OF_PATIENT_ID, "") or "").strip()
     try:
         with warnings.catch_warnings():  # pydicom's notes on the input's own non-conformant values
             warnings.simplefilter("ignore")
@@ -329,11 +330,32 @@ def scrub_tree(input_path: str | Path, output_path: str | Path, options: Profile
 def _write_audit(audit: Path, uid_map, patient_map, records, summary) -> dict:
     from DeFacerLib.dicom.audit import write_audit
 
-    log = [{k: v for k, v in r.items() if k not in ("uid_map", "patient", "sop_instance_uid_old")} for r in records]
+    log = [for_the_log(r) for r in records]
     try:
         return write_audit(audit, uid_map, patient_map, log, summary)
     except OSError as error:
         raise OutputError(f"cannot write the audit trail to {audit}: {error.strerror or error}") from None
+
+
+# what scrub_file's record carries for the run's summary and mappings, not for the actions log
+RECORD_FOR_SUMMARY = ("uid_map", "patient", "sop_instance_uid_old", "issuer_old")
+
+
+def for_the_log(record: dict) -> dict:
+    """A file's record as the actions log keeps it (its mappings go to their own files)."""
+    return {k: v for k, v in record.items() if k not in RECORD_FOR_SUMMARY}
+
+
+def patient_ids_from_several_issuers(records: list[dict]) -> list[list[str]]:
+    """For each Patient ID that comes with two or more Issuers of Patient ID, the first file of
+    each issuer. Pseudonyms and date offsets are keyed on the ID alone (an issuer is often named
+    by one modality and not another, and the same patient must not split in two), so two sites'
+    patient 123 become one patient: the user is told, and can scrub each site with its own key."""
+    first_file: dict[str, dict[str, str]] = {}
+    for r in records:
+        if r.get("patient") and r.get("issuer_old"):
+            first_file.setdefault(r["patient"][0], {}).setdefault(r["issuer_old"], r["file"])
+    return [sorted(files.values()) for files in first_file.values() if len(files) > 1]
 
 
 def _summarize(records, source, target, audit, options, seconds):
@@ -359,6 +381,7 @@ def _summarize(records, source, target, audit, options, seconds):
         "skipped_files": [{"file": r["file"], "reason": r["reason"]} for r in by_status["skipped"]],
         "failed_files": [{"file": r["file"], "reason": r["reason"]} for r in by_status["failed"]],
         "duplicate_sop_instance_uids": duplicates,
+        "patient_ids_from_several_issuers": patient_ids_from_several_issuers(records),
         "patients": len(patient_map),
         "uids_replaced": len(uid_map),
         "pixels_cleaned": sum(1 for r in records if "pixels_cleaned" in r),
