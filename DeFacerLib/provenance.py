@@ -55,11 +55,13 @@ def build_record(*, input_path, output_path, parameters: dict, report: dict) -> 
 
 
 def write_sidecar(record: dict, output_path: str | os.PathLike, overwrite: bool = False, path=None) -> Path:
-    """Write the record beside the output, or at ``path`` (DICOM: inside the private audit folder)."""
+    """Write the record beside the output, or at ``path`` (DICOM: inside the private audit folder,
+    0600 as the audit's other files: it names the input series and the key file)."""
+    in_audit = path is not None
     path = Path(path) if path else sidecar_path(output_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     record = dict(record)
     record["output"] = dict(record["output"], sha256=sha256_of(output_path))
-    with atomic_path(path) as temp:
+    with atomic_path(path, private=in_audit) as temp:
         temp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return path

@@ -211,3 +211,29 @@ def test_a_defaced_series_under_a_path_holding_its_phi_is_counted_too(data_dir, 
     assert found == [[{"file": "XAtest_sub-July11/0001.dcm", "holds": "'XAtest_sub-July11' from PatientName"}]]
     html = (tmp_path / "out" / ".defacer" / "report.html").read_text()
     assert "path holds PHI" in html and "from PatientName" not in html
+
+
+def test_a_leak_check_failure_names_no_phi_in_the_shared_reports(data_dir, tmp_path):
+    """A kept attribute holding the patient's name (Manufacturer) fails the leak check, scrubbed
+    or defaced; the failed item's reason went to report.csv, report.html, summary.json and the
+    manifest, all shared with the data, holding the name itself. They say which attribute holds
+    which one's value; the private audit keeps the value."""
+    source = tmp_path / "in"
+    for folder, original in (("scrubbed", data_dir / "dicom/deid_samples/image1.dcm"),
+                             ("defaced", data_dir / "dicom/siemens_xa30_enhanced_multiframe_t1/0001.dcm")):
+        ds = pydicom.dcmread(original)
+        ds.Manufacturer = str(ds.PatientName).replace("^", " ")
+        (source / folder).mkdir(parents=True)
+        ds.save_as(source / folder / "0001.dcm")
+    names = [str(pydicom.dcmread(source / folder / "0001.dcm").Manufacturer) for folder in ("scrubbed", "defaced")]
+    summary = run_batch(source, tmp_path / "out", key_file=tmp_path / "key", workers=1)
+    assert summary["failed"] == 2 and summary["written"] == 0
+    reasons = [item["reason"] for item in summary["failed_items"]]
+    assert all("(Manufacturer) still holds a value from PatientName" in reason for reason in reasons), reasons
+    shared = sorted(p for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert {p.name for p in shared} >= {"report.csv", "report.html", "summary.json", "manifest.sqlite"}
+    for path in shared:
+        data = path.read_bytes()
+        assert not any(name.encode() in data for name in names), f"{path.name} holds the patient's name"
+    audit = "".join(p.read_text() for p in (tmp_path / "out.audit").rglob("actions.jsonl"))
+    assert f"'{names[0]}' from PatientName" in audit  # the private audit says what was found

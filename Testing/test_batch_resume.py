@@ -170,6 +170,40 @@ def test_provenance_records_and_job_logs(dataset, tmp_path):
     assert str(tmp_path) not in json.dumps(record)
 
 
+def test_the_reports_checksums_of_a_file_are_its_own(dataset, tmp_path):
+    """report.csv's input_sha256 and output_sha256 of a one-file item were taken over the file's
+    relative path and contents: neither sha256sum nor the item's provenance record gave them, so
+    a recipient checking a file against the report found a mismatch on every file."""
+    import csv
+    import hashlib
+
+    out = tmp_path / "out"
+    run_batch(dataset / "in", out, labels_dir=dataset / "labels", key_file=tmp_path / "key", workers=1)
+    with open(out / ".defacer" / "report.csv", newline="") as handle:
+        rows = {row["name"]: row for row in csv.DictReader(handle)}
+    rel = "sub-01/anat/sub-01_T1w.nii.gz"
+    record = _provenance(out, "sub-01")
+    sha256 = {root: hashlib.sha256((root / rel).read_bytes()).hexdigest() for root in (dataset / "in", out)}
+    assert rows[rel]["input_sha256"] == sha256[dataset / "in"] == record["input"]["sha256"]
+    assert rows[rel]["output_sha256"] == sha256[out] == record["output"]["sha256"]
+
+
+def test_reports_that_cannot_be_written_are_a_one_line_error_and_no_partial_account(dataset, tmp_path):
+    """A folder where report.html goes ended a finished run as an internal error (exit 1), with
+    this run's report.csv beside no summary.json."""
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "DeFacerLib", "batch", str(dataset / "in"), str(out), "--features-from",
+            str(dataset / "labels"), "--key-file", str(tmp_path / "key"), "--workers", "1", "-q"]
+    assert subprocess.run(args, capture_output=True, text=True).returncode == 0
+    meta = out / ".defacer"
+    (meta / "report.html").unlink()
+    (meta / "report.html").mkdir()
+    result = subprocess.run(args, capture_output=True, text=True)
+    assert result.returncode == 4 and result.stderr.count("\n") == 1, result.stderr
+    assert "internal error" not in result.stderr and "report.html" in result.stderr
+    assert sorted(p.name for p in meta.iterdir() if "report" in p.name or "summary" in p.name) == ["report.html"]
+
+
 def test_outputs_of_a_subject_out_of_reach_stay(dataset, tmp_path):
     """A subject folder linked to storage that is not mounted now is not a withdrawn subject:
     its outputs were deleted as if it were."""

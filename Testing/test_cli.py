@@ -115,6 +115,24 @@ def test_deface_phantom_removes_features_and_writes_provenance(phantom_files, tm
     assert sidecar["parameters"]["features"] == ["eyes", "nose", "mouth", "ears"]
 
 
+def test_a_sidecar_beside_the_output_names_no_folder_above_it(phantom_files, tmp_path):
+    """The sidecar goes with the output it describes, to whoever it is shared with: it held the
+    output's absolute path, whose folders may name the patient, the site or the user (batch's
+    records hold the path in the output tree only)."""
+    head_path, labels_path, _ = phantom_files
+    folder = tmp_path / "Doe_Jane_MRN555"
+    folder.mkdir()
+    named = tmp_path / "Doe_John_T1_20190417093012_3.nii.gz"  # as dcm2niix names a conversion by default
+    shutil.copy(head_path, named)
+    result = defacer("deface", named, folder / "defaced.nii.gz", "--features-from", labels_path, "-q")
+    assert result.returncode == 0, result.stderr
+    text = (folder / "defaced.defacer.json").read_text()
+    assert "Doe_J" not in text and "20190417" not in text and str(tmp_path) not in text
+    assert json.loads(text)["input"] == {"sha256": hashlib.sha256(named.read_bytes()).hexdigest()}
+    output = json.loads(text)["output"]
+    assert output == {"path": "defaced.nii.gz", "sha256": hashlib.sha256((folder / "defaced.nii.gz").read_bytes()).hexdigest()}
+
+
 def test_feature_subset_leaves_other_features_alone(phantom_files, tmp_path):
     head_path, labels_path, labels = phantom_files
     out = tmp_path / "nose_only.nii.gz"
@@ -215,6 +233,10 @@ def test_enhanced_dicom_folder_in_gives_folder_out(data_dir, tmp_path):
     assert np.allclose(defaced.affine_lps, head.affine_lps, atol=1e-4)
     assert np.count_nonzero(defaced.array != head.array) > 1000
     assert list(pydicom.dcmread(out / "0001.dcm", stop_before_pixels=True).ImageType)[:2] == ["DERIVED", "PRIMARY"]
+    # the audit's record names the input series and the key: 0600 as the mappings beside it (it was 0644)
+    audit = tmp_path / "defaced.audit"
+    assert {p.name: p.stat().st_mode & 0o777 for p in audit.iterdir()} == {
+        name: 0o600 for name in ("actions.jsonl", "defacer.json", "patid_mapping.csv", "summary.json", "uid_mapping.csv")}
     as_file = tmp_path / "defaced.dcm"
     result = defacer("deface", folder, as_file, "--features-from", labels_path, "--features", "nose",
                      "--key-file", tmp_path / "project.key", "-q")

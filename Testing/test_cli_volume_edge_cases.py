@@ -181,6 +181,16 @@ def test_deface_qa_folder_that_is_a_file_is_refused_before_writing(data_dir, tmp
     assert list(out.iterdir()) == []
 
 
+def test_deface_qa_folder_that_cannot_be_made_is_a_one_line_error(data_dir, tmp_path):
+    """--qa in a place no folder can be made (/proc; root passes the os.access check before the
+    work) ended as 'internal error (FileNotFoundError ...)', exit 1."""
+    out = tmp_path / "out"
+    out.mkdir()
+    one_line_error(defacer("deface", data_dir / IXI, out / "defaced.nii.gz", "--qa", "/proc/defacer_qa_test"), 4,
+                   "QA folder", "/proc/defacer_qa_test")
+    assert list(out.iterdir()) == []
+
+
 def test_deface_refuses_an_output_of_another_format_before_reading_the_head(data_dir, tmp_path):
     """The output's extension was checked only after the whole run (5-20 s a head, lost): now it is
     refused first, so even an input that is no head gets the output's error, exit 4."""

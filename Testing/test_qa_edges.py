@@ -172,6 +172,46 @@ def test_unmakeable_out_and_path_like_names_are_refused_before_the_work(ixi_pair
     assert not (tmp_path / "qa").exists() and not list(tmp_path.glob("escaped*"))
 
 
+@pytest.mark.parametrize("blocked", ["sub_report.html", "sub_report.json"])
+def test_a_report_file_that_cannot_be_written_leaves_no_partial_report(ixi_pair, tmp_path, blocked):
+    """A folder where a report file goes ended the run as an internal error (exit 1), the
+    picture of the original face and the JSON verdict left without their page."""
+    out = tmp_path / "qa"
+    (out / blocked).mkdir(parents=True)
+    result = _defacer("qa", ixi_pair[0], ixi_pair[1], "--out", out, "--name", "sub")
+    assert result.returncode == 4 and result.stderr.count("\n") == 1, result.stderr
+    assert "internal error" not in result.stderr and blocked in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [blocked]  # nothing else: no picture, JSON or page
+
+
+def test_pictures_of_the_original_face_are_private(ixi_pair, tmp_path):
+    """The page and the PNG show the original, identifying face, yet were written with the
+    user's umask (0644: every user of a shared server could open them), where the audit's
+    mappings of mere IDs are 0600. deface --qa's picture is the same kind."""
+    import os
+    import stat
+
+    assert _defacer("qa", ixi_pair[0], ixi_pair[1], "--out", tmp_path / "qa", "--name", "sub").returncode == 0
+    deface_file(ixi_pair[0], tmp_path / "out.nii.gz", qa_dir=tmp_path / "deface_qa")
+    modes = {path.name: stat.S_IMODE(os.stat(path).st_mode)
+             for path in [*(tmp_path / "qa").iterdir(), *(tmp_path / "deface_qa").iterdir()]}
+    del modes["sub_report.json"]  # numbers only: the user's usual mode
+    assert modes == {"sub_report.html": 0o600, "sub_before_after.png": 0o600, "out_before_after.png": 0o600}, modes
+
+
+def test_the_report_gives_the_threshold_of_every_match_it_shows(ixi_pair, tmp_path):
+    """A defaced IXI132 PASSes, yet its page showed "match" on the left and right views (reported
+    only), whose thresholds it did not give: only the verdict views' were listed."""
+    assert _defacer("qa", ixi_pair[0], ixi_pair[1], "--out", tmp_path, "--name", "sub").returncode == 0
+    report = json.loads((tmp_path / "sub_report.json").read_text())
+    page = (tmp_path / "sub_report.html").read_text()
+    matched = {view["view"] for view in report["views"] if view["match"]}
+    assert report["verdict"] == "PASS" and matched and not matched & set(VERDICT_VIEWS)
+    listed = "; ".join(report["thresholds"].values())
+    for view in matched:
+        assert f"{view}: SFace cosine similarity &gt;= " in page and f"{view}: SFace" in listed, view
+
+
 def test_failed_run_leaves_no_report_folder(ixi_pair, tmp_path):
     result = _defacer("qa", ixi_pair[0], tmp_path / "missing.nii.gz", "--out", tmp_path / "new" / "qa")
     assert result.returncode == 3

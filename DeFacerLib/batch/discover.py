@@ -354,10 +354,14 @@ def fingerprint(root: Path, rels: tuple[str, ...]) -> str:
 
 
 def sha256_files(root: Path, rels) -> str:
-    """SHA-256 over the files' relative names and contents, in the given order."""
+    """SHA-256 of one file's contents (what sha256sum and the provenance record give for it:
+    the reports' checksum of a one-file item must verify that file), or over several files'
+    relative names and contents, in the given order."""
+    rels = list(rels)
     digest = hashlib.sha256()
     for rel in rels:
-        digest.update(str(rel).encode("utf-8", "surrogateescape") + b"\0")
+        if len(rels) > 1:
+            digest.update(str(rel).encode("utf-8", "surrogateescape") + b"\0")
         with open(root / rel, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)

@@ -8,10 +8,13 @@ front render), never an original identifier.
 from __future__ import annotations
 
 import csv
+import errno
 import html
 import json
 import os
 from pathlib import Path
+
+from DeFacerLib.errors import OutputError
 
 COLUMNS = ("name", "kind", "action", "state", "reason", "files", "written", "skipped", "failed",
            "features_removed", "voxels_removed", "protected_voxels_changed", "qa_face_found", "seconds",
@@ -29,13 +32,28 @@ def _row(outcome: dict) -> dict:
 
 
 def write_reports(folder: Path, outcomes: list[dict], summary: dict) -> dict[str, str]:
+    """All three or none (a csv of this run beside no summary would be a partial account): a
+    place that cannot take them is an OutputError; the items stay recorded in the manifest."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     rows = [_row(o) for o in sorted(outcomes, key=lambda o: o["name"])]
     paths = {"csv": folder / "report.csv", "html": folder / "report.html", "summary": folder / "summary.json"}
-    _atomic_text(paths["csv"], _csv_text(rows))
-    _atomic_text(paths["html"], _html_text(rows, summary))
-    _atomic_text(paths["summary"], json.dumps(summary, indent=1, default=str) + "\n")
+    texts = {"csv": _csv_text(rows), "html": _html_text(rows, summary),
+             "summary": json.dumps(summary, indent=1, default=str) + "\n"}
+    temps = {name: path.with_name(f".{path.name}.partial") for name, path in paths.items()}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        blocked = [path for path in paths.values() if path.exists() and not path.is_file()]
+        if blocked:
+            raise IsADirectoryError(errno.EISDIR, f"{blocked[0].name} exists and is not a file")
+        for name, temp in temps.items():
+            temp.write_text(texts[name], encoding="utf-8")
+        for name, temp in temps.items():
+            os.replace(temp, paths[name])
+    except OSError as error:
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write the reports in {folder}: {error.strerror or error}; the items are recorded "
+                          "in the manifest: rerun the same command to write them") from None
     return {name: str(path) for name, path in paths.items()}
 
 
@@ -114,12 +132,6 @@ def merge_audit(audit: Path) -> dict[str, str]:
     write_mapping(paths["uid_mapping"], uids)
     write_mapping(paths["patid_mapping"], patients)
     return {name: str(path) for name, path in paths.items()}
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.partial")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
 
 
 def _first_of(names: list, shown: int = 5) -> str:

@@ -168,7 +168,7 @@ def _run(config, client, scheduler, workers, source, layout, key, files, target,
             # the earlier run's reports are stale from here on (if this run is killed outright);
             # not before: a run that cannot start (an unreachable scheduler) changes nothing
             for name in ("summary.json", "report.html", "report.csv"):
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):  # a folder there: write_reports says so
                     (config.meta_root / name).unlink()
             todo, fingerprints, gone = _work_left(manifest, plan, target, token, config.labels_dir)
             # the manifest is shared: the input's folder name only, never the path above it

@@ -155,6 +155,11 @@ def deface_file(
             },
             report=result.report,
         )
+        if audit_dir is None:  # the sidecar travels with the output: nothing of where the input or the
+            # output lay (folders may name a patient, a site or a user; dcm2niix names files by the
+            # folder, protocol and acquisition time) but the output's own name; the input is its checksum
+            record["output"]["path"] = Path(written).name
+            del record["input"]["name"]
         try:
             if hook is not None:
                 record["dicom"] = {"key_file": str(hook.key_path), "audit": hook.write_audit(audit_dir),
@@ -330,7 +335,10 @@ def write_qa_figure(views: tuple[dict, dict], qa_dir, name: str) -> Path:
     from DeFacerLib.qa import before_after_figure
 
     qa_dir = Path(qa_dir)
-    qa_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        qa_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # root passes the os.access check before the work on /proc, read-only mounts
+        raise OutputError(f"cannot make the QA folder {qa_dir}: {error.strerror or error}; nothing written") from None
     # split(".")[0] gave sub-01.run-1.nii.gz and sub-01.run-2.nii.gz one picture, the second replacing the first
     stem = volume_stem(name)
     figure = qa_dir / f"{stem}_before_after.png"

@@ -2,7 +2,8 @@
 
 ``uid_mapping.csv`` and ``patid_mapping.csv`` (columns id_old,id_new) let the key holder
 re-link results; ``actions.jsonl`` has one JSON line per input file: its status and every
-attribute action (path, keyword, action code), never an attribute's value.
+attribute action (path, keyword, action code); no attribute's value but the PHI the leak check
+found left (``leaks``) or the file's own path holds (``path_holds_phi``).
 """
 from __future__ import annotations
 

@@ -36,7 +36,9 @@ class DeidentifyHook:
     def __call__(self, ds: Dataset, index: int) -> None:
         result = self.scrubber.scrub(ds, defaced=self.defaced, where=f"DICOM file {index}")
         if result.leaks:
-            raise GuaranteeError(f"PHI left in DICOM file {index} after de-identification: {result.leaks[0].line()}; nothing was written")
+            # without the value found: batch puts this reason in its shared reports
+            raise GuaranteeError(f"PHI left in DICOM file {index} after de-identification: "
+                                 f"{result.leaks[0].line_without_value()}; nothing was written")
         self.uid_map.update(result.uid_map)
         if result.patient:
             self.patient_map[result.patient[0]] = result.patient[1]

@@ -186,6 +186,11 @@ class Leak:
     def line(self) -> str:
         return f"{self.path} ({self.keyword or 'private'}) still holds '{self.found}' from {self.source}"
 
+    def line_without_value(self) -> str:
+        """The leak without the PHI it found, for what is shared or kept outside the audit (a
+        batch's report.html, report.csv, summary.json and manifest, a failed item's reason)."""
+        return f"{self.path} ({self.keyword or 'private'}) still holds a value from {self.source}"
+
 
 IDENTIFYING_TAGS = frozenset(t for t in (tag_for_keyword(k) for k in IDENTIFYING_KEYWORDS) if t is not None)
 

@@ -187,6 +187,12 @@ def check_pair(original: Volume, defaced: Volume, views=CHECK_VIEWS, size=(400, 
                 and not c.match]  # a match is a reason to FAIL: "do not match" would contradict it
     thresholds = {model: "; ".join(f"{view}: {rule} {threshold_for(model, view)}" for view in VERDICT_VIEWS)
                   for model, rule in (("sface", "cosine similarity >="), ("dlib", "distance <="))}
+    # the side views' "match" too, so that a reader can tell how a match under a PASS was called
+    side_views = [view for view in views if view not in VERDICT_VIEWS]
+    if side_views:
+        thresholds["reported_only"] = "; ".join(
+            f"{view}: SFace cosine similarity >= {threshold_for('sface', view)} or dlib distance <= "
+            f"{threshold_for('dlib', view)} is a match, not part of the verdict" for view in side_views)
     thresholds.update({"yunet": "score >= 0.75 counts as a face", "verdict_views": ", ".join(VERDICT_VIEWS),
                        "residual": f"changed voxels' correlation with the original < {RESIDUAL_FACE_R}; measured "
                        + ", ".join(f"{k}: {'n/a' if v is None else round(v, 3)}" for k, v in residual.items())})

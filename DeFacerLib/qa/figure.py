@@ -67,8 +67,8 @@ def before_after_figure(
             canvas.paste(tile, (x + (cell_w - tile.width) // 2, y + (cell_h - tile.height) // 2))
 
     path = Path(path)
-    try:
-        with atomic_path(path) as temporary:
+    try:  # private (0600, as the audit's mappings): the top row is the original, identifying face
+        with atomic_path(path, private=True) as temporary:
             canvas.save(temporary, format="PNG")
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from None

@@ -46,14 +46,35 @@ def write_report(check: RiskCheck, before: dict, after: dict, out_dir, name: str
     except OSError as error:  # root passes os.access checks on /proc, read-only mounts
         raise OutputError(f"cannot make the report folder {out_dir}: {error.strerror or error}") from None
     figure = out_dir / f"{name}_before_after.png"
-    before_after_figure(before, after, figure, title=f"{name}: ORIGINAL, identifying face (top) and defaced (bottom)")
+    json_path = out_dir / f"{name}_report.json"
+    html_path = out_dir / f"{name}_report.html"
+    blocked = [path for path in (figure, json_path, html_path) if path.exists() and not path.is_file()]
+    if blocked:
+        raise OutputError(f"cannot write the QA report: {blocked[0]} exists and is not a file; remove it or choose "
+                          "another report folder or name")
     data = check.to_dict()
     if inputs:
         data = {"inputs": dict(inputs), **data}
-    json_path = out_dir / f"{name}_report.json"
-    with atomic_path(json_path) as temp:
-        temp.write_text(json.dumps(data, indent=1) + "\n")
+    page = _page(check, before, after, name, inputs)
+    written = []
+    try:  # all three or none: a JSON verdict without its page (or a picture alone) would be a partial report
+        before_after_figure(before, after, figure, title=f"{name}: ORIGINAL, identifying face (top) and defaced (bottom)")
+        written.append(figure)
+        for path, text, private in ((json_path, json.dumps(data, indent=1) + "\n", False), (html_path, page, True)):
+            with atomic_path(path, private=private) as temp:  # the page embeds the original face: 0600
+                temp.write_text(text, encoding="utf-8")
+            written.append(path)
+    except BaseException as error:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise OutputError(f"cannot write the QA report in {out_dir}: {error.strerror or error}") from None
+        raise
+    return {"html": str(html_path), "json": str(json_path), "figure": str(figure)}
 
+
+def _page(check: RiskCheck, before: dict, after: dict, name: str, inputs: dict[str, str] | None) -> str:
+    """The self-contained HTML page: every value escaped, the renders embedded as data URIs."""
     colour = "#1a7f37" if check.verdict == "PASS" else "#b42318"
     rows = []
     for view in check.views:
@@ -79,7 +100,7 @@ def write_report(check: RiskCheck, before: dict, after: dict, out_dir, name: str
     if check.warnings:
         advice += "<p><b>Warning:</b></p><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in check.warnings) + "</ul>"
     thresholds = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in check.thresholds.items())
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>DeFacer QA: {html.escape(name)}</title>
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>DeFacer QA: {html.escape(name)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}figure{{display:inline-block;margin:6px}}
 .verdict{{font-size:2em;color:{colour};font-weight:bold}}</style></head><body>
@@ -93,7 +114,3 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}figure{{display:i
 <h2>Thresholds</h2><ul>{thresholds}</ul><h2>Renders</h2>{images}
 <p>Made by DeFacer. Similarities compare each defaced render with the original render of the same view.</p>
 </body></html>"""
-    html_path = out_dir / f"{name}_report.html"
-    with atomic_path(html_path) as temp:
-        temp.write_text(page, encoding="utf-8")
-    return {"html": str(html_path), "json": str(json_path), "figure": str(figure)}
