@@ -25,10 +25,19 @@ def not_ocr_cleaned(names: list[str]) -> str:
             "Annotation YES; look at them if they may show text")
 
 
+def key_readable(result: dict) -> list[str]:
+    """A key file others can read (scrub, batch, DICOM deface: dicom.uids.key_readable_by_others)."""
+    if not result.get("key_readable_by_others"):
+        return []
+    return [f"the key file {result['key_file']} can be read by other users of this machine; whoever reads it can "
+            "undo the pseudonyms and date shifts: chmod 600 it"]
+
+
 def for_scrub(summary: dict) -> list[str]:
     """A scrubbed tree (dicom.scrub_tree's summary)."""
-    lines = [f"{entry['file']} has the same SOP Instance UID as {entry['same_sop_instance_uid_as']}"
-             for entry in summary["duplicate_sop_instance_uids"][:10]]
+    lines = key_readable(summary)
+    lines += [f"{entry['file']} has the same SOP Instance UID as {entry['same_sop_instance_uid_as']}"
+              for entry in summary["duplicate_sop_instance_uids"][:10]]
     lines += [f"{' and '.join(files)} name one Patient ID with different Issuers of Patient ID: they got one pseudonym "
               "and one date offset, as one patient; if they are different patients, scrub each issuer's files with "
               "its own --key-file" for files in summary.get("patient_ids_from_several_issuers", [])[:10]]
@@ -45,7 +54,7 @@ def for_scrub(summary: dict) -> list[str]:
 
 def for_batch(summary: dict) -> list[str]:
     """A batch's output (batch.run_batch's summary)."""
-    lines = []
+    lines = key_readable(summary)
     if summary.get("paths_holding_phi_count"):
         lines.append(f"{summary['paths_holding_phi_count']} DICOM file path(s) hold PHI of their own header (which, in "
                      f"{summary['audit_folder']}); the tree is mirrored as it is: rename them before sharing")
@@ -63,14 +72,15 @@ def for_batch(summary: dict) -> list[str]:
 
 def for_deface(outcome: dict) -> list[str]:
     """A defaced volume (deface.workflow.deface_file's outcome)."""
+    lines = key_readable(outcome)
     if outcome.get("burned_in_annotation"):
         # not `scrub --clean-pixel-data`: its OCR over the head's slices blacks out "words" in
         # the anatomy (104,235 voxels of the brain of a defaced Trio MPRAGE series, exit 0)
-        return [f"the input series says its pixels carry burned-in text (Burned In Annotation YES): only the face "
-                f"was removed from {outcome['output']}; look at its images before sharing (OCR cleaning, `defacer "
-                "scrub --clean-pixel-data`, blacks out what it reads as words in the anatomy, the brain too: keep it "
-                "for images that are not head slices, such as screen captures)"]
-    return []
+        lines.append(f"the input series says its pixels carry burned-in text (Burned In Annotation YES): only the face "
+                     f"was removed from {outcome['output']}; look at its images before sharing (OCR cleaning, `defacer "
+                     "scrub --clean-pixel-data`, blacks out what it reads as words in the anatomy, the brain too: keep "
+                     "it for images that are not head slices, such as screen captures)")
+    return lines
 
 
 def for_qa(result: dict) -> list[str]:

@@ -17,6 +17,7 @@ slicer = slicer_core()
 import vtk  # noqa: E402
 
 from _nifti_for_tests import featureless_blob  # noqa: E402
+from DeFacerLib import sharing_warnings  # noqa: E402
 from DeFacerLib.deface.pipeline import DefaceParameters, deface_volume, masks_from_labels  # noqa: E402
 from DeFacerLib.errors import InputError, OutputError, UsageError  # noqa: E402
 from DeFacerLib.features import LABEL_VALUES  # noqa: E402
@@ -344,6 +345,10 @@ def test_scrub_dicom_files_of_a_study(logic, data_dir, tmp_path):
     summary = logic.scrub_dicom_files(files, tmp_path / "out", key_file=tmp_path / "key.bin")
     written = sorted((tmp_path / "out").glob("*.dcm"))
     assert summary["written"] == len(files) == len(written) == 2
+    assert summary["key_file"] == str(tmp_path / "key.bin") and not summary["key_readable_by_others"]
+    (tmp_path / "key.bin").chmod(0o644)  # a key others can read is shown under the result, as the CLI warns
+    again = logic.scrub_dicom_files(files, tmp_path / "again", key_file=tmp_path / "key.bin")
+    assert any("can be read by other users" in line for line in sharing_warnings.for_scrub(again))
     assert [p.name for p in written] == [p.name for p in files]
     for path in written:
         text = path.read_bytes()

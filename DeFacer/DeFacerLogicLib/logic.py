@@ -472,7 +472,7 @@ class DeFacerLogic:
         """De-identify the given DICOM files (e.g. a loaded study's) into ``output_dir`` with
         DeFacerLib.dicom.scrub_tree (PS3.15 Basic profile + ``options``); audit trail beside it."""
         from DeFacerLib.dicom import ProfileOptions, load_or_create_key, scrub_tree
-        from DeFacerLib.dicom.uids import refuse_key_inside
+        from DeFacerLib.dicom.uids import key_readable_by_others, refuse_key_inside
 
         files = [Path(f) for f in files]
         if not files:
@@ -481,7 +481,7 @@ class DeFacerLogic:
         if missing:
             raise InputError(f"{missing[0]} is missing ({len(missing)} of {len(files)} files); reload the study")
         refuse_key_inside(key_file, None, output_dir)  # as `defacer scrub` does: it would be shared with the study
-        key, _key_path, _created = load_or_create_key(key_file)
+        key, key_path, _created = load_or_create_key(key_file)
         with tempfile.TemporaryDirectory(prefix="defacer_study_") as staging:
             staging = Path(staging) / "study"
             staging.mkdir()
@@ -493,7 +493,9 @@ class DeFacerLogic:
                     target.hardlink_to(source)
                 except OSError:
                     shutil.copy2(source, target)
-            return scrub_tree(staging, output_dir, options or ProfileOptions(), key, progress=progress)
+            summary = scrub_tree(staging, output_dir, options or ProfileOptions(), key, progress=progress)
+        # the module shows sharing_warnings.for_scrub(summary), as the command line prints them
+        return dict(summary, key_file=str(key_path), key_readable_by_others=key_readable_by_others(key_path))
 
 
 def _roi_box_in_frame_of(roi, volumeNode) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -76,7 +76,7 @@ def run_batch(
     report.csv). ``max_items`` stops after that many items (a partial, resumable run).
     """
     from DeFacerLib.dicom import load_or_create_key
-    from DeFacerLib.dicom.uids import forget_new_key, refuse_key_inside
+    from DeFacerLib.dicom.uids import forget_new_key, key_readable_by_others, refuse_key_inside
 
     progress = progress or BatchProgress()
     source, target = Path(input_path).resolve(), Path(output_path).resolve()
@@ -136,6 +136,7 @@ def run_batch(
         with Manifest(config.meta_root / MANIFEST_NAME) as manifest:
             summary = _summary(manifest, plan, source, target, audit, key_path, time.perf_counter() - started, left)
             summary["key_created"] = key_created
+            summary["key_readable_by_others"] = key_readable_by_others(key_path)
             outcomes = manifest.outcomes()
             states = manifest.state_of()
         unrecorded = [item for item in plan.items if item.id not in states]

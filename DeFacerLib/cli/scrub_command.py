@@ -71,7 +71,7 @@ def run(args) -> dict:
     from pathlib import Path
 
     from DeFacerLib.dicom import load_or_create_key, scrub_tree
-    from DeFacerLib.dicom.uids import forget_new_key, refuse_key_inside
+    from DeFacerLib.dicom.uids import forget_new_key, key_readable_by_others, refuse_key_inside
     from DeFacerLib.dicom.tree import scrub_inputs
     from DeFacerLib.errors import InputError, UsageError
 
@@ -89,6 +89,7 @@ def run(args) -> dict:
         raise
     summary["key_file"] = str(key_path)
     summary["key_created"] = created
+    summary["key_readable_by_others"] = key_readable_by_others(key_path)
     if not args.quiet and not args.json:
         _print_summary(summary)
     if summary["failed"]:

@@ -179,8 +179,11 @@ def deface_file(
             "report": result.report,
         }
         if hook is not None:
+            from DeFacerLib.dicom.uids import key_readable_by_others
+
             outcome["files_not_copied"] = len(record["dicom"]["files_not_copied"])
             outcome.update(key_file=str(hook.key_path), key_created=hook.key_created,
+                           key_readable_by_others=key_readable_by_others(hook.key_path),
                            burned_in_annotation=hook.burned_in_annotation)
     except BaseException:  # all that was asked for, or nothing
         if figure is not None:

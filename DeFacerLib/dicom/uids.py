@@ -59,6 +59,16 @@ def load_or_create_key(path: str | Path | None = None) -> tuple[bytes, Path, boo
     return key, path, True
 
 
+def key_readable_by_others(path: str | Path) -> bool:
+    """The key file's mode lets its group or other users read it (POSIX). Whoever reads the key
+    can recompute the pseudonym of any patient ID they guess and undo the date shifts; DeFacer
+    makes its keys 0600, but a key made by hand or copied in with a umask of 022 is 0644."""
+    try:
+        return os.name == "posix" and bool(Path(path).stat().st_mode & 0o044)
+    except OSError:
+        return False
+
+
 def refuse_key_inside(key_file: str | Path | None, input_path: str | Path | None, output_path: str | Path) -> None:
     """A key file inside the output is shared with the data it keys: with it a recipient
     recomputes the pseudonym and UIDs of any patient ID he can guess, and undoes the date
