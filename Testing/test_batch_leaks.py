@@ -264,3 +264,49 @@ def test_scrub_only_refuses_the_options_of_a_defacing_run(tmp_path, option):
     assert result.returncode == 2 and "--scrub-only run defaces nothing" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "labels"]
+
+
+def test_an_output_holding_a_link_to_an_input_folder_is_refused_and_the_input_kept(data_dir, tmp_path):
+    """out/sub-01 linked to the input's sub-01 (an output folder assembled with links), --overwrite:
+    the failed deface removed its output through the link, deleting the input's head, and the
+    scrubbed sidecar replaced the input's own (exit 3)."""
+    import shutil
+
+    bids = tmp_path / "bids"
+    anat = bids / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "audit", "BIDSVersion": "1.9.0"}))
+    shutil.copy(_heads(data_dir, 1)[0], anat / "sub-01_T1w.nii.gz")
+    (anat / "sub-01_T1w.json").write_text(json.dumps({"InstitutionName": "Hammersmith Hospital", "EchoTime": 0.003}))
+    before = {p: p.read_bytes() for p in anat.iterdir()}
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub-01").symlink_to(bids / "sub-01")
+    result = subprocess.run([sys.executable, "-m", "DeFacerLib", "batch", str(bids), str(out), "--overwrite",
+                             "--workers", "1", "--key-file", str(tmp_path / "deid.key")],
+                            capture_output=True, text=True, timeout=300)
+    assert {p: p.read_bytes() for p in anat.iterdir()} == before
+    assert result.returncode == 4, result.stderr
+    assert "link to a folder (sub-01 ->" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["sub-01"] and not (tmp_path / "out.audit").exists()
+
+
+def test_an_input_reaching_the_output_through_a_link_is_refused(data_dir, tmp_path):
+    """in/derivatives linked to the output: the rerun read the outputs as inputs and nested them
+    in the output (out/derivatives/..., one level more on every run), exit 0."""
+    import shutil
+
+    bids = tmp_path / "bids"
+    (bids / "sub-01" / "anat").mkdir(parents=True)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "audit", "BIDSVersion": "1.9.0"}))
+    shutil.copy(_heads(data_dir, 1)[0], bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "DeFacerLib", "batch", str(bids), str(out), "--scrub-only", "--workers", "1",
+               "--key-file", str(tmp_path / "deid.key")]
+    assert subprocess.run(command, capture_output=True, text=True, timeout=300).returncode == 0
+    (bids / "derivatives").symlink_to(out)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert not (out / "derivatives").exists()
+    assert result.returncode == 4, result.stderr
+    assert "reaches" in result.stderr and "(derivatives)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -299,3 +299,24 @@ def test_out_of_memory_is_not_called_a_corrupt_file(data_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "too large to read in the memory available" in result.stdout, result.stdout
     assert "corrupt" not in result.stdout
+
+
+def test_a_long_output_name_the_file_system_allows_is_written(data_dir, tmp_path):
+    """An output named with 247 of the 255 bytes a name may hold was refused ("cannot write in
+    .: File name too long"): its temporary, ".NAME.partial.XXXXXXXX.nii.gz", was longer."""
+    output = tmp_path / ("é" * 120 + ".nii.gz")  # 247 bytes; its sidecar's name 253
+    result = defacer("deface", data_dir / IXI, output)
+    assert result.returncode == 0, result.stderr
+    assert output.read_bytes()[:2] == b"\x1f\x8b" and (tmp_path / ("é" * 120 + ".defacer.json")).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([output.name, "é" * 120 + ".defacer.json"])
+
+
+@pytest.mark.parametrize("command", ["deface", "scrub"])
+def test_an_output_whose_provenance_name_would_be_too_long_is_refused_before_work(data_dir, tmp_path, command):
+    """The output's name fits (251 bytes) but its sidecar's (257) or audit folder's (257) does not:
+    checking whether they existed was an internal error (exit 1)."""
+    source = data_dir / (IXI if command == "deface" else TRIO)
+    output = tmp_path / ("o" * 244 + (".nii.gz" if command == "deface" else ".dicom"))
+    key = ["--key-file", tmp_path / "deid.key"] if command == "scrub" else []
+    one_line_error(defacer(command, source, output, *key), 4, "more than the 255")
+    assert list(tmp_path.iterdir()) == []

@@ -365,6 +365,21 @@ def test_scrub_refuses_a_key_file_inside_its_output(logic, data_dir, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_scrub_refuses_an_output_inside_the_folder_of_the_study(logic, data_dir, tmp_path):
+    """The files are staged in a temporary folder, so scrub_tree saw no input around the output:
+    an output folder chosen inside the study's own folder was written there (the next import of
+    that folder reads the scrubbed copies as a second study); `defacer scrub` refuses it."""
+    import shutil
+
+    study = tmp_path / "study"
+    shutil.copytree(data_dir / "dicom" / "fake_phi_ct", study)
+    files = sorted(study.glob("*.dcm"))
+    with pytest.raises(OutputError, match="inside the folder"):
+        logic.scrub_dicom_files(files, study / "deid", key_file=tmp_path / "deid.key")
+    assert sorted(p.name for p in study.iterdir()) == ["ctbrain1.dcm", "ctbrain2.dcm"]
+    assert not (study / "deid.audit").exists() and not (tmp_path / "deid.key").exists()
+
+
 def test_edited_label_map_is_not_served_from_the_cache(logic):
     """Masks are cached between 'Show feature boxes' and 'Apply'; an edit must invalidate them."""
     _volume, _labels, node, labels_node = phantom_nodes(logic)

@@ -19,7 +19,7 @@ import vtk
 import slicer
 
 from DeFacerLib import slicer_convert
-from DeFacerLib.errors import InputError, UsageError
+from DeFacerLib.errors import InputError, OutputError, UsageError
 from DeFacerLib.features import BRAIN, FEATURES
 from DeFacerLib.volume import Volume
 
@@ -480,6 +480,12 @@ class DeFacerLogic:
         missing = [f for f in files if not f.is_file()]
         if missing:
             raise InputError(f"{missing[0]} is missing ({len(missing)} of {len(files)} files); reload the study")
+        from DeFacerLib.io.atomic import is_within
+
+        for folder in sorted({f.parent for f in files}):  # scrub_tree sees only the staging copy as its input
+            if is_within(output_dir, folder):
+                raise OutputError(f"output {output_dir} is inside the folder of the study's files {folder}; choose a "
+                                  "folder outside it (inputs are never modified)")
         refuse_key_inside(key_file, None, output_dir)  # as `defacer scrub` does: it would be shared with the study
         key, key_path, _created = load_or_create_key(key_file)
         with tempfile.TemporaryDirectory(prefix="defacer_study_") as staging:

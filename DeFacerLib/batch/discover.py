@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from DeFacerLib.batch import bids
+from DeFacerLib.errors import OutputError
 from DeFacerLib.io.formats import DICOM_EXTENSIONS, has_dicom_magic
 
 BIDS = "bids"
@@ -86,18 +87,25 @@ class Plan:
         return sum(len(item.files) for item in self.items)
 
 
-def list_files(root: Path) -> list[str]:
+def list_files(root: Path, avoid: tuple = ()) -> list[str]:
     """Every regular file under ``root`` (relative, POSIX, sorted), hidden folders of DeFacer excluded.
 
     Symlinked folders are followed (a dataset assembled from links must not lose subjects
-    silently), each real folder once, so a link loop ends.
+    silently), each real folder once, so a link loop ends. A link that reaches a folder of
+    ``avoid`` (the output, the audit folder) is refused: the outputs were read as inputs and each
+    rerun nested a copy of the output in itself; the audit's mappings would be published.
     """
     if root.is_file():
         return [root.name]
     found = []
     seen: set[str] = set()
+    avoid = [os.path.realpath(folder) for folder in avoid]
     for folder, dirs, names in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
+        reached = next((place for place in avoid if real == place or real.startswith(os.path.join(place, ""))), None)
+        if reached is not None:
+            raise OutputError(f"the input {root} reaches {reached} through a link ({Path(folder).relative_to(root)}); "
+                              "remove the link or choose an output and audit folder outside what it reaches")
         if real in seen:
             dirs[:] = []
             continue

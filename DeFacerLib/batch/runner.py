@@ -26,6 +26,7 @@ from DeFacerLib.deface.pipeline import DefaceParameters
 from DeFacerLib.dicom.profile import ProfileOptions
 from DeFacerLib.errors import DeFacerError, InputError, OutputError, UsageError
 from DeFacerLib.interrupts import CTRL_C_EXIT, exit_code_of, sigterm_as_interrupt, stopped_by
+from DeFacerLib.io.atomic import check_name_fits
 
 MANIFEST_NAME = "manifest.sqlite"
 HEADER_CHUNK_FILES = 512
@@ -90,6 +91,7 @@ def run_batch(
     if labels_dir is not None and not Path(labels_dir).is_dir():
         raise InputError(f"label folder {labels_dir} does not exist; --features-from DIR must mirror the input")
     audit = Path(audit_dir).resolve() if audit_dir else target.with_name(target.name + ".audit")
+    check_name_fits(audit, "audit folder")
     if audit == target or target in audit.parents or source == audit or source in audit.parents:
         raise OutputError(f"audit folder {audit} must be outside the input and the output (it holds original identifiers)")
     if qa and not scrub_only:
@@ -98,7 +100,7 @@ def run_batch(
         _check_qa_available()
     if not scrub_only and labels_dir is None:
         _check_face_model()
-    files = disc.list_files(source)  # before anything is made: an empty input leaves no output behind
+    files = disc.list_files(source, (target, audit))  # before anything is made: an empty input leaves no output behind
     if not files:
         raise InputError(f"{source} holds no files")
     undecodable = [rel for rel in files if not _is_utf8(rel)]
@@ -456,6 +458,7 @@ def _has_bokeh() -> bool:
 def _check_paths(source: Path, target: Path, overwrite: bool) -> None:
     if not source.is_dir():
         raise InputError(f"{source} is not a folder; give the root of a BIDS dataset, a DICOM tree or a folder of volumes")
+    check_name_fits(target, "output")
     if target == source or source in target.parents:
         raise OutputError(f"output {target} is inside the input {source}; choose another folder (inputs are never modified)")
     if target in source.parents:
@@ -466,6 +469,22 @@ def _check_paths(source: Path, target: Path, overwrite: bool) -> None:
     if target.is_dir() and any(target.iterdir()) and not manifest.exists() and not overwrite:
         raise OutputError(f"output {target} is not empty and holds no batch manifest; choose an empty folder "
                           "or pass --overwrite to write into it")
+    linked = _linked_folder(target) if target.is_dir() else None
+    if linked is not None:
+        raise OutputError(f"output {target} holds a link to a folder ({linked.relative_to(target)} -> "
+                          f"{os.readlink(linked)}); batch writes into the output in place and would write and delete "
+                          "through it: remove the link or choose an empty folder")
+
+
+def _linked_folder(root: Path) -> Path | None:
+    """The first link to a folder inside the output tree, or None. Items are written and, when
+    they fail, removed at their mirrored path: through a linked sub-01/ that reached the input,
+    a failed deface deleted the input's head and a sidecar replaced the input's own (exit 3)."""
+    for folder, dirs, _ in os.walk(root):
+        for name in dirs:
+            if os.path.islink(os.path.join(folder, name)):
+                return Path(folder) / name
+    return None
 
 
 @contextlib.contextmanager

@@ -52,7 +52,7 @@ def deface_file(
     """
     from DeFacerLib import provenance
     from DeFacerLib.io import read_volume
-    from DeFacerLib.io.atomic import check_output_path
+    from DeFacerLib.io.atomic import check_name_fits, check_output_path
 
     if not Path(input_path).exists():
         raise InputError(f"{input_path} does not exist")
@@ -71,6 +71,7 @@ def deface_file(
 
         refuse_key_inside(key_file, input_path, output_path)
     sidecar = provenance.sidecar_path(output_path)
+    check_name_fits(sidecar, "provenance file")
     if audit_dir is None and sidecar.exists() and not overwrite:
         raise OutputError(f"provenance file {sidecar} exists; pass --overwrite to replace it")
     if qa_dir is not None:
@@ -249,8 +250,9 @@ def _check_outputs_before_work(input_path, output_path, labels_path, protect_pat
     the run, it cost the whole run) and a QA folder that cannot be made (found after the
     output was written, an internal error)."""
     from DeFacerLib.io import formats
-    from DeFacerLib.io.atomic import check_output_folder, is_within
+    from DeFacerLib.io.atomic import check_name_fits, check_output_folder, is_within
 
+    check_name_fits(output_path, "output")
     for option, given in (("--features-from", labels_path), ("--protect-from", protect_path)):
         if given is not None and is_within(given, output_path):
             raise OutputError(f"output {output_path} is the {option} input {given}; choose another path "
@@ -297,8 +299,10 @@ def _audit_dir(input_path, output_path, overwrite: bool) -> Path | None:
     if detect_format(input_path) not in DICOM_FORMATS:
         return None
     from DeFacerLib.dicom.tree import default_audit_dir
+    from DeFacerLib.io.atomic import check_name_fits
 
     audit = default_audit_dir(Path(output_path))
+    check_name_fits(audit, "audit folder")
     if audit.exists() and not overwrite:
         raise OutputError(f"audit folder {audit} exists; pass --overwrite to replace it")
     return audit

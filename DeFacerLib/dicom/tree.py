@@ -21,12 +21,13 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from DeFacerLib.dicom.dicomdir import record_links, save_scrubbed
 from DeFacerLib.dicom.leakcheck import phi_in_path
 from DeFacerLib.dicom.markers import BURNED_IN_ANNOTATION
 from DeFacerLib.dicom.profile import ProfileOptions
 from DeFacerLib.dicom.scrub import ISSUER_OF_PATIENT_ID, SOP_INSTANCE_UID, Scrubber, peek_value
 from DeFacerLib.errors import DeFacerError, GuaranteeError, InputError, OutputError
-from DeFacerLib.io.atomic import atomic_path, check_output_path, is_within
+from DeFacerLib.io.atomic import atomic_path, check_name_fits, check_output_path, is_within
 
 _SCRUBBERS: dict = {}
 MIN_FILES_PER_WORKER = 16
@@ -223,6 +224,7 @@ def scrub_file(task: tuple) -> dict:
         return record
     record["sop_instance_uid_old"] = str(peek_value(ds, SOP_INSTANCE_UID, ""))
     record["issuer_old"] = str(peek_value(ds, ISSUER_OF_PATIENT_ID, "") or "").strip()
+    links = record_links(ds)  # a DICOMDIR's: its records move as the scrub changes value lengths
     try:
         with warnings.catch_warnings():  # pydicom's notes on the input's own non-conformant values
             warnings.simplefilter("ignore")
@@ -253,10 +255,10 @@ def scrub_file(task: tuple) -> dict:
         return record
     try:
         try:
-            ds.save_as(out_path, enforce_file_format=False)
+            save_scrubbed(ds, out_path, links)
         except FileNotFoundError:  # the first file of its folder: make the folder (one syscall less per file)
             os.makedirs(os.path.dirname(out_path), exist_ok=True)
-            ds.save_as(out_path, enforce_file_format=False)
+            save_scrubbed(ds, out_path, links)
     except Exception as error:
         record["status"], record["reason"] = "failed", f"cannot write ({type(error).__name__}: {error})"
     record["seconds"] = round(time.perf_counter() - started, 4)
@@ -274,6 +276,8 @@ def scrub_tree(input_path: str | Path, output_path: str | Path, options: Profile
         kind, wanted = ("a folder", "a file") if target.is_dir() else ("a file", "a folder")
         raise OutputError(f"output {output_path} is {kind} but this input gives {wanted}; remove it or choose another path")
     audit = Path(audit_dir) if audit_dir else default_audit_dir(target)
+    for folder in (audit, failed_audit_dir(audit)):  # a run whose leak check fails writes the second
+        check_name_fits(folder, "audit folder")
     # an audit folder there would be published with the output (or removed when it is replaced)
     # or would change the input
     if any(is_within(folder, target) or is_within(folder, source) for folder in (audit, failed_audit_dir(audit))):

@@ -20,6 +20,7 @@ def check_output_path(input_path: str | os.PathLike | None, output_path: str | o
 
     ``input_path`` is None (or empty) for volumes made in memory, which have no input to protect.
     """
+    check_name_fits(output_path, "output")
     target = Path(output_path).resolve()
     if input_path:
         source = Path(input_path).resolve()
@@ -40,6 +41,24 @@ def check_output_path(input_path: str | os.PathLike | None, output_path: str | o
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output folder {parent} is not writable")
     return target
+
+
+def check_name_fits(path: str | os.PathLike, what: str = "output") -> None:
+    """Refuse, before any work, a name longer than its file system allows (255 bytes on most):
+    checking whether it exists already raised OSError (an internal error, exit 1), for the
+    provenance file or audit folder named after an output whose own name still fitted."""
+    path = Path(path)
+    folder = path.parent.resolve()
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or none for this file system
+        limit = 255
+    size = len(os.fsencode(path.name))
+    if size > limit:
+        raise OutputError(f"{what} {path} has a name of {size} bytes, more than the {limit} its file system allows; "
+                          "choose a shorter name")
 
 
 def is_within(path: str | os.PathLike, root: str | os.PathLike) -> bool:
@@ -118,8 +137,8 @@ def atomic_path(target: str | os.PathLike, directory: bool = False, private: boo
     """Yield a temporary path beside ``target``; on success move it to ``target``.
 
     With ``directory=True`` the temporary path is a fresh folder (for DICOM series).
-    The temporary name keeps the target's suffixes, in lower case, so that format writers keyed
-    on the extension (".nii.gz", ".mgz", ".nrrd", ".mha") behave as for the real name.
+    The temporary name keeps the target's extension, in lower case, so that format writers keyed
+    on it (".nii.gz", ".mgz", ".nrrd", ".mha") behave as for the real name.
     ``private``: keep the modes the writer set (an audit trail's 0700/0600) instead of the
     user's usual umask. A folder already at ``target`` is set aside and removed only once the
     new one is in place.
@@ -128,10 +147,10 @@ def atomic_path(target: str | os.PathLike, directory: bool = False, private: boo
     parent = target.parent
     try:
         if directory:
-            temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=parent))
+            temp = Path(tempfile.mkdtemp(prefix=f".{_short(target.name)}.", suffix=".partial", dir=parent))
         else:
-            suffix = "".join(target.suffixes).lower()  # ITK writes "X.MHA" as a detached X.mhd + X.zraw
-            handle, name = tempfile.mkstemp(prefix=f".{target.name}.partial.", suffix=suffix, dir=parent)
+            handle, name = tempfile.mkstemp(prefix=f".{_short(target.name)}.partial.", suffix=_temp_suffix(target),
+                                            dir=parent)
             os.close(handle)
             temp = Path(name)
     except OSError as error:
@@ -153,10 +172,25 @@ def atomic_path(target: str | os.PathLike, directory: bool = False, private: boo
         raise
 
 
+def _temp_suffix(target: Path) -> str:
+    """The extension a writer keys on, in lower case (ITK writes "X.MHA" as a detached X.mhd +
+    X.zraw): the last two suffixes (".nii.gz"), or the last alone when they are long
+    ("scan.acq-<200 characters>.nii")."""
+    suffixes = [suffix.lower() for suffix in target.suffixes[-2:]]
+    both = "".join(suffixes)
+    return both if len(os.fsencode(both)) <= 32 else _short(suffixes[-1], 32)
+
+
+def _short(name: str, size: int = 100) -> str:
+    """At most ``size`` bytes of ``name`` (whole characters): temporaries named after an output
+    of 230-255 bytes were longer than the file system allows, so that output was refused."""
+    return os.fsencode(name)[:size].decode("utf-8", "ignore") if len(os.fsencode(name)) > size else name
+
+
 def _replace_folder(new: Path, folder: Path) -> None:
     """Move ``new`` to ``folder``, the old folder set aside first and removed only once ``new``
     is in place (put back if the move fails)."""
-    old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+    old = Path(tempfile.mkdtemp(prefix=f".{_short(folder.name)}.", suffix=".old", dir=folder.parent))
     os.replace(folder, old / folder.name)
     try:
         os.replace(new, folder)

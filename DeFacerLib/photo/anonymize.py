@@ -210,9 +210,12 @@ def anonymize_path(source, destination, options: PhotoOptions, overwrite: bool =
     Everything is read and anonymized before the first write, and a failure removes what this
     run wrote: a bad photo in a folder leaves no output folder behind.
     """
+    from DeFacerLib.io.atomic import check_name_fits
+
     if is_url(source) and not Path(source).exists():  # a stream, not a file: its password is not echoed
         raise InputError(f"{shown_source(source)}: a URL is not a file; read a stream with --camera SOURCE")
     source, destination = Path(source), Path(destination)
+    check_name_fits(destination, "output")
     if source.is_file() and kind_of(source) == "video":
         return [anonymize_video(source, destination, options, overwrite=overwrite)]
     files = _inputs(source)

@@ -1,0 +1,50 @@
+"""A scrubbed DICOMDIR's record offsets, made to point at its records again.
+
+A DICOMDIR links its directory records by byte offsets into its own file (PS3.10 8.2: next
+record, lower-level entity, first and last root record). Scrubbing changes value lengths (a
+name becomes a pseudonym, UIDs are replaced), so the records move and the offsets kept from
+the input pointed between them: readers (pydicom's FileSet) refused the scrubbed DICOMDIR.
+The links are taken as record numbers before the scrub and written back as the records' new
+offsets.
+"""
+from __future__ import annotations
+
+import io
+
+import pydicom
+
+RECORDS = 0x00041220  # Directory Record Sequence
+ROOT_LINKS = (0x00041200, 0x00041202)  # first and last record of the root directory entity
+RECORD_LINKS = (0x00041400, 0x00041420)  # next record, first record of the lower-level entity
+
+
+def record_links(ds) -> dict | None:
+    """{(record number or None for the root, tag): linked record number} of a DICOMDIR read
+    from its file (None for any other dataset); an offset that names no record is left out."""
+    if RECORDS not in ds._dict:
+        return None
+    records = ds[RECORDS].value or []
+    number = {record.seq_item_tell: index for index, record in enumerate(records)
+              if getattr(record, "seq_item_tell", None) is not None}
+    links = {}
+    for holder, index, tags in [(ds, None, ROOT_LINKS)] + [(r, i, RECORD_LINKS) for i, r in enumerate(records)]:
+        for tag in tags:
+            offset = holder[tag].value if tag in holder._dict else None
+            if offset and offset in number:
+                links[(index, tag)] = number[offset]
+    return links
+
+
+def save_scrubbed(ds, path, links: dict | None) -> None:
+    """Write the scrubbed ``ds`` to ``path``; a DICOMDIR's ``links`` (record_links) become its
+    records' offsets in the written file: written once to learn where each record starts, then
+    again (the offsets are fixed-length UL values, so the records do not move)."""
+    if links:
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=False)
+        buffer.seek(0)
+        starts = [record.seq_item_tell for record in pydicom.dcmread(buffer, force=True)[RECORDS].value]
+        records = ds[RECORDS].value
+        for (index, tag), target in links.items():
+            (ds if index is None else records[index])[tag].value = starts[target]
+    ds.save_as(path, enforce_file_format=False)
