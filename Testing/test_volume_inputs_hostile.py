@@ -256,6 +256,22 @@ def test_an_empty_input_is_not_the_current_folder(data_dir, tmp_path, args):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["here"]
 
 
+def test_a_leading_tilde_is_the_home_folder_where_the_shell_left_it(data_dir, tmp_path):
+    """`--key-file=~/k.key` and quoted "~/out" reach the program as they are: they made a folder
+    named "~" in the current one (which `rm -rf ~` would then take the home folder for)."""
+    home, here = tmp_path / "home", tmp_path / "here"
+    home.mkdir()
+    here.mkdir()
+    shutil.copytree(data_dir / "dicom" / "fake_phi_ct", home / "study")
+    result = subprocess.run([sys.executable, "-m", "DeFacerLib", "scrub", "~/study", "~/scrubbed", "--key-file=~/k.key",
+                             "--audit-dir=~/audit", "-q"], capture_output=True, text=True, timeout=600,
+                            env={**ENV, "HOME": str(home)}, cwd=here)
+    assert result.returncode == 0, result.stderr
+    assert list(here.iterdir()) == []
+    assert sorted(p.name for p in home.iterdir()) == ["audit", "k.key", "scrubbed", "study"]
+    assert len(list((home / "scrubbed").glob("*.dcm"))) == 2
+
+
 def test_qa_pictures_of_two_runs_of_one_subject_do_not_collide(data_dir, tmp_path):
     """sub-01.run-1 and sub-01.run-2 shared 'sub-01_before_after.png': the second replaced the first."""
     pytest.importorskip("vtk")

@@ -11,7 +11,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 from DeFacerLib import __version__, sharing_warnings
 from DeFacerLib.errors import EXIT_CODES, DeFacerError
@@ -188,7 +187,7 @@ def folder_path(text: str) -> str:
     current folder, where demo and qa wrote their files without a word."""
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty; give a folder path (use . for the current folder)")
-    return text
+    return output_path(text)
 
 
 def input_path(text: str) -> str:
@@ -196,7 +195,14 @@ def input_path(text: str) -> str:
     read as the current folder, so `scrub "" out` scrubbed whatever tree the shell stood in."""
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty; give a file or folder path (use . for the current folder)")
-    return text
+    return output_path(text)
+
+
+def output_path(text: str) -> str:
+    """argparse type for every path: a leading ~ is the home folder. The shell leaves it as it
+    is after `=` (`--out=~/x`) and in quotes, and a folder named "~" was made in the current
+    one, which `rm -rf ~` then removes the home folder for."""
+    return os.path.expanduser(text) if text.startswith("~") else text
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,14 +20,14 @@ HELP = "anonymize faces in photos, DICOM photos, folders, video or a camera stre
 
 
 def add_arguments(parser) -> None:
-    from DeFacerLib.cli.main import input_path
+    from DeFacerLib.cli.main import input_path, output_path
     from DeFacerLib.photo.anonymize import ROTATIONS
     from DeFacerLib.photo.detect import DETECTORS
     from DeFacerLib.photo.obscure import DEFAULT_METHOD, METHODS
     from DeFacerLib.photo.regions import REGIONS
 
     parser.add_argument("input", nargs="?", type=input_path, help="photo (.jpg .png .tif), DICOM photo, folder of photos, or video")
-    parser.add_argument("-o", "--output", help="output file (or folder for a folder input)")
+    parser.add_argument("-o", "--output", type=output_path, help="output file (or folder for a folder input)")
     parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help=f"how to hide faces (default {DEFAULT_METHOD})")
     parser.add_argument("--region", choices=REGIONS, help="part of the face to hide (default: head, hair included; bar always covers eyes)")
     parser.add_argument("--detector", choices=DETECTORS, default="yunet", help="face detector (default yunet)")
