@@ -23,6 +23,7 @@ KEY = bytes(range(32))
 def _key(tmp_path: Path) -> Path:
     path = tmp_path / "project.key"
     path.write_text(KEY.hex() + "\n")
+    path.chmod(0o600)  # private, as DeFacer makes its keys (one others can read is warned about)
     return path
 
 

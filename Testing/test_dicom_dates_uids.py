@@ -18,6 +18,7 @@ WELL_KNOWN_PALETTE = "1.2.840.10008.1.5.1"  # PS3.6 Annex A: the Hot Iron colour
 def _scrub(tmp_path: Path, source: Path, output: Path, *flags: str) -> int:
     key = tmp_path / "project.key"
     key.write_text(KEY.hex() + "\n")
+    key.chmod(0o600)  # private, as DeFacer makes its keys (one others can read is warned about)
     return main(["scrub", str(source), str(output), "--key-file", str(key), "-q", *flags])
 
 
