@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 from DeFacerLib import __version__
-from DeFacerLib.io.atomic import atomic_path
+from DeFacerLib.errors import OutputError
+from DeFacerLib.io.atomic import atomic_path, os_error_reason
 
 def sidecar_path(output_path: str | os.PathLike) -> Path:
     from DeFacerLib.io.formats import volume_stem
@@ -59,9 +60,12 @@ def write_sidecar(record: dict, output_path: str | os.PathLike, overwrite: bool 
     0600 as the audit's other files: it names the input series and the key file)."""
     in_audit = path is not None
     path = Path(path) if path else sidecar_path(output_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     record = dict(record)
     record["output"] = dict(record["output"], sha256=sha256_of(output_path))
-    with atomic_path(path, private=in_audit) as temp:
-        temp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path, private=in_audit) as temp:
+            temp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    except OSError as error:  # a full disk, a quota: the output's fault, not a bug
+        raise OutputError(f"cannot write the provenance file {path}: {os_error_reason(error)}") from None
     return path

@@ -208,3 +208,17 @@ def test_a_cameras_mpo_jpeg_is_anonymized_as_its_photo(tmp_path, data_dir):
     out = Image.open(tmp_path / "out.jpg")
     assert getattr(out, "n_frames", 1) == 1 and out.size == photo.size
     assert np.abs(np.asarray(out, dtype=int) - np.asarray(photo, dtype=int)).max() > 50  # the face was obscured
+
+
+def test_an_audit_folder_that_cannot_be_made_leaves_no_key_and_no_output(tmp_path, data_dir, capsys):
+    """`batch --audit-dir` under a file (or on a read-only mount): exit 4, but the key made for
+    the run and an empty output folder stayed, as no other refused run leaves them."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    shutil.copy(data_dir / "dicom/fake_phi_ct" / sorted(os.listdir(data_dir / "dicom/fake_phi_ct"))[0], tree)
+    (tmp_path / "taken").write_text("a file")
+    new_key = tmp_path / "new.key"
+    code = main(["batch", str(tree), str(tmp_path / "out"), "--key-file", str(new_key), "--audit-dir",
+                 str(tmp_path / "taken" / "audit"), "--workers", "1", "-q"])
+    assert code == 4 and "cannot create" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken", "tree"]

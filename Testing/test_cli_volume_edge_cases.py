@@ -101,7 +101,8 @@ def test_a_full_disk_is_an_output_error_not_a_bug(data_dir, tmp_path):
 
 
 def test_a_full_disk_under_a_dicom_series_names_no_traceback(data_dir, tmp_path):
-    """pydicom re-raises the OSError with its whole traceback in the message; the error keeps one reason."""
+    """pydicom re-raises the OSError with its whole traceback in the message; the error keeps one reason,
+    and names the output, not the file in its hidden temporary folder (".out.x1y2.partial/00080.dcm")."""
     series = trio_slices(data_dir, tmp_path / "series")
     script = ("import sys\nfrom DeFacerLib.io import read_volume, write_volume\nfrom DeFacerLib.errors import OutputError\n"
               f"volume = read_volume({str(series)!r})\n"
@@ -112,8 +113,80 @@ def test_a_full_disk_under_a_dicom_series_names_no_traceback(data_dir, tmp_path)
     assert result.returncode == 4, result.stderr
     message = result.stdout.strip()
     assert "\n" not in message and "Traceback" not in message and "File \"" not in message, message
-    assert message.endswith("File too large"), message
+    assert message == f"cannot write {tmp_path / 'out'}: File too large", message
     assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_under_the_audit_trail_of_a_defaced_series_is_an_output_error(data_dir, tmp_path):
+    """Under a 300 kB file-size limit the defaced series' slices (130 kB) fit and its audit log
+    (350 kB) does not: exit 1 "internal error (OSError: [Errno 27] File too large)"; `defacer
+    scrub` said exit 4 for the same. The series and the new key are taken back."""
+    out = tmp_path / "out"
+    out.mkdir()
+    result = defacer("deface", data_dir / TRIO, out / "series", "--key-file", out / "new.key", "-q",
+                     preexec_fn=limit_file_size(300_000))
+    one_line_error(result, 4, "cannot write the audit trail", "File too large")
+    assert list(out.iterdir()) == []
+
+
+def test_overwrite_onto_a_folder_at_the_sidecar_path_keeps_the_earlier_output(data_dir, tmp_path):
+    """--overwrite replaced the earlier output, then failed on a folder where its sidecar goes
+    (exit 1, internal error) and took the new output back: the earlier one was lost. Refused first."""
+    output = tmp_path / "out.nii.gz"
+    output.write_bytes(b"an earlier output")
+    (tmp_path / "out.defacer.json").mkdir()
+    one_line_error(defacer("deface", data_dir / IXI, output, "--overwrite"), 4, "out.defacer.json", "is a folder")
+    assert output.read_bytes() == b"an earlier output"
+
+
+# ---- Ctrl-C and SIGTERM where the command's code does not run yet -----------------------------
+def run_cli_with_finder(finder_body: str, *args) -> subprocess.CompletedProcess:
+    """`defacer ARGS` in a fresh Python whose import system first calls ``find_spec(name)``
+    defined by ``finder_body``: a signal or failure placed at one import, with no timing."""
+    script = ("import os, signal, sys\n"
+              "class Finder:\n    def find_spec(self, name, path=None, target=None):\n"
+              + "".join(f"        {line}\n" for line in finder_body.splitlines()) + "        return None\n"
+              "sys.meta_path.insert(0, Finder())\nfrom DeFacerLib.cli.main import main\n"
+              f"sys.exit(main({[str(a) for a in args]!r}))\n")
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("signal_name, exit_code, word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_a_signal_while_the_command_loads_is_one_line(data_dir, tmp_path, signal_name, exit_code, word):
+    """Ctrl-C or SIGTERM in the first second, while argument parsing imports the photo command's
+    modules (OpenCV, SimpleITK): a 30-70 line traceback, and exit 1 for SIGTERM."""
+    out = tmp_path / "anon.jpg"
+    result = run_cli_with_finder(f"if name == 'DeFacerLib.photo.anonymize':\n    os.kill(os.getpid(), signal.{signal_name})",
+                                 "photo", data_dir / "photos/known_people/obama.jpg", "-o", out)
+    one_line_error(result, exit_code, word)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_while_a_c_extension_loads_is_an_interruption_not_a_bug(data_dir, tmp_path):
+    """Ctrl-C landing while pybind11 initialises onnxruntime (the face model, loaded mid-run)
+    reaches Python as `ImportError: initialization failed` raised from the KeyboardInterrupt,
+    as pybind11 does: it was exit 1 "internal error ... report it" (seen at 3 s into a deface)."""
+    out = tmp_path / "defaced.nii.gz"
+    result = run_cli_with_finder("if name == 'onnxruntime':\n    raise ImportError('initialization failed') from KeyboardInterrupt()",
+                                 "deface", data_dir / IXI, out)
+    one_line_error(result, 130, "interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_a_signal_after_the_run_has_finished_keeps_its_exit_code(data_dir, tmp_path, signal_name):
+    """A signal while Python shuts down, after the outputs were complete and the summary printed
+    (sent here from an exit handler, where it lands): exit 143 by SIGTERM with no message, or a
+    KeyboardInterrupt traceback for Ctrl-C; 1 in 20 Ctrl-Cs at random times of a 5 s deface."""
+    out = tmp_path / "defaced.nii.gz"
+    script = ("import atexit, os, signal, sys\n"
+              f"sys.argv = ['defacer', 'deface', {str(data_dir / IXI)!r}, {str(out)!r}, '-q']\n"
+              "from DeFacerLib.cli.main import main\n"
+              f"atexit.register(lambda: os.kill(os.getpid(), signal.{signal_name}))\n"
+              "sys.exit(main())\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert out.exists() and (tmp_path / "defaced.defacer.json").exists()
 
 
 # ---- readers ------------------------------------------------------------------------------------
@@ -161,6 +234,21 @@ def test_qa_refuses_a_pair_on_different_grids(data_dir, tmp_path):
     for defaced in (thinned, other):
         one_line_error(defacer("qa", data_dir / IXI, defaced, "--out", tmp_path / "qa"), 3, "grid")
     assert not (tmp_path / "qa").exists()
+
+
+def test_qa_report_that_cannot_be_written_whole_keeps_the_earlier_one(data_dir, tmp_path):
+    """Under a 1 MB file-size limit (a quota, a full disk) the PNG (0.9 MB) fits and the HTML page
+    (1.2 MB, renders embedded) does not: it was exit 1 "internal error (OSError ...)" with the
+    new PNG and JSON beside the earlier run's page, a report that mixed two runs."""
+    out = tmp_path / "qa"
+    out.mkdir()
+    stem = "IXI132-HH-1415_T1"
+    for suffix in ("_report.html", "_report.json", "_before_after.png"):
+        (out / f"{stem}{suffix}").write_text(f"earlier {suffix}")
+    before = digest(out)
+    result = defacer("qa", data_dir / IXI, data_dir / IXI, "--out", out, "-q", preexec_fn=limit_file_size(1_000_000))
+    one_line_error(result, 4, "cannot write the QA report", "File too large")
+    assert digest(out) == before and len(list(out.iterdir())) == 3
 
 
 def test_qa_out_that_is_a_file_is_an_output_error(data_dir, tmp_path):

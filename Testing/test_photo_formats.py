@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from DeFacerLib.errors import InputError
+from DeFacerLib.errors import InputError, OutputError
 from DeFacerLib.photo.anonymize import PhotoOptions, anonymize_camera, anonymize_path
 from DeFacerLib.photo.media import ffmpeg_exe, probe
 
@@ -79,6 +79,18 @@ def test_folder_with_a_corrupt_photo_leaves_no_output_folder(data_dir, tmp_path)
     with pytest.raises(InputError, match="b.jpg"):
         anonymize_path(folder, tmp_path / "out", PhotoOptions())
     assert not (tmp_path / "out").exists()
+
+
+def test_folder_output_that_cannot_be_made_is_an_output_error(data_dir, tmp_path):
+    """A folder of photos into a folder under a file (or on a read-only mount) was exit 1
+    "internal error (NotADirectoryError ...)", after every photo had been read and anonymized."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes((data_dir / "photos" / "known_people" / "obama-480p.jpg").read_bytes())
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(OutputError, match="is a file"):
+        anonymize_path(folder, tmp_path / "taken" / "out", PhotoOptions())
+    assert (tmp_path / "taken").read_text() == "a file"
 
 
 def test_ksame_refusal_leaves_no_output_folder(data_dir, tmp_path):

@@ -382,3 +382,20 @@ def test_ctrl_c_before_the_first_frame_is_an_interruption(monkeypatch):
     monkeypatch.setattr(anonymize, "open_video", lambda source: Stalled())
     with pytest.raises(KeyboardInterrupt):
         anonymize_camera(0, PhotoOptions(), max_frames=5)
+
+
+def test_video_over_a_file_size_limit_names_the_reason(short_clip, tmp_path):
+    """ffmpeg, killed by SIGXFSZ at a file-size limit (`ulimit -f`, a quota), writes nothing on
+    stderr: the error read "ffmpeg failed ()" (or "stopped ()"). It names the signal now; nothing is left."""
+    import resource
+    import sys
+
+    out = tmp_path / "out"
+    out.mkdir()
+    result = subprocess.run([sys.executable, "-m", "DeFacerLib", "photo", str(short_clip), "-o", str(out / "anon.mp4")],
+                            capture_output=True, text=True, timeout=600,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000)))
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.strip() in (f"defacer: error: cannot write {out / 'anon.mp4'}: ffmpeg {how} (File size limit exceeded)"
+                                     for how in ("stopped", "failed")), result.stderr  # mid-stream, or at its end
+    assert list(out.iterdir()) == []

@@ -78,6 +78,7 @@ def run_batch(
     """
     from DeFacerLib.dicom import load_or_create_key
     from DeFacerLib.dicom.uids import forget_new_key, key_readable_by_others, refuse_key_inside
+    from DeFacerLib.io.atomic import remove_made_folders
 
     progress = progress or BatchProgress()
     source, target = Path(input_path).resolve(), Path(output_path).resolve()
@@ -118,8 +119,13 @@ def run_batch(
     )
     token = config.token(key)
     made = [path for path in (target, audit) if not path.exists()]
-    _make_folder(target)
-    _make_folder(audit)
+    try:
+        _make_folder(target)
+        _make_folder(audit)
+    except OutputError:  # an --audit-dir that cannot be made left the new key and an empty output folder
+        remove_made_folders(made)
+        forget_new_key(key_path, key_created)
+        raise
     os.chmod(audit, 0o700)
     lock = _lock(config.meta_root)  # one run at a time per output folder
     _sweep_partials(target)

@@ -14,7 +14,7 @@ import time
 
 from DeFacerLib import __version__, sharing_warnings
 from DeFacerLib.errors import EXIT_CODES, DeFacerError
-from DeFacerLib.interrupts import SIGTERM_EXIT, Terminated, sigterm_as_interrupt
+from DeFacerLib.interrupts import Terminated, exit_code_of, sigterm_as_interrupt
 
 EPILOG = "exit codes:\n" + "\n".join(f"  {code:<3}  {meaning}" for code, meaning in EXIT_CODES.items())
 
@@ -88,9 +88,30 @@ QUIET_NATIVE_LOGS = {"OPENCV_LOG_LEVEL": "ERROR", "OPENCV_FFMPEG_LOGLEVEL": "-8"
 
 
 def main(argv: list[str] | None = None) -> int:
+    as_program = argv is None  # `defacer` itself, not a caller's run in its own process (tests, Slicer)
     argv = sys.argv[1:] if argv is None else list(argv)
     with sigterm_as_interrupt():
-        return _main(argv)
+        try:
+            code = _main(argv)
+        except KeyboardInterrupt as stop:  # also while the command's modules load (photo's: ~1 s)
+            _print_error(f"{'terminated (SIGTERM)' if isinstance(stop, Terminated) else 'interrupted'}; no output was written")
+            code = exit_code_of(stop)
+    if as_program:
+        _keep_the_exit_code()
+    return code
+
+
+def _keep_the_exit_code() -> None:
+    """The run is over and has said how it went. A Ctrl-C or SIGTERM while Python then shuts down
+    (0.2-0.5 s: VTK, onnxruntime, Dask unloading) killed the process with exit 130 or 143 and no
+    message, over outputs that were complete: a job script saw a failure, and its rerun was
+    refused ("output exists"). From here on they are ignored; SIGKILL still ends a stuck exit."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, signal.SIG_IGN)
 
 
 def _main(argv: list[str]) -> int:
@@ -116,13 +137,10 @@ def _main(argv: list[str]) -> int:
             _print_json(report, started)
         _print_error(str(error))
         return error.exit_code
-    except Terminated:
-        _print_error("terminated (SIGTERM); no output was written")
-        return SIGTERM_EXIT
-    except KeyboardInterrupt:
-        _print_error("interrupted; no output was written")
-        return 130
     except Exception as error:  # a bug: keep the promise of one line, unless debugging
+        stop = _interruption_in(error)
+        if stop is not None:
+            raise stop from None
         if args.debug:
             raise
         _print_error(f"internal error ({type(error).__name__}: {error}); rerun with --debug and report it")
@@ -132,6 +150,18 @@ def _main(argv: list[str]) -> int:
     if args.json and result is not None:
         _print_json(result, started)
     return 0
+
+
+def _interruption_in(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM behind an error, if any: one that lands while a C extension loads
+    (onnxruntime, SciPy's FFT: pybind11) comes out as ``ImportError: initialization failed``."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _report_safety_warnings(args, result: dict) -> None:

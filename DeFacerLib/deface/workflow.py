@@ -74,6 +74,8 @@ def deface_file(
     check_name_fits(sidecar, "provenance file")
     if audit_dir is None and sidecar.exists() and not overwrite:
         raise OutputError(f"provenance file {sidecar} exists; pass --overwrite to replace it")
+    if audit_dir is None and sidecar.is_dir():  # found after --overwrite had replaced the output, taking both
+        raise OutputError(f"provenance file {sidecar} is a folder; move it away (--overwrite replaces files only)")
     if qa_dir is not None:
         _check_qa_available()
     progress("reading", 0.02)
@@ -305,6 +307,8 @@ def _audit_dir(input_path, output_path, overwrite: bool) -> Path | None:
     check_name_fits(audit, "audit folder")
     if audit.exists() and not overwrite:
         raise OutputError(f"audit folder {audit} exists; pass --overwrite to replace it")
+    if audit.exists() and not audit.is_dir():  # found after --overwrite had replaced the output, taking both
+        raise OutputError(f"audit folder {audit} is a file; move it away (--overwrite replaces folders only)")
     return audit
 
 

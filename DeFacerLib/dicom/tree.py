@@ -336,10 +336,7 @@ def _write_audit(audit: Path, uid_map, patient_map, records, summary) -> dict:
     from DeFacerLib.dicom.audit import write_audit
 
     log = [for_the_log(r) for r in records]
-    try:
-        return write_audit(audit, uid_map, patient_map, log, summary)
-    except OSError as error:
-        raise OutputError(f"cannot write the audit trail to {audit}: {error.strerror or error}") from None
+    return write_audit(audit, uid_map, patient_map, log, summary)
 
 
 # what scrub_file's record carries for the run's summary and mappings, not for the actions log

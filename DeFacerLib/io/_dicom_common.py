@@ -139,8 +139,9 @@ def check_same_geometry(volume, affine_lps: np.ndarray, path: str) -> None:
 def save_dataset(ds: Dataset, target: Path) -> None:
     try:
         ds.save_as(target, enforce_file_format=False)
-    except OSError as error:  # pydicom re-raises it with its traceback in the message
-        raise OutputError(f"cannot write {target}: {os_error_reason(error)}") from None
+    except OSError as error:  # pydicom re-raises it with its traceback in the message: the reason alone, for
+        # write_volume to name the output ("cannot write .out.x1y2.partial/00001.dcm" named a hidden temporary)
+        raise OSError(error.errno, os_error_reason(error)) from None
 
 
 def dicom_modality(ds: Dataset) -> str | None:

@@ -192,7 +192,9 @@ def _write_all(jobs, destination: Path, folder: bool) -> None:
     written: list[Path] = []
     try:
         if folder:
-            destination.mkdir(parents=True, exist_ok=True)
+            from DeFacerLib.io.atomic import make_folder
+
+            make_folder(destination)  # a read-only place: one line (exit 4), not an internal error
         for job in jobs:
             _write_still(*job)
             written.append(job[1])
@@ -222,8 +224,9 @@ def anonymize_path(source, destination, options: PhotoOptions, overwrite: bool =
     if source.is_dir():
         if destination.exists() and not destination.is_dir():
             raise OutputError(f"{destination}: the input is a folder, so the output must be a folder")
-        from DeFacerLib.io.atomic import is_within
+        from DeFacerLib.io.atomic import check_output_folder, is_within
 
+        check_output_folder(destination)  # before the photos are read and anonymized
         if is_within(destination, source):  # it added a folder to the input, which the next run lists too
             raise OutputError(f"{destination} is inside the input folder {source}; choose a folder outside it "
                               "(inputs are never modified)")

@@ -10,6 +10,7 @@ InputError.
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import warnings
 from dataclasses import dataclass
@@ -390,7 +391,12 @@ class VideoWriter:
         self.frames += 1
 
     def _error(self) -> str:
-        return " ".join(self._process.stderr.read().decode(errors="replace").split())[-300:]
+        text = " ".join(self._process.stderr.read().decode(errors="replace").split())[-300:]
+        if text:
+            return text
+        # a signal says nothing on stderr: a file-size limit (SIGXFSZ) gave "ffmpeg stopped ()"
+        code = self._process.wait()
+        return (signal.strsignal(-code) or f"signal {-code}") if code < 0 else f"exit status {code}"
 
     def close(self, ok: bool = True) -> None:
         self._process.stdin.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from DeFacerLib.errors import OutputError
-from DeFacerLib.io.atomic import atomic_path
+from DeFacerLib.io.atomic import atomic_path, os_error_reason
 from DeFacerLib.qa.check import VERDICT_VIEWS, RiskCheck
 from DeFacerLib.qa.figure import before_after_figure
 
@@ -56,20 +57,19 @@ def write_report(check: RiskCheck, before: dict, after: dict, out_dir, name: str
     if inputs:
         data = {"inputs": dict(inputs), **data}
     page = _page(check, before, after, name, inputs)
-    written = []
-    try:  # all three or none: a JSON verdict without its page (or a picture alone) would be a partial report
-        before_after_figure(before, after, figure, title=f"{name}: ORIGINAL, identifying face (top) and defaced (bottom)")
-        written.append(figure)
-        for path, text, private in ((json_path, json.dumps(data, indent=1) + "\n", False), (html_path, page, True)):
-            with atomic_path(path, private=private) as temp:  # the page embeds the original face: 0600
-                temp.write_text(text, encoding="utf-8")
-            written.append(path)
-    except BaseException as error:
-        for path in written:
-            path.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise OutputError(f"cannot write the QA report in {out_dir}: {error.strerror or error}") from None
-        raise
+    # all three or none, and an earlier report in the folder stays whole until the new one is: the
+    # pages are moved into place only once the picture is written (removing the new files of a
+    # failed run also took the earlier run's picture and JSON with them)
+    try:
+        with contextlib.ExitStack() as publish:
+            json_temp = publish.enter_context(atomic_path(json_path))
+            html_temp = publish.enter_context(atomic_path(html_path, private=True))  # it embeds the original face: 0600
+            json_temp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+            html_temp.write_text(page, encoding="utf-8")
+            # last: it is moved into place at once, and the pages follow it as the stack closes
+            before_after_figure(before, after, figure, title=f"{name}: ORIGINAL, identifying face (top) and defaced (bottom)")
+    except OSError as error:
+        raise OutputError(f"cannot write the QA report in {out_dir}: {os_error_reason(error)}") from None
     return {"html": str(html_path), "json": str(json_path), "figure": str(figure)}
 
 
