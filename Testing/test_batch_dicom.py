@@ -237,3 +237,33 @@ def test_a_leak_check_failure_names_no_phi_in_the_shared_reports(data_dir, tmp_p
         assert not any(name.encode() in data for name in names), f"{path.name} holds the patient's name"
     audit = "".join(p.read_text() for p in (tmp_path / "out.audit").rglob("actions.jsonl"))
     assert f"'{names[0]}' from PatientName" in audit  # the private audit says what was found
+
+
+def test_files_whose_names_take_most_of_the_255_bytes_are_scrubbed(data_dir, tmp_path):
+    """Two files named with 249 bytes that differ only at their end: batch wrote each through
+    '.NAME.partial', 9 bytes longer than a name may be, and failed them ("File name too long")
+    where `defacer scrub` writes them; cut short, the temporaries must stay apart."""
+    source = tmp_path / "in" / "us"
+    source.mkdir(parents=True)
+    originals = {"c" * 243 + f"_{index}.dcm": data_dir / "dicom/deid_samples" / f"image{index}.dcm" for index in (1, 2)}
+    for name, original in originals.items():
+        (source / name).symlink_to(original)
+    summary = run_batch(tmp_path / "in", tmp_path / "out", scrub_only=True, key_file=tmp_path / "key", workers=1)
+    assert summary["failed"] == 0 and summary["written"] == 2, summary
+    for name, original in originals.items():  # each file's own pixels (headers only are scrubbed)
+        assert pydicom.dcmread(tmp_path / "out" / "us" / name).PixelData == pydicom.dcmread(original).PixelData
+    assert sorted(p.name for p in (tmp_path / "out" / "us").iterdir()) == sorted(originals)  # no temporary left
+
+
+def test_a_key_others_can_read_is_said_on_the_console_not_in_the_shared_summary(data_dir, tmp_path):
+    """The warning to chmod 600 the key is for whoever runs the batch; summary.json is shared
+    with the data, and told its recipients where a key to the pseudonyms lay open."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "image1.dcm").symlink_to(data_dir / "dicom/deid_samples/image1.dcm")
+    key = tmp_path / "key"
+    load_or_create_key(key)
+    key.chmod(0o644)
+    summary = run_batch(tmp_path / "in", tmp_path / "out", scrub_only=True, key_file=key, workers=1)
+    assert summary["written"] == 1 and summary["key_readable_by_others"] is True
+    shared = json.loads((tmp_path / "out" / ".defacer" / "summary.json").read_text())
+    assert shared["written"] == 1 and "key_readable_by_others" not in shared

@@ -310,3 +310,41 @@ def test_an_input_reaching_the_output_through_a_link_is_refused(data_dir, tmp_pa
     assert result.returncode == 4, result.stderr
     assert "reaches" in result.stderr and "(derivatives)" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+CLOSE_INTERRUPTED = '''
+import os, signal
+from distributed.core import Status
+from distributed.deploy.spec import SpecCluster
+from distributed.diagnostics.plugin import WorkerPlugin
+from DeFacerLib.batch.runner import _dask_client
+
+
+class SecondCtrlC(WorkerPlugin):
+    """The user's second Ctrl-C, while the cluster closes: the worker sends it as it is closed."""
+    def teardown(self, worker):
+        os.kill(os.getppid(), signal.SIGINT)
+
+
+if __name__ == "__main__":
+    try:
+        with _dask_client(None, None, 1) as client:
+            client.register_plugin(SecondCtrlC())
+    except KeyboardInterrupt:
+        print("interrupted while closing")
+    print("left to close at exit:", sum(1 for c in SpecCluster._instances
+                                        if getattr(c, "shutdown_on_close", False) and c.status != Status.closed))
+'''
+
+
+def test_a_second_ctrl_c_while_the_cluster_closes_leaves_nothing_to_the_exit(tmp_path):
+    """The cluster's close cut short by a second Ctrl-C left it to Dask's own exit handler, which
+    closed it again as Python exited: 10 s in which `defacer` (ignoring signals once its run has
+    reported, cli.main) could not be stopped by Ctrl-C."""
+    script = tmp_path / "close_interrupted.py"
+    script.write_text(CLOSE_INTERRUPTED)
+    repo = str(Path(__file__).resolve().parents[1])  # this checkout's DeFacerLib, as `python -m` from it imports
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert "interrupted while closing" in result.stdout, result.stdout + result.stderr
+    assert "left to close at exit: 0" in result.stdout, result.stdout

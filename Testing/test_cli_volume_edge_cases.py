@@ -408,3 +408,19 @@ def test_an_output_whose_provenance_name_would_be_too_long_is_refused_before_wor
     key = ["--key-file", tmp_path / "deid.key"] if command == "scrub" else []
     one_line_error(defacer(command, source, output, *key), 4, "more than the 255")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["deface", "scrub", "qa", "deface --qa"])
+def test_an_output_under_a_folder_whose_name_is_too_long_is_refused_before_work(data_dir, tmp_path, command):
+    """A folder of the output's path still to be made, named with 300 bytes: the long-name check
+    itself raised OSError (File name too long) asking whether it existed, an internal error (exit 1)."""
+    deep = tmp_path / ("f" * 300) / "x"
+    if command == "qa":
+        args = ["qa", data_dir / IXI, data_dir / IXI, "--out", deep]
+    elif command == "deface --qa":
+        args = ["deface", data_dir / IXI, tmp_path / "out.nii.gz", "--qa", deep]
+    else:
+        args = [command, data_dir / (IXI if command == "deface" else TRIO), deep / "out.nii.gz"]
+        args += ["--key-file", tmp_path / "deid.key"] if command == "scrub" else []
+    one_line_error(defacer(*args), 4, "folder name", "of 300 bytes, more than the 255")
+    assert list(tmp_path.iterdir()) == []

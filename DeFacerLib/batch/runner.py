@@ -227,6 +227,7 @@ def _shareable(summary: dict, source: Path, target: Path, audit: Path, key_path)
     shared = dict(summary, input=source.name, output=target.name, manifest=f"{disc.MANIFEST_FOLDER}/{MANIFEST_NAME}",
                   audit_folder=audit.name, key_file=Path(key_path).name)
     shared["audit"] = {name: f"{audit.name}/{Path(path).name}" for name, path in summary.get("audit", {}).items()}
+    shared.pop("key_readable_by_others", None)  # the console's warning: told to recipients, it says where a key lies open
     return shared
 
 
@@ -407,14 +408,18 @@ def _dask_client(client, scheduler: str | None, workers: int):
             yield own
         finally:
             pids = [nanny.pid for nanny in list(cluster.workers.values()) if getattr(nanny, "pid", None)]
-            with contextlib.suppress(Exception):
-                own.close()
-            with contextlib.suppress(Exception):
-                cluster.close()
-            for pid in pids:  # a worker busy with a task outlives close(): it must not write after the sweep
-                if _is_own_child(pid):
-                    with contextlib.suppress(OSError):
-                        os.kill(pid, signal.SIGKILL)
+            try:
+                with contextlib.suppress(Exception):
+                    own.close()
+                with contextlib.suppress(Exception):
+                    cluster.close()
+            finally:  # also when a second Ctrl-C cuts the close short: Dask's own exit handler then closed
+                # the cluster again as Python exited, 10 s with Ctrl-C ignored (cli.main keeps the exit code)
+                cluster.shutdown_on_close = False
+                for pid in pids:  # a worker busy with a task outlives close(): it must not write after the sweep
+                    if _is_own_child(pid):
+                        with contextlib.suppress(OSError):
+                            os.kill(pid, signal.SIGKILL)
     finally:
         dask_logger.setLevel(level)
 

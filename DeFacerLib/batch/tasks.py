@@ -36,6 +36,7 @@ from DeFacerLib.batch.manifest import DONE, FAILED, SKIPPED
 from DeFacerLib.deface.pipeline import DefaceParameters
 from DeFacerLib.dicom.profile import ProfileOptions
 from DeFacerLib.errors import DeFacerError, FaceNotFound, InputError, NoHeadFound
+from DeFacerLib.io.atomic import partial_path
 
 HEAD_MODALITIES = ("MR", "CT", "PT")
 MIN_HEAD_SLICES = 16  # fewer slices (or frames) than this is a localizer or a few slices, not a head volume
@@ -313,7 +314,7 @@ def _scrub_files(item: Item, config: BatchConfig, outcome: dict, reason: str = "
     records, uid_map, patients = [], {}, {}
     for rel in item.files:
         target = out_root / rel
-        temp = target.with_name(f".{target.name}.partial")
+        temp = partial_path(target)
         try:
             record = scrub_file((str(Path(config.input_root) / rel), rel, str(temp), config.dicom_options, key))
             if record["status"] == "written":
@@ -388,7 +389,7 @@ def _copy(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
         from DeFacerLib.io.nifti import copy_nifti_without_identity
 
         target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f".{target.name}.partial")
+        temp = partial_path(target)
         try:
             removed = copy_nifti_without_identity(source, temp)
             if removed:
@@ -558,7 +559,7 @@ def _publish(source: Path, target: Path, copy: bool = False) -> None:
         except OSError as error:
             if error.errno != errno.EXDEV:
                 raise
-    temp = target.with_name(f".{target.name}.partial")
+    temp = partial_path(target)
     try:
         shutil.copyfile(source, temp)
         os.replace(temp, target)
@@ -569,7 +570,7 @@ def _publish(source: Path, target: Path, copy: bool = False) -> None:
 
 def _write_text(target: Path, text: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.partial")
+    temp = partial_path(target)
     try:
         temp.write_text(text, encoding="utf-8")
         os.replace(temp, target)

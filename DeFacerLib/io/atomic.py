@@ -44,21 +44,27 @@ def check_output_path(input_path: str | os.PathLike | None, output_path: str | o
 
 
 def check_name_fits(path: str | os.PathLike, what: str = "output") -> None:
-    """Refuse, before any work, a name longer than its file system allows (255 bytes on most):
-    checking whether it exists already raised OSError (an internal error, exit 1), for the
-    provenance file or audit folder named after an output whose own name still fitted."""
+    """Refuse, before any work, a name longer than its file system allows (255 bytes on most),
+    the output's own or that of a folder still to be made for it: checking whether it exists
+    already raised OSError (an internal error, exit 1), for the provenance file or audit folder
+    named after an output whose own name still fitted, and for an output under a folder of 300."""
     path = Path(path)
-    folder = path.parent.resolve()
-    while not folder.exists():
+    folder, names = path.parent.resolve(), [path.name]
+    # os.path.exists, not Path.exists: it is False for a name too long (ENAMETOOLONG), not an error
+    while not os.path.exists(folder) and folder.parent != folder:  # a missing drive (Windows) is its own parent
+        names.append(folder.name)
         folder = folder.parent
     try:
         limit = os.pathconf(folder, "PC_NAME_MAX")
     except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or none for this file system
         limit = 255
-    size = len(os.fsencode(path.name))
-    if size > limit:
-        raise OutputError(f"{what} {path} has a name of {size} bytes, more than the {limit} its file system allows; "
-                          "choose a shorter name")
+    for index, name in enumerate(names):
+        # NTFS counts UTF-16 code units, POSIX file systems bytes
+        size = len(name.encode("utf-16-le", "surrogatepass")) // 2 if os.name == "nt" else len(os.fsencode(name))
+        if size > limit:
+            shown = f"a folder name ({name[:20]}...)" if index else "a name"
+            raise OutputError(f"{what} {path} has {shown} of {size} {'characters' if os.name == 'nt' else 'bytes'}, "
+                              f"more than the {limit} its file system allows; choose a shorter name")
 
 
 def is_within(path: str | os.PathLike, root: str | os.PathLike) -> bool:
@@ -73,6 +79,7 @@ def check_output_folder(folder: str | os.PathLike, what: str = "output folder") 
     made or written: a file of that name, a file in its path, a read-only or missing place.
     Nothing is created here, so a refused run leaves nothing behind."""
     folder = Path(folder)
+    check_name_fits(folder, what)
     existing = folder.resolve()
     while not existing.exists():
         existing = existing.parent
@@ -185,6 +192,19 @@ def _short(name: str, size: int = 100) -> str:
     """At most ``size`` bytes of ``name`` (whole characters): temporaries named after an output
     of 230-255 bytes were longer than the file system allows, so that output was refused."""
     return os.fsencode(name)[:size].decode("utf-8", "ignore") if len(os.fsencode(name)) > size else name
+
+
+def partial_path(target: str | os.PathLike) -> Path:
+    """The fixed hidden temporary ``.NAME.partial`` beside ``target`` (batch's: a rerun sweeps
+    them). A NAME of more than 200 bytes is cut, with a digest of the whole so that two long
+    names that start alike (BIDS runs) do not share one: a 249-byte DICOM file name failed."""
+    target = Path(target)
+    name = target.name
+    if len(os.fsencode(name)) > 200:
+        import hashlib
+
+        name = f"{_short(name)}.{hashlib.sha256(os.fsencode(name)).hexdigest()[:12]}"
+    return target.with_name(f".{name}.partial")
 
 
 def _replace_folder(new: Path, folder: Path) -> None:
