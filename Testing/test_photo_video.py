@@ -285,6 +285,18 @@ def test_ksame_on_a_video_or_a_stream_is_one_usage_error(short_clip, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_camera_file_named_from_home_is_found(short_clip, tmp_path):
+    """`--camera=~/clip.mp4` (the shell leaves ~ after `=`) was opened as the literal path "~/clip.mp4"."""
+    import os
+    import sys
+
+    (tmp_path / "clip.mp4").write_bytes(short_clip.read_bytes())
+    run = subprocess.run([sys.executable, "-m", "DeFacerLib", "photo", "--camera=~/clip.mp4", "--max-frames", "2", "--json"],
+                         capture_output=True, text=True, env={**os.environ, "HOME": str(tmp_path)}, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["frames"] == 2
+
+
 def test_camera_summary_says_when_the_method_is_cosmetic(short_clip):
     """Photo and video lines say "(cosmetic: not de-identifying)"; the camera's said only "faces hidden"."""
     blur = _defacer("--camera", short_clip, "--max-frames", "5", "--method", "blur")

@@ -428,7 +428,10 @@ def _dask_client(client, scheduler: str | None, workers: int):
 def _workers_ignore_ctrl_c():
     """Start worker processes with SIGINT ignored: a Ctrl-C at the terminal reaches the whole
     process group, and each worker would print a KeyboardInterrupt traceback; this process alone
-    handles it (stops the cluster, keeps the manifest) and the workers are closed with it."""
+    handles it (stops the cluster, keeps the manifest) and the workers are closed with it.
+    A Ctrl-C during the start is lost (docs/batch.md says so): the ignored disposition is what
+    the spawned workers inherit (a blocked mask is not: they print tracebacks), and an ignored
+    signal is discarded, not held."""
     import signal
     import threading
 

@@ -25,10 +25,10 @@ HELP = "deface and de-identify a whole BIDS dataset, DICOM tree or folder of vol
 
 
 def add_arguments(parser) -> None:
-    from DeFacerLib.cli.main import input_path, output_path
+    from DeFacerLib.cli.main import input_path, home_path
 
     parser.add_argument("input", type=input_path, help="BIDS dataset root, DICOM folder tree or folder of volumes")
-    parser.add_argument("output", type=output_path, help="output folder (mirrors the input); rerun into it to resume")
+    parser.add_argument("output", type=home_path, help="output folder (mirrors the input); rerun into it to resume")
     parser.add_argument("--layout", choices=("auto", "bids", "dicom", "volumes"), default="auto",
                         help="how to read the input (default: auto, BIDS when dataset_description.json exists)")
     parser.add_argument("--workers", type=int, default=2, metavar="N", help="local worker processes, one thread each (default 2)")
@@ -39,7 +39,7 @@ def add_arguments(parser) -> None:
                         "a DICOM series folder F takes F.nii.gz) instead of the face model")
     parser.add_argument("--scrub-only", action="store_true", help="DICOM headers only: no defacing (volumes are skipped)")
     parser.add_argument("--qa", action="store_true", help="render each defaced output's front and look for a face (YuNet)")
-    parser.add_argument("--audit-dir", metavar="DIR", type=output_path, help="private audit folder (default OUTPUT.audit)")
+    parser.add_argument("--audit-dir", metavar="DIR", type=home_path, help="private audit folder (default OUTPUT.audit)")
     parser.add_argument("--max-items", type=int, metavar="N", help="stop after N items (the rest on a rerun)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder without a manifest")
     add_profile_arguments(parser.add_argument_group("DICOM de-identification"))

@@ -81,10 +81,10 @@ def parameters_from_args(args):
 
 
 def add_arguments(parser) -> None:
-    from DeFacerLib.cli.main import folder_path, input_path, output_path
+    from DeFacerLib.cli.main import folder_path, input_path, home_path
 
     parser.add_argument("input", type=input_path, help="head volume file or DICOM series folder")
-    parser.add_argument("output", type=output_path, help="output path, in the input's format: a file of the same kind for a volume "
+    parser.add_argument("output", type=home_path, help="output path, in the input's format: a file of the same kind for a volume "
                                        "file; for DICOM a folder, or a .dcm file for an enhanced multi-frame file")
     add_removal_arguments(parser)
     parser.add_argument(

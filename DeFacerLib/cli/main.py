@@ -217,7 +217,7 @@ def folder_path(text: str) -> str:
     current folder, where demo and qa wrote their files without a word."""
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty; give a folder path (use . for the current folder)")
-    return output_path(text)
+    return home_path(text)
 
 
 def input_path(text: str) -> str:
@@ -225,13 +225,13 @@ def input_path(text: str) -> str:
     read as the current folder, so `scrub "" out` scrubbed whatever tree the shell stood in."""
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty; give a file or folder path (use . for the current folder)")
-    return output_path(text)
+    return home_path(text)
 
 
-def output_path(text: str) -> str:
-    """argparse type for every path: a leading ~ is the home folder. The shell leaves it as it
-    is after `=` (`--out=~/x`) and in quotes, and a folder named "~" was made in the current
-    one, which `rm -rf ~` then removes the home folder for."""
+def home_path(text: str) -> str:
+    """argparse type for every path (input_path and folder_path use it too): a leading ~ is the
+    home folder. The shell leaves it as it is after `=` (`--out=~/x`) and in quotes, and a
+    folder named "~" was made in the current one, which `rm -rf ~` then takes for the home."""
     return os.path.expanduser(text) if text.startswith("~") else text
 
 

@@ -28,22 +28,22 @@ FLAGS = (
 
 
 def add_arguments(parser) -> None:
-    from DeFacerLib.cli.main import input_path, output_path
+    from DeFacerLib.cli.main import input_path, home_path
 
     parser.add_argument("input", type=input_path, help="DICOM file or folder tree")
-    parser.add_argument("output", type=output_path, help="output file or folder (the tree is mirrored)")
+    parser.add_argument("output", type=home_path, help="output file or folder (the tree is mirrored)")
     add_profile_arguments(parser)
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="worker processes (default 1; one per 16 files at most; more than the idle cores only adds overhead)")
-    parser.add_argument("--audit-dir", metavar="DIR", type=output_path, help="where the mappings and the action log go (default OUTPUT.audit)")
+    parser.add_argument("--audit-dir", metavar="DIR", type=home_path, help="where the mappings and the action log go (default OUTPUT.audit)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
 def add_profile_arguments(parser) -> None:
     """The key and PS3.15 option flags (shared with ``deface`` for its DICOM outputs)."""
-    from DeFacerLib.cli.main import output_path
+    from DeFacerLib.cli.main import home_path
 
-    parser.add_argument("--key-file", metavar="PATH", type=output_path, help="secret key for UIDs, pseudonyms and date shifts "
+    parser.add_argument("--key-file", metavar="PATH", type=home_path, help="secret key for UIDs, pseudonyms and date shifts "
                         "(created with a fresh random key if missing; default $DEFACER_KEY_FILE or ~/.config/defacer/deid.key)")
     parser.add_argument("--dates", choices=("remove", "full", "modified"), default="remove",
                         help="dates: remove (Basic profile), keep full dates, or shift them by a keyed per-patient offset "
