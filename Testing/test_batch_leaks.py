@@ -59,6 +59,18 @@ def test_plan_defaces_every_anatomical_image_and_skips_hidden_folders():
     assert kinds[".bidsignore"] == COPY  # a hidden file of the dataset itself is part of it
 
 
+def test_a_second_link_to_a_subject_is_listed_and_a_link_loop_ends(tmp_path):
+    """A folder reached twice (sub-02 linked to sub-01) was listed once: sub-02 was dropped
+    without a word. It is listed as the dataset shows it; a link to a folder above it is not
+    followed, so the walk ends."""
+    anat = tmp_path / "bids" / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    (anat / "sub-01_T1w.nii.gz").write_bytes(b"head")
+    (tmp_path / "bids" / "sub-02").symlink_to(tmp_path / "bids" / "sub-01")
+    (anat / "up").symlink_to(tmp_path / "bids")  # a loop
+    assert list_files(tmp_path / "bids") == ["sub-01/anat/sub-01_T1w.nii.gz", "sub-02/anat/sub-01_T1w.nii.gz"]
+
+
 def test_shared_datalad_dataset_leaks_no_face(data_dir, tmp_path):
     from DeFacerLib.batch import run_batch
     from DeFacerLib.io import read_volume

@@ -91,14 +91,15 @@ def list_files(root: Path, avoid: tuple = ()) -> list[str]:
     """Every regular file under ``root`` (relative, POSIX, sorted), hidden folders of DeFacer excluded.
 
     Symlinked folders are followed (a dataset assembled from links must not lose subjects
-    silently), each real folder once, so a link loop ends. A link that reaches a folder of
+    silently), but not into a folder that holds them, so a link loop ends; a second link to a
+    folder listed already (sub-02 -> sub-01) is listed again, as the dataset shows it (it was
+    dropped without a word, a subject lost). A link that reaches a folder of
     ``avoid`` (the output, the audit folder) is refused: the outputs were read as inputs and each
     rerun nested a copy of the output in itself; the audit's mappings would be published.
     """
     if root.is_file():
         return [root.name]
     found = []
-    seen: set[str] = set()
     avoid = [os.path.realpath(folder) for folder in avoid]
     for folder, dirs, names in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
@@ -106,10 +107,9 @@ def list_files(root: Path, avoid: tuple = ()) -> list[str]:
         if reached is not None:
             raise OutputError(f"the input {root} reaches {reached} through a link ({Path(folder).relative_to(root)}); "
                               "remove the link or choose an output and audit folder outside what it reaches")
-        if real in seen:
+        if _inside_itself(Path(folder), real, root):
             dirs[:] = []
             continue
-        seen.add(real)
         dirs[:] = sorted(d for d in dirs if d != MANIFEST_FOLDER)
         base = Path(folder).relative_to(root)
         for name in sorted(names):
@@ -117,6 +117,17 @@ def list_files(root: Path, avoid: tuple = ()) -> list[str]:
             if path.is_file() or (path.is_symlink() and not path.exists()):  # a broken link is listed, to fail
                 found.append((base / name).as_posix())
     return found
+
+
+def _inside_itself(folder: Path, real: str, root: Path) -> bool:
+    """``folder`` (reached at ``real``) is one of the folders above it on its own path from
+    ``root``, through a link: walking into it would never end."""
+    above = folder
+    while above != root and above.parent != above:
+        above = above.parent
+        if os.path.realpath(above) == real:
+            return True
+    return False
 
 
 def detect_layout(root: Path, files: list[str]) -> str:
