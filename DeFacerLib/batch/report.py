@@ -11,10 +11,10 @@ import csv
 import errno
 import html
 import json
-import os
 from pathlib import Path
 
 from DeFacerLib.errors import OutputError
+from DeFacerLib.io.atomic import atomic_paths, os_error_reason
 
 COLUMNS = ("name", "kind", "action", "state", "reason", "files", "written", "skipped", "failed",
            "features_removed", "voxels_removed", "protected_voxels_changed", "qa_face_found", "seconds",
@@ -39,20 +39,16 @@ def write_reports(folder: Path, outcomes: list[dict], summary: dict) -> dict[str
     paths = {"csv": folder / "report.csv", "html": folder / "report.html", "summary": folder / "summary.json"}
     texts = {"csv": _csv_text(rows), "html": _html_text(rows, summary),
              "summary": json.dumps(summary, indent=1, default=str) + "\n"}
-    temps = {name: path.with_name(f".{path.name}.partial") for name, path in paths.items()}
     try:
         folder.mkdir(parents=True, exist_ok=True)
         blocked = [path for path in paths.values() if path.exists() and not path.is_file()]
         if blocked:
             raise IsADirectoryError(errno.EISDIR, f"{blocked[0].name} exists and is not a file")
-        for name, temp in temps.items():
-            temp.write_text(texts[name], encoding="utf-8")
-        for name, temp in temps.items():
-            os.replace(temp, paths[name])
-    except OSError as error:
-        for temp in temps.values():
-            temp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write the reports in {folder}: {error.strerror or error}; the items are recorded "
+        with atomic_paths(list(paths.values())) as temps:
+            for temp, name in zip(temps, paths):
+                temp.write_text(texts[name], encoding="utf-8")
+    except (OSError, OutputError) as error:
+        raise OutputError(f"cannot write the reports in {folder}: {os_error_reason(error)}; the items are recorded "
                           "in the manifest: rerun the same command to write them") from None
     return {name: str(path) for name, path in paths.items()}
 

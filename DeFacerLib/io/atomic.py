@@ -179,6 +179,15 @@ def atomic_path(target: str | os.PathLike, directory: bool = False, private: boo
         raise
 
 
+@contextlib.contextmanager
+def atomic_paths(targets: list[Path], private: tuple = ()) -> Iterator[list[Path]]:
+    """Temporaries for files that belong together (a report's pages and its picture), moved into
+    place only once the block has written them all: all or none, and an earlier report stays
+    whole until its replacement is ready. ``private``: the targets that keep the writer's modes."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_path(target, private=target in private)) for target in targets]
+
+
 def _temp_suffix(target: Path) -> str:
     """The extension a writer keys on, in lower case (ITK writes "X.MHA" as a detached X.mhd +
     X.zraw): the last two suffixes (".nii.gz"), or the last alone when they are long

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import io
 import json
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from DeFacerLib.errors import OutputError
-from DeFacerLib.io.atomic import atomic_path, os_error_reason
+from DeFacerLib.io.atomic import atomic_paths, os_error_reason
 from DeFacerLib.qa.check import VERDICT_VIEWS, RiskCheck
 from DeFacerLib.qa.figure import before_after_figure
 
@@ -61,9 +60,8 @@ def write_report(check: RiskCheck, before: dict, after: dict, out_dir, name: str
     # pages are moved into place only once the picture is written (removing the new files of a
     # failed run also took the earlier run's picture and JSON with them)
     try:
-        with contextlib.ExitStack() as publish:
-            json_temp = publish.enter_context(atomic_path(json_path))
-            html_temp = publish.enter_context(atomic_path(html_path, private=True))  # it embeds the original face: 0600
+        # the page embeds the original face: 0600
+        with atomic_paths([json_path, html_path], private=(html_path,)) as (json_temp, html_temp):
             json_temp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
             html_temp.write_text(page, encoding="utf-8")
             # last: it is moved into place at once, and the pages follow it as the stack closes
