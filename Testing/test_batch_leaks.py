@@ -360,3 +360,28 @@ def test_a_second_ctrl_c_while_the_cluster_closes_leaves_nothing_to_the_exit(tmp
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert "interrupted while closing" in result.stdout, result.stdout + result.stderr
     assert "left to close at exit: 0" in result.stdout, result.stdout
+
+
+def test_a_file_name_that_is_a_spreadsheet_formula_stays_text_in_report_csv(data_dir, tmp_path):
+    """A dataset file named '=HYPERLINK(...)' became a live formula in the report.csv a data
+    manager opens in a spreadsheet; its name and reason cells now start with an apostrophe, and
+    the numbers stay numbers."""
+    import csv
+
+    from DeFacerLib.batch import run_batch
+
+    source = tmp_path / "in"
+    source.mkdir()
+    head = _heads(data_dir, 1)[0].read_bytes()
+    formula = '=HYPERLINK("mailto:x@example.invalid","open")'
+    (source / f"{formula}_T1w.nii.gz").write_bytes(head[: len(head) // 2])  # corrupt: fails fast, with a reason
+    (source / "@SUM(1+1)_T1w.nii.gz").write_bytes(head[: len(head) // 3])
+    out = tmp_path / "out"
+    summary = run_batch(source, out, key_file=tmp_path / "key", workers=1)
+    assert summary["failed"] == 2
+    with open(out / ".defacer" / "report.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(row["name"] for row in rows) == ["'=HYPERLINK(\"mailto:x@example.invalid\",\"open\")_T1w.nii.gz",
+                                                  "'@SUM(1+1)_T1w.nii.gz"]
+    assert all(row["reason"].startswith("'") and row["state"] == "failed" for row in rows)
+    assert {row["files"] for row in rows} == {"1"}  # a number, not quoted

@@ -53,14 +53,25 @@ def write_reports(folder: Path, outcomes: list[dict], summary: dict) -> dict[str
     return {name: str(path) for name, path in paths.items()}
 
 
+# a cell a spreadsheet reads as a formula: a file named '=HYPERLINK("http://...")x.nii.gz' in a
+# dataset became a live link (or a DDE command) in the report.csv a data manager opens in Excel
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_text(rows: list[dict]) -> str:
+    """report.csv, every text cell that a spreadsheet would run as a formula quoted with a
+    leading apostrophe (OWASP's advice); numbers stay numbers."""
     import io
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({column: _as_text_cell(value) for column, value in row.items()} for row in rows)
     return buffer.getvalue()
+
+
+def _as_text_cell(value):
+    return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_START) else value
 
 
 _STATE_COLOUR = {"done": "#e6f4ea", "skipped": "#fff8e1", "failed": "#fde8e8"}
