@@ -130,7 +130,7 @@ def merge_audit(audit: Path) -> dict[str, str]:
             for name, mapping in (("uid_mapping.csv", uids), ("patid_mapping.csv", patients)):
                 path = folder / name
                 if path.is_file():
-                    with open(path, newline="") as handle:
+                    with open(path, newline="", encoding="utf-8") as handle:  # audit.write_mapping's
                         for row in csv.DictReader(handle):
                             mapping[row["id_old"]] = row["id_new"]
     from DeFacerLib.dicom.audit import write_mapping

@@ -34,6 +34,10 @@ def run(args) -> dict:
         # Text, not markup: a path or header text holding "[/x]" ended in an internal error, and
         # a descrip "[red]Doe[/red]" was shown as "Doe"
         table = Table(title=Text(str(args.input)), show_header=False)
+        # long values (a series UID) wrap whole: cut with "…" they could not be copied to --series,
+        # and under an ASCII locale the "…" was an internal error
+        table.add_column()
+        table.add_column(overflow="fold")
         for key, value in description.items():
             shown = ("; ".join(value) or "none found") if key == "identifying_header" else str(value)
             table.add_row(Text(key), Text(shown))

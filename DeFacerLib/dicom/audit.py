@@ -16,7 +16,9 @@ SEPARATORS = (",", ":")
 
 
 def write_mapping(path: Path, mapping: dict[str, str]) -> None:
-    with open(path, "w", newline="") as handle:
+    """UTF-8 whatever the locale: an ID in another character set ('MÜLLER01', '山田001') is no
+    error under an ASCII locale, and the file reads the same on every machine."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id_old", "id_new"])
         for old, new in sorted(mapping.items()):

@@ -8,6 +8,7 @@ text (pixel data excepted: burned-in text is the OCR's job).
 """
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from functools import lru_cache
@@ -226,11 +227,11 @@ def phi_in_path(rel_path: str, phi: PhiSet, skip_uids: bool = False) -> str | No
     value of COMPACT_MIN_LENGTH letters and digits or more is also looked for with everything
     else taken out of both, and a date in its day-first and month-first orders too."""
     active = phi._active()
-    if active:
-        hit = _matcher(active).text.search(rel_path) if _matcher(active).text_hit(rel_path) else None
+    for path in _path_readings(rel_path) if active else ():
+        hit = _matcher(active).text.search(path) if _matcher(active).text_hit(path) else None
         if hit:
             return f"'{hit.group(0)}' from {phi.source_of(hit.group(0))}"
-        compact_path = _compact(rel_path)
+        compact_path = _compact(path)
         for value in sorted(active):
             if any(form in compact_path for form in _compact_forms(value)):
                 return f"'{value}' from {phi.source_of(value)} (written differently)"
@@ -239,6 +240,18 @@ def phi_in_path(rel_path: str, phi: PhiSet, skip_uids: bool = False) -> str | No
             if uid in rel_path:
                 return f"'{uid}' from {where}"
     return None
+
+
+def _path_readings(rel_path: str) -> tuple[str, ...]:
+    """The path as Python decoded it and, when it holds bytes the file system's encoding could
+    not decode (kept as surrogates), as UTF-8 (under an ASCII locale) and as Latin-1 (a Windows
+    archive's names unpacked on Linux): 'J\\udcfcrgen' is the folder 'Jürgen'."""
+    try:
+        rel_path.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(rel_path)
+        return rel_path, raw.decode("utf-8", "surrogateescape"), raw.decode("latin-1")
+    return (rel_path,)
 
 
 COMPACT_MIN_LENGTH = 6  # shorter letter runs turn up by chance in joined folder names

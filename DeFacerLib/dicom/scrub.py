@@ -646,10 +646,12 @@ def _tag_text(number: int) -> str:
 
 
 def _single_byte_encoding(ds: Dataset) -> str | None:
-    """The Python codec for raw string bytes, when one codec decodes them all (else None)."""
+    """The Python codec for raw string bytes, when one codec decodes them all (else None).
+    A sequence item without its own Specific Character Set is in its parent's: taken as
+    Latin-1, a Cyrillic or Japanese name in it would be looked for as mojibake, and missed."""
     raw = ds.get_item(0x00080005) if 0x00080005 in ds._dict else None
     if raw is None:
-        return "latin-1"
+        return _PLAIN_CODEC.get(_codecs_key(ds._parent_encoding))
     value = raw.value if not isinstance(raw, RawDataElement) else (raw.value or b"").decode("ascii", "replace")
     text = "\\".join(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else str(value or "")
     text = text.strip().strip("\x00").strip()
@@ -660,12 +662,29 @@ def _single_byte_encoding(ds: Dataset) -> str | None:
     return None
 
 
+# pydicom's codec names (a dataset's parent encoding) -> the one Python codec that decodes them all
+_PLAIN_CODEC = {("iso8859",): "latin-1", ("latin_1",): "latin-1", ("iso8859", "latin_1"): "latin-1",
+                ("UTF8",): "utf-8"}
+
+
+def _codecs_key(codecs) -> tuple:
+    return tuple(sorted(set([codecs] if isinstance(codecs, str) else codecs or ["iso8859"])))
+
+
 def _strings(ds: Dataset, tag, raw, encoding: str | None) -> list[str]:
-    """An element's values as strings, from the raw bytes when the encoding allows."""
+    """An element's values as strings, from the raw bytes when the encoding allows (bytes the
+    declared UTF-8 does not decode: in both readings below, for the PHI set)."""
     if isinstance(raw, RawDataElement) and encoding is not None:
         data = raw.value or b""
         if isinstance(data, bytes):
-            return [v.strip(" \x00") for v in data.decode(encoding, "replace").split("\\")]
+            try:
+                texts = [data.decode(encoding)]
+            except UnicodeDecodeError:
+                # e.g. Latin-1 bytes under ISO_IR 192: as Latin-1, the leak check's byte patterns
+                # find a copy left as bytes; as pydicom decodes them (U+FFFD for a bad byte), the
+                # cleaning and the text patterns find a copy it converted ('M\ufffdller')
+                texts = [data.decode("latin-1"), data.decode(encoding, "replace")]
+            return [v.strip(" \x00") for text in texts for v in text.split("\\")]
     value = ds[tag].value
     if value is None:
         return []
