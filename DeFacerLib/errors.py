@@ -17,6 +17,31 @@ class UsageError(DeFacerError):
     exit_code = 2
 
 
+# pyproject.toml's optional extras -> the modules they install that the commands import. A command
+# run without its extra names the extra to install (exit 2, like backend='keras' without [train]),
+# not "internal error ... report it" (exit 1): the core wheel installs none of these.
+EXTRA_MODULES = {
+    "qa": ("vtk", "vtkmodules", "cv2", "PIL"),
+    "photo": ("cv2", "PIL", "imageio_ffmpeg"),
+    "batch": ("dask", "distributed", "bokeh"),
+}
+
+
+def missing_extra(error: BaseException, command: str) -> UsageError | None:
+    """The UsageError that names the extra installing the module ``error`` found missing (the
+    command's own extra where it has one, so `defacer photo` without cv2 says [photo], `defacer
+    qa` says [qa]); None when the module is no extra's (a bug, or a broken install)."""
+    if not isinstance(error, ModuleNotFoundError) or not error.name:
+        return None
+    module = error.name.split(".")[0]
+    extras = [extra for extra, modules in EXTRA_MODULES.items() if module in modules]
+    if not extras:
+        return None
+    extra = command if command in extras else extras[0]
+    return UsageError(f"defacer {command} needs the {extra} extra ({module} is not installed): "
+                      f"pip install 'defacer[{extra}]'")
+
+
 class InputError(DeFacerError):
     """The input cannot be read or is not what the operation needs (corrupt, 2D, no head)."""
 

@@ -7,6 +7,7 @@ package (and only Slicer's build farm would notice), a widget name the module us
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -211,6 +212,19 @@ def test_module_scope_imports_are_light(path):
                 assert module == "DeFacerLib" or module in LIGHT_DEFACERLIB, f"{path}: heavy import {module}"
     if path.startswith("DeFacerLib/"):
         assert not re.search(r"^\s*(import|from)\s+(slicer|qt|ctk)\b", (REPO / path).read_text(), re.M)
+
+
+def test_the_modules_pip_requirements_are_pyprojects():
+    """DeFacerLogicLib/packages.py installs into Slicer's Python what pyproject.toml pins, each
+    requirement as written there (its onnxruntime had no pin; the wheel needs >=1.17)."""
+    text = (REPO / "pyproject.toml").read_text()
+    pinned = set(re.findall(r'"([^"]+)"', text[text.index("\ndependencies = ["):text.index("[project.scripts]")]))
+    spec = importlib.util.spec_from_file_location("packages", MODULE_DIR / "DeFacerLogicLib" / "packages.py")
+    packages = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(packages)
+    for group, requirements in packages.REQUIREMENTS.items():
+        for _module, requirement in requirements:
+            assert requirement in pinned, f"packages.py {group}: {requirement!r} is not as pyproject.toml pins it"
 
 
 def rewrite_defacerlib_lists() -> None:

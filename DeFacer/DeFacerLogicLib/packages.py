@@ -19,7 +19,7 @@ REQUIREMENTS: dict[str, list[tuple[str, str]]] = {
         ("rich", "rich>=13"),
     ],
     # automatic feature finding with the shipped U-Net
-    "model": [("onnxruntime", "onnxruntime")],
+    "model": [("onnxruntime", "onnxruntime>=1.17")],
     # re-identification check and QA pictures
     "qa": [
         ("PIL", "pillow>=10"),

@@ -30,6 +30,10 @@ def run(args) -> dict:
 
     out = Path(args.out)
     check_output_folder(out, "--out folder")
+    if not args.no_qa:  # the core install has no renderer: say so before anything is written
+        from DeFacerLib.deface.workflow import _check_qa_available
+
+        _check_qa_available("defacer demo (without --no-qa)")
     created = make_folder(out if args.no_qa else out / "qa", "demo folder")
     written: list[Path] = []
     try:

@@ -13,7 +13,7 @@ import sys
 import time
 
 from DeFacerLib import __version__, sharing_warnings
-from DeFacerLib.errors import EXIT_CODES, DeFacerError
+from DeFacerLib.errors import EXIT_CODES, DeFacerError, missing_extra
 from DeFacerLib.interrupts import Terminated, exit_code_of, sigterm_as_interrupt
 
 EPILOG = "exit codes:\n" + "\n".join(f"  {code:<3}  {meaning}" for code, meaning in EXIT_CODES.items())
@@ -141,6 +141,10 @@ def _main(argv: list[str]) -> int:
         stop = _interruption_in(error)
         if stop is not None:
             raise stop from None
+        extra = missing_extra(error, args.command)
+        if extra is not None:  # the core wheel without the command's extra: not a bug
+            _print_error(str(extra))
+            return extra.exit_code
         if args.debug:
             raise
         _print_error(f"internal error ({type(error).__name__}: {error}); rerun with --debug and report it")

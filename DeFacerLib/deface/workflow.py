@@ -24,7 +24,7 @@ from DeFacerLib.deface.pipeline import (
     require_face,
     segmentation_report,
 )
-from DeFacerLib.errors import DeFacerError, FaceNotFound, GuaranteeError, InputError, OutputError, UsageError
+from DeFacerLib.errors import FaceNotFound, GuaranteeError, InputError, OutputError, UsageError
 
 CENTRAL_FEATURES = FACE_FEATURES  # with a label map: without both of these, no output is written
 
@@ -357,11 +357,11 @@ def write_qa_figure(views: tuple[dict, dict], qa_dir, name: str) -> Path:
     return figure
 
 
-def _check_qa_available() -> None:
+def _check_qa_available(asked_by: str = "--qa") -> None:
     try:
         import vtk  # noqa: F401
-    except ImportError:
-        raise DeFacerError("--qa needs the rendering extra: pip install 'defacer[qa]'") from None
+    except ImportError:  # UsageError: exit 1 said "a bug: please report it"
+        raise UsageError(f"{asked_by} needs the qa extra (vtk is not installed): pip install 'defacer[qa]'") from None
 
 
 def take_back(outcome: dict) -> None:

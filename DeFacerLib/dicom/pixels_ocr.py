@@ -59,7 +59,7 @@ def tesseract_available() -> bool:
 
 def require_tesseract() -> None:
     if shutil.which("tesseract") is None:
-        raise InputError("Clean Pixel Data needs Tesseract OCR, which is not installed; run scripts/install_system_deps.sh (apt-get install tesseract-ocr)")
+        raise InputError("Clean Pixel Data needs Tesseract OCR, which is not installed; install it (Debian/Ubuntu: apt-get install tesseract-ocr; from a source checkout: scripts/install_system_deps.sh)")
     try:
         import pytesseract  # noqa: F401
     except ImportError:
