@@ -43,12 +43,14 @@ def short_description(features_removed: list[str]) -> str:
     return f"DeFacer {__version__} removed: {removed}"[:80]
 
 
-def build_record(*, input_path, output_path, parameters: dict, report: dict) -> dict:
+def build_record(*, input_path, output_path, parameters: dict, report: dict, input_sha256: str | None = None) -> dict:
+    """``input_sha256``: the input's checksum taken as it was read (deface_file); hashed here
+    after the work, an input replaced meanwhile was recorded by its new content."""
     return {
         "tool": "DeFacer",
         "version": __version__,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "input": {"name": Path(input_path).name, "sha256": sha256_of(input_path)},
+        "input": {"name": Path(input_path).name, "sha256": input_sha256 or sha256_of(input_path)},
         "output": {"path": str(output_path)},
         "parameters": parameters,
         "report": report,

@@ -128,7 +128,7 @@ def run_batch(
         forget_new_key(key_path, key_created)
         raise
     os.chmod(audit, 0o700)
-    lock = _lock(config.meta_root)  # one run at a time per output folder
+    lock = _lock(config.meta_root, audit, made)  # one run at a time per output folder and per audit folder
     _sweep_partials(target)
     started = time.perf_counter()
     with lock, sigterm_as_interrupt():
@@ -514,32 +514,52 @@ def _linked_folder(root: Path) -> Path | None:
     return None
 
 
+AUDIT_LOCK_NAME = ".run.lock"
+
+
 @contextlib.contextmanager
-def _held(handle):
+def _held(handles):
     try:
         yield
     finally:
-        handle.close()
+        for handle in handles:
+            handle.close()
 
 
-def _lock(meta_root: Path):
-    """An exclusive lock on OUTPUT/.defacer/run.lock for the run (released when the process ends,
-    even by SIGKILL): a second run into the same output would redo the same items and sweep the
-    first one's temporaries."""
+def _lock(meta_root: Path, audit: Path, made=()):
+    """Exclusive locks on OUTPUT/.defacer/run.lock and AUDIT/.run.lock for the run (released when
+    the process ends, even by SIGKILL): a second run into the same output would redo the same
+    items and sweep the first one's temporaries; one into another output with the same
+    --audit-dir removed, as it ended, the first one's staged DICOM series (AUDIT/.work). Refused
+    there, an output this run made goes (nothing but the lock is in it while the lock is held)."""
+    meta_root.mkdir(parents=True, exist_ok=True)
+    handles = []
+    try:
+        for path, busy in ((meta_root / "run.lock", f"writing into {meta_root.parent}"),
+                           (audit / AUDIT_LOCK_NAME, f"using the audit folder {audit}")):
+            handles.append(_lock_file(path, busy))
+    except BaseException:
+        if handles and meta_root.parent in made:  # the output's lock is this run's: no other run is in it
+            shutil.rmtree(meta_root.parent, ignore_errors=True)
+        for handle in handles:
+            handle.close()
+        raise
+    return _held(handles)
+
+
+def _lock_file(path: Path, busy: str):
     import fcntl
 
-    meta_root.mkdir(parents=True, exist_ok=True)
-    handle = open(meta_root / "run.lock", "a+")
+    handle = open(path, "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:  # EWOULDBLOCK: another run holds it
         handle.close()
-        raise OutputError(f"another defacer batch is writing into {meta_root.parent}; wait for it to end "
-                          "(or stop it) and rerun") from None
+        raise OutputError(f"another defacer batch is {busy}; wait for it to end (or stop it) and rerun") from None
     except OSError as error:  # a file system without flock (Lustre mounted without -o flock): no lock
         logging.getLogger(__name__).warning("cannot lock %s (%s); do not start a second run into this output",
-                                            meta_root / "run.lock", error.strerror or error)
-    return _held(handle)
+                                            path, error.strerror or error)
+    return handle
 
 
 def _remove_if_untouched(made, meta_root: Path) -> None:
@@ -554,6 +574,7 @@ def _remove_if_untouched(made, meta_root: Path) -> None:
                 shutil.rmtree(path, ignore_errors=True)
         else:
             with contextlib.suppress(OSError):
+                (path / AUDIT_LOCK_NAME).unlink()
                 path.rmdir()
 
 

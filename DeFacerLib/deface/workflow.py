@@ -80,6 +80,7 @@ def deface_file(
         _check_qa_available()
     progress("reading", 0.02)
     volume = read_volume(input_path, series_uid=series_uid)
+    input_sha256 = _checksum_as_read(input_path)
     require_orientation(volume, input_path)
     protected = None
     if protect_path is not None:
@@ -157,6 +158,7 @@ def deface_file(
                 "protect_from": None if protect_path is None else Path(protect_path).name,
             },
             report=result.report,
+            input_sha256=input_sha256,
         )
         if audit_dir is None:  # the sidecar travels with the output: nothing of where the input or the
             # output lay (folders may name a patient, a site or a user; dcm2niix names files by the
@@ -230,6 +232,20 @@ def require_orientation(volume, input_path) -> None:
                          "or nibabel's set_qform/set_sform with code 1) and deface the fixed file; nothing written")
 
 
+def _checksum_as_read(input_path) -> str:
+    """The input's checksum, just after it was read: the provenance names what was defaced. Taken
+    after the work, an input deleted meanwhile (a data manager's cleanup, a cron job) was an
+    internal error with the output published and no sidecar; one replaced was recorded as the new."""
+    from DeFacerLib import provenance
+    from DeFacerLib.io.atomic import os_error_reason
+
+    try:
+        return provenance.sha256_of(input_path)
+    except OSError as error:
+        raise InputError(f"cannot read {input_path} again ({os_error_reason(error)}): was it moved or changed while "
+                         "it was read? nothing written") from None
+
+
 def _write_output(volume, input_path, output_path, **options) -> Path:
     """write_volume, but an enhanced (multi-frame) DICOM file read from a folder goes into a folder
     unless the output names a file (.dcm): DICOM in gives DICOM out, a folder for a folder, the
@@ -241,7 +257,7 @@ def _write_output(volume, input_path, output_path, **options) -> Path:
     names_a_file = formats.format_from_extension(output.name) is not None or output.suffix.lower() in formats.DICOM_EXTENSIONS
     if volume.source.format != formats.DICOM_ENHANCED or not Path(input_path).is_dir() or names_a_file:
         return write_volume(volume, output, **options)
-    with atomic_path(output, directory=True) as folder:
+    with atomic_path(output, directory=True, replace=options.get("overwrite", False)) as folder:
         write_volume(volume, folder / Path(volume.source.path).name, **options)
     return output
 

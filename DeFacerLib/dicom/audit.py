@@ -49,10 +49,12 @@ def _log_line(record: dict, encoded: dict[int, str]) -> str:
     return line.replace('"actions":null', '"actions":' + text, 1)
 
 
-def write_audit(folder: Path, uid_map: dict, patient_map: dict, records: list[dict], summary: dict) -> dict[str, str]:
+def write_audit(folder: Path, uid_map: dict, patient_map: dict, records: list[dict], summary: dict,
+                replace: bool = True) -> dict[str, str]:
     """Write the four files into a fresh private folder beside ``folder``, then put it in place
     whole (io.atomic.atomic_path): an earlier run's audit is replaced only by a complete one,
-    never left half overwritten (its mappings are the only way back from the pseudonyms)."""
+    never left half overwritten (its mappings are the only way back from the pseudonyms). ``replace=False``:
+    another run's audit written there meanwhile is kept and this one fails (OutputError)."""
     from DeFacerLib.errors import OutputError
     from DeFacerLib.io.atomic import atomic_path, os_error_reason
 
@@ -61,7 +63,7 @@ def write_audit(folder: Path, uid_map: dict, patient_map: dict, records: list[di
              "actions_log": "actions.jsonl", "summary": "summary.json"}
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(folder, directory=True, private=True) as temp:  # mkdtemp: mode 0700
+        with atomic_path(folder, directory=True, private=True, replace=replace) as temp:  # mkdtemp: mode 0700
             write_mapping(temp / names["uid_mapping"], uid_map)
             write_mapping(temp / names["patid_mapping"], patient_map)
             write_log(temp / names["actions_log"], records)

@@ -10,6 +10,7 @@ that the audit of an output already in place keeps matching it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -110,6 +111,9 @@ def _read(path: str | Path):
         status = os.stat(path)
     except OSError:
         status = None
+    if status is None and not os.path.lexists(path):  # listed, then deleted or moved: no broken link
+        return None, ("failed", "it disappeared while the run read the tree (deleted or moved); rerun to mirror "
+                                "the input as it is now")
     if status is None or not stat.S_ISREG(status.st_mode):  # a pipe would block the read forever
         return None, ("skipped", "not a regular file (a pipe, a device or a broken link)")
     try:
@@ -291,7 +295,8 @@ def scrub_tree(input_path: str | Path, output_path: str | Path, options: Profile
         require_tesseract()
     started = time.perf_counter()
     records: list[dict] = []
-    with atomic_path(target, directory=source.is_dir()) as temp:
+    own_audit: list[Path] = []  # removed if the output cannot be published after it
+    with _removed_on_error(own_audit), atomic_path(target, directory=source.is_dir(), replace=overwrite) as temp:
         single = source.is_file()
         tasks = [(path, rel, str(temp) if single else os.path.join(temp, rel), options, key, not single)
                  for path, rel in inputs]
@@ -327,16 +332,31 @@ def scrub_tree(input_path: str | Path, output_path: str | Path, options: Profile
                 f"PHI left after scrubbing in {len(leaked)} file(s), nothing was written to {target}: "
                 f"{leaked[0]['file']}: {leaked[0]['leaks'][0]} (details in {audit_files['summary']})"
             )
-        summary["audit"] = _write_audit(audit, uid_map, patient_map, records, summary)
+        summary["audit"] = _write_audit(audit, uid_map, patient_map, records, summary, replace=overwrite)
+        if not overwrite:  # a new audit, of an output that another run may publish first (atomic_path)
+            own_audit.append(audit)
     shutil.rmtree(failed_audit_dir(audit), ignore_errors=True)  # an earlier failed run's report, superseded
     return summary
 
 
-def _write_audit(audit: Path, uid_map, patient_map, records, summary) -> dict:
+@contextlib.contextmanager
+def _removed_on_error(folders: list[Path]):
+    """Remove ``folders`` (this run's new audit) when the block fails after they were made: two
+    runs into one output without --overwrite, the later one's output is refused and its audit
+    must not stay to describe it."""
+    try:
+        yield
+    except BaseException:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _write_audit(audit: Path, uid_map, patient_map, records, summary, replace: bool = True) -> dict:
     from DeFacerLib.dicom.audit import write_audit
 
     log = [for_the_log(r) for r in records]
-    return write_audit(audit, uid_map, patient_map, log, summary)
+    return write_audit(audit, uid_map, patient_map, log, summary, replace=replace)
 
 
 # what scrub_file's record carries for the run's summary and mappings, not for the actions log

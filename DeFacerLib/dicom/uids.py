@@ -6,11 +6,14 @@ and nobody without the key can link an output back to its input.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import re
 import secrets
+import tempfile
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -34,29 +37,134 @@ def default_key_path() -> Path:
 
 
 def load_or_create_key(path: str | Path | None = None) -> tuple[bytes, Path, bool]:
-    """(key, where it is stored, created now?). A missing key file is created (mode 0600)."""
+    """(key, where it is stored, created now?). A missing key file is created (mode 0600).
+
+    Two runs started at once with a new key file get the same key: it is written whole under
+    a temporary name and linked into place, so the run that loses the race reads the winner's
+    (an O_EXCL create left it empty for a moment: "File exists", or "shorter than 16 bytes").
+    The file is held with a shared lock while this process lives, so that a run that made it
+    and then fails does not delete it under another run that uses it (forget_new_key)."""
     path = Path(path) if path else default_key_path()
-    if path.is_dir():
-        raise InputError(f"key file {path} is a folder; give the path of a key file (created when missing)")
-    if path.is_file():
+    for _ in range(3):  # a key deleted as it was read (its maker failed) is made afresh
+        if path.is_dir():
+            raise InputError(f"key file {path} is a folder; give the path of a key file (created when missing)")
+        if path.is_file():
+            key = _read_key(path)
+            if key is not None:
+                return key, path, False
+            continue
+        key = secrets.token_bytes(KEY_BYTES)
+        _FOLDERS_MADE_FOR[path] = make_folder(path.parent, "key file's folder")
         try:
-            key = bytes.fromhex(path.read_bytes().decode("ascii").strip())
-        except ValueError:  # UnicodeDecodeError included: a binary file is no hex key either
-            raise InputError(f"key file {path} does not hold a hex key; restore it or point --key-file elsewhere") from None
+            fd, temp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".partial", dir=path.parent)  # 0600
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(key.hex() + "\n")
+                try:
+                    os.link(temp, path)  # fails when another run made the key meanwhile
+                except FileExistsError:
+                    raise
+                except OSError:  # a file system without hard links (FAT, some shares): created in place
+                    _create_in_place(path, key)
+            finally:
+                os.unlink(temp)
+        except FileExistsError:
+            continue
         except OSError as error:
-            raise InputError(f"cannot read the key file {path}: {error.strerror or error}") from None
-        if len(key) < 16:
-            raise InputError(f"key file {path} holds a key shorter than 16 bytes; use a longer key")
-        return key, path, False
-    key = secrets.token_bytes(KEY_BYTES)
-    _FOLDERS_MADE_FOR[path] = make_folder(path.parent, "key file's folder")
+            raise OutputError(f"cannot create the key file {path}: {error.strerror or error}") from None
+        _hold(path, os.open(path, os.O_RDONLY))
+        _MADE[Path(path).absolute()] = os.stat(path).st_mtime_ns
+        return key, path, True
+    raise InputError(f"the key file {path} keeps changing (another run makes and deletes it); rerun")
+
+
+def _create_in_place(path: Path, key: bytes) -> None:
+    """O_EXCL create and write: where links cannot be made; a run racing this one may read the
+    file while it is still empty and say so."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key.hex() + "\n")
+
+
+def _read_key(path: Path) -> bytes | None:
+    """The key in ``path``, held (see _hold); None when it was deleted as it was read."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(key.hex() + "\n")
+        fd = os.open(path, os.O_RDONLY)
+        _hold(path, fd)
+        if Path(path).absolute() not in _MADE:  # this process's own second read is no other run's use
+            _mark_used(path, fd)
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            text = handle.read()
+        if os.fstat(fd).st_nlink == 0:  # its maker failed and removed it meanwhile
+            _release(path)
+            return None
+        key = bytes.fromhex(text.decode("ascii").strip())
+    except ValueError:  # UnicodeDecodeError included: a binary file is no hex key either
+        raise InputError(f"key file {path} does not hold a hex key; restore it or point --key-file elsewhere") from None
     except OSError as error:
-        raise OutputError(f"cannot create the key file {path}: {error.strerror or error}") from None
-    return key, path, True
+        raise InputError(f"cannot read the key file {path}: {error.strerror or error}") from None
+    if len(key) < 16:
+        raise InputError(f"key file {path} holds a key shorter than 16 bytes; use a longer key")
+    return key
+
+
+# Key files this process uses, each open with a shared lock (flock) until the process ends
+_HELD_KEYS: dict[Path, int] = {}
+# Key files this process made, with their modification time then (another run's use moves it)
+_MADE: dict[Path, int] = {}
+
+
+def _mark_used(path: Path, fd: int) -> None:
+    """Move the key file's modification time on (by 1 ns at least): the run that made it sees
+    that another run used it, also once that run has ended, and keeps it (forget_new_key).
+    A key this user cannot write (another's, read-only) was not made by a run of his."""
+    with contextlib.suppress(OSError):
+        status = os.fstat(fd)
+        os.utime(path, ns=(status.st_atime_ns, max(time.time_ns(), status.st_mtime_ns + 1)))
+
+
+def _hold(path: Path, fd: int) -> None:
+    """Keep ``fd`` (the key file) open with a shared lock for the rest of this process (POSIX;
+    elsewhere, or on a file system without locks, no lock: forget_new_key deletes as before)."""
+    _release(path)
+    with contextlib.suppress(ImportError, OSError):
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    _HELD_KEYS[Path(path).absolute()] = fd
+
+
+def _release(path: Path) -> None:
+    fd = _HELD_KEYS.pop(Path(path).absolute(), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def _in_use_elsewhere(path: Path) -> bool:
+    """Another process holds the key file (a run that read the key this one made). Called with
+    this process's own hold released; otherwise the exclusive lock is kept until _release."""
+    try:
+        import fcntl
+
+        fd = os.open(path, os.O_RDONLY)
+    except (ImportError, OSError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return True
+    except OSError:  # no locks on this file system
+        pass
+    _HELD_KEYS[Path(path).absolute()] = fd
+    return False
+
+
+def _unchanged_since(path: Path, mtime_ns: int | None) -> bool:
+    try:
+        return mtime_ns is None or os.stat(path).st_mtime_ns == mtime_ns
+    except OSError:
+        return True
 
 
 def key_readable_by_others(path: str | Path) -> bool:
@@ -85,9 +193,16 @@ def forget_new_key(path: str | Path, created: bool) -> None:
     """A key made by this run goes when the run publishes nothing: no output was pseudonymised
     with it, and a key left behind would look like one that had been. A key that existed before
     is never touched."""
-    if created:
-        Path(path).unlink(missing_ok=True)
-        remove_made_folders(_FOLDERS_MADE_FOR.pop(Path(path), []))  # a mistyped path leaves nothing
+    if not created:
+        return
+    _release(Path(path))
+    made = _MADE.pop(Path(path).absolute(), None)
+    if _in_use_elsewhere(Path(path)) or not _unchanged_since(Path(path), made):
+        _release(Path(path))
+        return  # another run read it and may have published with it: it stays
+    Path(path).unlink(missing_ok=True)
+    _release(Path(path))
+    remove_made_folders(_FOLDERS_MADE_FOR.pop(Path(path), []))  # a mistyped path leaves nothing
 
 
 def _digest(key: bytes, namespace: str, value: str) -> bytes:

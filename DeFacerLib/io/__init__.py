@@ -94,7 +94,7 @@ def write_volume(
     if fmt in (formats.DICOM_SERIES, formats.DICOM_ENHANCED) and not volume.source.header:
         raise OutputError(f"cannot write DICOM {target} without a DICOM source to take the tags from; write NIfTI instead")
     try:
-        with atomic_path(target, directory=is_folder) as temp:
+        with atomic_path(target, directory=is_folder, replace=overwrite) as temp:
             _write_as(fmt, volume, temp, description, dicom_hook)
             if check is not None:
                 check(temp)

@@ -6,6 +6,7 @@ asked for one, and an existing file is replaced in one step (``os.replace``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -140,7 +141,8 @@ def os_error_reason(error: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike, directory: bool = False, private: bool = False) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, directory: bool = False, private: bool = False,
+                replace: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success move it to ``target``.
 
     With ``directory=True`` the temporary path is a fresh folder (for DICOM series).
@@ -148,7 +150,8 @@ def atomic_path(target: str | os.PathLike, directory: bool = False, private: boo
     on it (".nii.gz", ".mgz", ".nrrd", ".mha") behave as for the real name.
     ``private``: keep the modes the writer set (an audit trail's 0700/0600) instead of the
     user's usual umask. A folder already at ``target`` is set aside and removed only once the
-    new one is in place.
+    new one is in place. ``replace=False`` (no --overwrite): what another run put at ``target``
+    meanwhile is kept and this write fails (OutputError), never silently replaced.
     """
     target = Path(target)
     parent = target.parent
@@ -166,7 +169,9 @@ def atomic_path(target: str | os.PathLike, directory: bool = False, private: boo
         yield temp
         if not private:
             _apply_default_permissions(temp)
-        if directory and target.is_dir():
+        if not replace:
+            _publish_new(temp, target)
+        elif directory and target.is_dir():
             _replace_folder(temp, target)
         else:
             os.replace(temp, target)
@@ -214,6 +219,34 @@ def partial_path(target: str | os.PathLike) -> Path:
 
         name = f"{_short(name)}.{hashlib.sha256(os.fsencode(name)).hexdigest()[:12]}"
     return target.with_name(f".{name}.partial")
+
+
+def _publish_new(temp: Path, target: Path) -> None:
+    """Move ``temp`` to ``target`` only if nothing is there (an empty folder counts as nothing):
+    the check that the output did not exist was made before the work, and two runs started at
+    once both passed it; the later one replaced the first one's output, both said written."""
+    try:
+        if temp.is_dir():
+            with contextlib.suppress(OSError):
+                target.rmdir()  # an empty folder only (Windows renames onto none)
+            os.rename(temp, target)  # fails on a folder that is not empty, or a file
+        else:
+            try:
+                os.link(temp, target)  # fails on anything there
+            except FileExistsError:
+                raise
+            except OSError:  # a file system without hard links
+                if os.path.lexists(target):
+                    raise FileExistsError(target) from None
+                os.replace(temp, target)
+                return
+            os.unlink(temp)
+    except OSError as error:
+        if not isinstance(error, (FileExistsError, IsADirectoryError, NotADirectoryError)) \
+                and error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        raise OutputError(f"{target} was written by another run meanwhile; it is kept (pass --overwrite to "
+                          "replace it)") from None
 
 
 def _replace_folder(new: Path, folder: Path) -> None:

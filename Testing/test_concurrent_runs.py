@@ -1,0 +1,174 @@
+"""Two runs at once: a data manager starts the same command twice, or a cron job overlaps the last.
+
+Two runs sharing one new key file get one key; a run that made the key and then fails keeps it
+when another run has used it; two runs into one new output (no --overwrite) never both say
+"written": the later one is refused and the first one's output and audit are kept whole.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from DeFacerLib.dicom import ProfileOptions, load_or_create_key, scrub_tree
+from DeFacerLib.dicom.uids import forget_new_key
+from DeFacerLib.errors import DeFacerError, OutputError
+from DeFacerLib.io import read_volume, write_volume
+
+RACERS = 8
+RACES = 40
+
+
+def _race_for_key(path: str, barrier, results) -> None:
+    barrier.wait()
+    try:
+        key, _, _ = load_or_create_key(path)
+        results.put(key.hex())
+    except DeFacerError as error:
+        results.put(f"error: {error}")
+
+
+def test_runs_started_at_once_with_a_new_key_file_get_one_key(tmp_path):
+    """The loser of the race read the winner's file while it was still empty ("holds a key
+    shorter than 16 bytes", 7 races in 100 of 8 processes) or failed on O_EXCL ("cannot create
+    the key file ...: File exists", 5 in 100)."""
+    context = multiprocessing.get_context("fork")
+    failures = []
+    for race in range(RACES):
+        path = str(tmp_path / f"race{race}" / "deid.key")
+        barrier, results = context.Barrier(RACERS), context.Queue()
+        racers = [context.Process(target=_race_for_key, args=(path, barrier, results)) for _ in range(RACERS)]
+        for racer in racers:
+            racer.start()
+        got = {results.get(timeout=120) for _ in racers}
+        for racer in racers:
+            racer.join()
+        if len(got) != 1 or next(iter(got)).startswith("error"):
+            failures.append(got)
+    assert not failures, failures[:3]
+    assert not list(tmp_path.rglob("*.partial")), "the key's temporary stayed"
+
+
+def test_a_failed_run_keeps_the_new_key_another_run_published_with(tmp_path, data_dir):
+    """Run A makes the key and is stopped (SIGTERM, an error); run B read the key meanwhile and
+    published its scrubbed series. A deleted the key: B's UIDs and pseudonyms could no longer be
+    reproduced or linked to the next batch, whose run made a new key."""
+    key_file = tmp_path / "new.key"
+    key, path, created = load_or_create_key(key_file)  # run A
+    assert created
+    other = subprocess.run([sys.executable, "-m", "DeFacerLib", "scrub", str(data_dir / "dicom" / "fake_phi_ct"),
+                            str(tmp_path / "b_out"), "--key-file", str(key_file), "-q"],
+                           capture_output=True, text=True, timeout=600)  # run B
+    assert other.returncode == 0, other.stderr
+    forget_new_key(path, created)  # A fails
+    assert key_file.is_file(), "the key B published with was deleted"
+    assert load_or_create_key(key_file)[0] == key
+
+
+def test_a_failed_run_alone_still_leaves_no_new_key(tmp_path):
+    key, path, created = load_or_create_key(tmp_path / "made" / "new.key")
+    load_or_create_key(path)  # this run's own second read is no other run's use
+    forget_new_key(path, created)
+    assert not (tmp_path / "made").exists()
+
+
+def test_two_scrubs_into_one_new_output_never_both_publish(tmp_path, data_dir):
+    """Both checked that the output and the audit folder did not exist before their work; the
+    first to finish published, and the other then replaced its output and audit and also said
+    written (exit 0): one study's scrubbed series and its mappings silently gone."""
+    out, audit, key = tmp_path / "out", tmp_path / "audit", b"k" * 32
+    second = {}
+
+    def meanwhile(done: int, total: int) -> None:  # another run finishes while this one works
+        if not second:
+            second.update(scrub_tree(data_dir / "dicom" / "fake_phi_ct", out, ProfileOptions(), key,
+                                     audit_dir=audit))
+
+    with pytest.raises(OutputError, match="another run"):
+        scrub_tree(data_dir / "dicom" / "deid_samples", out, ProfileOptions(), key, audit_dir=audit,
+                   progress=meanwhile)
+    assert sorted(p.name for p in out.iterdir()) == ["ctbrain1.dcm", "ctbrain2.dcm"]
+    assert (audit / "summary.json").read_text().count("ctbrain") and "image1" not in (audit / "actions.jsonl").read_text()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporaries stayed"
+
+
+def test_two_defaced_volumes_written_to_one_new_path_never_replace_each_other(tmp_path, data_dir):
+    heads = sorted((data_dir / "heads" / "ixi" / "t1").glob("IXI*_T1.nii.gz"))[:2]
+    out = tmp_path / "defaced.nii.gz"
+    first, second = read_volume(heads[0]), read_volume(heads[1])
+
+    def meanwhile(_temp: Path) -> None:  # another run publishes first
+        write_volume(second, out)
+
+    with pytest.raises(OutputError, match="another run"):
+        write_volume(first, out, check=meanwhile)
+    assert (read_volume(out).array == second.array).all()
+    assert [p.name for p in tmp_path.iterdir()] == ["defaced.nii.gz"]
+
+
+def test_a_batch_into_another_output_with_the_same_audit_folder_is_refused(tmp_path, data_dir):
+    """Two batches into two outputs with one --audit-dir: the one that ended first removed the
+    other's staged DICOM series (AUDIT/.work) and the other's series failed ("output folder
+    <audit>/.work/series-... does not exist")."""
+    pytest.importorskip("distributed")
+    import fcntl
+
+    from DeFacerLib.batch import run_batch
+
+    source, audit, key = data_dir / "dicom" / "fake_phi_ct", tmp_path / "audit", tmp_path / "k.key"
+    assert run_batch(source, tmp_path / "first", scrub_only=True, audit_dir=audit, key_file=key, workers=1)["complete"]
+    staged = audit / ".work" / "series-staged-by-the-first-run"
+    staged.mkdir(parents=True)
+    with open(audit / ".run.lock", "a+") as held:  # as the first run holds it while it runs
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(OutputError, match="another defacer batch is using the audit folder"):
+            run_batch(source, tmp_path / "second", scrub_only=True, audit_dir=audit, key_file=key, workers=1)
+        assert staged.is_dir()
+    assert run_batch(source, tmp_path / "second", scrub_only=True, audit_dir=audit, key_file=key, workers=1)["complete"]
+
+
+@pytest.mark.parametrize("change", ["deleted", "replaced"])
+def test_an_input_deleted_or_replaced_while_it_is_defaced(tmp_path, data_dir, change):
+    """The input's checksum was taken after the work: an input deleted meanwhile (a cleanup job)
+    was an internal error (FileNotFoundError, exit 1) with the output already published and no
+    sidecar; one replaced by another head was recorded by the other head's checksum."""
+    import hashlib
+    import json
+    import shutil
+
+    from DeFacerLib.deface.workflow import deface_file
+
+    heads = sorted((data_dir / "heads" / "ixi" / "t1").glob("IXI*_T1.nii.gz"))[:2]
+    source, out = tmp_path / "head.nii.gz", tmp_path / "defaced.nii.gz"
+    shutil.copy(heads[0], source)
+
+    def meanwhile(message: str, fraction: float) -> None:
+        if message == "writing" and source.exists():
+            source.unlink()
+            if change == "replaced":
+                shutil.copy(heads[1], source)
+
+    outcome = deface_file(source, out, progress=meanwhile)
+    record = json.loads(Path(outcome["sidecar"]).read_text())
+    assert record["input"]["sha256"] == hashlib.sha256(heads[0].read_bytes()).hexdigest()
+    assert record["output"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def test_a_file_deleted_while_its_tree_is_scrubbed_is_named_as_gone(tmp_path, data_dir):
+    """It was "skipped: not a regular file (a pipe, a device or a broken link)" and the run, with
+    nothing else wrong, said every file was accounted for (exit 0)."""
+    import shutil
+
+    source = tmp_path / "in"
+    shutil.copytree(data_dir / "dicom" / "deid_samples", source)
+    gone = source / "image7.dcm"
+
+    def meanwhile(done: int, total: int) -> None:  # a cleanup job removes a file the run listed
+        gone.unlink(missing_ok=True)
+
+    summary = scrub_tree(source, tmp_path / "out", ProfileOptions(), b"k" * 32, progress=meanwhile)
+    assert summary["failed"] == 1 and summary["failed_files"][0]["file"] == "image7.dcm"
+    assert "disappeared" in summary["failed_files"][0]["reason"]
