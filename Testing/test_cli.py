@@ -145,6 +145,21 @@ def test_feature_subset_leaves_other_features_alone(phantom_files, tmp_path):
     assert not changed[labels == LABEL_VALUES["ears"]].any()
 
 
+def test_the_order_features_are_named_in_changes_no_byte(ixi_pairs, tmp_path):
+    """--features names a set: "mouth,nose,eyes" is "eyes,nose,mouth", in the output's header note
+    (it wrote the names as typed, so the same voxels gave another file) and in the sidecar."""
+    t1_path, _ = ixi_pairs[0]
+    outputs = []
+    for name, features in (("typed", "mouth,nose,eyes"), ("canonical", "eyes,nose,mouth")):
+        out = tmp_path / f"{name}.nii.gz"
+        result = defacer("deface", t1_path, out, "--features", features, "-q")
+        assert result.returncode == 0, result.stderr
+        sidecar = json.loads((tmp_path / f"{name}.defacer.json").read_text())
+        assert sidecar["parameters"]["features"] == ["eyes", "nose", "mouth"]
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+
+
 def test_real_head_through_cli_never_touches_reference_brain(ixi_pairs, tmp_path):
     """An IXI head whose label map marks the whole scalp as 'nose': boxes span the head, brain stays."""
     t1_path, brain_path = ixi_pairs[0]

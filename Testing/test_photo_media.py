@@ -111,7 +111,8 @@ def test_k_same_on_a_folder_and_refusal_when_too_few(data_dir, tmp_path):
     assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())
 
 
-def test_dicom_photo_pixels_replaced(data_dir, tmp_path):
+def _dicom_photo(data_dir, path):
+    """A real face photo (obama-480p.jpg) as an uncompressed RGB Secondary Capture DICOM file."""
     import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -130,8 +131,14 @@ def test_dicom_photo_pixels_replaced(data_dir, tmp_path):
     ds.BitsAllocated = ds.BitsStored = 8
     ds.HighBit, ds.PixelRepresentation = 7, 0
     ds.PixelData = rgb.tobytes()
-    ds.save_as(tmp_path / "photo.dcm", enforce_file_format=True)
+    ds.save_as(path, enforce_file_format=True)
+    return ds, rgb
 
+
+def test_dicom_photo_pixels_replaced(data_dir, tmp_path):
+    import pydicom
+
+    ds, rgb = _dicom_photo(data_dir, tmp_path / "photo.dcm")
     [report] = anonymize_path(tmp_path / "photo.dcm", tmp_path / "out.dcm", PhotoOptions())
     assert report.kind == "dicom" and report.faces == 1
     out = pydicom.dcmread(tmp_path / "out.dcm")
@@ -141,6 +148,21 @@ def test_dicom_photo_pixels_replaced(data_dir, tmp_path):
     changed = (out.pixel_array != rgb).any(axis=-1)
     x0, y0, x1, y1 = (int(v) for v in report.boxes[0])
     assert changed[y0:y1, x0:x1].mean() > 0.9 and changed.mean() < 0.5
+
+
+def test_dicom_photo_rerun_gives_the_same_file(data_dir, tmp_path):
+    """The new SOPInstanceUID comes from the old one and the new pixels, not at random: a rerun
+    writes the same bytes (it gave a fresh random UID each run), another method another UID."""
+    import pydicom
+
+    ds, _ = _dicom_photo(data_dir, tmp_path / "photo.dcm")
+    for name in ("a.dcm", "b.dcm"):
+        anonymize_path(tmp_path / "photo.dcm", tmp_path / name, PhotoOptions())
+    anonymize_path(tmp_path / "photo.dcm", tmp_path / "pixelated.dcm", PhotoOptions(method="pixelate"))
+    assert (tmp_path / "a.dcm").read_bytes() == (tmp_path / "b.dcm").read_bytes()
+    filled, pixelated = (pydicom.dcmread(tmp_path / name) for name in ("a.dcm", "pixelated.dcm"))
+    assert filled.SOPInstanceUID == filled.file_meta.MediaStorageSOPInstanceUID != ds.SOPInstanceUID
+    assert pixelated.SOPInstanceUID not in (filled.SOPInstanceUID, ds.SOPInstanceUID)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])

@@ -65,7 +65,7 @@ def tree(tmp_path, data_dir, phantom):
 def test_parse_args(batch, tree):
     args = batch.parse_args(["--input", str(tree / "in"), "--output", str(tree / "out"), "--features", "nose,eyes",
                              "--labels", str(tree / "labels"), "--screenshots", "--margin-mm", "7"])
-    assert args.features == ("nose", "eyes") and args.screenshots and args.margin_mm == 7.0
+    assert args.features == ("eyes", "nose") and args.screenshots and args.margin_mm == 7.0
     assert batch.parse_args(["--input", str(tree / "in"), "--output", str(tree / "out")]).features == \
         ("eyes", "nose", "mouth", "ears")
     for bad in (["--input", str(tree / "in"), "--output", str(tree / "in" / "out")],  # output inside input

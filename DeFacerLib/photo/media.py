@@ -9,6 +9,7 @@ InputError.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import signal
 import subprocess
@@ -235,6 +236,9 @@ def write_dicom_image(path, dataset, rgb: np.ndarray, faces_obscured: bool) -> P
 
     The header is otherwise kept (scrub it with ``defacer scrub``); a new SOPInstanceUID marks
     the changed pixels, and Recognizable Visual Features is set to NO when faces were obscured.
+    The new UID is a hash of the old one and the new pixels, not a random one, so that a rerun
+    writes the same file (a random UID changed every rerun's bytes); it tells no more than the
+    study and series UIDs the header keeps.
     """
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -254,7 +258,8 @@ def write_dicom_image(path, dataset, rgb: np.ndarray, faces_obscured: bool) -> P
             del dataset[keyword]
     dataset.PixelData = rgb.tobytes()
     dataset["PixelData"].VR = "OB"
-    uid = generate_uid()
+    old_uid = str(dataset.get("SOPInstanceUID", "") or "")
+    uid = generate_uid(entropy_srcs=[old_uid, hashlib.sha256(dataset.PixelData).hexdigest()])
     dataset.SOPInstanceUID = uid
     dataset.file_meta.MediaStorageSOPInstanceUID = uid
     if faces_obscured:
