@@ -68,6 +68,24 @@ def test_a_failed_run_keeps_the_new_key_another_run_published_with(tmp_path, dat
     assert load_or_create_key(key_file)[0] == key
 
 
+def test_a_run_with_an_existing_key_leaves_the_key_file_untouched(tmp_path, data_dir):
+    """Every run that read an existing key moved its modification time to now (the mark that a
+    new key was used, meant for a key whose maker still runs): a user's key made years ago looked
+    changed today, and backups and `find -newer` took it for a new key. A key no run holds is
+    read without a trace."""
+    import os
+
+    key_file = tmp_path / "project.key"
+    key_file.write_text("ab" * 32 + "\n")
+    os.chmod(key_file, 0o600)
+    os.utime(key_file, ns=(1_000_000_000 * 10**9, 1_000_000_000 * 10**9))  # September 2001
+    run = subprocess.run([sys.executable, "-m", "DeFacerLib", "scrub", str(data_dir / "dicom" / "fake_phi_ct"),
+                          str(tmp_path / "out"), "--key-file", str(key_file), "-q"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert key_file.stat().st_mtime_ns == 1_000_000_000 * 10**9
+
+
 def test_a_failed_run_alone_still_leaves_no_new_key(tmp_path):
     key, path, created = load_or_create_key(tmp_path / "made" / "new.key")
     load_or_create_key(path)  # this run's own second read is no other run's use
@@ -128,6 +146,24 @@ def test_a_batch_into_another_output_with_the_same_audit_folder_is_refused(tmp_p
             run_batch(source, tmp_path / "second", scrub_only=True, audit_dir=audit, key_file=key, workers=1)
         assert staged.is_dir()
     assert run_batch(source, tmp_path / "second", scrub_only=True, audit_dir=audit, key_file=key, workers=1)["complete"]
+
+
+def test_a_batch_refused_by_the_audit_folder_lock_leaves_no_new_key(tmp_path, data_dir):
+    """The refusal came after the new key (and its folder) was made, and left them behind: the
+    next run read that key as one that output had been pseudonymised with."""
+    pytest.importorskip("distributed")
+    import fcntl
+
+    from DeFacerLib.batch import run_batch
+
+    audit, key = tmp_path / "audit", tmp_path / "keys" / "new.key"
+    audit.mkdir()
+    with open(audit / ".run.lock", "a+") as held:  # another run uses this audit folder
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(OutputError, match="another defacer batch is using the audit folder"):
+            run_batch(data_dir / "dicom" / "fake_phi_ct", tmp_path / "out", scrub_only=True, audit_dir=audit,
+                      key_file=key, workers=1)
+    assert not (tmp_path / "keys").exists() and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("change", ["deleted", "replaced"])

@@ -128,7 +128,12 @@ def run_batch(
         forget_new_key(key_path, key_created)
         raise
     os.chmod(audit, 0o700)
-    lock = _lock(config.meta_root, audit, made)  # one run at a time per output folder and per audit folder
+    try:
+        lock = _lock(config.meta_root, audit, made)  # one run at a time per output folder and per audit folder
+    except OutputError:  # refused: like a folder that cannot be made, it leaves no new key or empty audit folder
+        remove_made_folders(made)
+        forget_new_key(key_path, key_created)
+        raise
     _sweep_partials(target)
     started = time.perf_counter()
     with lock, sigterm_as_interrupt():

@@ -58,40 +58,51 @@ def load_or_create_key(path: str | Path | None = None) -> tuple[bytes, Path, boo
         try:
             fd, temp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".partial", dir=path.parent)  # 0600
             try:
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(key.hex() + "\n")
+                _hold(path, fd)  # held before it is in place: a run that reads it meanwhile marks it (_read_key)
+                os.write(fd, (key.hex() + "\n").encode("ascii"))
                 try:
                     os.link(temp, path)  # fails when another run made the key meanwhile
                 except FileExistsError:
                     raise
                 except OSError:  # a file system without hard links (FAT, some shares): created in place
-                    _create_in_place(path, key)
+                    _hold(path, _create_in_place(path, key))
+            except OSError:
+                _release(path)
+                raise
             finally:
                 os.unlink(temp)
         except FileExistsError:
             continue
         except OSError as error:
             raise OutputError(f"cannot create the key file {path}: {error.strerror or error}") from None
-        _hold(path, os.open(path, os.O_RDONLY))
         _MADE[Path(path).absolute()] = os.stat(path).st_mtime_ns
         return key, path, True
     raise InputError(f"the key file {path} keeps changing (another run makes and deletes it); rerun")
 
 
-def _create_in_place(path: Path, key: bytes) -> None:
-    """O_EXCL create and write: where links cannot be made; a run racing this one may read the
-    file while it is still empty and say so."""
+def _create_in_place(path: Path, key: bytes) -> int:
+    """O_EXCL create and write, the file left open to be held: where links cannot be made; a run
+    racing this one may read the file while it is still empty and say so."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key.hex() + "\n")
+    try:
+        os.write(fd, (key.hex() + "\n").encode("ascii"))
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _read_key(path: Path) -> bytes | None:
     """The key in ``path``, held (see _hold); None when it was deleted as it was read."""
     try:
         fd = os.open(path, os.O_RDONLY)
+        _release(path)  # this process's own earlier hold is no other run's
+        held_elsewhere = _exclusive_lock(fd) is not True
         _hold(path, fd)
-        if Path(path).absolute() not in _MADE:  # this process's own second read is no other run's use
+        # a key that no other process holds is read without a trace (a user's key keeps its
+        # modification time); one held (its maker may still fail and delete it) is marked as used.
+        # This process's own second read is no other run's use.
+        if held_elsewhere and Path(path).absolute() not in _MADE:
             _mark_used(path, fd)
         with os.fdopen(os.dup(fd), "rb") as handle:
             text = handle.read()
@@ -115,9 +126,10 @@ _MADE: dict[Path, int] = {}
 
 
 def _mark_used(path: Path, fd: int) -> None:
-    """Move the key file's modification time on (by 1 ns at least): the run that made it sees
-    that another run used it, also once that run has ended, and keeps it (forget_new_key).
-    A key this user cannot write (another's, read-only) was not made by a run of his."""
+    """Move the key file's modification time on (by 1 ns at least): the run that made it (and
+    holds it from before it was in place) sees that another run used it, also once that run has
+    ended, and keeps it (forget_new_key). A key this user cannot write (another's) was not made by
+    a run of his."""
     with contextlib.suppress(OSError):
         status = os.fstat(fd)
         os.utime(path, ns=(status.st_atime_ns, max(time.time_ns(), status.st_mtime_ns + 1)))
@@ -144,20 +156,28 @@ def _in_use_elsewhere(path: Path) -> bool:
     """Another process holds the key file (a run that read the key this one made). Called with
     this process's own hold released; otherwise the exclusive lock is kept until _release."""
     try:
-        import fcntl
-
         fd = os.open(path, os.O_RDONLY)
-    except (ImportError, OSError):
+    except OSError:
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if _exclusive_lock(fd) is False:
         os.close(fd)
         return True
-    except OSError:  # no locks on this file system
-        pass
     _HELD_KEYS[Path(path).absolute()] = fd
     return False
+
+
+def _exclusive_lock(fd: int) -> bool | None:
+    """Take an exclusive lock on ``fd`` without waiting: True when taken, False when another
+    process holds the file, None where it cannot be told (no flock: Windows, some file systems)."""
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except (ImportError, OSError):
+        return None
+    return True
 
 
 def _unchanged_since(path: Path, mtime_ns: int | None) -> bool:
