@@ -229,3 +229,25 @@ def test_onnx_and_keras_agree_on_a_validation_head(data_dir):
     keras_probs = _run_keras(image, None)
     assert np.mean(onnx_probs.argmax(-1) == keras_probs.argmax(-1)) >= 0.999
     assert np.abs(onnx_probs - keras_probs).max() < 1e-3
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
+def test_the_model_uses_the_cpus_this_process_may_run_on(tmp_path):
+    """A Slurm job or container given 1 CPU of a bigger machine ran the face model with one
+    thread per core of the machine (os.cpu_count); a batch's local workers each ran that many
+    too. Now: the process's CPU set, or the worker's share that batch.runner sets."""
+    code = ("import os, sys\n"
+            "os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})\n"
+            "from DeFacerLib.face.segment import onnx_threads\n"
+            "print(onnx_threads())\n")
+    alone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                           env={k: v for k, v in os.environ.items() if k != "DEFACER_ONNX_THREADS"})
+    assert alone.returncode == 0 and alone.stdout.split() == ["1"], alone.stderr
+    shared = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "DEFACER_ONNX_THREADS": "3"})
+    assert shared.stdout.split() == ["3"], shared.stderr
+    from DeFacerLib.batch.runner import _worker_threads
+    from DeFacerLib.face.segment import usable_cpus
+
+    assert _worker_threads(2) == {"DEFACER_ONNX_THREADS": str(max(1, usable_cpus() // 2))}
+    assert _worker_threads(10 * usable_cpus()) == {"DEFACER_ONNX_THREADS": "1"}

@@ -408,7 +408,7 @@ def _dask_client(client, scheduler: str | None, workers: int):
     try:
         with _workers_ignore_ctrl_c():
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=dashboard,
-                                   silence_logs=logging.CRITICAL)
+                                   silence_logs=logging.CRITICAL, env=_worker_threads(workers))
         own = Client(cluster)
         try:
             yield own
@@ -428,6 +428,14 @@ def _dask_client(client, scheduler: str | None, workers: int):
                             os.kill(pid, signal.SIGKILL)
     finally:
         dask_logger.setLevel(level)
+
+
+def _worker_threads(workers: int) -> dict[str, str]:
+    """Each local worker's share of the usable CPUs for the face model: every worker ran one
+    thread per core of the machine, 8 workers on 64 cores 512 threads (docs/benchmarks.md)."""
+    from DeFacerLib.face.segment import THREADS_VARIABLE, usable_cpus
+
+    return {THREADS_VARIABLE: str(max(1, usable_cpus() // workers))}
 
 
 @contextlib.contextmanager

@@ -98,6 +98,25 @@ def default_model_path(backend: str = "onnx") -> Path:
                          "reinstall DeFacer or pass model_path") from None
 
 
+# set by batch.runner for its local workers: their share of this machine's CPUs
+THREADS_VARIABLE = "DEFACER_ONNX_THREADS"
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: a Slurm job's or a container's CPU set, not the node's
+    count (os.cpu_count: a 4-CPU job on a 64-core node ran 64 threads per process)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity on macOS and Windows
+        return os.cpu_count() or 1
+
+
+def onnx_threads() -> int:
+    """The face model's threads: a batch worker's share (THREADS_VARIABLE), else every usable CPU."""
+    share = os.environ.get(THREADS_VARIABLE, "")
+    return int(share) if share.isdigit() and int(share) > 0 else usable_cpus()
+
+
 def _run_onnx(image: np.ndarray, model_path) -> np.ndarray:
     """(D, H, W) grid image -> (D, H, W, classes) probabilities through onnxruntime."""
     import onnxruntime as ort
@@ -108,7 +127,7 @@ def _run_onnx(image: np.ndarray, model_path) -> np.ndarray:
         if not Path(path).is_file():
             raise UsageError(f"{path}: face model not found; pass the path of a face_unet.onnx file")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = os.cpu_count() or 1
+        options.intra_op_num_threads = onnx_threads()
         options.log_severity_level = 3
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         _SESSIONS[path] = session
