@@ -187,8 +187,10 @@ def atomic_path(target: str | os.PathLike, directory: bool = False, private: boo
 @contextlib.contextmanager
 def atomic_paths(targets: list[Path], private: tuple = ()) -> Iterator[list[Path]]:
     """Temporaries for files that belong together (a report's pages and its picture), moved into
-    place only once the block has written them all: all or none, and an earlier report stays
-    whole until its replacement is ready. ``private``: the targets that keep the writer's modes."""
+    place only once the block has written them all: a failed write (a full disk) publishes none,
+    and an earlier report stays whole until its replacement is ready. The moves themselves are
+    renames within one folder, one after the other. ``private``: the targets that keep the
+    writer's modes."""
     with contextlib.ExitStack() as stack:
         yield [stack.enter_context(atomic_path(target, private=target in private)) for target in targets]
 
