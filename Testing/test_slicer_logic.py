@@ -380,6 +380,19 @@ def test_scrub_refuses_an_output_inside_the_folder_of_the_study(logic, data_dir,
     assert not (study / "deid.audit").exists() and not (tmp_path / "deid.key").exists()
 
 
+def test_a_scrub_that_publishes_nothing_leaves_no_new_key(logic, data_dir, tmp_path):
+    """The module's DICOM scrub kept the key it made for a run that published nothing (an output
+    that exists already), as `defacer scrub` does not: a key left behind looks like one that
+    pseudonymised something."""
+    files = sorted((data_dir / "dicom" / "fake_phi_ct").glob("*.dcm"))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "earlier.dcm").write_bytes(b"an earlier output")
+    with pytest.raises(OutputError, match="exists"):
+        logic.scrub_dicom_files(files, tmp_path / "out", key_file=tmp_path / "keys" / "deid.key")
+    assert not (tmp_path / "keys").exists()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["earlier.dcm"]
+
+
 def test_edited_label_map_is_not_served_from_the_cache(logic):
     """Masks are cached between 'Show feature boxes' and 'Apply'; an edit must invalidate them."""
     _volume, _labels, node, labels_node = phantom_nodes(logic)

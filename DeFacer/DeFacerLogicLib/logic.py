@@ -472,7 +472,7 @@ class DeFacerLogic:
         """De-identify the given DICOM files (e.g. a loaded study's) into ``output_dir`` with
         DeFacerLib.dicom.scrub_tree (PS3.15 Basic profile + ``options``); audit trail beside it."""
         from DeFacerLib.dicom import ProfileOptions, load_or_create_key, scrub_tree
-        from DeFacerLib.dicom.uids import key_readable_by_others, refuse_key_inside
+        from DeFacerLib.dicom.uids import forget_new_key, key_readable_by_others, refuse_key_inside
 
         files = [Path(f) for f in files]
         if not files:
@@ -487,19 +487,23 @@ class DeFacerLogic:
                 raise OutputError(f"output {output_dir} is inside the folder of the study's files {folder}; choose a "
                                   "folder outside it (inputs are never modified)")
         refuse_key_inside(key_file, None, output_dir)  # as `defacer scrub` does: it would be shared with the study
-        key, key_path, _created = load_or_create_key(key_file)
-        with tempfile.TemporaryDirectory(prefix="defacer_study_") as staging:
-            staging = Path(staging) / "study"
-            staging.mkdir()
-            for number, source in enumerate(files):
-                target = staging / source.name  # keep the names; number only clashing ones
-                if target.exists():
-                    target = staging / f"{number:06d}_{source.name}"
-                try:
-                    target.hardlink_to(source)
-                except OSError:
-                    shutil.copy2(source, target)
-            summary = scrub_tree(staging, output_dir, options or ProfileOptions(), key, progress=progress)
+        key, key_path, created = load_or_create_key(key_file)
+        try:
+            with tempfile.TemporaryDirectory(prefix="defacer_study_") as staging:
+                staging = Path(staging) / "study"
+                staging.mkdir()
+                for number, source in enumerate(files):
+                    target = staging / source.name  # keep the names; number only clashing ones
+                    if target.exists():
+                        target = staging / f"{number:06d}_{source.name}"
+                    try:
+                        target.hardlink_to(source)
+                    except OSError:
+                        shutil.copy2(source, target)
+                summary = scrub_tree(staging, output_dir, options or ProfileOptions(), key, progress=progress)
+        except BaseException:  # scrub_tree publishes whole or not at all: nothing was keyed with a new key
+            forget_new_key(key_path, created)
+            raise
         # the module shows sharing_warnings.for_scrub(summary), as the command line prints them
         return dict(summary, key_file=str(key_path), key_readable_by_others=key_readable_by_others(key_path))
 
