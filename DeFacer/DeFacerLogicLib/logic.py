@@ -398,9 +398,14 @@ class DeFacerLogic:
         parameters = DefaceParameters(features=tuple(features), margin_mm=margin_mm, max_depth_mm=max_depth_mm,
                                       protect_margin_mm=protect_margin_mm, whole_face=whole_face, seal_mm=seal_mm,
                                       shield=shield)
-        return deface_file(input_path, output_path, parameters=parameters, labels_path=labels_path, qa_dir=qa_dir,
-                           overwrite=overwrite, dicom_options=dicom_options, key_file=key_file,
-                           progress=progress or _no_progress)
+        from DeFacerLib.dicom.uids import release_held_keys
+
+        try:
+            return deface_file(input_path, output_path, parameters=parameters, labels_path=labels_path,
+                               qa_dir=qa_dir, overwrite=overwrite, dicom_options=dicom_options, key_file=key_file,
+                               progress=progress or _no_progress)
+        finally:
+            release_held_keys()  # a DICOM input's key: Slicer runs on, the key file is not left open
 
     # ---- QA -------------------------------------------------------------------------------------
     def skin_model(self, volumeNode, name: str | None = None, modelNode=None):
@@ -472,7 +477,7 @@ class DeFacerLogic:
         """De-identify the given DICOM files (e.g. a loaded study's) into ``output_dir`` with
         DeFacerLib.dicom.scrub_tree (PS3.15 Basic profile + ``options``); audit trail beside it."""
         from DeFacerLib.dicom import ProfileOptions, load_or_create_key, scrub_tree
-        from DeFacerLib.dicom.uids import forget_new_key, key_readable_by_others, refuse_key_inside
+        from DeFacerLib.dicom.uids import forget_new_key, key_readable_by_others, refuse_key_inside, release_held_keys
 
         files = [Path(f) for f in files]
         if not files:
@@ -504,6 +509,8 @@ class DeFacerLogic:
         except BaseException:  # scrub_tree publishes whole or not at all: nothing was keyed with a new key
             forget_new_key(key_path, created)
             raise
+        finally:
+            release_held_keys()  # Slicer runs on: the key file is not left open (Windows could not rotate it)
         # the module shows sharing_warnings.for_scrub(summary), as the command line prints them
         return dict(summary, key_file=str(key_path), key_readable_by_others=key_readable_by_others(key_path))
 

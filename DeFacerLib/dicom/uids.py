@@ -146,6 +146,15 @@ def _hold(path: Path, fd: int) -> None:
     _HELD_KEYS[Path(path).absolute()] = fd
 
 
+def release_held_keys() -> None:
+    """End this process's holds on key files once its run is over: for a long-lived process (the
+    3D Slicer module) that runs one scrub after another. Held on, every key used stayed open until
+    Slicer closed, and on Windows an open file cannot be deleted or replaced (a key rotated)."""
+    for path in list(_HELD_KEYS):
+        _release(path)
+    _MADE.clear()
+
+
 def _release(path: Path) -> None:
     fd = _HELD_KEYS.pop(Path(path).absolute(), None)
     if fd is not None:
