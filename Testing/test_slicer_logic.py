@@ -302,7 +302,8 @@ def test_cli_and_logic_deface_file_byte_identical(logic, tmp_path, suffix):
     code = cli_main(["deface", str(head), str(cli_out), "--features-from", str(label_map),
                      "--features", "eyes,nose", "--margin-mm", "6", "-q"])
     assert code in (0, None)
-    outcome = logic.deface_file(head, logic_out, features=("eyes", "nose"), margin_mm=6.0, labels_path=label_map)
+    # ticked in another order than typed: a set, the same bytes (the order reached the header note)
+    outcome = logic.deface_file(head, logic_out, features=("nose", "eyes"), margin_mm=6.0, labels_path=label_map)
     assert outcome["features_removed"] == ["eyes", "nose"]
     assert cli_out.read_bytes() == logic_out.read_bytes()
     assert read_volume(logic_out).array.sum() != volume.array.sum()
