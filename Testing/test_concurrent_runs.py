@@ -208,3 +208,21 @@ def test_a_file_deleted_while_its_tree_is_scrubbed_is_named_as_gone(tmp_path, da
     summary = scrub_tree(source, tmp_path / "out", ProfileOptions(), b"k" * 32, progress=meanwhile)
     assert summary["failed"] == 1 and summary["failed_files"][0]["file"] == "image7.dcm"
     assert "disappeared" in summary["failed_files"][0]["reason"]
+
+
+def test_a_batch_leaves_an_existing_key_file_untouched(tmp_path, data_dir):
+    """The batch holds the key while it runs; its Dask workers read it, saw it held, and marked
+    it as used by another run: every batch moved the modification time of the user's key."""
+    pytest.importorskip("distributed")
+    import os
+
+    from DeFacerLib.batch import run_batch
+
+    key_file = tmp_path / "site.key"
+    key_file.write_text(bytes(range(32)).hex() + "\n")
+    key_file.chmod(0o600)
+    os.utime(key_file, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+    summary = run_batch(data_dir / "dicom" / "fake_phi_ct", tmp_path / "out", scrub_only=True, key_file=key_file,
+                        workers=1)
+    assert summary["complete"] and summary["written"] == 2
+    assert key_file.stat().st_mtime_ns == 1_000_000_000_000_000_000

@@ -109,7 +109,7 @@ def context_for(config: BatchConfig) -> WorkerContext:
         if not path.is_absolute() or not path.is_file():
             raise InputError(f"this worker cannot read the key file {config.key_file}; the key file must be on "
                              "storage every worker sees, given as an absolute path")
-        key, path, _ = load_or_create_key(path)
+        key, path, _ = load_or_create_key(path, mark_use=False)  # the run's own reader: the driver holds it
         if config.key_check and key_check_of(key) != config.key_check:
             raise InputError(f"this worker reads another key at {config.key_file} than the run started with; "
                              "the key file must be on storage every worker sees")

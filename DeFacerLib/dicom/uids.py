@@ -36,20 +36,21 @@ def default_key_path() -> Path:
     return Path(env) if env else Path.home() / ".config" / "defacer" / "deid.key"
 
 
-def load_or_create_key(path: str | Path | None = None) -> tuple[bytes, Path, bool]:
+def load_or_create_key(path: str | Path | None = None, mark_use: bool = True) -> tuple[bytes, Path, bool]:
     """(key, where it is stored, created now?). A missing key file is created (mode 0600).
 
     Two runs started at once with a new key file get the same key: it is written whole under
     a temporary name and linked into place, so the run that loses the race reads the winner's
     (an O_EXCL create left it empty for a moment: "File exists", or "shorter than 16 bytes").
     The file is held with a shared lock while this process lives, so that a run that made it
-    and then fails does not delete it under another run that uses it (forget_new_key)."""
+    and then fails does not delete it under another run that uses it (forget_new_key).
+    ``mark_use=False``: a reader that is part of the run holding the key (a batch's workers)."""
     path = Path(path) if path else default_key_path()
     for _ in range(3):  # a key deleted as it was read (its maker failed) is made afresh
         if path.is_dir():
             raise InputError(f"key file {path} is a folder; give the path of a key file (created when missing)")
         if path.is_file():
-            key = _read_key(path)
+            key = _read_key(path, mark_use)
             if key is not None:
                 return key, path, False
             continue
@@ -92,17 +93,18 @@ def _create_in_place(path: Path, key: bytes) -> int:
     return fd
 
 
-def _read_key(path: Path) -> bytes | None:
+def _read_key(path: Path, mark_use: bool = True) -> bytes | None:
     """The key in ``path``, held (see _hold); None when it was deleted as it was read."""
     try:
         fd = os.open(path, os.O_RDONLY)
         _release(path)  # this process's own earlier hold is no other run's
-        held_elsewhere = _exclusive_lock(fd) is not True
+        held_elsewhere = _exclusive_lock(fd) is False
         _hold(path, fd)
         # a key that no other process holds is read without a trace (a user's key keeps its
-        # modification time); one held (its maker may still fail and delete it) is marked as used.
-        # This process's own second read is no other run's use.
-        if held_elsewhere and Path(path).absolute() not in _MADE:
+        # modification time), and so is any key where locks cannot tell (Windows, a file system
+        # without flock); one held (its maker may still fail and delete it) is marked as used.
+        # This process's own second read is no other run's use, nor a batch worker's.
+        if mark_use and held_elsewhere and Path(path).absolute() not in _MADE:
             _mark_used(path, fd)
         with os.fdopen(os.dup(fd), "rb") as handle:
             text = handle.read()
