@@ -68,6 +68,27 @@ def test_a_failed_run_keeps_the_new_key_another_run_published_with(tmp_path, dat
     assert load_or_create_key(key_file)[0] == key
 
 
+def test_without_file_locks_a_failed_run_keeps_the_new_key_another_run_published_with(tmp_path, data_dir):
+    """Where flock is missing (Windows; here: `import fcntl` fails) a read could not tell whether
+    the key's maker still ran, and left no mark: the failed maker deleted the key that run B had
+    published its scrubbed series with."""
+    no_locks = "import sys; sys.modules['fcntl'] = None\n"  # as on Windows: no fcntl module
+    key_file = tmp_path / "new.key"
+    run_b = no_locks + ("from DeFacerLib.cli.main import main\n"
+                        f"sys.exit(main(['scrub', {str(data_dir / 'dicom' / 'fake_phi_ct')!r}, "
+                        f"{str(tmp_path / 'b_out')!r}, '--key-file', {str(key_file)!r}, '-q']))\n")
+    run_a = no_locks + ("import subprocess\n"
+                        "from DeFacerLib.dicom.uids import forget_new_key, load_or_create_key\n"
+                        f"key, path, created = load_or_create_key({str(key_file)!r})\n"
+                        f"b = subprocess.run([sys.executable, '-c', {run_b!r}], capture_output=True, text=True)\n"
+                        "print(created, b.returncode, b.stderr[-500:])\n"
+                        "forget_new_key(path, created)\n")  # A fails after B published
+    a = subprocess.run([sys.executable, "-c", run_a], capture_output=True, text=True, timeout=600)
+    assert a.returncode == 0 and a.stdout.split()[:2] == ["True", "0"], a.stdout + a.stderr
+    assert len(list((tmp_path / "b_out").rglob("*.dcm"))) == 2
+    assert key_file.is_file(), "the key B published with was deleted"
+
+
 def test_a_run_with_an_existing_key_leaves_the_key_file_untouched(tmp_path, data_dir):
     """Every run that read an existing key moved its modification time to now (the mark that a
     new key was used, meant for a key whose maker still runs): a user's key made years ago looked

@@ -232,7 +232,7 @@ def test_onnx_and_keras_agree_on_a_validation_head(data_dir):
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
-def test_the_model_uses_the_cpus_this_process_may_run_on(tmp_path):
+def test_the_model_uses_the_cpus_this_process_may_run_on(tmp_path, monkeypatch):
     """A Slurm job or container given 1 CPU of a bigger machine ran the face model with one
     thread per core of the machine (os.cpu_count); a batch's local workers each ran that many
     too. Now: the process's CPU set, or the worker's share that batch.runner sets."""
@@ -246,8 +246,15 @@ def test_the_model_uses_the_cpus_this_process_may_run_on(tmp_path):
     shared = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env={**os.environ, "DEFACER_ONNX_THREADS": "3"})
     assert shared.stdout.split() == ["3"], shared.stderr
+    for text in ("²", "two", "-1", "0"):  # "²" passed str.isdigit and int() raised: the face model failed
+        other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                               env={**os.environ, "DEFACER_ONNX_THREADS": text})
+        assert other.returncode == 0 and other.stdout.split() == ["1"], (text, other.stderr)
     from DeFacerLib.batch.runner import _worker_threads
     from DeFacerLib.face.segment import usable_cpus
 
+    monkeypatch.delenv("DEFACER_ONNX_THREADS", raising=False)
     assert _worker_threads(2) == {"DEFACER_ONNX_THREADS": str(max(1, usable_cpus() // 2))}
     assert _worker_threads(10 * usable_cpus()) == {"DEFACER_ONNX_THREADS": "1"}
+    monkeypatch.setenv("DEFACER_ONNX_THREADS", "3")  # the user's (a container's CPU quota): kept
+    assert _worker_threads(2) == {"DEFACER_ONNX_THREADS": "3"}

@@ -188,6 +188,18 @@ def test_missing_and_empty_features_are_skipped_not_fatal():
     assert np.array_equal(defaced.array, volume.array)
 
 
+def test_features_given_as_a_generator_are_all_removed():
+    """DefaceParameters checked the names by iterating its features, which used up a generator
+    (a script's `features=(f for f in ...)`): nothing was removed, and the face was left."""
+    from DeFacerLib.deface.pipeline import DefaceParameters, deface_volume, masks_from_labels
+
+    volume, labels = make_phantom(shape=(64, 80, 64), spacing_mm=(3, 3, 3))
+    masks = masks_from_labels(volume.label_map(labels), volume)
+    parameters = DefaceParameters(features=(name for name in ("nose", "eyes")))
+    result = deface_volume(volume, masks, parameters=parameters)
+    assert result.features_removed == ["eyes", "nose"] and not np.array_equal(result.volume.array, volume.array)
+
+
 def test_bad_masks_are_input_errors():
     volume, labels = make_phantom(shape=(64, 80, 64), spacing_mm=(3, 3, 3))
     brain = labels == LABEL_VALUES["brain"]

@@ -398,6 +398,18 @@ def test_a_scrub_that_publishes_nothing_leaves_no_new_key(logic, data_dir, tmp_p
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["earlier.dcm"]
 
 
+def test_a_key_file_that_holds_no_key_is_not_left_open(logic, data_dir, tmp_path):
+    """A scrub refused for a key file that holds no hex key left that file open (held) until
+    Slicer closed: on Windows the user could not replace it with the right key."""
+    files = sorted((data_dir / "dicom" / "fake_phi_ct").glob("*.dcm"))
+    key_file = tmp_path / "key.bin"
+    key_file.write_bytes(b"not a key\n")
+    with pytest.raises(InputError, match="does not hold a hex key"):
+        logic.scrub_dicom_files(files, tmp_path / "out", key_file=key_file)
+    assert not [fd for fd in Path("/proc/self/fd").iterdir() if fd.resolve() == key_file.resolve()]
+    assert not (tmp_path / "out").exists()
+
+
 def test_edited_label_map_is_not_served_from_the_cache(logic):
     """Masks are cached between 'Show feature boxes' and 'Apply'; an edit must invalidate them."""
     _volume, _labels, node, labels_node = phantom_nodes(logic)

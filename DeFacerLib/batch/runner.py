@@ -432,9 +432,12 @@ def _dask_client(client, scheduler: str | None, workers: int):
 
 def _worker_threads(workers: int) -> dict[str, str]:
     """Each local worker's share of the usable CPUs for the face model: every worker ran one
-    thread per core of the machine, 8 workers on 64 cores 512 threads (docs/benchmarks.md)."""
-    from DeFacerLib.face.segment import THREADS_VARIABLE, usable_cpus
+    thread per core of the machine, 8 workers on 64 cores 512 threads (docs/benchmarks.md).
+    A value the user set (a container's CPU quota, which the affinity set does not show) is kept."""
+    from DeFacerLib.face.segment import THREADS_VARIABLE, onnx_threads, usable_cpus
 
+    if THREADS_VARIABLE in os.environ:
+        return {THREADS_VARIABLE: str(onnx_threads())}
     return {THREADS_VARIABLE: str(max(1, usable_cpus() // workers))}
 
 

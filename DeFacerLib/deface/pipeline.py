@@ -37,12 +37,13 @@ class DefaceParameters:
     def __post_init__(self):
         """A shield asked for must be placeable: it closes the front after the whole-face cut and is
         placed from the eyes and the nose or mouth (else it was silently left out, exit 0)."""
-        unknown = [name for name in self.features if name not in FEATURES]
+        features = tuple(self.features)  # once: a generator was used up by this check, and nothing removed
+        unknown = [name for name in features if name not in FEATURES]
         if unknown:
             raise UsageError(f"unknown feature(s) {', '.join(unknown)}; choose from {', '.join(FEATURES)}")
         # a set, in FEATURES' order: as typed or ticked, the order reached the output's header note and
         # sidecar, so the same voxels gave other bytes (features.parse_features does the same for the CLI)
-        self.features = tuple(name for name in FEATURES if name in self.features)
+        self.features = tuple(name for name in FEATURES if name in features)
         if self.shield and self.whole_face is False:
             raise UsageError("the face shield closes the front after the whole-face cut: --shield cannot go with "
                              "--no-whole-face")

@@ -98,12 +98,13 @@ def _read_key(path: Path, mark_use: bool = True) -> bytes | None:
     try:
         fd = os.open(path, os.O_RDONLY)
         _release(path)  # this process's own earlier hold is no other run's
-        held_elsewhere = _exclusive_lock(fd) is False
+        held_elsewhere = _exclusive_lock(fd) is not True
         _hold(path, fd)
         # a key that no other process holds is read without a trace (a user's key keeps its
-        # modification time), and so is any key where locks cannot tell (Windows, a file system
-        # without flock); one held (its maker may still fail and delete it) is marked as used.
-        # This process's own second read is no other run's use, nor a batch worker's.
+        # modification time); one held (its maker may still fail and delete it) is marked as used,
+        # and so is any key where locks cannot tell (Windows, a file system without flock): else a
+        # maker that failed deleted a key another run had published with. This process's own
+        # second read is no other run's use, nor a batch worker's (its driver's read marked it).
         if mark_use and held_elsewhere and Path(path).absolute() not in _MADE:
             _mark_used(path, fd)
         with os.fdopen(os.dup(fd), "rb") as handle:
@@ -113,10 +114,12 @@ def _read_key(path: Path, mark_use: bool = True) -> bytes | None:
             return None
         key = bytes.fromhex(text.decode("ascii").strip())
     except ValueError:  # UnicodeDecodeError included: a binary file is no hex key either
+        _release(path)  # not held: Slicer runs on, and on Windows an open file cannot be replaced
         raise InputError(f"key file {path} does not hold a hex key; restore it or point --key-file elsewhere") from None
     except OSError as error:
         raise InputError(f"cannot read the key file {path}: {error.strerror or error}") from None
     if len(key) < 16:
+        _release(path)
         raise InputError(f"key file {path} holds a key shorter than 16 bytes; use a longer key")
     return key
 

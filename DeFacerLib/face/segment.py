@@ -104,7 +104,8 @@ THREADS_VARIABLE = "DEFACER_ONNX_THREADS"
 
 def usable_cpus() -> int:
     """The CPUs this process may run on: a Slurm job's or a container's CPU set, not the node's
-    count (os.cpu_count: a 4-CPU job on a 64-core node ran 64 threads per process)."""
+    count (os.cpu_count: a 4-CPU job on a 64-core node ran 64 threads per process). A CPU quota
+    (docker --cpus) is not seen: THREADS_VARIABLE is the user's way to say it."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # no affinity on macOS and Windows
@@ -114,7 +115,7 @@ def usable_cpus() -> int:
 def onnx_threads() -> int:
     """The face model's threads: a batch worker's share (THREADS_VARIABLE), else every usable CPU."""
     share = os.environ.get(THREADS_VARIABLE, "")
-    return int(share) if share.isdigit() and int(share) > 0 else usable_cpus()
+    return int(share) if share.isdecimal() and int(share) > 0 else usable_cpus()  # isdigit: '²', int() fails
 
 
 def _run_onnx(image: np.ndarray, model_path) -> np.ndarray:
