@@ -48,6 +48,17 @@ def _provenance(output: Path, sub: str) -> dict:
     return json.loads(path.read_text())
 
 
+def _open_files() -> list[str]:
+    """The files this process holds open (Linux), for a worker to report."""
+    files = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            files.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # the listing's own descriptor, closed since
+            pass
+    return files
+
+
 def test_a_long_lived_cluster_reads_the_key_of_each_run(dataset, tmp_path):
     """A worker kept the key it read first, by path: after the key file changed, one output
     mixed two keys (the scans tables shifted by the old key's offset)."""
@@ -59,6 +70,11 @@ def test_a_long_lived_cluster_reads_the_key_of_each_run(dataset, tmp_path):
             Client(cluster) as client:
         run_batch(dataset / "in", tmp_path / "first", labels_dir=dataset / "labels", key_file=key,
                   dicom_options=MODIFIED_DATES, client=client)
+        # the run is over: its workers, which run on, do not hold the key file open (a later scrub
+        # saw it held and marked the user's key as used)
+        if os.path.isdir("/proc/self/fd"):  # Linux
+            held = client.run(_open_files)
+            assert not [files for files in held.values() if str(key) in files], held
         key.write_text(bytes(range(32, 64)).hex())
         run_batch(dataset / "in", tmp_path / "second", labels_dir=dataset / "labels", key_file=key,
                   dicom_options=MODIFIED_DATES, client=client)

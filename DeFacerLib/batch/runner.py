@@ -200,6 +200,8 @@ def _run(config, client, scheduler, workers, source, layout, key, files, target,
                 stop = error
             finally:
                 progress.close()
+            if stop is None:
+                _release_worker_keys(dask_client)
     except KeyboardInterrupt as error:  # while the cluster started, the input was listed or the cluster closed
         stop = error
     finally:  # temporaries of tasks cut short (killed worker, Ctrl-C, full disk) never stay behind
@@ -485,6 +487,16 @@ def _check_face_model() -> None:
     if path is None or not Path(path).is_file():
         raise UsageError("the face model (Resources/Models/face_unet.onnx) is missing from this installation; "
                          "reinstall DeFacer, pass --features-from DIR, or --scrub-only for DICOM headers only")
+
+
+def _release_worker_keys(client) -> None:
+    """The workers let go of the key file once the run is done: a long-lived cluster's (a
+    --scheduler, a client passed in) held it open until they ended, and the next `defacer scrub`
+    with that key, seeing it held, marked it as used (its modification time moved)."""
+    from DeFacerLib.dicom.uids import release_held_keys
+
+    with contextlib.suppress(Exception):  # a worker lost meanwhile: its hold went with it
+        client.run(release_held_keys)
 
 
 def _register_plugin(client, plugin) -> None:
