@@ -3,6 +3,7 @@
 Anything else escaping the library is a bug and gets exit code 1 with a one-line message
 (the traceback only with ``--debug``).
 """
+import importlib
 
 
 class DeFacerError(Exception):
@@ -37,9 +38,24 @@ def missing_extra(error: BaseException, command: str) -> UsageError | None:
     extras = [extra for extra, modules in EXTRA_MODULES.items() if module in modules]
     if not extras:
         return None
-    extra = command if command in extras else extras[0]
-    return UsageError(f"defacer {command} needs the {extra} extra ({module} is not installed): "
-                      f"pip install 'defacer[{extra}]'")
+    return _extra_needed(f"defacer {command}", command if command in extras else extras[0], module)
+
+
+def require_extra(module: str, extra: str, asked_by: str) -> None:
+    """Import ``module`` now, or fail in one line naming ``extra``: called before anything is
+    written, where the import would otherwise come once output folders (or a new key) exist. A
+    module of the package's own found missing is a broken install, not the extra, and is raised."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        missing = (error.name or "").split(".")[0]
+        if missing not in EXTRA_MODULES[extra]:
+            raise
+        raise _extra_needed(asked_by, extra, missing) from None
+
+
+def _extra_needed(asked_by: str, extra: str, module: str) -> UsageError:
+    return UsageError(f"{asked_by} needs the {extra} extra ({module} is not installed): pip install 'defacer[{extra}]'")
 
 
 class InputError(DeFacerError):

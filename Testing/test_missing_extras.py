@@ -50,6 +50,17 @@ def test_a_command_without_its_extra_names_the_extra(command, extra, data_dir, t
     assert sorted(path.name for path in tmp_path.iterdir()) == ["in"], "nothing is written"
 
 
+def test_a_video_without_ffmpeg_names_the_photo_extra(data_dir, tmp_path):
+    """imageio-ffmpeg alone missing (photos work, a video cannot): the same one line as the rest,
+    not an exit 3 "input cannot be read" with a pip name of its own."""
+    result = defacer_without(("imageio_ffmpeg",), "photo", data_dir / "photos/known_people/short_hamilton_clip.mp4",
+                             "-o", tmp_path / "out.mp4")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == ("defacer: error: video needs the photo extra (imageio_ffmpeg is not installed): "
+                                     "pip install 'defacer[photo]'"), result.stderr
+    assert list(tmp_path.iterdir()) == [], "nothing is written"
+
+
 def test_the_extras_named_are_pyprojects():
     optional = (REPO / "pyproject.toml").read_text().split("[project.optional-dependencies]")[1].split("\n[")[0]
     for extra in EXTRA_MODULES:

@@ -24,7 +24,7 @@ from DeFacerLib.batch.manifest import DONE, FAILED, SKIPPED, Manifest
 from DeFacerLib.batch.tasks import BatchConfig, BatchWorkerPlugin, key_check_of, label_map_rel, process_item
 from DeFacerLib.deface.pipeline import DefaceParameters
 from DeFacerLib.dicom.profile import ProfileOptions
-from DeFacerLib.errors import DeFacerError, InputError, OutputError, UsageError, missing_extra
+from DeFacerLib.errors import DeFacerError, InputError, OutputError, UsageError, require_extra
 from DeFacerLib.interrupts import CTRL_C_EXIT, exit_code_of, sigterm_as_interrupt, stopped_by
 from DeFacerLib.io.atomic import check_name_fits
 
@@ -96,12 +96,10 @@ def run_batch(
     if audit == target or target in audit.parents or source == audit or source in audit.parents:
         raise OutputError(f"audit folder {audit} must be outside the input and the output (it holds original identifiers)")
     if qa and not scrub_only:
-        from DeFacerLib.deface.workflow import _check_qa_available
-
-        _check_qa_available()
+        require_extra("vtk", "qa", "--qa")
     if not scrub_only and labels_dir is None:
         _check_face_model()
-    _check_dask_available()
+    require_extra("distributed", "batch", "defacer batch")
     files = disc.list_files(source, (target, audit))  # before anything is made: an empty input leaves no output behind
     if not files:
         raise InputError(f"{source} holds no files")
@@ -462,18 +460,6 @@ def _workers_ignore_ctrl_c():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def _check_dask_available() -> None:
-    """Fail before anything is made when the [batch] extra is not installed: its ImportError came
-    once the output and audit folders (and a new key) were made, and left them behind."""
-    try:
-        import distributed  # noqa: F401
-    except ModuleNotFoundError as error:
-        extra = missing_extra(error, "batch")
-        if extra is None:  # a module of distributed's own is missing: a broken install, not the extra
-            raise
-        raise extra from None
 
 
 def _check_face_model() -> None:

@@ -26,14 +26,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> dict:
+    from DeFacerLib.errors import require_extra
     from DeFacerLib.io.atomic import check_output_folder, make_folder
 
     out = Path(args.out)
     check_output_folder(out, "--out folder")
     if not args.no_qa:  # the core install has no renderer: say so before anything is written
-        from DeFacerLib.deface.workflow import _check_qa_available
-
-        _check_qa_available("defacer demo (without --no-qa)")
+        require_extra("vtk", "qa", "defacer demo (without --no-qa)")
     created = make_folder(out if args.no_qa else out / "qa", "demo folder")
     written: list[Path] = []
     try:

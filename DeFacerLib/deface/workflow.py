@@ -24,7 +24,7 @@ from DeFacerLib.deface.pipeline import (
     require_face,
     segmentation_report,
 )
-from DeFacerLib.errors import FaceNotFound, GuaranteeError, InputError, OutputError, UsageError
+from DeFacerLib.errors import FaceNotFound, GuaranteeError, InputError, OutputError, UsageError, require_extra
 
 CENTRAL_FEATURES = FACE_FEATURES  # with a label map: without both of these, no output is written
 
@@ -77,7 +77,7 @@ def deface_file(
     if audit_dir is None and sidecar.is_dir():  # found after --overwrite had replaced the output, taking both
         raise OutputError(f"provenance file {sidecar} is a folder; move it away (--overwrite replaces files only)")
     if qa_dir is not None:
-        _check_qa_available()
+        require_extra("vtk", "qa", "--qa")
     progress("reading", 0.02)
     volume = read_volume(input_path, series_uid=series_uid)
     input_sha256 = _checksum_as_read(input_path)
@@ -371,13 +371,6 @@ def write_qa_figure(views: tuple[dict, dict], qa_dir, name: str) -> Path:
     figure = qa_dir / f"{stem}_before_after.png"
     before_after_figure(*views, figure, title=f"{stem}: before (top) and after (bottom)")
     return figure
-
-
-def _check_qa_available(asked_by: str = "--qa") -> None:
-    try:
-        import vtk  # noqa: F401
-    except ImportError:  # UsageError: exit 1 said "a bug: please report it"
-        raise UsageError(f"{asked_by} needs the qa extra (vtk is not installed): pip install 'defacer[qa]'") from None
 
 
 def take_back(outcome: dict) -> None:

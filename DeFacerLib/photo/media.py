@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from DeFacerLib.errors import InputError, OutputError
+from DeFacerLib.errors import InputError, OutputError, require_extra
 from DeFacerLib.io.atomic import atomic_path
 
 IMAGE_SUFFIXES = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}
@@ -275,10 +275,9 @@ def write_dicom_image(path, dataset, rgb: np.ndarray, faces_obscured: bool) -> P
 # ---- video -----------------------------------------------------------------------------------
 def ffmpeg_exe() -> str:
     """The ffmpeg binary shipped in the imageio-ffmpeg wheel (no system ffmpeg needed)."""
-    try:
-        import imageio_ffmpeg
-    except ImportError:
-        raise InputError("video needs the imageio-ffmpeg wheel: pip install imageio-ffmpeg") from None
+    require_extra("imageio_ffmpeg", "photo", "video")
+    import imageio_ffmpeg
+
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
