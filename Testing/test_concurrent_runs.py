@@ -6,7 +6,10 @@ when another run has used it; two runs into one new output (no --overwrite) neve
 """
 from __future__ import annotations
 
+import errno
 import multiprocessing
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from DeFacerLib.dicom import ProfileOptions, load_or_create_key, scrub_tree
-from DeFacerLib.dicom.uids import forget_new_key
+from DeFacerLib.dicom.uids import forget_new_key, release_held_keys
 from DeFacerLib.errors import DeFacerError, OutputError
 from DeFacerLib.io import read_volume, write_volume
+from DeFacerLib.io.atomic import atomic_path
 
 RACERS = 8
 RACES = 40
@@ -112,6 +116,38 @@ def test_a_failed_run_alone_still_leaves_no_new_key(tmp_path):
     load_or_create_key(path)  # this run's own second read is no other run's use
     forget_new_key(path, created)
     assert not (tmp_path / "made").exists()
+
+
+def test_where_hard_links_cannot_be_made_the_key_and_outputs_are_still_placed_once(tmp_path, monkeypatch):
+    """FAT and some network shares refuse hard links (EPERM): a new key file and an output are put
+    in place by an exclusive create and a rename instead (io.atomic.link_new serves both), and
+    still never over another run's file."""
+    def no_links(source, target):
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(target))
+
+    monkeypatch.setattr(os, "link", no_links)
+    key, path, created = load_or_create_key(tmp_path / "deid.key")
+    assert created and path.read_text() == key.hex() + "\n" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_key(path) == (key, path, False)
+    release_held_keys()
+    out = tmp_path / "out.nii.gz"
+    with atomic_path(out, replace=False) as temp:
+        temp.write_bytes(b"first")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~_umask(), "the user's usual modes, not the claim's 0600"
+    with pytest.raises(OutputError, match="another run"), atomic_path(out, replace=False) as temp:
+        temp.write_bytes(b"second")
+    assert out.read_bytes() == b"first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deid.key", "out.nii.gz"], "temporaries stayed"
+    monkeypatch.undo()
+    with pytest.raises(OutputError, match="another run"), atomic_path(out, replace=False) as temp:  # with links
+        temp.write_bytes(b"second")
+    assert out.read_bytes() == b"first"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_two_scrubs_into_one_new_output_never_both_publish(tmp_path, data_dir):

@@ -20,7 +20,7 @@ from pathlib import Path
 from pydicom.uid import UID_dictionary
 
 from DeFacerLib.errors import InputError, OutputError
-from DeFacerLib.io.atomic import is_within, make_folder, remove_made_folders
+from DeFacerLib.io.atomic import is_within, link_new, make_folder, remove_made_folders
 
 KEY_BYTES = 32
 DATE_OFFSET_RANGE_DAYS = (-3650, -365)
@@ -58,39 +58,22 @@ def load_or_create_key(path: str | Path | None = None, mark_use: bool = True) ->
         _FOLDERS_MADE_FOR[path] = make_folder(path.parent, "key file's folder")
         try:
             fd, temp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".partial", dir=path.parent)  # 0600
+            placed = False
             try:
                 _hold(path, fd)  # held before it is in place: a run that reads it meanwhile marks it (_read_key)
                 os.write(fd, (key.hex() + "\n").encode("ascii"))
-                try:
-                    os.link(temp, path)  # fails when another run made the key meanwhile
-                except FileExistsError:
-                    raise
-                except OSError:  # a file system without hard links (FAT, some shares): created in place
-                    _hold(path, _create_in_place(path, key))
-            except OSError:
-                _release(path)
-                raise
+                placed = link_new(Path(temp), path)
             finally:
-                os.unlink(temp)
-        except FileExistsError:
-            continue
+                if not placed:  # another run made the key meanwhile (read next), or the write failed
+                    _release(path)
+                    Path(temp).unlink(missing_ok=True)
         except OSError as error:
             raise OutputError(f"cannot create the key file {path}: {error.strerror or error}") from None
+        if not placed:
+            continue
         _MADE[Path(path).absolute()] = os.stat(path).st_mtime_ns
         return key, path, True
     raise InputError(f"the key file {path} keeps changing (another run makes and deletes it); rerun")
-
-
-def _create_in_place(path: Path, key: bytes) -> int:
-    """O_EXCL create and write, the file left open to be held: where links cannot be made; a run
-    racing this one may read the file while it is still empty and say so."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, (key.hex() + "\n").encode("ascii"))
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
 
 
 def _read_key(path: Path, mark_use: bool = True) -> bytes | None:

@@ -232,23 +232,36 @@ def _publish_new(temp: Path, target: Path) -> None:
             with contextlib.suppress(OSError):
                 target.rmdir()  # an empty folder only (Windows renames onto none)
             os.rename(temp, target)  # fails on a folder that is not empty, or a file
-        else:
-            try:
-                os.link(temp, target)  # fails on anything there
-            except FileExistsError:
-                raise
-            except OSError:  # a file system without hard links
-                if os.path.lexists(target):
-                    raise FileExistsError(target) from None
-                os.replace(temp, target)
-                return
-            os.unlink(temp)
+            return
+        if link_new(temp, target):
+            return
     except OSError as error:
         if not isinstance(error, (FileExistsError, IsADirectoryError, NotADirectoryError)) \
                 and error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
             raise
-        raise OutputError(f"{target} was written by another run meanwhile; it is kept (pass --overwrite to "
-                          "replace it)") from None
+    raise OutputError(f"{target} was written by another run meanwhile; it is kept (pass --overwrite to "
+                      "replace it)")
+
+
+def link_new(temp: Path, target: Path) -> bool:
+    """Move the file ``temp`` to ``target`` unless something is there (False, ``temp`` kept): of
+    two runs that found ``target`` free, only one may put its file there (outputs, a new key).
+    A hard link where the file system has them; else (FAT, some shares) the name is claimed by an
+    exclusive create and ``temp`` renamed over the claim, which a reader may see empty for a moment.
+    An open descriptor of ``temp`` is then one of ``target`` (a key is held before it is placed)."""
+    try:
+        os.link(temp, target)
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links here
+        try:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return False
+        os.replace(temp, target)
+        return True
+    os.unlink(temp)
+    return True
 
 
 def _replace_folder(new: Path, folder: Path) -> None:
