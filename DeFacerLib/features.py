@@ -4,6 +4,9 @@ the removal reaches by default.
 Label files (``--features-from``), the phantom's ground truth and the U-Net's classes all
 use these values, so a label map from any of them means the same thing.
 """
+from __future__ import annotations
+
+from collections.abc import Iterable
 
 FEATURES = ("eyes", "nose", "mouth", "ears")
 BRAIN = "brain"
@@ -34,22 +37,28 @@ DEFAULT_WHOLE_FACE = True
 DEFAULT_SHIELD = False
 
 
-def parse_features(text: str) -> tuple[str, ...]:
-    """'nose,eyes' -> ('eyes', 'nose'); 'all' -> every feature; unknown names are an error.
+def parse_features(names: str | Iterable[str]) -> tuple[str, ...]:
+    """'nose,eyes' or ("nose", "eyes") -> ('eyes', 'nose'); 'all' -> every feature; a name
+    that is no feature is a UsageError. The one check behind --features, DefaceParameters and the
+    Slicer module's ticked boxes (each had its own, and DefaceParameters(features="eyes") was
+    refused letter by letter).
 
     A set, in FEATURES' order: the names as typed went into the output's header note, the
     sidecar and batch's settings, so "nose,eyes" gave other bytes than "eyes,nose" for the same
     voxels, and a batch rerun redid every item.
 
-    An empty text is an error too, not 'all': `--features "$FEATURES"` with the variable unset
+    None named is an error too, not 'all': `--features "$FEATURES"` with the variable unset
     is a slip in a script, and the user should hear of it rather than get a choice made for them.
     """
-    if text.strip().lower() == "all":
+    from DeFacerLib.errors import UsageError
+
+    parts = names.split(",") if isinstance(names, str) else list(names)  # read once: a generator
+    wanted = tuple(dict.fromkeys(str(part).strip().lower() for part in parts if str(part).strip()))
+    if wanted == ("all",):
         return FEATURES
-    names = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
-    if not names:  # "," or ", ,": it ran the whole model, then said "the face was not found (missing: )"
-        raise ValueError(f"--features {text!r} names no feature; choose from {', '.join(FEATURES)} (or 'all')")
-    unknown = [name for name in names if name not in FEATURES]
+    if not wanted:  # "," or ", ,": it ran the whole model, then said "the face was not found (missing: )"
+        raise UsageError(f"no feature chosen to remove; choose from {', '.join(FEATURES)} (or 'all')")
+    unknown = [name for name in wanted if name not in FEATURES]
     if unknown:
-        raise ValueError(f"unknown feature(s) {', '.join(unknown)}; choose from {', '.join(FEATURES)}")
-    return tuple(name for name in FEATURES if name in names)
+        raise UsageError(f"unknown feature(s) {', '.join(unknown)}; choose from {', '.join(FEATURES)}")
+    return tuple(name for name in FEATURES if name in wanted)

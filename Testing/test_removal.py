@@ -19,7 +19,7 @@ from DeFacerLib.deface import (
     verify_protected_unchanged,
 )
 from DeFacerLib.deface.pinna import side_outline_masks
-from DeFacerLib.errors import GuaranteeError, InputError
+from DeFacerLib.errors import GuaranteeError, InputError, UsageError
 from DeFacerLib.features import FEATURES, LABEL_VALUES
 from DeFacerLib.phantom import make_phantom
 from test_phantom import ALL_CODES
@@ -198,6 +198,25 @@ def test_features_given_as_a_generator_are_all_removed():
     parameters = DefaceParameters(features=(name for name in ("nose", "eyes")))
     result = deface_volume(volume, masks, parameters=parameters)
     assert result.features_removed == ["eyes", "nose"] and not np.array_equal(result.volume.array, volume.array)
+
+
+@pytest.mark.parametrize("given, chosen", [("eyes", ("eyes",)), ("Nose, eyes", ("eyes", "nose")),
+                                           (["ears", "eyes", "ears"], ("eyes", "ears")), ("all", FEATURES)])
+def test_features_named_as_text_or_names_are_one_choice(given, chosen):
+    """One check serves --features, DefaceParameters and the Slicer module: a script's
+    DefaceParameters(features="eyes") was refused letter by letter ("unknown feature(s) e, y, s")."""
+    from DeFacerLib.deface.pipeline import DefaceParameters
+
+    assert DefaceParameters(features=given).features == chosen
+
+
+@pytest.mark.parametrize("given, message", [(",", "no feature chosen"), ((), "no feature chosen"),
+                                            (("eyes", "chin"), r"unknown feature\(s\) chin")])
+def test_features_naming_none_or_an_unknown_one_are_refused(given, message):
+    from DeFacerLib.deface.pipeline import DefaceParameters
+
+    with pytest.raises(UsageError, match=message):
+        DefaceParameters(features=given)
 
 
 def test_bad_masks_are_input_errors():

@@ -54,11 +54,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def parse_features(parser: argparse.ArgumentParser, text: str) -> tuple[str, ...]:
+    from DeFacerLib.errors import UsageError
     from DeFacerLib.features import parse_features as parse
 
     try:
         return parse(text)
-    except ValueError as error:
+    except UsageError as error:
         parser.error(str(error))
 
 

@@ -20,7 +20,7 @@ import slicer
 
 from DeFacerLib import slicer_convert
 from DeFacerLib.errors import InputError, OutputError, UsageError
-from DeFacerLib.features import BRAIN, FEATURES
+from DeFacerLib.features import BRAIN, FEATURES, parse_features
 from DeFacerLib.volume import Volume
 
 Progress = Callable[[str, float], None]
@@ -331,12 +331,7 @@ class DeFacerLogic:
         from DeFacerLib.deface.pipeline import DefaceParameters, deface_volume, segmentation_report
 
         progress = progress or _no_progress
-        features = tuple(features)
-        unknown = [name for name in features if name not in FEATURES]
-        if unknown:
-            raise UsageError(f"unknown feature(s) {', '.join(unknown)}; choose from {', '.join(FEATURES)}")
-        if not features:
-            raise UsageError("choose at least one feature to remove")
+        features = parse_features(features)
         if outputNode is not None and volumeNode is not None and outputNode.GetID() == volumeNode.GetID() \
                 and not overwrite_input:
             raise UsageError("the output is the input volume; choose another output (DeFacer never overwrites "
@@ -395,7 +390,7 @@ class DeFacerLogic:
         from DeFacerLib.deface.pipeline import DefaceParameters
         from DeFacerLib.deface.workflow import deface_file
 
-        parameters = DefaceParameters(features=tuple(features), margin_mm=margin_mm, max_depth_mm=max_depth_mm,
+        parameters = DefaceParameters(features=features, margin_mm=margin_mm, max_depth_mm=max_depth_mm,
                                       protect_margin_mm=protect_margin_mm, whole_face=whole_face, seal_mm=seal_mm,
                                       shield=shield)
         from DeFacerLib.dicom.uids import release_held_keys

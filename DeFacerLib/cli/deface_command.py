@@ -68,14 +68,8 @@ def distance_mm(text: str) -> float:
 def parameters_from_args(args):
     """DefaceParameters from the removal options; an unknown feature is a usage error."""
     from DeFacerLib.deface.pipeline import DefaceParameters
-    from DeFacerLib.errors import UsageError
-    from DeFacerLib.features import parse_features
 
-    try:
-        features = parse_features(args.features)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    return DefaceParameters(features=features, margin_mm=args.margin_mm, max_depth_mm=args.max_depth_mm,
+    return DefaceParameters(features=args.features, margin_mm=args.margin_mm, max_depth_mm=args.max_depth_mm,
                             protect_margin_mm=args.protect_margin_mm, whole_face=args.whole_face,
                             seal_mm=args.seal_mm, shield=args.shield)
 

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from DeFacerLib.errors import FaceNotFound, GuaranteeError, InputError, UsageError
-from DeFacerLib.features import BRAIN, DEFAULT_PROTECT_MARGIN_MM, FEATURES, LABEL_VALUES
+from DeFacerLib.features import BRAIN, DEFAULT_PROTECT_MARGIN_MM, FEATURES, LABEL_VALUES, parse_features
 from DeFacerLib.volume import Volume
 
 Progress = Callable[[str, float], None]
@@ -35,15 +35,10 @@ class DefaceParameters:
     shield: bool | None = None  # the face shield: a featureless, hollow block over the front (shield.SHIELD_*)
 
     def __post_init__(self):
-        """A shield asked for must be placeable: it closes the front after the whole-face cut and is
-        placed from the eyes and the nose or mouth (else it was silently left out, exit 0)."""
-        features = tuple(self.features)  # once: a generator was used up by this check, and nothing removed
-        unknown = [name for name in features if name not in FEATURES]
-        if unknown:
-            raise UsageError(f"unknown feature(s) {', '.join(unknown)}; choose from {', '.join(FEATURES)}")
-        # a set, in FEATURES' order: as typed or ticked, the order reached the output's header note and
-        # sidecar, so the same voxels gave other bytes (features.parse_features does the same for the CLI)
-        self.features = tuple(name for name in FEATURES if name in features)
+        """``features``: names or a comma list (features.parse_features). A shield asked for must be
+        placeable: it closes the front after the whole-face cut and is placed from the eyes and the
+        nose or mouth (else it was silently left out, exit 0)."""
+        self.features = parse_features(self.features)
         if self.shield and self.whole_face is False:
             raise UsageError("the face shield closes the front after the whole-face cut: --shield cannot go with "
                              "--no-whole-face")
