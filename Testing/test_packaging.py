@@ -28,6 +28,9 @@ def test_the_wheel_defaces_a_head_as_the_checkout_does(data_dir, tmp_path):
                             "-w", str(tmp_path / "wheel"), str(source)], capture_output=True, text=True)
     assert built.returncode == 0, built.stderr[-2000:]
     [wheel] = (tmp_path / "wheel").glob("defacer-*.whl")
+    from DeFacerLib import __version__  # the one place the version is written (pyproject reads it)
+
+    assert wheel.name.startswith(f"defacer-{__version__}-"), wheel.name
 
     names = set(zipfile.ZipFile(wheel).namelist())
     modules = {str(path.relative_to(REPO)) for path in (REPO / "DeFacerLib").rglob("*.py")}
