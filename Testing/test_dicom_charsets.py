@@ -160,3 +160,20 @@ def test_info_of_a_dicom_series_prints_under_an_ascii_locale(tmp_path, data_dir)
     folded = "".join(line.split("|")[2].strip() for line in run.stdout.decode("ascii").splitlines()
                      if line.count("|") == 3 and line.split("|")[1].strip() in ("series_uid", ""))
     assert folded.startswith(uid)
+
+
+def test_a_library_warning_is_one_line_and_quiet_under_q(tmp_path, data_dir):
+    """pydicom warns of a character set it does not know in Python's two lines (its file and its
+    source line) around DeFacer's one-line messages; now one ``defacer: warning:`` line, and
+    nothing under -q, where only the outcome is wanted."""
+    ds = _ct(data_dir)
+    ds.SpecificCharacterSet = "ISO_IR 999"
+    ds.save_as(tmp_path / "unknown_charset.dcm")
+    for quiet in ((), ("-q",)):
+        out = tmp_path / f"out{len(quiet)}.dcm"
+        run = subprocess.run([sys.executable, "-m", "DeFacerLib", "scrub", str(tmp_path / "unknown_charset.dcm"),
+                              str(out), "--key-file", str(_key_file(tmp_path)), *quiet],
+                             capture_output=True, text=True, cwd=REPO)
+        assert run.returncode == 0 and out.is_file(), run.stderr
+        expected = [] if quiet else ["defacer: warning: Unknown encoding 'ISO_IR 999' - using default encoding instead"]
+        assert run.stderr.splitlines() == expected

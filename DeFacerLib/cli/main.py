@@ -7,10 +7,12 @@ the photo command's OpenCV stack (about 1 s of start-up).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
+import warnings
 
 from DeFacerLib import __version__, sharing_warnings
 from DeFacerLib.errors import EXIT_CODES, DeFacerError, missing_extra
@@ -126,7 +128,8 @@ def _main(argv: list[str]) -> int:
         parser.error(f"give a command: {', '.join(_commands(parser))}")
     started = time.perf_counter()
     try:
-        result = args.run(args)
+        with _library_warnings_in_one_line(args):
+            result = args.run(args)
     except DeFacerError as error:
         # a failure that still has a report (qa's FAIL verdict, scrub's or batch's failed files):
         # --json gives it on stdout, beside the one-line error and the exit code
@@ -209,6 +212,25 @@ def _refuse_unrecognized(parser: argparse.ArgumentParser, command: str | None, e
 def _commands(parser: argparse.ArgumentParser) -> dict:
     """{command name: its parser}."""
     return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+@contextlib.contextmanager
+def _library_warnings_in_one_line(args):
+    """A library's own warning (pydicom's "Unknown encoding 'ISO_IR 999' - using default encoding")
+    came as Python's two lines, its file and source line, around the tool's one-line messages: now
+    one ``defacer: warning:`` line, none under --quiet (it is no safety warning); --debug keeps
+    Python's."""
+    if args.debug:
+        yield
+        return
+
+    def show(message, *_details, **_more) -> None:
+        if not args.quiet:
+            sys.stderr.write(f"defacer: warning: {' '.join(str(message).split())}\n")
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def _print_error(message: str) -> None:
