@@ -177,3 +177,23 @@ def test_a_moving_4d_series_keeps_the_brain_of_every_frame(data_dir, tmp_path):
     changed = np.asarray(nib.load(source).dataobj) != np.asarray(nib.load(tmp_path / "out.nii.gz").dataobj)
     assert changed[..., 0].sum() > 40_000  # the face went
     assert (changed & (np.asarray(brain.dataobj) > 0)).sum() == 0
+
+
+def test_a_head_whose_header_turns_it_upside_down_is_refused(data_dir, tmp_path):
+    """IXI255's voxels with its affine turned 180 degrees about the anterior axis: the header says
+    the head is upside down. The model still found a face (a nose above the eyes), and the cuts,
+    taken along the header's axes, changed 979 voxels of the reference brain behind exit 0. The
+    landmarks now say the face does not lie the way the header says (pipeline.require_upright_face):
+    refused, exit 3, nothing written."""
+    head = nib.load(next((data_dir / "heads" / "ixi" / "t1").glob("IXI255*_T1.nii.gz")))
+    centre = head.affine[:3, :3] @ ((np.asarray(head.shape) - 1) / 2) + head.affine[:3, 3]
+    turn = np.eye(4)
+    turn[:3, :3] = _rotation((0, 180, 0))
+    turn[:3, 3] = centre - turn[:3, :3] @ centre
+    source, output = tmp_path / "upside_down.nii.gz", tmp_path / "out.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(head.dataobj, dtype=np.float32), turn @ head.affine), source)
+    result = subprocess.run([sys.executable, "-m", "DeFacerLib", "deface", str(source), str(output), "-q"],
+                            capture_output=True, text=True)
+    assert result.returncode == 3, result.stderr
+    assert "does not lie the way the header's axes say" in result.stderr and "above the eyes" in result.stderr
+    assert not output.exists() and not (tmp_path / "out.defacer.json").exists()
