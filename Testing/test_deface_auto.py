@@ -122,8 +122,10 @@ def test_validation_head_brain_untouched_features_removed(rel, data_dir, ear_con
     labels = training_labels(head, landmarks, brain=brain)
     changed = out.array != head.array
     removed = {f: float(changed[labels == LABEL_VALUES[f]].mean()) for f in FEATURES}
-    assert outcome["features_removed"], outcome["features_missing"]
-    for feature in outcome["features_removed"]:
+    # every feature of these full faces is found and goes: checking only the ones the run reported
+    # passed a run that reported the mouth missing and kept most of it (18-31 % of its tissue changed)
+    assert outcome["features_removed"] == list(FEATURES), outcome["features_missing"]
+    for feature in FEATURES:
         assert removed[feature] >= MIN_REMOVED_FRACTION[feature], (rel, removed)
     assert_cut_surface_blended(head, out, outcome["report"])
     # what is left of the pinna: the side view within 35 mm of the concha standing > 5 mm proud
