@@ -31,10 +31,16 @@ def sha256_of(path: str | os.PathLike) -> str:
     for file in files:
         if path.is_dir():
             digest.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        hash_file_into(digest, file)
     return digest.hexdigest()
+
+
+def hash_file_into(digest, path: str | os.PathLike) -> None:
+    """Feed a file's bytes to ``digest`` 1 MiB at a time (a 4D volume can be gigabytes): the
+    provenance record's checksums and batch's report columns (batch.discover.sha256_files)."""
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
 
 
 def short_description(features_removed: list[str]) -> str:

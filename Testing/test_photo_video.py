@@ -275,6 +275,19 @@ def test_camera_refuses_to_record_over_its_own_input(short_clip, tmp_path):
     assert source.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["visit.mp4"]
 
 
+def test_camera_refuses_an_existing_recording_before_it_opens_the_stream(short_clip, tmp_path):
+    """The recording's path is checked as a video's is (anonymize.check_target), before the stream
+    is opened: an existing one was found only once the camera was on, so a source that cannot
+    open hid it ("cannot open the video") and the user met it on the next try."""
+    from DeFacerLib.errors import OutputError
+
+    earlier = tmp_path / "rec.mp4"
+    earlier.write_bytes(short_clip.read_bytes())
+    with pytest.raises(OutputError, match="exists; pass --overwrite"):
+        anonymize_camera(str(tmp_path / "no_such_clip.mp4"), PhotoOptions(), max_frames=3, destination=earlier)
+    assert earlier.read_bytes() == short_clip.read_bytes()
+
+
 def test_ksame_on_a_video_or_a_stream_is_one_usage_error(short_clip, tmp_path):
     """k-Same averages a set of faces; it cannot run on a video (exit 3, an input error) nor on a
     camera stream (exit 2): the same slip, now the same code, and nothing written."""

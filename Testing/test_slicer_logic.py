@@ -202,6 +202,16 @@ def test_output_never_overwrites_input_silently(logic):
         logic.deface(node, features=("eyebrows",), labelsNode=labels_node)
 
 
+def test_a_shield_that_cannot_be_placed_is_refused_before_the_model_runs(logic, data_dir):
+    """The Logic builds DefaceParameters before any work, as `defacer deface` does: a shield
+    without the eyes was refused only after the U-Net had looked for the features (seconds)."""
+    head = data_dir / "heads/ixi/t1/IXI132-HH-1415_T1.nii.gz"
+    node = logic.node_from_volume(read_volume(head), "Head")
+    with pytest.raises(UsageError, match="--shield needs them"):
+        logic.deface(node, features=("ears",), shield=True)
+    assert logic._mask_cache == {}  # the features were never looked for
+
+
 def test_without_labels_a_volume_without_a_face_is_refused(logic):
     """The same rule as `defacer deface`: no eyes and nose found, nothing defaced, one-line reason."""
     blob = featureless_blob()
@@ -368,6 +378,20 @@ def test_scrub_refuses_a_key_file_inside_its_output(logic, data_dir, tmp_path):
     with pytest.raises(OutputError, match="inside the output"):
         logic.scrub_dicom_files(files, tmp_path / "out", key_file=tmp_path / "out" / "deid.key")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_scrub_refuses_a_key_file_inside_the_folder_of_the_study(logic, data_dir, tmp_path):
+    """`defacer scrub` refuses a key file inside its input; the module, which stages the files and
+    so saw no input folder, made the key (the secret behind the pseudonyms) in the study's own folder."""
+    import shutil
+
+    study = tmp_path / "study"
+    shutil.copytree(data_dir / "dicom" / "fake_phi_ct", study)
+    files = sorted(study.glob("*.dcm"))
+    with pytest.raises(OutputError, match="inside the input"):
+        logic.scrub_dicom_files(files, tmp_path / "out", key_file=study / "deid.key")
+    assert sorted(p.name for p in study.iterdir()) == ["ctbrain1.dcm", "ctbrain2.dcm"]
+    assert not (tmp_path / "out").exists()
 
 
 def test_scrub_refuses_an_output_inside_the_folder_of_the_study(logic, data_dir, tmp_path):

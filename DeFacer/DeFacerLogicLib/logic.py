@@ -20,7 +20,7 @@ import slicer
 
 from DeFacerLib import slicer_convert
 from DeFacerLib.errors import InputError, OutputError, UsageError
-from DeFacerLib.features import BRAIN, FEATURES, parse_features
+from DeFacerLib.features import BRAIN, FEATURES
 from DeFacerLib.volume import Volume
 
 Progress = Callable[[str, float], None]
@@ -331,7 +331,13 @@ class DeFacerLogic:
         from DeFacerLib.deface.pipeline import DefaceParameters, deface_volume, segmentation_report
 
         progress = progress or _no_progress
-        features = parse_features(features)
+        rois = list(roiNodes) if roiNodes is not None else None
+        # checked before any work (features known and at least one, a shield placeable: the model ran
+        # first); the ROI is the box, its margin already drawn
+        parameters = DefaceParameters(features=features, margin_mm=0.0 if rois is not None else margin_mm,
+                                      max_depth_mm=max_depth_mm, protect_margin_mm=protect_margin_mm,
+                                      whole_face=whole_face, seal_mm=seal_mm, shield=shield)
+        features = parameters.features
         if outputNode is not None and volumeNode is not None and outputNode.GetID() == volumeNode.GetID() \
                 and not overwrite_input:
             raise UsageError("the output is the input volume; choose another output (DeFacer never overwrites "
@@ -341,15 +347,10 @@ class DeFacerLogic:
         features_found = self._features(volumeNode, labelsNode, volume,
                                         lambda message, fraction: progress(message, 0.05 + 0.25 * fraction))
         masks = features_found["masks"]
-        rois = list(roiNodes) if roiNodes is not None else None
         if rois is not None:
             _check_boxes_cover(rois, features)
             box_masks = self.masks_from_rois(volume, rois, features, volumeNode=volumeNode)
             masks = {**{k: v for k, v in masks.items() if k == BRAIN}, **box_masks}
-            margin_mm = 0.0  # the ROI is the box: its margin is already drawn
-        parameters = DefaceParameters(features=features, margin_mm=margin_mm, max_depth_mm=max_depth_mm,
-                                      protect_margin_mm=protect_margin_mm, whole_face=whole_face, seal_mm=seal_mm,
-                                      shield=shield)
         found = features_found["found"]
         # the model's eye centres give the eyes' core (the back of the globe, removed at any depth,
         # clipped to the eye boxes): kept with the user's boxes too, unless the eye boxes were deleted
@@ -470,9 +471,11 @@ class DeFacerLogic:
     def scrub_dicom_files(self, files: Iterable, output_dir, options=None, key_file=None,
                           progress: Callable[[int, int], None] | None = None) -> dict:
         """De-identify the given DICOM files (e.g. a loaded study's) into ``output_dir`` with
-        DeFacerLib.dicom.scrub_tree (PS3.15 Basic profile + ``options``); audit trail beside it."""
-        from DeFacerLib.dicom import ProfileOptions, load_or_create_key, scrub_tree
-        from DeFacerLib.dicom.uids import forget_new_key, key_readable_by_others, refuse_key_inside, release_held_keys
+        DeFacerLib.dicom.tree.scrub_with_key_file, as `defacer scrub` (PS3.15 Basic profile +
+        ``options``); audit trail beside it."""
+        from DeFacerLib.dicom import ProfileOptions
+        from DeFacerLib.dicom.tree import scrub_with_key_file
+        from DeFacerLib.dicom.uids import release_held_keys
 
         files = [Path(f) for f in files]
         if not files:
@@ -480,14 +483,14 @@ class DeFacerLogic:
         missing = [f for f in files if not f.is_file()]
         if missing:
             raise InputError(f"{missing[0]} is missing ({len(missing)} of {len(files)} files); reload the study")
+        from DeFacerLib.dicom.uids import refuse_key_inside
         from DeFacerLib.io.atomic import is_within
 
         for folder in sorted({f.parent for f in files}):  # scrub_tree sees only the staging copy as its input
             if is_within(output_dir, folder):
                 raise OutputError(f"output {output_dir} is inside the folder of the study's files {folder}; choose a "
                                   "folder outside it (inputs are never modified)")
-        refuse_key_inside(key_file, None, output_dir)  # as `defacer scrub` does: it would be shared with the study
-        key, key_path, created = load_or_create_key(key_file)
+            refuse_key_inside(key_file, folder, output_dir)  # as `defacer scrub` refuses one inside its input
         try:
             with tempfile.TemporaryDirectory(prefix="defacer_study_") as staging:
                 staging = Path(staging) / "study"
@@ -500,14 +503,10 @@ class DeFacerLogic:
                         target.hardlink_to(source)
                     except OSError:
                         shutil.copy2(source, target)
-                summary = scrub_tree(staging, output_dir, options or ProfileOptions(), key, progress=progress)
-        except BaseException:  # scrub_tree publishes whole or not at all: nothing was keyed with a new key
-            forget_new_key(key_path, created)
-            raise
+                # the module shows sharing_warnings.for_scrub(summary), as the command line prints them
+                return scrub_with_key_file(staging, output_dir, options or ProfileOptions(), key_file, progress=progress)
         finally:
             release_held_keys()  # Slicer runs on: the key file is not left open (Windows could not rotate it)
-        # the module shows sharing_warnings.for_scrub(summary), as the command line prints them
-        return dict(summary, key_file=str(key_path), key_readable_by_others=key_readable_by_others(key_path))
 
 
 def _roi_box_in_frame_of(roi, volumeNode) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from DeFacerLib.batch import bids
 from DeFacerLib.errors import OutputError
 from DeFacerLib.io.formats import DICOM_EXTENSIONS, has_dicom_magic
+from DeFacerLib.provenance import hash_file_into
 
 BIDS = "bids"
 DICOM = "dicom"
@@ -381,7 +382,5 @@ def sha256_files(root: Path, rels) -> str:
     for rel in rels:
         if len(rels) > 1:
             digest.update(str(rel).encode("utf-8", "surrogateescape") + b"\0")
-        with open(root / rel, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        hash_file_into(digest, root / rel)
     return digest.hexdigest()

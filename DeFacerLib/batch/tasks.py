@@ -24,6 +24,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -314,14 +315,10 @@ def _scrub_files(item: Item, config: BatchConfig, outcome: dict, reason: str = "
     records, uid_map, patients = [], {}, {}
     for rel in item.files:
         target = out_root / rel
-        temp = partial_path(target)
-        try:
+        with _partial(target) as temp:
             record = scrub_file((str(Path(config.input_root) / rel), rel, str(temp), config.dicom_options, key))
             if record["status"] == "written":
                 os.replace(temp, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
         if record["status"] == "failed" and _is_disk_full_text(record["reason"]):
             raise OSError(errno.ENOSPC, f"No space left on device writing {rel}")
         uid_map.update(record.pop("uid_map", None) or {})
@@ -389,16 +386,12 @@ def _copy(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
         from DeFacerLib.io.nifti import copy_nifti_without_identity
 
         target.parent.mkdir(parents=True, exist_ok=True)
-        temp = partial_path(target)
-        try:
+        with _partial(target) as temp:
             removed = copy_nifti_without_identity(source, temp)
             if removed:
                 os.replace(temp, target)
                 outcome.update(action="copied, header cleaned", written=1, outputs=[rel], header_removed=removed)
                 return
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
     _publish(source, target, copy=True)
     outcome.update(action="copied", written=1, outputs=[rel])
     if bids.PARTICIPANT_TABLE.match(rel):
@@ -559,21 +552,25 @@ def _publish(source: Path, target: Path, copy: bool = False) -> None:
         except OSError as error:
             if error.errno != errno.EXDEV:
                 raise
-    temp = partial_path(target)
-    try:
+    with _partial(target) as temp:
         shutil.copyfile(source, temp)
         os.replace(temp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
 
 
 def _write_text(target: Path, text: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = partial_path(target)
-    try:
+    with _partial(target) as temp:
         temp.write_text(text, encoding="utf-8")
         os.replace(temp, target)
+
+
+@contextlib.contextmanager
+def _partial(target: Path) -> Iterator[Path]:
+    """Batch's fixed temporary beside ``target`` (io.atomic.partial_path: a rerun sweeps what a
+    killed worker left): the caller moves it into place; removed whatever else happens."""
+    temp = partial_path(target)
+    try:
+        yield temp
     finally:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()

@@ -72,26 +72,15 @@ def options_from_args(args):
 def run(args) -> dict:
     from pathlib import Path
 
-    from DeFacerLib.dicom import load_or_create_key, scrub_tree
-    from DeFacerLib.dicom.uids import forget_new_key, key_readable_by_others, refuse_key_inside
-    from DeFacerLib.dicom.tree import scrub_inputs
+    from DeFacerLib.dicom.tree import scrub_inputs, scrub_with_key_file
     from DeFacerLib.errors import InputError, UsageError
 
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     options = options_from_args(args)
     scrub_inputs(Path(args.input))  # a missing or empty input makes no key file either
-    refuse_key_inside(args.key_file, args.input, args.output)
-    key, key_path, created = load_or_create_key(args.key_file)
-    try:
-        summary = scrub_tree(args.input, args.output, options, key, workers=args.workers,
-                             overwrite=args.overwrite, audit_dir=args.audit_dir)
-    except BaseException:
-        forget_new_key(key_path, created)  # scrub_tree writes atomically: nothing was published with it
-        raise
-    summary["key_file"] = str(key_path)
-    summary["key_created"] = created
-    summary["key_readable_by_others"] = key_readable_by_others(key_path)
+    summary = scrub_with_key_file(args.input, args.output, options, args.key_file, workers=args.workers,
+                                  overwrite=args.overwrite, audit_dir=args.audit_dir)
     if not args.quiet and not args.json:
         _print_summary(summary)
     if summary["failed"]:

@@ -339,6 +339,26 @@ def scrub_tree(input_path: str | Path, output_path: str | Path, options: Profile
     return summary
 
 
+def scrub_with_key_file(input_path: str | Path, output_path: str | Path, options: ProfileOptions,
+                        key_file: str | Path | None, **scrub_options) -> dict:
+    """scrub_tree keyed from ``key_file`` (made when missing; None: the default key), as `defacer
+    scrub` and the Slicer module run it: a key file inside the input or the output is refused
+    before it is made or read (it would be shared with the data it keys), a key made for a run
+    that published nothing is removed again, and the summary names the key and whether others
+    can read it (sharing_warnings.key_readable)."""
+    from DeFacerLib.dicom.uids import forget_new_key, key_readable_by_others, load_or_create_key, refuse_key_inside
+
+    refuse_key_inside(key_file, input_path, output_path)
+    key, key_path, created = load_or_create_key(key_file)
+    try:
+        summary = scrub_tree(input_path, output_path, options, key, **scrub_options)
+    except BaseException:  # scrub_tree publishes whole or not at all: nothing was keyed with a new key
+        forget_new_key(key_path, created)
+        raise
+    return dict(summary, key_file=str(key_path), key_created=created,
+                key_readable_by_others=key_readable_by_others(key_path))
+
+
 @contextlib.contextmanager
 def _removed_on_error(folders: list[Path]):
     """Remove ``folders`` (this run's new audit) when the block fails after they were made: two

@@ -19,6 +19,7 @@ from DeFacerLib.photo.detect import DEFAULT_DETECTOR, MIN_FACE_PX, Face, detect_
 from DeFacerLib.photo.ksame import DEFAULT_K, k_same
 from DeFacerLib.photo.landmarks import add_landmarks
 from DeFacerLib.photo.media import (
+    DICOM_SUFFIXES,
     IMAGE_SUFFIXES,
     VideoWriter,
     check_output_suffix,
@@ -127,7 +128,7 @@ def folder_contents(folder: Path) -> tuple[list[Path], list[str]]:
     for entry in sorted(Path(folder).iterdir()):
         if entry.name.startswith("."):
             continue
-        if entry.is_file() and (entry.suffix.lower() in IMAGE_SUFFIXES or entry.suffix.lower() in (".dcm", ".dicom")):
+        if entry.is_file() and (entry.suffix.lower() in IMAGE_SUFFIXES or entry.suffix.lower() in DICOM_SUFFIXES):
             photos.append(entry)
         else:
             others.append(entry.name + ("/" if entry.is_dir() else ""))
@@ -172,17 +173,15 @@ def _write_still(source: Path, path: Path, kind: str, original, rgb: np.ndarray,
         write_unchanged(source, path, original)
 
 
-def refuse_input_as_output(source, target: Path) -> None:
-    """An output at the input's own path would replace the input: refused, --overwrite or not."""
-    if Path(target).resolve() == Path(source).resolve():
+def check_target(source, target, overwrite: bool) -> None:
+    """Before anything is read: an output at the input's own path would replace the input, refused
+    with --overwrite too (``source`` None: a camera, no file to protect); one that exists needs
+    --overwrite. Photos, videos and camera recordings alike."""
+    target = Path(target)
+    if source is not None and target.resolve() == Path(source).resolve():
         raise OutputError(f"{target}: would overwrite the input; choose another output")
-
-
-def _check_targets(files: list[Path], targets: list[Path], overwrite: bool) -> None:
-    for file, target in zip(files, targets):
-        refuse_input_as_output(file, target)
-        if target.exists() and not overwrite:
-            raise OutputError(f"{target} exists; pass --overwrite or choose another output")
+    if target.exists() and not overwrite:
+        raise OutputError(f"{target} exists; pass --overwrite or choose another output")
 
 
 def _write_all(jobs, destination: Path, folder: bool) -> None:
@@ -234,7 +233,8 @@ def anonymize_path(source, destination, options: PhotoOptions, overwrite: bool =
     else:
         targets = [destination]
         check_output_suffix(kind_of(source), destination)
-    _check_targets(files, targets, overwrite)
+    for file, target in zip(files, targets):
+        check_target(file, target, overwrite)
 
     read = [_read_still(f) for f in files]  # read everything first: a bad file stops before any write
     faces = [find_faces(rgb, options) for _, _, rgb in read]
@@ -292,9 +292,7 @@ def anonymize_video(source, destination, options: PhotoOptions, overwrite: bool 
     if options.method == "ksame":  # a usage error, as on a camera stream: no frame is read
         raise UsageError(f"{source}: k-Same is for sets of photos, not video; choose fill, blur or pixelate")
     check_output_suffix("video", destination)
-    refuse_input_as_output(source, destination)
-    if destination.exists() and not overwrite:
-        raise OutputError(f"{destination} exists; pass --overwrite or choose another output")
+    check_target(source, destination, overwrite)
     info = probe(source)
     capture = open_video(str(source))
     try:
@@ -341,16 +339,13 @@ def anonymize_camera(source, options: PhotoOptions, max_frames: int | None = Non
     if options.method == "ksame":  # before the camera is opened: obscure_faces cannot average one stream
         raise UsageError("k-Same is for sets of photos, not a camera stream; choose fill, blur or pixelate")
     if destination is not None:  # before the camera is opened
-        check_output_suffix("video", Path(destination))
-        if not isinstance(source, int):  # a file played as a stream
-            refuse_input_as_output(source, destination)
+        destination = Path(destination)
+        check_output_suffix("video", destination)
+        check_target(None if isinstance(source, int) else source, destination, overwrite)  # a file played as a stream
     capture = open_video(source)
     writer = None
     try:
         if destination is not None:
-            destination = Path(destination)
-            if destination.exists() and not overwrite:
-                raise OutputError(f"{destination} exists; pass --overwrite or choose another output")
             import cv2
 
             fps = capture.get(cv2.CAP_PROP_FPS) or 30.0

@@ -21,6 +21,7 @@ import numpy as np
 
 from DeFacerLib.errors import InputError, OutputError, require_extra
 from DeFacerLib.io.atomic import atomic_path
+from DeFacerLib.io.formats import has_dicom_magic
 
 IMAGE_SUFFIXES = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
@@ -53,14 +54,8 @@ def kind_of(path: Path) -> str:
         return "image"
     if suffix in VIDEO_SUFFIXES:
         return "video"
-    if suffix in DICOM_SUFFIXES:
+    if suffix in DICOM_SUFFIXES or has_dicom_magic(path):
         return "dicom"
-    try:
-        with open(path, "rb") as stream:
-            if stream.read(132)[128:132] == b"DICM":
-                return "dicom"
-    except OSError:
-        pass
     raise InputError(f"{path}: not a photo, DICOM or video file we know (.jpg .png .tif .dcm .mp4 .mov .avi .mkv)")
 
 
