@@ -35,6 +35,11 @@ class SourceInfo:
 
 @dataclass
 class Volume:
+    """Stored voxel values (axes i, j, k[, t]) with their grid in LPS millimetres (``spacing_mm``,
+    ``origin_mm``, ``direction``), ``modality`` (one of MODALITIES), the file's ``slope`` and
+    ``intercept``, and ``source``, what its writer needs to write it back (None: a new volume,
+    written in the format its output name says). ``read_volume`` makes one; a 2D array is refused."""
+
     array: np.ndarray
     spacing_mm: np.ndarray
     origin_mm: np.ndarray

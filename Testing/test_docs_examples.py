@@ -107,7 +107,7 @@ def test_photo_doc_methods_and_regions_are_the_commands_choices():
     assert {"5", "68", "auto"} == choices["landmarks"] == set(re.findall(r"`--landmarks (\w+)`", text))
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/batch.md", "docs/photo.md"])
+@pytest.mark.parametrize("doc", ["README.md", "docs/batch.md", "docs/photo.md", "docs/qa.md"])
 def test_python_snippets_import(doc):
     """Every `from DeFacerLib... import ...` line of the doc's Python blocks imports (a renamed API breaks it)."""
     blocks = re.findall(r"```python\n(.*?)```", (REPO_ROOT / doc).read_text(), flags=re.S)

@@ -85,9 +85,10 @@ def add_arguments(parser) -> None:
         "--features-from",
         metavar="LABELS",
         type=input_path,
-        help="label map on the head's grid: 1 eyes, 2 nose, 3 mouth, 4 ears, 5 brain (brain is protected)",
+        help="label map on the head's grid: 1 eyes, 2 nose, 3 mouth, 4 ears, 5 brain (brain is protected; without 5, "
+             "the U-Net's brain; default: the U-Net finds the features)",
     )
-    parser.add_argument("--protect-from", metavar="MASK", type=input_path, help="extra mask (non-zero = protected) on the head's grid")
+    parser.add_argument("--protect-from", metavar="MASK", type=input_path, help="extra mask (non-zero = protected) on the head's grid (default: none)")
     parser.add_argument("--qa", metavar="DIR", type=folder_path, help="also write a before/after skin render to this folder")
     parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read when a folder holds several")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -97,6 +98,10 @@ def add_arguments(parser) -> None:
         "mappings, action log and provenance go to OUTPUT.audit/",
     )
     add_profile_arguments(dicom)
+    for action in dicom._group_actions:  # scrub's help said what it does; deface_file always refuses it
+        if "--clean-pixel-data" in action.option_strings:
+            action.help = ("refused here (exit 2): OCR over head slices blacks out what it reads as words in the "
+                           "anatomy, the brain too; it is for `defacer scrub` of images that are not head slices")
 
 
 def run(args) -> dict:

@@ -20,7 +20,7 @@ DEMO_HEADS = (
 def add_arguments(parser) -> None:
     from DeFacerLib.cli.main import folder_path
 
-    parser.add_argument("--out", default="demo_output", type=folder_path, help="folder for the demo outputs (default: demo_output)")
+    parser.add_argument("--out", default="demo_output", metavar="DIR", type=folder_path, help="folder for the demo outputs (default: demo_output)")
     parser.add_argument("--no-qa", action="store_true", help="skip the QA renders")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier demo run")
 

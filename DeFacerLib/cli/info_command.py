@@ -8,8 +8,9 @@ HELP = "describe a volume (format, size, spacing, orientation, modality)"
 
 def add_arguments(parser) -> None:
     from DeFacerLib.cli.main import input_path
+    from DeFacerLib.io.formats import SUPPORTED_TEXT
 
-    parser.add_argument("input", type=input_path, help="volume file (.nii, .nii.gz, .mgz, .nrrd, .mha, .dcm) or DICOM folder")
+    parser.add_argument("input", type=input_path, help=f"volume: {SUPPORTED_TEXT}")
     parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read when a folder holds several")
 
 

@@ -22,12 +22,12 @@ HELP = "anonymize faces in photos, DICOM photos, folders, video or a camera stre
 def add_arguments(parser) -> None:
     from DeFacerLib.cli.main import input_path, home_path
     from DeFacerLib.photo.anonymize import ROTATIONS
-    from DeFacerLib.photo.detect import DETECTORS
+    from DeFacerLib.photo.detect import DEFAULT_SCORE, DETECTORS
     from DeFacerLib.photo.obscure import DEFAULT_METHOD, METHODS
     from DeFacerLib.photo.regions import REGIONS
 
     parser.add_argument("input", nargs="?", type=input_path, help="photo (.jpg .png .tif), DICOM photo, folder of photos, or video")
-    parser.add_argument("-o", "--output", type=home_path, help="output file (or folder for a folder input)")
+    parser.add_argument("-o", "--output", type=home_path, help="output file (or folder for a folder input); needed with an INPUT, optional with --camera (a recording: .mp4, .m4v or .mov)")
     parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help=f"how to hide faces (default {DEFAULT_METHOD})")
     parser.add_argument("--region", choices=REGIONS, help="part of the face to hide (default: head, hair included; bar always covers eyes)")
     parser.add_argument("--detector", choices=DETECTORS, default="yunet", help="face detector (default yunet)")
@@ -37,7 +37,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--k", type=int, help="k for --method ksame (default 3)")
     parser.add_argument("--rotations", choices=tuple(ROTATIONS), default="none",
                         help="also search rotated copies: upright (+-30 deg) or all (90, 180 too) (default: none)")
-    parser.add_argument("--score", type=float, help="detector score threshold (default: the recall-first value)")
+    defaults = ", ".join(f"{name} {DEFAULT_SCORE[name]:g}" for name in DETECTORS)
+    parser.add_argument("--score", type=float, help=f"detector score threshold, lower finds more (default, recall first: {defaults})")
     parser.add_argument("--camera", metavar="SOURCE", type=home_path, help="anonymize a live stream: camera index (0), URL or file")
     parser.add_argument("--max-frames", type=int, metavar="N", help="stop the camera after this many frames (default: until the stream ends or Ctrl-C)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")

@@ -4,7 +4,7 @@ The output mirrors the input tree; every input file is written, skipped (not DIC
 failed, with its reason, in the audit summary. UIDs become keyed 2.25.<int> UIDs and the
 patient a keyed pseudonym, identical across runs with the same key file, so studies
 scrubbed in separate batches still link. The audit trail (UID and patient-ID mappings,
-per-file action log) holds the original identifiers and is written to OUT.audit/, never
+per-file action log) holds the original identifiers and is written to OUTPUT.audit/, never
 into the de-identified output. If any input PHI string survives in any output value the
 run fails and nothing is published.
 """
@@ -50,7 +50,9 @@ def add_profile_arguments(parser) -> None:
                              "(default: remove)")
     for flag, _, text in FLAGS:
         parser.add_argument(flag, action="store_true", help=text)
-    parser.add_argument("--pseudonym-format", default="DEFACER-{hash8}", help="patient name/ID pseudonym (default DEFACER-{hash8})")
+    parser.add_argument("--pseudonym-format", metavar="FORMAT", default="DEFACER-{hash8}",
+                        help="patient name/ID pseudonym: text with {hash8} or {hash16}, the keyed hash of the patient "
+                             "(default DEFACER-{hash8})")
 
 
 def options_from_args(args):

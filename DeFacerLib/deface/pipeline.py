@@ -277,7 +277,10 @@ def deface_volume(
 
     ``feature_masks`` may hold any of FEATURES and BRAIN. The brain mask, ``protected`` (a
     user's mask) and ``guard`` (the model's frontal guard, FoundFeatures.guard) are never
-    touched, nor anything within the engine's protect margin of them. The guard is grown by
+    touched, nor anything within the engine's protect margin of them; with none of the three it
+    refuses (GuaranteeError): a label map without the brain needs ``protect_unlabelled_brain``
+    first, as ``deface_file`` does. The header is the input's: ``header_identity.
+    without_identifying_header`` clears it before writing. The guard is grown by
     the margin too: between the orbits the olfactory fossa and gyrus rectus reach down to
     7-9 mm above the eye centres at 20-25 mm depth (held-out IXI162), below the guard itself.
     ``landmarks`` (FoundFeatures.landmarks): the eyes' cut also takes the eye tissue around each
@@ -288,7 +291,7 @@ def deface_volume(
     """
     from DeFacerLib.deface import head_mask, remove_features
     from DeFacerLib.deface.head_mask import frames_motion_mm
-    from DeFacerLib.deface.removal import DEEP_PROTECT_MARGIN_MM
+    from DeFacerLib.deface.removal import DEEP_PROTECT_MARGIN_MM, _as_mask
 
     if head is None:
         progress("finding the head", 0.1)
@@ -301,13 +304,17 @@ def deface_volume(
     if motion_mm > 0:  # the brain, found on the first frame, may lie this much elsewhere in another
         engine["protect_margin_mm"] = engine.get("protect_margin_mm", DEFAULT_PROTECT_MARGIN_MM) + motion_mm
 
+    where = Path(volume.source.path).name if volume.source is not None and volume.source.path else "the volume"
     kept = np.zeros(volume.shape3, dtype=bool)
-    if protected is not None:
-        kept |= protected
-    if guard is not None:
-        kept |= guard
-    if feature_masks.get(BRAIN) is not None:
-        kept |= feature_masks[BRAIN]
+    for what, mask in (("protected mask", protected), ("guard", guard), ("brain mask", feature_masks.get(BRAIN))):
+        if mask is not None:  # a mask on another grid: one line naming it, not numpy's broadcast error
+            kept |= _as_mask(mask, volume.shape3, what, where)
+    if not kept.any():
+        # a label map without the brain (5), given as README's recipe gives it: every cut then went
+        # max_depth_mm deep, through the frontal lobe (1734 reference-brain voxels of IXI162)
+        raise GuaranteeError(f"{where}: nothing protects the brain (no brain label 5 in the masks, no protected mask, "
+                             "no guard); give the brain, or first call protect_unlabelled_brain(volume, masks) as "
+                             "`defacer deface` does for such a label map; nothing removed")
 
     selected = {name: feature_masks[name] for name in parameters.features if name in feature_masks}
     for name in parameters.features:

@@ -141,6 +141,9 @@ PAIRED_FEATURES = ("eyes", "ears")
 
 @dataclass
 class FeatureRemoval:
+    """One feature's cut: whether the feature was given (``present``), voxels removed, and its box
+    in voxel indices and LPS millimetres (the sidecar's ``report.features``)."""
+
     present: bool
     voxels_removed: int = 0
     box_index_min: tuple[int, int, int] | None = None  # inclusive voxel indices, array frame
@@ -153,6 +156,9 @@ class FeatureRemoval:
 
 @dataclass
 class RemovalReport:
+    """What ``remove_features`` did: each feature's FeatureRemoval, the fill and seal values,
+    counts, the shield and the parameters used; ``to_dict`` is the sidecar's ``report``."""
+
     features: dict[str, FeatureRemoval]
     fill_value_physical: float
     fill_value_stored: float

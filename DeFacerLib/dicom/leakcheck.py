@@ -179,6 +179,9 @@ def _alternative(escaped: str) -> str:
 
 @dataclass
 class Leak:
+    """One output value still holding an input PHI string: where (``path``, ``keyword``), what was
+    ``found`` and the input attribute it came from (``source``)."""
+
     path: str
     keyword: str
     found: str

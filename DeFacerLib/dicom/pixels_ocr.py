@@ -48,6 +48,7 @@ def ocr_skip_reason(sop_class_uid, image_type, burned_in, face_removed: bool = F
 
 
 def tesseract_available() -> bool:
+    """Whether --clean-pixel-data can run: the tesseract program on PATH and pytesseract importable."""
     if shutil.which("tesseract") is None:
         return False
     try:

@@ -15,9 +15,9 @@ import numpy as np
 
 from DeFacerLib.errors import InputError, OutputError, UsageError
 from DeFacerLib.photo.camera import FaceMemory, run_stream, stop_on_ctrl_c
-from DeFacerLib.photo.detect import DEFAULT_DETECTOR, MIN_FACE_PX, Face, detect_faces
+from DeFacerLib.photo.detect import DEFAULT_DETECTOR, DETECTORS, MIN_FACE_PX, Face, detect_faces
 from DeFacerLib.photo.ksame import DEFAULT_K, k_same
-from DeFacerLib.photo.landmarks import add_landmarks
+from DeFacerLib.photo.landmarks import LANDMARK_MODES, add_landmarks
 from DeFacerLib.photo.media import (
     DICOM_SUFFIXES,
     IMAGE_SUFFIXES,
@@ -36,6 +36,7 @@ from DeFacerLib.photo.media import (
     write_unchanged,
 )
 from DeFacerLib.photo.obscure import DEFAULT_METHOD, METHODS, obscure_faces
+from DeFacerLib.photo.regions import REGIONS
 
 ROTATIONS = {"none": (0.0,), "upright": (0.0, -30.0, 30.0), "all": (0.0, 90.0, -90.0, 180.0, -30.0, 30.0)}
 # (method, region, landmarks) that passed the recognition test (scripts/evaluate_photo.py,
@@ -50,6 +51,9 @@ DETECT_SIDE_CAMERA_PX = 480
 
 
 def is_de_identifying(method: str, region: str | None, landmarks: str = "5") -> bool:
+    """Whether this choice passed the recognition test (DE_IDENTIFYING: fill or ksame over the whole
+    head); every other one is cosmetic. ``region`` None is the method's own; ``landmarks`` "auto"
+    counts as "68" where dlib is installed."""
     from DeFacerLib.photo.models import dlib_available
     from DeFacerLib.photo.obscure import METHOD_REGION
     from DeFacerLib.photo.regions import DEFAULT_REGION
@@ -63,6 +67,10 @@ def is_de_identifying(method: str, region: str | None, landmarks: str = "5") -> 
 
 @dataclass
 class PhotoOptions:
+    """How ``anonymize_*`` find and hide faces; the fields are ``defacer photo``'s options
+    (``score_threshold`` is ``--score``; None: the detector's recall-first DEFAULT_SCORE). A name
+    that is not one of the choices is refused here (UsageError), before any photo is read."""
+
     method: str = DEFAULT_METHOD
     region: str | None = None  # None: the method's own region (face for most, eyes for bar)
     detector: str = DEFAULT_DETECTOR
@@ -75,6 +83,11 @@ class PhotoOptions:
     def __post_init__(self):  # options a user chose: a bad one is a usage error (exit 2)
         if self.method not in METHODS:
             raise UsageError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        for what, value, choices in (("region", self.region, REGIONS), ("detector", self.detector, DETECTORS),
+                                     ("landmarks", self.landmarks, LANDMARK_MODES)):
+            if value not in choices and not (what == "region" and value is None):
+                # else a ValueError from deep in the first photo's regions, after detection had run
+                raise UsageError(f"unknown {what} {value!r}; choose from {', '.join(choices)}")
         if self.rotations not in ROTATIONS:
             raise UsageError(f"unknown rotations {self.rotations!r}; choose from {', '.join(ROTATIONS)}")
         score = self.score_threshold
@@ -86,6 +99,11 @@ class PhotoOptions:
 
 @dataclass
 class PhotoReport:
+    """What ``anonymize_path``/``anonymize_video`` did to one input: faces hidden (``boxes``: x0, y0,
+    x1, y1 in pixels), the method and whether it is de-identifying; for video, frames, the video's
+    own ``video_fps``, the speed ``processing_fps`` and whether audio was kept; ``note``: what to
+    look at (no face found, pixels unchanged; a video without audio)."""
+
     input: str
     output: str
     kind: str

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from DeFacerLib.errors import InputError, UsageError
 from DeFacerLib.photo.models import import_dlib, model_path
 
 DETECTORS = ("yunet", "hog", "mmod")
@@ -234,9 +235,11 @@ def detect_faces(
     import cv2
 
     if detector not in DETECTORS:
-        raise ValueError(f"unknown detector {detector!r}; choose from {DETECTORS}")
+        raise UsageError(f"unknown detector {detector!r}; choose from {', '.join(DETECTORS)}")
     threshold = DEFAULT_SCORE[detector] if score_threshold is None else float(score_threshold)
     rgb = np.asarray(image, dtype=np.uint8)
+    if rgb.ndim not in (2, 3):  # an IndexError from the channel flip below, not a message
+        raise InputError(f"a photo is an (H, W) grey or (H, W, 3) RGB image; got an array of shape {rgb.shape}")
     if rgb.ndim == 2:
         rgb = np.repeat(rgb[..., None], 3, axis=-1)
     bgr = full_bgr = np.ascontiguousarray(rgb[..., 2::-1])

@@ -75,4 +75,6 @@ def match_distance(recogniser: str = "sface") -> float:
 
 
 def same_person(a: np.ndarray, b: np.ndarray, recogniser: str = "sface") -> bool:
+    """Whether two descriptors of ``recogniser`` (``sface_descriptor`` or ``dlib_descriptor``) are
+    within its published match distance (match_distance): calibrated on photos, not on skin renders."""
     return distance(a, b, recogniser) <= match_distance(recogniser)

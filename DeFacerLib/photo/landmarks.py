@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from DeFacerLib.errors import UsageError
 from DeFacerLib.photo.detect import Face
 from DeFacerLib.photo.models import dlib_available, import_dlib, model_path
 
@@ -74,7 +75,7 @@ def add_landmarks(image: np.ndarray, faces: list[Face], mode: str = "auto") -> l
     gets ``landmarks5`` (from the detector, from the 68 points, or estimated from the box).
     """
     if mode not in LANDMARK_MODES:
-        raise ValueError(f"unknown landmark mode {mode!r}; choose from {LANDMARK_MODES}")
+        raise UsageError(f"unknown landmark mode {mode!r}; choose from {', '.join(LANDMARK_MODES)}")
     use68 = mode == "68" or (mode == "auto" and dlib_available())
     out = []
     for face in faces:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from DeFacerLib.errors import UsageError
 from DeFacerLib.photo.detect import Face
 from DeFacerLib.photo.regions import DEFAULT_REGION, region_polygons
 
@@ -54,7 +55,8 @@ def obscure_face(image: np.ndarray, face: Face, method: str = DEFAULT_METHOD, re
     import cv2
 
     if method not in METHODS or method == "ksame":
-        raise ValueError(f"obscure_face does {METHODS[:-1]}; k-Same needs a gallery (ksame.py)")
+        raise UsageError(f"unknown method {method!r} for obscure_face: choose from {', '.join(METHODS[:-1])} "
+                         "(k-Same needs a gallery: ksame.k_same)")
     region = METHOD_REGION.get(method, region or DEFAULT_REGION)
     polygons = region_polygons(face, region)
     x0, y0, x1, y1 = _roi(image.shape, polygons)

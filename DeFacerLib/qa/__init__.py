@@ -2,7 +2,8 @@
 
 ``render`` extracts the skin surface of any head Volume (world LPS mm), finds where the
 face is from the head's own shape, and renders it offscreen from named views; ``figure``
-lays before/after renders side by side in one PNG.
+lays before/after renders side by side in one PNG. The re-identification check of `defacer qa`
+is ``check.check_pair`` and its report ``report.write_report`` (docs/qa.md).
 """
 from DeFacerLib.qa.figure import before_after_figure
 from DeFacerLib.qa.render import (

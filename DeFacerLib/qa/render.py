@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 from scipy import ndimage
 
-from DeFacerLib.errors import InputError, OutputError
+from DeFacerLib.errors import InputError, OutputError, UsageError
 from DeFacerLib.intensity import looks_like_hu, otsu_threshold, reference_physical
 from DeFacerLib.volume import Volume
 
@@ -544,7 +544,7 @@ def render_views(
     directions = view_directions(face)
     unknown = [v for v in views if v not in directions]
     if unknown:
-        raise ValueError(f"unknown view(s) {unknown}; choose from {sorted(directions)}")
+        raise UsageError(f"unknown view(s) {', '.join(map(str, unknown))}; choose from {', '.join(sorted(directions))}")
     points = surface_points_mm(surface)
     height_px, width_px = int(size[0]), int(size[1])
 
