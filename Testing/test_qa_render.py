@@ -141,7 +141,7 @@ def test_face_direction_is_anterior_for_normal_heads(heads, name):
     assert ranked[-1] - ranked[-2] > 10.0, details.scores_mm  # a clear decision, in mm
     assert details.protrusion_mm[details.label] > 15.0  # the nose stands out
     # within TURN_APPLIED_FROM_DEG the views stay square to the header, as the thresholds were calibrated
-    assert abs(details.turn_deg) <= 4.5 and np.array_equal(details.direction, ANTERIOR), details.turn_deg
+    assert abs(details.turn_deg) <= 6 and np.array_equal(details.direction, ANTERIOR), details.turn_deg
 
 
 def _turned_about_superior(volume, degrees: float):
