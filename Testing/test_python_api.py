@@ -100,6 +100,8 @@ def test_photo_functions_name_a_wrong_argument(data_dir):
     assert len(faces) == 1
     with pytest.raises(UsageError, match="unknown method 'smudge'"):
         obscure_faces(photo, faces, method="smudge")
+    with pytest.raises(UsageError, match="unknown method 'smudge'"):  # a photo with no face: was returned as it was
+        obscure_faces(photo, [], method="smudge")
     with pytest.raises(UsageError, match="unknown detector 'viola'"):
         detect_faces(photo, detector="viola")
     with pytest.raises(InputError, match=r"got an array of shape \(\d+,\)"):  # an IndexError before

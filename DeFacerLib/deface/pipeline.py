@@ -291,7 +291,7 @@ def deface_volume(
     """
     from DeFacerLib.deface import head_mask, remove_features
     from DeFacerLib.deface.head_mask import frames_motion_mm
-    from DeFacerLib.deface.removal import DEEP_PROTECT_MARGIN_MM, _as_mask
+    from DeFacerLib.deface.removal import DEEP_PROTECT_MARGIN_MM, as_mask
 
     if head is None:
         progress("finding the head", 0.1)
@@ -308,7 +308,7 @@ def deface_volume(
     kept = np.zeros(volume.shape3, dtype=bool)
     for what, mask in (("protected mask", protected), ("guard", guard), ("brain mask", feature_masks.get(BRAIN))):
         if mask is not None:  # a mask on another grid: one line naming it, not numpy's broadcast error
-            kept |= _as_mask(mask, volume.shape3, what, where)
+            kept |= as_mask(mask, volume.shape3, what, where)
     if not kept.any():
         # a label map without the brain (5), given as README's recipe gives it: every cut then went
         # max_depth_mm deep, through the frontal lobe (1734 reference-brain voxels of IXI162)

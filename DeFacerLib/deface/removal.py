@@ -241,8 +241,8 @@ def remove_features(
     """
     name = volume.source.path if volume.source is not None and volume.source.path else "volume"
     shape = volume.shape3
-    protected = _as_mask(protected, shape, "protected mask", name)
-    feature_cores = {feature: _as_mask(core, shape, f"{feature} core", name)
+    protected = as_mask(protected, shape, "protected mask", name)
+    feature_cores = {feature: as_mask(core, shape, f"{feature} core", name)
                      for feature, core in (feature_cores or {}).items() if core is not None}
     unknown = sorted(set(feature_masks) - set(FEATURES))
     if unknown:
@@ -270,7 +270,7 @@ def remove_features(
     result = volume.array.copy(order="K")  # keep the reader's memory order: no transposing copy, faster writing
     cut = None
     if boxes:
-        head = _as_mask(head, shape, "head mask", name)
+        head = as_mask(head, shape, "head mask", name)
         guard = _Guard(protected, head, volume.spacing_mm, protect_margin_mm, deep_margin_mm, feature_cores.get("eyes"))
         seal = seal_thickness_mm(seal_mm, volume.spacing_mm) if seal_stored is not None else 0.0
         cut = _plan_cut(volume, head, guard, boxes, face, features, feature_cores, max_depth_mm, seal)
@@ -364,7 +364,7 @@ def _feature_boxes(volume: Volume, feature_masks: dict, margin_mm: float, name: 
     for feature in (f for f in FEATURES if f in feature_masks):  # only the features asked for
         mask = feature_masks[feature]
         components = [] if mask is None else _component_boxes(
-            _as_mask(mask, volume.shape3, f"{feature} mask", name), volume.spacing_mm, feature,
+            as_mask(mask, volume.shape3, f"{feature} mask", name), volume.spacing_mm, feature,
             keep=2 if feature in PAIRED_FEATURES else 1)
         if not components:
             features[feature] = FeatureRemoval(present=False)
@@ -610,7 +610,9 @@ def _cut_pinnae(cut: _Cut, volume: Volume, head, guard: _Guard, pinna_boxes: lis
 
 # ---- helpers -----------------------------------------------------------------------------
 
-def _as_mask(mask, shape, what: str, name: str) -> np.ndarray:
+def as_mask(mask, shape, what: str, name: str) -> np.ndarray:
+    """``mask`` as booleans on the volume's grid, or one line naming ``what`` and ``name`` when its
+    shape differs (numpy's broadcast error, or a silent broadcast, otherwise)."""
     array = np.asarray(mask)
     if array.shape != tuple(shape):
         raise InputError(f"{name}: the {what} has shape {array.shape}, the volume {tuple(shape)}; "

@@ -50,13 +50,17 @@ def _pixelate(patch: np.ndarray, block_px: int, origin) -> np.ndarray:
     return np.round(full[oy:oy + h, ox:ox + w]).astype(np.uint8)
 
 
+def _check_method(method: str) -> None:
+    if method not in METHODS or method == "ksame":
+        raise UsageError(f"unknown method {method!r} for obscure_face: choose from {', '.join(METHODS[:-1])} "
+                         "(k-Same needs a gallery: ksame.k_same)")
+
+
 def obscure_face(image: np.ndarray, face: Face, method: str = DEFAULT_METHOD, region: str | None = None) -> np.ndarray:
     """Obscure one face's ``region`` in place (uint8 RGB) with ``method``; returns the image."""
     import cv2
 
-    if method not in METHODS or method == "ksame":
-        raise UsageError(f"unknown method {method!r} for obscure_face: choose from {', '.join(METHODS[:-1])} "
-                         "(k-Same needs a gallery: ksame.k_same)")
+    _check_method(method)
     region = METHOD_REGION.get(method, region or DEFAULT_REGION)
     polygons = region_polygons(face, region)
     x0, y0, x1, y1 = _roi(image.shape, polygons)
@@ -85,6 +89,7 @@ def obscure_face(image: np.ndarray, face: Face, method: str = DEFAULT_METHOD, re
 def obscure_faces(image: np.ndarray, faces: list[Face], method: str = DEFAULT_METHOD,
                   region: str | None = None) -> np.ndarray:
     """A copy of a uint8 RGB image with every face obscured."""
+    _check_method(method)  # also with no face: a script's typo was found only on its first face
     out = np.array(image, dtype=np.uint8, copy=True)
     for face in faces:
         obscure_face(out, face, method, region)
