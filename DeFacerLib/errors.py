@@ -58,6 +58,22 @@ def _extra_needed(asked_by: str, extra: str, module: str) -> UsageError:
     return UsageError(f"{asked_by} needs the {extra} extra ({module} is not installed): pip install 'defacer[{extra}]'")
 
 
+def check_choices(what: str, values, choices, error: type[DeFacerError] = UsageError, where: str = "") -> None:
+    """Refuse, in one line, any of ``values`` that is not one of ``choices``: "unknown feature
+    'chin'; choose from eyes, nose, mouth, ears". The one wording for every name with a fixed set
+    of choices (options, API arguments); ``where`` goes first (a file's name)."""
+    unknown = [value for value in values if value not in choices]
+    if unknown:
+        plural = "s" if len(unknown) > 1 else ""
+        raise error(f"{where}unknown {what}{plural} {', '.join(map(repr, unknown))}; "
+                    f"choose from {', '.join(map(str, choices))}")
+
+
+def check_choice(what: str, value, choices, error: type[DeFacerError] = UsageError) -> None:
+    """``check_choices`` for one value."""
+    check_choices(what, (value,), choices, error)
+
+
 class InputError(DeFacerError):
     """The input cannot be read or is not what the operation needs (corrupt, 2D, no head)."""
 

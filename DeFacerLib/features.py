@@ -50,7 +50,7 @@ def parse_features(names: str | Iterable[str]) -> tuple[str, ...]:
     None named is an error too, not 'all': `--features "$FEATURES"` with the variable unset
     is a slip in a script, and the user should hear of it rather than get a choice made for them.
     """
-    from DeFacerLib.errors import UsageError
+    from DeFacerLib.errors import UsageError, check_choices
 
     parts = names.split(",") if isinstance(names, str) else list(names)  # read once: a generator
     wanted = tuple(dict.fromkeys(str(part).strip().lower() for part in parts if str(part).strip()))
@@ -58,7 +58,5 @@ def parse_features(names: str | Iterable[str]) -> tuple[str, ...]:
         return FEATURES
     if not wanted:  # "," or ", ,": it ran the whole model, then said "the face was not found (missing: )"
         raise UsageError(f"no feature chosen to remove; choose from {', '.join(FEATURES)} (or 'all')")
-    unknown = [name for name in wanted if name not in FEATURES]
-    if unknown:
-        raise UsageError(f"unknown feature(s) {', '.join(unknown)}; choose from {', '.join(FEATURES)}")
+    check_choices("feature", wanted, FEATURES)
     return tuple(name for name in FEATURES if name in wanted)

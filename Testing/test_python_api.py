@@ -93,7 +93,8 @@ def test_photo_options_refuse_unknown_names_before_any_photo(option):
 def test_photo_functions_name_a_wrong_argument(data_dir):
     from PIL import Image
 
-    from DeFacerLib.photo import detect_faces, obscure_faces
+    from DeFacerLib.photo import detect_faces, k_same, obscure_faces
+    from DeFacerLib.photo.identity import descriptor
 
     photo = np.asarray(Image.open(data_dir / "photos" / "known_people" / "obama-480p.jpg").convert("RGB"))
     faces = detect_faces(photo)
@@ -104,6 +105,12 @@ def test_photo_functions_name_a_wrong_argument(data_dir):
         obscure_faces(photo, [], method="smudge")
     with pytest.raises(UsageError, match="unknown detector 'viola'"):
         detect_faces(photo, detector="viola")
+    with pytest.raises(UsageError, match="cannot do k-Same: it needs a gallery"):
+        obscure_faces(photo, faces, method="ksame")
+    with pytest.raises(UsageError, match="unknown recogniser 'arcface'; choose from sface, dlib"):
+        descriptor(photo, faces[0], recogniser="arcface")  # a ValueError: exit 1, "report it"
+    with pytest.raises(UsageError, match="unknown blend 'smooth'; choose from feather, poisson, none"):
+        k_same([photo, photo], [faces, faces], blend="smooth")
     with pytest.raises(InputError, match=r"got an array of shape \(\d+,\)"):  # an IndexError before
         detect_faces(photo[0, :, 0])
 
@@ -113,7 +120,7 @@ def test_render_views_names_an_unknown_view(data_dir):
     from DeFacerLib.qa import render_views
 
     head = read_volume(data_dir / "heads" / "ixi" / "t1" / f"{SUBJECT}_T1.nii.gz")
-    with pytest.raises(UsageError, match="unknown view.* top_secret; choose from back, front"):
+    with pytest.raises(UsageError, match="unknown view 'top_secret'; choose from back, front"):
         render_views(head, views=("front", "top_secret"))
 
 

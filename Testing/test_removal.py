@@ -211,7 +211,8 @@ def test_features_named_as_text_or_names_are_one_choice(given, chosen):
 
 
 @pytest.mark.parametrize("given, message", [(",", "no feature chosen"), ((), "no feature chosen"),
-                                            (("eyes", "chin"), r"unknown feature\(s\) chin")])
+                                            (("eyes", "chin"), "unknown feature 'chin'; choose from eyes"),
+                                            ("chin, brow", "unknown features 'chin', 'brow'; choose from eyes")])
 def test_features_naming_none_or_an_unknown_one_are_refused(given, message):
     from DeFacerLib.deface.pipeline import DefaceParameters
 
@@ -224,7 +225,7 @@ def test_bad_masks_are_input_errors():
     brain = labels == LABEL_VALUES["brain"]
     with pytest.raises(InputError, match="shape"):
         remove_features(volume, {"nose": np.ones((3, 3, 3), bool)}, brain)
-    with pytest.raises(InputError, match="unknown feature"):
+    with pytest.raises(InputError, match="volume: unknown feature 'chin'; choose from eyes"):
         remove_features(volume, {"chin": brain}, brain)
     nose = labels == LABEL_VALUES["nose"]
     for option, value in (("protect_margin_mm", -5.0), ("margin_mm", float("nan")), ("max_depth_mm", float("inf"))):

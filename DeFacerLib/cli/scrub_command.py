@@ -57,18 +57,14 @@ def add_profile_arguments(parser) -> None:
 
 def options_from_args(args):
     from DeFacerLib.dicom import ProfileOptions
-    from DeFacerLib.errors import UsageError
 
     values = {field: bool(getattr(args, field)) for _, field, _ in FLAGS}
-    try:
-        return ProfileOptions(
-            retain_long_full_dates=args.dates == "full",
-            retain_long_modified_dates=args.dates == "modified",
-            pseudonym_format=args.pseudonym_format,
-            **values,
-        )
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    return ProfileOptions(  # a bad pseudonym format: UsageError
+        retain_long_full_dates=args.dates == "full",
+        retain_long_modified_dates=args.dates == "modified",
+        pseudonym_format=args.pseudonym_format,
+        **values,
+    )
 
 
 def run(args) -> dict:

@@ -86,7 +86,7 @@ from DeFacerLib.deface.pieces import SECOND_PIECE_MIN_FRACTION, feature_pieces
 from DeFacerLib.deface.pinna import SideOutlines
 from DeFacerLib.deface.shield import fill_shield
 from DeFacerLib.deface.skin_depth import bounding_box, box_bounds, box_corners, depths_at_most, dilate_mm_on_box, dilations_mm_on_box, local_box
-from DeFacerLib.errors import GuaranteeError, InputError
+from DeFacerLib.errors import GuaranteeError, InputError, check_choices
 from DeFacerLib.features import (
     DEFAULT_MARGIN_MM,
     DEFAULT_MAX_DEPTH_MM,
@@ -244,9 +244,7 @@ def remove_features(
     protected = as_mask(protected, shape, "protected mask", name)
     feature_cores = {feature: as_mask(core, shape, f"{feature} core", name)
                      for feature, core in (feature_cores or {}).items() if core is not None}
-    unknown = sorted(set(feature_masks) - set(FEATURES))
-    if unknown:
-        raise InputError(f"{name}: unknown feature(s) {', '.join(unknown)}; choose from {', '.join(FEATURES)}")
+    check_choices("feature", sorted(feature_masks), FEATURES, InputError, where=f"{name}: ")
     for option, value in (("margin_mm", margin_mm), ("max_depth_mm", max_depth_mm),
                           ("protect_margin_mm", protect_margin_mm), ("seal_mm", seal_mm),
                           ("deep_margin_mm", deep_margin_mm)):

@@ -23,6 +23,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 
+from DeFacerLib.errors import UsageError
 from DeFacerLib.resources import resource_path
 
 PROFILE_FILE = ("DicomProfile", "confidentiality_profile.json")
@@ -37,7 +38,8 @@ DATE_CONCERN = "dates"
 
 @dataclass(frozen=True)
 class ProfileOptions:
-    """Which PS3.15 E.3 options to apply on top of the Basic Application Confidentiality Profile."""
+    """Which PS3.15 E.3 options to apply on top of the Basic Application Confidentiality Profile;
+    both long-date modes, or a pseudonym format that cannot be Patient ID, are a UsageError."""
 
     retain_safe_private: bool = False
     retain_uids: bool = False
@@ -55,9 +57,9 @@ class ProfileOptions:
 
     def __post_init__(self):
         if self.retain_long_full_dates and self.retain_long_modified_dates:
-            raise ValueError("choose one of Retain Longitudinal Full Dates and Modified Dates, not both")
+            raise UsageError("choose one of Retain Longitudinal Full Dates and Modified Dates, not both")
         if "{hash8}" not in self.pseudonym_format and "{hash16}" not in self.pseudonym_format:
-            raise ValueError("the pseudonym format must contain {hash8} or {hash16}, e.g. DEFACER-{hash8}")
+            raise UsageError("the pseudonym format must contain {hash8} or {hash16}, e.g. DEFACER-{hash8}")
         _check_pseudonym_format(self.pseudonym_format)
 
     def selected_columns(self) -> set[str]:
@@ -77,12 +79,12 @@ def _check_pseudonym_format(fmt: str) -> None:
     try:
         sample = fmt.format(hash8="0" * 8, hash16="0" * 16)
     except (KeyError, IndexError, ValueError, AttributeError) as error:
-        raise ValueError(f"the pseudonym format {fmt!r} is not valid ({type(error).__name__}: {error}); "
+        raise UsageError(f"the pseudonym format {fmt!r} is not valid ({type(error).__name__}: {error}); "
                          "use only {hash8} or {hash16} in braces, e.g. DEFACER-{hash8}") from None
     if not sample.isascii() or not sample.isprintable() or "\\" in sample:
-        raise ValueError(f"the pseudonym format {fmt!r} must be printable ASCII without a backslash")
+        raise UsageError(f"the pseudonym format {fmt!r} must be printable ASCII without a backslash")
     if len(sample) > PSEUDONYM_MAX_CHARS:
-        raise ValueError(f"the pseudonym format {fmt!r} gives {len(sample)} characters; "
+        raise UsageError(f"the pseudonym format {fmt!r} gives {len(sample)} characters; "
                          f"Patient ID and Patient's Name hold at most {PSEUDONYM_MAX_CHARS}")
 
 

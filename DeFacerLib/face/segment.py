@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from DeFacerLib.deface.skin_depth import bounding_box
-from DeFacerLib.errors import UsageError
+from DeFacerLib.errors import UsageError, check_choice
 from DeFacerLib.face.grid import GRID_SPACING_MM, to_grid
 from DeFacerLib.features import BRAIN, FEATURES, LABEL_VALUES
 from DeFacerLib.resources import resource_path
@@ -52,8 +52,7 @@ def segment_features(volume: Volume, *, backend: str = "onnx", model_path: str |
 
     ``head``: the head mask on the volume's grid, if already computed (saves a few seconds).
     """
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown segmentation backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    check_choice("segmentation backend", backend, BACKENDS)
     image, mapping = to_grid(volume, head=head)
     if backend == "onnx":
         probabilities = _run_onnx(image, model_path)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from DeFacerLib.errors import InputError, OutputError, UsageError
+from DeFacerLib.errors import InputError, OutputError, UsageError, check_choice
 from DeFacerLib.photo.camera import FaceMemory, run_stream, stop_on_ctrl_c
 from DeFacerLib.photo.detect import DEFAULT_DETECTOR, DETECTORS, MIN_FACE_PX, Face, detect_faces
 from DeFacerLib.photo.ksame import DEFAULT_K, k_same
@@ -81,15 +81,13 @@ class PhotoOptions:
     min_face_px: float = MIN_FACE_PX
 
     def __post_init__(self):  # options a user chose: a bad one is a usage error (exit 2)
-        if self.method not in METHODS:
-            raise UsageError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
-        for what, value, choices in (("region", self.region, REGIONS), ("detector", self.detector, DETECTORS),
-                                     ("landmarks", self.landmarks, LANDMARK_MODES)):
-            if value not in choices and not (what == "region" and value is None):
-                # else a ValueError from deep in the first photo's regions, after detection had run
-                raise UsageError(f"unknown {what} {value!r}; choose from {', '.join(choices)}")
-        if self.rotations not in ROTATIONS:
-            raise UsageError(f"unknown rotations {self.rotations!r}; choose from {', '.join(ROTATIONS)}")
+        # else an error from deep in the first photo's regions, after detection had run
+        for what, value, choices in (("method", self.method, METHODS), ("detector", self.detector, DETECTORS),
+                                     ("landmarks", self.landmarks, LANDMARK_MODES),
+                                     ("rotations", self.rotations, ROTATIONS)):
+            check_choice(what, value, choices)
+        if self.region is not None:
+            check_choice("region", self.region, REGIONS)
         score = self.score_threshold
         if score is not None and not (np.isfinite(score) and (self.detector != "yunet" or 0 <= score < 1)):
             # YuNet's scores lie in [0, 1]: a threshold of 1 or more finds no face, and writes every photo as it was

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from DeFacerLib.errors import InputError, UsageError
+from DeFacerLib.errors import InputError, check_choice
 from DeFacerLib.photo.models import import_dlib, model_path
 
 DETECTORS = ("yunet", "hog", "mmod")
@@ -234,8 +234,7 @@ def detect_faces(
     """
     import cv2
 
-    if detector not in DETECTORS:
-        raise UsageError(f"unknown detector {detector!r}; choose from {', '.join(DETECTORS)}")
+    check_choice("detector", detector, DETECTORS)
     threshold = DEFAULT_SCORE[detector] if score_threshold is None else float(score_threshold)
     rgb = np.asarray(image, dtype=np.uint8)
     if rgb.ndim not in (2, 3):  # an IndexError from the channel flip below, not a message

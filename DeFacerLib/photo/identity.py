@@ -13,6 +13,7 @@ import threading
 
 import numpy as np
 
+from DeFacerLib.errors import check_choice
 from DeFacerLib.photo.detect import Face
 from DeFacerLib.photo.landmarks import five_points
 from DeFacerLib.photo.models import import_dlib, model_path
@@ -55,11 +56,8 @@ def dlib_descriptor(image: np.ndarray, face: Face) -> np.ndarray:
 
 
 def descriptor(image: np.ndarray, face: Face, recogniser: str = "sface") -> np.ndarray:
-    if recogniser == "sface":
-        return sface_descriptor(image, face)
-    if recogniser == "dlib":
-        return dlib_descriptor(image, face)
-    raise ValueError(f"unknown recogniser {recogniser!r}; choose from {RECOGNISERS}")
+    check_choice("recogniser", recogniser, RECOGNISERS)
+    return sface_descriptor(image, face) if recogniser == "sface" else dlib_descriptor(image, face)
 
 
 def distance(a: np.ndarray, b: np.ndarray, recogniser: str = "sface") -> float:

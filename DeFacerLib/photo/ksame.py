@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from DeFacerLib.errors import InputError
+from DeFacerLib.errors import InputError, check_choice
 from DeFacerLib.photo.detect import Face
 from DeFacerLib.photo.identity import distance, same_person, sface_descriptor
 from DeFacerLib.photo.landmarks import JAW, LEFT_BROW, RIGHT_BROW, five_points
@@ -234,10 +234,8 @@ def k_same(images: list[np.ndarray], faces: list[list[Face]], k: int = DEFAULT_K
     """
     import cv2
 
-    if blend not in BLENDS:
-        raise ValueError(f"unknown blend {blend!r}; choose from {BLENDS}")
-    if region not in KSAME_REGIONS:
-        raise ValueError(f"unknown k-Same region {region!r}; choose from {KSAME_REGIONS}")
+    check_choice("blend", blend, BLENDS)
+    check_choice("k-Same region", region, KSAME_REGIONS)
     if k < 2:
         raise InputError(f"k-Same needs k >= 2 (got k={k}); k=1 would leave every face as it is")
     index = [(i, j) for i, image_faces in enumerate(faces) for j in range(len(image_faces))

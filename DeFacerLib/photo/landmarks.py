@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from DeFacerLib.errors import UsageError
+from DeFacerLib.errors import check_choice
 from DeFacerLib.photo.detect import Face
 from DeFacerLib.photo.models import dlib_available, import_dlib, model_path
 
@@ -74,8 +74,7 @@ def add_landmarks(image: np.ndarray, faces: list[Face], mode: str = "auto") -> l
     ``auto`` uses the 68 points when dlib is installed, the 5 points otherwise. Every face also
     gets ``landmarks5`` (from the detector, from the 68 points, or estimated from the box).
     """
-    if mode not in LANDMARK_MODES:
-        raise UsageError(f"unknown landmark mode {mode!r}; choose from {', '.join(LANDMARK_MODES)}")
+    check_choice("landmark mode", mode, LANDMARK_MODES)
     use68 = mode == "68" or (mode == "auto" and dlib_available())
     out = []
     for face in faces:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from DeFacerLib.errors import UsageError
+from DeFacerLib.errors import UsageError, check_choice
 from DeFacerLib.photo.detect import Face
 from DeFacerLib.photo.regions import DEFAULT_REGION, region_polygons
 
@@ -51,9 +51,9 @@ def _pixelate(patch: np.ndarray, block_px: int, origin) -> np.ndarray:
 
 
 def _check_method(method: str) -> None:
-    if method not in METHODS or method == "ksame":
-        raise UsageError(f"unknown method {method!r} for obscure_face: choose from {', '.join(METHODS[:-1])} "
-                         "(k-Same needs a gallery: ksame.k_same)")
+    if method == "ksame":
+        raise UsageError("obscure_face cannot do k-Same: it needs a gallery (ksame.k_same)")
+    check_choice("method", method, METHODS)
 
 
 def obscure_face(image: np.ndarray, face: Face, method: str = DEFAULT_METHOD, region: str | None = None) -> np.ndarray:

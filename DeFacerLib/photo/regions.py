@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from DeFacerLib.errors import UsageError
+from DeFacerLib.errors import check_choice
 from DeFacerLib.photo.detect import Face
 from DeFacerLib.photo.landmarks import JAW, LEFT_BROW, LEFT_EYE, MOUTH, NOSE, RIGHT_BROW, RIGHT_EYE, five_points
 
@@ -59,8 +59,7 @@ def _box_ellipse(face: Face, pad: float = 0.1) -> np.ndarray:
 
 def region_polygons(face: Face, region: str) -> list[np.ndarray]:
     """Polygons (each (N, 2) x, y) covering ``region`` of ``face``; see REGIONS."""
-    if region not in REGIONS:
-        raise UsageError(f"unknown region {region!r}; choose from {', '.join(REGIONS)}")
+    check_choice("region", region, REGIONS)
     eye, right, up, d, h, mouth = _frame(face)
     p68 = face.landmarks68
     if region == "head":  # hair, ears and forehead too: a bigger ellipse, raised

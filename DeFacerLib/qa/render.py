@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 from scipy import ndimage
 
-from DeFacerLib.errors import InputError, OutputError, UsageError
+from DeFacerLib.errors import InputError, OutputError, check_choices
 from DeFacerLib.intensity import looks_like_hu, otsu_threshold, reference_physical
 from DeFacerLib.volume import Volume
 
@@ -542,9 +542,7 @@ def render_views(
     if face is None:
         face = face_direction(volume, surface)
     directions = view_directions(face)
-    unknown = [v for v in views if v not in directions]
-    if unknown:
-        raise UsageError(f"unknown view(s) {', '.join(map(str, unknown))}; choose from {', '.join(sorted(directions))}")
+    check_choices("view", views, sorted(directions))
     points = surface_points_mm(surface)
     height_px, width_px = int(size[0]), int(size[1])
 
