@@ -32,6 +32,8 @@ _FOLDERS_MADE_FOR: dict[Path, list[Path]] = {}
 
 
 def default_key_path() -> Path:
+    """Where the key lives when none is named: $DEFACER_KEY_FILE, else ~/.config/defacer/deid.key,
+    outside any dataset so that sharing a folder never shares the secret behind its pseudonyms."""
     env = os.environ.get("DEFACER_KEY_FILE")
     return Path(env) if env else Path.home() / ".config" / "defacer" / "deid.key"
 
@@ -246,6 +248,9 @@ def keyed_uid(key: bytes, uid: str, namespace: str = "uid") -> str:
 
 
 def pseudonym(key: bytes, patient: str, fmt: str) -> str:
+    """The patient's keyed stand-in name and ID (``fmt`` as ProfileOptions.pseudonym_format): the
+    same patient gets the same pseudonym in every study keyed alike, and without the key it cannot
+    be traced back."""
     digest = _digest(key, "patient", patient.strip()).hex().upper()
     return fmt.format(hash8=digest[:8], hash16=digest[:16])
 
