@@ -266,3 +266,15 @@ def test_a_matched_face_is_not_also_called_unmatched(ixi_pairs):
     check = check_pair(original, original)[0]
     assert check.verdict == "FAIL" and any(r.startswith("front:") for r in check.reasons), check.reasons
     assert not any("do not match it to the original" in w for w in check.warnings), check.warnings
+
+
+def test_side_views_alone_are_refused_not_passed(data_dir):
+    """check_pair(views=("left", "right")) PASSed IXI132's intact face against itself: the
+    side views are reported only, so with no verdict view nothing could FAIL."""
+    from DeFacerLib.errors import UsageError
+
+    head = read_volume(data_dir / IXI)
+    with pytest.raises(UsageError, match="none of the verdict's"):
+        check_pair(head, head, views=("left", "right"))
+    check, _, _ = check_pair(head, head, views=("front", "left"))
+    assert check.verdict == "FAIL" and check.reasons[0].startswith("front: the defaced face still matches")

@@ -17,13 +17,13 @@ pure side views, where an unchanged skull outline always resembles itself, are r
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
-import json
-from functools import lru_cache
-
+from DeFacerLib.errors import UsageError
 from DeFacerLib.intensity import finite_range
 from DeFacerLib.photo.identity import DLIB_DISTANCE_MATCH, SFACE_COSINE_MATCH
 from DeFacerLib.qa.recognize import (
@@ -145,6 +145,9 @@ def check_pair(original: Volume, defaced: Volume, views=CHECK_VIEWS, size=(400, 
     The defaced copy is the same scan, rendered as the original's modality: a NIfTI's comes
     from its name, and a PET copy named without `_pet` was rendered as MR, at the brain's
     surface, where no face is (its original itself PASSed)."""
+    if not set(views) & set(VERDICT_VIEWS):  # else side views only: nothing could FAIL
+        raise UsageError(f"views {', '.join(views)} hold none of the verdict's ({', '.join(VERDICT_VIEWS)}): "
+                         "the check would pass whatever the defaced face shows")
     if defaced.modality != original.modality:
         defaced = dataclasses.replace(defaced, modality=original.modality)
     original_side = face_direction_details(original)
@@ -177,8 +180,9 @@ def check_pair(original: Volume, defaced: Volume, views=CHECK_VIEWS, size=(400, 
         if r is not None and r >= RESIDUAL_FACE_R:
             reasons.append(f"frame {index}: the voxels the defacing changed still follow the original's (r = {r:.3f} "
                            f">= {RESIDUAL_FACE_R}): what was there is dimmed, blurred or noised rather than removed")
-    if not any(c.original_face_score > 0 for c in checks):
-        reasons.append("no face was detected on the ORIGINAL renders either: the check cannot judge this head")
+    if not any(c.original_face_score > 0 for c in checks if c.view in VERDICT_VIEWS):
+        # a face seen only from the side: the verdict's views would PASS without having seen it
+        reasons.append("no face was detected on the ORIGINAL's front renders either: the check cannot judge this head")
     verdict = "FAIL" if reasons else "PASS"
     warnings = [f"{c.label}: a face is still detected on the defaced render (YuNet {c.defaced_face_score:.2f}, "
                 f"dlib {c.defaced_dlib_faces} face(s)); the recognisers do not match it to the original, but what "
