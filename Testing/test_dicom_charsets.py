@@ -14,25 +14,9 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from DeFacerLib.cli.main import main
+from _dicom_for_tests import fake_phi_ct, key_file, scrub
 
-KEY = bytes(range(32))
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "project.key"
-    path.write_text(KEY.hex() + "\n")
-    path.chmod(0o600)
-    return path
-
-
-def _scrub(tmp_path: Path, source: Path, output: Path, *flags: str) -> int:
-    return main(["scrub", str(source), str(output), "--key-file", str(_key_file(tmp_path)), "-q", *flags])
-
-
-def _ct(data_dir: Path) -> pydicom.Dataset:
-    return pydicom.dcmread(data_dir / "dicom" / "fake_phi_ct" / "ctbrain1.dcm")
 
 
 @pytest.mark.parametrize("charset, person, kept", [
@@ -46,7 +30,7 @@ def test_a_name_in_a_sequence_item_is_read_in_the_files_character_set(tmp_path, 
     requesting physician in Cyrillic, Chinese or kanji was published (exit 0)."""
     source = tmp_path / "in"
     source.mkdir()
-    ds = _ct(data_dir)
+    ds = fake_phi_ct(data_dir)
     ds.SpecificCharacterSet = charset
     ds.PatientName = "DOE^JOHN"
     ds.Manufacturer = kept  # kept by the profile
@@ -54,13 +38,13 @@ def test_a_name_in_a_sequence_item_is_read_in_the_files_character_set(tmp_path, 
     item.RequestingPhysician = person
     ds.RequestAttributesSequence = Sequence([item])  # removed by the profile: its names are PHI
     ds.save_as(source / "ct.dcm")
-    assert _scrub(tmp_path, source, tmp_path / "out") == 5
+    assert scrub(tmp_path, source, tmp_path / "out") == 5
     assert not (tmp_path / "out").exists()
 
 
 def _declared_utf8_holding_latin1(data_dir: Path, folder: Path) -> Path:
     """A real file saying ISO_IR 192 whose text is Latin-1 (a converter that got it wrong)."""
-    ds = _ct(data_dir)
+    ds = fake_phi_ct(data_dir)
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.PatientName = "MÜLLER^JÜRGEN"
     ds.Manufacturer = "MÜLLER scanner"  # kept by the profile
@@ -78,7 +62,7 @@ def test_latin1_text_in_a_file_that_says_utf8_is_found(tmp_path, data_dir):
     bytes of the kept Manufacturer never hold: the name was published (exit 0)."""
     source = tmp_path / "in"
     _declared_utf8_holding_latin1(data_dir, source)
-    assert _scrub(tmp_path, source, tmp_path / "out") == 5
+    assert scrub(tmp_path, source, tmp_path / "out") == 5
     assert not (tmp_path / "out").exists()
 
 
@@ -89,7 +73,7 @@ def test_clean_descriptors_removes_latin1_text_from_a_file_that_says_utf8(tmp_pa
     ds = pydicom.dcmread(_declared_utf8_holding_latin1(data_dir, source))
     ds.Manufacturer = "ACME"
     ds.save_as(source / "ct.dcm")
-    assert _scrub(tmp_path, source, tmp_path / "out", "--clean-descriptors") == 0
+    assert scrub(tmp_path, source, tmp_path / "out", "--clean-descriptors") == 0
     written = pydicom.dcmread(tmp_path / "out" / "ct.dcm")
     assert written.SeriesDescription == "T1"
 
@@ -100,11 +84,11 @@ def test_a_folder_named_in_latin1_after_the_patient_is_reported(tmp_path, data_d
     source = tmp_path / "in"
     folder = os.fsdecode(bytes(source) + b"/J\xfcrgen")
     os.makedirs(folder)
-    ds = _ct(data_dir)
+    ds = fake_phi_ct(data_dir)
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.PatientName = "MÜLLER^JÜRGEN"
     ds.save_as(os.path.join(folder, "1.dcm"))
-    assert _scrub(tmp_path, source, tmp_path / "out") == 0
+    assert scrub(tmp_path, source, tmp_path / "out") == 0
     summary = json.loads((tmp_path / "out.audit" / "summary.json").read_text())
     assert [entry["holds"] for entry in summary["paths_holding_phi"]] == ["'Jürgen' from PatientName"]
 
@@ -113,7 +97,7 @@ def _ascii_locale_scrub(tmp_path: Path, source: Path) -> subprocess.CompletedPro
     """``defacer scrub`` under an ASCII locale without Python's UTF-8 mode (LC_ALL=C, PYTHONUTF8=0)."""
     env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "DeFacerLib", "scrub", str(source), str(tmp_path / "out"),
-                           "--key-file", str(_key_file(tmp_path)), "-q"], capture_output=True, env=env, cwd=REPO,
+                           "--key-file", str(key_file(tmp_path)), "-q"], capture_output=True, env=env, cwd=REPO,
                           timeout=300)
 
 
@@ -122,7 +106,7 @@ def test_a_utf8_folder_named_after_the_patient_is_reported_under_an_ascii_locale
     path check missed the patient's name in it."""
     source = tmp_path / "in"
     (source / "Jürgen").mkdir(parents=True)
-    ds = _ct(data_dir)
+    ds = fake_phi_ct(data_dir)
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.PatientName = "MÜLLER^JÜRGEN"
     ds.save_as(source / "Jürgen" / "1.dcm")
@@ -138,7 +122,7 @@ def test_the_audit_mapping_is_utf8_under_an_ascii_locale(tmp_path, data_dir, cha
     without Python's UTF-8 mode) a non-ASCII Patient ID was an internal error (exit 1)."""
     source = tmp_path / "in"
     source.mkdir()
-    ds = _ct(data_dir)
+    ds = fake_phi_ct(data_dir)
     ds.SpecificCharacterSet = charset
     ds.PatientID = patient_id
     ds.save_as(source / "ct.dcm")
@@ -166,13 +150,13 @@ def test_a_library_warning_is_one_line_and_quiet_under_q(tmp_path, data_dir):
     """pydicom warns of a character set it does not know in Python's two lines (its file and its
     source line) around DeFacer's one-line messages; now one ``defacer: warning:`` line, and
     nothing under -q, where only the outcome is wanted."""
-    ds = _ct(data_dir)
+    ds = fake_phi_ct(data_dir)
     ds.SpecificCharacterSet = "ISO_IR 999"
     ds.save_as(tmp_path / "unknown_charset.dcm")
     for quiet in ((), ("-q",)):
         out = tmp_path / f"out{len(quiet)}.dcm"
         run = subprocess.run([sys.executable, "-m", "DeFacerLib", "scrub", str(tmp_path / "unknown_charset.dcm"),
-                              str(out), "--key-file", str(_key_file(tmp_path)), *quiet],
+                              str(out), "--key-file", str(key_file(tmp_path)), *quiet],
                              capture_output=True, text=True, cwd=REPO)
         assert run.returncode == 0 and out.is_file(), run.stderr
         expected = [] if quiet else ["defacer: warning: Unknown encoding 'ISO_IR 999' - using default encoding instead"]

@@ -23,6 +23,8 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 
+from pydicom.datadict import DicomDictionary
+
 from DeFacerLib.errors import UsageError
 from DeFacerLib.resources import resource_path
 
@@ -150,10 +152,33 @@ class ActionTable:
     private_action: str  # X, or C = keep only the safe-private list
 
 
+# Person names, dates and times of the data dictionary that Table E.1-1 (2024b) has no row for
+# (Evaluator Name, Secondary Reviewer Name, Study Update DateTime...): kept as they are they
+# would publish a person's name, and a study's date under LongitudinalTemporalInformationModified
+# REMOVED. Each gets the action its listed kin get: a name a dummy (OperatorsName's X/D), a date
+# or time the date rule (a dummy, K with Full Dates, C with Modified Dates).
+UNLISTED_NAME_ROW = {"basic": "X/D", "options": {}}
+UNLISTED_DATE_ROW = {"basic": "X/D", "options": {"rtnLongFullDatesOpt": "K", "rtnLongModifDatesOpt": "C"}}
+UNLISTED_ROW_BY_VR = {"PN": UNLISTED_NAME_ROW, "DA": UNLISTED_DATE_ROW, "DT": UNLISTED_DATE_ROW, "TM": UNLISTED_DATE_ROW}
+
+
+@lru_cache(maxsize=1)
+def unlisted_rows() -> dict[int, dict]:
+    """tag -> the row standing in for a dictionary PN/DA/DT/TM attribute the table does not list."""
+    listed = {int(r["group"] + r["element"], 16) for r in load_profile()["rows"]
+              if not r["private"] and "x" not in (r["group"] + r["element"]).lower()}
+    return {tag: dict(UNLISTED_ROW_BY_VR[vr], tag=f"({tag >> 16:04X},{tag & 0xFFFF:04X})", keyword=keyword, vr=vr,
+                      unlisted=True)
+            for tag, (vr, _vm, _name, _retired, keyword) in DicomDictionary.items()
+            if vr in UNLISTED_ROW_BY_VR and tag >> 16 not in (0x0000, 0x0002) and tag not in listed}
+
+
 @lru_cache(maxsize=64)
 def compile_actions(options: ProfileOptions) -> ActionTable:
     exact, overlay = {}, {}
     curve_action = private_action = REMOVE
+    for tag, row in unlisted_rows().items():
+        exact[tag] = (resolve_action(row, options), row)
     for row in load_profile()["rows"]:
         action = resolve_action(row, options)
         if row["private"]:

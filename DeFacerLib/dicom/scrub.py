@@ -51,6 +51,13 @@ UNLISTED_INSTANCE_UIDS = frozenset(
             "AssertionUID", "ReferencedAssertionUID", "ModelGroupUID", "ReferencedFiducialUID",
             "VolumetricPresentationInputSetUID", "TableTopPositionAlignmentUID"))
 )
+# The leak check's own net, independent of the compiled actions: a person name, a date or an
+# identifier (leakcheck.IDENTIFYING_TAGS that Table E.1-1 lists) that no rule acted on is PHI to
+# look for. Every such dictionary attribute has a rule (profile.unlisted_rows), so this only
+# fires when a rule is missing, or for an attribute newer than pydicom's dictionary.
+NET_VRS = frozenset({"PN", "DA", "DT"})
+NET_TAGS = IDENTIFYING_TAGS & frozenset(int(r["group"] + r["element"], 16) for r in load_profile()["rows"]
+                                        if not r["private"] and "x" not in (r["group"] + r["element"]).lower())
 PRIVATE = "private"  # tag-info action of odd groups: the private rules decide, not the table
 CACHE_MAX = 4096  # patients remembered per run (bounded memory on huge trees)
 # Sequences remembered per run: small ones only (references, code items repeat from file to
@@ -402,6 +409,10 @@ class _Walk:
                     self.record(prefix, number, KEEP)
                 else:
                     kept += 1
+                    if (vr or info[2]) in NET_VRS or number in NET_TAGS:
+                        # no rule kept a name, a date or an identifier on purpose: look for it
+                        # in the output, so that a rule missing from the table fails the run
+                        self.collect(ds, tag, number, raw, vr or info[2], KEEP, encoding)
                 continue
             if is_raw:
                 vr = vr or (info[2] or "UN")
@@ -541,7 +552,8 @@ class _Walk:
             if not (self.s.options.retain_long_full_dates or self.s.options.retain_long_modified_dates):
                 actions.dummy(elem, self.key)
         elif vr == "UI":
-            actions.replace_uids(elem, self.key, mapping=self.r.uid_map)
+            if not self.s.options.retain_uids:  # Retain UIDs keeps them in a cleaned sequence too
+                actions.replace_uids(elem, self.key, mapping=self.r.uid_map)
         else:
             actions.clean_text(elem, self.phi_pattern, self.key, old_uids=self.r.phi.uids)
 
