@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from DeFacerLib.cli.main import main
+from DeFacerLib.io import read_volume
 
 KEY = bytes(range(32))
 
@@ -63,6 +64,92 @@ def test_a_link_to_content_never_fetched_fails_instead_of_vanishing(tmp_path, da
     summary = json.loads((tmp_path / "out" / ".defacer" / "summary.json").read_text())
     assert summary["files"] == 3 and summary["failed"] == 1
     assert not (tmp_path / "out" / "sub-01" / "anat" / "sub-01_T1w.nii.gz").exists()
+
+
+def test_a_pointer_file_of_content_never_fetched_fails_instead_of_being_published(tmp_path, ixi_pairs):
+    """An unlocked DataLad clone, a clone on a file system without links and a Git LFS checkout
+    hold small text files in the images' place: they were copied as the dataset's recordings
+    (exit 0 for a table or a physio file) or failed as "corrupt, re-export it"."""
+    bids = _bids(tmp_path / "bids")
+    for sub in ("sub-01", "sub-02"):
+        (bids / sub / "anat").mkdir(parents=True)
+        (bids / sub / "func").mkdir()
+    shutil.copy(ixi_pairs[0][0], bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz")  # fetched: defaced
+    key = "SHA256E-s1296352--" + "0123456789abcdef" * 4 + ".nii.gz"
+    pointers = {
+        "sub-02/anat/sub-02_T1w.nii.gz": f"/annex/objects/{key}\n",  # git annex unlock / adjusted branch
+        "sub-02/func/sub-02_task-rest_physio.tsv.gz": f"/annex/objects/{key}\n",
+        "sub-02/func/sub-02_task-rest_events.tsv": f"../../.git/annex/objects/Xy/Zw/{key}/{key}",  # a link as a file
+        "sub-01/func/sub-01_task-rest_bold.nii.gz": "version https://git-lfs.github.com/spec/v1\n"
+                                                    "oid sha256:" + "ab" * 32 + "\nsize 4096\n",
+    }
+    for rel, text in pointers.items():
+        (bids / rel).write_text(text)
+    out = tmp_path / "out"
+    assert _batch(tmp_path, bids, out) == 3
+    summary = json.loads((out / ".defacer" / "summary.json").read_text())
+    assert summary["files"] == 6 and summary["failed"] == 4 and summary["defaced"] == 1
+    reasons = {entry["name"]: entry["reason"] for entry in summary["failed_items"]}
+    assert sorted(reasons) == sorted(pointers)
+    assert all("pointer file" in reason and "fetch it" in reason for reason in reasons.values())
+    assert not any((out / rel).exists() for rel in pointers)
+    defaced = out / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
+    before, after = (read_volume(path).array for path in (ixi_pairs[0][0], defaced))
+    brain = read_volume(ixi_pairs[0][1]).array > 0
+    assert (before != after).any() and not (before != after)[brain].any()  # the fetched head: defaced, brain untouched
+
+
+def test_derivatives_and_sourcedata_dates_move_with_their_subject(tmp_path):
+    """--dates modified shifts each subject by its keyed offset; derivatives/x/sub-01/ and
+    sourcedata/sub-01/ were shifted by the offset of no subject, one for every subject, so their
+    dates matched no raw date of the subject, and one known date dated every subject's derivatives."""
+    bids = _bids(tmp_path / "bids")
+    date = "2023-03-14T09:12:33"
+    places = ("", "derivatives/fmriprep/", "sourcedata/")
+    for sub in ("sub-01", "sub-02"):
+        for place in places:
+            folder = bids / f"{place}{sub}"
+            (folder / "anat").mkdir(parents=True)
+            (folder / "anat" / f"{sub}_T1w.json").write_text(json.dumps({"AcquisitionDateTime": date}))
+            (folder / f"{sub}_scans.tsv").write_text(f"filename\tacq_time\nanat/{sub}_T1w.nii.gz\t{date}\n")
+    out = tmp_path / "out"
+    assert _batch(tmp_path, bids, out, "--scrub-only", "--dates", "modified") == 0
+    shifted = {}
+    for sub in ("sub-01", "sub-02"):
+        for place in places:
+            folder = out / f"{place}{sub}"
+            sidecar = json.loads((folder / "anat" / f"{sub}_T1w.json").read_text())["AcquisitionDateTime"]
+            table = (folder / f"{sub}_scans.tsv").read_text().splitlines()[1].split("\t")[1]
+            shifted.setdefault(sub, set()).update({sidecar, table})
+    assert all(len(values) == 1 for values in shifted.values()), shifted  # one shift per subject, everywhere
+    assert shifted["sub-01"] != shifted["sub-02"] and date not in shifted["sub-01"] | shifted["sub-02"]
+
+
+def test_a_4d_anatomical_stack_outside_the_raw_tree_is_defaced_not_copied(tmp_path, ixi_pairs):
+    """A 4D image named as anatomical under derivatives/ or sourcedata/ (an MP2RAGE or multi-echo
+    stack) was copied as "2 frames (a series, not one head image)" with its face, exit 0, though
+    deface_file cuts every frame of a 4D series alike."""
+    import nibabel as nib
+
+    bids = _bids(tmp_path / "bids")
+    head = nib.load(ixi_pairs[0][0])
+    frames = np.stack([np.asanyarray(head.dataobj)] * 2, axis=-1)
+    header = head.header.copy()
+    header.set_data_shape(frames.shape)
+    stacks = ("derivatives/qmri/sub-01/anat/sub-01_MP2RAGE.nii.gz", "sourcedata/sub-01/anat/sub-01_echo-1_MEGRE.nii.gz",
+              "derivatives/qmri/sub-01/anat/sub-01_desc-stack_other.nii.gz")  # the last is named as no head image
+    for rel in stacks:
+        (bids / rel).parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(frames, head.affine, header), bids / rel)
+    out = tmp_path / "out"
+    assert _batch(tmp_path, bids, out) == 0
+    brain = read_volume(ixi_pairs[0][1]).array > 0
+    for rel in stacks[:2]:
+        after = np.asanyarray(nib.load(out / rel).dataobj)
+        for frame in range(2):
+            changed = after[..., frame] != frames[..., frame]
+            assert changed.sum() > 50_000 and not changed[brain].any(), (rel, frame)
+    assert np.array_equal(np.asanyarray(nib.load(out / stacks[2]).dataobj), frames)  # still copied, as documented
 
 
 def test_a_name_that_is_not_utf8_is_refused_before_anything_is_made(tmp_path, capfd):

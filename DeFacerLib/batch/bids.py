@@ -95,9 +95,12 @@ def _shift_datetime(value: str, days: int) -> str | None:
 
 
 def subject_of(rel: str) -> str:
-    """The BIDS subject label a relative path belongs to ("sub-01"), or "" outside any subject."""
-    first = rel.split("/", 1)[0]
-    return first if first.startswith("sub-") else ""
+    """The BIDS subject label a relative path belongs to ("sub-01"), or "" outside any subject.
+
+    The first folder named for a subject, wherever it is: derivatives/fmriprep/sub-01/ and
+    sourcedata/sub-01/ are sub-01's too. Given the offset of no subject, they were all shifted by
+    one offset, so that one known date of any subject's derivatives dated every other subject's."""
+    return next((folder for folder in rel.split("/")[:-1] if folder.startswith("sub-")), "")
 
 
 def scrub_sidecar(data, options=None, offset_days: int = 0):

@@ -208,6 +208,26 @@ def _data_file_rel(root: Path, header: PurePosixPath, name: str) -> str | None:
     return posixpath.normpath((header.parent / name).as_posix())
 
 
+# An unfetched file of a git-annex dataset in an unlocked clone (or on a file system without links,
+# where git writes a link as a small file holding its target) or of a Git LFS repository is a small
+# text file in the image's place; copied as data, it was published as the dataset's recording.
+MAX_POINTER_BYTES = 8192
+_POINTERS = ((re.compile(rb"^/annex/objects/|^(\.\./)*\.git/annex/objects/"), "git-annex"),
+             (re.compile(rb"^version https://git-lfs\.github\.com/spec/v1\n"), "Git LFS"))
+
+
+def unfetched_pointer(path: Path) -> str:
+    """Which tool's pointer to content never fetched ``path`` is ("git-annex", "Git LFS"), or ''."""
+    try:
+        if path.stat().st_size > MAX_POINTER_BYTES:
+            return ""
+        with open(path, "rb") as stream:
+            head = stream.read(64)
+    except OSError:
+        return ""
+    return next((tool for pattern, tool in _POINTERS if pattern.match(head)), "")
+
+
 def _looks_dicom(path: Path) -> bool:
     return path.suffix.lower() in DICOM_EXTENSIONS or has_dicom_magic(path)
 
@@ -227,6 +247,9 @@ def classify(root: Path, files: list[str], layout: str) -> tuple[list[Item], lis
         elif (root / rel).is_symlink() and not (root / rel).exists():
             items.append(Item(rel, MISSING, rel, (rel,), reason="a broken link: its target is missing (git-annex or "
                                                                  "DataLad content not fetched?); fetch it and rerun"))
+        elif pointer := unfetched_pointer(root / rel):
+            items.append(Item(rel, MISSING, rel, (rel,), reason=f"a {pointer} pointer file, not its content (never "
+                                                                 "fetched?); fetch it and rerun"))
         elif suffix in DETACHED_VOLUME_SUFFIXES:
             items.append(Item(rel, SKIP, rel, (rel,), reason="detached-header volumes are not batch-processed; "
                                                               "convert to .nrrd/.mha first"))

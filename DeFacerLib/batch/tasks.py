@@ -190,14 +190,16 @@ def _face_check(item: Item, config: BatchConfig, info: dict, outcome: dict) -> N
     defaced through the same path as an anatomical image when the face model finds a face there;
     otherwise copied only if it has no skin surface (batch.facecheck: a skull-stripped brain, a
     brain label map), and failed if it may show a face, so that a run that publishes a face
-    never ends with exit code 0. A series of frames (4D) is copied, as func/ and dwi/ are."""
+    never ends with exit code 0. A series of frames (4D) is copied, as func/ and dwi/ are, unless
+    it is named as an anatomical image or a quantitative map (a multi-echo or MP2RAGE stack under
+    derivatives/ or sourcedata/): deface_file cuts every frame alike, and copied it showed the face."""
     rel = item.files[0]
     if config.scrub_only:
         _deface_volume(item, config, info, outcome)  # skipped, as every volume of a scrub-only run
         return
     source = Path(config.input_root) / rel
     frames = _frames(source)
-    if frames > 1:
+    if frames > 1 and not looks_anatomical(rel):
         _copy(item, config, info, outcome)
         outcome["reason"] = f"{frames} frames (a series, not one head image): copied"
         return
