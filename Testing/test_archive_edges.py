@@ -53,6 +53,18 @@ def test_a_sidecar_naming_the_patient_under_an_unknown_key_is_cleaned(tmp_path):
     assert kept["EchoTime"] == 0.0046 and kept["ImageType"] == ["ORIGINAL", "PRIMARY"]
 
 
+def test_a_sidecar_saved_with_a_byte_order_mark_is_cleaned_not_failed(tmp_path):
+    """Windows Notepad saves UTF-8 with a byte-order mark: the sidecar failed its item ("not
+    valid JSON (Unexpected UTF-8 BOM)"), exit 3, and the run published nothing of it."""
+    bids = _bids(tmp_path / "bids")
+    (bids / "sub-01" / "anat").mkdir(parents=True)
+    sidecar = json.dumps({"InstitutionName": "Springfield General", "EchoTime": 0.0046})
+    (bids / "sub-01" / "anat" / "sub-01_T1w.json").write_bytes(b"\xef\xbb\xbf" + sidecar.encode())
+    assert _batch(tmp_path, bids, tmp_path / "out", "--scrub-only") == 0
+    written = (tmp_path / "out" / "sub-01" / "anat" / "sub-01_T1w.json").read_bytes()
+    assert json.loads(written) == {"EchoTime": 0.0046} and b"Springfield" not in written
+
+
 def test_a_link_to_content_never_fetched_fails_instead_of_vanishing(tmp_path, data_dir):
     """A DataLad dataset whose image was never fetched: the broken link was left out of the
     plan, the report said every file was written, exit 0."""

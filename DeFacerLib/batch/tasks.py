@@ -580,7 +580,7 @@ def _partial(target: Path) -> Iterator[Path]:
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))  # with a byte-order mark (Notepad) too
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"{path.name} is not valid JSON ({error}); fix or remove it") from None
 
