@@ -18,7 +18,9 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_sequence
 from pydicom.sequence import Sequence
 from pydicom.dataset import Dataset
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
+from DeFacerLib import __version__
 from DeFacerLib.dicom import actions
 from DeFacerLib.dicom.leakcheck import IDENTIFYING_TAGS, Leak, PhiSet, collect_strings, find_leaks
 from DeFacerLib.dicom.markers import BURNED_IN_ANNOTATION, PIXEL_CODES, set_markers
@@ -34,6 +36,11 @@ SOP_CLASS_UID, SOP_INSTANCE_UID, SERIES_INSTANCE_UID = 0x00080016, 0x00080018, 0
 MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
 # File meta attributes that name the sending/receiving systems: removed (not in Table E.1-1).
 META_REMOVED = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)
+# The file meta names the implementation that wrote the file (PS3.10 7.1): DeFacer, through
+# pydicom, not the scanner or PACS the input came from (a site's own version name, HOMERPACS_1,
+# was published, and the file claimed to be the vendor's).
+IMPLEMENTATION_CLASS_UID = PYDICOM_IMPLEMENTATION_UID
+IMPLEMENTATION_VERSION_NAME = f"DEFACER_{__version__}"[:16]  # SH: 16 characters at most
 NEW_SERIES_NAMESPACE = "defaced"
 # Overlay Description and Overlay Label: free text the table has no row for; cleaned like
 # Overlay Comments when Clean Graphics keeps the overlay (kept as-is they may name the patient).
@@ -198,6 +205,8 @@ class Scrubber:
             for tag in META_REMOVED:
                 if tag in meta._dict:  # int keys: Dataset's ``in`` makes a Tag of each name first
                     del meta[tag]
+            meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+            meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
         walk.finish()
         if defaced:
             for tag in (SOP_INSTANCE_UID, SERIES_INSTANCE_UID):
