@@ -280,6 +280,28 @@ def test_per_slice_rescale_keeps_physical_values_and_stored_integers(trio_dir, t
         assert_same_tags(original, written)
 
 
+def test_dicom_series_written_as_nifti_keeps_geometry_codes_and_scaling(trio_dir, tmp_path):
+    """DICOM to NIfTI (no NIfTI header to reuse: io.with_format): qform and sform both carry the series'
+    geometry with code 1 (scanner), and the rescale goes into scl_slope/scl_inter, so that
+    nibabel, ITK and FSL read the same place and the same values (a header with qform_code 0
+    leaves qform-first readers with no orientation; without the scaling every value is off)."""
+    files = _copy_subset(trio_dir, tmp_path / "scaled", 20)
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.RescaleSlope, ds.RescaleIntercept = 2, -100
+        ds.save_as(path)
+    volume = read_volume(tmp_path / "scaled")
+    assert (volume.slope, volume.intercept) == (2.0, -100.0) and volume.array.dtype == np.uint16
+    write_volume(with_format(volume, "nifti"), tmp_path / "head.nii.gz")
+    image = nib.load(tmp_path / "head.nii.gz")
+    header = image.header
+    assert (int(header["qform_code"]), int(header["sform_code"])) == (1, 1)
+    np.testing.assert_allclose(image.get_qform(), volume.affine_ras, atol=1e-4)
+    np.testing.assert_allclose(image.get_sform(), volume.affine_ras, atol=1e-4)
+    assert (image.dataobj.slope, image.dataobj.inter) == (2.0, -100.0)  # nibabel moves scl_* off the header it loaded
+    assert np.array_equal(image.get_fdata(), volume.physical())
+
+
 def test_list_dicom_series(trio_dir):
     (series,) = list_dicom_series(trio_dir)
     assert series.description == "t1_MPRAGEcr_noGRAPPA" and series.modality == "MR"

@@ -1,6 +1,7 @@
 """The re-identification check on real heads: an intact face fails, a removed face passes."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -73,6 +74,19 @@ def test_face_found_on_the_ct_head(data_dir):
     assert check.views[0].original_face_score >= 0.75
     assert check.views[0].original_dlib_faces >= 1
     assert check.verdict == "FAIL"
+
+
+def test_a_head_without_a_face_on_its_original_renders_fails(data_dir):
+    """A skull-stripped IXI132 (only its reference brain kept) shows no face from any view, so
+    the recognisers have nothing to compare, and "no match" would mean nothing: the check FAILs
+    as unable to judge (measured: YuNet 0.0 on all five original renders, that one reason)."""
+    head = read_volume(data_dir / "heads/ixi/t1" / IXI)
+    brain = read_volume(brain_labels_of(IXI, data_dir / "heads/ixi")).array > 0
+    stripped = dataclasses.replace(head, array=np.where(brain, head.array, 0).astype(head.array.dtype))
+    check, _, _ = check_pair(stripped, stripped)
+    assert [view.original_face_score for view in check.views] == [0.0] * len(check.views)
+    assert check.verdict == "FAIL"
+    assert len(check.reasons) == 1 and check.reasons[0].startswith("no face was detected on the ORIGINAL's front renders")
 
 
 @pytest.mark.slow

@@ -34,8 +34,12 @@ PATIENT_NAME, PATIENT_ID, ISSUER_OF_PATIENT_ID = 0x00100010, 0x00100020, 0x00100
 STUDY_INSTANCE_UID = 0x0020000D
 SOP_CLASS_UID, SOP_INSTANCE_UID, SERIES_INSTANCE_UID = 0x00080016, 0x00080018, 0x0020000E
 MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
-# File meta attributes that name the sending/receiving systems: removed (not in Table E.1-1).
-META_REMOVED = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)
+# The file meta keeps only what reading the file needs (PS3.10 7.1: group length, version, SOP
+# class and instance, transfer syntax, implementation). The rest names the systems that sent,
+# received and stored the file (AE titles, presentation addresses such as dicom://ct1.hospital.org,
+# a real-time video source, private information); none has a row in Table E.1-1. A list of what
+# to remove missed the presentation addresses.
+META_KEPT = frozenset({0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013})
 # The file meta names the implementation that wrote the file (PS3.10 7.1): DeFacer, through
 # pydicom, not the scanner or PACS the input came from (a site's own version name, HOMERPACS_1,
 # was published, and the file claimed to be the vendor's).
@@ -202,9 +206,8 @@ class Scrubber:
         meta = getattr(ds, "file_meta", None)
         if meta is not None:
             walk.items(meta, "meta.", clean=False)
-            for tag in META_REMOVED:
-                if tag in meta._dict:  # int keys: Dataset's ``in`` makes a Tag of each name first
-                    del meta[tag]
+            for tag in [tag for tag in meta._dict if tag not in META_KEPT]:
+                del meta[tag]
             meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
             meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
         walk.finish()
