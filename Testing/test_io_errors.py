@@ -136,6 +136,23 @@ def test_series_with_a_missing_slice(trio_dir, tmp_path):
     input_error(copy_trio(trio_dir, tmp_path / "gap", names), "unevenly spaced")
 
 
+def test_series_with_a_gantry_tilt(trio_dir, tmp_path):
+    """Planes turned 15 degrees about their rows while the positions stay on one line: what a
+    head CT acquired with a tilted gantry writes. It was refused as "unevenly spaced or tilted
+    slices ... (missing files?)", though no file is missing and the steps are even."""
+    from scipy.spatial.transform import Rotation
+
+    folder = copy_trio(trio_dir, tmp_path / "tilt", [f"{i:05d}.dcm" for i in range(60, 70)])
+    for path in folder.iterdir():
+        ds = pydicom.dcmread(path)
+        row, col = np.asarray(ds.ImageOrientationPatient[:3], float), np.asarray(ds.ImageOrientationPatient[3:], float)
+        turn = Rotation.from_rotvec(np.radians(15) * row / np.linalg.norm(row)).as_matrix()
+        ds.ImageOrientationPatient = [float(v) for v in (*row, *(turn @ col))]
+        ds.save_as(path)
+    message = input_error(folder, "gantry tilt")
+    assert "15.0 degrees" in message and "missing files" not in message
+
+
 def test_series_with_duplicate_slices(trio_dir, tmp_path):
     folder = copy_trio(trio_dir, tmp_path / "dup", ["00060.dcm", "00061.dcm", "00062.dcm"])
     shutil.copy(folder / "00061.dcm", folder / "00061_copy.dcm")

@@ -6,7 +6,10 @@ a synthetic contrast on a real head's anatomy, named as such.
 """
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import nibabel as nib
@@ -152,3 +155,47 @@ def test_a_defaced_file_not_named_pet_is_still_checked_as_pet(pet_heads, tmp_pat
     assert check.verdict == "FAIL", check.reasons
     front = next(v for v in check.views if v.view == "front" and not v.variant)
     assert front.defaced_face_score >= 0.75 and front.match
+
+
+def test_a_pet_named_without_pet_is_read_as_pet_from_its_sidecar(pet_heads, tmp_path):
+    """dcm2niix names a conversion after the series or the patient and writes the DICOM Modality
+    into a JSON sidecar beside it. The name was the only evidence read for a NIfTI, so a PET saved
+    as `scan.nii.gz` was defaced as MR, exit 0: no uptake brain (IXI255's copy lost 62
+    reference-brain voxels), the MR background as its air. Its sidecar now says PT."""
+    pet, brain_path = pet_heads["IXI255"]
+    source = tmp_path / "scan.nii.gz"
+    shutil.copyfile(pet, source)
+    assert read_volume(source).modality == "MR"  # the name and the values say nothing
+    (tmp_path / "scan.json").write_text(json.dumps({"Modality": "PT", "ConversionSoftware": "dcm2niix"}))
+    assert read_volume(source).modality == "PT"
+    outcome = deface_file(source, tmp_path / "out.nii.gz")
+    assert outcome["report"]["modality"] == "PT" and outcome["report"]["fill_value_physical"] == 0.0
+    changed = np.asarray(nib.load(source).dataobj) != np.asarray(nib.load(tmp_path / "out.nii.gz").dataobj)
+    assert changed.sum() > 80_000
+    assert int((changed & (np.asarray(nib.load(brain_path).dataobj) > 0)).sum()) == 0
+
+
+def test_a_pet_stated_on_the_command_line(pet_heads, tmp_path):
+    """Nothing about `head.nii.gz` says PET (no sidecar, no name, no HU air): `defacer deface`
+    took it for MR and changed 62 reference-brain voxels of IXI255's PET-like copy (exit 0), and
+    `defacer qa`, rendering the brain's surface, found no face on the original (FAIL, "cannot
+    judge"). `--modality PT` states it, as the Slicer module's modality attribute does."""
+    pet, brain_path = pet_heads["IXI255"]
+    source, output = tmp_path / "head.nii.gz", tmp_path / "out.nii.gz"
+    shutil.copyfile(pet, source)
+    command = [sys.executable, "-m", "DeFacerLib"]
+    unstated = subprocess.run([*command, "qa", "--json", str(source), str(pet), "--out", str(tmp_path / "qa0")],
+                              capture_output=True, text=True)  # the original against itself, rendered as MR
+    assert unstated.returncode == 6 and "rendered as MR" in unstated.stderr and "--modality" in unstated.stderr
+    run = subprocess.run([*command, "deface", "--json", "--modality", "pt", str(source), str(output)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["report"]["modality"] == "PT"
+    changed = np.asarray(nib.load(source).dataobj) != np.asarray(nib.load(output).dataobj)
+    assert changed.sum() > 80_000
+    assert int((changed & (np.asarray(nib.load(brain_path).dataobj) > 0)).sum()) == 0
+    qa = subprocess.run([*command, "qa", "--json", "--modality", "PT", str(source), str(output), "--out", str(tmp_path / "qa")],
+                        capture_output=True, text=True)
+    assert qa.returncode == 0, qa.stdout[-2000:] + qa.stderr
+    front = next(v for v in json.loads(qa.stdout)["check"]["views"] if v["view"] == "front" and not v["variant"])
+    assert front["original_face_score"] >= 0.75 and front["defaced_face_score"] < 0.75

@@ -465,6 +465,13 @@ def test_a_pet_loaded_into_slicer_is_defaced_as_pet(logic, ixi_pairs, tmp_path, 
     unnamed.SetAttribute("DICOM.instanceUIDs", "1.2.3 1.2.4")
     assert logic.volume_from_node(unnamed).modality == "PT"
     monkeypatch.setattr(slicer, "dicomDatabase", None, raising=False)
+    # loaded from a file whose name says nothing, beside dcm2niix's sidecar stating the DICOM Modality
+    loaded = logic.node_from_volume(pet, "scan")
+    loaded.AddDefaultStorageNode()
+    loaded.GetStorageNode().SetFileName(str(tmp_path / "scan.nii.gz"))
+    assert logic.volume_from_node(loaded).modality == "MR"
+    (tmp_path / "scan.json").write_text('{"Modality": "PT", "ConversionSoftware": "dcm2niix"}')
+    assert logic.volume_from_node(loaded).modality == "PT"
     node = logic.node_from_volume(pet, "IXI211_pet")  # Slicer names a loaded file's node after it
     assert logic.volume_from_node(node).modality == "PT"
     output, report = logic.deface(node)

@@ -112,10 +112,11 @@ class DeFacerLogic:
 
     def stated_modality(self, volumeNode) -> str | None:
         """The modality the node's source states: the DICOM Modality of the series it was loaded
-        from (Slicer's DICOM database), else a name that says it (its file's, or its own, as
-        "sub-01_pet"), as the command line reads a file. A PET loaded into Slicer was taken for MR:
-        its brain was not protected as a PET's, and its QA rendered the brain, not the face."""
-        from DeFacerLib.io.modality import modality_from_dicom, modality_from_name
+        from (Slicer's DICOM database), else its file's JSON sidecar (dcm2niix's "Modality"), else a
+        name that says it (its file's, or its own, as "sub-01_pet"), as the command line reads a
+        file. A PET loaded into Slicer was taken for MR: its brain was not protected as a PET's,
+        and its QA rendered the brain, not the face."""
+        from DeFacerLib.io.modality import modality_from_dicom, modality_from_name, modality_from_sidecar
 
         uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
         database = getattr(slicer, "dicomDatabase", None)
@@ -124,7 +125,11 @@ class DeFacerLogic:
             if stated:
                 return stated
         storage = volumeNode.GetStorageNode()
-        for name in (storage.GetFileName() if storage is not None else None, volumeNode.GetName()):
+        file_name = storage.GetFileName() if storage is not None else None
+        stated = modality_from_sidecar(file_name)
+        if stated:
+            return stated
+        for name in (file_name, volumeNode.GetName()):
             stated = modality_from_name(name)
             if stated:
                 return stated

@@ -52,6 +52,17 @@ def add_removal_arguments(parser) -> None:
                              "default: " + ("on" if DEFAULT_SHIELD else "off") + "; needs the whole face)")
 
 
+def add_modality_argument(parser) -> None:
+    """--modality (deface and qa): the input's kind when nothing about the file says it."""
+    from DeFacerLib.io.modality import STATED_MODALITIES
+
+    parser.add_argument("--modality", type=str.upper, choices=STATED_MODALITIES,
+                        help="the (original) input's modality, over what the file says: a PET read as MR keeps less "
+                             "of its brain and is rendered at the brain, not the skin (default: its DICOM Modality, "
+                             "a JSON sidecar's (dcm2niix), its name (sub-01_pet, _ct), else CT by its air at "
+                             "-1000 HU, else MR)")
+
+
 def distance_mm(text: str) -> float:
     """argparse type of the millimetre options: a finite number, not negative."""
     from DeFacerLib.deface.removal import MAX_DISTANCE_MM, distance_is_valid
@@ -91,6 +102,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--protect-from", metavar="MASK", type=input_path, help="extra mask (non-zero = protected) on the head's grid (default: none)")
     parser.add_argument("--qa", metavar="DIR", type=folder_path, help="also write a before/after skin render to this folder")
     parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read when a folder holds several")
+    add_modality_argument(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     dicom = parser.add_argument_group(
         "DICOM output",
@@ -118,6 +130,7 @@ def run(args) -> dict:
             labels_path=args.features_from,
             protect_path=args.protect_from,
             series_uid=args.series,
+            modality=args.modality,
             qa_dir=args.qa,
             overwrite=args.overwrite,
             dicom_options=dicom_options_from_args(args),
@@ -176,7 +189,8 @@ def _print_summary(outcome: dict) -> None:
             table.add_row(name, "not found: skipped", "0", "")
     console = summary_console()
     console.print(table)
-    console.print(f"protected voxels changed: {report['protected_voxels_changed']}  sidecar: {outcome['sidecar']}",
+    console.print(f"modality: {report['modality']}  protected voxels changed: {report['protected_voxels_changed']}  "
+                  f"sidecar: {outcome['sidecar']}",
                   markup=False)
     removed = report.get("header_removed", [])
     if removed:

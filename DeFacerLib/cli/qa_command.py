@@ -23,6 +23,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID of the original when its folder holds several")
     parser.add_argument("--defaced-series", metavar="UID",
                         help="SeriesInstanceUID of the defaced copy when its folder holds several")
+    from DeFacerLib.cli.deface_command import add_modality_argument
+
+    add_modality_argument(parser)  # both are rendered as the original's (check_pair)
 
 
 def run(args) -> dict:
@@ -39,6 +42,8 @@ def run(args) -> dict:
     created = make_folder(args.out, "--out folder")
     try:
         original = read_volume(args.original, series_uid=args.series)
+        if args.modality is not None:
+            original.modality = args.modality
         defaced = _read_defaced(args.defaced, args.defaced_series)
         require_same_grid(original, defaced, args.original, args.defaced)
         check, before, after = check_pair(original, defaced)

@@ -37,6 +37,7 @@ def deface_file(
     labels_path=None,
     protect_path=None,
     series_uid: str | None = None,
+    modality: str | None = None,
     qa_dir=None,
     overwrite: bool = False,
     dicom_options=None,
@@ -49,6 +50,7 @@ def deface_file(
     ``dicom_options`` (a ``dicom.ProfileOptions``) says more, keyed UIDs from ``key_file``,
     and 113102 Clean Recognizable Visual Features recorded. Its provenance record and the
     audit trail go to ``OUTPUT.audit/`` (they name the input, which may carry PHI).
+    ``modality`` (MR, CT or PT): the input's, stated; None: ``io.guess_modality``'s.
     """
     from DeFacerLib import provenance
     from DeFacerLib.io import read_volume
@@ -80,6 +82,8 @@ def deface_file(
         require_extra("vtk", "qa", "--qa")
     progress("reading", 0.02)
     volume = read_volume(input_path, series_uid=series_uid)
+    if modality is not None:
+        volume.modality = modality
     input_sha256 = _checksum_as_read(input_path)
     require_orientation(volume, input_path)
     protected = None
@@ -110,6 +114,9 @@ def deface_file(
             f"{Path(input_path).name}: the face was not found (missing: {missing}); is it already defaced, "
             "or not a head? nothing written"
         )
+    # what the air value, the brain (PET: its uptake too) and QA's skin followed, and from what
+    # evidence (io.modality): a PET read as MR keeps less of its brain, so the record says which
+    result.report["modality"] = volume.modality
     if found is not None:
         result.report["segmentation"] = segmentation_report(found)
     if brain_report is not None:  # a label map without a brain: what protected it

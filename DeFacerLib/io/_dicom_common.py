@@ -219,6 +219,16 @@ def stack_geometry(positions: np.ndarray, orientation: np.ndarray, pixel_spacing
     origin = positions[order[0]]
     expected = origin[None, :] + np.arange(len(order))[:, None] * spacing_k * normal[None, :]
     deviation_mm = float(np.max(np.linalg.norm(positions[order] - expected, axis=1)))
+    if deviation_mm > tolerance_mm and float(steps.max() - steps.min()) <= tolerance_mm:
+        # even steps along a line off the normal: a CT gantry tilt (the planes lean, the table moves
+        # straight); "missing files?" sent the user looking for a gap that is not there
+        span = positions[order[-1]] - positions[order[0]]
+        slant = float(np.degrees(np.arccos(min(1.0, abs(float(span @ normal)) / float(np.linalg.norm(span))))))
+        raise InputError(
+            f"{where} has its slices stacked at a slant, {slant:.1f} degrees off square to their planes (a CT "
+            "gantry tilt); DeFacer needs a stack square to its slices: resample it first (dcm2niix corrects a "
+            "gantry tilt)"
+        )
     if deviation_mm > tolerance_mm:
         raise InputError(
             f"{where} has unevenly spaced or tilted slices (off a regular stack by {deviation_mm:.3f} mm, "

@@ -181,8 +181,11 @@ def check_pair(original: Volume, defaced: Volume, views=CHECK_VIEWS, size=(400, 
             reasons.append(f"frame {index}: the voxels the defacing changed still follow the original's (r = {r:.3f} "
                            f">= {RESIDUAL_FACE_R}): what was there is dimmed, blurred or noised rather than removed")
     if not any(c.original_face_score > 0 for c in checks if c.view in VERDICT_VIEWS):
-        # a face seen only from the side: the verdict's views would PASS without having seen it
-        reasons.append("no face was detected on the ORIGINAL's front renders either: the check cannot judge this head")
+        # a face seen only from the side: the verdict's views would PASS without having seen it; and a
+        # PET taken for MR is rendered at its brain, where no face is: say what it was rendered as
+        reasons.append("no face was detected on the ORIGINAL's front renders either: the check cannot judge this head "
+                       f"(rendered as {original.modality}; a PET or CT that its file does not name is rendered at "
+                       "the wrong surface: state it with --modality)")
     verdict = "FAIL" if reasons else "PASS"
     warnings = [f"{c.label}: a face is still detected on the defaced render (YuNet {c.defaced_face_score:.2f}, "
                 f"dlib {c.defaced_dlib_faces} face(s)); the recognisers do not match it to the original, but what "
