@@ -17,7 +17,7 @@ from scipy import ndimage as ndi
 
 from _nifti_for_tests import read_volume
 from DeFacerLib.deface import feature_max_depth_mm, head_mask, remove_features, skin_depth_mm
-from DeFacerLib.deface.removal import DEEP_MM, DEEP_PROTECT_MARGIN_MM
+from DeFacerLib.deface.removal import DEEP_MM, DEEP_PROTECT_MARGIN_MM, EARS_DEEP_MARGIN_LESS_MM, EARS_DEEP_MM
 from DeFacerLib.deface.guard import SKIN_LAYER_MM, frontal_guard
 from DeFacerLib.deface.head_mask import fill_holes
 from DeFacerLib.deface.pinna import side_outline_masks
@@ -195,7 +195,8 @@ def _plain_removal(volume, masks, protected, head, report, max_depth_mm=25.0, pr
     """The removal region from full-volume distance transforms (the formulation the engine's
     per-box transforms replace); ears are cut no deeper than feature_max_depth_mm says, and
     what stands proud of the side outline goes in their reach boxes (deface/pinna.py); with
-    ``deep_margin_mm``, head tissue deeper than DEEP_MM keeps that far from the protected region."""
+    ``deep_margin_mm``, head tissue deeper than DEEP_MM keeps that far from the protected region,
+    and the ears' shell deeper than EARS_DEEP_MM that less EARS_DEEP_MARGIN_LESS_MM."""
     spacing = volume.spacing_mm
     depth = ndi.distance_transform_edt(head, sampling=spacing)
     distance = ndi.distance_transform_edt(~protected, sampling=spacing) if protected.any() else np.full(head.shape, np.inf)
@@ -206,6 +207,8 @@ def _plain_removal(volume, masks, protected, head, report, max_depth_mm=25.0, pr
         region = np.zeros(head.shape, bool)
         for lo, hi in report.features[name].component_boxes:
             region[tuple(slice(a, b + 1) for a, b in zip(lo, hi))] = True
+        if name == "ears" and deep_margin_mm > EARS_DEEP_MARGIN_LESS_MM:
+            shell &= ~(head & (depth > EARS_DEEP_MM) & (distance <= deep_margin_mm - EARS_DEEP_MARGIN_LESS_MM))
         regions[name] = region & shell & ~near
         if report.features[name].reach_boxes:
             reach = np.zeros(head.shape, bool)
@@ -221,6 +224,10 @@ def test_removal_equals_the_full_volume_formulation(one_mm):
         volume, labels = make_phantom(orientation=orientation, oblique_deg=7.5)
         cases.append((volume, {name: labels == LABEL_VALUES[name] for name in FEATURES},
                       labels == LABEL_VALUES["brain"], head_mask(volume)))
+    # a protected region 16 mm under the skin: the ears' shell deeper than EARS_DEEP_MM lies
+    # 6-8 mm from it, inside the ears' deep margin but outside the 5 mm one (485 voxels kept)
+    head = head_mask(volume)
+    cases.append((volume, cases[-1][1], cases[-1][2] | (head & (skin_depth_mm(head, volume.spacing_mm) > 16.0)), head))
     volume, head, inside = one_mm
     features = {name: np.zeros(head.shape, bool) for name in ("eyes", "nose", "ears")}
     features["eyes"][70:95, 205:215, 125:135] = True
