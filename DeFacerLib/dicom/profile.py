@@ -163,10 +163,17 @@ UNLISTED_ROW_BY_VR = {"PN": UNLISTED_NAME_ROW, "DA": UNLISTED_DATE_ROW, "DT": UN
 
 
 @lru_cache(maxsize=1)
+def listed_tags() -> frozenset[int]:
+    """The public tags Table E.1-1 has a row of its own for (not its private rows, nor its
+    repeating groups such as 50xx)."""
+    return frozenset(int(r["group"] + r["element"], 16) for r in load_profile()["rows"]
+                     if not r["private"] and "x" not in (r["group"] + r["element"]).lower())
+
+
+@lru_cache(maxsize=1)
 def unlisted_rows() -> dict[int, dict]:
     """tag -> the row standing in for a dictionary PN/DA/DT/TM attribute the table does not list."""
-    listed = {int(r["group"] + r["element"], 16) for r in load_profile()["rows"]
-              if not r["private"] and "x" not in (r["group"] + r["element"]).lower()}
+    listed = listed_tags()
     return {tag: dict(UNLISTED_ROW_BY_VR[vr], tag=f"({tag >> 16:04X},{tag & 0xFFFF:04X})", keyword=keyword, vr=vr,
                       unlisted=True)
             for tag, (vr, _vm, _name, _retired, keyword) in DicomDictionary.items()

@@ -26,7 +26,7 @@ from DeFacerLib.dicom.leakcheck import IDENTIFYING_TAGS, Leak, PhiSet, collect_s
 from DeFacerLib.dicom.markers import BURNED_IN_ANNOTATION, PIXEL_CODES, set_markers
 from DeFacerLib.dicom.profile import (
     CLEAN, DUMMY, KEEP, REMOVE, UID, UID_SEQUENCE, ZERO, ActionTable, ProfileOptions, compile_actions,
-    load_profile, load_safe_private,
+    listed_tags, load_profile, load_safe_private,
 )
 from DeFacerLib.dicom.uids import date_offset_days, keyed_uid, pseudonym
 
@@ -67,8 +67,7 @@ UNLISTED_INSTANCE_UIDS = frozenset(
 # look for. Every such dictionary attribute has a rule (profile.unlisted_rows), so this only
 # fires when a rule is missing, or for an attribute newer than pydicom's dictionary.
 NET_VRS = frozenset({"PN", "DA", "DT"})
-NET_TAGS = IDENTIFYING_TAGS & frozenset(int(r["group"] + r["element"], 16) for r in load_profile()["rows"]
-                                        if not r["private"] and "x" not in (r["group"] + r["element"]).lower())
+NET_TAGS = IDENTIFYING_TAGS & listed_tags()
 PRIVATE = "private"  # tag-info action of odd groups: the private rules decide, not the table
 CACHE_MAX = 4096  # patients remembered per run (bounded memory on huge trees)
 # Sequences remembered per run: small ones only (references, code items repeat from file to
