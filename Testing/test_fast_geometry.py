@@ -63,6 +63,25 @@ def test_ball_morphology_is_the_thresholded_distance_transform(spacing, radius_m
                               ndi.distance_transform_edt(mask, sampling=spacing) > radius_mm)
 
 
+def test_wide_ball_morphology_never_lays_out_the_ball():
+    """A margin of 150 mm (a user's --protect-margin-mm) is 301^3 ball offsets: choosing the
+    method by laying them out first cost over 1 GiB; the choice now counts the disc's rows."""
+    import tracemalloc
+
+    mask = _blobs(3, shape=(40, 36, 30))
+    spacing = (1.0, 1.0, 1.0)
+    tracemalloc.start()
+    try:
+        grown = dilate_mm(mask[:, :, :4], 150.0, spacing)
+        shrunk = erode_mm(~mask, 150.0, spacing)
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak_bytes < 50e6, peak_bytes
+    assert np.array_equal(grown, ndi.distance_transform_edt(~mask[:, :, :4], sampling=spacing) <= 150.0)
+    assert np.array_equal(shrunk, ndi.distance_transform_edt(~mask, sampling=spacing) > 150.0)
+
+
 @pytest.mark.parametrize("spacing", SPACINGS)
 def test_several_dilations_from_one_transform_on_a_box(spacing):
     """The removal's guard and its seal-wide guard on the face span come from one transform."""
