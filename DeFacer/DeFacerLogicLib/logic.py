@@ -116,24 +116,14 @@ class DeFacerLogic:
         name that says it (its file's, or its own, as "sub-01_pet"), as the command line reads a
         file. A PET loaded into Slicer was taken for MR: its brain was not protected as a PET's,
         and its QA rendered the brain, not the face."""
-        from DeFacerLib.io.modality import modality_from_dicom, modality_from_name, modality_from_sidecar
+        from DeFacerLib.io.modality import stated_modality
 
         uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
         database = getattr(slicer, "dicomDatabase", None)
-        if uids and database is not None:
-            stated = modality_from_dicom(database.instanceValue(uids[0], "0008,0060"))
-            if stated:
-                return stated
+        tag = database.instanceValue(uids[0], "0008,0060") if uids and database is not None else None
         storage = volumeNode.GetStorageNode()
         file_name = storage.GetFileName() if storage is not None else None
-        stated = modality_from_sidecar(file_name)
-        if stated:
-            return stated
-        for name in (file_name, volumeNode.GetName()):
-            stated = modality_from_name(name)
-            if stated:
-                return stated
-        return None
+        return stated_modality(tag, file_name, other_names=(volumeNode.GetName(),))
 
     def node_from_volume(self, volume: Volume, name: str, node=None, nodeClass: str = "vtkMRMLScalarVolumeNode"):
         """Put ``volume`` into a (new or given) volume node: real-world values, RAS geometry.

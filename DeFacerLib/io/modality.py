@@ -83,16 +83,30 @@ def modality_from_values(values: np.ndarray) -> str | None:
     return "CT" if looks_like_hu(sample) else None
 
 
+def stated_modality(dicom_tag=None, path: str | Path | None = None, *, other_names=()) -> str | None:
+    """What a volume's source states, in order of trust: the DICOM Modality tag, the JSON sidecar
+    beside ``path``, ``path``'s name, then ``other_names`` (a Slicer node's own name); None when
+    none says. The command line, batch, ``info`` and the Slicer module all ask this one order."""
+    stated = modality_from_dicom(dicom_tag) or modality_from_sidecar(path) or modality_from_name(path)
+    for name in other_names:
+        stated = stated or modality_from_name(name)
+    return stated
+
+
 def guess_modality(volume_or_array: Volume | np.ndarray, path: str | Path | None = None) -> str:
-    """MR/CT/PT/OT from the DICOM tag, then a JSON sidecar's, then the filename, then the intensities."""
+    """MR/CT/PT/OT as the source states it (``stated_modality``), else from the intensities."""
     if isinstance(volume_or_array, Volume):
         volume = volume_or_array
-        stated = modality_from_dicom(volume.source.extra.get("dicom_modality") if volume.source else None)
-        if stated:
-            return stated
+        tag = volume.source.extra.get("dicom_modality") if volume.source else None
         if path is None and volume.source is not None:
             path = volume.source.path
+        stated = stated_modality(tag, path)
+        if stated:
+            return stated
         sample = volume.array[::2, ::2, ::2, ...].astype(np.float32) * np.float32(volume.slope) + np.float32(volume.intercept)
     else:
+        stated = stated_modality(None, path)
+        if stated:
+            return stated
         sample = np.asarray(volume_or_array)[::2, ::2, ::2, ...].astype(np.float32)
-    return modality_from_sidecar(path) or modality_from_name(path) or modality_from_values(sample) or "MR"
+    return modality_from_values(sample) or "MR"
