@@ -46,6 +46,7 @@ META_KEPT = frozenset({0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x0002001
 IMPLEMENTATION_CLASS_UID = PYDICOM_IMPLEMENTATION_UID
 IMPLEMENTATION_VERSION_NAME = f"DEFACER_{__version__}"[:16]  # SH: 16 characters at most
 NEW_SERIES_NAMESPACE = "defaced"
+DEFACED_ROW_SUFFIX = " (defaced)"
 # Overlay Description and Overlay Label: free text the table has no row for; cleaned like
 # Overlay Comments when Clean Graphics keeps the overlay (kept as-is they may name the patient).
 OVERLAY_TEXT_ELEMENTS = (0x0022, 0x1500)
@@ -212,11 +213,9 @@ class Scrubber:
         walk.finish()
         if defaced:
             for tag in (SOP_INSTANCE_UID, SERIES_INSTANCE_UID):
-                old = str(_original_uid(tag, ds, result))
+                old = str(_original_uid(tag, ds, result)).removesuffix(DEFACED_ROW_SUFFIX)
                 if old:
-                    new = keyed_uid(self.key, old, NEW_SERIES_NAMESPACE)
-                    ds[tag].value = new
-                    result.uid_map[f"{old} (defaced)"] = new
+                    ds[tag].value = defaced_uid(self.key, old, result.uid_map)
             mark_derived(ds)
         if meta is not None and SOP_INSTANCE_UID in ds._dict:
             _copy_sop_instance_uid(ds, meta)
@@ -481,9 +480,8 @@ class _Walk:
             values = _strings(ds, tag, raw, encoding)
             renamed = self.s.renamed_uids
             self._put(ds, tag, raw, vr, [
-                actions.map_uid(self.key, v, self.r.uid_map,
-                                NEW_SERIES_NAMESPACE if v.strip().strip("\x00") in renamed else "uid")
-                for v in values
+                defaced_uid(self.key, v.strip().strip("\x00"), self.r.uid_map) if v.strip().strip("\x00") in renamed
+                else actions.map_uid(self.key, v, self.r.uid_map) for v in values
             ])
             action = UID
         elif action == CLEAN:
@@ -758,6 +756,16 @@ def _patient_key(ds: Dataset) -> str:
         if value:
             return value
     return "unknown-patient"
+
+
+def defaced_uid(key: bytes, old: str, mapping: dict) -> str:
+    """The defaced series' own UID for ``old`` (its SOP Instance or Series UID, wherever it
+    occurs), listed as ``OLD (defaced)``: the plain ``OLD`` row stays what every scrub with the key
+    maps it to (a reference from another series), so that no two audits, which a batch merges,
+    give one old UID two new ones."""
+    new = keyed_uid(key, old, NEW_SERIES_NAMESPACE)
+    mapping[old + DEFACED_ROW_SUFFIX] = new
+    return new
 
 
 def _original_uid(tag: int, ds: Dataset, result: ScrubResult) -> str:

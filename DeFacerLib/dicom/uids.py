@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydicom.uid import UID_dictionary
 
-from DeFacerLib.errors import InputError, OutputError
+from DeFacerLib.errors import InputError, OutputError, UsageError
 from DeFacerLib.io.atomic import is_within, link_new, make_folder, remove_made_folders
 
 KEY_BYTES = 32
@@ -38,6 +38,18 @@ def default_key_path() -> Path:
     return Path(env) if env else Path.home() / ".config" / "defacer" / "deid.key"
 
 
+def key_file_path(key_file: str | Path | None) -> Path:
+    """The key file a run uses: ``key_file``, or the default when None. An empty name is refused:
+    `--key-file "$PROJECT_KEY"` with the variable unset keyed a delivery with the default key (an
+    unrelated one, or one made then), whose UIDs and pseudonyms linked with none of the project's."""
+    if key_file is None:
+        return default_key_path()
+    if not str(key_file).strip():
+        raise UsageError("the key file name is empty (an unset variable?); give the project's key file, "
+                         "or leave --key-file out for the default")
+    return Path(key_file)
+
+
 def load_or_create_key(path: str | Path | None = None, mark_use: bool = True) -> tuple[bytes, Path, bool]:
     """(key, where it is stored, created now?). A missing key file is created (mode 0600).
 
@@ -47,7 +59,7 @@ def load_or_create_key(path: str | Path | None = None, mark_use: bool = True) ->
     The file is held with a shared lock while this process lives, so that a run that made it
     and then fails does not delete it under another run that uses it (forget_new_key).
     ``mark_use=False``: a reader that is part of the run holding the key (a batch's workers)."""
-    path = Path(path) if path else default_key_path()
+    path = key_file_path(path)
     for _ in range(3):  # a key deleted as it was read (its maker failed) is made afresh
         if path.is_dir():
             raise InputError(f"key file {path} is a folder; give the path of a key file (created when missing)")
@@ -201,7 +213,7 @@ def refuse_key_inside(key_file: str | Path | None, input_path: str | Path | None
     recomputes the pseudonym and UIDs of any patient ID he can guess, and undoes the date
     shifts. Inside the input it changes the input, and `batch` copies a BIDS tree's other files
     to the output. Checked before the key is made or read (``input_path`` None: files, not a folder)."""
-    path = Path(key_file) if key_file else default_key_path()
+    path = key_file_path(key_file)
     for root, what in ((output_path, "output"), (input_path, "input")):
         if root is not None and is_within(path, root):
             raise OutputError(f"key file {path} is inside the {what} {root}; keep it outside the input and the output "
