@@ -3,13 +3,17 @@
 ITK already speaks LPS, so geometry passes straight through; only the array axis order
 is reversed (SimpleITK's arrays are (k, j, i)). The metadata dictionary is kept and written
 back key for key, except the three keys ITK's readers generate themselves
-(``READER_KEYS``), whose values SimpleITK only exposes as placeholders. Neither format
-stores a rescale slope, so a scaled volume is written as its physical (float32) values.
+(``READER_KEYS``) and every key SimpleITK only exposes as a placeholder (``PLACEHOLDER``).
+NRRD fields held that way (``NRRD_KEPT_FIELDS``: the measurement frame, thicknesses, old
+min/max) or not at all (units) are copied from the file's own header text into the written
+one; MetaImage's ``Modality``, which ITK's writer ignores, likewise. Neither format stores a rescale slope, so a scaled volume is written as its physical
+(float32) values.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -23,7 +27,25 @@ from DeFacerLib.io.formats import METAIMAGE, NRRD
 from DeFacerLib.volume import SourceInfo, Volume
 
 READER_KEYS = ("ITK_InputFilterName", "ITK_original_direction", "ITK_original_spacing")
+# What SimpleITK gives for a key whose value is no string or number (a matrix, a list): written
+# back, the NRRD writer turned the measurement frame into (666666,666666,666666) x3 and the
+# thicknesses into 0, and dropped "old min"/"old max"
+PLACEHOLDER = "[UNKNOWN_PRINT_CHARACTERISTICS]\n"
+# NRRD header fields that SimpleITK's metadata does not carry (a placeholder, or no key at all):
+# copied as they stand in the input's header text. The defacing changes no axis, so they hold.
+# ("min"/"max" are not: they describe the voxels, which the defacing changes)
+NRRD_KEPT_FIELDS = ("measurement frame", "thicknesses", "old min", "old max", "space units", "units",
+                    "sample units")
+NRRD_HEADER_BYTES = 1 << 16  # a header longer than this holds no head's fields
+# ITK writes every NRRD in LPS: a measurement frame (vectors in the input's world space) is
+# flipped along with it, per axis; in any other space it is dropped rather than mislaid
+LPS_FLIPS = {"left-posterior-superior": (1, 1, 1), "right-anterior-superior": (-1, -1, 1),
+             "left-anterior-superior": (1, -1, 1)}
+LPS_FLIPS.update({"lps": LPS_FLIPS["left-posterior-superior"], "ras": LPS_FLIPS["right-anterior-superior"],
+                  "las": LPS_FLIPS["left-anterior-superior"]})
+LPS_FLIPS.update({f"{name}-time": flips for name, flips in list(LPS_FLIPS.items())})
 DESCRIPTION_KEY = "DeFacer"
+METAIMAGE_MODALITY_KEY = "Modality"  # read into the metadata by ITK, but not written from it
 FORMAT_NAMES = {NRRD: "NRRD", METAIMAGE: "MetaImage"}
 # Named, not guessed from the extension: ITK's guess is case-sensitive and refused "HEAD.MHA"
 IMAGE_IO = {NRRD: "NrrdImageIO", METAIMAGE: "MetaImageIO"}
@@ -96,11 +118,13 @@ def read_itk(path: Path, fmt: str) -> Volume:
         raise InputError(f"{path} has {dimension} dimensions; DeFacer reads 3D or 4D volumes")
     direction = np.array(image.GetDirection(), dtype=float).reshape(dimension, dimension)[:3, :3]
     metadata = {key: image.GetMetaData(key) for key in image.GetMetaDataKeys() if key not in READER_KEYS}
+    metadata = {key: value for key, value in metadata.items() if value != PLACEHOLDER}
     source = SourceInfo(
         format=fmt,
         path=str(path),
         header={
             "metadata": metadata,
+            "nrrd_fields": _nrrd_kept_fields(path) if fmt == NRRD else [],
             "compressed": _is_compressed(path),
             "spacing_4d": tuple(image.GetSpacing()[3:]),
             "origin_4d": tuple(image.GetOrigin()[3:]),
@@ -144,3 +168,85 @@ def write_itk(volume: Volume, target: Path, fmt: str, description: str | None = 
         raise OutputError(f"cannot write {target}: {str(error).strip().splitlines()[-1][:160]}") from None
     if target.stat().st_size == 0:  # the writer put the data elsewhere (a detached header and data file)
         raise OutputError(f"cannot write {target.name}: the {FORMAT_NAMES[fmt]} writer left it empty")
+    if fmt == NRRD and info.get("nrrd_fields"):
+        _add_nrrd_fields(target, info["nrrd_fields"])
+    modality = info.get("metadata", {}).get(METAIMAGE_MODALITY_KEY)
+    if fmt == METAIMAGE and modality:
+        _add_metaimage_field(target, METAIMAGE_MODALITY_KEY, modality)
+
+
+def _add_metaimage_field(target: Path, key: str, value: str) -> None:
+    """Put ``key = value`` into the MetaImage header ITK wrote, before its last field
+    (``ElementDataFile``, which the voxels follow); the voxels are copied as they are."""
+    raw = target.read_bytes()
+    at = raw.find(b"\nElementDataFile")
+    if at < 0 or f"\n{key} =".encode() in raw[:at]:
+        return
+    with open(target, "wb") as handle:
+        handle.write(raw[:at + 1])
+        handle.write(f"{key} = {' '.join(value.split())}\n".encode("latin-1", errors="replace"))
+        handle.write(raw[at + 1:])
+
+
+def _nrrd_header_lines(raw: bytes) -> list[str]:
+    """The lines of an NRRD header: up to its first empty line (attached data follows it) or the
+    end of a detached header (.nhdr)."""
+    end = raw.find(b"\n\n")
+    text = raw[: end if end >= 0 else len(raw)].decode("latin-1")
+    return text.splitlines()
+
+
+def _field_name(line: str) -> str | None:
+    """The field a header line sets ("space units: ..."), None for a key/value pair (":=") or a comment."""
+    name, sep, _value = line.partition(":")
+    if not sep or line.startswith("#") or _value.startswith("="):
+        return None
+    return name.strip().lower()
+
+
+def _nrrd_kept_fields(path: Path) -> list[str]:
+    """The input's header lines setting one of NRRD_KEPT_FIELDS, as they stand."""
+    try:
+        with open(path, "rb") as handle:
+            lines = _nrrd_header_lines(handle.read(NRRD_HEADER_BYTES))
+    except OSError:
+        return []
+    space = next((line.partition(":")[2].strip().lower() for line in lines if _field_name(line) == "space"), None)
+    kept = []
+    for line in lines:
+        if _field_name(line) == "measurement frame":
+            line = _measurement_frame_in_lps(line, LPS_FLIPS.get(space) if space else None)
+        if line is not None and _field_name(line) in NRRD_KEPT_FIELDS:
+            kept.append(line)
+    return kept
+
+
+def _measurement_frame_in_lps(line: str, flips: tuple[int, int, int] | None) -> str | None:
+    """The ``measurement frame`` line with its vectors' world components in LPS, as ITK writes
+    the space; None for a space that has no LPS (or no space at all)."""
+    if flips is None:
+        return None
+    if flips == (1, 1, 1):
+        return line
+    vectors = re.findall(r"\(([^)]*)\)", line)
+    try:
+        parsed = [[float(x) for x in vector.split(",")] for vector in vectors]
+    except ValueError:
+        return None
+    flipped = [[x * (flips[i] if i < 3 else 1) + 0.0 for i, x in enumerate(vector)] for vector in parsed]
+    return "measurement frame: " + " ".join("(" + ",".join(f"{x:.17g}" for x in v) + ")" for v in flipped)
+
+
+def _add_nrrd_fields(target: Path, fields: list[str]) -> None:
+    """Put ``fields`` (whole header lines) into the NRRD file ITK wrote, in place of any line of
+    the same fields it wrote itself; the data after the header is copied as it is."""
+    raw = target.read_bytes()
+    end = raw.find(b"\n\n")
+    if end < 0:
+        raise OutputError(f"cannot write {target.name}: the NRRD writer left no header end")
+    names = {_field_name(line) for line in fields}
+    lines = [line for line in raw[:end].decode("latin-1").splitlines() if _field_name(line) not in names]
+    header = "\n".join(lines + fields).encode("latin-1")
+    with open(target, "wb") as handle:
+        handle.write(header)
+        handle.write(raw[end:])
