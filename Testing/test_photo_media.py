@@ -150,6 +150,27 @@ def test_dicom_photo_pixels_replaced(data_dir, tmp_path):
     assert changed[y0:y1, x0:x1].mean() > 0.9 and changed.mean() < 0.5
 
 
+def test_big_endian_dicom_photo_is_written_little_endian(data_dir, tmp_path):
+    """An Explicit VR Big Endian DICOM photo (a retired syntax older archives hold) was an
+    internal error, exit 1: the new uncompressed RGB is written Explicit VR Little Endian, and
+    pydicom's save_as refuses to convert from big-endian. Now it is re-encoded: the header's
+    values and the obscured pixels are those of the same photo stored little-endian."""
+    import pydicom
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
+
+    ds, rgb = _dicom_photo(data_dir, tmp_path / "little.dcm")
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    pydicom.dcmwrite(tmp_path / "big.dcm", ds, implicit_vr=False, little_endian=False, enforce_file_format=True)
+    assert pydicom.dcmread(tmp_path / "big.dcm").original_encoding == (False, False)
+    reports = {name: anonymize_path(tmp_path / f"{name}.dcm", tmp_path / f"{name}_out.dcm", PhotoOptions())[0]
+               for name in ("little", "big")}
+    assert reports["big"].faces == reports["little"].faces == 1
+    little, big = (pydicom.dcmread(tmp_path / f"{name}_out.dcm") for name in ("little", "big"))
+    assert big.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian and big.original_encoding == (False, True)
+    assert np.array_equal(big.pixel_array, little.pixel_array) and not np.array_equal(big.pixel_array, rgb)
+    assert (big.PatientName, big.Rows, big.Columns, big.SamplesPerPixel) == ("Test^Patient", *rgb.shape)
+
+
 def test_dicom_photo_rerun_gives_the_same_file(data_dir, tmp_path):
     """The new SOPInstanceUID comes from the old one and the new pixels, not at random: a rerun
     writes the same bytes (it gave a fresh random UID each run), another method another UID."""

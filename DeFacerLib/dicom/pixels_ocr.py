@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from DeFacerLib.errors import InputError
+from DeFacerLib.io._dicom_common import decompress_in_place, pixel_bytes
 
 MIN_CONFIDENCE = 30
 PAD_PX = 3
@@ -103,15 +104,10 @@ def clean_burned_in_text(ds: Dataset, where: str) -> dict:
     require_tesseract()
     if "PixelData" not in ds:
         return {"words": [], "boxes": 0, "decompressed_from": None}
-    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    decompressed = None
-    if syntax is not None and syntax.is_compressed:
-        try:
-            ds.decompress(generate_instance_uid=False)
-        except Exception as error:
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise InputError(f"{where} has {syntax.name} pixel data that cannot be decoded ({reason}); Clean Pixel Data refuses to write it, install pylibjpeg or decompress it first") from None
-        decompressed = syntax.name
+    try:
+        decompressed = decompress_in_place(ds, where)
+    except InputError as error:
+        raise InputError(f"{error}; Clean Pixel Data refuses to write it") from None
     pixels, samples = _frames(ds, where)
     found, boxes = [], 0
     for _ in range(MAX_PASSES):
@@ -149,8 +145,10 @@ def _store(ds: Dataset, pixels: np.ndarray, samples: int) -> None:
         pixels = pixels[0]
     if samples > 1:
         ds.PlanarConfiguration = 0  # pixel_array is (…, rows, cols, samples): colour-by-pixel
-    ds.PixelData = np.ascontiguousarray(pixels).astype(pixels.dtype.newbyteorder("<"), copy=False).tobytes()
     if ds.file_meta.TransferSyntaxUID.is_compressed:
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    # in the byte order the file is written in: an Explicit VR Big Endian file kept its syntax,
+    # and its 16-bit pixels written little-endian read back byte-swapped (every value wrong)
+    ds.PixelData = pixel_bytes(np.ascontiguousarray(pixels), pixels.dtype, ds)
     if "PixelData" in ds and ds["PixelData"].VR == "OB" and ds.BitsAllocated > 8:
         ds["PixelData"].VR = "OW"

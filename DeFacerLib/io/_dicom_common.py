@@ -9,6 +9,7 @@ original stored integers of an unchanged slice exactly.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def transfer_syntax(ds: Dataset) -> UID | None:
     return getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
 
 
-def decompress_in_place(ds: Dataset, path: Path) -> str | None:
+def decompress_in_place(ds: Dataset, path: Path | str) -> str | None:
     """Decode compressed pixel data in ``ds`` (keeping its UIDs); returns the old syntax name."""
     syntax = transfer_syntax(ds)
     if syntax is not None and not syntax.is_transfer_syntax:  # private or mistyped: an internal error in pydicom
@@ -37,12 +38,23 @@ def decompress_in_place(ds: Dataset, path: Path) -> str | None:
                          "re-export it with a standard transfer syntax")
     if syntax is None or not syntax.is_compressed:
         return None
+    if not _decoder_installed(syntax):  # pydicom's own reason is a list of plugins over several lines
+        raise InputError(f"{path} is compressed ({syntax.name}) and no decoder for it is installed; {DECODER_HINT}")
     try:
         ds.decompress(generate_instance_uid=False)
     except Exception as error:  # missing plugin (RuntimeError) or broken stream
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"{path} is compressed ({syntax.name}) and cannot be decoded ({reason}); {DECODER_HINT}") from None
     return syntax.name
+
+
+def _decoder_installed(syntax: UID) -> bool:
+    from pydicom.pixels import get_decoder
+
+    try:
+        return get_decoder(syntax).is_available
+    except NotImplementedError:  # a syntax pydicom has no decoder for at all
+        return False
 
 
 def check_scalar(ds: Dataset, path: Path) -> None:
@@ -150,9 +162,15 @@ def dicom_modality(ds: Dataset) -> str | None:
 
 
 def read_dataset(path: Path, stop_before_pixels: bool = False) -> Dataset | None:
-    """A DICOM dataset, or None when the file is not DICOM (no 'DICM' marker)."""
+    """A DICOM dataset, or None when the file is not DICOM (no 'DICM' marker).
+
+    A file that ends inside an undefined-length element (compressed pixel data, a sequence) is
+    an error: pydicom only warns, and hands back what it got, an empty dataset for a cut RLE or
+    JPEG slice, which the series reader then skipped as a note: the series lost a slice."""
     try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except pydicom.errors.InvalidDicomError:
         return None
     except PermissionError:  # not damaged: "re-export or remove it" would lose a good slice
@@ -160,6 +178,12 @@ def read_dataset(path: Path, stop_before_pixels: bool = False) -> Dataset | None
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"{path} is a damaged DICOM file ({reason}); re-export or remove it") from None
+    for warning in caught:
+        if "End of file reached" in str(warning.message):
+            raise InputError(f"{path} is truncated (it ends inside its last element, no sequence delimiter); "
+                             "re-export or re-copy it")
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return ds
 
 
 ORTHOGONAL_COSINE = 0.01  # row and column directions this far from square (0.6 degrees) are not one plane's axes

@@ -235,6 +235,7 @@ def write_dicom_image(path, dataset, rgb: np.ndarray, faces_obscured: bool) -> P
     writes the same file (a random UID changed every rerun's bytes); it tells no more than the
     study and series UIDs the header keeps.
     """
+    import pydicom
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     path = Path(path)
@@ -261,7 +262,9 @@ def write_dicom_image(path, dataset, rgb: np.ndarray, faces_obscured: bool) -> P
         dataset.RecognizableVisualFeatures = "NO"
     try:
         with atomic_path(path) as temporary:
-            dataset.save_as(temporary, enforce_file_format=True)
+            # dcmwrite, not save_as: a big-endian source is re-encoded little-endian, as the new
+            # transfer syntax says (save_as refuses to convert, an internal error)
+            pydicom.dcmwrite(temporary, dataset, enforce_file_format=True)
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
     return path
