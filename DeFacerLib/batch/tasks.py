@@ -292,7 +292,7 @@ def _deface_series(item: Item, config: BatchConfig, outcome: dict) -> None:
                              key_file=config.key_file, overwrite=True)
         produced = sorted(p.name for p in out_dir.iterdir() if not p.name.endswith(".audit"))
         if sorted(names) != produced:
-            raise InputError(f"{item.name}: defacing wrote {len(produced)} files for {len(names)} inputs")
+            raise InputError(_not_all_written(item, config, names, produced))
         audit = Path(config.audit_root) / "items" / item.id
         shutil.rmtree(audit, ignore_errors=True)
         audit.parent.mkdir(parents=True, exist_ok=True)
@@ -306,6 +306,41 @@ def _deface_series(item: Item, config: BatchConfig, outcome: dict) -> None:
     _deface_figures(outcome, result)
     if config.qa:
         _qa(config, Path(config.output_root) / folder, folder, outcome, files=[Path(config.output_root) / r for r in item.files])
+
+
+def _not_all_written(item: Item, config: BatchConfig, names: dict[str, str], produced: list[str]) -> str:
+    """Why a defaced series is not published: which of its files the series reader left out (a
+    slice cut short or without pixel data), by its path relative to the input, as the reports
+    name items, and all of them in the item's audit (files_not_read.json); "wrote 176 files for
+    177 inputs" left the user to find them."""
+    left_out = [names[name] for name in sorted(set(names) - set(produced))]
+    if not left_out:
+        return f"defacing wrote {len(produced)} files for {len(names)} inputs"
+    audit = Path(config.audit_root) / "items" / item.id
+    audit.mkdir(parents=True, exist_ok=True)
+    (audit / "files_not_read.json").write_text(json.dumps(left_out, indent=1) + "\n")
+    first = _shared_name(left_out[0], _path_may_hold_phi(left_out[0], config))
+    return (f"{len(left_out)} of its {len(names)} files could not be read as images of the series "
+            f"(first: {first}: damaged, cut short or without pixel data); nothing of it published: "
+            "re-export or remove them and rerun")
+
+
+def _path_may_hold_phi(rel: str, config: BatchConfig) -> bool:
+    """Whether a file's path holds PHI of its own header (a file named by its SOP Instance UID),
+    or cannot be known to hold none: its header does not read."""
+    from DeFacerLib.dicom.tree import header_phi_in_path
+
+    try:
+        return bool(header_phi_in_path(Path(config.input_root) / rel, rel, config.dicom_options, context_for(config).key))
+    except Exception:  # a damaged header: its name may be its UID all the same
+        return True
+
+
+def _shared_name(rel: str, holds_phi: bool) -> str:
+    """A file that is not published, as the shared reports name it: by its path, unless that holds
+    PHI of its header. A written file's path is mirrored in the output (and counted, to rename);
+    a failed file's would be published in the reports alone. Which one: the item's audit."""
+    return "a file whose path holds PHI of its header (named in the item's audit)" if holds_phi else rel
 
 
 def _scrub_files(item: Item, config: BatchConfig, outcome: dict, reason: str = "") -> None:
@@ -331,8 +366,8 @@ def _scrub_files(item: Item, config: BatchConfig, outcome: dict, reason: str = "
     _write_scrub_audit(config, item, records, uid_map, patients)
     counts = {status: sum(1 for r in records if r["status"] == status) for status in ("written", "skipped", "failed")}
     outputs = [r["file"] for r in records if r["status"] == "written"]
-    problems = [r["reason"] if r["file"] == item.name else f"{r['file']}: {r['reason']}"  # a file item is named by it
-                for r in records if r["status"] != "written"]
+    problems = [r["reason"] if r["file"] == item.name else f"{_shared_name(r['file'], 'path_holds_phi' in r)}: {r['reason']}"
+                for r in records if r["status"] != "written"]  # a file item is named by it
     state = FAILED if counts["failed"] else (SKIPPED if not counts["written"] else DONE)
     # the caller's reason says what was done to the files written: none written, it would mislead
     text = "; ".join(part for part in [reason if counts["written"] else "", *problems[:3]] if part)

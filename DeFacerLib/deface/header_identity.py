@@ -50,7 +50,10 @@ HARMLESS_NAME_QUALIFIERS = frozenset({"code", "intent", "sequence", "coil", "mod
 
 
 def without_identifying_header(volume: Volume) -> tuple[Volume, list[str]]:
-    """(``volume`` whose source header has nothing identifying left, what was removed)."""
+    """(``volume`` whose source header has nothing identifying left, what was removed).
+
+    A DICOM source is returned as it is: its datasets are de-identified only as they are
+    written, by ``write_volume(..., dicom_hook=dicom.hook.deidentify_dataset_hook(...))``."""
     from DeFacerLib.io.itk_formats import FORMAT_NAMES
     from DeFacerLib.io.nifti import mgh_footer_without_identity, nifti_header_without_identity
 

@@ -328,9 +328,12 @@ def scrub_tree(input_path: str | Path, output_path: str | Path, options: Profile
         leaked = [r for r in records if r.get("leaks")]
         if leaked:  # nothing is published, so the audit of what is published stays as it was
             audit_files = _write_audit(failed_audit_dir(audit), uid_map, patient_map, records, summary)
+            # The reason names the attribute, not the value: standard error ends up in job logs;
+            # the value found is in the private failed audit's actions log.
             raise GuaranteeError(
                 f"PHI left after scrubbing in {len(leaked)} file(s), nothing was written to {target}: "
-                f"{leaked[0]['file']}: {leaked[0]['leaks'][0]} (details in {audit_files['summary']})"
+                f"{leaked[0]['file']}: {leaked[0]['reason']} (details in {audit_files['summary']}, "
+                f"the values found in {audit_files['actions_log']})"
             )
         summary["audit"] = _write_audit(audit, uid_map, patient_map, records, summary, replace=overwrite)
         if not overwrite:  # a new audit, of an output that another run may publish first (atomic_path)

@@ -9,6 +9,7 @@ original stored integers of an unchanged slice exactly.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -186,6 +187,7 @@ def read_dataset(path: Path, stop_before_pixels: bool = False) -> Dataset | None
     return ds
 
 
+NUMERIC_TEXT = re.compile(r"[0-9eE+\-. \\]*")  # what a DS value may hold (PS3.5 6.2), multi-valued
 ORTHOGONAL_COSINE = 0.01  # row and column directions this far from square (0.6 degrees) are not one plane's axes
 
 
@@ -203,7 +205,10 @@ def plane_geometry(position, orientation, pixel_spacing, where: str) -> tuple[np
         except (TypeError, ValueError):
             numbers = np.array([])
         if numbers.size != count or not np.all(np.isfinite(numbers)):
-            shown = "\\".join(str(item) for item in items if item is not None) or "(empty)"
+            shown = "\\".join(str(item) for item in items if item is not None)
+            if not NUMERIC_TEXT.fullmatch(shown):  # a damaged header may hold anything, a name too, and
+                shown = "(text that is not numbers)"  # this message reaches batch's shared reports
+            shown = shown or "(empty)"
             raise InputError(f"{where} has {name} {shown}, not {count} numbers; DeFacer cannot place it in space")
         values.append(numbers)
     position, orientation, pixel_spacing = values
