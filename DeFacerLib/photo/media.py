@@ -188,6 +188,9 @@ def write_image(path, rgb, format: str | None = None) -> Path:
     format = format or IMAGE_SUFFIXES.get(path.suffix.lower(), "PNG")
     if isinstance(rgb, Image.Image):
         image = rgb if rgb.mode in _FORMAT_MODES[format] else Image.fromarray(_as_rgb(rgb), "RGB")
+        if image.info:  # Pillow writes the comment, XMP and ICC profile it finds there (an opened file's)
+            image = image.copy()
+            image.info.clear()
     else:
         image = Image.fromarray(np.asarray(rgb, dtype=np.uint8), "RGB")
     options = {"quality": JPEG_QUALITY, "subsampling": 0} if format == "JPEG" else {}
@@ -229,8 +232,9 @@ def read_dicom_image(path):
 def write_dicom_image(path, dataset, rgb: np.ndarray, faces_obscured: bool) -> Path:
     """Write ``dataset`` with its pixels replaced by uncompressed RGB, as a new instance.
 
-    The header is otherwise kept (scrub it with ``defacer scrub``); a new SOPInstanceUID marks
-    the changed pixels, and Recognizable Visual Features is set to NO when faces were obscured.
+    The header is otherwise kept (scrub it with ``defacer scrub``) but for the Icon Image
+    Sequence, a thumbnail of the old pixels, face included; a new SOPInstanceUID marks the
+    changed pixels, and Recognizable Visual Features is set to NO when faces were obscured.
     The new UID is a hash of the old one and the new pixels, not a random one, so that a rerun
     writes the same file (a random UID changed every rerun's bytes); it tells no more than the
     study and series UIDs the header keeps.
@@ -258,6 +262,8 @@ def write_dicom_image(path, dataset, rgb: np.ndarray, faces_obscured: bool) -> P
     uid = generate_uid(entropy_srcs=[old_uid, hashlib.sha256(dataset.PixelData).hexdigest()])
     dataset.SOPInstanceUID = uid
     dataset.file_meta.MediaStorageSOPInstanceUID = uid
+    if "IconImageSequence" in dataset:  # a thumbnail of the old pixels: the face the new ones hide
+        del dataset.IconImageSequence
     if faces_obscured:
         dataset.RecognizableVisualFeatures = "NO"
     try:
@@ -414,17 +420,23 @@ class VideoWriter:
 
 
 # ---- lossless metadata removal (photos without faces) ---------------------------------------------
-_DROP_MARKERS = set(range(0xE1, 0xEE)) | {0xEF, 0xFE}  # APP1-APP13, APP15 (EXIF, XMP, IPTC, ICC...), COM
+# the segments a JPEG is decoded from (SOF0-SOF15 frame headers, DHT, DAC, DQT, DNL, DRI, DHP, EXP,
+# the scans; 0xC8 is the reserved JPG): every other segment goes, and APP0 and APP14 keep only their
+# standard fields. Dropping only the known metadata markers kept APP14 whole, with whatever a
+# writer put after its Adobe fields (a thumbnail of the face, names).
+_CODING_MARKERS = (set(range(0xC0, 0xD0)) - {0xC8}) | {0xDA, 0xDB, 0xDC, 0xDD, 0xDE, 0xDF}
+_ADOBE_FIELDS = 12  # APP14 "Adobe": the name, version, two flag words and the colour transform
 
 
 def strip_jpeg_metadata(data: bytes) -> bytes:
     """The same JPEG without EXIF/XMP/IPTC/ICC/comment segments; the coded image is untouched.
 
-    Keeps APP0 (JFIF, its thumbnail emptied; JFXX thumbnail extensions go) and APP14 (Adobe colour
-    transform), which decoders need. Metadata between the scans of a progressive JPEG goes too, and
-    so does everything after the end of the image: an MPO's second picture, an Ultra HDR gain map,
-    a phone's motion-photo video, which may show the face the photo itself does not. Raises
-    ValueError on a malformed stream.
+    Keeps the coding segments, APP0 (JFIF, its thumbnail emptied; JFXX thumbnail extensions go)
+    and APP14's 12 Adobe fields (the colour transform), which decoders need; nothing else.
+    Metadata between the scans of a progressive JPEG goes too, and so does everything after the
+    end of the image: an MPO's second picture, an Ultra HDR gain map, a phone's motion-photo
+    video, which may show the face the photo itself does not. Raises ValueError on a malformed
+    stream.
     """
     if data[:2] != b"\xff\xd8":
         raise ValueError("not a JPEG stream")
@@ -453,7 +465,11 @@ def strip_jpeg_metadata(data: bytes) -> bytes:
             if segment[4:9] == b"JFIF\x00" and length >= 16:
                 out += b"\xff\xe0\x00\x10" + segment[4:16] + b"\x00\x00"
             continue
-        if marker in _DROP_MARKERS:
+        if marker == 0xEE:  # APP14: the Adobe colour transform kept, anything written after it dropped
+            if segment[4:9] == b"Adobe" and length >= 2 + _ADOBE_FIELDS:
+                out += b"\xff\xee" + (2 + _ADOBE_FIELDS).to_bytes(2, "big") + segment[4:4 + _ADOBE_FIELDS]
+            continue
+        if marker not in _CODING_MARKERS:  # EXIF, XMP, IPTC, ICC, comments, any other APPn
             continue
         out += segment
         if marker == 0xDA:  # start of scan: entropy-coded data up to the next marker
@@ -488,7 +504,9 @@ def write_unchanged(source, target, rgb) -> Path:
     if IMAGE_SUFFIXES.get(source.suffix.lower()) == "JPEG" and IMAGE_SUFFIXES.get(target.suffix.lower()) == "JPEG":
         with Image.open(source) as image:
             orientation = image.getexif().get(0x0112, 1)
-        if orientation in (None, 1):
+        # only 2-8 turn the pixels (ImageOps.exif_transpose): an orientation of 0, written by some
+        # phones and apps, re-encoded a photo whose pixels were read as they are (up to 14 levels off)
+        if orientation not in range(2, 9):
             try:
                 stripped = strip_jpeg_metadata(source.read_bytes())
             except ValueError:
