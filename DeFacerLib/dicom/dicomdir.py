@@ -10,12 +10,14 @@ offsets.
 from __future__ import annotations
 
 import io
+import os
 
 import pydicom
 
 RECORDS = 0x00041220  # Directory Record Sequence
 ROOT_LINKS = (0x00041200, 0x00041202)  # first and last record of the root directory entity
 RECORD_LINKS = (0x00041400, 0x00041420)  # next record, first record of the lower-level entity
+REFERENCED_FILE_ID = 0x00041500
 
 
 def record_links(ds) -> dict | None:
@@ -48,3 +50,22 @@ def save_scrubbed(ds, path, links: dict | None) -> None:
         for (index, tag), target in links.items():
             (ds if index is None else records[index])[tag].value = starts[target]
     ds.save_as(path, enforce_file_format=False)
+
+
+def indexed_files(ds, path) -> list[str]:
+    """The regular files a DICOMDIR at ``path`` indexes (its records' Referenced File IDs,
+    relative to its folder; a component that leaves the folder, or a pipe, is not followed).
+    Its records copy their headers (names, dates, an SR's content), so their PHI is its PHI."""
+    root = os.path.dirname(os.path.abspath(path))
+    found = []
+    for record in (ds[RECORDS].value if RECORDS in ds._dict else None) or []:
+        if REFERENCED_FILE_ID not in record._dict:
+            continue
+        value = record[REFERENCED_FILE_ID].value
+        parts = [str(part).strip() for part in ([value] if isinstance(value, str) else value or [])]
+        if not parts or any(part in ("", ".", "..") or "/" in part or "\\" in part for part in parts):
+            continue
+        file = os.path.join(root, *parts)
+        if file not in found and os.path.isfile(file):
+            found.append(file)
+    return found

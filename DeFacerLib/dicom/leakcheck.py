@@ -71,6 +71,14 @@ class PhiSet:
             return frozenset(sources)
         return frozenset(v for v in sources if not any(v.upper() in kept for kept in self.allowed))
 
+    def include(self, other: "PhiSet") -> None:
+        """Add another dataset's PHI strings (not those it kept on purpose) and old UIDs: a
+        DICOMDIR's records copy what the files it indexes hold (a report's text, a name)."""
+        for value in other._active():
+            self.sources.setdefault(value, other.sources[value])
+        for value, where in other.uids.items():
+            self.uids.setdefault(value, where)
+
     def add(self, value: str, where: str) -> None:
         value = value.strip().strip("\x00").strip()
         if len(value) < (MIN_LENGTH_WIDE if _wide(value) else MIN_LENGTH) or value.upper() in IGNORED or value.replace(".", "").replace("0", "") == "":

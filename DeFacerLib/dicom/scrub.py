@@ -34,6 +34,9 @@ PATIENT_NAME, PATIENT_ID, ISSUER_OF_PATIENT_ID = 0x00100010, 0x00100020, 0x00100
 STUDY_INSTANCE_UID = 0x0020000D
 SOP_CLASS_UID, SOP_INSTANCE_UID, SERIES_INSTANCE_UID = 0x00080016, 0x00080018, 0x0020000E
 MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
+# Pixel Data, Float and Double Float Pixel Data, Spectroscopy Data: what an image's Rows and
+# Columns describe, and what Clean Pixel Data and Burned In Annotation speak of
+IMAGE_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009, 0x56000020)
 # The file meta keeps only what reading the file needs (PS3.10 7.1: group length, version, SOP
 # class and instance, transfer syntax, implementation). The rest names the systems that sent,
 # received and stored the file (AE titles, presentation addresses such as dicom://ct1.hospital.org,
@@ -184,16 +187,25 @@ class Scrubber:
 
             self.version = __version__
 
-    def scrub(self, ds: Dataset, *, defaced: bool = False, where: str = "") -> ScrubResult:
+    def scrub(self, ds: Dataset, *, defaced: bool = False, where: str = "",
+              known_phi: PhiSet | None = None) -> ScrubResult:
         """De-identify ``ds`` in place. With ``defaced`` the file starts a new series (new SOP
-        Instance and Series UIDs in their own keyed namespace) and 113102 is recorded."""
+        Instance and Series UIDs in their own keyed namespace) and 113102 is recorded.
+        ``known_phi``: PHI of other files that ``ds`` may copy (a DICOMDIR's indexed files), taken
+        out of its cleaned text and looked for by its leak check as its own."""
         result = ScrubResult()
+        if known_phi is not None:
+            result.phi.include(known_phi)
         patient = _patient_key(ds)
         result.date_offset_days, alias = self._patient(patient)
         result.patient = (str(peek_value(ds, PATIENT_ID, "") or patient), alias)
         burned_in = str(peek_value(ds, BURNED_IN_ANNOTATION, "") or "") or None
         options = self.options
         pixel_options = _pixel_options_before(ds)
+        if options.clean_pixel_data and not any(tag in ds._dict for tag in IMAGE_DATA_TAGS):
+            # a report, a presentation state, a DICOMDIR: no pixels, so no 113101 and no
+            # BurnedInAnnotation NO (not part of their IODs) to claim, nor one more "cleaned" file
+            options = options.with_(clean_pixel_data=False)
         if options.clean_pixel_data:  # judged on the header as it came
             from DeFacerLib.dicom.pixels_ocr import ocr_skip_reason
 
@@ -211,6 +223,7 @@ class Scrubber:
             meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
             meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
         walk.finish()
+        _match_document_length(ds)
         if defaced:
             for tag in (SOP_INSTANCE_UID, SERIES_INSTANCE_UID):
                 old = str(_original_uid(tag, ds, result)).removesuffix(DEFACED_ROW_SUFFIX)
@@ -626,6 +639,20 @@ def mark_derived(ds: Dataset) -> None:
                 for item in (group[sequence_tag].value if sequence_tag in group._dict else []):
                     if FRAME_TYPE in item._dict:
                         derive(item[FRAME_TYPE])
+
+
+ENCAPSULATED_DOCUMENT, ENCAPSULATED_DOCUMENT_LENGTH = 0x00420011, 0x00420015
+
+
+def _match_document_length(ds: Dataset) -> None:
+    """Encapsulated Document Length (PS3.3 C.24.2) says how many bytes of the padded document
+    are the document: once D put a dummy in place of a PDF or CDA, the input's length pointed
+    past the value's end, and a reader trusting it read beyond the document."""
+    if ENCAPSULATED_DOCUMENT not in ds._dict or ENCAPSULATED_DOCUMENT_LENGTH not in ds._dict:
+        return
+    document = ds[ENCAPSULATED_DOCUMENT].value or b""
+    if ds[ENCAPSULATED_DOCUMENT_LENGTH].value != len(document):
+        ds[ENCAPSULATED_DOCUMENT_LENGTH] = DataElement(ENCAPSULATED_DOCUMENT_LENGTH, "UL", len(document))
 
 
 def _copy_sop_instance_uid(ds: Dataset, meta: Dataset) -> None:

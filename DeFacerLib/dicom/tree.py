@@ -22,11 +22,11 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from DeFacerLib.dicom.dicomdir import record_links, save_scrubbed
-from DeFacerLib.dicom.leakcheck import phi_in_path
+from DeFacerLib.dicom.dicomdir import indexed_files, record_links, save_scrubbed
+from DeFacerLib.dicom.leakcheck import PhiSet, phi_in_path
 from DeFacerLib.dicom.markers import BURNED_IN_ANNOTATION
 from DeFacerLib.dicom.profile import ProfileOptions
-from DeFacerLib.dicom.scrub import ISSUER_OF_PATIENT_ID, SOP_INSTANCE_UID, Scrubber, peek_value
+from DeFacerLib.dicom.scrub import IMAGE_DATA_TAGS, ISSUER_OF_PATIENT_ID, SOP_INSTANCE_UID, Scrubber, peek_value
 from DeFacerLib.errors import DeFacerError, GuaranteeError, InputError, OutputError
 from DeFacerLib.io.atomic import atomic_path, check_name_fits, check_output_path, is_within
 
@@ -153,9 +153,6 @@ def _read(path: str | Path):
 
 
 ROWS, COLUMNS = 0x00280010, 0x00280011
-# Pixel Data, Float and Double Float Pixel Data, Spectroscopy Data: what an image's Rows and
-# Columns describe
-IMAGE_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009, 0x56000020)
 
 
 def _image_without_pixels(ds) -> str | None:
@@ -169,8 +166,10 @@ def _image_without_pixels(ds) -> str | None:
 
 def says_burned_in(ds) -> bool:
     """The file itself says its pixels carry burned-in text (BurnedInAnnotation YES, kept as
-    the source said when the pixels were not cleaned): header scrubbing does not remove it."""
-    return str(peek_value(ds, BURNED_IN_ANNOTATION, "") or "").strip().upper() == "YES"
+    the source said when the pixels were not cleaned): header scrubbing does not remove it. An
+    encapsulated PDF or CDA says YES of its document, which the profile replaces (D): no pixels."""
+    return (str(peek_value(ds, BURNED_IN_ANNOTATION, "") or "").strip().upper() == "YES"
+            and any(tag in ds._dict for tag in IMAGE_DATA_TAGS))
 
 
 def _ends_early(ds, caught, file_bytes: int) -> str | None:
@@ -214,6 +213,22 @@ def header_phi_in_path(in_path, rel: str, options: ProfileOptions, key: bytes) -
     return phi_in_path(rel, result.phi, skip_uids=options.retain_uids)
 
 
+def indexed_phi(dicomdir, path, options: ProfileOptions, key: bytes) -> PhiSet:
+    """The PHI of the files a DICOMDIR indexes, their headers scrubbed in memory as scrub_file
+    would: its records copy them (an SR record's content holds the report's text), and its own
+    header names no referring physician, operator or institution to take out of that text."""
+    phi = PhiSet()
+    for file in indexed_files(dicomdir, path):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(file, stop_before_pixels=True, force=True)
+            phi.include(_scrubber(options, key).scrub(ds, where=file).phi)
+        except Exception:  # unreadable: scrub_file reports it in its own right
+            continue
+    return phi
+
+
 def scrub_file(task: tuple) -> dict:
     """Scrub one file into ``out_path`` (worker entry point); returns its audit record.
     ``task``: (input path, relative path, output path, options, key[, mirrored]); mirrored
@@ -230,9 +245,10 @@ def scrub_file(task: tuple) -> dict:
     record["issuer_old"] = str(peek_value(ds, ISSUER_OF_PATIENT_ID, "") or "").strip()
     links = record_links(ds)  # a DICOMDIR's: its records move as the scrub changes value lengths
     try:
+        known = indexed_phi(ds, in_path, options, key) if links is not None else None
         with warnings.catch_warnings():  # pydicom's notes on the input's own non-conformant values
             warnings.simplefilter("ignore")
-            result = _scrubber(options, key).scrub(ds, where=rel)
+            result = _scrubber(options, key).scrub(ds, where=rel, known_phi=known)
     except DeFacerError as error:
         record["status"], record["reason"] = "failed", str(error)
         return record
