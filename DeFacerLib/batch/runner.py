@@ -30,6 +30,7 @@ from DeFacerLib.io.atomic import check_name_fits
 
 MANIFEST_NAME = "manifest.sqlite"
 HEADER_CHUNK_FILES = 512
+SCHEDULER_TIMEOUT_S = 20  # connecting to (and hearing from) a --scheduler; Dask retries a refused connection
 
 
 class BatchInterrupted(DeFacerError):
@@ -49,6 +50,7 @@ class BatchProgress:
     def cluster(self, client) -> None: ...
     def discovered(self, plan, todo: int, already: int, removed: int = 0) -> None: ...
     def item_done(self, outcome: dict) -> None: ...
+    def stopping(self, running: int) -> None: ...
     def close(self) -> None: ...
 
 
@@ -83,6 +85,9 @@ def run_batch(
     progress = progress or BatchProgress()
     source, target = Path(input_path).resolve(), Path(output_path).resolve()
     _check_paths(source, target, overwrite)
+    if scheduler is not None and not scheduler.strip():  # --scheduler "$UNSET": a local cluster on the head node
+        raise UsageError("--scheduler is empty; give the scheduler's address (tcp://HOST:8786) or leave it out "
+                         "for a local cluster")
     if workers < 1:
         raise UsageError("--workers must be at least 1")
     if max_items is not None and max_items < 1:  # a negative N sliced the work list: all but the last N items
@@ -143,6 +148,8 @@ def run_batch(
             forget_new_key(key_path, key_created)  # nothing was keyed with it (dicom.uids.forget_new_key)
             raise
         if plan is None:  # stopped while the cluster started or the input was listed: no item ran
+            _remove_if_untouched(made, config.meta_root)  # as a run refused there: no empty output, audit or new key
+            forget_new_key(key_path, key_created)
             raise BatchInterrupted(f"{stopped_by(stop)}: before any item ran; rerun the same command to start",
                                    exit_code=exit_code_of(stop))
         with Manifest(config.meta_root / MANIFEST_NAME) as manifest:
@@ -193,7 +200,8 @@ def _run(config, client, scheduler, workers, source, layout, key, files, target,
                 todo = todo[:max_items]
             progress.discovered(plan, len(todo), already, removed=len(gone))
             try:
-                _run_items(dask_client, manifest, todo, config, series_info, fingerprints, token, progress, left)
+                _run_items(dask_client, manifest, todo, config, series_info, fingerprints, token, progress, left,
+                           shared_cluster=client is not None or bool(scheduler))
             except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM (interrupts.Terminated)
                 stop = error
             finally:
@@ -312,8 +320,12 @@ def _remove_stale_outputs(target: Path, rels) -> None:
             (target / rel).unlink()
 
 
-def _run_items(client, manifest, todo, config, series_info, fingerprints, token, progress, left: set) -> None:
-    """Run ``todo``, recording each outcome as it comes; ``left`` loses each recorded item's id."""
+def _run_items(client, manifest, todo, config, series_info, fingerprints, token, progress, left: set,
+               shared_cluster: bool = False) -> None:
+    """Run ``todo``, recording each outcome as it comes; ``left`` loses each recorded item's id.
+    Cut short on a cluster this run did not start (``shared_cluster``), it waits for the items its
+    workers are still running: they cannot be stopped, and ended after the cleanup they published
+    outputs that neither the manifest nor the reports held (the LocalCluster's workers are killed)."""
     from distributed import as_completed
 
     def record(outcome: dict) -> None:
@@ -350,9 +362,36 @@ def _run_items(client, manifest, todo, config, series_info, fingerprints, token,
                 raise OutputError(f"the output disk is full ({outcome['name']}: {outcome['reason']}); "
                                   "free space and rerun the same command to resume (finished items are kept)")
     finally:
+        cut = [future.key for future in futures if not future.done()]
         for future in futures:
             if not future.done():
                 future.cancel()
+        if cut and shared_cluster:
+            _wait_for_cut_items(client, cut, progress)
+
+
+def _wait_for_cut_items(client, keys, progress) -> None:
+    """Until no worker runs any of ``keys`` (a cancelled task runs to its end); a second Ctrl-C
+    ends the wait (what those items write then is the rerun's to redo)."""
+    told = False
+    while True:
+        try:
+            running = [key for found in client.run(_running_of, [str(key) for key in keys]).values() for key in found]
+        except Exception:  # the scheduler or a worker gone: nothing of them runs for this run any more
+            return
+        if not running:
+            return
+        if not told:
+            progress.stopping(len(running))
+            told = True
+        time.sleep(1)
+
+
+def _running_of(keys, dask_worker=None) -> list[str]:
+    """Which of ``keys`` this worker is running, cancelled or not (``client.run`` on each worker)."""
+    wanted = set(keys)
+    return [str(task.key) for task in dask_worker.state.tasks.values()
+            if str(task.key) in wanted and task.state in ("executing", "cancelled", "long-running", "resumed")]
 
 
 def _scheduler_lost(client, error: Exception) -> bool:
@@ -383,8 +422,9 @@ def _dask_client(client, scheduler: str | None, workers: int):
         for logger in loggers:
             logger.setLevel(logging.CRITICAL)
         try:
+            _check_scheduler(scheduler, SCHEDULER_TIMEOUT_S)
             try:
-                own = Client(scheduler, timeout="20s")
+                own = Client(scheduler, timeout=f"{SCHEDULER_TIMEOUT_S}s")
             except (OSError, ValueError, TypeError) as error:  # ValueError: "http://..." (unknown scheme)
                 raise UsageError(f"cannot reach the Dask scheduler {scheduler}: {error}") from None
             try:
@@ -428,6 +468,57 @@ def _dask_client(client, scheduler: str | None, workers: int):
                             os.kill(pid, signal.SIGKILL)
     finally:
         dask_logger.setLevel(level)
+
+
+def _check_scheduler(address: str, seconds: float) -> None:
+    """A usage error unless a Dask scheduler answers at ``address`` within ``seconds`` (+5). Client()
+    alone waited forever on a server that accepts the connection and never answers as Dask does
+    (the dashboard's port 8787 given for 8786, any web server: exit 130 after minutes, at Ctrl-C),
+    and a server that answered otherwise was an internal error (MemoryError: its reply read as a
+    frame length); a worker's address gave a TypeError about identity(). TLS settings are Dask's
+    configured ones, as Client() takes them."""
+    import asyncio
+    import threading
+
+    async def identity():
+        from distributed.comm import connect
+        from distributed.security import Security
+
+        comm = await connect(address, timeout=seconds, **Security().get_connection_args("client"))
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    async def bounded():
+        return await asyncio.wait_for(identity(), seconds + 5)  # Dask's own "timed out" first, where it says one
+
+    answer = {}
+
+    def probe():  # its own event loop, also under a caller's (Jupyter); a daemon: Ctrl-C does not wait for it
+        try:
+            answer["reply"] = asyncio.run(bounded())
+        except BaseException as error:
+            answer["error"] = error
+
+    thread = threading.Thread(target=probe, name="defacer-scheduler-check", daemon=True)
+    thread.start()
+    thread.join()
+    error = answer.get("error")
+    if isinstance(error, asyncio.TimeoutError):  # before OSError, of which it is one: connected, and no answer
+        raise UsageError(f"no Dask scheduler answered at {address} within {seconds + 5:g} s (a web server or the "
+                         "dashboard's port? the scheduler's is 8786 by default)")
+    if isinstance(error, (OSError, ValueError, TypeError)):  # ValueError: "http://..." (unknown scheme)
+        raise UsageError(f"cannot reach the Dask scheduler {address}: {error}")
+    if error is not None:  # a reply that is no Dask message (MemoryError: read as a frame length)
+        raise UsageError(f"{address} is not a Dask scheduler ({type(error).__name__}); give the scheduler's "
+                         "address, tcp://HOST:8786 by default")
+    reply = answer["reply"]
+    kind = reply.get("type") if isinstance(reply, dict) else None
+    if kind != "Scheduler":
+        raise UsageError(f"{address} is {'a Dask ' + kind if kind else 'not a Dask server'}, not a scheduler; "
+                         "give the scheduler's address, tcp://HOST:8786 by default")
 
 
 def _worker_threads(workers: int) -> dict[str, str]:

@@ -132,6 +132,14 @@ class RichBatchProgress:
             STDERR.print(f"{int(task.completed)}/{int(task.total)} items, {self.failed} failed"
                          + (f", {speed:.2f} items/s" if speed else "") + (f", ETA {left:.0f} s" if left else ""))
 
+    def stopping(self, running: int) -> None:
+        if self.quiet:
+            return
+        from DeFacerLib.cli.progress import STDERR
+
+        STDERR.print(f"stopping: waiting for the {running} item(s) the cluster's workers are running to end "
+                     "(Ctrl-C again to leave them; the rerun redoes them)")
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
