@@ -85,6 +85,29 @@ def test_a_long_lived_cluster_reads_the_key_of_each_run(dataset, tmp_path):
     assert (tmp_path / "second" / scans).read_text() != (tmp_path / "first" / scans).read_text()
 
 
+def test_a_worker_running_another_version_fails_its_items(tmp_path):
+    """A worker of a long-lived cluster keeps the DeFacer it started with: after an upgrade on the
+    driver it ran the old code, and the manifest recorded the new version for what it made. The
+    driver's version travels with the config; here a config from another version reaches this
+    worker, as this version's config would reach an older one."""
+    from DeFacerLib import __version__
+    from DeFacerLib.batch.discover import DESCRIPTION, Item
+    from DeFacerLib.batch.tasks import process_item
+
+    key = tmp_path / "site.key"
+    key.write_text(bytes(range(32)).hex())
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "dataset_description.json").write_text('{"Name": "t", "BIDSVersion": "1.8.0"}\n')
+    base = dict(input_root=str(tmp_path / "in"), output_root=str(tmp_path / "out"), audit_root=str(tmp_path / "audit"),
+                key_file=str(key), key_check=key_check_of(bytes(range(32))))
+    item = Item(id="description", kind=DESCRIPTION, files=("dataset_description.json",), name="dataset_description.json")
+    outcome = process_item(item, BatchConfig(**base, version="0.0.0+older"))
+    assert outcome["state"] == "failed" and f"this worker runs DeFacer {__version__} and the run DeFacer 0.0.0+older" \
+        in outcome["reason"]
+    assert not (tmp_path / "out").exists()
+    assert process_item(item, BatchConfig(**base, version=__version__))["state"] == "done"
+
+
 def test_a_worker_never_makes_a_key_of_its_own(tmp_path, monkeypatch):
     """A relative --key-file made each worker of a cluster (another working folder) create and
     use a new random key: pseudonyms nobody could link back."""

@@ -19,6 +19,7 @@ import shutil
 import time
 from pathlib import Path
 
+from DeFacerLib import __version__
 from DeFacerLib.batch import discover as disc
 from DeFacerLib.batch.manifest import DONE, FAILED, SKIPPED, Manifest
 from DeFacerLib.batch.tasks import BatchConfig, BatchWorkerPlugin, key_check_of, label_map_rel, process_item
@@ -118,6 +119,7 @@ def run_batch(
     config = BatchConfig(
         input_root=str(source), output_root=str(target), audit_root=str(audit), key_file=str(key_path),
         key_check=key_check_of(key),
+        version=__version__,
         parameters=parameters, dicom_options=dicom_options,
         labels_dir=str(Path(labels_dir).resolve()) if labels_dir else None, qa=qa, scrub_only=scrub_only,
     )

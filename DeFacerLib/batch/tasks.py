@@ -57,6 +57,7 @@ class BatchConfig:
     qa: bool = False
     scrub_only: bool = False
     key_check: str = ""  # keyed check of the driver's key: a worker that reads another key refuses to work
+    version: str = ""  # the driver's DeFacer version: a worker still running another one refuses to work
 
     def token(self, key: bytes) -> str:
         """What a finished item depends on besides its inputs: a change means redo."""
@@ -118,6 +119,16 @@ def context_for(config: BatchConfig) -> WorkerContext:
     return context
 
 
+def _same_version(config: BatchConfig) -> None:
+    """A worker of a long-lived cluster keeps the DeFacer it imported when it started: after an
+    upgrade on the driver it ran the old code while the manifest recorded the new version."""
+    from DeFacerLib import __version__
+
+    if config.version and config.version != __version__:
+        raise InputError(f"this worker runs DeFacer {__version__} and the run DeFacer {config.version} "
+                         "(a cluster started before an upgrade); restart the cluster's workers")
+
+
 try:
     from distributed.diagnostics.plugin import WorkerPlugin
 except ImportError:  # pragma: no cover - the [batch] extra is not installed
@@ -152,6 +163,7 @@ def process_item(item: Item, config: BatchConfig, series_info: dict | None = Non
     try:
         outcome["input_sha256"] = sha256_files(root, item.files)
         context_for(config)  # the driver's key, or this item fails (never a worker's own key)
+        _same_version(config)
         handler = _HANDLERS[item.kind]
         handler(item, config, series_info or {}, outcome)
     except Exception as error:  # bad input or full disk: this item fails, the run goes on
