@@ -121,6 +121,21 @@ def test_head_series_are_defaced_and_the_rest_scrubbed(dicom_tree, tmp_path):
     assert summary["qa_faces_found"] == len(found)
     assert len(list((out / ".defacer" / "qa").glob("*.front.png"))) == 2
     assert found == [], f"YuNet still finds a face on the defaced front render of {found}"  # issue #5
+    # each defaced series' provenance in the audit points where its files are (it named the staging
+    # folders under AUDIT/.work/, removed once the item ended)
+    records = sorted((tmp_path / "out.audit" / "items").glob("*/defacer.json"))
+    assert len(records) == 2
+    for record in records:
+        paths = [value for value in _strings(json.loads(record.read_text())) if value.startswith("/")]
+        assert len(paths) >= 4 and not [p for p in paths if not Path(p).exists() or ".work" in p], paths
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in _strings(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return [value] if isinstance(value, str) else []
 
 
 def _small_tree(data_dir: Path, root: Path) -> Path:

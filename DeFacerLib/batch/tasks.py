@@ -309,6 +309,11 @@ def _deface_series(item: Item, config: BatchConfig, outcome: dict) -> None:
         shutil.rmtree(audit, ignore_errors=True)
         audit.parent.mkdir(parents=True, exist_ok=True)
         os.replace(target.with_name(target.name + ".audit"), audit)
+        moves = {str(target.with_name(target.name + ".audit")): str(audit),
+                 str(staging): str(Path(config.input_root) / folder), str(out_dir): str(Path(config.output_root) / folder)}
+        moves.update({str(staging / name): str(Path(config.input_root) / rel) for name, rel in names.items()})
+        moves.update({str(out_dir / name): str(Path(config.output_root) / rel) for name, rel in names.items()})
+        _relocate_record(audit / "defacer.json", moves)
         for name in produced:
             _publish(out_dir / name, Path(config.output_root) / names[name])
     finally:
@@ -318,6 +323,29 @@ def _deface_series(item: Item, config: BatchConfig, outcome: dict) -> None:
     _deface_figures(outcome, result)
     if config.qa:
         _qa(config, Path(config.output_root) / folder, folder, outcome, files=[Path(config.output_root) / r for r in item.files])
+
+
+def _relocate_record(path: Path, moves: dict[str, str]) -> None:
+    """Point the paths of a staged series' provenance record (``path``) where its files now are:
+    they named the staging folders under AUDIT/.work/, removed once the item ends, so an
+    auditor following the record found nothing. ``moves``: old path -> new path."""
+    if not path.is_file():
+        return
+    ordered = sorted(moves.items(), key=lambda move: -len(move[0]))  # a file before its folder
+
+    def moved(value):
+        if isinstance(value, dict):
+            return {name: moved(item) for name, item in value.items()}
+        if isinstance(value, list):
+            return [moved(item) for item in value]
+        if isinstance(value, str):
+            for old, new in ordered:
+                if value == old or value.startswith(old + os.sep):
+                    return new + value[len(old):]
+        return value
+
+    record = json.loads(path.read_text(encoding="utf-8"))
+    _write_text(path, json.dumps(moved(record), indent=2) + "\n")
 
 
 def _not_all_written(item: Item, config: BatchConfig, names: dict[str, str], produced: list[str]) -> str:
