@@ -97,6 +97,17 @@ def test_a_dicomdir_report_record_loses_what_the_report_loses(tmp_path, data_dir
     assert _report_text_in(tmp_path / "out" / "DICOMDIR") == "Findings discussed with Dr  by phone"
 
 
+def test_a_dicomdir_finds_its_files_in_another_case(tmp_path, data_dir):
+    """A CD mounted on Linux shows the File IDs in lower case (or with ISO 9660's ";1"): the
+    indexed files were matched exactly only, none was found, and the DICOMDIR kept the name."""
+    media, physician = _media_with_report(data_dir, tmp_path)
+    for path in sorted(media.rglob("*"), key=lambda p: -len(p.parts)):  # deepest first
+        if path.name != "DICOMDIR":
+            path.rename(path.with_name(path.name.lower() + (";1" if path.is_file() and "sr" in path.name.lower() else "")))
+    assert scrub(tmp_path, media, tmp_path / "out", "--clean-structured-content") == 0
+    assert physician.encode() not in (tmp_path / "out" / "DICOMDIR").read_bytes()
+
+
 def test_a_batch_cleans_a_dicomdir_report_record_too(tmp_path, data_dir):
     """`defacer batch` scrubs the DICOMDIR as an item of its own, apart from the files it indexes."""
     pytest.importorskip("distributed")

@@ -55,9 +55,13 @@ def save_scrubbed(ds, path, links: dict | None) -> None:
 def indexed_files(ds, path) -> list[str]:
     """The regular files a DICOMDIR at ``path`` indexes (its records' Referenced File IDs,
     relative to its folder; a component that leaves the folder, or a pipe, is not followed).
-    Its records copy their headers (names, dates, an SR's content), so their PHI is its PHI."""
+    Its records copy their headers (names, dates, an SR's content), so their PHI is its PHI.
+    An ID is matched to a name on disk in any case and with an ISO 9660 ";1" (a CD mounted on
+    Linux shows "ctbrain1" or "CTBRAIN1;1" for the ID CTBRAIN1): matched exactly only, none
+    was found there, and the DICOMDIR kept the PHI of the files it copies."""
     root = os.path.dirname(os.path.abspath(path))
-    found = []
+    listings: dict[str, dict[str, str]] = {}
+    found: dict[str, None] = {}  # ordered, and a set: an archive indexes 10,000s of files
     for record in (ds[RECORDS].value if RECORDS in ds._dict else None) or []:
         if REFERENCED_FILE_ID not in record._dict:
             continue
@@ -65,7 +69,32 @@ def indexed_files(ds, path) -> list[str]:
         parts = [str(part).strip() for part in ([value] if isinstance(value, str) else value or [])]
         if not parts or any(part in ("", ".", "..") or "/" in part or "\\" in part for part in parts):
             continue
-        file = os.path.join(root, *parts)
-        if file not in found and os.path.isfile(file):
-            found.append(file)
-    return found
+        file = root
+        for part in parts:
+            file = _entry(file, part, listings)
+            if file is None:
+                break
+        if file is not None and os.path.isfile(file):
+            found.setdefault(file)
+    return list(found)
+
+
+def _entry(folder: str, part: str, listings: dict) -> str | None:
+    """``folder``'s entry for the File ID component ``part``: itself, else its name in another case
+    or with the ";1" ISO 9660 adds; None when there is none."""
+    exact = os.path.join(folder, part)
+    if os.path.exists(exact):
+        return exact
+    names = listings.get(folder)
+    if names is None:
+        names = listings[folder] = {}
+        try:
+            entries = sorted(os.listdir(folder))
+        except OSError:
+            entries = []
+        for name in entries:
+            names.setdefault(name.lower(), name)
+            if name.endswith(";1"):
+                names.setdefault(name[:-2].lower(), name)
+    name = names.get(part.lower())
+    return os.path.join(folder, name) if name is not None else None
