@@ -100,3 +100,44 @@ def test_metaimage_keeps_its_modality(data_dir, tmp_path):
     assert written.GetMetaData("Modality") == "MET_MOD_MR"
     assert np.array_equal(sitk.GetArrayFromImage(written), voxels)
     assert written.GetMetaData("DeFacer") == "defaced"
+
+
+def test_a_4d_frame_stays_in_the_space_itk_keeps(data_dir, tmp_path):
+    """ITK writes a right-anterior-superior-time NRRD back in that space: its frame was flipped to
+    LPS all the same (x and y negated). A 3D volume taken from it (the Python API's with_array)
+    got the 4D per-axis thicknesses: an output no reader opens."""
+    image = sitk.ReadImage(str(data_dir / "heads" / "ixi" / "t1" / IXI_NAME))
+    voxels = sitk.GetArrayFromImage(image).astype(np.uint8)
+    frames = np.stack([voxels, voxels])  # (t, k, j, i)
+    frame = "measurement frame: (0,1,0,0) (-1,0,0,0) (0,0,1,0) (0,0,0,1)"
+    header = ["NRRD0004", "type: uint8", "dimension: 4", "space: right-anterior-superior-time",
+              "sizes: " + " ".join(str(n) for n in frames.shape[::-1]),
+              "space directions: (2,0,0,0) (0,2,0,0) (0,0,2,0) (0,0,0,3)",
+              "kinds: domain domain domain domain", "endian: little", "encoding: raw",
+              "space origin: (0,0,0,0)", "thicknesses: nan nan 1.2 nan", frame]
+    source = tmp_path / "dynamic.nrrd"
+    source.write_bytes(("\n".join(header) + "\n\n").encode() + frames.tobytes())
+    volume = read_volume(source)
+    write_volume(volume, tmp_path / "out4d.nrrd")
+    written = header_lines(tmp_path / "out4d.nrrd")
+    assert "space: right-anterior-superior-time" in written and frame in written
+    write_volume(volume.with_array(volume.array[..., 0]), tmp_path / "out3d.nrrd")
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out3d.nrrd"))), voxels)
+    assert not any(line.startswith("thicknesses") for line in header_lines(tmp_path / "out3d.nrrd"))
+
+
+def test_a_field_cut_by_the_header_read_limit_is_not_copied(data_dir, tmp_path):
+    """The input's header is read up to 64 KiB: a kept field across that limit was copied cut
+    ("space units: "mm" "m"), and the defaced output no reader opened, without an error."""
+    from DeFacerLib.io.itk_formats import NRRD_HEADER_BYTES
+
+    source, output = tmp_path / "long.nrrd", tmp_path / "out.nrrd"
+    write_nrrd(data_dir, source, "left-posterior-superior", [])
+    raw = source.read_bytes()
+    end = raw.find(b"\n\n")
+    units = b'space units: "mm" "mm" "mm"'
+    padding = NRRD_HEADER_BYTES - (end + 1) - len(b"pad:=\n") - 20  # the limit cuts the units line after "mm" "m
+    source.write_bytes(raw[:end + 1] + b"pad:=" + b"x" * padding + b"\n" + units + raw[end:])
+    write_volume(read_volume(source), output)
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(output))),
+                          sitk.GetArrayFromImage(sitk.ReadImage(str(source))))

@@ -37,13 +37,16 @@ PLACEHOLDER = "[UNKNOWN_PRINT_CHARACTERISTICS]\n"
 NRRD_KEPT_FIELDS = ("measurement frame", "thicknesses", "old min", "old max", "space units", "units",
                     "sample units")
 NRRD_HEADER_BYTES = 1 << 16  # a header longer than this holds no head's fields
-# ITK writes every NRRD in LPS: a measurement frame (vectors in the input's world space) is
-# flipped along with it, per axis; in any other space it is dropped rather than mislaid
+# A measurement frame holds vectors in the file's world space: ITK writes a 3D NRRD in LPS (a
+# 4D one keeps its "-time" space), so the frame is flipped per axis from the input's space to
+# the written one; in a space without an LPS form it is dropped rather than mislaid
 LPS_FLIPS = {"left-posterior-superior": (1, 1, 1), "right-anterior-superior": (-1, -1, 1),
              "left-anterior-superior": (1, -1, 1)}
 LPS_FLIPS.update({"lps": LPS_FLIPS["left-posterior-superior"], "ras": LPS_FLIPS["right-anterior-superior"],
                   "las": LPS_FLIPS["left-anterior-superior"]})
 LPS_FLIPS.update({f"{name}-time": flips for name, flips in list(LPS_FLIPS.items())})
+# one value per axis or per space axis: they fit only an output of as many axes as the input
+NRRD_AXIS_FIELDS = ("measurement frame", "thicknesses", "space units", "units", "sample units")
 DESCRIPTION_KEY = "DeFacer"
 METAIMAGE_MODALITY_KEY = "Modality"  # read into the metadata by ITK, but not written from it
 FORMAT_NAMES = {NRRD: "NRRD", METAIMAGE: "MetaImage"}
@@ -124,7 +127,7 @@ def read_itk(path: Path, fmt: str) -> Volume:
         path=str(path),
         header={
             "metadata": metadata,
-            "nrrd_fields": _nrrd_kept_fields(path) if fmt == NRRD else [],
+            "nrrd_fields": _nrrd_kept_fields(path) if fmt == NRRD else {},
             "compressed": _is_compressed(path),
             "spacing_4d": tuple(image.GetSpacing()[3:]),
             "origin_4d": tuple(image.GetOrigin()[3:]),
@@ -168,7 +171,7 @@ def write_itk(volume: Volume, target: Path, fmt: str, description: str | None = 
         raise OutputError(f"cannot write {target}: {str(error).strip().splitlines()[-1][:160]}") from None
     if target.stat().st_size == 0:  # the writer put the data elsewhere (a detached header and data file)
         raise OutputError(f"cannot write {target.name}: the {FORMAT_NAMES[fmt]} writer left it empty")
-    if fmt == NRRD and info.get("nrrd_fields"):
+    if fmt == NRRD and info.get("nrrd_fields", {}).get("lines"):
         _add_nrrd_fields(target, info["nrrd_fields"])
     modality = info.get("metadata", {}).get(METAIMAGE_MODALITY_KEY)
     if fmt == METAIMAGE and modality:
@@ -188,12 +191,13 @@ def _add_metaimage_field(target: Path, key: str, value: str) -> None:
         handle.write(raw[at + 1:])
 
 
-def _nrrd_header_lines(raw: bytes) -> list[str]:
+def _nrrd_header_lines(raw: bytes, whole: bool = True) -> list[str]:
     """The lines of an NRRD header: up to its first empty line (attached data follows it) or the
-    end of a detached header (.nhdr)."""
+    end of a detached header (.nhdr). ``whole``: False when ``raw`` is a file's first bytes only,
+    whose last line may be cut (it is left out: copied cut, a field made the output unreadable)."""
     end = raw.find(b"\n\n")
-    text = raw[: end if end >= 0 else len(raw)].decode("latin-1")
-    return text.splitlines()
+    lines = raw[: end if end >= 0 else len(raw)].decode("latin-1").splitlines()
+    return lines if end >= 0 or whole else lines[:-1]
 
 
 def _field_name(line: str) -> str | None:
@@ -204,26 +208,26 @@ def _field_name(line: str) -> str | None:
     return name.strip().lower()
 
 
-def _nrrd_kept_fields(path: Path) -> list[str]:
-    """The input's header lines setting one of NRRD_KEPT_FIELDS, as they stand."""
+def _nrrd_kept_fields(path: Path) -> dict:
+    """The input's header lines setting one of NRRD_KEPT_FIELDS, as they stand, with its space
+    and dimension (what the frame and the per-axis fields are written in)."""
     try:
         with open(path, "rb") as handle:
-            lines = _nrrd_header_lines(handle.read(NRRD_HEADER_BYTES))
+            raw = handle.read(NRRD_HEADER_BYTES)
     except OSError:
-        return []
-    space = next((line.partition(":")[2].strip().lower() for line in lines if _field_name(line) == "space"), None)
-    kept = []
-    for line in lines:
-        if _field_name(line) == "measurement frame":
-            line = _measurement_frame_in_lps(line, LPS_FLIPS.get(space) if space else None)
-        if line is not None and _field_name(line) in NRRD_KEPT_FIELDS:
-            kept.append(line)
-    return kept
+        return {}
+    lines = _nrrd_header_lines(raw, whole=len(raw) < NRRD_HEADER_BYTES)
+    return {"lines": [line for line in lines if _field_name(line) in NRRD_KEPT_FIELDS],
+            "space": _field_value(lines, "space"), "dimension": _field_value(lines, "dimension")}
 
 
-def _measurement_frame_in_lps(line: str, flips: tuple[int, int, int] | None) -> str | None:
-    """The ``measurement frame`` line with its vectors' world components in LPS, as ITK writes
-    the space; None for a space that has no LPS (or no space at all)."""
+def _field_value(lines: list[str], name: str) -> str | None:
+    return next((line.partition(":")[2].strip().lower() for line in lines if _field_name(line) == name), None)
+
+
+def _measurement_frame_flipped(line: str, flips: tuple[int, int, int] | None) -> str | None:
+    """The ``measurement frame`` line with its vectors' world components flipped per axis;
+    None without flips (a space that has no LPS form, or no space at all)."""
     if flips is None:
         return None
     if flips == (1, 1, 1):
@@ -237,15 +241,28 @@ def _measurement_frame_in_lps(line: str, flips: tuple[int, int, int] | None) -> 
     return "measurement frame: " + " ".join("(" + ",".join(f"{x:.17g}" for x in v) + ")" for v in flipped)
 
 
-def _add_nrrd_fields(target: Path, fields: list[str]) -> None:
-    """Put ``fields`` (whole header lines) into the NRRD file ITK wrote, in place of any line of
-    the same fields it wrote itself; the data after the header is copied as it is."""
+def _add_nrrd_fields(target: Path, kept: dict) -> None:
+    """Put the input's ``kept`` lines into the NRRD file ITK wrote, in place of any line of the
+    same fields it wrote itself: the frame flipped into the written space, the per-axis fields
+    only for as many axes as the input's; the data after the header is copied as it is."""
     raw = target.read_bytes()
     end = raw.find(b"\n\n")
     if end < 0:
         raise OutputError(f"cannot write {target.name}: the NRRD writer left no header end")
+    written = raw[:end].decode("latin-1").splitlines()
+    into, out_of = LPS_FLIPS.get(_field_value(written, "space") or ""), LPS_FLIPS.get(kept.get("space") or "")
+    flips = tuple(a * b for a, b in zip(into, out_of)) if into and out_of else None
+    fields = []
+    same_axes = _field_value(written, "dimension") == kept.get("dimension")
+    for line in kept["lines"]:
+        if _field_name(line) in NRRD_AXIS_FIELDS and not same_axes:
+            line = None
+        elif _field_name(line) == "measurement frame":
+            line = _measurement_frame_flipped(line, flips)
+        if line is not None:
+            fields.append(line)
     names = {_field_name(line) for line in fields}
-    lines = [line for line in raw[:end].decode("latin-1").splitlines() if _field_name(line) not in names]
+    lines = [line for line in written if _field_name(line) not in names]
     header = "\n".join(lines + fields).encode("latin-1")
     with open(target, "wb") as handle:
         handle.write(header)
