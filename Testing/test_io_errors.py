@@ -188,6 +188,28 @@ def test_compressed_without_decoder(trio_dir, tmp_path):
     assert "no decoder for it is installed" in message and "dependencies:" not in message
 
 
+def test_a_warning_of_every_slice_is_shown_once(trio_dir, tmp_path):
+    """read_dataset passes pydicom's warnings on, but every time: a series whose files all
+    say Explicit VR and hold Implicit VR printed the same warnings once per slice."""
+    import warnings
+
+    from DeFacerLib.io._dicom_common import read_dataset
+
+    ds = pydicom.dcmread(trio_dir / "00060.dcm")
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    ds.save_as(tmp_path / "implicit.dcm", implicit_vr=True, little_endian=True, enforce_file_format=True)
+    lying = (tmp_path / "implicit.dcm").read_bytes().replace(b"1.2.840.10008.1.2\x00", b"1.2.840.10008.1.2.1")
+    assert lying != (tmp_path / "implicit.dcm").read_bytes()
+    for index in range(4):
+        (tmp_path / f"{index}.dcm").write_bytes(lying)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for index in range(4):
+            read_dataset(tmp_path / f"{index}.dcm")
+    messages = [str(warning.message) for warning in caught]
+    assert len(messages) == len(set(messages)), messages
+
+
 def test_compressed_slice_cut_short(trio_dir, data_dir, tmp_path):
     """An RLE (or JPEG) file that ends inside its pixel data reads, with a pydicom warning, as an
     empty dataset. The series reader took it for a note and skipped it: a series whose end slice

@@ -183,8 +183,17 @@ def read_dataset(path: Path, stop_before_pixels: bool = False) -> Dataset | None
         if "End of file reached" in str(warning.message):
             raise InputError(f"{path} is truncated (it ends inside its last element, no sequence delimiter); "
                              "re-export or re-copy it")
-        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        # once per message in a process, as pydicom's own warnings show (a series reads every
+        # slice: 5 reads printed 15 lines, not 3); warnings' own registry is reset by the
+        # catch_warnings above, so the messages passed on are remembered here
+        seen = (warning.category, str(warning.message))
+        if seen not in _PASSED_ON:
+            _PASSED_ON.add(seen)
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return ds
+
+
+_PASSED_ON: set = set()  # the pydicom warnings read_dataset has passed on
 
 
 NUMERIC_TEXT = re.compile(r"[0-9eE+\-. \\]*")  # what a DS value may hold (PS3.5 6.2), multi-valued
