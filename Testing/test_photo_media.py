@@ -242,3 +242,21 @@ def test_jpeg_compressed_ybr_dicom_is_read_as_rgb(data_dir):
     assert rgb.shape == (1536, 2048, 3) and rgb.dtype == np.uint8
     # a warm close-up photograph: red above blue on average once converted (not left in YCbCr)
     assert rgb[..., 0].mean() > rgb[..., 2].mean() + 20
+
+
+def test_a_dicom_photo_without_its_decoder_says_what_to_install(data_dir, tmp_path):
+    """The DICOM photo reader decoded on its own: a JPEG Lossless photo without pylibjpeg gave
+    pydicom's plugin list over several lines, not the install hint the volume reader gives."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEGLSLossless, RLELossless
+
+    if get_decoder(JPEGLSLossless).is_available:
+        pytest.skip("a JPEG-LS decoder is installed")
+    ds, _ = _dicom_photo(data_dir, tmp_path / "photo.dcm")
+    ds.compress(RLELossless, generate_instance_uid=False)
+    ds.file_meta.TransferSyntaxUID = JPEGLSLossless  # encapsulated, but no decoder for it
+    ds.save_as(tmp_path / "jpegls.dcm", enforce_file_format=True)
+    with pytest.raises(InputError, match="no decoder for it is installed") as caught:
+        anonymize_path(tmp_path / "jpegls.dcm", tmp_path / "out.dcm", PhotoOptions())
+    assert "pylibjpeg-libjpeg" in str(caught.value) and "\n" not in str(caught.value)
+    assert not (tmp_path / "out.dcm").exists()

@@ -39,14 +39,21 @@ def decompress_in_place(ds: Dataset, path: Path | str) -> str | None:
                          "re-export it with a standard transfer syntax")
     if syntax is None or not syntax.is_compressed:
         return None
-    if not _decoder_installed(syntax):  # pydicom's own reason is a list of plugins over several lines
-        raise InputError(f"{path} is compressed ({syntax.name}) and no decoder for it is installed; {DECODER_HINT}")
+    require_decoder(ds, path)
     try:
         ds.decompress(generate_instance_uid=False)
     except Exception as error:  # missing plugin (RuntimeError) or broken stream
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"{path} is compressed ({syntax.name}) and cannot be decoded ({reason}); {DECODER_HINT}") from None
     return syntax.name
+
+
+def require_decoder(ds: Dataset, path: Path | str) -> None:
+    """An InputError that says what to install when ``ds``'s pixels are compressed in a syntax no
+    installed plugin decodes (pydicom's own reason is a list of plugins over several lines)."""
+    syntax = transfer_syntax(ds)
+    if syntax is not None and syntax.is_transfer_syntax and syntax.is_compressed and not _decoder_installed(syntax):
+        raise InputError(f"{path} is compressed ({syntax.name}) and no decoder for it is installed; {DECODER_HINT}")
 
 
 def _decoder_installed(syntax: UID) -> bool:

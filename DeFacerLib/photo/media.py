@@ -207,10 +207,15 @@ def read_dicom_image(path):
     """(dataset, uint8 RGB pixels) of a single-frame colour or grey DICOM photograph."""
     import pydicom
 
+    from DeFacerLib.io._dicom_common import require_decoder
+
     path = Path(path)
     try:
         dataset = pydicom.dcmread(path)
+        require_decoder(dataset, path)
         pixels = dataset.pixel_array
+    except InputError:
+        raise
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except Exception as error:  # pydicom raises many types for broken files
