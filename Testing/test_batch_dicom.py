@@ -126,8 +126,10 @@ def test_head_series_are_defaced_and_the_rest_scrubbed(dicom_tree, tmp_path):
     records = sorted((tmp_path / "out.audit" / "items").glob("*/defacer.json"))
     assert len(records) == 2
     for record in records:
-        paths = [value for value in _strings(json.loads(record.read_text())) if value.startswith("/")]
+        provenance = json.loads(record.read_text())
+        paths = [value for value in _strings(provenance) if value.startswith("/")]
         assert len(paths) >= 4 and not [p for p in paths if not Path(p).exists() or ".work" in p], paths
+        assert (dicom_tree / provenance["input"]["name"]).exists(), provenance["input"]
 
 
 def _strings(value) -> list[str]:

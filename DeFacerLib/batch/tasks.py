@@ -161,9 +161,9 @@ def process_item(item: Item, config: BatchConfig, series_info: dict | None = Non
                "worker_pid": os.getpid()}
     root = Path(config.input_root)
     try:
+        _same_version(config)
         outcome["input_sha256"] = sha256_files(root, item.files)
         context_for(config)  # the driver's key, or this item fails (never a worker's own key)
-        _same_version(config)
         handler = _HANDLERS[item.kind]
         handler(item, config, series_info or {}, outcome)
     except Exception as error:  # bad input or full disk: this item fails, the run goes on
@@ -309,11 +309,9 @@ def _deface_series(item: Item, config: BatchConfig, outcome: dict) -> None:
         shutil.rmtree(audit, ignore_errors=True)
         audit.parent.mkdir(parents=True, exist_ok=True)
         os.replace(target.with_name(target.name + ".audit"), audit)
-        moves = {str(target.with_name(target.name + ".audit")): str(audit),
-                 str(staging): str(Path(config.input_root) / folder), str(out_dir): str(Path(config.output_root) / folder)}
-        moves.update({str(staging / name): str(Path(config.input_root) / rel) for name, rel in names.items()})
+        moves = {str(target.with_name(target.name + ".audit")): str(audit), str(out_dir): str(Path(config.output_root) / folder)}
         moves.update({str(out_dir / name): str(Path(config.output_root) / rel) for name, rel in names.items()})
-        _relocate_record(audit / "defacer.json", moves)
+        _relocate_record(audit / "defacer.json", moves, folder if len(names) > 1 else item.files[0])
         for name in produced:
             _publish(out_dir / name, Path(config.output_root) / names[name])
     finally:
@@ -325,10 +323,11 @@ def _deface_series(item: Item, config: BatchConfig, outcome: dict) -> None:
         _qa(config, Path(config.output_root) / folder, folder, outcome, files=[Path(config.output_root) / r for r in item.files])
 
 
-def _relocate_record(path: Path, moves: dict[str, str]) -> None:
+def _relocate_record(path: Path, moves: dict[str, str], input_rel: str) -> None:
     """Point the paths of a staged series' provenance record (``path``) where its files now are:
     they named the staging folders under AUDIT/.work/, removed once the item ends, so an
-    auditor following the record found nothing. ``moves``: old path -> new path."""
+    auditor following the record found nothing. ``moves``: old path -> new path; the input is
+    named by its path in the input (``input_rel``), not by the staging folder's name."""
     if not path.is_file():
         return
     ordered = sorted(moves.items(), key=lambda move: -len(move[0]))  # a file before its folder
@@ -344,8 +343,10 @@ def _relocate_record(path: Path, moves: dict[str, str]) -> None:
                     return new + value[len(old):]
         return value
 
-    record = json.loads(path.read_text(encoding="utf-8"))
-    _write_text(path, json.dumps(moved(record), indent=2) + "\n")
+    record = moved(json.loads(path.read_text(encoding="utf-8")))
+    if isinstance(record.get("input"), dict) and "name" in record["input"]:
+        record["input"]["name"] = input_rel
+    _write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 def _not_all_written(item: Item, config: BatchConfig, names: dict[str, str], produced: list[str]) -> str:
