@@ -95,9 +95,9 @@ READ_WRITE = "pydicom read+write (limit)"
 SINGLE, POOLED, DICOGNITO_NAME = "defacer scrub, 1 process", "defacer scrub, --workers 2", "dicognito, 1 process"
 
 
-def timed(command: list[str]) -> tuple[float, float]:
-    """(wall s, CPU s) that a timed script printed."""
-    result = subprocess.run(command, capture_output=True, text=True)
+def timed(command: list[str], env: dict | None = None) -> tuple[float, float]:
+    """(wall s, CPU s) that a timed script printed (``env``: its environment, default this one's)."""
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed")
     wall, cpu = result.stdout.split()[:2]
