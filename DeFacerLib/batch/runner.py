@@ -145,15 +145,13 @@ def run_batch(
         try:
             plan, stop, left = _run(config, client, scheduler, workers, source, layout, key, files, target, token,
                                     max_items, progress)
-        except DeFacerError:
-            _remove_if_untouched(made, config.meta_root)  # e.g. a scheduler that cannot be reached
+            if plan is None:  # stopped while the cluster started or the input was listed: no item ran
+                raise BatchInterrupted(f"{stopped_by(stop)}: before any item ran; rerun the same command to start",
+                                       exit_code=exit_code_of(stop))
+        except DeFacerError:  # a scheduler that cannot be reached, a run stopped before any item: as a run
+            _remove_if_untouched(made, config.meta_root)  # refused there, no empty output or audit
             forget_new_key(key_path, key_created)  # nothing was keyed with it (dicom.uids.forget_new_key)
             raise
-        if plan is None:  # stopped while the cluster started or the input was listed: no item ran
-            _remove_if_untouched(made, config.meta_root)  # as a run refused there: no empty output, audit or new key
-            forget_new_key(key_path, key_created)
-            raise BatchInterrupted(f"{stopped_by(stop)}: before any item ran; rerun the same command to start",
-                                   exit_code=exit_code_of(stop))
         with Manifest(config.meta_root / MANIFEST_NAME) as manifest:
             summary = _summary(manifest, plan, source, target, audit, key_path, time.perf_counter() - started, left)
             summary["key_created"] = key_created

@@ -205,13 +205,17 @@ def _tag_name(tag) -> str:
 
 def header_phi_in_path(in_path, rel: str, options: ProfileOptions, key: bytes) -> str | None:
     """What of its own header a file's mirrored path ``rel`` holds (leakcheck.phi_in_path), for
-    files another writer de-identifies under that path (batch's defaced series): the header is
-    read without its pixels and scrubbed in memory, as scrub_file would."""
+    files another writer de-identifies under that path (batch's defaced series)."""
+    return phi_in_path(rel, header_phi(in_path, rel, options, key), skip_uids=options.retain_uids)
+
+
+def header_phi(path, where: str, options: ProfileOptions, key: bytes) -> PhiSet:
+    """The PHI of a file's header, read without its pixels and scrubbed in memory as scrub_file
+    would scrub it (nothing is written)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(in_path, stop_before_pixels=True, force=True)
-    result = _scrubber(options, key).scrub(ds, where=rel)
-    return phi_in_path(rel, result.phi, skip_uids=options.retain_uids)
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    return _scrubber(options, key).scrub(ds, where=where).phi
 
 
 def indexed_phi(dicomdir, path, options: ProfileOptions, key: bytes, phi_by_file: dict | None = None) -> PhiSet:
@@ -226,10 +230,7 @@ def indexed_phi(dicomdir, path, options: ProfileOptions, key: bytes, phi_by_file
             phi.include(phi_by_file[file])
             continue
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ds = pydicom.dcmread(file, stop_before_pixels=True, force=True)
-            phi.include(_scrubber(options, key).scrub(ds, where=file).phi)
+            phi.include(header_phi(file, file, options, key))
         except Exception:  # unreadable: scrub_file reports it in its own right
             continue
     return phi
