@@ -207,3 +207,38 @@ def test_clean_pixel_data_claims_nothing_of_objects_without_pixels(tmp_path, dat
         ds = pydicom.dcmread(path)
         assert [item.CodeValue for item in ds.DeidentificationMethodCodeSequence] == ["113100"], path.name
         assert "BurnedInAnnotation" not in ds, path.name
+
+
+def _verified_report_on(ct: Dataset) -> Dataset:
+    """A report a radiologist signed: VERIFIED needs the Verifying Observer Sequence (Type 1C,
+    one item or more, each with the observer's name, organisation and date-time, Type 1)."""
+    sr = _report_on(ct, "No acute findings")
+    sr.VerificationFlag = "VERIFIED"
+    observer = Dataset()
+    observer.VerifyingObserverName, observer.VerifyingOrganization = "WELBY^MARCUS", "ST ELSEWHERE RADIOLOGY"
+    observer.VerificationDateTime = "20240312101500"
+    observer.VerifyingObserverIdentificationCodeSequence = Sequence([_code("RAD-55012", "L", "WELBY MARCUS")])
+    sr.VerifyingObserverSequence = Sequence([observer])
+    sr.InstitutionCodeSequence = Sequence([_code("HOSP-7731", "L", "ST ELSEWHERE")])
+    return sr
+
+
+def test_a_verified_report_keeps_its_verifying_observer_with_dummy_values(tmp_path, data_dir):
+    """Action D on a sequence asks for a non-zero length value: the Verifying Observer Sequence,
+    whose every attribute has a row of its own, keeps its item with dummies (it was emptied, and
+    a VERIFIED report without its verifier is not a valid SR). A D sequence holding attributes
+    the table keeps (the Institution Code Sequence's code value) is still emptied."""
+    (tmp_path / "in").mkdir()
+    _verified_report_on(fake_phi_ct(data_dir)).save_as(tmp_path / "in" / "sr.dcm", enforce_file_format=True)
+    assert scrub(tmp_path, tmp_path / "in", tmp_path / "out") == 0
+    written = next(p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.suffix != ".json")
+    report = pydicom.dcmread(written)
+    assert report.VerificationFlag == "VERIFIED" and len(report.VerifyingObserverSequence) == 1
+    observer = report.VerifyingObserverSequence[0]
+    assert (str(observer.VerifyingObserverName), observer.VerifyingOrganization) == ("ANONYMIZED", "ANONYMIZED")
+    assert observer.VerificationDateTime == "19000101000000"
+    assert "VerifyingObserverIdentificationCodeSequence" in observer
+    assert len(observer.VerifyingObserverIdentificationCodeSequence) == 0
+    assert len(report.InstitutionCodeSequence) == 0
+    for secret in (b"WELBY", b"ELSEWHERE", b"RAD-55012", b"HOSP-7731", b"20240312"):
+        assert secret not in written.read_bytes(), secret

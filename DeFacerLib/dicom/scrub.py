@@ -350,6 +350,25 @@ class _Walk:
                     continue
             self.collect(ds, tag, number, raw, raw.VR, self.s.action_of(number), encoding)
 
+    def decides_every_attribute(self, item: Dataset) -> bool:
+        """Whether the table has a row (or an option) for every attribute of a sequence item, and
+        of the items of its sequences. D on a sequence asks for a non-empty value: such a
+        sequence keeps its items, each attribute scrubbed by its own row (a VERIFIED report's
+        Verifying Observer Sequence, Type 1, keeps its item with a dummy name, organisation and
+        date-time); any other is emptied, since what it holds under a kept attribute (a
+        person's ID as a code value) is not known to be harmless."""
+        for tag, raw in item._dict.items():
+            number = int(tag)
+            action, listed, _ = self.s.info_of(number)
+            if action != KEEP:
+                continue
+            if _maybe_sequence(raw, number) and item[tag].VR == "SQ":  # kept sequences are scrubbed item by item
+                if not all(self.decides_every_attribute(inner) for inner in item[tag].value or []):
+                    return False
+            elif not listed:
+                return False
+        return True
+
     def sequence(self, ds: Dataset, tag, number: int, raw, prefix: str, clean: bool) -> None:
         """Scrub every item of a sequence. A raw sequence whose bytes this run has already
         scrubbed is not parsed again: its scrubbed bytes and the effects on the result are
@@ -457,7 +476,8 @@ class _Walk:
                 vr = raw.VR
                 is_raw = False
             if vr == "SQ":
-                if action in (UID_SEQUENCE, CLEAN):
+                if action in (UID_SEQUENCE, CLEAN) or (action == DUMMY and raw.value and all(
+                        self.decides_every_attribute(item) for item in raw.value)):
                     self.sequence(ds, tag, number, before, prefix, clean=clean or action == CLEAN)
                 else:
                     for item in raw.value or []:
