@@ -248,6 +248,32 @@ def test_a_multi_page_tiff_is_refused_not_cut_to_its_first_page(tmp_path, data_d
     assert "2 pages" in capfd.readouterr().err and not (tmp_path / "out.tif").exists()
 
 
+def test_a_tiff_with_a_thumbnail_is_anonymized_from_its_full_page_alone(tmp_path, data_dir):
+    """A scanner's or camera's TIFF adds a reduced-resolution copy (NewSubfileType 1): it was
+    refused as "2 pages". Now the full page is anonymized and written alone, so the thumbnail,
+    the face in small, never reaches the output."""
+    from DeFacerLib.photo.detect import detect_faces
+
+    face = Image.open(_face_photo(data_dir)).convert("RGB")
+    thumbnail = face.resize((face.width // 4, face.height // 4))
+    thumbnail.encoderinfo = {"tiffinfo": {254: 1}}  # this page's own NewSubfileType: reduced resolution
+    face.save(tmp_path / "scan.tif", save_all=True, append_images=[thumbnail])
+    assert Image.open(tmp_path / "scan.tif").n_frames == 2
+    assert main(["photo", str(tmp_path / "scan.tif"), "-o", str(tmp_path / "out.tif"), "-q"]) == 0
+    with Image.open(tmp_path / "out.tif") as written:
+        assert getattr(written, "n_frames", 1) == 1 and written.size == face.size
+        pixels = np.asarray(written.convert("RGB"))
+    assert len(detect_faces(np.asarray(face))) == 1 and len(detect_faces(pixels)) == 0
+
+
+def test_a_tiff_of_two_full_pages_is_still_refused(tmp_path, data_dir, capfd):
+    face = Image.open(_face_photo(data_dir)).convert("RGB")
+    other = face.resize((face.width // 4, face.height // 4))  # small, but not marked as a reduced copy
+    face.save(tmp_path / "pages.tif", save_all=True, append_images=[other])
+    assert main(["photo", str(tmp_path / "pages.tif"), "-o", str(tmp_path / "out.tif"), "-q"]) == 3
+    assert "2 pages" in capfd.readouterr().err and not (tmp_path / "out.tif").exists()
+
+
 def test_sixteen_bit_colour_is_refused_not_cut_to_eight_bits(tmp_path, capfd):
     """Pillow opens a 48-bit PNG as 8-bit RGB: 40000 became 156 while the report said the pixels
     were written unchanged."""

@@ -84,8 +84,11 @@ def read_image_native(path):
             # camera's MPO JPEG holds its photo first, then previews or a depth map: the photo is
             # anonymized and written as one JPEG, the rest not at all, as before.)
             if image.format in ("TIFF", "PNG") and getattr(image, "n_frames", 1) > 1:
-                raise InputError(f"{path}: holds {image.n_frames} pages or frames; only single-image files are "
-                                 "supported: save each page as its own file")
+                full = _full_resolution_page(image)
+                if full is None:
+                    raise InputError(f"{path}: holds {image.n_frames} pages or frames; only single-image files are "
+                                     "supported: save each page as its own file")
+                image.seek(full)
             if _deep_colour(image):  # Pillow would give 8 bits per channel: "unchanged" pixels would not be
                 raise InputError(f"{path}: 16 bits per colour channel is not supported (only grey is kept at 16 "
                                  "bits); convert it to 8-bit colour or to 16-bit grey")
@@ -99,6 +102,25 @@ def read_image_native(path):
         raise InputError(f"{path}: the image is too large ({error}); split or downscale it") from None
     except (OSError, ValueError, SyntaxError) as error:
         raise InputError(f"{path}: cannot read the image ({error}); is it complete and a JPEG, PNG or TIFF?") from None
+
+
+TIFF_NEW_SUBFILE_TYPE, TIFF_REDUCED_RESOLUTION = 254, 0x1
+
+
+def _full_resolution_page(image) -> int | None:
+    """The one full-resolution page of a TIFF whose other pages are reduced-resolution copies
+    of it (NewSubfileType bit 0: a thumbnail or preview a scanner or camera adds), else None.
+    Such a photo is read from its full page and written as that page alone: the thumbnails,
+    the old face in small, never reach the output."""
+    if image.format != "TIFF":
+        return None
+    full = []
+    for page in range(image.n_frames):
+        image.seek(page)
+        if not int(image.tag_v2.get(TIFF_NEW_SUBFILE_TYPE, 0)) & TIFF_REDUCED_RESOLUTION:
+            full.append(page)
+    image.seek(0)
+    return full[0] if len(full) == 1 else None
 
 
 def _deep_colour(image) -> bool:
