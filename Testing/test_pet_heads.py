@@ -20,6 +20,7 @@ from DeFacerLib.deface import head_mask
 from DeFacerLib.deface.uptake_brain import uptake_brain
 from DeFacerLib.deface.workflow import deface_file
 from DeFacerLib.io import read_volume
+from DeFacerLib.io.modality import looks_like_uptake, stated_modality
 from DeFacerLib.qa.check import check_pair
 from DeFacerLib.qa.render import skin_threshold
 
@@ -150,7 +151,10 @@ def test_a_defaced_file_not_named_pet_is_still_checked_as_pet(pet_heads, tmp_pat
     copy = tmp_path / "copy.nii.gz"  # not defaced at all
     shutil.copyfile(pet, copy)
     original, unchanged = read_volume(pet), read_volume(copy)
-    assert (original.modality, unchanged.modality) == ("PT", "MR")
+    # this copy's values say PT (looks_like_uptake); a PET whose brain is less hot than FDG's
+    # makes them say nothing, and it is read as MR: stated here, as the reader would guess it
+    unchanged.modality = "MR"
+    assert original.modality == "PT"
     check = check_pair(original, unchanged)[0]
     assert check.verdict == "FAIL", check.reasons
     front = next(v for v in check.views if v.view == "front" and not v.variant)
@@ -165,9 +169,9 @@ def test_a_pet_named_without_pet_is_read_as_pet_from_its_sidecar(pet_heads, tmp_
     pet, brain_path = pet_heads["IXI255"]
     source = tmp_path / "scan.nii.gz"
     shutil.copyfile(pet, source)
-    assert read_volume(source).modality == "MR"  # the name and the values say nothing
+    assert stated_modality(None, source) is None  # the name says nothing (the values would: below)
     (tmp_path / "scan.json").write_text(json.dumps({"Modality": "PT", "ConversionSoftware": "dcm2niix"}))
-    assert read_volume(source).modality == "PT"
+    assert stated_modality(None, source) == "PT" and read_volume(source).modality == "PT"
     outcome = deface_file(source, tmp_path / "out.nii.gz")
     assert outcome["report"]["modality"] == "PT" and outcome["report"]["fill_value_physical"] == 0.0
     changed = np.asarray(nib.load(source).dataobj) != np.asarray(nib.load(tmp_path / "out.nii.gz").dataobj)
@@ -175,27 +179,40 @@ def test_a_pet_named_without_pet_is_read_as_pet_from_its_sidecar(pet_heads, tmp_
     assert int((changed & (np.asarray(nib.load(brain_path).dataobj) > 0)).sum()) == 0
 
 
-def test_a_pet_stated_on_the_command_line(pet_heads, tmp_path):
+def test_a_pet_that_nothing_names_is_read_as_pet_from_its_values(pet_heads, tmp_path):
     """Nothing about `head.nii.gz` says PET (no sidecar, no name, no HU air): `defacer deface`
     took it for MR and changed 62 reference-brain voxels of IXI255's PET-like copy (exit 0), and
-    `defacer qa`, rendering the brain's surface, found no face on the original (FAIL, "cannot
-    judge"). `--modality PT` states it, as the Slicer module's modality attribute does."""
+    `defacer qa`, rendering the brain's surface, found no face on the original (exit 6, "rendered
+    as MR"). Its core is 4.6 times as bright as its surface (MR heads: 2.2 at most): read as PT,
+    its uptake brain is kept and its skin rendered as PET. `--modality` still overrides."""
     pet, brain_path = pet_heads["IXI255"]
     source, output = tmp_path / "head.nii.gz", tmp_path / "out.nii.gz"
     shutil.copyfile(pet, source)
+    assert stated_modality(None, source) is None and looks_like_uptake(read_volume(source))
     command = [sys.executable, "-m", "DeFacerLib"]
-    unstated = subprocess.run([*command, "qa", "--json", str(source), str(pet), "--out", str(tmp_path / "qa0")],
-                              capture_output=True, text=True)  # the original against itself, rendered as MR
-    assert unstated.returncode == 6 and "rendered as MR" in unstated.stderr and "--modality" in unstated.stderr
-    run = subprocess.run([*command, "deface", "--json", "--modality", "pt", str(source), str(output)],
-                         capture_output=True, text=True)
+    run = subprocess.run([*command, "deface", "--json", str(source), str(output)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["report"]["modality"] == "PT"
     changed = np.asarray(nib.load(source).dataobj) != np.asarray(nib.load(output).dataobj)
     assert changed.sum() > 80_000
     assert int((changed & (np.asarray(nib.load(brain_path).dataobj) > 0)).sum()) == 0
-    qa = subprocess.run([*command, "qa", "--json", "--modality", "PT", str(source), str(output), "--out", str(tmp_path / "qa")],
+    qa = subprocess.run([*command, "qa", "--json", str(source), str(output), "--out", str(tmp_path / "qa")],
                         capture_output=True, text=True)
     assert qa.returncode == 0, qa.stdout[-2000:] + qa.stderr
     front = next(v for v in json.loads(qa.stdout)["check"]["views"] if v["view"] == "front" and not v["variant"])
     assert front["original_face_score"] >= 0.75 and front["defaced_face_score"] < 0.75
+    stated = subprocess.run([*command, "deface", "--json", "--modality", "mr", "--overwrite", str(source), str(output)],
+                            capture_output=True, text=True)
+    assert stated.returncode == 0 and json.loads(stated.stdout)["report"]["modality"] == "MR", stated.stderr
+
+
+def test_no_mr_head_is_read_as_pet(data_dir, ixi_pairs):
+    """The values' PET rule on the MR heads at hand, their names set aside: the IXI T1 with the
+    hottest core (IXI255, 2.2 times its surface), T1 and T2 heads, an MGZ and a DICOM series."""
+    heads = [t1 for t1, _ in ixi_pairs if t1.name.split("-")[0] in ("IXI255", "IXI546", "IXI577")]
+    heads += [data_dir / "heads" / "single" / name for name in ("chris_t1.nii.gz", "niivue_T2w.nii.gz",
+                                                                  "mne_sample_T1.mgz")]
+    heads.append(data_dir / "dicom" / "siemens_trio_mprage_1mm")
+    assert len(heads) == 7
+    for head in heads:
+        assert not looks_like_uptake(read_volume(head)), head.name

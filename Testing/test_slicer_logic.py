@@ -451,27 +451,29 @@ def test_a_pet_loaded_into_slicer_is_defaced_as_pet(logic, ixi_pairs, tmp_path, 
     """A node carries no modality: the module guessed it from the values alone, so a PET was taken
     for MR, its uptake brain was not protected and the cut reached 6 reference-brain voxels of
     IXI211's PET-like copy (0 through `defacer deface`). The DICOM Modality of the series it came
-    from, or a name that says PET, now makes it PET, as a file's name does on the command line."""
+    from, or a name that says PET, now makes it PET, as a file's name does on the command line;
+    where nothing says it, the values do (a core far hotter than the surface: io.modality)."""
     import nibabel as nib
     from evaluate_pet_like import pet_like_copy
 
     t1, brain_path = next((t1, brain) for t1, brain in ixi_pairs if t1.name.startswith("IXI211"))
     pet = read_volume(pet_like_copy(t1, brain_path, tmp_path / "IXI211_pet.nii.gz"))
     unnamed = logic.node_from_volume(pet, "Head")
-    assert logic.volume_from_node(unnamed).modality == "MR"  # nothing says PET: the values alone
+    assert logic.stated_modality(unnamed) is None  # nothing says PET
+    assert logic.volume_from_node(unnamed).modality == "PT"  # but the values: its brain is 4x its scalp
     # a stand-in for Slicer's DICOM database (the application's, not in slicer-core)
     database = type("Database", (), {"instanceValue": lambda self, uid, tag: "PT" if (uid, tag) == ("1.2.3", "0008,0060") else ""})
     monkeypatch.setattr(slicer, "dicomDatabase", database(), raising=False)
     unnamed.SetAttribute("DICOM.instanceUIDs", "1.2.3 1.2.4")
-    assert logic.volume_from_node(unnamed).modality == "PT"
+    assert logic.stated_modality(unnamed) == "PT" and logic.volume_from_node(unnamed).modality == "PT"
     monkeypatch.setattr(slicer, "dicomDatabase", None, raising=False)
     # loaded from a file whose name says nothing, beside dcm2niix's sidecar stating the DICOM Modality
     loaded = logic.node_from_volume(pet, "scan")
     loaded.AddDefaultStorageNode()
     loaded.GetStorageNode().SetFileName(str(tmp_path / "scan.nii.gz"))
-    assert logic.volume_from_node(loaded).modality == "MR"
+    assert logic.stated_modality(loaded) is None
     (tmp_path / "scan.json").write_text('{"Modality": "PT", "ConversionSoftware": "dcm2niix"}')
-    assert logic.volume_from_node(loaded).modality == "PT"
+    assert logic.stated_modality(loaded) == "PT" and logic.volume_from_node(loaded).modality == "PT"
     node = logic.node_from_volume(pet, "IXI211_pet")  # Slicer names a loaded file's node after it
     assert logic.volume_from_node(node).modality == "PT"
     output, report = logic.deface(node)

@@ -3,11 +3,13 @@
 Evidence in order of trust: the DICOM Modality tag; the same tag as a JSON sidecar beside
 the file carries it (dcm2niix writes ``"Modality": "PT"`` beside every NIfTI it converts,
 and BIDS keeps the sidecar); a BIDS-style filename suffix or entity (``_ct``, ``_pet``,
-``_T1w``...); then the values themselves (CT is the only head modality with a sizeable
-fraction of voxels at or below -500 in physical units, the air at -1000 HU). With no
-evidence the answer is MR, by far the commonest head volume: a PET converted to
-``scan.nii.gz`` was defaced as MR, with no uptake brain (IXI255's PET-like copy lost 62
-reference-brain voxels), unless its sidecar says PT.
+``_T1w``...); then the values themselves: CT is the only head modality with a sizeable
+fraction of voxels at or below -500 in physical units (the air at -1000 HU), and PET the one
+whose inside is far hotter than its surface (``looks_like_uptake``: the brain takes up several
+times the tracer the scalp does, where MR shows the scalp's fat as bright as the brain or
+brighter). With no evidence the answer is MR, by far the commonest head volume. Without the
+values' PET rule a PET converted to ``scan.nii.gz`` was defaced as MR, with no uptake brain
+(IXI255's PET-like copy lost 62 reference-brain voxels, IXI211's 6).
 """
 from __future__ import annotations
 
@@ -29,6 +31,14 @@ _NAME_HINTS = (
 _KNOWN_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 _SIDECAR_MAX_BYTES = 1_000_000  # dcm2niix's sidecars are a few kB; a larger .json is something else
 STATED_MODALITIES = ("MR", "CT", "PT")  # what a user may state (--modality): a head volume's kinds
+# looks_like_uptake: the head's core (deeper than UPTAKE_CORE_MM) over its surface (the outer
+# UPTAKE_SHELL_MM), median over median, on a grid of about UPTAKE_GRID_MM, the head being the
+# largest piece above UPTAKE_HEAD_FRACTION of the 99th percentile. Measured (2026-12-07): 0.85-2.20
+# on 33 MR heads (the 27 IXI T1s, T1 and T2 heads, an MGZ, two DICOM T1 series), 4.58-4.94 on
+# PET-like copies of 9 IXI heads (brain 4 times the soft tissue; FDG's ratio is 4-8), 2.80-3.04
+# with the brain 2 times; the cut lies between MR's highest and PET's lowest (geometric mean 3.17)
+UPTAKE_CORE_OVER_SHELL = 3.2
+UPTAKE_CORE_MM, UPTAKE_SHELL_MM, UPTAKE_GRID_MM, UPTAKE_HEAD_FRACTION = 30.0, 8.0, 4.0, 0.1
 
 
 def modality_from_dicom(tag) -> str | None:
@@ -75,12 +85,38 @@ def modality_from_name(path: str | Path | None) -> str | None:
     return None
 
 
-def modality_from_values(values: np.ndarray) -> str | None:
-    """'CT' when a sizeable fraction of (physical, possibly subsampled) voxels sit at air HU."""
+def modality_from_values(values: np.ndarray, volume: Volume | None = None) -> str | None:
+    """'CT' when a sizeable fraction of (physical, possibly subsampled) voxels sit at air HU;
+    'PT' when ``volume`` (whose ``values`` they are) looks like an uptake image."""
     sample = np.asarray(values)
     if sample.size == 0:
         return None
-    return "CT" if looks_like_hu(sample) else None
+    if looks_like_hu(sample):
+        return "CT"
+    return "PT" if volume is not None and looks_like_uptake(volume) else None
+
+
+def looks_like_uptake(volume: Volume) -> bool:
+    """Whether the head's core is UPTAKE_CORE_OVER_SHELL times as bright as its surface or more:
+    PET's brain against its scalp, never MR's (numbers at UPTAKE_CORE_OVER_SHELL). A 4D volume
+    is judged on its frames' mean (a dynamic PET's first frame may be blank)."""
+    from scipy import ndimage as ndi
+
+    spacing = np.asarray(volume.spacing_mm, dtype=float)
+    step = np.maximum(1, np.rint(UPTAKE_GRID_MM / spacing)).astype(int)
+    grid = volume.array[::step[0], ::step[1], ::step[2], ...]
+    values = grid.mean(axis=3, dtype=np.float32) if grid.ndim == 4 else grid.astype(np.float32)
+    values = np.nan_to_num(values * np.float32(volume.slope) + np.float32(volume.intercept))
+    pieces, count = ndi.label(values > UPTAKE_HEAD_FRACTION * np.percentile(values, 99))
+    if count == 0:
+        return False
+    head = ndi.binary_fill_holes(pieces == np.argmax(np.bincount(pieces.ravel())[1:]) + 1)
+    depth_mm = ndi.distance_transform_edt(head, sampling=spacing * step)
+    core, shell = values[depth_mm >= UPTAKE_CORE_MM], values[head & (depth_mm <= UPTAKE_SHELL_MM)]
+    if core.size == 0 or shell.size == 0:  # no head as thick as a head: not judged
+        return False
+    surface = float(np.median(shell))
+    return surface > 0 and float(np.median(core)) >= UPTAKE_CORE_OVER_SHELL * surface
 
 
 def stated_modality(dicom_tag=None, path: str | Path | None = None, *, other_names=()) -> str | None:
@@ -94,7 +130,8 @@ def stated_modality(dicom_tag=None, path: str | Path | None = None, *, other_nam
 
 
 def guess_modality(volume_or_array: Volume | np.ndarray, path: str | Path | None = None) -> str:
-    """MR/CT/PT/OT as the source states it (``stated_modality``), else from the intensities."""
+    """MR/CT/PT/OT as the source states it (``stated_modality``), else from the intensities (an
+    array without its grid: CT only, the PET rule needs the voxel size)."""
     if isinstance(volume_or_array, Volume):
         volume = volume_or_array
         tag = volume.source.extra.get("dicom_modality") if volume.source else None
@@ -104,9 +141,9 @@ def guess_modality(volume_or_array: Volume | np.ndarray, path: str | Path | None
         if stated:
             return stated
         sample = volume.array[::2, ::2, ::2, ...].astype(np.float32) * np.float32(volume.slope) + np.float32(volume.intercept)
-    else:
-        stated = stated_modality(None, path)
-        if stated:
-            return stated
-        sample = np.asarray(volume_or_array)[::2, ::2, ::2, ...].astype(np.float32)
+        return modality_from_values(sample, volume) or "MR"
+    stated = stated_modality(None, path)
+    if stated:
+        return stated
+    sample = np.asarray(volume_or_array)[::2, ::2, ::2, ...].astype(np.float32)
     return modality_from_values(sample) or "MR"
