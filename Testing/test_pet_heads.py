@@ -216,3 +216,15 @@ def test_no_mr_head_is_read_as_pet(data_dir, ixi_pairs):
     assert len(heads) == 7
     for head in heads:
         assert not looks_like_uptake(read_volume(head)), head.name
+
+
+def test_a_bids_name_of_an_mr_image_is_evidence_before_the_values(pet_heads, tmp_path):
+    """The values' PET rule looks at a head's core against its surface, which a 7 T image brighter
+    at its centre or a T1 map might pass: every BIDS anatomical MR suffix (`UNIT1`, `MP2RAGE`,
+    `T1map`, ...) now says MR first, as `T1w` did (they said nothing: the values decided)."""
+    pet, _ = pet_heads["IXI211"]
+    for name in ("sub-01_UNIT1.nii.gz", "sub-01_inv-2_MP2RAGE.nii.gz", "sub-01_T1map.nii.gz", "sub-01_R2starmap.nii.gz"):
+        shutil.copyfile(pet, tmp_path / name)  # values that say PT, under a name that says MR
+        assert stated_modality(None, tmp_path / name) == "MR" and read_volume(tmp_path / name).modality == "MR", name
+    shutil.copyfile(pet, tmp_path / "sub-01_trc-FDG_pet.nii.gz")
+    assert read_volume(tmp_path / "sub-01_trc-FDG_pet.nii.gz").modality == "PT"

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from DeFacerLib.batch import bids
 from DeFacerLib.errors import OutputError
 from DeFacerLib.io.formats import DICOM_EXTENSIONS, has_dicom_magic
+from DeFacerLib.io.modality import BIDS_ANAT_IMAGE_SUFFIXES, BIDS_QUANTITATIVE_SUFFIXES
 from DeFacerLib.provenance import hash_file_into
 
 BIDS = "bids"
@@ -40,13 +41,9 @@ MISSING = "missing"               # a broken link: nothing to read, the item fai
 
 WRITABLE_VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".mha")
 DETACHED_VOLUME_SUFFIXES = (".nhdr", ".mhd")
-# BIDS images that show the face: anatomical MRI, PET and CT, at the dataset's top level.
-# Every non-parametric anat suffix (and UNIT1, MP2RAGE's uniform T1-weighted image) shows it.
-BIDS_ANAT_IMAGE_SUFFIXES = ("T1w", "T2w", "FLAIR", "PD", "PDw", "T2starw", "T2star", "FLASH", "PDT2", "inplaneT1",
-                            "inplaneT2", "angio", "MP2RAGE", "UNIT1", "MEGRE", "MESE", "VFA", "IRT1", "MPM", "MTS", "MTR")
-# The quantitative maps show the head's surface as well (an MP2RAGE T1map, an R2* map).
-BIDS_QUANTITATIVE_SUFFIXES = ("T1map", "T2map", "T2starmap", "R1map", "R2map", "R2starmap", "PDmap", "M0map", "S0map",
-                              "MTRmap", "MTsat", "MTVmap", "MWFmap", "T1rho", "Chimap")
+# BIDS images that show the face: anatomical MRI, PET and CT, at the dataset's top level: every
+# non-parametric anat suffix (BIDS_ANAT_IMAGE_SUFFIXES), and the quantitative maps, which show the
+# head's surface as well (BIDS_QUANTITATIVE_SUFFIXES); both name MR images (io.modality).
 # Segmentations are copied: label maps and masks of the brain hold no skin (a whole-head
 # segmentation would: see docs/batch.md).
 BIDS_SEGMENTATION_SUFFIXES = ("dseg", "mask", "probseg", "defacemask")

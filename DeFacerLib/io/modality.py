@@ -23,10 +23,19 @@ from DeFacerLib.intensity import looks_like_hu
 from DeFacerLib.volume import Volume
 
 _DICOM_MODALITIES = {"MR": "MR", "CT": "CT", "PT": "PT", "NM": "PT"}
+# BIDS's anatomical MR suffixes: every non-parametric one (UNIT1: MP2RAGE's uniform T1-weighted
+# image) and the quantitative maps (an MP2RAGE T1map, an R2* map); batch.discover's too
+BIDS_ANAT_IMAGE_SUFFIXES = ("T1w", "T2w", "FLAIR", "PD", "PDw", "T2starw", "T2star", "FLASH", "PDT2", "inplaneT1",
+                            "inplaneT2", "angio", "MP2RAGE", "UNIT1", "MEGRE", "MESE", "VFA", "IRT1", "MPM", "MTS", "MTR")
+BIDS_QUANTITATIVE_SUFFIXES = ("T1map", "T2map", "T2starmap", "R1map", "R2map", "R2starmap", "PDmap", "M0map", "S0map",
+                              "MTRmap", "MTsat", "MTVmap", "MWFmap", "T1rho", "Chimap")
 _NAME_HINTS = (
     ("CT", ("ct", "cect", "cta")),
     ("PT", ("pet", "pt", "fdg", "suv")),
-    ("MR", ("t1w", "t2w", "t1", "t2", "flair", "pd", "pdw", "t2star", "mprage", "bold", "dwi", "mri", "mr", "swi", "angio")),
+    # a name is evidence before the values: a 7 T image brighter at its centre, or a T1 map, is not
+    # left to looks_like_uptake when BIDS names it
+    ("MR", ("t1", "t2", "mprage", "bold", "dwi", "mri", "mr", "swi",
+            *(suffix.lower() for suffix in BIDS_ANAT_IMAGE_SUFFIXES + BIDS_QUANTITATIVE_SUFFIXES))),
 )
 _KNOWN_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 _SIDECAR_MAX_BYTES = 1_000_000  # dcm2niix's sidecars are a few kB; a larger .json is something else
