@@ -512,8 +512,8 @@ def _check_scheduler(address: str, seconds: float) -> None:
     if isinstance(error, (OSError, ValueError, TypeError)):  # ValueError: "http://..." (unknown scheme)
         raise UsageError(f"cannot reach the Dask scheduler {address}: {error}")
     if error is not None:  # a reply that is no Dask message (MemoryError: read as a frame length)
-        raise UsageError(f"{address} is not a Dask scheduler ({type(error).__name__}); give the scheduler's "
-                         "address, tcp://HOST:8786 by default")
+        raise UsageError(f"{address} is not a Dask scheduler: what answered there speaks another protocol (a web "
+                         "server, a proxy?); give the scheduler's address, tcp://HOST:8786 by default")
     reply = answer["reply"]
     kind = reply.get("type") if isinstance(reply, dict) else None
     if kind != "Scheduler":
