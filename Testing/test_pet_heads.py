@@ -174,6 +174,7 @@ def test_a_pet_named_without_pet_is_read_as_pet_from_its_sidecar(pet_heads, tmp_
     assert stated_modality(None, source) == "PT" and read_volume(source).modality == "PT"
     outcome = deface_file(source, tmp_path / "out.nii.gz")
     assert outcome["report"]["modality"] == "PT" and outcome["report"]["fill_value_physical"] == 0.0
+    assert outcome["report"]["modality_from"] == "from its JSON sidecar"
     changed = np.asarray(nib.load(source).dataobj) != np.asarray(nib.load(tmp_path / "out.nii.gz").dataobj)
     assert changed.sum() > 80_000
     assert int((changed & (np.asarray(nib.load(brain_path).dataobj) > 0)).sum()) == 0
@@ -192,7 +193,8 @@ def test_a_pet_that_nothing_names_is_read_as_pet_from_its_values(pet_heads, tmp_
     command = [sys.executable, "-m", "DeFacerLib"]
     run = subprocess.run([*command, "deface", "--json", str(source), str(output)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout)["report"]["modality"] == "PT"
+    report = json.loads(run.stdout)["report"]
+    assert report["modality"] == "PT" and report["modality_from"].startswith("from its values: its core 4."), report
     changed = np.asarray(nib.load(source).dataobj) != np.asarray(nib.load(output).dataobj)
     assert changed.sum() > 80_000
     assert int((changed & (np.asarray(nib.load(brain_path).dataobj) > 0)).sum()) == 0
@@ -203,7 +205,9 @@ def test_a_pet_that_nothing_names_is_read_as_pet_from_its_values(pet_heads, tmp_
     assert front["original_face_score"] >= 0.75 and front["defaced_face_score"] < 0.75
     stated = subprocess.run([*command, "deface", "--json", "--modality", "mr", "--overwrite", str(source), str(output)],
                             capture_output=True, text=True)
-    assert stated.returncode == 0 and json.loads(stated.stdout)["report"]["modality"] == "MR", stated.stderr
+    assert stated.returncode == 0, stated.stderr
+    assert json.loads(stated.stdout)["report"]["modality"] == "MR"
+    assert json.loads(stated.stdout)["report"]["modality_from"] == "stated by the caller: --modality"
 
 
 def test_no_mr_head_is_read_as_pet(data_dir, ixi_pairs):

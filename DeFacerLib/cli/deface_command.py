@@ -189,7 +189,8 @@ def _print_summary(outcome: dict) -> None:
             table.add_row(name, "not found: skipped", "0", "")
     console = summary_console()
     console.print(table)
-    console.print(f"modality: {report['modality']}  protected voxels changed: {report['protected_voxels_changed']}  "
+    evidence = f" ({report['modality_from']})" if report.get("modality_from") else ""
+    console.print(f"modality: {report['modality']}{evidence}  protected voxels changed: {report['protected_voxels_changed']}  "
                   f"sidecar: {outcome['sidecar']}",
                   markup=False)
     removed = report.get("header_removed", [])

@@ -117,6 +117,8 @@ def deface_file(
     # what the air value, the brain (PET: its uptake too) and QA's skin followed, and from what
     # evidence (io.modality): a PET read as MR keeps less of its brain, so the record says which
     result.report["modality"] = volume.modality
+    result.report["modality_from"] = "stated by the caller: --modality" if modality is not None else (
+        volume.source.extra.get("modality_from", "") if volume.source is not None else "")
     if found is not None:
         result.report["segmentation"] = segmentation_report(found)
     if brain_report is not None:  # a label map without a brain: what protected it

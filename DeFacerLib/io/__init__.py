@@ -21,7 +21,7 @@ from DeFacerLib.io.atomic import atomic_path, check_output_path, os_error_reason
 from DeFacerLib.io.dicom_enhanced import read_dicom_enhanced, write_dicom_enhanced
 from DeFacerLib.io.dicom_series import SeriesSummary, list_dicom_series, read_dicom_series, write_dicom_series
 from DeFacerLib.io.itk_formats import read_itk, write_itk
-from DeFacerLib.io.modality import guess_modality
+from DeFacerLib.io.modality import guess_modality, guess_modality_with_evidence
 from DeFacerLib.io.nifti import read_mgz, read_nifti, write_mgz, write_nifti
 from DeFacerLib.volume import SourceInfo, Volume
 
@@ -56,9 +56,11 @@ def read_volume(path: str | Path, *, series_uid: str | None = None) -> Volume:
     else:  # a single DICOM file: enhanced multi-frame, or a 2D slice (refused)
         volume = read_dicom_enhanced(path)
     try:
-        volume.modality = guess_modality(volume)
+        volume.modality, evidence = guess_modality_with_evidence(volume)
     except MemoryError:
         raise InputError(f"{path} is too large to inspect in memory") from None
+    if volume.source is not None:  # what the guess rests on, for reports ("from its name", ...)
+        volume.source.extra["modality_from"] = evidence
     return volume
 
 
@@ -163,8 +165,8 @@ def describe(volume: Volume) -> dict:
     if not_finite:  # NaN outside a resampled field of view is common in float volumes
         info["non_finite_voxels"] = not_finite
     if source is not None:
-        for key in ("series_uid", "series_description", "dicom_modality", "file_count", "frame_count",
-                    "skipped_files", "per_slice_rescale", "decompressed_from"):
+        for key in ("modality_from", "series_uid", "series_description", "dicom_modality", "file_count",
+                    "frame_count", "skipped_files", "per_slice_rescale", "decompressed_from"):
             if key in source.extra:
                 info[key] = source.extra[key]
     return info

@@ -94,21 +94,32 @@ def modality_from_name(path: str | Path | None) -> str | None:
     return None
 
 
-def modality_from_values(values: np.ndarray, volume: Volume | None = None) -> str | None:
-    """'CT' when a sizeable fraction of (physical, possibly subsampled) voxels sit at air HU;
-    'PT' when ``volume`` (whose ``values`` they are) looks like an uptake image."""
+def modality_from_values(values: np.ndarray, volume: Volume | None = None) -> tuple[str | None, str]:
+    """('CT', why) when a sizeable fraction of (physical, possibly subsampled) voxels sit at air
+    HU; ('PT', why) when ``volume`` (whose ``values`` they are) looks like an uptake image;
+    else (None, "")."""
     sample = np.asarray(values)
     if sample.size == 0:
-        return None
+        return None, ""
     if looks_like_hu(sample):
-        return "CT"
-    return "PT" if volume is not None and looks_like_uptake(volume) else None
+        return "CT", "from its values: air at -1000 HU"
+    contrast = uptake_contrast(volume) if volume is not None else None
+    if contrast is not None and contrast >= UPTAKE_CORE_OVER_SHELL:
+        return "PT", f"from its values: its core {contrast:.1f} times as bright as its surface"
+    return None, ""
 
 
 def looks_like_uptake(volume: Volume) -> bool:
     """Whether the head's core is UPTAKE_CORE_OVER_SHELL times as bright as its surface or more:
-    PET's brain against its scalp, never MR's (numbers at UPTAKE_CORE_OVER_SHELL). A 4D volume
-    is judged on its frames' mean (a dynamic PET's first frame may be blank)."""
+    PET's brain against its scalp, never MR's (numbers at UPTAKE_CORE_OVER_SHELL)."""
+    contrast = uptake_contrast(volume)
+    return contrast is not None and contrast >= UPTAKE_CORE_OVER_SHELL
+
+
+def uptake_contrast(volume: Volume) -> float | None:
+    """The head's core over its surface (median values; UPTAKE_* above); None where there is no
+    head as thick as a head, or its surface is not above zero. A 4D volume is judged on its
+    frames' mean (a dynamic PET's first frame may be blank)."""
     from scipy import ndimage as ndi
 
     spacing = np.asarray(volume.spacing_mm, dtype=float)
@@ -118,41 +129,59 @@ def looks_like_uptake(volume: Volume) -> bool:
     values = np.nan_to_num(values * np.float32(volume.slope) + np.float32(volume.intercept))
     pieces, count = ndi.label(values > UPTAKE_HEAD_FRACTION * np.percentile(values, 99))
     if count == 0:
-        return False
+        return None
     head = ndi.binary_fill_holes(pieces == np.argmax(np.bincount(pieces.ravel())[1:]) + 1)
     depth_mm = ndi.distance_transform_edt(head, sampling=spacing * step)
     core, shell = values[depth_mm >= UPTAKE_CORE_MM], values[head & (depth_mm <= UPTAKE_SHELL_MM)]
-    if core.size == 0 or shell.size == 0:  # no head as thick as a head: not judged
-        return False
+    if core.size == 0 or shell.size == 0:
+        return None
     surface = float(np.median(shell))
-    return surface > 0 and float(np.median(core)) >= UPTAKE_CORE_OVER_SHELL * surface
+    return float(np.median(core)) / surface if surface > 0 else None
 
 
 def stated_modality(dicom_tag=None, path: str | Path | None = None, *, other_names=()) -> str | None:
     """What a volume's source states, in order of trust: the DICOM Modality tag, the JSON sidecar
     beside ``path``, ``path``'s name, then ``other_names`` (a Slicer node's own name); None when
     none says. The command line, batch, ``info`` and the Slicer module all ask this one order."""
-    stated = modality_from_dicom(dicom_tag) or modality_from_sidecar(path) or modality_from_name(path)
-    for name in other_names:
-        stated = stated or modality_from_name(name)
-    return stated
+    return stated_modality_with_evidence(dicom_tag, path, other_names=other_names)[0]
+
+
+def stated_modality_with_evidence(dicom_tag=None, path: str | Path | None = None, *,
+                                  other_names=()) -> tuple[str | None, str]:
+    """``stated_modality`` and what stated it ("from its DICOM Modality", ...; "" when nothing did)."""
+    for read, evidence in ((lambda: modality_from_dicom(dicom_tag), "from its DICOM Modality"),
+                           (lambda: modality_from_sidecar(path), "from its JSON sidecar"),
+                           (lambda: modality_from_name(path), "from its name"),
+                           *((lambda name=name: modality_from_name(name), "from its name") for name in other_names)):
+        modality = read()  # in order, each only if those before said nothing (a sidecar is a file read)
+        if modality:
+            return modality, evidence
+    return None, ""
 
 
 def guess_modality(volume_or_array: Volume | np.ndarray, path: str | Path | None = None) -> str:
     """MR/CT/PT/OT as the source states it (``stated_modality``), else from the intensities (an
     array without its grid: CT only, the PET rule needs the voxel size)."""
-    if isinstance(volume_or_array, Volume):
-        volume = volume_or_array
-        tag = volume.source.extra.get("dicom_modality") if volume.source else None
-        if path is None and volume.source is not None:
-            path = volume.source.path
-        stated = stated_modality(tag, path)
-        if stated:
-            return stated
-        sample = volume.array[::2, ::2, ::2, ...].astype(np.float32) * np.float32(volume.slope) + np.float32(volume.intercept)
-        return modality_from_values(sample, volume) or "MR"
-    stated = stated_modality(None, path)
+    return guess_modality_with_evidence(volume_or_array, path)[0]
+
+
+def guess_modality_with_evidence(volume_or_array: Volume | np.ndarray,
+                                 path: str | Path | None = None) -> tuple[str, str]:
+    """``guess_modality`` and what it rests on, for a report: "from its name", "from its values:
+    ...", or NO_EVIDENCE where nothing said and MR is the default."""
+    volume = volume_or_array if isinstance(volume_or_array, Volume) else None
+    tag = volume.source.extra.get("dicom_modality") if volume is not None and volume.source else None
+    if path is None and volume is not None and volume.source is not None:
+        path = volume.source.path
+    stated, evidence = stated_modality_with_evidence(tag, path)
     if stated:
-        return stated
-    sample = np.asarray(volume_or_array)[::2, ::2, ::2, ...].astype(np.float32)
-    return modality_from_values(sample) or "MR"
+        return stated, evidence
+    if volume is not None:
+        sample = volume.array[::2, ::2, ::2, ...].astype(np.float32) * np.float32(volume.slope) + np.float32(volume.intercept)
+    else:
+        sample = np.asarray(volume_or_array)[::2, ::2, ::2, ...].astype(np.float32)
+    found, evidence = modality_from_values(sample, volume)
+    return (found, evidence) if found else ("MR", NO_EVIDENCE)
+
+
+NO_EVIDENCE = "the default: nothing says which"
