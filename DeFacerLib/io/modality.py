@@ -149,13 +149,16 @@ def stated_modality(dicom_tag=None, path: str | Path | None = None, *, other_nam
 def stated_modality_with_evidence(dicom_tag=None, path: str | Path | None = None, *,
                                   other_names=()) -> tuple[str | None, str]:
     """``stated_modality`` and what stated it ("from its DICOM Modality", ...; "" when nothing did)."""
-    for read, evidence in ((lambda: modality_from_dicom(dicom_tag), "from its DICOM Modality"),
-                           (lambda: modality_from_sidecar(path), "from its JSON sidecar"),
-                           (lambda: modality_from_name(path), "from its name"),
-                           *((lambda name=name: modality_from_name(name), "from its name") for name in other_names)):
-        modality = read()  # in order, each only if those before said nothing (a sidecar is a file read)
+    modality = modality_from_dicom(dicom_tag)
+    if modality:
+        return modality, "from its DICOM Modality"
+    modality = modality_from_sidecar(path)  # a file read: only when the tag said nothing
+    if modality:
+        return modality, "from its JSON sidecar"
+    for name in (path, *other_names):
+        modality = modality_from_name(name)
         if modality:
-            return modality, evidence
+            return modality, "from its name"
     return None, ""
 
 
