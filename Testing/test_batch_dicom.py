@@ -190,7 +190,7 @@ def test_plan_for_volumes_and_head_series_rules(tmp_path):
     assert detect_layout(tmp_path, files) == VOLUMES
     items, dicom = classify(tmp_path, files, VOLUMES)
     assert dicom == [] and [(i.files[0], i.kind) for i in items] == [
-        ("a.nii.gz", DEFACE_VOLUME), ("b.mgz", DEFACE_VOLUME), ("c.nhdr", SKIP), ("notes.txt", SKIP)]
+        ("a.nii.gz", DEFACE_VOLUME), ("b.mgz", DEFACE_VOLUME), ("c.nhdr", DEFACE_VOLUME), ("notes.txt", SKIP)]
     mprage = {"modality": "MR", "samples": 1, "frames": 1, "files": 176}
     assert _not_a_head_volume(mprage) == ""
     assert _not_a_head_volume({**mprage, "files": 1, "frames": 96}) == ""  # enhanced multi-frame

@@ -160,7 +160,8 @@ def test_nifti_uncompressed_output_has_same_content(ixi_path, tmp_path):
 
 
 # ---- NRRD / MetaImage ----------------------------------------------------------------------
-@pytest.mark.parametrize("fmt,suffix", [("nrrd", ".nrrd"), ("metaimage", ".mha")])
+@pytest.mark.parametrize("fmt,suffix", [("nrrd", ".nrrd"), ("metaimage", ".mha"), ("nrrd", ".nhdr"),
+                                        ("metaimage", ".mhd")])
 def test_itk_formats_from_ixi_then_round_trip(ixi_path, tmp_path, fmt, suffix):
     ixi = read_volume(ixi_path)
     first = tmp_path / f"ixi{suffix}"

@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from DeFacerLib.batch import bids
 from DeFacerLib.errors import OutputError
+from DeFacerLib.io.detached import header_data_names, is_detached, possible_data_files, read_header_text
 from DeFacerLib.io.formats import DICOM_EXTENSIONS, has_dicom_magic
 from DeFacerLib.io.modality import BIDS_ANAT_IMAGE_SUFFIXES, BIDS_QUANTITATIVE_SUFFIXES
 from DeFacerLib.provenance import hash_file_into
@@ -64,7 +65,8 @@ MANIFEST_FOLDER = ".defacer"
 
 @dataclass(frozen=True)
 class Item:
-    """One unit of work. ``files`` are input paths relative to the input root, sorted."""
+    """One unit of work. ``files`` are input paths relative to the input root, sorted (a detached
+    header first, then its data files)."""
 
     id: str
     kind: str
@@ -144,32 +146,18 @@ def _volume_suffix(rel: str) -> str | None:
     return None
 
 
-_DATA_FILE_LINE = re.compile(r"^[ \t]*(?:ElementDataFile[ \t]*=|data ?file:)[ \t]*(.*?)[ \t]*$", re.IGNORECASE | re.MULTILINE)
-# "<format with %d> <first> <last> <step> [<axis>]": one data file per number (NRRD and MetaImage)
-_NUMBERED_DATA_FILES = re.compile(r"^(\S*%\S*)\s+(-?\d+)\s+(-?\d+)\s+(-?\d+)(?:\s+\d+)?$")
-_LISTED_DATA_FILES = re.compile(r"^LIST(?:\s+\d+)?$", re.IGNORECASE)
-
-
 def detached_data_files(root: Path, header_rel: str, files: list[str]) -> list[str]:
     """The files of ``files`` that hold the voxels of the detached NRRD/MetaImage header
-    ``header_rel``: the header is skipped, and its data file, the head's voxels face included,
-    must not then be copied as an ordinary file. The header's data file line names one file (a
-    Windows '\\' or an absolute path inside ``root`` too), a numbered pattern or a LIST of the
-    lines after it; where none of them is in ``files`` or the header cannot be read, every file
-    beside it with its stem counts (volumes, which are defaced, and JSON sidecars, which hold
-    no voxels, aside)."""
+    ``header_rel`` (io.detached reads its data file line): defaced with it, they must not also be
+    copied as ordinary files. The line names one file (a Windows '\\' or an absolute path inside
+    ``root`` too), a numbered pattern or a LIST of the lines after it; where none of them is in
+    ``files`` or the header cannot be read, every file beside it with its stem counts (volumes,
+    which are defaced, and JSON sidecars, which hold no voxels, aside)."""
     header = PurePosixPath(header_rel)
-    try:
-        with open(root / header_rel, "rb") as stream:
-            text = stream.read(65536).decode("latin-1")
-    except OSError:
-        text = ""
-    match = _DATA_FILE_LINE.search(text)
-    named = match.group(1) if match else ""
-    if named.upper() == "LOCAL":  # the voxels follow the header in its own file
+    names = header_data_names(read_header_text(root / header_rel))
+    if names is None:  # the voxels follow the header in its own file
         return []
     listed = set(files)
-    names = _data_file_names(named, text[match.end():] if match else "")
     found = [rel for rel in (_data_file_rel(root, header, name) for name in names) if rel in listed]
     if found:
         return found
@@ -178,20 +166,12 @@ def detached_data_files(root: Path, header_rel: str, files: list[str]) -> list[s
             and _volume_suffix(rel) is None and not rel.lower().endswith(".json")]
 
 
-def _data_file_names(named: str, after: str) -> list[str]:
-    """The file names a header's data file value gives: one, a LIST's following lines, or a
-    numbered pattern's (at most 100,000; [] for a pattern that does not format)."""
-    if _LISTED_DATA_FILES.match(named):
-        return [line.strip() for line in after.splitlines() if line.strip()]
-    numbered = _NUMBERED_DATA_FILES.match(named)
-    if numbered:
-        first, last, step = (int(numbered.group(k)) for k in (2, 3, 4))
-        numbers = range(first, last + (1 if step > 0 else -1), step) if step else range(0)
-        try:
-            return [numbered.group(1) % number for number in numbers[:100_000]]
-        except (TypeError, ValueError):
-            return []
-    return [named] if named else []
+def with_detached_data_outputs(rels) -> list[str]:
+    """``rels`` and, for each detached header among them, the data files its output may have
+    (io.detached.possible_data_files): mirrored outputs are named after their inputs, but a
+    header's data file after the header, whatever the input's was called."""
+    extra = [data.as_posix() for rel in rels if is_detached(rel) for data in possible_data_files(PurePosixPath(rel))]
+    return list(rels) + [rel for rel in extra if rel not in rels]
 
 
 def _data_file_rel(root: Path, header: PurePosixPath, name: str) -> str | None:
@@ -235,6 +215,9 @@ def classify(root: Path, files: list[str], layout: str) -> tuple[list[Item], lis
     dicom_candidates: list[str] = []
     detached_data = {data: rel for rel in files if _volume_suffix(rel) in DETACHED_VOLUME_SUFFIXES
                      for data in detached_data_files(root, rel, files)}
+    data_of: dict[str, list[str]] = {}  # a detached header's voxels, defaced with it (one header each)
+    for data, header in detached_data.items():
+        data_of.setdefault(header, []).append(data)
     for rel in files:
         suffix = _volume_suffix(rel)
         hidden = hidden_folder(rel)
@@ -247,12 +230,17 @@ def classify(root: Path, files: list[str], layout: str) -> tuple[list[Item], lis
         elif pointer := unfetched_pointer(root / rel):
             items.append(Item(rel, MISSING, rel, (rel,), reason=f"a {pointer} pointer file, not its content (never "
                                                                  "fetched?); fetch it and rerun"))
-        elif suffix in DETACHED_VOLUME_SUFFIXES:
-            items.append(Item(rel, SKIP, rel, (rel,), reason="detached-header volumes are not batch-processed; "
-                                                              "convert to .nrrd/.mha first"))
-        elif rel in detached_data:
+        elif suffix in DETACHED_VOLUME_SUFFIXES and layout == BIDS:
+            items.append(Item(rel, SKIP, rel, (rel,), reason="a detached-header volume, which BIDS does not hold: not "
+                                                              "copied (convert it to .nii.gz, or deface it with `defacer "
+                                                              "deface`)"))
+        elif rel in detached_data and layout == BIDS:
             items.append(Item(rel, SKIP, rel, (rel,), reason=f"the voxel data of {detached_data[rel]}, a detached-header "
-                                                              "volume, which is not batch-processed: not copied"))
+                                                              "volume, which BIDS does not hold: not copied"))
+        elif rel in detached_data:
+            continue  # in its header's item
+        elif suffix in DETACHED_VOLUME_SUFFIXES:  # the header first, then its voxels
+            items.append(Item(rel, DEFACE_VOLUME, rel, (rel, *sorted(data_of.get(rel, ())))))
         elif suffix is not None:
             if layout != BIDS or BIDS_FACE_IMAGE.match(rel):
                 items.append(Item(rel, DEFACE_VOLUME, rel, (rel,)))

@@ -303,7 +303,7 @@ def _work_left(manifest, plan, target: Path, token: str, labels_dir=None):
 def _outputs_of_gone_inputs(manifest, plan) -> list[str]:
     """Recorded outputs whose input is no longer there (a withdrawn subject, a file gone from a
     series): the output tree mirrors the input, so they go (outputs keep their input's path)."""
-    current = {rel for item in plan.items for rel in item.files}
+    current = {rel for item in plan.items for rel in disc.with_detached_data_outputs(item.files)}
     # a broken link to a folder (storage not mounted, content not fetched) is one MISSING item:
     # what lies under it is out of reach now, not withdrawn, and its outputs stay
     unreachable = tuple(item.files[0] + "/" for item in plan.items if item.kind == disc.MISSING)
@@ -698,7 +698,7 @@ def _remove_unrecorded_outputs(target: Path, meta_root: Path, items) -> None:
     """The mirrored outputs (and provenance records) of items the manifest does not hold: a
     worker finished them while the run stopped; the rerun redoes them."""
     for item in items:
-        for rel in item.files:
+        for rel in disc.with_detached_data_outputs(item.files):
             for path in (target / rel, Path(meta_root) / "provenance" / f"{rel}.defacer.json"):
                 with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                     path.unlink()

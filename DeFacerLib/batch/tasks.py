@@ -31,13 +31,16 @@ import numpy as np
 from DeFacerLib.batch import bids
 from DeFacerLib.batch.discover import (
     COPY, DATED_TABLE, DEFACE_VOLUME, DESCRIPTION, DICOM_FILE, DICOM_SERIES, FACE_CHECK, MANIFEST_FOLDER, SIDECAR, Item,
-    looks_anatomical, sha256_files,
+    looks_anatomical, sha256_files, with_detached_data_outputs,
 )
 from DeFacerLib.batch.manifest import DONE, FAILED, SKIPPED
 from DeFacerLib.deface.pipeline import DefaceParameters
 from DeFacerLib.dicom.profile import ProfileOptions
 from DeFacerLib.errors import DeFacerError, FaceNotFound, InputError, NoHeadFound
+from DeFacerLib.io import formats
 from DeFacerLib.io.atomic import partial_path
+from DeFacerLib.io.detached import is_detached, written_data_file
+from DeFacerLib.io.itk_formats import file_is_compressed
 
 HEAD_MODALITIES = ("MR", "CT", "PT")
 MIN_HEAD_SLICES = 16  # fewer slices (or frames) than this is a localizer or a few slices, not a head volume
@@ -181,7 +184,7 @@ def process_item(item: Item, config: BatchConfig, series_info: dict | None = Non
 def _deface_volume(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
     rel = item.files[0]
     if config.scrub_only:
-        outcome.update(state=SKIPPED, skipped=1, action="none", reason="scrub-only run: volumes are not defaced, nothing written")
+        outcome.update(state=SKIPPED, skipped=len(item.files), action="none", reason="scrub-only run: volumes are not defaced, nothing written")
         return
     from DeFacerLib.deface.workflow import deface_file
 
@@ -191,7 +194,11 @@ def _deface_volume(item: Item, config: BatchConfig, info: dict, outcome: dict) -
     result = deface_file(Path(config.input_root) / rel, target, parameters=config.parameters, labels_path=labels,
                          overwrite=True)
     _keep_provenance(config, Path(result["sidecar"]), rel)
-    outcome.update(action="defaced", written=1, outputs=[rel])
+    outputs = [rel]
+    if is_detached(rel):  # and its data file, named after it (io.detached)
+        data = written_data_file(Path(rel), formats.detect_format(target), file_is_compressed(target))
+        outputs.append(data.as_posix())
+    outcome.update(action="defaced", written=len(item.files), outputs=outputs)
     _deface_figures(outcome, result)
     if config.qa:
         _qa(config, target, rel, outcome)
@@ -663,7 +670,7 @@ def _read_json(path: Path):
 
 def _remove_outputs(config: BatchConfig, rels) -> None:
     out_root = Path(config.output_root)
-    for rel in rels:
+    for rel in with_detached_data_outputs(rels):
         with contextlib.suppress(FileNotFoundError, IsADirectoryError):
             (out_root / rel).unlink()
 

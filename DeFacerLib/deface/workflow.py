@@ -67,6 +67,7 @@ def deface_file(
                          "what it reads as words in the anatomy, the brain too; deface without it and look at the images")
     _check_outputs_before_work(input_path, output_path, labels_path, protect_path, qa_dir)
     check_output_path(input_path, output_path, overwrite)
+    _check_data_file_before_work(input_path, output_path, overwrite)
     audit_dir = _audit_dir(input_path, output_path, overwrite)
     if audit_dir is not None:  # a DICOM input: its new series is keyed
         from DeFacerLib.dicom.uids import refuse_key_inside
@@ -271,6 +272,18 @@ def _write_output(volume, input_path, output_path, **options) -> Path:
     return output
 
 
+def _check_data_file_before_work(input_path, output_path, overwrite: bool) -> None:
+    """A detached output's data file (io.detached), refused before the work as write_volume
+    would after it: as compressed as the input's, so named as it will be."""
+    from DeFacerLib.io import formats
+    from DeFacerLib.io.detached import check_data_file, is_detached
+    from DeFacerLib.io.itk_formats import file_is_compressed
+
+    fmt = formats.detect_format(input_path)
+    if is_detached(output_path) and fmt in (formats.NRRD, formats.METAIMAGE):
+        check_data_file(input_path, output_path, fmt, file_is_compressed(Path(input_path)), overwrite)
+
+
 def _check_outputs_before_work(input_path, output_path, labels_path, protect_path, qa_dir) -> None:
     """Refuse, before the defacing, an output that is another input (with --overwrite it
     replaced the label map), an output whose name does not fit the input's format (found after
@@ -394,8 +407,15 @@ def take_back(outcome: dict) -> None:
 
 
 def _unpublish(written, provenance_path, hook) -> None:
-    """Take back a published output (a file or a DICOM folder) and its provenance (the sidecar,
-    or the DICOM output's audit folder), and forget a key made for it."""
+    """Take back a published output (a file, a detached header with its data file, or a DICOM
+    folder) and its provenance (the sidecar, or the DICOM output's audit folder), and forget a
+    key made for it."""
+    from DeFacerLib.io import formats
+    from DeFacerLib.io.detached import is_detached, written_data_file
+    from DeFacerLib.io.itk_formats import file_is_compressed
+
+    if is_detached(written) and Path(written).is_file():  # its data file is named by what it says
+        _remove(written_data_file(Path(written), formats.detect_format(written), file_is_compressed(Path(written))))
     _remove(written)
     if provenance_path is not None:
         _remove(provenance_path)

@@ -17,10 +17,11 @@ from pydicom.dataset import Dataset
 from DeFacerLib.errors import InputError, OutputError
 from DeFacerLib.intensity import finite_range
 from DeFacerLib.io import formats
-from DeFacerLib.io.atomic import atomic_path, check_output_path, os_error_reason
+from DeFacerLib.io.atomic import atomic_detached, atomic_path, check_output_path, os_error_reason
+from DeFacerLib.io.detached import check_data_file, is_detached
 from DeFacerLib.io.dicom_enhanced import read_dicom_enhanced, write_dicom_enhanced
 from DeFacerLib.io.dicom_series import SeriesSummary, list_dicom_series, read_dicom_series, write_dicom_series
-from DeFacerLib.io.itk_formats import read_itk, write_itk
+from DeFacerLib.io.itk_formats import compressed, read_itk, write_itk
 from DeFacerLib.io.modality import guess_modality, guess_modality_with_evidence
 from DeFacerLib.io.nifti import read_mgz, read_nifti, write_mgz, write_nifti
 from DeFacerLib.volume import SourceInfo, Volume
@@ -86,17 +87,21 @@ def write_volume(
     if volume.source is None:  # a new volume (phantom, label map): the output's extension decides
         fmt = formats.format_from_extension(Path(path).name)
         if fmt is None or fmt not in formats.WRITE_EXTENSIONS or fmt == formats.DICOM_ENHANCED:
-            raise OutputError(f"cannot choose a format for {path}; name it .nii.gz, .nii, .mgz, .nrrd or .mha")
+            raise OutputError(f"cannot choose a format for {path}; name it .nii.gz, .nii, .mgz, .nrrd, .nhdr, .mha or .mhd")
         volume = with_format(volume, fmt)
     fmt = volume.source.format
     target = Path(path)
     formats.check_output_format(fmt, target)
     target = check_output_path(volume.source.path, target, overwrite)
+    detached = is_detached(target)
+    if detached:
+        check_data_file(volume.source.path, target, fmt, compressed(volume), overwrite)
     is_folder = fmt == formats.DICOM_SERIES
     if fmt in (formats.DICOM_SERIES, formats.DICOM_ENHANCED) and not volume.source.header:
         raise OutputError(f"cannot write DICOM {target} without a DICOM source to take the tags from; write NIfTI instead")
     try:
-        with atomic_path(target, directory=is_folder, replace=overwrite) as temp:
+        with (atomic_detached(target, replace=overwrite) if detached
+              else atomic_path(target, directory=is_folder, replace=overwrite)) as temp:
             _write_as(fmt, volume, temp, description, dicom_hook)
             if check is not None:
                 check(temp)

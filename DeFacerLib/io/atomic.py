@@ -185,6 +185,53 @@ def atomic_path(target: str | os.PathLike, directory: bool = False, private: boo
 
 
 @contextlib.contextmanager
+def atomic_detached(target: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
+    """Yield the path of a detached header (``.nhdr``/``.mhd``) in a fresh folder beside
+    ``target``; the writer puts its data file(s) beside it, named as they will be. On success the
+    data files are moved into place first and the header last, so that a header never names
+    voxels that are not there yet; if a move fails, what was moved is taken back and what an
+    earlier output had there is put back. ``replace=False``: a file another run put at one of the
+    names meanwhile is kept and this write fails (OutputError), as in ``atomic_path``."""
+    target = Path(target)
+    parent = target.parent
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=f".{_short(target.name)}.", suffix=".partial", dir=parent))
+    except OSError as error:
+        raise OutputError(f"cannot write in {parent}: {error.strerror or error}") from None
+    # the extension in lower case: ITK writes "X.NHDR" as one attached file
+    header = folder / (target.name[: -len(target.suffix)] + target.suffix.lower())
+    try:
+        yield header
+        moves = [(path, parent / path.name) for path in sorted(folder.iterdir()) if path != header]
+        moves.append((header, target))
+        published: list[Path] = []
+        set_aside: list[tuple[Path, Path]] = []
+        try:
+            for temp, final in moves:
+                _apply_default_permissions(temp)
+                if not replace:
+                    if not link_new(temp, final):
+                        raise OutputError(f"{final} was written by another run meanwhile; it is kept (pass "
+                                          "--overwrite to replace it)")
+                else:
+                    if final.exists():
+                        aside = folder / f".old.{len(set_aside)}"
+                        os.replace(final, aside)
+                        set_aside.append((aside, final))
+                    os.replace(temp, final)
+                published.append(final)
+        except BaseException:
+            for final in published:
+                with contextlib.suppress(FileNotFoundError):
+                    final.unlink()
+            for aside, final in set_aside:
+                os.replace(aside, final)
+            raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def atomic_paths(targets: list[Path], private: tuple = ()) -> Iterator[list[Path]]:
     """Temporaries for files that belong together (a report's pages and its picture), moved into
     place only once the block has written them all: a failed write (a full disk) publishes none,

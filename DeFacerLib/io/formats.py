@@ -29,13 +29,13 @@ READ_EXTENSIONS = {
     NRRD: (".nrrd", ".nhdr"),
     METAIMAGE: (".mha", ".mhd"),
 }
-# Extensions written. Detached headers (.nhdr/.mhd) are read but not written: their data
-# file would have to be renamed in step with the header, which breaks atomic writing.
+# Extensions written. A detached header (.nhdr/.mhd) is written with its data file beside it
+# (io.detached, io.atomic.atomic_detached).
 WRITE_EXTENSIONS = {
     NIFTI: (".nii.gz", ".nii"),
     MGZ: (".mgz", ".mgh"),
-    NRRD: (".nrrd",),
-    METAIMAGE: (".mha",),
+    NRRD: (".nrrd", ".nhdr"),
+    METAIMAGE: (".mha", ".mhd"),
     DICOM_ENHANCED: (".dcm",),
 }
 DICOM_EXTENSIONS = (".dcm", ".dicom", ".ima")

@@ -23,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from DeFacerLib.errors import InputError, OutputError
+from DeFacerLib.io.detached import is_detached, written_data_file
 from DeFacerLib.io.formats import METAIMAGE, NRRD
 from DeFacerLib.volume import SourceInfo, Volume
 
@@ -54,7 +55,7 @@ FORMAT_NAMES = {NRRD: "NRRD", METAIMAGE: "MetaImage"}
 IMAGE_IO = {NRRD: "NrrdImageIO", METAIMAGE: "MetaImageIO"}
 
 
-def _is_compressed(path: Path) -> bool:
+def file_is_compressed(path: Path) -> bool:
     """Whether the file's own header asks for compressed data (kept on write-back)."""
     try:
         with open(path, "rb") as handle:
@@ -128,7 +129,7 @@ def read_itk(path: Path, fmt: str) -> Volume:
         header={
             "metadata": metadata,
             "nrrd_fields": _nrrd_kept_fields(path) if fmt == NRRD else {},
-            "compressed": _is_compressed(path),
+            "compressed": file_is_compressed(path),
             "spacing_4d": tuple(image.GetSpacing()[3:]),
             "origin_4d": tuple(image.GetOrigin()[3:]),
         },
@@ -141,6 +142,12 @@ def read_itk(path: Path, fmt: str) -> Volume:
         direction=direction,
         source=source,
     )
+
+
+def compressed(volume: Volume) -> bool:
+    """Whether ``volume`` is written compressed: as its source was, and a new volume always."""
+    info = volume.source.header if volume.source and volume.source.format in FORMAT_NAMES and volume.source.header else {}
+    return bool(info.get("compressed", True))
 
 
 def write_itk(volume: Volume, target: Path, fmt: str, description: str | None = None) -> None:
@@ -166,11 +173,14 @@ def write_itk(volume: Volume, target: Path, fmt: str, description: str | None = 
     if description is not None:
         image.SetMetaData(DESCRIPTION_KEY, " ".join(description.split()))
     try:
-        sitk.WriteImage(image, str(target), bool(info.get("compressed", True)))
+        sitk.WriteImage(image, str(target), compressed(volume))
     except RuntimeError as error:
         raise OutputError(f"cannot write {target}: {str(error).strip().splitlines()[-1][:160]}") from None
     if target.stat().st_size == 0:  # the writer put the data elsewhere (a detached header and data file)
         raise OutputError(f"cannot write {target.name}: the {FORMAT_NAMES[fmt]} writer left it empty")
+    data_file = written_data_file(target, fmt, compressed(volume)) if is_detached(target) else None
+    if data_file is not None and not data_file.is_file():  # io.write_volume checked that name before the work
+        raise OutputError(f"cannot write {target.name}: the {FORMAT_NAMES[fmt]} writer did not write {data_file.name}")
     if fmt == NRRD and info.get("nrrd_fields", {}).get("lines"):
         _add_nrrd_fields(target, info["nrrd_fields"])
     modality = info.get("metadata", {}).get(METAIMAGE_MODALITY_KEY)
@@ -247,6 +257,9 @@ def _add_nrrd_fields(target: Path, kept: dict) -> None:
     only for as many axes as the input's; the data after the header is copied as it is."""
     raw = target.read_bytes()
     end = raw.find(b"\n\n")
+    if end < 0 and is_detached(target):  # the whole file is the header
+        raw = raw.rstrip(b"\n") + b"\n"
+        end = len(raw) - 1
     if end < 0:
         raise OutputError(f"cannot write {target.name}: the NRRD writer left no header end")
     written = raw[:end].decode("latin-1").splitlines()
