@@ -203,6 +203,14 @@ def test_a_pet_that_nothing_names_is_read_as_pet_from_its_values(pet_heads, tmp_
     assert qa.returncode == 0, qa.stdout[-2000:] + qa.stderr
     front = next(v for v in json.loads(qa.stdout)["check"]["views"] if v["view"] == "front" and not v["variant"])
     assert front["original_face_score"] >= 0.75 and front["defaced_face_score"] < 0.75
+    # the report says what the renders took it for, and why
+    assert json.loads(qa.stdout)["check"]["rendered_as"].startswith("PT (from its values: its core 4.")
+    assert "rendered as PT (from its values" in (tmp_path / "qa" / "out_report.html").read_text()
+    as_mr = subprocess.run([*command, "qa", "--json", "--modality", "MR", str(source), str(output), "--out",
+                            str(tmp_path / "qa_mr")], capture_output=True, text=True)
+    assert as_mr.returncode == 6, as_mr.stderr
+    assert any("rendered as MR (stated by the caller: --modality)" in reason
+               for reason in json.loads(as_mr.stdout)["reasons"]), as_mr.stdout[-2000:]
     stated = subprocess.run([*command, "deface", "--json", "--modality", "mr", "--overwrite", str(source), str(output)],
                             capture_output=True, text=True)
     assert stated.returncode == 0, stated.stderr

@@ -33,6 +33,7 @@ def run(args) -> dict:
     from DeFacerLib.errors import FaceStillRecognisable
     from DeFacerLib.io import read_volume
     from DeFacerLib.io.atomic import check_output_folder, make_folder, remove_made_folders
+    from DeFacerLib.io.modality import state_modality
     from DeFacerLib.qa.check import check_pair
     from DeFacerLib.qa.report import FAIL_ADVICE, write_report
 
@@ -43,7 +44,7 @@ def run(args) -> dict:
     try:
         original = read_volume(args.original, series_uid=args.series)
         if args.modality is not None:
-            original.modality = args.modality
+            state_modality(original, args.modality)
         defaced = _read_defaced(args.defaced, args.defaced_series)
         require_same_grid(original, defaced, args.original, args.defaced)
         check, before, after = check_pair(original, defaced)

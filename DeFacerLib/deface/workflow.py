@@ -55,6 +55,7 @@ def deface_file(
     from DeFacerLib import provenance
     from DeFacerLib.io import read_volume
     from DeFacerLib.io.atomic import check_name_fits, check_output_path
+    from DeFacerLib.io.modality import state_modality
 
     if not Path(input_path).exists():
         raise InputError(f"{input_path} does not exist")
@@ -84,7 +85,7 @@ def deface_file(
     progress("reading", 0.02)
     volume = read_volume(input_path, series_uid=series_uid)
     if modality is not None:
-        volume.modality = modality
+        state_modality(volume, modality)
     input_sha256 = _checksum_as_read(input_path)
     require_orientation(volume, input_path)
     protected = None
@@ -118,8 +119,7 @@ def deface_file(
     # what the air value, the brain (PET: its uptake too) and QA's skin followed, and from what
     # evidence (io.modality): a PET read as MR keeps less of its brain, so the record says which
     result.report["modality"] = volume.modality
-    result.report["modality_from"] = "stated by the caller: --modality" if modality is not None else (
-        volume.source.extra.get("modality_from", "") if volume.source is not None else "")
+    result.report["modality_from"] = volume.source.extra.get("modality_from", "") if volume.source is not None else ""
     if found is not None:
         result.report["segmentation"] = segmentation_report(found)
     if brain_report is not None:  # a label map without a brain: what protected it

@@ -188,3 +188,12 @@ def guess_modality_with_evidence(volume_or_array: Volume | np.ndarray,
 
 
 NO_EVIDENCE = "the default: nothing says which"
+STATED_BY_CALLER = "stated by the caller: --modality"
+
+
+def state_modality(volume: Volume, modality: str) -> None:
+    """The caller's --modality over what the source said or the values suggested: ``volume`` is
+    ``modality``, and its evidence says who said so (the deface record, ``qa``'s report)."""
+    volume.modality = modality
+    if volume.source is not None:
+        volume.source.extra["modality_from"] = STATED_BY_CALLER

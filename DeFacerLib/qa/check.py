@@ -127,6 +127,9 @@ class RiskCheck:
     # not a verdict: a face still detected on the defaced front (features left, e.g. --features
     # eyes: IXI132 PASSes, its nose, mouth and chin plain to a person, YuNet 0.92)
     warnings: list[str] = field(default_factory=list)
+    # the modality both heads were rendered as, and what it rests on ("MR (from its name)"): a PET
+    # or CT read as MR is rendered at the wrong surface, so a reader must be able to see it
+    rendered_as: str = ""
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -150,6 +153,8 @@ def check_pair(original: Volume, defaced: Volume, views=CHECK_VIEWS, size=(400, 
                          "the check would pass whatever the defaced face shows")
     if defaced.modality != original.modality:
         defaced = dataclasses.replace(defaced, modality=original.modality)
+    evidence = original.source.extra.get("modality_from") if original.source is not None else None
+    rendered_as = f"{original.modality} ({evidence})" if evidence else str(original.modality)
     original_side = face_direction_details(original)
     face = original_side.direction
     # 4D: the frame the features were found on (Volume.reference_array: a dynamic PET's mean,
@@ -184,7 +189,7 @@ def check_pair(original: Volume, defaced: Volume, views=CHECK_VIEWS, size=(400, 
         # a face seen only from the side: the verdict's views would PASS without having seen it; and a
         # PET taken for MR is rendered at its brain, where no face is: say what it was rendered as
         reasons.append("no face was detected on the ORIGINAL's front renders either: the check cannot judge this head "
-                       f"(rendered as {original.modality}; a PET or CT that its file does not name is rendered at "
+                       f"(rendered as {rendered_as}; a PET or CT that its file does not name is rendered at "
                        "the wrong surface: state it with --modality)")
     verdict = "FAIL" if reasons else "PASS"
     warnings = [f"{c.label}: a face is still detected on the defaced render (YuNet {c.defaced_face_score:.2f}, "
@@ -203,7 +208,7 @@ def check_pair(original: Volume, defaced: Volume, views=CHECK_VIEWS, size=(400, 
     thresholds.update({"yunet": "score >= 0.75 counts as a face", "verdict_views": ", ".join(VERDICT_VIEWS),
                        "residual": f"changed voxels' correlation with the original < {RESIDUAL_FACE_R}; measured "
                        + ", ".join(f"{k}: {'n/a' if v is None else round(v, 3)}" for k, v in residual.items())})
-    return RiskCheck(checks, verdict, reasons, thresholds, warnings), before, after
+    return RiskCheck(checks, verdict, reasons, thresholds, warnings, rendered_as), before, after
 
 
 def _add_pass(checks, before, after, variant, pass_before, pass_after) -> None:

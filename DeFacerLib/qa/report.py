@@ -109,6 +109,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}figure{{display:i
 <table><tr><th>view</th><th>YuNet score original</th><th>YuNet score defaced</th><th>dlib faces orig / defaced</th>
 <th>landmarks (defaced)</th><th>SFace similarity</th><th>dlib distance</th><th>SFace, cut at original face</th>
 <th>dlib, cut at original face</th><th>result</th></tr>{''.join(rows)}</table>
+<p>Both heads rendered as {html.escape(check.rendered_as or "?")}.</p>
 <h2>Thresholds</h2><ul>{thresholds}</ul><h2>Renders</h2>{images}
 <p>Made by DeFacer. Similarities compare each defaced render with the original render of the same view.</p>
 </body></html>"""
