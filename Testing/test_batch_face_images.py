@@ -57,6 +57,44 @@ def test_plan_checks_every_other_volume_for_a_face():
     assert set(kinds.values()) == {COPY}  # segmentations and EPI series
 
 
+def test_plan_checks_a_field_maps_magnitude_images_for_a_face():
+    """A GRE field map's magnitude images show the face (scripts/evaluate_fieldmap_like.py); its
+    phase, field and EPI images are copied as before."""
+    fmap = "sub-01/ses-1/fmap/sub-01_ses-1_"
+    magnitudes = [f"{fmap}magnitude1.nii.gz", f"{fmap}magnitude2.nii.gz", f"{fmap}run-2_magnitude.nii.gz"]
+    others = [f"{fmap}phasediff.nii.gz", f"{fmap}phase1.nii.gz", f"{fmap}fieldmap.nii.gz", f"{fmap}dir-AP_epi.nii.gz"]
+    kinds = {item.files[0]: item.kind for item in classify(Path("/nonexistent"), magnitudes + others, BIDS)[0]}
+    assert {kinds[rel] for rel in magnitudes} == {FACE_CHECK}
+    assert {kinds[rel] for rel in others} == {COPY}
+
+
+def test_a_field_map_magnitude_image_is_published_defaced(ixi_pairs, tmp_path):
+    """IXI162 made into a field map's magnitude image (3 x 3 x 3.5 mm, the 140 mm slab an fMRI
+    run covers, through the nose): it was copied with its face; now defaced, its brain kept."""
+    from evaluate_fieldmap_like import fieldmap_like_copy
+
+    from DeFacerLib.batch import run_batch
+
+    bids = tmp_path / "bids"
+    fmap = bids / "sub-01" / "fmap"
+    fmap.mkdir(parents=True)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "fmap", "BIDSVersion": "1.9.0"}))
+    magnitude, brain = fieldmap_like_copy(*ixi_pairs[1], tmp_path, slab=True)
+    magnitude.rename(fmap / "sub-01_magnitude1.nii.gz")
+    phase = read_volume(fmap / "sub-01_magnitude1.nii.gz")
+    noise = np.random.default_rng(0).integers(0, 4096, phase.array.shape).astype(np.uint16)
+    write_volume(dataclasses.replace(phase, array=noise, source=None), fmap / "sub-01_phasediff.nii.gz")
+    out = tmp_path / "out"
+    summary = run_batch(bids, out, key_file=tmp_path / "key", workers=1)
+    assert summary["failed"] == 0 and summary["defaced"] == 1
+    rel = "sub-01/fmap/sub-01_magnitude1.nii.gz"
+    assert _outcomes(out)[rel]["action"] == "defaced"
+    changed = read_volume(bids / rel).array != read_volume(out / rel).array
+    assert changed.sum() > 1000
+    assert not (changed & (read_volume(brain).array > 0)).any()
+    assert _changed(bids / "sub-01/fmap/sub-01_phasediff.nii.gz", out / "sub-01/fmap/sub-01_phasediff.nii.gz") == 0
+
+
 def test_identifying_column_names():
     header = "participant_id\tage\tsex\tFirst_Name\tDOB\tbirth_date\tPatientID\tE-mail\thandedness\tgroup\tscan_date\n"
     assert identifying_columns(header) == ["First_Name", "DOB", "birth_date", "PatientID", "E-mail", "scan_date"]

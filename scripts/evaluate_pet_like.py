@@ -11,12 +11,9 @@ name `*_pet.nii.gz` says PET), the reference-brain voxels that changed are count
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -26,7 +23,7 @@ from scipy import ndimage as ndi
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ixi_layout import brain_labels_of  # noqa: E402
+from ixi_layout import study_parser, study_rows  # noqa: E402
 
 SOFT_TISSUE_UPTAKE = 1.0
 BRAIN_UPTAKE = 4.0
@@ -76,21 +73,8 @@ def evaluate(t1_path: Path, brain_path: Path, work: Path) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.environ.get("DEFACER_TEST_DATA", "../shared/data"))
-    parser.add_argument("--heads", type=int, default=27, help="the first N IXI heads (default: all 27)")
-    parser.add_argument("--out", help="keep the copies, outputs and QA reports here (default: a temporary folder)")
-    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
-    args = parser.parse_args()
-    ixi = Path(args.data) / "heads" / "ixi"
-    heads = sorted((ixi / "t1").glob("IXI*_T1.nii.gz"))[: args.heads]
-    with tempfile.TemporaryDirectory() as scratch:
-        work = Path(args.out or scratch)
-        work.mkdir(parents=True, exist_ok=True)
-        rows = []
-        for t1 in heads:
-            rows.append(evaluate(t1, brain_labels_of(t1, ixi), work))
-            print(json.dumps(rows[-1]) if args.json else rows[-1], file=sys.stderr, flush=True)
+    args = study_parser(__doc__.splitlines()[0]).parse_args()
+    rows = study_rows(args, lambda t1, brain, work: [evaluate(t1, brain, work)])
     done = [r for r in rows if "error" not in r]
     summary = {"heads": len(rows), "defaced": len(done),
                "heads_with_brain_voxels_changed": sum(r["brain_voxels_changed"] > 0 for r in done),

@@ -20,7 +20,9 @@ from DeFacerLib.batch import bids
 from DeFacerLib.errors import OutputError
 from DeFacerLib.io.detached import header_data_names, is_detached, possible_data_files, read_header_text
 from DeFacerLib.io.formats import DICOM_EXTENSIONS, has_dicom_magic
-from DeFacerLib.io.modality import BIDS_ANAT_IMAGE_SUFFIXES, BIDS_QUANTITATIVE_SUFFIXES
+from DeFacerLib.io.modality import (
+    BIDS_ANAT_IMAGE_SUFFIXES, BIDS_FIELDMAP_MAGNITUDE_SUFFIXES, BIDS_QUANTITATIVE_SUFFIXES,
+)
 from DeFacerLib.provenance import hash_file_into
 
 BIDS = "bids"
@@ -49,7 +51,10 @@ DETACHED_VOLUME_SUFFIXES = (".nhdr", ".mhd")
 # segmentation would: see docs/batch.md).
 BIDS_SEGMENTATION_SUFFIXES = ("dseg", "mask", "probseg", "defacemask")
 # EPI-type series (functional, diffusion, field maps, perfusion) are copied, 3D or 4D: their faces
-# are low-resolution and distorted; docs/batch.md says so.
+# are low-resolution and distorted; docs/batch.md says so. But for a GRE field map's magnitude
+# images (BIDS_FIELDMAP_MAGNITUDE_SUFFIXES), which are not EPI: at 3 x 3 x 3.5 mm, whole or in
+# a 140 mm slab, YuNet and dlib find the face on every IXI head made into one
+# (scripts/evaluate_fieldmap_like.py), so they go through the face check.
 BIDS_EPI_FOLDERS = ("func", "dwi", "fmap", "perf")
 BIDS_FACE_IMAGE = re.compile(
     r"^sub-[^/]+/(ses-[^/]+/)?("
@@ -268,7 +273,7 @@ def bids_volume_kind(rel: str) -> str:
     any other volume may show a face: the worker tries to deface it and copies it only when it
     proves to have no skin (tasks._face_check). Segmentations and EPI-type series are copied."""
     parts = rel.split("/")
-    if any(part in BIDS_EPI_FOLDERS for part in parts[:-1]):
+    if any(part in BIDS_EPI_FOLDERS for part in parts[:-1]) and bids_suffix(rel) not in BIDS_FIELDMAP_MAGNITUDE_SUFFIXES:
         return COPY
     if bids_suffix(rel) in BIDS_SEGMENTATION_SUFFIXES:
         return COPY
@@ -283,8 +288,9 @@ def bids_suffix(rel: str) -> str:
 
 
 def looks_anatomical(rel: str) -> bool:
-    """Named as an anatomical image or a quantitative map (any entities, anywhere in the tree)."""
-    return bids_suffix(rel) in BIDS_ANAT_IMAGE_SUFFIXES + BIDS_QUANTITATIVE_SUFFIXES
+    """Named as an anatomical image, a quantitative map or a field map's magnitude image (any
+    entities, anywhere in the tree): an image of the whole head."""
+    return bids_suffix(rel) in BIDS_ANAT_IMAGE_SUFFIXES + BIDS_QUANTITATIVE_SUFFIXES + BIDS_FIELDMAP_MAGNITUDE_SUFFIXES
 
 
 def hidden_folder(rel: str) -> str:

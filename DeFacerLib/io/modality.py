@@ -29,13 +29,16 @@ BIDS_ANAT_IMAGE_SUFFIXES = ("T1w", "T2w", "FLAIR", "PD", "PDw", "T2starw", "T2st
                             "inplaneT2", "angio", "MP2RAGE", "UNIT1", "MEGRE", "MESE", "VFA", "IRT1", "MPM", "MTS", "MTR")
 BIDS_QUANTITATIVE_SUFFIXES = ("T1map", "T2map", "T2starmap", "R1map", "R2map", "R2starmap", "PDmap", "M0map", "S0map",
                               "MTRmap", "MTsat", "MTVmap", "MWFmap", "T1rho", "Chimap")
+# a GRE field map's magnitude images (fmap/): the whole head at fMRI resolution, face included
+BIDS_FIELDMAP_MAGNITUDE_SUFFIXES = ("magnitude", "magnitude1", "magnitude2")
 _NAME_HINTS = (
     ("CT", ("ct", "cect", "cta")),
     ("PT", ("pet", "pt", "fdg", "suv")),
     # a name is evidence before the values: a 7 T image brighter at its centre, or a T1 map, is not
     # left to looks_like_uptake when BIDS names it
     ("MR", ("t1", "t2", "mprage", "bold", "dwi", "mri", "mr", "swi",
-            *(suffix.lower() for suffix in BIDS_ANAT_IMAGE_SUFFIXES + BIDS_QUANTITATIVE_SUFFIXES))),
+            *(suffix.lower() for suffix in BIDS_ANAT_IMAGE_SUFFIXES + BIDS_QUANTITATIVE_SUFFIXES
+              + BIDS_FIELDMAP_MAGNITUDE_SUFFIXES))),
 )
 _KNOWN_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 _SIDECAR_MAX_BYTES = 1_000_000  # dcm2niix's sidecars are a few kB; a larger .json is something else
