@@ -128,6 +128,9 @@ def headless_logic():
 
 def test_batch_defaces_real_files_through_the_logic(batch, tree, phantom, headless_logic):
     volume, labels = phantom
+    # a detached header (c/head.nhdr + head.raw.gz) comes out as one, beside its defaced voxels
+    write(volume, tree / "in" / "c" / "head.nhdr")
+    write(volume.label_map(labels), tree / "labels" / "c" / "head.nhdr")
     args = batch.parse_args(["--input", str(tree / "in"), "--output", str(tree / "out"),
                              "--labels", str(tree / "labels"), "--features", "eyes,nose,mouth", "--seal-mm", "0"])
     code = batch.run(args, functools.partial(batch.slicer_deface_one, logic=headless_logic), log=lambda line: None)
@@ -136,10 +139,12 @@ def test_batch_defaces_real_files_through_the_logic(batch, tree, phantom, headle
     # bad.nii.gz cannot be read (3); the DICOM series has no labels and no model ships yet (2)
     # unless DeFacerLib's find_features works, in which case it is defaced too
     assert status["head.nii.gz"] == ("ok", None) and status["head.mgz"] == ("ok", None)
+    assert status["head.nhdr"] == ("ok", None)
+    assert sorted(p.name for p in (tree / "out" / "c").iterdir()) == ["head.defacer.json", "head.nhdr", "head.raw.gz"]
     assert status["bad.nii.gz"] == ("failed", 3)
     assert code == next(item["exit_code"] for item in summary["items"] if item["status"] == "failed")
     brain = labels == LABEL_VALUES["brain"]
-    for name in ("a/head.nii.gz", "b/head.mgz"):
+    for name in ("a/head.nii.gz", "b/head.mgz", "c/head.nhdr"):
         after = read_volume(tree / "out" / name).array
         assert int((after != volume.array).sum()) > 0 and int((after[brain] != volume.array[brain]).sum()) == 0
         assert np.array_equal(read_volume(tree / "in" / name).array, volume.array)  # input untouched
