@@ -95,6 +95,48 @@ def test_a_field_map_magnitude_image_is_published_defaced(ixi_pairs, tmp_path):
     assert _changed(bids / "sub-01/fmap/sub-01_phasediff.nii.gz", out / "sub-01/fmap/sub-01_phasediff.nii.gz") == 0
 
 
+def test_a_bids_photo_is_published_with_its_faces_filled_and_no_metadata(data_dir, tmp_path):
+    """BIDS keeps photos of the electrodes or coils on the head (eeg/sub-01_photo.jpg), which show
+    the face as often as not: they were copied as they were, EXIF and all. A picture that is no
+    such photo (a task's stimulus) is copied; a scrub-only run publishes no photo."""
+    from PIL import Image
+
+    from DeFacerLib.batch import run_batch
+    from DeFacerLib.photo.anonymize import PhotoOptions, find_faces
+    from DeFacerLib.photo.media import read_image
+
+    bids = tmp_path / "bids"
+    eeg = bids / "sub-01" / "eeg"
+    eeg.mkdir(parents=True)
+    (bids / "stimuli").mkdir()
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "photos", "BIDSVersion": "1.9.0"}))
+    photo = eeg / "sub-01_acq-face_photo.jpg"
+    exif = Image.Exif()
+    exif[0x0132] = "2026:01:02 03:04:05"  # DateTime
+    exif[0x013B] = "Doe^Jane"  # Artist
+    Image.open(data_dir / "photos" / "known_people" / "obama.jpg").save(photo, exif=exif.tobytes())
+    (eeg / "sub-01_electrodes.tsv").write_text("name\tx\ty\tz\nFp1\t-0.03\t0.08\t0.0\n")
+    stimulus = bids / "stimuli" / "face_01.png"
+    stimulus.write_bytes((data_dir / "photos" / "known_people" / "alex-lacamoire.png").read_bytes())
+    assert find_faces(read_image(photo), PhotoOptions())
+
+    out = tmp_path / "out"
+    summary = run_batch(bids, out, key_file=tmp_path / "key", workers=1)
+    assert summary["failed"] == 0
+    rel = "sub-01/eeg/sub-01_acq-face_photo.jpg"
+    outcome = _outcomes(out)[rel]
+    assert outcome["action"] == "faces filled" and outcome["faces_filled"] >= 1
+    assert find_faces(read_image(out / rel), PhotoOptions(rotations="all")) == []
+    published = Image.open(out / rel)
+    assert published.size == Image.open(photo).size and not published.getexif()
+    assert b"Doe^Jane" not in (out / rel).read_bytes()
+    assert (out / "stimuli" / "face_01.png").read_bytes() == stimulus.read_bytes()
+    assert (out / "sub-01/eeg/sub-01_electrodes.tsv").is_file()
+
+    scrub_only = run_batch(bids, tmp_path / "scrubbed", key_file=tmp_path / "key", workers=1, scrub_only=True)
+    assert scrub_only["failed"] == 0 and not (tmp_path / "scrubbed" / rel).exists()
+
+
 def test_identifying_column_names():
     header = "participant_id\tage\tsex\tFirst_Name\tDOB\tbirth_date\tPatientID\tE-mail\thandedness\tgroup\tscan_date\n"
     assert identifying_columns(header) == ["First_Name", "DOB", "birth_date", "PatientID", "E-mail", "scan_date"]

@@ -39,6 +39,7 @@ COPY = "copy"                     # BIDS metadata and other files: copied unchan
 SIDECAR = "sidecar"               # BIDS JSON sidecar: PHI fields removed
 DATED_TABLE = "dated table"       # BIDS scans/sessions table: acq_time under the dates policy
 DESCRIPTION = "description"       # BIDS dataset_description.json: GeneratedBy added
+PHOTO = "photo"                   # BIDS photo of the head (eeg/, meg/: *_photo.jpg): faces filled, pixels only
 SKIP = "skip"                     # nothing written, reason recorded
 MISSING = "missing"               # a broken link: nothing to read, the item fails (its file is not lost silently)
 
@@ -64,6 +65,9 @@ BIDS_FACE_IMAGE = re.compile(
     r"|anat/[^/]+_ct"
     r")\.nii(\.gz)?$"
 )
+# BIDS's photos of the electrodes, coils or landmarks on the head (eeg/, meg/, ieeg/, nirs/), which
+# show the participant's face as often as not; other pictures (stimuli/, figures) are copied
+BIDS_PHOTO = re.compile(r"(^|/)[^/]*_photo\.(jpe?g|png|tiff?)$", re.IGNORECASE)
 DICOM_HEADER_TAGS = ("SeriesInstanceUID", "Modality", "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel")
 MANIFEST_FOLDER = ".defacer"
 
@@ -253,6 +257,8 @@ def classify(root: Path, files: list[str], layout: str) -> tuple[list[Item], lis
                 items.append(Item(rel, bids_volume_kind(rel), rel, (rel,)))
         elif layout == BIDS and rel == "dataset_description.json":
             items.append(Item(rel, DESCRIPTION, rel, (rel,)))
+        elif layout == BIDS and BIDS_PHOTO.search(rel):
+            items.append(Item(rel, PHOTO, rel, (rel,)))
         elif layout == BIDS and rel.lower().endswith(".json"):
             items.append(Item(rel, SIDECAR, rel, (rel,)))
         elif layout == BIDS and bids.DATED_TABLE.search(rel):

@@ -30,13 +30,14 @@ import numpy as np
 
 from DeFacerLib.batch import bids
 from DeFacerLib.batch.discover import (
-    COPY, DATED_TABLE, DEFACE_VOLUME, DESCRIPTION, DICOM_FILE, DICOM_SERIES, FACE_CHECK, MANIFEST_FOLDER, SIDECAR, Item,
+    COPY, DATED_TABLE, DEFACE_VOLUME, DESCRIPTION, DICOM_FILE, DICOM_SERIES, FACE_CHECK, MANIFEST_FOLDER, PHOTO, SIDECAR,
+    Item,
     looks_anatomical, sha256_files, with_detached_data_outputs,
 )
 from DeFacerLib.batch.manifest import DONE, FAILED, SKIPPED
 from DeFacerLib.deface.pipeline import DefaceParameters
 from DeFacerLib.dicom.profile import ProfileOptions
-from DeFacerLib.errors import DeFacerError, FaceNotFound, InputError, NoHeadFound
+from DeFacerLib.errors import DeFacerError, FaceNotFound, InputError, NoHeadFound, require_extra
 from DeFacerLib.io import formats
 from DeFacerLib.io.atomic import partial_path
 from DeFacerLib.io.detached import is_detached, written_data_file
@@ -483,6 +484,29 @@ def _copy(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
         _warn_identifying_columns(source, outcome)
 
 
+def _photo(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
+    """A BIDS photo of the head (``eeg/sub-01_photo.jpg``: the electrodes on it) shows the
+    participant's face as often as not: each face found, in any orientation, is filled with its
+    head and hair, as ``defacer photo`` does by default (docs/photo.md), and only the pixels are
+    published (no EXIF/XMP: a camera's date, place and serial number). A scrub-only run
+    publishes no photo."""
+    rel = item.files[0]
+    if config.scrub_only:
+        outcome.update(state=SKIPPED, skipped=1, action="none", reason="scrub-only run: photos are not anonymized, "
+                                                                       "nothing written")
+        return
+    require_extra("cv2", "photo", "a BIDS photo (*_photo.jpg)")
+    from DeFacerLib.photo.anonymize import PhotoOptions, anonymize_path
+
+    target = Path(config.output_root) / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    report, = anonymize_path(Path(config.input_root) / rel, target, PhotoOptions(rotations="all"), overwrite=True)
+    outcome.update(action="faces filled" if report.faces else "copied, metadata removed", written=1, outputs=[rel],
+                   faces_filled=report.faces)
+    if not report.faces:
+        outcome["reason"] = "no face found: its pixels are published as they are; look at it before sharing"
+
+
 def _warn_identifying_columns(source: Path, outcome: dict) -> None:
     """participants.tsv / phenotype/*.tsv are copied as the study wrote them; columns named like
     a person's name, birth date, address or record number are reported (bids.identifying_columns)."""
@@ -544,6 +568,7 @@ def _description(item: Item, config: BatchConfig, info: dict, outcome: dict) -> 
 
 
 _HANDLERS = {
+    PHOTO: _photo,
     DEFACE_VOLUME: _deface_volume,
     FACE_CHECK: _face_check,
     DICOM_SERIES: _dicom_series,
