@@ -103,6 +103,8 @@ def run_batch(
         raise OutputError(f"audit folder {audit} must be outside the input and the output (it holds original identifiers)")
     if qa and not scrub_only:
         require_extra("vtk", "qa", "--qa")
+    if dicom_options.clean_recognizable_visual_features:
+        require_extra("cv2", "photo", "--clean-recognizable-visual-features")
     if not scrub_only and labels_dir is None:
         _check_face_model()
     require_extra("distributed", "batch", "defacer batch")
@@ -767,6 +769,8 @@ def _summary(manifest, plan, source, target, audit, key_path, seconds: float, le
         # scrubbed DICOM that says its pixels carry text (a name, a birth date): as `defacer scrub` lists them
         "burned_in_annotation": [name for o in recorded for name in o.get("burned_in_annotation", [])],
         "pixels_not_cleaned": [name for o in recorded for name in o.get("pixels_not_cleaned", [])],
+        # faces filled in DICOM photos (--clean-recognizable-visual-features) and BIDS photos (*_photo.jpg)
+        "faces_filled": sum(o.get("faces_filled", 0) for o in recorded),
         # participants.tsv / phenotype/*.tsv columns named like a name, birth date, address...
         "identifying_columns": [{"name": o["name"], "columns": o["identifying_columns"]}
                                 for o in recorded if o.get("identifying_columns")],

@@ -429,7 +429,9 @@ def _scrub_files(item: Item, config: BatchConfig, outcome: dict, reason: str = "
                    burned_in_annotation=[r["file"] for r in records
                                          if r.get("burned_in_annotation") and r["status"] == "written"],
                    # --clean-pixel-data left their pixels (pixels_ocr.ocr_skip_reason), as `defacer scrub` lists them
-                   pixels_not_cleaned=[r["file"] for r in records if r.get("pixels_not_cleaned") and r["status"] == "written"])
+                   pixels_not_cleaned=[r["file"] for r in records if r.get("pixels_not_cleaned") and r["status"] == "written"],
+                   # --clean-recognizable-visual-features filled faces in these (dicom.pixels_faces)
+                   faces_filled=sum(r.get("faces_filled", {}).get("faces", 0) for r in records if r["status"] == "written"))
 
 
 def _mirrored_paths_holding_phi(item: Item, config: BatchConfig) -> int:

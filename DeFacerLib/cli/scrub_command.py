@@ -24,6 +24,9 @@ FLAGS = (
     ("--clean-graphics", "clean_graphics", "keep graphics and overlays, cleaned"),
     ("--clean-pixel-data", "clean_pixel_data", "black out text burned into the pixels (Tesseract OCR; not in primary or "
                                                 "defaced CT/MR/PET/NM images that do not say Burned In Annotation YES)"),
+    ("--clean-recognizable-visual-features", "clean_recognizable_visual_features",
+     "fill the faces in photographs and other images that are not CT/MR/PET/NM slices (YuNet, any orientation; the "
+     "head and hair; needs the photo extra); a head series' face is removed with `defacer deface`"),
 )
 
 

@@ -95,7 +95,7 @@ def view_for_ocr(pixels: np.ndarray, samples: int) -> np.ndarray:
 
 def read_text(ds: Dataset) -> list[dict]:
     """Words OCR finds in a dataset's pixels (for tests and reports)."""
-    pixels, samples = _frames(ds, "dataset")
+    pixels, samples = pixel_frames(ds, "dataset")
     return ocr_words(view_for_ocr(pixels, samples))
 
 
@@ -108,7 +108,7 @@ def clean_burned_in_text(ds: Dataset, where: str) -> dict:
         decompressed = decompress_in_place(ds, where)
     except InputError as error:
         raise InputError(f"{error}; Clean Pixel Data refuses to write it") from None
-    pixels, samples = _frames(ds, where)
+    pixels, samples = pixel_frames(ds, where)
     found, boxes = [], 0
     for _ in range(MAX_PASSES):
         words = ocr_words(view_for_ocr(pixels, samples))
@@ -123,16 +123,17 @@ def clean_burned_in_text(ds: Dataset, where: str) -> dict:
             pixels[:, y0:y1, x0:x1, ...] = fill
             boxes += 1
         found += [w["text"] for w in words]
-    _store(ds, pixels, samples)
+    store_pixels(ds, pixels, samples)
     return {"words": found, "boxes": boxes, "decompressed_from": decompressed}
 
 
-def _frames(ds: Dataset, where: str) -> tuple[np.ndarray, int]:
+def pixel_frames(ds: Dataset, where: str, option: str = "Clean Pixel Data") -> tuple[np.ndarray, int]:
+    """((frames, rows, cols[, samples]) copy of the pixels, samples per pixel)."""
     try:
         pixels = np.array(ds.pixel_array, copy=True)
     except Exception as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise InputError(f"{where} has unreadable pixel data ({reason}); Clean Pixel Data cannot check it") from None
+        raise InputError(f"{where} has unreadable pixel data ({reason}); {option} cannot check it") from None
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames == 1:
@@ -140,7 +141,8 @@ def _frames(ds: Dataset, where: str) -> tuple[np.ndarray, int]:
     return pixels, samples
 
 
-def _store(ds: Dataset, pixels: np.ndarray, samples: int) -> None:
+def store_pixels(ds: Dataset, pixels: np.ndarray, samples: int) -> None:
+    """Write ``pixels`` (as pixel_frames gave them) back into ``ds``, uncompressed."""
     if int(ds.get("NumberOfFrames", 1) or 1) == 1:
         pixels = pixels[0]
     if samples > 1:

@@ -54,7 +54,9 @@ class ProfileOptions:
     clean_structured_content: bool = False
     clean_graphics: bool = False
     clean_pixel_data: bool = False
-    clean_recognizable_visual_features: bool = False  # recorded only: set when DeFacer defaced the pixels
+    # faces filled in photographs and other non-volume images (dicom.pixels_faces); recorded for a
+    # series `defacer deface` wrote, whose face went with the volume's
+    clean_recognizable_visual_features: bool = False
     pseudonym_format: str = "DEFACER-{hash8}"
 
     def __post_init__(self):

@@ -102,6 +102,8 @@ class ScrubResult:
     date_offset_days: int | None = None
     pixels_cleaned: dict | None = None
     pixels_not_cleaned: str = ""  # why Clean Pixel Data left the pixels (pixels_ocr.ocr_skip_reason)
+    faces_filled: dict | None = None  # Clean Recognizable Visual Features (pixels_faces.fill_faces)
+    faces_not_checked: str = ""  # why it left the pixels (pixels_faces.faces_skip_reason)
 
     def action_rows(self) -> list[list[str]]:
         """[path, keyword, action] per attribute acted on (for the JSON-lines log). Read-only:
@@ -213,6 +215,15 @@ class Scrubber:
                                                         burned_in, "clean_recognizable_visual_features" in pixel_options)
             if result.pixels_not_cleaned:
                 options = options.with_(clean_pixel_data=False)  # 113101 is not claimed for these pixels
+        if options.clean_recognizable_visual_features and not defaced:  # a defaced series' faces are gone already
+            from DeFacerLib.dicom.pixels_faces import faces_skip_reason
+
+            if not any(tag in ds._dict for tag in IMAGE_DATA_TAGS):
+                options = options.with_(clean_recognizable_visual_features=False)  # no pixels: nothing to claim
+            else:
+                result.faces_not_checked = faces_skip_reason(peek_value(ds, SOP_CLASS_UID, ""))
+                if result.faces_not_checked:
+                    options = options.with_(clean_recognizable_visual_features=False)  # 113102 not claimed
         walk = _Walk(self, result, alias)
         walk.items(ds, "", clean=False)
         meta = getattr(ds, "file_meta", None)
@@ -238,6 +249,10 @@ class Scrubber:
             from DeFacerLib.dicom.pixels_ocr import clean_burned_in_text
 
             result.pixels_cleaned = clean_burned_in_text(ds, where or "dataset")
+        if options.clean_recognizable_visual_features and not defaced:
+            from DeFacerLib.dicom.pixels_faces import fill_faces
+
+            result.faces_filled = fill_faces(ds, where or "dataset")
         if defaced:
             pixel_options.add("clean_recognizable_visual_features")
         options = options.with_(**dict.fromkeys(pixel_options, True)) if pixel_options else options

@@ -28,7 +28,7 @@ from DeFacerLib.dicom.leakcheck import PhiSet, phi_in_path
 from DeFacerLib.dicom.markers import BURNED_IN_ANNOTATION
 from DeFacerLib.dicom.profile import ProfileOptions
 from DeFacerLib.dicom.scrub import IMAGE_DATA_TAGS, ISSUER_OF_PATIENT_ID, SOP_INSTANCE_UID, Scrubber, peek_value
-from DeFacerLib.errors import DeFacerError, GuaranteeError, InputError, OutputError
+from DeFacerLib.errors import DeFacerError, GuaranteeError, InputError, OutputError, require_extra
 from DeFacerLib.io.atomic import atomic_path, check_name_fits, check_output_path, is_within
 
 _SCRUBBERS: dict = {}
@@ -279,6 +279,10 @@ def scrub_file(task: tuple, keep_phi: bool = False) -> dict:
     if result.pixels_cleaned is not None:
         record["pixels_cleaned"] = {"boxes": result.pixels_cleaned["boxes"], "words": len(result.pixels_cleaned["words"]),
                                     "decompressed_from": result.pixels_cleaned["decompressed_from"]}
+    if result.faces_not_checked:
+        record["faces_not_checked"] = result.faces_not_checked
+    if result.faces_filled is not None:
+        record["faces_filled"] = result.faces_filled
     if result.leaks:
         record["status"] = "failed"
         # the reason reaches batch's shared reports: the value found stays in "leaks" (the private audit)
@@ -321,6 +325,8 @@ def scrub_tree(input_path: str | Path, output_path: str | Path, options: Profile
         from DeFacerLib.dicom.pixels_ocr import require_tesseract
 
         require_tesseract()
+    if options.clean_recognizable_visual_features:
+        require_extra("cv2", "photo", "--clean-recognizable-visual-features")
     started = time.perf_counter()
     own_audit: list[Path] = []  # removed if the output cannot be published after it
     with _removed_on_error(own_audit), atomic_path(target, directory=source.is_dir(), replace=overwrite) as temp:
@@ -485,6 +491,10 @@ def _summarize(records, source, target, audit, options, seconds):
         # --clean-pixel-data left these (primary or defaced CT/MR/PET/NM images: pixels_ocr.ocr_skip_reason)
         "pixels_not_cleaned": [r["file"] for r in records if r.get("pixels_not_cleaned") and r["status"] == "written"],
         "burned_in_annotation": [r["file"] for r in records if r.get("burned_in_annotation") and r["status"] == "written"],
+        # --clean-recognizable-visual-features: files with faces filled, and those it left (CT/MR/PET/NM slices)
+        "faces_filled": [{"file": r["file"], "faces": r["faces_filled"]["faces"]} for r in records
+                         if r.get("faces_filled", {}).get("faces") and r["status"] == "written"],
+        "faces_not_checked": [r["file"] for r in records if r.get("faces_not_checked") and r["status"] == "written"],
         "paths_holding_phi": [{"file": r["file"], "holds": r["path_holds_phi"]} for r in records if "path_holds_phi" in r],
         "options": {k: v for k, v in vars(options).items()},
         "seconds": round(seconds, 3),

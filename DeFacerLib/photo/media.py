@@ -244,16 +244,23 @@ def read_dicom_image(path):
         raise InputError(f"{path}: cannot read the DICOM pixels ({type(error).__name__}: {error})") from None
     if int(getattr(dataset, "NumberOfFrames", 1) or 1) > 1:
         raise InputError(f"{path}: multi-frame DICOM (video) is not supported; export the frames or use a video file")
-    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
-    # pydicom 3 returns YBR_FULL(_422) pixels already converted to RGB (pixel_array's as_rgb=True)
+    return dataset, rgb_for_detection(pixels, str(dataset.get("PhotometricInterpretation", "MONOCHROME2")))
+
+
+def rgb_for_detection(pixels: np.ndarray, photometric: str) -> np.ndarray:
+    """uint8 RGB of one DICOM frame, as the face detectors take it: a grey frame stretched to
+    0-255 (MONOCHROME1 inverted) in all three channels, a colour one as it is (pydicom 3 returns
+    YBR_FULL(_422) pixels already converted to RGB), scaled down when stored wider than 8 bits."""
     if pixels.ndim == 2:
         values = pixels.astype(np.float64)
         span = max(float(values.max() - values.min()), 1e-9)
         grey = np.round((values - values.min()) / span * 255).astype(np.uint8)
         if photometric == "MONOCHROME1":
             grey = 255 - grey
-        pixels = np.repeat(grey[..., None], 3, axis=-1)
-    return dataset, np.asarray(pixels, dtype=np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if pixels.dtype != np.uint8 and pixels.size and float(pixels.max()) > 255:
+        return np.round(pixels.astype(np.float64) * (255.0 / float(pixels.max()))).astype(np.uint8)
+    return np.asarray(pixels, dtype=np.uint8)
 
 
 def write_dicom_image(path, dataset, rgb: np.ndarray, faces_obscured: bool) -> Path:
