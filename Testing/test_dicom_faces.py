@@ -84,6 +84,24 @@ def test_a_compressed_photo_is_decoded_filled_and_written_uncompressed(data_dir,
     assert after.pixel_array.shape == rgb.shape and find_faces(after.pixel_array, ALL_TURNS) == []
 
 
+def test_an_uncompressed_ybr_photo_is_written_back_as_rgb(data_dir, tmp_path):
+    """pydicom gives a YBR_FULL photo's pixels as RGB: written back under its old label, every
+    colour of the photo shifted (the skin turned blue-green)."""
+    from pydicom.pixels import convert_color_space
+
+    ds, rgb = _dicom_photo(data_dir, tmp_path / "rgb.dcm")
+    ds.PixelData = convert_color_space(rgb, "RGB", "YBR_FULL").tobytes()
+    ds.PhotometricInterpretation = "YBR_FULL"
+    ds.save_as(tmp_path / "ybr.dcm", enforce_file_format=True)
+    result = defacer("scrub", tmp_path / "ybr.dcm", tmp_path / "out.dcm", "--key-file", tmp_path / "key",
+                     "--clean-recognizable-visual-features")
+    assert result.returncode == 0, result.stderr
+    after = pydicom.dcmread(tmp_path / "out.dcm")
+    assert after.PhotometricInterpretation == "RGB" and find_faces(after.pixel_array, ALL_TURNS) == []
+    kept = (after.pixel_array == rgb).all(axis=-1) | (np.abs(after.pixel_array.astype(int) - rgb).max(axis=-1) <= 2)
+    assert kept.mean() > 0.5  # outside the filled head, the photo's own colours
+
+
 def test_batch_takes_the_option_for_a_dicom_tree(archive, tmp_path):
     pytest.importorskip("distributed")
     from DeFacerLib.batch import run_batch

@@ -147,6 +147,10 @@ def store_pixels(ds: Dataset, pixels: np.ndarray, samples: int) -> None:
         pixels = pixels[0]
     if samples > 1:
         ds.PlanarConfiguration = 0  # pixel_array is (…, rows, cols, samples): colour-by-pixel
+        if str(ds.get("PhotometricInterpretation", "")).startswith("YBR"):
+            # pydicom 3's pixel_array gives YBR_FULL(_422) as RGB: written back, labelled YBR, the
+            # colours of every pixel shifted
+            ds.PhotometricInterpretation = "RGB"
     if ds.file_meta.TransferSyntaxUID.is_compressed:
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     # in the byte order the file is written in: an Explicit VR Big Endian file kept its syntax,
