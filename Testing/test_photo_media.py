@@ -113,26 +113,10 @@ def test_k_same_on_a_folder_and_refusal_when_too_few(data_dir, tmp_path):
 
 def _dicom_photo(data_dir, path):
     """A real face photo (obama-480p.jpg) as an uncompressed RGB Secondary Capture DICOM file."""
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from benchmark_dicom_faces import dicom_photo
 
     rgb = read_image(data_dir / "photos" / "known_people" / "obama-480p.jpg")
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.PatientName, ds.Modality = "Test^Patient", "XC"
-    ds.Rows, ds.Columns = rgb.shape[:2]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit, ds.PixelRepresentation = 7, 0
-    ds.PixelData = rgb.tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return ds, rgb
+    return dicom_photo(rgb, path), rgb
 
 
 def test_dicom_photo_pixels_replaced(data_dir, tmp_path):
