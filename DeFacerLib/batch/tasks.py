@@ -38,10 +38,8 @@ from DeFacerLib.batch.manifest import DONE, FAILED, SKIPPED
 from DeFacerLib.deface.pipeline import DefaceParameters
 from DeFacerLib.dicom.profile import ProfileOptions
 from DeFacerLib.errors import DeFacerError, FaceNotFound, InputError, NoHeadFound, require_extra
-from DeFacerLib.io import formats
 from DeFacerLib.io.atomic import partial_path
-from DeFacerLib.io.detached import is_detached, written_data_file
-from DeFacerLib.io.itk_formats import file_is_compressed
+from DeFacerLib.io.detached import data_files_of, is_detached
 
 HEAD_MODALITIES = ("MR", "CT", "PT")
 MIN_HEAD_SLICES = 16  # fewer slices (or frames) than this is a localizer or a few slices, not a head volume
@@ -196,9 +194,8 @@ def _deface_volume(item: Item, config: BatchConfig, info: dict, outcome: dict) -
                          overwrite=True)
     _keep_provenance(config, Path(result["sidecar"]), rel)
     outputs = [rel]
-    if is_detached(rel):  # and its data file, named after it (io.detached)
-        data = written_data_file(Path(rel), formats.detect_format(target), file_is_compressed(target))
-        outputs.append(data.as_posix())
+    if is_detached(rel):  # and its data file, as the written header names it (beside it)
+        outputs += [(Path(rel).parent / data.name).as_posix() for data in data_files_of(target)]
     outcome.update(action="defaced", written=len(item.files), outputs=outputs)
     _deface_figures(outcome, result)
     if config.qa:

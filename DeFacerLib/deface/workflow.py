@@ -410,12 +410,11 @@ def _unpublish(written, provenance_path, hook) -> None:
     """Take back a published output (a file, a detached header with its data file, or a DICOM
     folder) and its provenance (the sidecar, or the DICOM output's audit folder), and forget a
     key made for it."""
-    from DeFacerLib.io import formats
-    from DeFacerLib.io.detached import is_detached, written_data_file
-    from DeFacerLib.io.itk_formats import file_is_compressed
+    from DeFacerLib.io.detached import data_files_of, is_detached
 
-    if is_detached(written) and Path(written).is_file():  # its data file is named by what it says
-        _remove(written_data_file(Path(written), formats.detect_format(written), file_is_compressed(Path(written))))
+    if is_detached(written) and Path(written).is_file():  # its data file, as it names it
+        for data in data_files_of(Path(written)):
+            _remove(data)
     _remove(written)
     if provenance_path is not None:
         _remove(provenance_path)
