@@ -62,6 +62,11 @@ def for_batch(summary: dict) -> list[str]:
         lines.append(burned_in(summary["burned_in_annotation"]))
     if summary.get("pixels_not_cleaned"):
         lines.append(not_ocr_cleaned(summary["pixels_not_cleaned"]))
+    photos = summary.get("photos_without_faces", [])
+    if photos:
+        lines.append(f"{len(photos)} BIDS photo(s) were published with no face found in them (first: {photos[0]}), "
+                     "their pixels as they were, metadata removed: look at them before sharing (a face turned away or "
+                     "under a cap may be missed)")
     lines += [f"{table['name']} was copied as it is, but its column(s) {', '.join(table['columns'])} may name or date "
               "a person: check them before sharing" for table in summary.get("identifying_columns", [])]
     if summary["qa_faces_found"]:

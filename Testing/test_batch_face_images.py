@@ -104,6 +104,7 @@ def test_a_bids_photo_is_published_with_its_faces_filled_and_no_metadata(data_di
     from DeFacerLib.batch import run_batch
     from DeFacerLib.photo.anonymize import PhotoOptions, find_faces
     from DeFacerLib.photo.media import read_image
+    from DeFacerLib.sharing_warnings import for_batch
 
     bids = tmp_path / "bids"
     eeg = bids / "sub-01" / "eeg"
@@ -116,6 +117,9 @@ def test_a_bids_photo_is_published_with_its_faces_filled_and_no_metadata(data_di
     exif[0x013B] = "Doe^Jane"  # Artist
     Image.open(data_dir / "photos" / "known_people" / "obama.jpg").save(photo, exif=exif.tobytes())
     (eeg / "sub-01_electrodes.tsv").write_text("name\tx\ty\tz\nFp1\t-0.03\t0.08\t0.0\n")
+    # a photo of the cap from behind: no face to find, published as it is but named in a warning
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)).save(
+        eeg / "sub-01_acq-back_photo.png")
     stimulus = bids / "stimuli" / "face_01.png"
     stimulus.write_bytes((data_dir / "photos" / "known_people" / "alex-lacamoire.png").read_bytes())
     assert find_faces(read_image(photo), PhotoOptions())
@@ -132,6 +136,10 @@ def test_a_bids_photo_is_published_with_its_faces_filled_and_no_metadata(data_di
     assert b"Doe^Jane" not in (out / rel).read_bytes()
     assert (out / "stimuli" / "face_01.png").read_bytes() == stimulus.read_bytes()
     assert (out / "sub-01/eeg/sub-01_electrodes.tsv").is_file()
+    back = "sub-01/eeg/sub-01_acq-back_photo.png"
+    assert summary["photos_without_faces"] == [back] and _outcomes(out)[back]["action"] == "copied, metadata removed"
+    assert any(back in line and "look at them" in line for line in for_batch(summary))
+    assert "BIDS photos published with no face found" in (out / ".defacer" / "report.html").read_text()
 
     scrub_only = run_batch(bids, tmp_path / "scrubbed", key_file=tmp_path / "key", workers=1, scrub_only=True)
     assert scrub_only["failed"] == 0 and not (tmp_path / "scrubbed" / rel).exists()

@@ -44,6 +44,9 @@ def archive(data_dir, tmp_path):
 def test_faces_in_photos_are_filled_and_slices_left(archive, tmp_path):
     for name in ("face.dcm", "turned.dcm"):
         assert find_faces(pydicom.dcmread(archive / name).pixel_array, ALL_TURNS)
+    shown = defacer("scrub", archive, tmp_path / "shown", "--key-file", tmp_path / "key",
+                    "--clean-recognizable-visual-features")
+    assert shown.returncode == 0 and "faces filled: 2 in 2 file(s)" in shown.stdout, shown.stdout + shown.stderr
     result = defacer("scrub", archive, tmp_path / "out", "--key-file", tmp_path / "key",
                      "--clean-recognizable-visual-features", "--json")
     assert result.returncode == 0, result.stderr

@@ -102,6 +102,10 @@ def _html_text(rows: list[dict], summary: dict) -> str:
          "--clean-pixel-data is for those that are not head slices)", _first_of(summary.get("burned_in_annotation", []))),
         ("DICOM files --clean-pixel-data left as they were (primary or defaced CT/MR/PET/NM images: anatomy, in which "
          "OCR reads words)", _first_of(summary.get("pixels_not_cleaned", []))),
+        ("faces filled (BIDS photos; DICOM photographs with --clean-recognizable-visual-features)",
+         summary.get("faces_filled", 0)),
+        ("BIDS photos published with no face found (their pixels as they were: look at them)",
+         _first_of(summary.get("photos_without_faces", []))),
         ("participants / phenotype columns that may name or date a person (copied as they are: check them)",
          "; ".join(f"{t['name']}: {', '.join(t['columns'])}" for t in summary.get("identifying_columns", [])) or "none"),
         ("seconds", summary["seconds"]),

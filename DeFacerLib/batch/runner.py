@@ -771,6 +771,9 @@ def _summary(manifest, plan, source, target, audit, key_path, seconds: float, le
         "pixels_not_cleaned": [name for o in recorded for name in o.get("pixels_not_cleaned", [])],
         # faces filled in DICOM photos (--clean-recognizable-visual-features) and BIDS photos (*_photo.jpg)
         "faces_filled": sum(o.get("faces_filled", 0) for o in recorded),
+        # BIDS photos published without a face found in them: someone should look at them
+        "photos_without_faces": [o["name"] for o in recorded
+                                 if o.get("kind") == disc.PHOTO and o["state"] == DONE and not o.get("faces_filled")],
         # participants.tsv / phenotype/*.tsv columns named like a name, birth date, address...
         "identifying_columns": [{"name": o["name"], "columns": o["identifying_columns"]}
                                 for o in recorded if o.get("identifying_columns")],

@@ -107,6 +107,9 @@ def _print_summary(summary: dict) -> None:
                   f"of {summary['files']} files in {summary['seconds']} s -> {escape(str(summary['output']))}")
     for entry in summary["skipped_files"][:10]:
         console.print(f"  skipped {entry['file']}: {entry['reason']}", markup=False)
+    if summary.get("faces_filled"):  # --clean-recognizable-visual-features
+        console.print(f"  faces filled: {sum(entry['faces'] for entry in summary['faces_filled'])} in "
+                      f"{len(summary['faces_filled'])} file(s)", markup=False)
     if summary.get("key_created"):
         console.print(f"  {new_key_note(summary['key_file'])}", markup=False)
     else:
