@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from markdown_out import publish  # noqa: E402
 
-from DeFacerLib.photo.anonymize import PhotoOptions, find_faces  # noqa: E402
+from DeFacerLib.photo.anonymize import UNATTENDED, find_faces  # noqa: E402
 from DeFacerLib.photo.detect import read_labelled_boxes  # noqa: E402
 from DeFacerLib.photo.media import read_image  # noqa: E402
 
@@ -98,8 +98,8 @@ def main() -> int:
                 box = changed[max(int(y0), 0):max(int(y1), 1), max(int(x0), 0):max(int(x1), 1)]
                 labelled += 1
                 hidden += bool(box.size) and float(box.mean()) >= HIDDEN_SHARE
-            left += [face.score for face in find_faces(after, PhotoOptions(rotations="all"))]
-        before = [face.score for image in images.values() for face in find_faces(image, PhotoOptions(rotations="all"))]
+            left += [face.score for face in find_faces(after, UNATTENDED)]
+        before = [face.score for image in images.values() for face in find_faces(image, UNATTENDED)]
     plain, with_option = statistics.median(seconds[False]), statistics.median(seconds[True])
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -67,7 +67,7 @@ BIDS_FACE_IMAGE = re.compile(
 )
 # BIDS's photos of the electrodes, coils or landmarks on the head (eeg/, meg/, ieeg/, nirs/), which
 # show the participant's face as often as not; other pictures (stimuli/, figures) are copied
-BIDS_PHOTO = re.compile(r"(^|/)[^/]*_photo\.(jpe?g|png|tiff?)$", re.IGNORECASE)
+BIDS_PHOTO = re.compile(r"_photo\.(jpe?g|png|tiff?)$", re.IGNORECASE)
 DICOM_HEADER_TAGS = ("SeriesInstanceUID", "Modality", "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel")
 MANIFEST_FOLDER = ".defacer"
 

@@ -31,8 +31,7 @@ import numpy as np
 from DeFacerLib.batch import bids
 from DeFacerLib.batch.discover import (
     COPY, DATED_TABLE, DEFACE_VOLUME, DESCRIPTION, DICOM_FILE, DICOM_SERIES, FACE_CHECK, MANIFEST_FOLDER, PHOTO, SIDECAR,
-    Item,
-    looks_anatomical, sha256_files, with_detached_data_outputs,
+    Item, looks_anatomical, sha256_files, with_detached_data_outputs,
 )
 from DeFacerLib.batch.manifest import DONE, FAILED, SKIPPED
 from DeFacerLib.deface.pipeline import DefaceParameters
@@ -495,11 +494,11 @@ def _photo(item: Item, config: BatchConfig, info: dict, outcome: dict) -> None:
                                                                        "nothing written")
         return
     require_extra("cv2", "photo", "a BIDS photo (*_photo.jpg)")
-    from DeFacerLib.photo.anonymize import PhotoOptions, anonymize_path
+    from DeFacerLib.photo.anonymize import UNATTENDED, anonymize_path
 
     target = Path(config.output_root) / rel
     target.parent.mkdir(parents=True, exist_ok=True)
-    report, = anonymize_path(Path(config.input_root) / rel, target, PhotoOptions(rotations="all"), overwrite=True)
+    report, = anonymize_path(Path(config.input_root) / rel, target, UNATTENDED, overwrite=True)
     outcome.update(action="faces filled" if report.faces else "copied, metadata removed", written=1, outputs=[rel],
                    faces_filled=report.faces)
     if not report.faces:

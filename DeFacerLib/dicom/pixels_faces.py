@@ -31,7 +31,7 @@ def faces_skip_reason(sop_class_uid) -> str:
 def fill_faces(ds: Dataset, where: str) -> dict:
     """Fill every face found in every frame; returns {'faces': n, 'frames': n, 'decompressed_from': ...}."""
     require_extra("cv2", "photo", "--clean-recognizable-visual-features")
-    from DeFacerLib.photo.anonymize import PhotoOptions, find_faces
+    from DeFacerLib.photo.anonymize import UNATTENDED, find_faces
     from DeFacerLib.photo.media import rgb_for_detection
     from DeFacerLib.photo.regions import region_mask
 
@@ -43,10 +43,9 @@ def fill_faces(ds: Dataset, where: str) -> dict:
         raise InputError(f"{error}; {OPTION} refuses to write it") from None
     pixels, samples = pixel_frames(ds, where, OPTION)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    options = PhotoOptions(rotations="all")
     found = 0
     for frame in pixels:  # views into ``pixels``: filled in place
-        faces = find_faces(rgb_for_detection(frame, photometric), options)
+        faces = find_faces(rgb_for_detection(frame, photometric), UNATTENDED)
         if not faces:
             continue
         mask = region_mask(frame.shape, faces, "head")

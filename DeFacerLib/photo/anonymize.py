@@ -95,6 +95,11 @@ class PhotoOptions:
                              + ("; YuNet scores lie in 0-1" if self.detector == "yunet" else "; give a finite number"))
 
 
+# Photos no one looks at while they are anonymized (batch's BIDS photos, the faces of a DICOM
+# archive): every orientation is searched, since nobody is there to say how the camera was held
+UNATTENDED = PhotoOptions(rotations="all")
+
+
 @dataclass
 class PhotoReport:
     """What ``anonymize_path``/``anonymize_video`` did to one input: faces hidden (``boxes``: x0, y0,
