@@ -110,6 +110,10 @@ def _print_summary(summary: dict) -> None:
     if summary.get("faces_filled"):  # --clean-recognizable-visual-features
         console.print(f"  faces filled: {sum(entry['faces'] for entry in summary['faces_filled'])} in "
                       f"{len(summary['faces_filled'])} file(s)", markup=False)
+    if summary.get("text_segments_removed"):
+        console.print(f"  text segments removed from compressed pixel data: "
+                      f"{sum(entry['segments'] for entry in summary['text_segments_removed'])} in "
+                      f"{len(summary['text_segments_removed'])} file(s)", markup=False)
     if summary.get("key_created"):
         console.print(f"  {new_key_note(summary['key_file'])}", markup=False)
     else:

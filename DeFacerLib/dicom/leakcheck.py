@@ -33,7 +33,18 @@ IDENTIFYING_KEYWORDS = {
     "CurrentPatientLocation", "PatientInstitutionResidence", "ResponsibleOrganization", "ResponsiblePerson",
     "PerformedLocation", "ScheduledProcedureStepLocation", "ClinicalTrialSiteName", "ClinicalTrialSiteID",
     "ClinicalTrialSubjectID", "ClinicalTrialSubjectReadingID", "PatientSpeciesDescription",
+    *("PatientTelecomInformation", "PersonTelecomInformation", "OrderCallbackPhoneNumber",
+      "OrderCallbackTelecomInformation"),
+    *("PatientBirthDateInAlternativeCalendar", "PatientDeathDateInAlternativeCalendar"),
 }
+# Telecom attributes list several numbers and addresses in one value: each is looked for alone.
+TELECOM_KEYWORDS = frozenset(k for k in IDENTIFYING_KEYWORDS if "Telecom" in k or "Telephone" in k or "Phone" in k)
+_TELECOM_SEPARATORS = re.compile(r"[\r\n;,|\\]+")
+# Text spells a patient's name and dates its own way: "JaneDoe", "2010-07-23", "July 23, 2010".
+JOINED_NAME_MIN_LENGTH = 6  # shorter joined runs turn up inside ordinary words
+STRIPPED_ID_MIN_LENGTH = 7  # "00007041776" also as "7041776"; shorter runs turn up in numbers by chance
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December")
 PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 MIN_LENGTH = 3
 MIN_LENGTH_WIDE = 2  # ideographic names: a family name is often two characters (山田)
@@ -94,8 +105,33 @@ class PhiSet:
         self.add(name, where)
         for group in name.split("="):
             self.add(group, where)
-            for component in group.split("^"):
+            components = [c.strip() for c in group.split("^") if c.strip()]
+            for component in components:
                 self.add(component, where)
+            if len(components) >= 2:  # family and given name run together, in either order
+                for joined in (components[0] + components[1], components[1] + components[0]):
+                    if len(joined) >= JOINED_NAME_MIN_LENGTH:
+                        self.add(joined, where)
+
+    def add_date(self, date: str, where: str) -> None:
+        """A YYYYMMDD date, and the same day as text writes it (ISO, day-first and month-first
+        with / . -, and with the month's English name)."""
+        self.add(date, where)
+        date = date.strip()[:8]
+        self.add(date, where)
+        if not _DATE.fullmatch(date):
+            return
+        year, month, day = date[:4], date[4:6], date[6:]
+        for separator in "-/.":
+            for form in (year + separator + month + separator + day, day + separator + month + separator + year,
+                         month + separator + day + separator + year):
+                self.add(form, where)
+        name = MONTHS[int(month) - 1]
+        day_number = str(int(day))
+        for month_name in dict.fromkeys((name, name[:3])):
+            for form in (f"{day_number} {month_name} {year}", f"{month_name} {day_number}, {year}",
+                         f"{month_name} {day_number} {year}", f"{day}-{month_name}-{year}"):
+                self.add(form, where)
 
     def clean_pattern(self) -> re.Pattern | None:
         """Every PHI string, for cleaning text (the allowed ones too: cleaning may over-remove)."""
@@ -212,14 +248,10 @@ def collect_strings(phi: PhiSet, vr: str, values: list[str], action: str, where:
     if vr == "PN":
         for v in values:
             phi.add_name(v, where)
-    elif vr == "DA":
+    elif vr in ("DA", "DT"):
         for v in values:
             if len(v.strip()) >= 8:
-                phi.add(v, where)
-    elif vr == "DT":
-        for v in values:
-            if len(v.strip()) >= 8:
-                phi.add(v.strip()[:8], where)
+                phi.add_date(v, where)
     elif vr == "UI":
         if action in ("U", "D", "U*"):
             for v in values:
@@ -227,6 +259,12 @@ def collect_strings(phi: PhiSet, vr: str, values: list[str], action: str, where:
     else:
         for v in values:
             phi.add(v, where)
+            digits = v.strip()
+            if digits.isdigit() and len(digits.lstrip("0")) >= STRIPPED_ID_MIN_LENGTH:
+                phi.add(digits.lstrip("0"), where)  # an ID's number as text writes it
+            if where in TELECOM_KEYWORDS:
+                for part in _TELECOM_SEPARATORS.split(v):
+                    phi.add(part, where)
 
 
 def phi_in_path(rel_path: str, phi: PhiSet, skip_uids: bool = False) -> str | None:
@@ -238,6 +276,8 @@ def phi_in_path(rel_path: str, phi: PhiSet, skip_uids: bool = False) -> str | No
     value of COMPACT_MIN_LENGTH letters and digits or more is also looked for with everything
     else taken out of both, and a date in its day-first and month-first orders too."""
     active = phi._active()
+    if skip_uids:  # a file named by a UID kept on purpose: the dates and serials in it are kept with it
+        rel_path = _UID_RUN.sub("#", rel_path)
     for path in _path_readings(rel_path) if active else ():
         hit = _matcher(active).text.search(path) if _matcher(active).text_hit(path) else None
         if hit:
@@ -265,6 +305,7 @@ def _path_readings(rel_path: str) -> tuple[str, ...]:
     return (rel_path,)
 
 
+_UID_RUN = re.compile(r"\d+(?:\.\d+){3,}")
 COMPACT_MIN_LENGTH = 6  # shorter letter runs turn up by chance in joined folder names
 _NOT_ALNUM = re.compile(r"[^0-9a-z]+")
 _DATE = re.compile(r"(19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])")

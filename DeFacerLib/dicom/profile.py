@@ -162,6 +162,10 @@ class ActionTable:
 UNLISTED_NAME_ROW = {"basic": "X/D", "options": {}}
 UNLISTED_DATE_ROW = {"basic": "X/D", "options": {"rtnLongFullDatesOpt": "K", "rtnLongModifDatesOpt": "C"}}
 UNLISTED_ROW_BY_VR = {"PN": UNLISTED_NAME_ROW, "DA": UNLISTED_DATE_ROW, "DT": UNLISTED_DATE_ROW, "TM": UNLISTED_DATE_ROW}
+# The patient's birth and death dates written in another calendar (LO, so no VR rule finds
+# them; no row in 2024b): removed under every option, as the table removes the birth time.
+UNLISTED_ROW_BY_KEYWORD = {keyword: {"basic": "X", "options": {}} for keyword in (
+    "PatientBirthDateInAlternativeCalendar", "PatientDeathDateInAlternativeCalendar")}
 
 
 @lru_cache(maxsize=1)
@@ -176,10 +180,11 @@ def listed_tags() -> frozenset[int]:
 def unlisted_rows() -> dict[int, dict]:
     """tag -> the row standing in for a dictionary PN/DA/DT/TM attribute the table does not list."""
     listed = listed_tags()
-    return {tag: dict(UNLISTED_ROW_BY_VR[vr], tag=f"({tag >> 16:04X},{tag & 0xFFFF:04X})", keyword=keyword, vr=vr,
-                      unlisted=True)
+    return {tag: dict(UNLISTED_ROW_BY_KEYWORD.get(keyword) or UNLISTED_ROW_BY_VR[vr],
+                      tag=f"({tag >> 16:04X},{tag & 0xFFFF:04X})", keyword=keyword, vr=vr, unlisted=True)
             for tag, (vr, _vm, _name, _retired, keyword) in DicomDictionary.items()
-            if vr in UNLISTED_ROW_BY_VR and tag >> 16 not in (0x0000, 0x0002) and tag not in listed}
+            if (vr in UNLISTED_ROW_BY_VR or keyword in UNLISTED_ROW_BY_KEYWORD)
+            and tag >> 16 not in (0x0000, 0x0002) and tag not in listed}
 
 
 @lru_cache(maxsize=64)

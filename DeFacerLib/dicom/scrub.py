@@ -23,6 +23,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 from DeFacerLib import __version__
 from DeFacerLib.dicom import actions
 from DeFacerLib.dicom.leakcheck import IDENTIFYING_TAGS, Leak, PhiSet, collect_strings, find_leaks
+from DeFacerLib.dicom.pixels_text_segments import strip_text_segments
 from DeFacerLib.dicom.markers import BURNED_IN_ANNOTATION, PIXEL_CODES, set_markers
 from DeFacerLib.dicom.profile import (
     CLEAN, DUMMY, KEEP, REMOVE, UID, UID_SEQUENCE, ZERO, ActionTable, ProfileOptions, compile_actions,
@@ -104,6 +105,7 @@ class ScrubResult:
     pixels_not_cleaned: str = ""  # why Clean Pixel Data left the pixels (pixels_ocr.ocr_skip_reason)
     faces_filled: dict | None = None  # Clean Recognizable Visual Features (pixels_faces.fill_faces)
     faces_not_checked: str = ""  # why it left the pixels (pixels_faces.faces_skip_reason)
+    text_segments_removed: int = 0  # JPEG/JPEG 2000 comment and application segments (pixels_text_segments)
 
     def action_rows(self) -> list[list[str]]:
         """[path, keyword, action] per attribute acted on (for the JSON-lines log). Read-only:
@@ -245,6 +247,7 @@ class Scrubber:
             _copy_sop_instance_uid(ds, meta)
         if any(getattr(ds, "preamble", None) or b""):  # free bytes before "DICM": anything, a name too
             ds.preamble = PREAMBLE
+        result.text_segments_removed = strip_text_segments(ds)
         if options.clean_pixel_data:
             from DeFacerLib.dicom.pixels_ocr import clean_burned_in_text
 
@@ -346,7 +349,10 @@ class _Walk:
         self.pending.clear()
 
     def collect(self, ds: Dataset, tag, number: int, raw, vr: str | None, action: str, encoding: str | None) -> None:
-        vr = vr or _dictionary_vr(number)
+        # a public attribute is what the dictionary says it is: a Patient's Name written as LO
+        # still names the patient, and its parts are looked for like a PN's
+        vr = _dictionary_vr(number) if not number >> 16 & 1 and _dictionary_vr(number) in NET_VRS else (
+            vr or _dictionary_vr(number))
         if vr in ("PN", "DA", "DT", "UI") or number in IDENTIFYING_TAGS:
             collect_strings(self.r.phi, vr, _strings(ds, tag, raw, encoding), action, _where(number))
 
@@ -461,8 +467,11 @@ class _Walk:
                 if clean:
                     self.pending.append((ds[tag], prefix))
                 elif info[1]:  # a table row an option retains
-                    for value in _strings(ds, tag, raw, encoding) if not _binary(raw) else []:
-                        self.r.phi.allow(value)
+                    # a kept UID is never searched (find_leaks' skip_uids), so it need not excuse
+                    # the dates and serial numbers vendors write into UIDs anywhere else
+                    if not _binary(raw) and (vr or info[2]) != "UI":
+                        for value in _strings(ds, tag, raw, encoding):
+                            self.r.phi.allow(value)
                     self.record(prefix, number, KEEP)
                 else:
                     kept += 1
@@ -717,6 +726,7 @@ def _binary(raw) -> bool:
     return raw.VR in ("OB", "OW", "OD", "OF", "OL", "OV", "UN", "SQ", "FL", "FD", "SL", "SS", "UL", "US", "SV", "UV", "AT")
 
 
+@lru_cache(maxsize=None)  # a few thousand public tags at most; called for every element collected
 def _dictionary_vr(number: int) -> str:
     try:
         return dictionary_VR(number)

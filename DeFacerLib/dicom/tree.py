@@ -283,6 +283,8 @@ def scrub_file(task: tuple, keep_phi: bool = False) -> dict:
         record["faces_not_checked"] = result.faces_not_checked
     if result.faces_filled is not None:
         record["faces_filled"] = result.faces_filled
+    if result.text_segments_removed:
+        record["text_segments_removed"] = result.text_segments_removed
     if result.leaks:
         record["status"] = "failed"
         # the reason reaches batch's shared reports: the value found stays in "leaks" (the private audit)
@@ -495,6 +497,9 @@ def _summarize(records, source, target, audit, options, seconds):
         "faces_filled": [{"file": r["file"], "faces": r["faces_filled"]["faces"]} for r in records
                          if r.get("faces_filled", {}).get("faces") and r["status"] == "written"],
         "faces_not_checked": [r["file"] for r in records if r.get("faces_not_checked") and r["status"] == "written"],
+        # comments, EXIF and other text segments taken out of compressed frames (pixels_text_segments)
+        "text_segments_removed": [{"file": r["file"], "segments": r["text_segments_removed"]} for r in records
+                                  if r.get("text_segments_removed") and r["status"] == "written"],
         "paths_holding_phi": [{"file": r["file"], "holds": r["path_holds_phi"]} for r in records if "path_holds_phi" in r],
         "options": {k: v for k, v in vars(options).items()},
         "seconds": round(seconds, 3),
