@@ -185,13 +185,15 @@ def _deface_volume(item: Item, config: BatchConfig, info: dict, outcome: dict) -
         outcome.update(state=SKIPPED, skipped=len(item.files), action="none", reason="scrub-only run: volumes are not defaced, nothing written")
         return
     from DeFacerLib.deface.workflow import deface_file
+    from DeFacerLib.provenance import record_path
 
     target = Path(config.output_root) / rel
+    record = record_path(config.meta_root / "provenance", rel)  # one that cannot fit is refused before the work
     target.parent.mkdir(parents=True, exist_ok=True)
     labels = _labels_for(config, rel)
     result = deface_file(Path(config.input_root) / rel, target, parameters=config.parameters, labels_path=labels,
                          overwrite=True)
-    _keep_provenance(config, Path(result["sidecar"]), rel)
+    _keep_provenance(Path(result["sidecar"]), record, rel)
     outputs = [rel]
     if is_detached(rel):  # and its data file, as the written header names it (beside it)
         outputs += [(Path(rel).parent / data.name).as_posix() for data in data_files_of(target)]
@@ -640,14 +642,17 @@ def _labels_for(config: BatchConfig, rel: str) -> Path | None:
     return path
 
 
-def _keep_provenance(config: BatchConfig, sidecar: Path, rel: str) -> None:
-    """Move the provenance JSON out of the data tree (a BIDS validator would flag it) into .defacer/."""
-    target = config.meta_root / "provenance" / (rel + ".defacer.json")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    record = json.loads(sidecar.read_text(encoding="utf-8"))
-    record["output"]["path"] = rel  # shared with the data: relative, as the reports are (never /data/<site>/...)
-    _write_text(target, json.dumps(record, indent=2) + "\n")
-    sidecar.unlink()
+def _keep_provenance(sidecar: Path, target: Path, rel: str) -> None:
+    """Move the provenance JSON out of the data tree (a BIDS validator would flag it) into .defacer/
+    (``target``: provenance.record_path). The sidecar leaves the data tree whatever happens: a record
+    that failed to be kept left it beside the output of a failed item."""
+    try:
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
+        record["output"]["path"] = rel  # shared with the data: relative, as the reports are (never /data/<site>/...)
+        _write_text(target, json.dumps(record, indent=2) + "\n")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            sidecar.unlink()
 
 
 def _publish(source: Path, target: Path, copy: bool = False) -> None:

@@ -30,15 +30,19 @@ def add_arguments(parser) -> None:
 
 def run(args) -> dict:
     from DeFacerLib.cli.progress import summary_console
-    from DeFacerLib.errors import FaceStillRecognisable
+    from DeFacerLib.errors import FaceStillRecognisable, OutputError
     from DeFacerLib.io import read_volume
     from DeFacerLib.io.atomic import check_output_folder, make_folder, remove_made_folders
     from DeFacerLib.io.modality import state_modality
     from DeFacerLib.qa.check import check_pair
-    from DeFacerLib.qa.report import FAIL_ADVICE, write_report
+    from DeFacerLib.qa.report import FAIL_ADVICE, check_report_names, write_report
 
     name = report_name(args.name, args.defaced)
     check_output_folder(args.out, "--out folder")
+    try:  # before the renders and face recognition (8 s and more), and before --out is made
+        check_report_names(args.out, name)
+    except OutputError as error:  # the exit code of `deface` for an output name too long (4)
+        raise OutputError(f"{error}{'' if args.name is not None else ' with --name'}") from None
     refuse_out_inside_inputs(args.out, (args.original, args.defaced))
     created = make_folder(args.out, "--out folder")
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from DeFacerLib.errors import OutputError
-from DeFacerLib.io.atomic import atomic_paths, os_error_reason
+from DeFacerLib.io.atomic import atomic_paths, check_name_fits, os_error_reason
 from DeFacerLib.qa.check import VERDICT_VIEWS, RiskCheck
 from DeFacerLib.qa.figure import before_after_figure
 
@@ -36,18 +36,33 @@ def _cell(value) -> str:
     return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else html.escape(str(value))
 
 
+def report_paths(out_dir, name: str) -> dict[str, Path]:
+    """The files write_report writes for ``name`` in ``out_dir``: {"html", "json", "figure"}."""
+    out_dir = Path(out_dir)
+    return {"html": out_dir / f"{name}_report.html", "json": out_dir / f"{name}_report.json",
+            "figure": out_dir / f"{name}_before_after.png"}
+
+
+def check_report_names(out_dir, name: str) -> None:
+    """Refuse (OutputError), before the renders, a report whose file names are longer than the
+    file system allows: a defaced file or --name of 240-255 bytes fitted, NAME_before_after.png
+    did not, and the run ended in an internal error (OSError) after the face recognition."""
+    for path in report_paths(out_dir, name).values():
+        check_name_fits(path, "QA report file")
+
+
 def write_report(check: RiskCheck, before: dict, after: dict, out_dir, name: str = "qa",
                  inputs: dict[str, str] | None = None) -> dict[str, str]:
     """Write NAME_report.html (images embedded), NAME_report.json and NAME_before_after.png.
     ``inputs`` ({"original": path, "defaced": path}) names the pair judged, in both reports."""
     out_dir = Path(out_dir)
+    check_report_names(out_dir, name)  # `defacer qa` checked them before the work; a caller of the API may not have
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:  # root passes os.access checks on /proc, read-only mounts
         raise OutputError(f"cannot make the report folder {out_dir}: {error.strerror or error}") from None
-    figure = out_dir / f"{name}_before_after.png"
-    json_path = out_dir / f"{name}_report.json"
-    html_path = out_dir / f"{name}_report.html"
+    paths = report_paths(out_dir, name)
+    figure, json_path, html_path = paths["figure"], paths["json"], paths["html"]
     blocked = [path for path in (figure, json_path, html_path) if path.exists() and not path.is_file()]
     if blocked:
         raise OutputError(f"cannot write the QA report: {blocked[0]} exists and is not a file; remove it or choose "
