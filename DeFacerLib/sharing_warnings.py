@@ -62,6 +62,10 @@ def for_batch(summary: dict) -> list[str]:
         lines.append(burned_in(summary["burned_in_annotation"]))
     if summary.get("pixels_not_cleaned"):
         lines.append(not_ocr_cleaned(summary["pixels_not_cleaned"]))
+    if summary.get("bids_without_description"):
+        lines.append("the input is laid out as BIDS (sub-*/anat/sub-*_*.nii.gz) but has no dataset_description.json: "
+                     "it was read as a folder of volumes, so only the images were written (no JSON sidecars, no "
+                     "participants.tsv); add the description, or rerun with --layout bids")
     photos = summary.get("photos_without_faces", [])
     if photos:
         lines.append(f"{len(photos)} BIDS photo(s) were published with no face found in them (first: {photos[0]}), "

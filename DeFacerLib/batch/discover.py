@@ -20,6 +20,7 @@ from DeFacerLib.batch import bids
 from DeFacerLib.errors import OutputError
 from DeFacerLib.io.detached import header_data_names, is_detached, possible_data_files, read_header_text
 from DeFacerLib.io.formats import DICOM_EXTENSIONS, has_dicom_magic
+from DeFacerLib.io.walk import walk_folders
 from DeFacerLib.io.modality import (
     BIDS_ANAT_IMAGE_SUFFIXES, BIDS_FIELDMAP_MAGNITUDE_SUFFIXES, BIDS_QUANTITATIVE_SUFFIXES,
 )
@@ -100,7 +101,8 @@ def list_files(root: Path, avoid: tuple = ()) -> list[str]:
     """Every regular file under ``root`` (relative, POSIX, sorted), hidden folders of DeFacer excluded.
 
     Symlinked folders are followed (a dataset assembled from links must not lose subjects
-    silently), but not into a folder that holds them, so a link loop ends; a second link to a
+    silently), but not into a folder that holds them, so a link loop ends, and a folder that
+    cannot be read is an InputError (io.walk.walk_folders, as scrub walks); a second link to a
     folder listed already (sub-02 -> sub-01) is listed again, as the dataset shows it (it was
     dropped without a word, a subject lost). A link that reaches a folder of
     ``avoid`` (the output, the audit folder) is refused: the outputs were read as inputs and each
@@ -110,33 +112,29 @@ def list_files(root: Path, avoid: tuple = ()) -> list[str]:
         return [root.name]
     found = []
     avoid = [os.path.realpath(folder) for folder in avoid]
-    for folder, dirs, names in os.walk(root, followlinks=True):
+    for folder, dirs, names in walk_folders(root):
         real = os.path.realpath(folder)
         reached = next((place for place in avoid if real == place or real.startswith(os.path.join(place, ""))), None)
         if reached is not None:
             raise OutputError(f"the input {root} reaches {reached} through a link ({Path(folder).relative_to(root)}); "
                               "remove the link or choose an output and audit folder outside what it reaches")
-        if _inside_itself(Path(folder), real, root):
-            dirs[:] = []
-            continue
-        dirs[:] = sorted(d for d in dirs if d != MANIFEST_FOLDER)
+        dirs[:] = [d for d in dirs if d != MANIFEST_FOLDER]
         base = Path(folder).relative_to(root)
-        for name in sorted(names):
+        for name in names:
             path = Path(folder) / name
             if path.is_file() or (path.is_symlink() and not path.exists()):  # a broken link is listed, to fail
                 found.append((base / name).as_posix())
     return found
 
 
-def _inside_itself(folder: Path, real: str, root: Path) -> bool:
-    """``folder`` (reached at ``real``) is one of the folders above it on its own path from
-    ``root``, through a link: walking into it would never end."""
-    above = folder
-    while above != root and above.parent != above:
-        above = above.parent
-        if os.path.realpath(above) == real:
-            return True
-    return False
+_BIDS_IMAGE = re.compile(r"^sub-[^/]+/(ses-[^/]+/)?[a-z]+/sub-[^/]+_[^/]+\.nii(\.gz)?$")
+
+
+def looks_like_bids(root: Path, files: list[str]) -> bool:
+    """Laid out as BIDS (sub-XX/[ses-YY/]anat/sub-XX_....nii.gz) but without the
+    dataset_description.json that makes the layout BIDS: most likely a dataset whose description
+    was not copied."""
+    return not (root / "dataset_description.json").is_file() and any(_BIDS_IMAGE.match(rel) for rel in files)
 
 
 def detect_layout(root: Path, files: list[str]) -> str:

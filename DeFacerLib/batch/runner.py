@@ -265,6 +265,10 @@ def discover_plan(client, source: Path, layout: str, key: bytes, files: list[str
     plan = disc.Plan(chosen, source, sorted(items + dicom_items, key=lambda item: item.files[0]))
     if plan.file_count != len(files):  # every input file in exactly one item: nothing can go missing
         raise RuntimeError(f"batch plan covers {plan.file_count} of {len(files)} files")
+    if all(item.kind == disc.SKIP for item in plan.items):  # a run of nothing but skips said "done", exit 0
+        first = plan.items[0]
+        raise InputError(f"{source} holds nothing to de-identify as {chosen}: all {len(files)} file(s) skipped "
+                         f"({first.files[0]}: {first.reason}); nothing was written")
     return plan, series_info
 
 
@@ -284,7 +288,7 @@ def _work_left(manifest, plan, target: Path, token: str, labels_dir=None):
     fingerprints = {item.id: _fingerprint(plan, item, labels_dir) for item in plan.items}
     gone = _outputs_of_gone_inputs(manifest, plan)
     provenance = target / disc.MANIFEST_FOLDER / "provenance"
-    for root, rels in ((target, gone), (provenance, [f"{rel}.defacer.json" for rel in gone])):
+    for root, rels in ((target, gone), (provenance, _record_rels(provenance, gone))):
         _remove_stale_outputs(root, rels)
         _remove_empty_folders(root, rels)
     manifest.forget_missing(set(fingerprints))
@@ -701,9 +705,22 @@ def _remove_unrecorded_outputs(target: Path, meta_root: Path, items) -> None:
     worker finished them while the run stopped; the rerun redoes them."""
     for item in items:
         for rel in disc.with_detached_data_outputs(item.files):
-            for path in (target / rel, Path(meta_root) / "provenance" / f"{rel}.defacer.json"):
+            records = Path(meta_root) / "provenance"
+            for path in (target / rel, *(records / record for record in _record_rels(records, [rel]))):
                 with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                     path.unlink()
+
+
+def _record_rels(provenance: Path, rels) -> list[str]:
+    """The provenance records of the outputs ``rels``, relative to ``provenance``
+    (provenance.record_path: a long output name's record has a shortened name)."""
+    from DeFacerLib.provenance import record_path
+
+    found = []
+    for rel in rels:
+        with contextlib.suppress(OutputError):  # a record that cannot be named was never written
+            found.append(record_path(provenance, rel).relative_to(provenance).as_posix())
+    return found
 
 
 def _remove_empty_folders(root: Path, rels) -> None:
@@ -748,6 +765,10 @@ def _summary(manifest, plan, source, target, audit, key_path, seconds: float, le
         "input": str(source),
         "output": str(target),
         "layout": plan.layout,
+        # sub-XX/anat/sub-XX_*.nii.gz without dataset_description.json: read as a folder of volumes,
+        # its sidecars and participants.tsv not written (discover.detect_layout)
+        "bids_without_description": plan.layout == disc.VOLUMES and disc.looks_like_bids(
+            source, [rel for item in plan.items for rel in item.files]),
         "items": len(plan.items),
         "items_finished": len(recorded),
         "items_done": by_state[DONE],

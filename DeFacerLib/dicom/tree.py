@@ -30,6 +30,7 @@ from DeFacerLib.dicom.profile import ProfileOptions
 from DeFacerLib.dicom.scrub import IMAGE_DATA_TAGS, ISSUER_OF_PATIENT_ID, SOP_INSTANCE_UID, Scrubber, peek_value
 from DeFacerLib.errors import DeFacerError, GuaranteeError, InputError, OutputError, require_extra
 from DeFacerLib.io.atomic import atomic_path, check_name_fits, check_output_path, is_within
+from DeFacerLib.io.walk import walk_folders
 
 _SCRUBBERS: dict = {}
 MIN_FILES_PER_WORKER = 16
@@ -56,9 +57,8 @@ def list_inputs(root: Path) -> list[tuple[str, str]]:
     top = str(root)
     start = len(os.path.join(top, ""))
     files = []
-    for folder, dirs, names in os.walk(top):
-        dirs.sort()
-        files += [(path, path[start:]) for path in (os.path.join(folder, name) for name in sorted(names))]
+    for folder, _dirs, names in walk_folders(top):
+        files += [(path, path[start:]) for path in (os.path.join(folder, name) for name in names)]
     return files
 
 

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset
 
 from DeFacerLib.errors import InputError, OutputError
 from DeFacerLib.io import _dicom_common as common
 from DeFacerLib.io.formats import DICOM_SERIES
+from DeFacerLib.io.walk import walk_folders
 from DeFacerLib.volume import SourceInfo, Volume
 
 DicomHook = Callable[[Dataset, int], None]
@@ -94,6 +96,31 @@ def _no_dicom_error(folder: Path, skipped: list[str]) -> InputError:
     return InputError(f"{folder} holds no DICOM image files{hint}; {len(skipped)} other file(s) skipped")
 
 
+def _refuse_series_in_subfolders(folder: Path, uid: str) -> None:
+    """InputError when a sub-folder holds files of series ``uid``: the series is read from one
+    folder, and the rest of it left below was defaced and written without those slices, exit 0
+    (a head cut short, a study broken). Files of other series there (a localizer kept apart)
+    are left alone, as beside it."""
+    folder = Path(folder)
+    below = []
+    for place, _dirs, names in walk_folders(folder):
+        if Path(place) == folder:
+            continue
+        for name in names:
+            if name.startswith("."):
+                continue
+            try:
+                ds = pydicom.dcmread(Path(place) / name, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+            except Exception:  # not DICOM, damaged, unreadable: not part of the series that is read
+                continue
+            if str(ds.get("SeriesInstanceUID", "")) == uid:
+                below.append((Path(place) / name).relative_to(folder).as_posix())
+    if below:
+        raise InputError(f"{folder}: {len(below)} more file(s) of series {uid} lie in its sub-folders "
+                         f"({', '.join(below[:3])}{', ...' if len(below) > 3 else ''}); a series is read from "
+                         "one folder: move them beside the others")
+
+
 def read_dicom_series(folder: Path, series_uid: str | None = None) -> Volume:
     groups, skipped = _scan(folder, stop_before_pixels=False)
     if not groups:
@@ -106,6 +133,7 @@ def read_dicom_series(folder: Path, series_uid: str | None = None) -> Volume:
     if uid not in groups:
         listing = _listing(summaries)
         raise InputError(f"{folder} has no series {uid}; it holds: {listing}")
+    _refuse_series_in_subfolders(folder, uid)
     skipped += [path.name for other, members in groups.items() if other != uid for path, _ in members]
     members = sorted(groups[uid], key=lambda item: item[0].name)
     if len(members) == 1 and "PerFrameFunctionalGroupsSequence" in members[0][1]:
