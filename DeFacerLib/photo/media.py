@@ -332,10 +332,63 @@ class StreamInfo:
     video_start_s: float
     audio_start_s: float
     text: str
+    declared_frames: int | None = None  # the container's frame count (OpenCV's CAP_PROP_FRAME_COUNT)
+    declared_s: float | None = None  # the video stream's end the container declares (MKV tag, else Duration)
+    end_s: float | None = None  # where ffmpeg's decode of the video stream ended
+
+
+# a decode may fall this short of what the container declares and still be the whole video: a few
+# frames or 2 %, whichever is larger (a declared count or duration rounded, an estimate)
+_FEW_FRAMES = 3
+_SHARE = 0.02
+
+
+def _seconds(match) -> float | None:
+    return int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3)) if match else None
+
+
+def _declared_frames(path: Path) -> int | None:
+    """The frame count OpenCV reads from the container: the stored sample count in MP4/MOV (exact
+    but for frames an edit list drops) and AVI (with its empty frames), elsewhere the container's
+    duration times the frame rate (an estimate: 300 for the 275-frame clip as MKV, whose picture
+    starts 0.84 s after its sound); None where it declares none (a live recording, a stream)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        count = capture.get(cv2.CAP_PROP_FRAME_COUNT) if capture.isOpened() else 0
+    finally:
+        capture.release()
+    return int(round(count)) if count == count and count > 0 else None  # NaN and -1 too
+
+
+def _cut_short(path: Path, info: StreamInfo) -> str | None:
+    """Why ``info``'s decode ends clearly before the video the container declares, or None.
+
+    Short of both its declared frame count and its declared duration: a file cut at its end (a
+    copy or download interrupted) keeps the header that declares the whole video. Either alone
+    can be short of a whole video: the count of an MP4 trimmed by an edit list (215 stored, 201
+    shown), an AVI's empty frames or an MKV's estimate (its duration includes a picture that starts
+    late); the duration of an MP4 whose sound outlasts its picture."""
+    declared, decoded = info.declared_frames, info.frames
+    if not declared or decoded is None or decoded >= declared - max(_FEW_FRAMES, _SHARE * declared):
+        return None
+    if info.declared_s and info.end_s is not None:
+        fps = info.fps or 25.0
+        if info.end_s >= info.declared_s - max(_FEW_FRAMES / fps, _SHARE * info.declared_s):
+            return None
+        seconds = f", {info.end_s:.1f} of {info.declared_s:.1f} s"
+    else:
+        seconds = ""
+    return f"{path}: the video ends after {decoded} of {declared} frames{seconds} (cut short?); nothing written"
 
 
 def probe(path) -> StreamInfo:
-    """Parse ``ffmpeg -i`` (streams) and a null decode (exact frame count) of a video."""
+    """Parse ``ffmpeg -i`` (streams) and a null decode (exact frame count) of a video.
+
+    InputError for a file whose decode ends clearly before the frame count and the duration its
+    container declares (a file cut short): OpenCV and ffmpeg alike just stop there, and the run
+    wrote the first half of the picture, exit 0."""
     path = Path(path)
     result = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"],
                             capture_output=True, text=True)
@@ -345,7 +398,15 @@ def probe(path) -> StreamInfo:
     frames = re.findall(r"frame=\s*(\d+)", text)
     start = re.search(r"Video: .*start ([\d.]+)", text)
     audio_start = re.search(r"Audio: .*start ([\d.]+)", text)
-    return StreamInfo(
+    # what the container declares: the input's part of the text (the output's repeats its tags)
+    header = re.split(r"^(?:Stream mapping:|Output #)", text, maxsplit=1, flags=re.MULTILINE)[0]
+    declared_s = _seconds(re.search(r"Duration: (\d+):(\d+):([\d.]+)", header))
+    picture = re.search(r"^\s*Stream #\S+.*?: Video: .*$((?:\n(?!\s*Stream #).*)*)", header, re.MULTILINE)
+    tag = re.search(r"^\s*DURATION\s*: (\d+):(\d+):([\d.]+)", picture.group(1), re.MULTILINE) if picture else None
+    if tag:  # Matroska's own duration of the video stream (ffmpeg and mkvmerge write it): the file's is the longest stream's
+        declared_s = _seconds(tag)
+    ends = list(re.finditer(r"time=\s*(\d+):(\d+):([\d.]+)", text))
+    info = StreamInfo(
         frames=int(frames[-1]) if frames else None,
         fps=float(video.group(3)) if video else None,
         width=int(video.group(1)) if video else None,
@@ -355,7 +416,14 @@ def probe(path) -> StreamInfo:
         video_start_s=float(start.group(1)) if start else 0.0,
         audio_start_s=float(audio_start.group(1)) if audio_start else 0.0,
         text=text,
+        declared_frames=_declared_frames(path) if frames else None,
+        declared_s=declared_s,
+        end_s=_seconds(ends[-1]) if ends else None,
     )
+    cut = _cut_short(path, info)
+    if cut:
+        raise InputError(cut)
+    return info
 
 
 _SCHEME = r"[A-Za-z][A-Za-z0-9+.-]*://"
