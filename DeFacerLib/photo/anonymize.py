@@ -119,6 +119,8 @@ class PhotoReport:
     audio: bool | None = None
     note: str = ""
     boxes: list = field(default_factory=list)
+    # k-Same: faces filled instead, their group's average being still one of them (ksame.REVEAL_MARGIN)
+    ksame_filled: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -259,21 +261,26 @@ def anonymize_path(source, destination, options: PhotoOptions, overwrite: bool =
 
     read = [_read_still(f) for f in files]  # read everything first: a bad file stops before any write
     faces = [find_faces(rgb, options) for _, _, rgb in read]
+    filled_instead = [0] * len(read)
     if options.method == "ksame":
-        outputs = k_same([rgb for _, _, rgb in read], faces, options.k).images
+        result = k_same([rgb for _, _, rgb in read], faces, options.k)
+        outputs = result.images
+        for i, _ in result.filled:
+            filled_instead[i] += 1
     else:
         outputs = [obscure_faces(rgb, f, options.method, options.region) for (_, _, rgb), f in zip(read, faces)]
     jobs = [(file, target, kind, original, rgb, out, bool(found))
             for file, target, (kind, original, rgb), out, found in zip(files, targets, read, outputs, faces)]
     _write_all(jobs, destination, source.is_dir())
     reports = []
-    for file, target, (kind, _, _), found in zip(files, targets, read, faces):
+    for file, target, (kind, _, _), found, filled in zip(files, targets, read, faces, filled_instead):
         reports.append(PhotoReport(
             input=str(file), output=str(target), kind=kind, faces=len(found), method=options.method,
             de_identifying=is_de_identifying(options.method, options.region, options.landmarks),
             note="" if found else ("no face found: file copied unchanged (scrub its header with defacer scrub)"
                                    if kind == "dicom" else "no face found: pixels written unchanged (metadata removed)"),
             boxes=[[round(float(v), 1) for v in f.xyxy] for f in found],
+            ksame_filled=filled,
         ))
     return reports
 

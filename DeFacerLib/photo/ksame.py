@@ -15,13 +15,13 @@ fewer faces k-Same refuses (InputError) and another method must be chosen.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from DeFacerLib.errors import InputError, check_choice
 from DeFacerLib.photo.detect import Face
-from DeFacerLib.photo.identity import distance, same_person, sface_descriptor
+from DeFacerLib.photo.identity import SFACE_COSINE_MATCH, distance, same_person, sface_descriptor
 from DeFacerLib.photo.landmarks import JAW, LEFT_BROW, RIGHT_BROW, five_points
 from DeFacerLib.photo.obscure import obscure_face
 
@@ -53,6 +53,8 @@ class KSameResult:
     images: list[np.ndarray]  # anonymized copies, one per input image
     groups: list[list[tuple[int, int]]]  # (image index, face index) of the faces averaged together
     k: int
+    # faces filled instead, their group's average still being one of them (REVEAL_MARGIN)
+    filled: list[tuple[int, int]] = field(default_factory=list)
 
 
 def _similarity(points: np.ndarray) -> np.ndarray:
@@ -104,6 +106,11 @@ def _group_average(members: list[dict]) -> tuple[np.ndarray, np.ndarray | None]:
     group's members apart: rank-1 0.43, dlib, adaptive). With 68 points the target is the group's
     mean shape (its outline bounds region "face"); with 5 points it is the fixed TEMPLATE, so no
     member's face proportions survive in the surrogate's geometry.
+
+    Every member enters at the detail of the group's smallest face (_at_detail): a 331 px face
+    averaged with two of 35 px gave all of the average's fine detail alone, and the surrogate
+    was its own person again (SFace 0.74 to its original, rank-1 among the set's 7 faces;
+    Tom Cruise's 425 px face with two of 56 and 37 px: rank-1 among 70).
     """
     from scipy.spatial import Delaunay
 
@@ -112,9 +119,28 @@ def _group_average(members: list[dict]) -> tuple[np.ndarray, np.ndarray | None]:
     shape = np.mean([m[key] for m in members], axis=0) if use68 else TEMPLATE
     target = np.vstack([shape, _BORDER])
     triangles = Delaunay(target).simplices
-    warped = [_warp_piecewise(m["aligned"], np.vstack([m[key], _BORDER]), target, triangles) for m in members]
+    coarsest = max(_canvas_px_per_pixel(m["matrix"]) for m in members)
+    warped = [_warp_piecewise(_at_detail(m["aligned"], coarsest), np.vstack([m[key], _BORDER]), target, triangles)
+              for m in members]
     surrogate = np.round(np.mean(np.asarray(warped, dtype=np.float32), axis=0)).astype(np.uint8)
     return surrogate, (shape if use68 else None)
+
+
+def _canvas_px_per_pixel(matrix: np.ndarray) -> float:
+    """How many canvas pixels one pixel of the photo spans (the alignment's scale)."""
+    return float(np.sqrt(abs(np.linalg.det(np.asarray(matrix, float)[:, :2]))))
+
+
+def _at_detail(aligned: np.ndarray, canvas_px_per_pixel: float) -> np.ndarray:
+    """``aligned`` with no finer detail than a photo pixel spanning ``canvas_px_per_pixel``
+    canvas pixels carries: resampled down to that pixel size and back up."""
+    import cv2
+
+    if canvas_px_per_pixel <= 1.0:
+        return aligned
+    coarse_px = max(1, int(round(CANVAS_PX / canvas_px_per_pixel)))
+    coarse = cv2.resize(aligned, (coarse_px, coarse_px), interpolation=cv2.INTER_AREA)
+    return cv2.resize(coarse, (CANVAS_PX, CANVAS_PX), interpolation=cv2.INTER_LINEAR)
 
 
 def _face_outline(points68: np.ndarray | None, points5: np.ndarray) -> np.ndarray:
@@ -255,34 +281,102 @@ def k_same(images: list[np.ndarray], faces: list[list[Face]], k: int = DEFAULT_K
         p68 = None if face.landmarks68 is None else _transform(face.landmarks68, matrix)
         items.append(dict(matrix=matrix, aligned=aligned, p68=p68, p5=_transform(five_points(face), matrix),
                           descriptor=sface_descriptor(image, face)))
-    groups = _groups([item["descriptor"] for item in items], k)
-
+    descriptors = [item["descriptor"] for item in items]
     out = [np.array(image, dtype=np.uint8, copy=True) for image in images]
     for i, j in small:
         obscure_face(out[i], faces[i][j], "fill", "head")
-    for group in groups:
+
+    def surrogate_of(group):
         members = [items[m] for m in group]
         surrogate, mean_shape = _group_average(members)
-        mean_five = np.mean([m["p5"] for m in members], axis=0)
-        outline_mean = _face_outline(mean_shape, mean_five)
-        for member_index, member in zip(group, members):
-            i, _ = index[member_index]
-            image = out[i]
-            h, w = image.shape[:2]
-            inverse = cv2.invertAffineTransform(member["matrix"])
-            placed = cv2.warpAffine(surrogate, inverse, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-            mask = np.zeros((h, w), dtype=np.uint8)
-            outlines = [outline_mean, _face_outline(member["p68"], member["p5"])]
-            if region == "head":
-                outlines = [HEAD_OUTLINE]
-            for outline in outlines:
-                hull = cv2.convexHull(_transform(outline, inverse).astype(np.float32)).reshape(-1, 2)
-                cv2.fillConvexPoly(mask, np.round(hull).astype(np.int32), 1)
-            mask = mask.astype(bool)
-            if blend == "poisson":
-                out[i] = _seamless(image, placed, mask)
-            elif blend == "feather":
-                out[i] = _feather(image, placed, mask, 0.08 * faces[i][index[member_index][1]].size_px)
-            else:
-                out[i] = np.where(mask[..., None], placed, image)
-    return KSameResult(images=out, groups=[[index[m] for m in g] for g in groups], k=k)
+        return surrogate, _face_outline(mean_shape, np.mean([m["p5"] for m in members], axis=0))
+
+    def place(image, member_index, surrogate, outline_mean):
+        member, (i, j) = items[member_index], index[member_index]
+        outlines = [HEAD_OUTLINE] if region == "head" else [outline_mean, _face_outline(member["p68"], member["p5"])]
+        return _placed(image, surrogate, member["matrix"], outlines, blend, faces[i][j].size_px)
+
+    def reveals(group, surrogate, outline_mean):
+        where = [faces[index[m][0]][index[m][1]] for m in group]
+        originals = [descriptors[m] for m in group]
+        baselines = [float(descriptors[m] @ _filled_descriptor(images[index[m][0]], face)) for m, face in zip(group, where)]
+        return any(_reveals_one(sface_descriptor(place(images[index[m][0]], m, surrogate, outline_mean), face),
+                                originals, baselines) for m, face in zip(group, where))
+
+    # A group whose surrogate is still one of its members joins its nearest group (more faces,
+    # more ambiguity: the surrogate of six); one that still reveals a member is filled instead.
+    queue, kept, filled_groups = list(_groups(descriptors, k)), [], []
+    while queue:
+        group = queue.pop(0)
+        surrogate, outline_mean = surrogate_of(group)
+        if not reveals(group, surrogate, outline_mean):
+            kept.append((group, surrogate, outline_mean))
+            continue
+        partners = [other for other in queue + [g for g, _, _ in kept] if len(group) < 2 * k and not any(
+            same_person(descriptors[a], descriptors[b]) for a in group for b in other)]
+        if not partners:
+            filled_groups.append(group)
+            continue
+        nearest = min(partners, key=lambda other: np.mean([distance(descriptors[a], descriptors[b])
+                                                            for a in group for b in other]))
+        queue = [g for g in queue if g is not nearest]
+        kept = [entry for entry in kept if entry[0] is not nearest]
+        queue.insert(0, group + nearest)
+    filled = []
+    for group in filled_groups:  # its surrogate is still one of them: the safe default instead
+        for m in group:
+            i, j = index[m]
+            obscure_face(out[i], faces[i][j], "fill", "head")
+            filled.append((i, j))
+    for group, surrogate, outline_mean in kept:
+        for m in group:
+            out[index[m][0]] = place(out[index[m][0]], m, surrogate, outline_mean)
+    groups = [g for g, _, _ in kept] + filled_groups
+    return KSameResult(images=out, groups=[[index[m] for m in g] for g in groups], k=k, filled=filled)
+
+
+# A group's surrogate reveals a member when the recogniser matches it to that member's original
+# (SFACE_COSINE_MATCH) by this much more than to any other member, and than a plain fill at the
+# member's place matches it (SFace puts a grey crop within its threshold of some people: 0.40 for
+# Obama; docs/photo.md): a 331 px face averaged with two of 35 px (0.63 against 0.31 and 0.34), a
+# face averaged with two dog faces the detector took for people (0.69 against 0.12 and 0.19). In
+# the balanced groups of the dlib_faces set and of known_people the best member leads by 0.18 at
+# most where it is a match at all (scripts/evaluate_ksame_groups.py).
+REVEAL_MARGIN = 0.2
+
+
+def _reveals_one(surrogate_descriptor: np.ndarray, originals: list[np.ndarray], baselines: list[float]) -> bool:
+    """``baselines``: each member's similarity to a plain fill in its place."""
+    similarities = [float(surrogate_descriptor @ original) for original in originals]
+    best = int(np.argmax(similarities))
+    runner_up = max((s for i, s in enumerate(similarities) if i != best), default=-1.0)
+    return similarities[best] >= SFACE_COSINE_MATCH and \
+        similarities[best] - max(runner_up, baselines[best]) >= REVEAL_MARGIN
+
+
+def _filled_descriptor(image: np.ndarray, face: Face) -> np.ndarray:
+    """SFace's descriptor of ``face``'s place with the default fill over it."""
+    filled = np.array(image, dtype=np.uint8, copy=True)
+    obscure_face(filled, face, "fill", "head")
+    return sface_descriptor(filled, face)
+
+
+def _placed(image: np.ndarray, surrogate: np.ndarray, matrix: np.ndarray, outlines: list[np.ndarray], blend: str,
+            size_px: float) -> np.ndarray:
+    """A copy of ``image`` with the canvas ``surrogate`` warped back through ``matrix`` inside
+    ``outlines`` (canvas points), blended as asked."""
+    import cv2
+
+    h, w = image.shape[:2]
+    inverse = cv2.invertAffineTransform(matrix)
+    placed = cv2.warpAffine(surrogate, inverse, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    mask = np.zeros((h, w), dtype=np.uint8)
+    for outline in outlines:
+        hull = cv2.convexHull(_transform(outline, inverse).astype(np.float32)).reshape(-1, 2)
+        cv2.fillConvexPoly(mask, np.round(hull).astype(np.int32), 1)
+    mask = mask.astype(bool)
+    if blend == "poisson":
+        return _seamless(image, placed, mask)
+    if blend == "feather":
+        return _feather(image, placed, mask, 0.08 * size_px)
+    return np.where(mask[..., None], placed, image)
