@@ -28,24 +28,13 @@ def sidecar_path(output_path: str | os.PathLike) -> Path:
 
 def record_path(folder: str | os.PathLike, rel: str) -> Path:
     """Batch's provenance record of the output at ``rel`` (a path relative to the output tree),
-    kept in ``folder`` (OUTPUT/.defacer/provenance/): ``REL.defacer.json``. Where that name is longer
-    than its file system allows (an output name of 243-255 bytes: a BIDS name with a long acq-
-    label), the name's first 200 bytes and a digest of the whole output name, so that two long
-    names that start alike do not share one record: the item failed with "File name too long"
-    after its head was defaced. Both the run that writes a record and one that removes it find
-    it from ``rel`` alone. A record that cannot fit even so is refused (OutputError, naming the limit)."""
-    from DeFacerLib.io.atomic import _short, check_name_fits
+    kept in ``folder`` (OUTPUT/.defacer/provenance/): ``REL.defacer.json``, or for an output name
+    of 243-255 bytes (a BIDS name with a long acq- label) the shortened name io.atomic.fitted_path
+    gives (the item failed with "File name too long" after its head was defaced). Both the run
+    that writes a record and one that removes it find it from ``rel`` alone."""
+    from DeFacerLib.io.atomic import fitted_path
 
-    plain = Path(folder) / (rel + RECORD_SUFFIX)
-    try:
-        check_name_fits(plain, "provenance record")
-        return plain
-    except OutputError:
-        name = Path(rel).name
-        digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:12]
-        short = plain.with_name(f"{_short(name, 200)}.{digest}{RECORD_SUFFIX}")
-    check_name_fits(short, "provenance record")
-    return short
+    return fitted_path(Path(folder) / rel, RECORD_SUFFIX, "provenance record")
 
 
 def sha256_of(path: str | os.PathLike) -> str:

@@ -77,11 +77,12 @@ def test_qa_refuses_only_what_does_not_fit(tmp_path):
 
 def test_batch_defaces_and_records_a_head_with_a_long_name(data_dir, tmp_path):
     """The head is defaced, its record kept (under a name that fits, found from the output's
-    relative path), no record left beside the output in the shared tree, and a rerun finds it done."""
+    relative path), no record left beside the output in the shared tree, and a rerun finds it done.
+    With --qa its front render is kept too (NAME.front.png failed the item after the render)."""
     source, out = tmp_path / "longv", tmp_path / "bout"
     source.mkdir()
     shutil.copyfile(data_dir / IXI, source / LONG_BIDS)
-    first = defacer("batch", source, out, "--workers", "1", cwd=tmp_path)
+    first = defacer("batch", source, out, "--workers", "1", "--qa", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "Errno" not in first.stderr + first.stdout
     output = out / LONG_BIDS
@@ -94,9 +95,20 @@ def test_batch_defaces_and_records_a_head_with_a_long_name(data_dir, tmp_path):
     assert len(os.fsencode(record.name)) <= 255 and record.name.startswith(LONG_BIDS[:100])
     assert [p.name for p in (out / ".defacer" / "provenance").iterdir()] == [record.name]
     assert json.loads(record.read_text())["output"]["path"] == LONG_BIDS
-    rerun = defacer("batch", source, out, "--workers", "1", cwd=tmp_path)
+    pictures = [p.name for p in (out / ".defacer" / "qa").iterdir()]
+    assert len(pictures) == 1 and pictures[0].startswith(LONG_BIDS[:100]) and pictures[0].endswith(".front.png")
+    rerun = defacer("batch", source, out, "--workers", "1", "--qa", cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert "1 already done, 0 to do" in rerun.stderr + rerun.stdout
+
+
+def test_deface_refuses_a_qa_picture_name_too_long_before_the_work(data_dir, tmp_path):
+    """`deface --qa DIR` of an output of 240 characters: STEM_before_after.png does not fit; it was
+    found after the defacing and the renders. Refused at once, nothing written."""
+    output = tmp_path / ("o" * 240 + ".nii.gz")
+    one_line_error(defacer("deface", data_dir / IXI, output, "--qa", tmp_path / "qa"), 4, "_before_after.png",
+                   "more than the 255")
+    assert not output.exists() and not (tmp_path / "qa").exists()
 
 
 def test_a_record_name_is_found_from_the_relative_path(tmp_path):

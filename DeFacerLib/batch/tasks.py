@@ -37,7 +37,7 @@ from DeFacerLib.batch.manifest import DONE, FAILED, SKIPPED
 from DeFacerLib.deface.pipeline import DefaceParameters
 from DeFacerLib.dicom.profile import ProfileOptions
 from DeFacerLib.errors import DeFacerError, FaceNotFound, InputError, NoHeadFound, require_extra
-from DeFacerLib.io.atomic import partial_path
+from DeFacerLib.io.atomic import fitted_path, partial_path
 from DeFacerLib.io.detached import data_files_of, is_detached
 
 HEAD_MODALITIES = ("MR", "CT", "PT")
@@ -614,7 +614,7 @@ def _qa(config: BatchConfig, output: Path, rel: str, outcome: dict, files=None) 
         volume = read_volume(output)
     front = render_views(volume, views=("front",))["front"]
     faces = detect_faces_yunet(front, score_threshold=FACE_PRESENT_SCORE)  # as `defacer qa` counts a face
-    picture = config.meta_root / "qa" / (rel.replace("/", "__") + ".front.png")
+    picture = fitted_path(config.meta_root / "qa" / rel.replace("/", "__"), ".front.png", "QA picture")
     picture.parent.mkdir(parents=True, exist_ok=True)
     save_png(front, picture)
     outcome["qa_face_found"] = bool(faces)

@@ -305,6 +305,7 @@ def _check_outputs_before_work(input_path, output_path, labels_path, protect_pat
                           "(a series) or a .dcm file (an enhanced file)")
     if qa_dir is not None:
         check_output_folder(qa_dir, "QA folder")
+        check_name_fits(qa_figure_path(qa_dir, Path(output_path).name), "QA picture")  # it was found after the work
         for what, folder in (("the output", Path(output_path)), ("the input", Path(input_path))):
             # in the output it would ship the ORIGINAL face's render with the data to be shared
             if (folder.is_dir() or what == "the output") and is_within(qa_dir, folder):
@@ -380,7 +381,6 @@ def _forget_new_key(hook) -> None:
 
 def write_qa_figure(views: tuple[dict, dict], qa_dir, name: str) -> Path:
     """The before/after renders (qa.render_before_after) as one PNG in ``qa_dir``, named for ``name``."""
-    from DeFacerLib.io.formats import volume_stem
     from DeFacerLib.qa import before_after_figure
 
     qa_dir = Path(qa_dir)
@@ -388,11 +388,22 @@ def write_qa_figure(views: tuple[dict, dict], qa_dir, name: str) -> Path:
         qa_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:  # root passes the os.access check before the work on /proc, read-only mounts
         raise OutputError(f"cannot make the QA folder {qa_dir}: {error.strerror or error}; nothing written") from None
-    # split(".")[0] gave sub-01.run-1.nii.gz and sub-01.run-2.nii.gz one picture, the second replacing the first
-    stem = volume_stem(name)
-    figure = qa_dir / f"{stem}_before_after.png"
+    figure = qa_figure_path(qa_dir, name)
+    stem = figure.name.removesuffix(QA_FIGURE_SUFFIX)
     before_after_figure(*views, figure, title=f"{stem}: before (top) and after (bottom)")
     return figure
+
+
+QA_FIGURE_SUFFIX = "_before_after.png"
+
+
+def qa_figure_path(qa_dir, name: str) -> Path:
+    """Where write_qa_figure puts the picture of the output ``name``: ``STEM_before_after.png``
+    (split(".")[0] gave sub-01.run-1.nii.gz and sub-01.run-2.nii.gz one picture, the second
+    replacing the first)."""
+    from DeFacerLib.io.formats import volume_stem
+
+    return Path(qa_dir) / f"{volume_stem(name)}{QA_FIGURE_SUFFIX}"
 
 
 def take_back(outcome: dict) -> None:

@@ -257,6 +257,30 @@ def _short(name: str, size: int = 100) -> str:
     return os.fsencode(name)[:size].decode("utf-8", "ignore") if len(os.fsencode(name)) > size else name
 
 
+def short_with_digest(name: str, size: int) -> str:
+    """``name`` cut to ``size`` bytes (whole characters) and a 12-character digest of the whole
+    name, so that two long names that start alike (BIDS runs) stay apart."""
+    import hashlib
+
+    return f"{_short(name, size)}.{hashlib.sha256(os.fsencode(name)).hexdigest()[:12]}"
+
+
+def fitted_path(path: str | os.PathLike, suffix: str, what: str) -> Path:
+    """``PATH`` + ``suffix`` (a file named after another, e.g. a record or a picture of an output),
+    or, where that name is longer than its file system allows, the name's first 200 bytes, a
+    digest of the whole and ``suffix``: the same for the same path, so a later run finds it. One
+    that cannot fit even so is an OutputError naming the limit (check_name_fits)."""
+    path = Path(path)
+    plain = path.with_name(path.name + suffix)
+    try:
+        check_name_fits(plain, what)
+        return plain
+    except OutputError:
+        short = path.with_name(short_with_digest(path.name, 200) + suffix)
+    check_name_fits(short, what)
+    return short
+
+
 def partial_path(target: str | os.PathLike) -> Path:
     """The fixed hidden temporary ``.NAME.partial`` beside ``target`` (batch's: a rerun sweeps
     them). A NAME of more than 200 bytes is cut, with a digest of the whole so that two long
@@ -264,9 +288,7 @@ def partial_path(target: str | os.PathLike) -> Path:
     target = Path(target)
     name = target.name
     if len(os.fsencode(name)) > 200:
-        import hashlib
-
-        name = f"{_short(name)}.{hashlib.sha256(os.fsencode(name)).hexdigest()[:12]}"
+        name = short_with_digest(name, 100)
     return target.with_name(f".{name}.partial")
 
 
