@@ -118,7 +118,10 @@ def strip_text_segments(ds: Dataset) -> int:
     syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
     if syntax is None or not syntax.is_encapsulated or "PixelData" not in ds:
         return 0
-    frames_count = int(ds.get("NumberOfFrames", 1) or 1)
+    try:
+        frames_count = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):  # "1?": a damaged count, read by the fragments alone
+        frames_count = None
     extended = None
     if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
         extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
