@@ -41,7 +41,7 @@ IDENTIFYING_KEYWORDS = {
 TELECOM_KEYWORDS = frozenset(k for k in IDENTIFYING_KEYWORDS if "Telecom" in k or "Telephone" in k or "Phone" in k)
 _TELECOM_SEPARATORS = re.compile(r"[\r\n;,|\\]+")
 # Text spells a patient's name and dates its own way: "JaneDoe", "2010-07-23", "July 23, 2010".
-JOINED_NAME_MIN_LENGTH = 6  # shorter joined runs turn up inside ordinary words
+JOINED_NAME_MIN_LENGTH = 6  # shorter joined runs (and telecom parts) turn up inside ordinary words
 STRIPPED_ID_MIN_LENGTH = 7  # "00007041776" also as "7041776"; shorter runs turn up in numbers by chance
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December")
@@ -262,9 +262,10 @@ def collect_strings(phi: PhiSet, vr: str, values: list[str], action: str, where:
             digits = v.strip()
             if digits.isdigit() and len(digits.lstrip("0")) >= STRIPPED_ID_MIN_LENGTH:
                 phi.add(digits.lstrip("0"), where)  # an ID's number as text writes it
-            if where in TELECOM_KEYWORDS:
+            if where in TELECOM_KEYWORDS:  # each number or address; not a short label ("Home", "work")
                 for part in _TELECOM_SEPARATORS.split(v):
-                    phi.add(part, where)
+                    if len(part.strip()) >= JOINED_NAME_MIN_LENGTH:
+                        phi.add(part, where)
 
 
 def phi_in_path(rel_path: str, phi: PhiSet, skip_uids: bool = False) -> str | None:
