@@ -9,31 +9,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from DeFacerLib.errors import OutputError
+from test_cli import defacer
+from test_cli_volume_edge_cases import one_line_error
 
 IXI = "heads/ixi/t1/IXI132-HH-1415_T1.nii.gz"
 LONG_BIDS = "sub-01_ses-1_acq-" + "x" * 220 + "_T1w.nii.gz"  # 248 bytes: a legal name; its record's is 261
-
-
-def defacer(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "DeFacerLib", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, cwd=cwd)
-
-
-def one_line_error(result: subprocess.CompletedProcess, exit_code: int, *words: str) -> str:
-    assert result.returncode == exit_code, (result.returncode, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("defacer: error:"), result.stderr
-    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 # ---- defacer qa ----------------------------------------------------------------------------------

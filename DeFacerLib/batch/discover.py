@@ -127,14 +127,11 @@ def list_files(root: Path, avoid: tuple = ()) -> list[str]:
     return found
 
 
-_BIDS_IMAGE = re.compile(r"^sub-[^/]+/(ses-[^/]+/)?[a-z]+/sub-[^/]+_[^/]+\.nii(\.gz)?$")
-
-
 def looks_like_bids(root: Path, files: list[str]) -> bool:
-    """Laid out as BIDS (sub-XX/[ses-YY/]anat/sub-XX_....nii.gz) but without the
-    dataset_description.json that makes the layout BIDS: most likely a dataset whose description
-    was not copied."""
-    return not (root / "dataset_description.json").is_file() and any(_BIDS_IMAGE.match(rel) for rel in files)
+    """Laid out as BIDS (a head image BIDS_FACE_IMAGE names: sub-XX/[ses-YY/]anat/sub-XX_T1w.nii.gz)
+    but without the dataset_description.json that makes the layout BIDS: most likely a dataset
+    whose description was not copied."""
+    return not (root / "dataset_description.json").is_file() and any(BIDS_FACE_IMAGE.match(rel) for rel in files)
 
 
 def detect_layout(root: Path, files: list[str]) -> str:

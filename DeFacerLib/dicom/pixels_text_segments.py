@@ -92,7 +92,7 @@ def strip_j2k(frame: bytes) -> tuple[bytes, int]:
     """(the codestream without its main header's comments, how many were removed); not a
     JPEG 2000 codestream, or malformed: unchanged, 0. A tile-part's own header is not rewritten
     (its length field counts it): comments there are rare, and left."""
-    if frame[:2] != b"\xff\x4f":
+    if frame[:2] != bytes((0xFF, J2K_SOC)):
         return frame, 0
     out, removed, at, end = [frame[:2]], 0, 2, len(frame)
     while at + 4 <= end and frame[at] == 0xFF:

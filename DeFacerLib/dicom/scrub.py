@@ -351,8 +351,8 @@ class _Walk:
     def collect(self, ds: Dataset, tag, number: int, raw, vr: str | None, action: str, encoding: str | None) -> None:
         # a public attribute is what the dictionary says it is: a Patient's Name written as LO
         # still names the patient, and its parts are looked for like a PN's
-        vr = _dictionary_vr(number) if not number >> 16 & 1 and _dictionary_vr(number) in NET_VRS else (
-            vr or _dictionary_vr(number))
+        dictionary_vr = _dictionary_vr(number)
+        vr = dictionary_vr if (not number >> 16 & 1 and dictionary_vr in NET_VRS) or not vr else vr
         if vr in ("PN", "DA", "DT", "UI") or number in IDENTIFYING_TAGS:
             collect_strings(self.r.phi, vr, _strings(ds, tag, raw, encoding), action, _where(number))
 

@@ -312,8 +312,9 @@ def k_same(images: list[np.ndarray], faces: list[list[Face]], k: int = DEFAULT_K
         if not reveals(group, surrogate, outline_mean):
             kept.append((group, surrogate, outline_mean))
             continue
-        partners = [other for other in queue + [g for g, _, _ in kept] if len(group) < 2 * k and not any(
-            same_person(descriptors[a], descriptors[b]) for a in group for b in other)]
+        partners = [] if len(group) >= 2 * k else [  # joined once already: filled
+            other for other in queue + [g for g, _, _ in kept]
+            if not any(same_person(descriptors[a], descriptors[b]) for a in group for b in other)]
         if not partners:
             filled_groups.append(group)
             continue
